@@ -1,0 +1,354 @@
+"""Reference profiles: what "normal" looks like for one model version.
+
+A profile is built once from training or validation data and holds, per feature:
+
+- numeric: a bounded row sample (deterministic subsample above ``max_rows``; rows are kept
+  whole so calibration can resample correlated features together), the same sample sorted
+  per feature, quantile bin edges with the reference share of each bin, summary statistics
+  and the missing rate;
+- categorical: the category vocabulary (most frequent first), their frequencies and the
+  missing rate.
+
+A content hash (SHA-256 over every stored array and the metadata) identifies the profile.
+`to_bytes`/`from_bytes` use a versioned ``.npz`` container read with ``allow_pickle=False``;
+a corrupt, truncated, tampered or older-format payload raises `ProfileError` naming the
+source and the problem. Reading and writing files is the caller's job: this package does no
+I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import numpy.typing as npt
+
+from detectors.detection import FloatArray, IntArray
+
+FORMAT = "monitord-profile"
+FORMAT_VERSION = 1
+MISSING_CODE = -1
+_SUBSAMPLE_SEED = 0x5EED
+
+
+class ProfileError(ValueError):
+    """A profile could not be built or loaded; the message names the source and the fix."""
+
+
+@dataclass(frozen=True, eq=False)
+class ReferenceProfile:
+    """Reference statistics for one model version (see the module docstring).
+
+    Array shapes: ``n`` sampled rows, ``p`` numeric and ``c`` categorical features,
+    ``b`` PSI bins.
+    """
+
+    model: str
+    model_version: str
+    numeric_names: tuple[str, ...]
+    categorical_names: tuple[str, ...]
+    n_rows: int
+    numeric_rows: FloatArray  # (n, p) row-aligned sample, NaN where missing
+    category_rows: IntArray  # (n, c) codes into `categories`, -1 where missing
+    bin_edges: FloatArray  # (p, b + 1), edges[:, 0] = -inf, edges[:, -1] = +inf
+    bin_fractions: FloatArray  # (p, b) share of non-missing reference values per bin
+    numeric_min: FloatArray  # (p,)
+    numeric_max: FloatArray  # (p,)
+    numeric_mean: FloatArray  # (p,)
+    numeric_std: FloatArray  # (p,)
+    numeric_missing_rate: FloatArray  # (p,)
+    categories: tuple[tuple[str, ...], ...]  # per categorical feature, most frequent first
+    category_counts: tuple[IntArray, ...]  # per categorical feature, aligned with categories
+    categorical_missing_rate: FloatArray  # (c,)
+    content_hash: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if not self.content_hash:
+            object.__setattr__(self, "content_hash", _hash(self))
+
+    @property
+    def profile_id(self) -> str:
+        """Short stable identifier: the first 16 hex digits of the content hash."""
+        return self.content_hash[:16]
+
+    @cached_property
+    def sorted_sample(self) -> FloatArray:
+        """``(n, p)`` each column of the row sample sorted, NaN (missing) last."""
+        return np.sort(self.numeric_rows, axis=0)
+
+    @cached_property
+    def sample_sizes(self) -> IntArray:
+        """``(p,)`` number of non-missing sampled values per numeric feature."""
+        return np.asarray((~np.isnan(self.numeric_rows)).sum(axis=0), dtype=np.int64)
+
+    @cached_property
+    def _category_index(self) -> tuple[dict[str, int], ...]:
+        return tuple({name: i for i, name in enumerate(cats)} for cats in self.categories)
+
+    @property
+    def n_categories(self) -> IntArray:
+        """``(c,)`` vocabulary size per categorical feature; code ``n_categories[j]`` is unseen."""
+        return np.array([len(c) for c in self.categories], dtype=np.int64)
+
+    def encode_categories(self, values: npt.NDArray[np.object_]) -> IntArray:
+        """Map an ``(n_rows, c)`` object array of strings/None to integer codes.
+
+        Missing (None) becomes -1, a category absent from the reference becomes
+        ``n_categories[j]`` (the "unseen" code).
+        """
+        n_rows = values.shape[0]
+        codes = np.empty((n_rows, len(self.categorical_names)), dtype=np.int64)
+        for j, index in enumerate(self._category_index):
+            unseen = len(index)
+            uniques, inverse = np.unique(values[:, j].astype(str), return_inverse=True)
+            lookup = np.array([index.get(u, unseen) for u in uniques], dtype=np.int64)
+            codes[:, j] = lookup[inverse]
+            missing = np.equal(values[:, j], None)
+            codes[missing, j] = MISSING_CODE
+        return codes
+
+    def to_bytes(self) -> bytes:
+        """Serialize to the versioned ``.npz`` container (no pickle)."""
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **_arrays(self), meta=_meta_array(self))
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str = "<bytes>") -> ReferenceProfile:
+        """Load a profile written by `to_bytes`; ``source`` names it in errors."""
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                arrays = {name: npz[name] for name in npz.files}
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+            raise ProfileError(
+                f"{source}: not a readable monitord profile ({exc}); it may be truncated or "
+                "corrupt. Rebuild it with `monitord reference build`."
+            ) from exc
+        if "meta" not in arrays:
+            raise ProfileError(f"{source}: no metadata entry; not a monitord profile")
+        try:
+            meta = json.loads(bytes(arrays.pop("meta")).decode())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ProfileError(f"{source}: metadata is not valid JSON ({exc})") from exc
+        if meta.get("format") != FORMAT:
+            raise ProfileError(f"{source}: format is {meta.get('format')!r}, not {FORMAT!r}")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ProfileError(
+                f"{source}: profile format version {meta.get('format_version')!r} is not "
+                f"supported (this monitord reads version {FORMAT_VERSION}); rebuild it with "
+                "`monitord reference build`."
+            )
+        try:
+            profile = _from_parts(meta, arrays)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProfileError(f"{source}: incomplete or inconsistent profile ({exc})") from exc
+        if profile.content_hash != meta["content_hash"]:
+            raise ProfileError(
+                f"{source}: content hash mismatch (stored {meta['content_hash'][:16]}, "
+                f"computed {profile.content_hash[:16]}); the file was modified after it was built"
+            )
+        return profile
+
+
+def build_profile(
+    model: str,
+    model_version: str,
+    numeric_names: Sequence[str],
+    numeric: FloatArray,
+    categorical_names: Sequence[str] = (),
+    categorical: npt.NDArray[np.object_] | None = None,
+    n_bins: int = 10,
+    max_rows: int = 5000,
+    max_categories: int = 1000,
+) -> ReferenceProfile:
+    """Build a profile from a reference sample.
+
+    Args:
+        numeric: ``(n_rows, p)`` float64, NaN where missing.
+        categorical: ``(n_rows, c)`` object array of str, None where missing.
+        n_bins: PSI bins per numeric feature (reference quantiles).
+        max_rows: rows kept in the sample; above it a deterministic subsample is taken.
+        max_categories: most frequent categories kept per feature; rarer ones count as unseen.
+    """
+    numeric = np.asarray(numeric, dtype=np.float64)
+    if numeric.ndim != 2 or numeric.shape[1] != len(numeric_names):
+        raise ProfileError(
+            f"numeric: expected shape (n_rows, {len(numeric_names)}), got {numeric.shape}"
+        )
+    n_rows = numeric.shape[0]
+    if categorical is None:
+        categorical = np.empty((n_rows, 0), dtype=object)
+    if categorical.shape != (n_rows, len(categorical_names)):
+        raise ProfileError(
+            f"categorical: expected shape ({n_rows}, {len(categorical_names)}), "
+            f"got {categorical.shape}"
+        )
+    if n_rows < 2:
+        raise ProfileError(f"need at least 2 reference rows, got {n_rows}")
+    if n_bins < 2:
+        raise ProfileError(f"n_bins: must be at least 2, got {n_bins}")
+    if max_rows < 2:
+        raise ProfileError(f"max_rows: must be at least 2, got {max_rows}")
+    numeric = np.where(np.isfinite(numeric), numeric, np.nan)
+    observed = ~np.isnan(numeric)
+    if numeric.shape[1] and not observed.any(axis=0).all():
+        empty = [n for n, ok in zip(numeric_names, observed.any(axis=0), strict=True) if not ok]
+        raise ProfileError(f"numeric features with no observed value: {empty}")
+
+    quantiles = np.linspace(0.0, 1.0, n_bins + 1)[1:-1]
+    inner = np.nanquantile(numeric, quantiles, axis=0).T if numeric.shape[1] else np.empty((0, 0))
+    p = numeric.shape[1]
+    edges = np.empty((p, n_bins + 1))
+    edges[:, 0], edges[:, -1] = -np.inf, np.inf
+    edges[:, 1:-1] = inner
+    bins = (numeric[:, :, None] > edges[None, :, 1:-1]).sum(axis=2)
+    counts = np.zeros((p, n_bins))
+    for_bins = np.where(observed, bins + np.arange(p) * n_bins, -1).ravel()
+    counts.ravel()[:] = np.bincount(for_bins[for_bins >= 0], minlength=p * n_bins)
+    fractions = counts / np.maximum(observed.sum(axis=0), 1)[:, None]
+
+    categories, cat_counts, cat_missing = _category_vocab(categorical, max_categories)
+    profile_stub = ReferenceProfile(
+        model=model,
+        model_version=model_version,
+        numeric_names=tuple(numeric_names),
+        categorical_names=tuple(categorical_names),
+        n_rows=n_rows,
+        numeric_rows=np.empty((0, p)),
+        category_rows=np.empty((0, len(categorical_names)), dtype=np.int64),
+        bin_edges=edges,
+        bin_fractions=fractions,
+        numeric_min=np.nanmin(numeric, axis=0) if p else np.empty(0),
+        numeric_max=np.nanmax(numeric, axis=0) if p else np.empty(0),
+        numeric_mean=np.nanmean(numeric, axis=0) if p else np.empty(0),
+        numeric_std=np.nanstd(numeric, axis=0) if p else np.empty(0),
+        numeric_missing_rate=1.0 - observed.mean(axis=0),
+        categories=categories,
+        category_counts=cat_counts,
+        categorical_missing_rate=cat_missing,
+        content_hash="-",
+    )
+    keep = _subsample(n_rows, max_rows)
+    codes = profile_stub.encode_categories(categorical[keep])
+    return ReferenceProfile(
+        **{
+            **{f: getattr(profile_stub, f) for f in _FIELDS},
+            "numeric_rows": np.ascontiguousarray(numeric[keep]),
+            "category_rows": codes,
+            "content_hash": "",
+        }
+    )
+
+
+_FIELDS = tuple(ReferenceProfile.__dataclass_fields__)
+_ARRAY_FIELDS = (
+    "numeric_rows",
+    "category_rows",
+    "bin_edges",
+    "bin_fractions",
+    "numeric_min",
+    "numeric_max",
+    "numeric_mean",
+    "numeric_std",
+    "numeric_missing_rate",
+    "categorical_missing_rate",
+)
+
+
+def _subsample(n_rows: int, max_rows: int) -> IntArray:
+    if n_rows <= max_rows:
+        return np.arange(n_rows)
+    rng = np.random.default_rng(_SUBSAMPLE_SEED)
+    return np.sort(rng.choice(n_rows, size=max_rows, replace=False))
+
+
+def _category_vocab(
+    categorical: npt.NDArray[np.object_], max_categories: int
+) -> tuple[tuple[tuple[str, ...], ...], tuple[IntArray, ...], FloatArray]:
+    vocab: list[tuple[str, ...]] = []
+    counts: list[IntArray] = []
+    missing = np.zeros(categorical.shape[1])
+    for j in range(categorical.shape[1]):
+        column = categorical[:, j]
+        present = ~np.equal(column, None)
+        missing[j] = 1.0 - present.mean()
+        names, n = np.unique(column[present].astype(str), return_counts=True)
+        order = np.lexsort((names, -n))[:max_categories]  # most frequent first, ties by name
+        vocab.append(tuple(str(s) for s in names[order]))
+        counts.append(n[order].astype(np.int64))
+    return tuple(vocab), tuple(counts), missing
+
+
+def _meta(profile: ReferenceProfile) -> dict[str, object]:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": profile.model,
+        "model_version": profile.model_version,
+        "numeric_names": list(profile.numeric_names),
+        "categorical_names": list(profile.categorical_names),
+        "n_rows": profile.n_rows,
+        "categories": [list(c) for c in profile.categories],
+    }
+
+
+def _arrays(profile: ReferenceProfile) -> dict[str, npt.NDArray[np.generic]]:
+    arrays: dict[str, npt.NDArray[np.generic]] = {f: getattr(profile, f) for f in _ARRAY_FIELDS}
+    for j, counts in enumerate(profile.category_counts):
+        arrays[f"category_counts_{j}"] = counts
+    return arrays
+
+
+def _hash(profile: ReferenceProfile) -> str:
+    digest = hashlib.sha256(json.dumps(_meta(profile), sort_keys=True).encode())
+    for name, array in sorted(_arrays(profile).items()):
+        contiguous = np.ascontiguousarray(array)
+        digest.update(f"{name}:{contiguous.dtype.str}:{contiguous.shape}".encode())
+        digest.update(contiguous.tobytes())
+    return digest.hexdigest()
+
+
+def _meta_array(profile: ReferenceProfile) -> npt.NDArray[np.uint8]:
+    meta = {**_meta(profile), "content_hash": profile.content_hash}
+    return np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
+
+
+def _from_parts(
+    meta: dict[str, object], arrays: dict[str, npt.NDArray[np.generic]]
+) -> ReferenceProfile:
+    categories = tuple(tuple(str(s) for s in c) for c in meta["categories"])  # type: ignore[attr-defined]
+    numeric_names = tuple(str(s) for s in meta["numeric_names"])  # type: ignore[attr-defined]
+    categorical_names = tuple(str(s) for s in meta["categorical_names"])  # type: ignore[attr-defined]
+    if len(categories) != len(categorical_names):
+        raise ValueError("categories and categorical_names differ in length")
+    rows = np.asarray(arrays["numeric_rows"], dtype=np.float64)
+    if rows.ndim != 2 or rows.shape[1] != len(numeric_names):
+        raise ValueError(f"numeric_rows has shape {rows.shape}")
+    return ReferenceProfile(
+        model=str(meta["model"]),
+        model_version=str(meta["model_version"]),
+        numeric_names=numeric_names,
+        categorical_names=categorical_names,
+        n_rows=int(meta["n_rows"]),  # type: ignore[call-overload]
+        numeric_rows=rows,
+        category_rows=np.asarray(arrays["category_rows"], dtype=np.int64),
+        bin_edges=np.asarray(arrays["bin_edges"], dtype=np.float64),
+        bin_fractions=np.asarray(arrays["bin_fractions"], dtype=np.float64),
+        numeric_min=np.asarray(arrays["numeric_min"], dtype=np.float64),
+        numeric_max=np.asarray(arrays["numeric_max"], dtype=np.float64),
+        numeric_mean=np.asarray(arrays["numeric_mean"], dtype=np.float64),
+        numeric_std=np.asarray(arrays["numeric_std"], dtype=np.float64),
+        numeric_missing_rate=np.asarray(arrays["numeric_missing_rate"], dtype=np.float64),
+        categories=categories,
+        category_counts=tuple(
+            np.asarray(arrays[f"category_counts_{j}"], dtype=np.int64)
+            for j in range(len(categories))
+        ),
+        categorical_missing_rate=np.asarray(arrays["categorical_missing_rate"], dtype=np.float64),
+    )
