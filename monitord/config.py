@@ -1,0 +1,230 @@
+"""Configuration: one TOML file parsed and validated once at startup into frozen objects.
+
+Secrets never live in the TOML file: they come from environment variables (named in
+`SECRET_ENV`) and are held as `pydantic.SecretStr`, which masks them in every repr. A wrong
+key, type or value raises `ConfigError` naming the key path and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+SECRET_ENV = {"kafka.sasl_password": "MONITORD_KAFKA_SASL_PASSWORD"}
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message lists every problem with its key path."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConsumerSettings(_Section):
+    """Throughput knobs of the Kafka consumer (kafka-python names)."""
+
+    fetch_max_bytes: int = Field(50 * 1024 * 1024, gt=0)
+    max_partition_fetch_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    fetch_min_bytes: int = Field(1, gt=0)
+    fetch_max_wait_ms: int = Field(100, ge=0)
+    max_poll_records: int = Field(10_000, gt=0)
+    session_timeout_ms: int = Field(10_000, gt=0)
+    heartbeat_interval_ms: int = Field(3_000, gt=0)
+    max_poll_interval_ms: int = Field(300_000, gt=0)
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    input_topics: tuple[str, ...] = ("inference-events",)
+    group_id: str = "monitord"
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    dead_letter_topic: str = "monitord.dead-letter"
+    alert_topic: str = "monitord.alerts"
+    trigger_topic: str = "monitord.retrain-requests"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None  # from MONITORD_KAFKA_SASL_PASSWORD only
+    connect_timeout_s: float = Field(10.0, gt=0)
+    consumer: ConsumerSettings = ConsumerSettings()
+
+
+class EventFields(_Section):
+    """Where each part of an inference event lives in the JSON object."""
+
+    model: str = "model"
+    model_version: str = "model_version"
+    event_id: str = "event_id"
+    timestamp: str = "timestamp"
+    features: str = "features"
+    prediction: str = "prediction"
+    label: str = "label"
+    max_event_bytes: int = Field(1_000_000, gt=0)
+
+
+DetectorName = Literal["ks", "psi", "chi2", "quality", "adwin"]
+
+
+class Detection(_Section):
+    """How drift is tested for a model (defaults for every model, overridable per model)."""
+
+    detectors: tuple[DetectorName, ...] = ("ks", "psi", "chi2", "quality", "adwin")
+    window_size: int = Field(1000, ge=10)
+    window_step: int | None = Field(None, ge=1, description="rows between tests; default size")
+    false_alarm_budget_events: float = Field(
+        1_000_000, gt=0, description="expected events between false alarms for a whole model"
+    )
+    warmup_events: int = Field(2000, ge=100, description="rows captured as reference")
+    psi_bins: int = Field(10, ge=2, le=100)
+    adwin_delta: float = Field(0.002, gt=0, lt=1)
+    adwin_columns: Literal["prediction", "all"] = Field(
+        "prediction", description="ADWIN on the prediction only, or on every numeric column"
+    )
+    monitor_prediction: bool = True
+
+    @model_validator(mode="after")
+    def _step_fits(self) -> Detection:
+        if self.window_step is not None and self.window_step > self.window_size:
+            raise ValueError(
+                f"window_step ({self.window_step}) must not exceed window_size ({self.window_size})"
+            )
+        return self
+
+    @property
+    def step(self) -> int:
+        return self.window_step or self.window_size
+
+
+class ModelSettings(_Section):
+    name: str
+    profiles: dict[str, Path] = Field(
+        default_factory=dict, description="model_version -> reference profile file"
+    )
+    detection: Detection | None = None
+
+
+class PolicySettings(_Section):
+    """Minimal decision policy: which drift becomes an alert, which a retrain request."""
+
+    alert_min_features: int = Field(1, ge=1)
+    retrain_feature_share: float = Field(0.25, gt=0, le=1)
+    retrain_consecutive_windows: int = Field(2, ge=1)
+    retrain_cooldown_windows: int = Field(
+        100, ge=0, description="windows after a request before another episode may fire"
+    )
+
+
+class OutputSettings(_Section):
+    stdout: bool = False
+    jsonl_path: Path | None = None
+
+
+class Config(_Section):
+    kafka: KafkaSettings = KafkaSettings()
+    events: EventFields = EventFields()
+    detection: Detection = Detection()
+    models: tuple[ModelSettings, ...] = ()
+    profile_dir: Path | None = Field(None, description="holds <model>@<version>.npz profiles")
+    policy: PolicySettings = PolicySettings()
+    outputs: OutputSettings = OutputSettings()
+
+    def detection_for(self, model: str) -> Detection:
+        for settings in self.models:
+            if settings.name == model and settings.detection is not None:
+                return settings.detection
+        return self.detection
+
+    def profile_path(self, model: str, version: str) -> Path | None:
+        for settings in self.models:
+            if settings.name == model and version in settings.profiles:
+                return settings.profiles[version]
+        if self.profile_dir is not None:
+            candidate = self.profile_dir / f"{model}@{version}.npz"
+            if candidate.exists():
+                return candidate
+        return None
+
+    @property
+    def config_hash(self) -> str:
+        """Identifies the effective configuration in lineage (secrets excluded)."""
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Config:
+    """Validate a parsed TOML mapping; secrets are taken from ``environ``."""
+    environ = os.environ if environ is None else environ
+    data = json.loads(json.dumps(data, default=str))  # a private, mutable deep copy
+    for key, variable in SECRET_ENV.items():
+        section, name = key.split(".")
+        if name in data.get(section, {}):
+            raise ConfigError(
+                f"{key}: secrets must not be written in the config file; set the environment "
+                f"variable {variable} instead"
+            )
+        if variable in environ:
+            data.setdefault(section, {})[name] = environ[variable]
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc)) from None
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a TOML config file."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    try:
+        return parse_config(data, environ)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: invalid configuration\n{exc}") from None
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        path = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "extra_forbidden":
+            parent = _model_at(error["loc"][:-1])
+            allowed = ", ".join(sorted(parent.model_fields)) if parent else "see config.toml"
+            lines.append(f"  {path}: unknown key; allowed keys here: {allowed}")
+        else:
+            lines.append(f"  {path}: {error['msg']} (got {error.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        inner = getattr(annotation, "__args__", (annotation,))
+        found = [a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not found:
+            return None
+        model = found[0]
+    return model
+
+
+def masked(config: Config) -> dict[str, Any]:
+    """The effective configuration as plain data, secrets masked."""
+    dumped: dict[str, Any] = json.loads(config.model_dump_json())
+    for key in SECRET_ENV:
+        section, name = key.split(".")
+        if dumped[section].get(name) is not None:
+            dumped[section][name] = "********"
+    return dumped

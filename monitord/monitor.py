@@ -1,0 +1,256 @@
+"""Monitoring: for every model version, a reference and the detectors over its columns.
+
+`Monitor.update(group)` turns one decoded `EventGroup` into columnar arrays (numeric
+features, categorical features and the prediction as one more column), feeds the model
+version's detectors and returns one `Evaluation` per test result, each tied back to the
+records (topic, partition, offset) and event times that its window covers.
+
+A version without a profile file is *warming up*: its first ``warmup_events`` rows become
+the reference, then detection starts. A new version gets its own reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from connectors.stream import Record
+from detectors.detection import Detection, FloatArray
+from detectors.profile import ReferenceProfile, build_profile
+from monitord.config import Config
+from monitord.events import PREDICTION, BadRecord, EventGroup, numeric_column_values
+from monitord.suite import DetectorSuite
+
+
+@dataclass(frozen=True)
+class OffsetRange:
+    topic: str
+    partition: int
+    first_offset: int
+    last_offset: int
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One test result of one model version, with the data range it covers."""
+
+    model: str
+    version: str
+    profile_id: str
+    features: tuple[str, ...]  # aligned with the arrays of `result`
+    result: Detection
+    offsets: tuple[OffsetRange, ...]
+    last_record: Record  # the record whose arrival completed the evaluation
+    start_time: float  # event-time range of the window (seconds)
+    end_time: float
+
+    @property
+    def drifted_features(self) -> tuple[str, ...]:
+        return tuple(np.asarray(self.features)[self.result.drifted])
+
+
+@dataclass
+class MonitorUpdate:
+    evaluations: list[Evaluation]
+    bad: list[BadRecord]
+
+
+class _RowLog:
+    """Partition, offset and event time of recent stream rows, to map windows to data."""
+
+    def __init__(self, keep: int) -> None:
+        self._keep = keep
+        self.first_row = 0
+        self.records: list[Record] = []
+        self.times = np.empty(0)
+
+    def extend(self, records: list[Record], times: FloatArray) -> None:
+        drop = max(0, len(self.records) - self._keep)
+        self.first_row += drop
+        self.records = self.records[drop:] + records
+        self.times = np.concatenate([self.times[drop:], times])
+
+    def span(self, first_row: int, last_row: int) -> tuple[list[Record], FloatArray]:
+        lo = max(first_row - self.first_row, 0)
+        hi = last_row - self.first_row + 1
+        return self.records[lo:hi], self.times[lo:hi]
+
+
+class _Columns:
+    """Feature names and kinds of one model version; turns events into arrays."""
+
+    def __init__(self, numeric: tuple[str, ...], categorical: tuple[str, ...]) -> None:
+        self.numeric, self.categorical = numeric, categorical
+
+    @classmethod
+    def infer(cls, group: EventGroup, with_prediction: bool) -> _Columns:
+        numeric: dict[str, None] = {}
+        categorical: dict[str, None] = {}
+        for features, prediction in zip(group.features, group.predictions, strict=True):
+            items = (
+                [*features.items(), (PREDICTION, prediction)]
+                if with_prediction
+                else features.items()
+            )
+            for name, value in items:
+                if isinstance(value, bool | str):
+                    categorical.setdefault(name)
+                elif isinstance(value, int | float):
+                    numeric.setdefault(name)
+        return cls(tuple(n for n in numeric if n not in categorical), tuple(categorical))
+
+    def arrays(
+        self, group: EventGroup
+    ) -> tuple[FloatArray, npt.NDArray[np.object_], npt.NDArray[np.bool_]]:
+        """``(numeric (n, p), categorical (n, c), bad-row mask (n,))`` for ``group``."""
+        n = len(group)
+        numeric = np.empty((n, len(self.numeric)))
+        bad = np.zeros(n, dtype=bool)
+        for j, name in enumerate(self.numeric):
+            values = (
+                group.predictions if name == PREDICTION else [f.get(name) for f in group.features]
+            )
+            numeric[:, j], wrong = numeric_column_values(values)
+            bad |= wrong
+        categorical = np.empty((n, len(self.categorical)), dtype=object)
+        for j, name in enumerate(self.categorical):
+            values = (
+                group.predictions if name == PREDICTION else [f.get(name) for f in group.features]
+            )
+            categorical[:, j] = [_category(v) for v in values]
+        return numeric, categorical, bad
+
+
+def _category(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class _VersionMonitor:
+    """Reference, columns and detectors of one model version (or its warm-up capture)."""
+
+    def __init__(self, model: str, version: str, config: Config, profile: ReferenceProfile | None):
+        self.model, self.version, self._config = model, version, config
+        self.detection = config.detection_for(model)
+        self._warmup: list[tuple[FloatArray, npt.NDArray[np.object_]]] = []
+        self._warmup_rows = 0
+        self.profile: ReferenceProfile | None = None
+        self.detectors: DetectorSuite | None = None
+        self.columns: _Columns | None = None
+        self._log = _RowLog(self.detection.window_size + self.detection.step)
+        if profile is not None:
+            self._start(profile)
+
+    @property
+    def warming_up(self) -> bool:
+        return self.detectors is None
+
+    def _start(self, profile: ReferenceProfile) -> None:
+        self.profile = profile
+        self.columns = _Columns(profile.numeric_names, profile.categorical_names)
+        self.detectors = DetectorSuite(profile, self.detection)
+
+    def update(self, group: EventGroup) -> MonitorUpdate:
+        if self.columns is None:
+            self.columns = _Columns.infer(group, self.detection.monitor_prediction)
+        numeric, categorical, bad_rows = self.columns.arrays(group)
+        bad = [
+            BadRecord(group.records[i], "wrong_type", "a numeric feature holds a non-number")
+            for i in np.flatnonzero(bad_rows)
+        ]
+        keep = ~bad_rows
+        records = [r for r, ok in zip(group.records, keep, strict=True) if ok]
+        times = np.asarray(group.event_times)[keep]
+        numeric, categorical = numeric[keep], categorical[keep]
+        if not records:
+            return MonitorUpdate([], bad)
+        if self.detectors is None:
+            return MonitorUpdate(self._capture(numeric, categorical), bad)
+        return MonitorUpdate(self._detect(numeric, categorical, records, times), bad)
+
+    def _capture(
+        self, numeric: FloatArray, categorical: npt.NDArray[np.object_]
+    ) -> list[Evaluation]:
+        assert self.columns is not None
+        self._warmup.append((numeric, categorical))
+        self._warmup_rows += numeric.shape[0]
+        if self._warmup_rows >= self.detection.warmup_events:
+            profile = build_profile(
+                self.model,
+                self.version,
+                self.columns.numeric,
+                np.concatenate([w[0] for w in self._warmup]),
+                self.columns.categorical,
+                np.concatenate([w[1] for w in self._warmup]),
+                n_bins=self.detection.psi_bins,
+            )
+            self._warmup.clear()
+            self._start(profile)
+        return []
+
+    def _detect(
+        self,
+        numeric: FloatArray,
+        categorical: npt.NDArray[np.object_],
+        records: list[Record],
+        times: FloatArray,
+    ) -> list[Evaluation]:
+        assert self.detectors is not None
+        assert self.profile is not None
+        self._log.extend(records, times)
+        evaluations = []
+        for names, result in self.detectors.update(numeric, categorical, times):
+            window_records, window_times = self._log.span(result.first_row, result.row)
+            evaluations.append(
+                Evaluation(
+                    model=self.model,
+                    version=self.version,
+                    profile_id=self.profile.profile_id,
+                    features=names,
+                    result=result,
+                    offsets=_offset_ranges(window_records),
+                    last_record=window_records[-1],
+                    start_time=float(np.min(window_times)),
+                    end_time=float(np.max(window_times)),
+                )
+            )
+        return evaluations
+
+
+def _offset_ranges(records: list[Record]) -> tuple[OffsetRange, ...]:
+    spans: dict[tuple[str, int], list[int]] = {}
+    for record in records:
+        span = spans.setdefault((record.topic, record.partition), [record.offset, record.offset])
+        span[0] = min(span[0], record.offset)
+        span[1] = max(span[1], record.offset)
+    return tuple(OffsetRange(t, p, lo, hi) for (t, p), (lo, hi) in sorted(spans.items()))
+
+
+ProfileLoader = Callable[[str, str], ReferenceProfile | None]
+
+
+class Monitor:
+    """All model versions seen in the stream; creates a version's monitor on first sight."""
+
+    def __init__(self, config: Config, load_profile: ProfileLoader) -> None:
+        self._config = config
+        self._load_profile = load_profile
+        self.versions: dict[tuple[str, str], _VersionMonitor] = {}
+
+    def update(self, group: EventGroup) -> MonitorUpdate:
+        key = (group.model, group.version)
+        monitor = self.versions.get(key)
+        if monitor is None:
+            profile = self._load_profile(group.model, group.version)
+            monitor = self.versions[key] = _VersionMonitor(*key, self._config, profile)
+        return monitor.update(group)
+
+
+__all__ = ["Evaluation", "Monitor", "MonitorUpdate", "OffsetRange"]

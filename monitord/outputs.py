@@ -1,0 +1,69 @@
+"""Where decisions go: a Kafka topic as CloudEvents, and JSON lines on a stream or file."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import IO, Any, Protocol
+
+import orjson
+
+from connectors.stream import Sink
+from monitord.clock import iso
+from monitord.cloudevent import ALERT_TYPE, RETRAIN_TYPE, encode
+from monitord.policy import Alert, Output
+
+
+class Publisher(Protocol):
+    def publish(self, outputs: list[Output]) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+class KafkaPublisher:
+    """CloudEvents keyed by model: alerts to one topic, retrain requests to another."""
+
+    def __init__(self, sink: Sink, alert_topic: str, trigger_topic: str, timeout_s: float = 30):
+        self._sink, self._timeout_s = sink, timeout_s
+        self._alert_topic, self._trigger_topic = alert_topic, trigger_topic
+
+    def publish(self, outputs: list[Output]) -> None:
+        for output in outputs:
+            alert = isinstance(output, Alert)
+            self._sink.send(
+                self._alert_topic if alert else self._trigger_topic,
+                output.model.encode(),
+                encode(output),
+                [
+                    ("ce_type", (ALERT_TYPE if alert else RETRAIN_TYPE).encode()),
+                    ("ce_id", output.id.encode()),
+                ],
+            )
+
+    def flush(self) -> None:
+        self._sink.flush(self._timeout_s)
+
+
+def summary(output: Output) -> dict[str, Any]:
+    """A flat, human-scannable JSON line: kind, ids, where it fired and the evidence."""
+    data = dataclasses.asdict(output)
+    data["kind"] = "alert" if isinstance(output, Alert) else "retrain"
+    data["row"] = output.offset.first_offset  # input row (replay) / offset (Kafka) that decided
+    data["stream_row"] = output.row
+    data["partition"] = output.offset.partition
+    data["start_time"], data["end_time"] = iso(output.start_time), iso(output.end_time)
+    del data["offset"]
+    return data
+
+
+class JsonLinesPublisher:
+    """One JSON object per output and line, flushed per batch (stdout or a file)."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+
+    def publish(self, outputs: list[Output]) -> None:
+        for output in outputs:
+            self._stream.write(orjson.dumps(summary(output)) + b"\n")
+
+    def flush(self) -> None:
+        self._stream.flush()

@@ -1,0 +1,68 @@
+"""Wiring the daemon to Kafka from a validated config."""
+
+from __future__ import annotations
+
+import sys
+
+from connectors.kafka import (
+    KafkaConsumerSettings,
+    KafkaProducerSettings,
+    KafkaSecurity,
+    KafkaSink,
+    KafkaSource,
+    ensure_topics,
+)
+from monitord.config import Config
+from monitord.daemon import Daemon
+from monitord.outputs import JsonLinesPublisher, KafkaPublisher, Publisher
+from monitord.reference import profile_loader
+
+
+def kafka_security(config: Config) -> KafkaSecurity:
+    kafka = config.kafka
+    password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else None
+    return KafkaSecurity(
+        kafka.security_protocol, kafka.sasl_mechanism, kafka.sasl_username, password
+    )
+
+
+def build_kafka_daemon(config: Config, extra: list[Publisher] | None = None) -> Daemon:
+    """A daemon reading the input topics and writing every output topic of ``config``."""
+    kafka = config.kafka
+    security = kafka_security(config)
+    timeout = kafka.connect_timeout_s
+    outputs = (kafka.dead_letter_topic, kafka.alert_topic, kafka.trigger_topic)
+    ensure_topics(
+        kafka.bootstrap_servers, dict.fromkeys(outputs, 1), security=security, timeout_s=timeout
+    )
+    c = kafka.consumer
+    source = KafkaSource(
+        kafka.bootstrap_servers,
+        kafka.group_id,
+        kafka.input_topics,
+        settings=KafkaConsumerSettings(
+            auto_offset_reset=kafka.auto_offset_reset,
+            fetch_min_bytes=c.fetch_min_bytes,
+            fetch_max_wait_ms=c.fetch_max_wait_ms,
+            fetch_max_bytes=c.fetch_max_bytes,
+            max_partition_fetch_bytes=c.max_partition_fetch_bytes,
+            max_poll_records=c.max_poll_records,
+            session_timeout_ms=c.session_timeout_ms,
+            heartbeat_interval_ms=c.heartbeat_interval_ms,
+            max_poll_interval_ms=c.max_poll_interval_ms,
+            connect_timeout_s=timeout,
+            security=security,
+        ),
+    )
+    sink = KafkaSink(
+        kafka.bootstrap_servers,
+        settings=KafkaProducerSettings(connect_timeout_s=timeout, security=security),
+    )
+    publishers: list[Publisher] = [KafkaPublisher(sink, kafka.alert_topic, kafka.trigger_topic)]
+    if config.outputs.stdout:
+        publishers.append(JsonLinesPublisher(sys.stdout.buffer))
+    if config.outputs.jsonl_path is not None:
+        config.outputs.jsonl_path.parent.mkdir(parents=True, exist_ok=True)
+        publishers.append(JsonLinesPublisher(config.outputs.jsonl_path.open("ab")))
+    publishers += extra or []
+    return Daemon(config, source, sink, publishers, profile_loader(config))
