@@ -25,6 +25,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -109,14 +110,15 @@ class ReferenceProfile:
             uniques, inverse = np.unique(values[:, j].astype(str), return_inverse=True)
             lookup = np.array([index.get(u, unseen) for u in uniques], dtype=np.int64)
             codes[:, j] = lookup[inverse]
-            missing = np.equal(values[:, j], None)
+            missing = values[:, j] == None  # noqa: E711 (elementwise test for None)
             codes[missing, j] = MISSING_CODE
         return codes
 
     def to_bytes(self) -> bytes:
         """Serialize to the versioned ``.npz`` container (no pickle)."""
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, **_arrays(self), meta=_meta_array(self))
+        entries: dict[str, Any] = {**_arrays(self), "meta": _meta_array(self)}
+        np.savez_compressed(buffer, **entries)
         return buffer.getvalue()
 
     @classmethod
@@ -197,8 +199,9 @@ def build_profile(
         raise ProfileError(f"max_rows: must be at least 2, got {max_rows}")
     numeric = np.where(np.isfinite(numeric), numeric, np.nan)
     observed = ~np.isnan(numeric)
-    if numeric.shape[1] and not observed.any(axis=0).all():
-        empty = [n for n, ok in zip(numeric_names, observed.any(axis=0), strict=True) if not ok]
+    never_observed = np.flatnonzero(~observed.any(axis=0))
+    if never_observed.size:
+        empty = [numeric_names[int(j)] for j in never_observed]
         raise ProfileError(f"numeric features with no observed value: {empty}")
 
     quantiles = np.linspace(0.0, 1.0, n_bins + 1)[1:-1]
@@ -276,7 +279,7 @@ def _category_vocab(
     missing = np.zeros(categorical.shape[1])
     for j in range(categorical.shape[1]):
         column = categorical[:, j]
-        present = ~np.equal(column, None)
+        present = column != None  # noqa: E711 (elementwise test for None)
         missing[j] = 1.0 - present.mean()
         names, n = np.unique(column[present].astype(str), return_counts=True)
         order = np.lexsort((names, -n))[:max_categories]  # most frequent first, ties by name

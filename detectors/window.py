@@ -18,11 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from detectors.detection import FloatArray, State
+from detectors.detection import FloatArray, IntArray, State
+
+_T = TypeVar("_T", bound=np.generic)
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,7 +51,7 @@ class CountWindow:
         if not 1 <= step <= size:
             raise ValueError(f"window step: must be between 1 and size ({size}), got {step}")
         self.size, self.step, self._n_features = size, step, n_features
-        self._buffer = np.empty((size, n_features), dtype=dtype)
+        self._buffer: npt.NDArray[np.generic] = np.empty((size, n_features), dtype=dtype)
         self.reset()
 
     def reset(self) -> None:
@@ -77,7 +80,7 @@ class CountWindow:
     def snapshot(self) -> State:
         return {
             "rows": self._buffer[: self._filled].copy(),
-            "rows_seen": np.int64(self.rows_seen).reshape(()),
+            "rows_seen": np.array(self.rows_seen, dtype=np.int64),
         }
 
     def restore(self, state: Mapping[str, npt.NDArray[np.generic]]) -> None:
@@ -111,9 +114,11 @@ class EventTimeWindow:
         self.reset()
 
     def reset(self) -> None:
-        self._rows = np.empty((self._capacity, self._n_features), dtype=self._dtype)
-        self._times = np.empty(self._capacity)
-        self._stream_rows = np.empty(self._capacity, dtype=np.int64)
+        self._rows: npt.NDArray[np.generic] = np.empty(
+            (self._capacity, self._n_features), dtype=self._dtype
+        )
+        self._times: FloatArray = np.empty(self._capacity)
+        self._stream_rows: IntArray = np.empty(self._capacity, dtype=np.int64)
         self._filled = 0
         self._end = float("nan")  # end of the next window to close
         self.rows_seen = 0
@@ -159,7 +164,7 @@ class EventTimeWindow:
             self._stream_rows[:kept] = self._stream_rows[: self._filled][keep]
             self._filled = kept
 
-    def _append(self, rows: npt.NDArray[np.generic], times: FloatArray, stream: FloatArray) -> None:
+    def _append(self, rows: npt.NDArray[np.generic], times: FloatArray, stream: IntArray) -> None:
         late = times < self._end - self.width_s
         self.late_rows += int(late.sum())
         rows, times, stream = rows[~late], times[~late], stream[~late]
@@ -179,9 +184,9 @@ class EventTimeWindow:
             "rows": self._rows[: self._filled].copy(),
             "times": self._times[: self._filled].copy(),
             "stream_rows": self._stream_rows[: self._filled].copy(),
-            "end": np.float64(self._end).reshape(()),
-            "rows_seen": np.int64(self.rows_seen).reshape(()),
-            "late_rows": np.int64(self.late_rows).reshape(()),
+            "end": np.array(self._end, dtype=np.float64),
+            "rows_seen": np.array(self.rows_seen, dtype=np.int64),
+            "late_rows": np.array(self.late_rows, dtype=np.int64),
         }
 
     def restore(self, state: Mapping[str, npt.NDArray[np.generic]]) -> None:
@@ -209,7 +214,7 @@ class EventTimeWindow:
         self.late_rows = int(state["late_rows"])
 
 
-def _grown(array: npt.NDArray[np.generic], capacity: int) -> npt.NDArray[np.generic]:
+def _grown(array: npt.NDArray[_T], capacity: int) -> npt.NDArray[_T]:
     grown = np.empty((capacity, *array.shape[1:]), dtype=array.dtype)
     grown[: array.shape[0]] = array
     return grown

@@ -128,7 +128,7 @@ def _reference_build(args: argparse.Namespace) -> int:
         rows,
         args.model,
         args.version,
-        args.prediction_column,
+        prediction_column=args.prediction_column,
         n_bins=args.bins,
         max_rows=args.max_rows,
     )
@@ -151,11 +151,11 @@ def _replay(args: argparse.Namespace) -> int:
     replay(
         config,
         args.data,
-        args.model or args.data.stem,
-        args.version,
-        args.profile,
-        args.prediction_column,
         sys.stdout.buffer,
+        model=args.model or args.data.stem,
+        version=args.version,
+        profile_path=args.profile,
+        prediction_column=args.prediction_column,
     )
     return 0
 

@@ -162,7 +162,7 @@ class Config(_Section):
 def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Config:
     """Validate a parsed TOML mapping; secrets are taken from ``environ``."""
     environ = os.environ if environ is None else environ
-    data = json.loads(json.dumps(data, default=str))  # a private, mutable deep copy
+    data = copied = dict(json.loads(json.dumps(data, default=str)))  # private, mutable copy
     for key, variable in SECRET_ENV.items():
         section, name = key.split(".")
         if name in data.get(section, {}):
@@ -171,9 +171,9 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
                 f"variable {variable} instead"
             )
         if variable in environ:
-            data.setdefault(section, {})[name] = environ[variable]
+            copied.setdefault(section, {})[name] = environ[variable]
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(copied)
     except ValidationError as exc:
         raise ConfigError(_explain(exc)) from None
 

@@ -80,7 +80,7 @@ def replay(
     dead_letters = MemorySink()
     daemon = Daemon(config, MemorySource(records), dead_letters, [JsonLinesPublisher(out)], load)
     daemon.drain()
-    for message in dead_letters.messages:
+    for message in dead_letters.messages():
         reason = dict(message.headers).get("monitord.error.reason", b"?").decode()
         offset = dict(message.headers).get("monitord.source.offset", b"?").decode()
         print(f"monitord: row {offset} skipped: {reason}", file=sys.stderr)

@@ -1,0 +1,17 @@
+"""monitord: the daemon and command line around the drift detectors.
+
+Data flows in four hops: `Source.poll` -> `events.decode` -> `Monitor.update` ->
+`Policy.decide`, then publish, flush and commit (see `daemon`). Modules:
+
+- `config`: TOML -> validated, frozen settings; `clock`: all time handling
+- `events`: records -> per-model-version groups + bad records
+- `monitor`, `suite`: each model version's reference and detectors
+- `policy`: alerts and retrain requests; `cloudevent`, `outputs`: how they leave
+- `daemon`, `service`: the loop and its Kafka wiring; `replay`, `demo`, `cli`: entry points
+- `reference`, `tabular`: profiles and data files on disk; `traffic`: synthetic events
+"""
+
+from monitord.config import Config, ConfigError, load_config
+from monitord.daemon import Daemon
+
+__all__ = ["Config", "ConfigError", "Daemon", "load_config"]
