@@ -1,0 +1,69 @@
+"""The daemon loop with in-memory connectors: commits, dead letters, outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+
+from connectors.memory import MemorySink, MemorySource
+from connectors.stream import Record, TopicPartition
+from monitord.config import parse_config
+from monitord.daemon import Daemon
+from monitord.outputs import KafkaPublisher
+
+
+def _events(values: np.ndarray, model: str = "m") -> list[bytes]:
+    return [
+        orjson.dumps({"model": model, "features": {"x": float(v[0]), "y": float(v[1])}})
+        for v in values
+    ]
+
+
+def _daemon(records: list[Record]) -> tuple[Daemon, MemorySource, MemorySink]:
+    config = parse_config(
+        {
+            "detection": {"warmup_events": 1000, "window_size": 500},
+            "kafka": {"consumer": {"max_poll_records": 700}},
+        }
+    )
+    source, sink = MemorySource(records), MemorySink()
+    daemon = Daemon(
+        config, source, sink, [KafkaPublisher(sink, "alerts", "retrain")], lambda m, v: None
+    )
+    return daemon, source, sink
+
+
+def test_drift_publishes_cloudevents_and_commits_next_offsets() -> None:
+    rng = np.random.default_rng(11)
+    values = rng.normal(size=(4000, 2))
+    values[2500:, 1] += 1.5
+    records = [Record("in", 0, i, b"m", v, 0) for i, v in enumerate(_events(values))]
+    daemon, source, sink = _daemon(records)
+    daemon.drain()
+    assert source.committed == {TopicPartition("in", 0): 4000}
+    alerts = [orjson.loads(m.value) for m in sink.messages("alerts")]
+    firing = [a["data"] for a in alerts if a["data"]["status"] == "firing"]
+    assert {(a["feature"], a["detector"]) for a in firing} == {("y", "ks")}
+    assert all(m.key == b"m" for m in sink.messages("alerts"))
+    assert alerts[0]["specversion"] == "1.0"
+    assert alerts[0]["type"] == "io.monitord.drift.alert"
+    assert len(sink.messages("retrain")) == 1
+
+
+def test_bad_records_are_dead_lettered_with_headers_and_counted() -> None:
+    rng = np.random.default_rng(5)
+    good = _events(rng.normal(size=(1200, 2)))
+    wrong_type = b'{"model": "m", "features": {"x": "abc", "y": 1.0}}'
+    values = [*good[:1100], b"{oops", wrong_type, *good[1100:]]
+    records = [Record("in", 2, 100 + i, b"m", v, 0) for i, v in enumerate(values)]
+    daemon, source, sink = _daemon(records)
+    daemon.drain()
+    dead = sink.messages("monitord.dead-letter")
+    assert [m.value for m in dead] == [b"{oops", wrong_type]
+    headers = [dict(m.headers) for m in dead]
+    assert [h["monitord.error.reason"] for h in headers] == [b"invalid_json", b"wrong_type"]
+    assert [h["monitord.source.offset"] for h in headers] == [b"1200", b"1201"]
+    assert all(h["monitord.source.partition"] == b"2" for h in headers)
+    assert daemon.stats.bad_records == {"invalid_json": 1, "wrong_type": 1}
+    assert daemon.stats.events == len(values)
+    assert source.committed == {TopicPartition("in", 2): 100 + len(values)}

@@ -1,0 +1,110 @@
+"""`monitord replay` end to end over files: exact rows for a known shift, silence without one."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from monitord.cli import main
+from monitord.config import parse_config
+from monitord.reference import profile_from_rows, save_profile
+from monitord.replay import replay
+from monitord.tabular import read_rows
+
+
+def _write_csv(path: Path, values: np.ndarray) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["x", "y", "prediction"])
+        writer.writerows(values.round(6).tolist())
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> tuple[Path, Path, Path]:
+    rng = np.random.default_rng(3)
+    reference, traffic = tmp_path / "reference.csv", tmp_path / "traffic.csv"
+    _write_csv(reference, rng.normal(size=(5000, 3)))
+    values = rng.normal(size=(6000, 3))
+    values[3000:, 0] += 1.0  # feature x shifts at row 3000
+    _write_csv(traffic, values)
+    profile = tmp_path / "m@1.npz"
+    save_profile(profile_from_rows(read_rows(reference), "m", "1"), profile)
+    return reference, traffic, profile
+
+
+def _replay(data: Path, profile: Path) -> list[dict[str, object]]:
+    out = io.BytesIO()
+    replay(parse_config({}), data, out, model="m", version="1", profile_path=profile)
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_shift_fires_at_the_row_that_completes_the_first_drifted_window(
+    files: tuple[Path, Path, Path],
+) -> None:
+    _, traffic, profile = files
+    outputs = _replay(traffic, profile)
+    alerts = [o for o in outputs if o["kind"] == "alert"]
+    # Tumbling windows of 1000 rows end at rows 999, 1999, ...; rows 3000-3999 are the first
+    # window wholly after the shift, and row 3999 is the arrival that completes it.
+    assert [(a["feature"], a["detector"], a["status"], a["row"]) for a in alerts] == [
+        ("x", "ks", "firing", 3999)
+    ]
+    retrains = [o for o in outputs if o["kind"] == "retrain"]
+    # Share 1/3 >= 0.25 for two consecutive windows: decided by the window ending at row 4999.
+    assert [(r["row"], r["drifted_features"], r["first_row"]) for r in retrains] == [
+        (4999, ["x"], 3000)
+    ]
+
+
+def test_stationary_file_is_silent(files: tuple[Path, Path, Path]) -> None:
+    reference, _, profile = files
+    assert _replay(reference, profile) == []
+
+
+def test_cli_replay_and_reference_build(
+    files: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reference, traffic, _ = files
+    built = tmp_path / "built.npz"
+    assert (
+        main(
+            [
+                "reference",
+                "build",
+                str(reference),
+                "--model",
+                "m",
+                "--version",
+                "1",
+                "--out",
+                str(built),
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["replay", str(traffic), "--model", "m", "--profile", str(built)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["row"] for line in lines if line["kind"] == "alert"] == [3999]
+
+
+def test_missing_file_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["replay", "/nonexistent/traffic.csv"]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_corrupt_profile_is_a_clear_error(
+    files: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, traffic, profile = files
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(profile.read_bytes()[:200])
+    assert main(["replay", str(traffic), "--model", "m", "--profile", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert str(broken) in err
+    assert "Traceback" not in err
