@@ -125,8 +125,6 @@ class Daemon:
 
 def _next_offsets(records: list[Record]) -> dict[TopicPartition, int]:
     # Commit the NEXT offset to read: having processed 40..42 of a partition, commit 43.
-    offsets: dict[TopicPartition, int] = {}
-    for record in records:
-        tp = record.topic_partition
-        offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
-    return offsets
+    # A partition's records arrive in offset order, so the last one seen is the highest.
+    last = {(r.topic, r.partition): r.offset for r in records}
+    return {TopicPartition(t, p): offset + 1 for (t, p), offset in last.items()}

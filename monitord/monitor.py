@@ -165,10 +165,11 @@ class _VersionMonitor:
             BadRecord(group.records[i], "wrong_type", "a numeric feature holds a non-number")
             for i in np.flatnonzero(bad_rows)
         ]
-        keep = ~bad_rows
-        records = [r for r, ok in zip(group.records, keep, strict=True) if ok]
-        times = np.asarray(group.event_times)[keep]
-        numeric, categorical = numeric[keep], categorical[keep]
+        records, times = group.records, np.asarray(group.event_times)
+        if bad:
+            keep = ~bad_rows
+            records = [r for r, ok in zip(records, keep, strict=True) if ok]
+            times, numeric, categorical = times[keep], numeric[keep], categorical[keep]
         if not records:
             return MonitorUpdate([], bad)
         if self.detectors is None:
