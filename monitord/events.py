@@ -96,7 +96,7 @@ def decode(records: list[Record], fields: EventFields) -> DecodedBatch:
         group.predictions.append(event.get(f_prediction))
         stamp = event.get(f_time)
         seconds = math.nan if stamp is None else parse_event_time(stamp)
-        group.event_times.append(record.timestamp_ms / 1000.0 if seconds != seconds else seconds)
+        group.event_times.append(record.timestamp_ms / 1000.0 if math.isnan(seconds) else seconds)
         group.records.append(record)
     return DecodedBatch(groups, bad)
 
