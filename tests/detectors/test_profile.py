@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from detectors.profile import FORMAT_VERSION, ProfileError, ReferenceProfile, build_profile
+
+
+def _profile(n: int = 3000, max_rows: int = 5000) -> ReferenceProfile:
+    rng = np.random.default_rng(2)
+    numeric = rng.normal(size=(n, 3))
+    numeric[::10, 1] = np.nan
+    numeric[5, 2] = np.inf  # non-finite counts as missing
+    cats = rng.choice(np.array(["a", "b", "c"], dtype=object), size=(n, 1), p=[0.6, 0.3, 0.1])
+    cats[::20, 0] = None
+    return build_profile("m", "7", ["x", "y", "z"], numeric, ["c"], cats, max_rows=max_rows)
+
+
+def test_statistics_match_numpy() -> None:
+    rng = np.random.default_rng(2)
+    numeric = rng.normal(size=(3000, 3))
+    numeric[::10, 1] = np.nan
+    profile = _profile()
+    assert profile.numeric_missing_rate.tolist() == pytest.approx([0.0, 0.1, 1 / 3000])
+    assert profile.numeric_mean[0] == pytest.approx(numeric[:, 0].mean())
+    assert profile.numeric_max[1] == np.nanmax(numeric[:, 1])
+    assert profile.categories == (("a", "b", "c"),)
+    assert profile.categorical_missing_rate[0] == pytest.approx(0.05)
+    assert profile.bin_edges.shape == (3, 11)
+    assert profile.bin_fractions.sum(axis=1) == pytest.approx(np.ones(3))
+    # Quantile bins hold a tenth of the reference each.
+    assert np.abs(profile.bin_fractions[0] - 0.1).max() < 1e-3
+
+
+def test_sorted_sample_is_per_feature_with_missing_last() -> None:
+    profile = _profile()
+    sample = profile.sorted_sample
+    assert profile.sample_sizes.tolist() == [3000, 2700, 2999]
+    assert np.all(np.diff(sample[:2700, 1]) >= 0)
+    assert np.isnan(sample[2700:, 1]).all()
+
+
+def test_subsample_is_deterministic_and_bounded() -> None:
+    a, b = _profile(n=8000, max_rows=1000), _profile(n=8000, max_rows=1000)
+    assert a.numeric_rows.shape == (1000, 3)
+    assert a.content_hash == b.content_hash
+    assert a.n_rows == 8000
+
+
+def test_round_trip_keeps_content_and_hash() -> None:
+    profile = _profile()
+    loaded = ReferenceProfile.from_bytes(profile.to_bytes(), "p.npz")
+    assert loaded.content_hash == profile.content_hash
+    np.testing.assert_array_equal(loaded.numeric_rows, profile.numeric_rows)
+    assert loaded.categories == profile.categories
+
+
+def test_encode_categories_marks_missing_and_unseen() -> None:
+    profile = _profile()
+    codes = profile.encode_categories(np.array([["b"], [None], ["zz"], ["a"]], dtype=object))
+    assert codes[:, 0].tolist() == [1, -1, 3, 0]
+
+
+def _rewrite(data: bytes, change: dict[str, object] | None = None, drop: str = "") -> bytes:
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        entries = {name: npz[name] for name in npz.files if name != drop}
+    if change is not None:
+        meta = json.loads(bytes(entries["meta"]).decode())
+        meta.update(change)
+        entries["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    out = io.BytesIO()
+    np.savez(out, **entries)
+    return out.getvalue()
+
+
+def test_truncated_file_names_source() -> None:
+    data = _profile().to_bytes()
+    with pytest.raises(ProfileError, match=r"ref\.npz: not a readable monitord profile"):
+        ReferenceProfile.from_bytes(data[: len(data) // 2], "ref.npz")
+
+
+def test_tampered_content_is_detected() -> None:
+    data = _profile().to_bytes()
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        entries = {name: npz[name] for name in npz.files}
+    entries["numeric_mean"] = entries["numeric_mean"] + 1.0
+    out = io.BytesIO()
+    np.savez(out, **entries)
+    with pytest.raises(ProfileError, match="content hash mismatch"):
+        ReferenceProfile.from_bytes(out.getvalue(), "ref.npz")
+
+
+def test_older_format_version_is_refused_with_advice() -> None:
+    data = _rewrite(_profile().to_bytes(), {"format_version": FORMAT_VERSION - 1})
+    with pytest.raises(ProfileError, match="format version 0 is not supported.*rebuild"):
+        ReferenceProfile.from_bytes(data, "ref.npz")
+
+
+def test_missing_array_is_reported() -> None:
+    data = _rewrite(_profile().to_bytes(), drop="bin_edges")
+    with pytest.raises(ProfileError, match="incomplete"):
+        ReferenceProfile.from_bytes(data, "ref.npz")
+
+
+def test_pickled_payload_is_refused() -> None:
+    out = io.BytesIO()
+    np.savez(out, meta=np.array([{"evil": 1}], dtype=object))
+    with pytest.raises(ProfileError, match=r"ref\.npz"):
+        ReferenceProfile.from_bytes(out.getvalue(), "ref.npz")
+
+
+def test_not_a_zip_at_all() -> None:
+    with pytest.raises(ProfileError, match="not a readable"):
+        ReferenceProfile.from_bytes(b"hello", "ref.npz")
+    assert not zipfile.is_zipfile(io.BytesIO(b"hello"))
+
+
+def test_bad_build_inputs_name_the_parameter() -> None:
+    with pytest.raises(ProfileError, match="numeric: expected shape"):
+        build_profile("m", "1", ["x"], np.zeros((10, 2)))
+    with pytest.raises(ProfileError, match="n_bins"):
+        build_profile("m", "1", ["x"], np.zeros((10, 1)), n_bins=1)
+    with pytest.raises(ProfileError, match="no observed value: \\['x'\\]"):
+        build_profile("m", "1", ["x"], np.full((10, 1), np.nan))
