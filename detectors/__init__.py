@@ -5,24 +5,48 @@ of an ``(n_rows, n_features)`` batch in one call and shares the surface ``update
 ``snapshot``, ``restore``, ``reset``.
 """
 
+from detectors.adwin import ADWIN
+from detectors.chi2 import Chi2Test, chi2_statistic
 from detectors.detection import Detection, DetectorInputError, State
-from detectors.ks import KSTest, ks_statistic
+from detectors.ks import KSTest, ks_pvalues, ks_statistic
 from detectors.profile import ProfileError, ReferenceProfile, build_profile
+from detectors.psi import CategoricalPSITest, CategoryBuckets, PSITest, psi_categorical, psi_numeric
+from detectors.quality import (
+    CategoricalMissingRateTest,
+    MissingRateTest,
+    OutOfRangeTest,
+    UnseenRateTest,
+    binomial_rate_thresholds,
+)
 from detectors.window import CountWindow, EventTimeWindow, WindowView
 from detectors.windowed import WindowedDetector, WindowTest
 
 __all__ = [
+    "ADWIN",
+    "CategoricalMissingRateTest",
+    "CategoricalPSITest",
+    "CategoryBuckets",
+    "Chi2Test",
     "CountWindow",
     "Detection",
     "DetectorInputError",
     "EventTimeWindow",
     "KSTest",
+    "MissingRateTest",
+    "OutOfRangeTest",
+    "PSITest",
     "ProfileError",
     "ReferenceProfile",
     "State",
+    "UnseenRateTest",
     "WindowTest",
     "WindowView",
     "WindowedDetector",
+    "binomial_rate_thresholds",
     "build_profile",
+    "chi2_statistic",
+    "ks_pvalues",
     "ks_statistic",
+    "psi_categorical",
+    "psi_numeric",
 ]

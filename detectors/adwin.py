@@ -66,7 +66,7 @@ _MAX_RESTORED_WIDTH = 2.0**52
 
 # error_model="numpy": IEEE division (inf/NaN, never ZeroDivisionError) like river's Rust.
 @njit(cache=True, error_model="numpy", inline="always")
-def _shift_left(  # noqa: PLR0917 (numba kernels take arrays positionally)
+def _shift_left(
     totals: FloatArray, variances: FloatArray, counts: IntArray, f: int, row: int, n: int
 ) -> None:
     c = counts[f, row]
@@ -81,7 +81,7 @@ def _shift_left(  # noqa: PLR0917 (numba kernels take arrays positionally)
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _insert(  # noqa: PLR0917
+def _insert(
     totals: FloatArray, variances: FloatArray, counts: IntArray, n_rows: IntArray, f: int,
     x: float, n_max: int,
 ) -> None:  # fmt: skip
@@ -107,7 +107,7 @@ def _insert(  # noqa: PLR0917
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _scan(  # noqa: PLR0917
+def _scan(
     totals: FloatArray, variances: FloatArray, counts: IntArray, n_rows: IntArray, f: int,
     width: float, total: float, variance: float, delta: float, min_len: float,
 ) -> tuple[bool, float, float, float, float]:  # fmt: skip
@@ -160,7 +160,7 @@ def _scan(  # noqa: PLR0917
 
 
 @njit(cache=True, error_model="numpy")
-def _update_kernel(  # noqa: PLR0917
+def _update_kernel(
     batch: FloatArray, first_row: int, params: FloatArray, totals: FloatArray,
     variances: FloatArray, counts: IntArray, n_rows: IntArray, total: FloatArray,
     variance: FloatArray, width: FloatArray, tick: IntArray, pending: BoolArray,
@@ -280,7 +280,7 @@ class ADWIN:
 
     name = "adwin"
 
-    def __init__(  # noqa: PLR0917 (river's parameter order, kept positional)
+    def __init__(
         self,
         n_features: int,
         delta: float = 0.002,

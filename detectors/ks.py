@@ -3,28 +3,46 @@ r"""Two-sample Kolmogorov-Smirnov test of each feature's window against its refe
 .. math:: D = \sup_x |F_{ref}(x) - F_{win}(x)|
 
 where :math:`F` are the empirical CDFs of the non-missing values (Kolmogorov 1933, Smirnov
-1948). The statistic equals ``scipy.stats.ks_2samp(ref, win).statistic`` exactly: the window
-is sorted per feature in one numpy call, then one compiled merge walks each feature's sorted
-reference and window together, O(n_ref + n_win) per feature with no Python loop per value.
+1948); NaN and +/-inf are missing. The statistic equals ``scipy.stats.ks_2samp(ref,
+win).statistic`` exactly: the window is sorted per feature in one numpy call, then one
+compiled merge walks each feature's sorted reference and window together, O(n_ref + n_win)
+per feature with no Python loop per value.
+
+Two-sided p-values (`ks_pvalues`, opt-in on `KSTest`) follow ``ks_2samp(method="auto")``.
+Up to `EXACT_MAX_N` values per side they are exact: :math:`P(D \ge h / \mathrm{lcm}(n_1,
+n_2))` is the share of monotone lattice paths from (0, 0) to :math:`(n_1, n_2)` that leave
+the band :math:`|x n_2 - y n_1| < h \gcd(n_1, n_2)` somewhere (Hodges 1958, after Gnedenko
+and Korolyuk). For equal sizes the reflection principle gives an alternating sum of binomial
+ratios; otherwise Viehmann's recursion (arXiv:2102.08037) propagates, cell by cell, the
+probability that a uniformly random path to the cell has already left the band, which stays
+in [0, 1] and so needs no huge binomial coefficients. Above `EXACT_MAX_N` the p-value is
+the one-sample Kolmogorov distribution ``kstwo.sf(D, round(n1 n2 / (n1 + n2)))``.
 
 Example:
     >>> import numpy as np
-    >>> from detectors.ks import ks_statistic
+    >>> from detectors.ks import ks_pvalues, ks_statistic
     >>> ref = np.sort(np.array([[0.0], [1.0], [2.0], [3.0]]), axis=0)
-    >>> float(ks_statistic(ref, np.array([[2.5], [3.5]]))[0])
+    >>> d = ks_statistic(ref, np.array([[2.5], [3.5]]))
+    >>> float(d[0])
     0.75
+    >>> round(float(ks_pvalues(d, np.array([4]), np.array([2]))[0]), 6)
+    0.4
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import numpy.typing as npt
 from numba import njit
+from scipy.stats import kstwo
 
 from detectors.detection import Detection, FloatArray, IntArray
 from detectors.window import WindowView
 
 
-@njit(cache=True, nogil=True)  # type: ignore[misc]
+@njit(cache=True, nogil=True)
 def _merge_sup(ref: FloatArray, ref_n: IntArray, win: FloatArray, win_n: IntArray) -> IntArray:
     """``(p, 2)`` counts ``(i, j)`` of reference and window values <= x at the sup point x."""
     n_features = ref.shape[1]
@@ -62,26 +80,138 @@ def _statistic(counts: IntArray, ref_n: IntArray, win_n: IntArray) -> FloatArray
     return np.where((ref_n == 0) | (win_n == 0), np.nan, d)
 
 
+def _sorted_finite(window: FloatArray) -> FloatArray:
+    """``(n_win, p)`` copy of ``window`` with +/-inf made NaN, each column sorted, NaN last."""
+    # +/-inf is missing, as in the reference profile; NaN sorts last, where the merge stops.
+    finite = np.where(np.isinf(window), np.nan, window)
+    finite.sort(axis=0)
+    return finite
+
+
 def ks_statistic(reference_sorted: FloatArray, window: FloatArray) -> FloatArray:
     """``(p,)`` KS statistic per feature; NaN where either side has no observed value.
 
     Args:
         reference_sorted: ``(n_ref, p)`` each column sorted ascending, NaN (missing) last.
-        window: ``(n_win, p)`` float64, NaN where missing; not modified.
+        window: ``(n_win, p)`` float64, NaN or +/-inf where missing; not modified.
     """
     ref_n = (~np.isnan(reference_sorted)).sum(axis=0)
-    win_sorted = np.sort(window, axis=0)
+    win_sorted = _sorted_finite(window)
     win_n = (~np.isnan(win_sorted)).sum(axis=0)
     return _statistic(_merge_sup(reference_sorted, ref_n, win_sorted, win_n), ref_n, win_n)
 
 
+@njit(cache=True, nogil=True)
+def _outside_square(n: int, h: int) -> float:
+    """P(D >= h / n) for two samples of size ``n`` (reflection principle).
+
+    P = 2 * sum_{k >= 1} (-1)^(k-1) C(2n, n - kh) / C(2n, n). Subtracting the terms directly
+    cancels catastrophically, so the sum is nested from the innermost term outwards,
+    P = 2 a_1 (1 - a_2 (1 - a_3 (...))), where a_k = C(2n, n - kh) / C(2n, n - (k-1)h) is a
+    product of h factors below 1. The operation order is scipy's, so a roundoff just above
+    1 happens for the same (n, h) and takes the same fallback (see `ks_pvalues`).
+    """
+    nested = 0.0
+    for k in range(n // h, -1, -1):
+        ratio = 1.0
+        for j in range(h):
+            ratio = (n - k * h - j) * ratio / (n + k * h + j + 1)
+        nested = ratio * (1.0 - nested)
+    return 2.0 * nested
+
+
+@njit(cache=True, nogil=True)
+def _outside_band(n1: int, n2: int, h: int) -> float:
+    """P(D >= h / lcm(n1, n2)) for unequal sizes by Viehmann's recursion.
+
+    A path steps from (0, 0) to (m, n), m >= n, one unit right (a value of the larger
+    sample) or up. Cell (i, j) lies inside the band when |i n/g - j m/g| < h. For a cell
+    inside, the share B of paths to it that already left the band is the average of its two
+    predecessors weighted by how many paths come through each, B(i, j) = (i B(i-1, j) +
+    j B(i, j-1)) / (i + j); outside cells have B = 1. The answer is B(m, n). One column of
+    B is kept and updated in place over the band only: the band's ends never move down.
+    """
+    m, n = max(n1, n2), min(n1, n2)
+    g = math.gcd(m, n)
+    mg, ng = m // g, n // g
+    column = np.ones(n + 1)
+    column[: min((h - 1) // mg, n) + 1] = 0.0  # i = 0: inside while j * mg < h, never left
+    low = 0
+    for i in range(1, m + 1):
+        new_low = max((ng * i - h) // mg + 1, 0)  # first j with j * mg > i * ng - h
+        high = min((ng * i + h - 1) // mg, n)  # last j with j * mg < i * ng + h
+        if new_low > high:
+            return 1.0  # the band is closed: every path has left it
+        column[low:new_low] = 1.0  # cells that fell below the band are outside now
+        low = new_low
+        below = 0.0 if low == 0 else 1.0
+        for j in range(low, high + 1):
+            below = (column[j] * i + below * j) / (i + j)
+            column[j] = below
+    return float(column[n])
+
+
+@njit(cache=True, nogil=True)
+def _exact_pvalues(statistic: FloatArray, ref_n: IntArray, win_n: IntArray) -> FloatArray:
+    out = np.empty(statistic.shape[0])
+    for f in range(statistic.shape[0]):
+        n1, n2 = ref_n[f], win_n[f]
+        lcm = (n1 // math.gcd(n1, n2)) * n2
+        h = int(np.rint(statistic[f] * lcm))  # D lies on the lattice k / lcm
+        if h == 0:
+            out[f] = 1.0
+        elif n1 == n2:
+            out[f] = _outside_square(n1, h)
+        else:
+            out[f] = _outside_band(n1, n2, h)
+    return out
+
+
+def ks_pvalues(
+    statistic: FloatArray, ref_n: npt.NDArray[np.integer], win_n: npt.NDArray[np.integer]
+) -> FloatArray:
+    """``(p,)`` two-sided p-values of KS statistics, as ``scipy.stats.ks_2samp`` gives them.
+
+    Exact while both sizes are at most `EXACT_MAX_N` (O(n1 n2 D) per feature for unequal
+    sizes), else asymptotic. Like scipy, an exact value that roundoff pushed outside [0, 1]
+    is replaced by the asymptotic one. NaN where the statistic is NaN or a size is 0.
+
+    Args:
+        statistic: ``(p,)`` KS statistics, e.g. from `ks_statistic`.
+        ref_n: ``(p,)`` non-missing reference values per feature.
+        win_n: ``(p,)`` non-missing window values per feature.
+    """
+    d = np.asarray(statistic, dtype=np.float64)
+    n1 = np.asarray(ref_n, dtype=np.int64)
+    n2 = np.asarray(win_n, dtype=np.int64)
+    p = np.full(d.shape, np.nan)
+    valid = (n1 > 0) & (n2 > 0) & ~np.isnan(d)
+    exact = valid & (np.maximum(n1, n2) <= EXACT_MAX_N)
+    if exact.any():
+        p[exact] = _exact_pvalues(d[exact], n1[exact], n2[exact])
+    # NaN-safe "outside [0, 1]": only roundoff above 1 happens in practice.
+    asymptotic = valid & ~(exact & (p >= 0.0) & (p <= 1.0))
+    if asymptotic.any():
+        m, n = n1[asymptotic].astype(np.float64), n2[asymptotic].astype(np.float64)
+        p[asymptotic] = kstwo.sf(d[asymptotic], np.round(m * n / (m + n)))
+    np.clip(p, 0.0, 1.0, out=p)
+    return p
+
+
 class KSTest:
-    """KS window test: a feature drifts when its statistic exceeds its threshold."""
+    """KS window test: a feature drifts when its statistic exceeds its threshold.
+
+    With ``p_values=True`` each detection also carries `ks_pvalues` (evidence for a reader;
+    the decision stays the calibrated threshold on the statistic). Off by default: exact
+    p-values cost O(n_ref n_win D) per feature.
+    """
 
     name = "ks"
     dtype_kind = "f"
 
-    def __init__(self, reference_sorted: FloatArray, thresholds: FloatArray) -> None:
+    def __init__(
+        self, reference_sorted: FloatArray, thresholds: FloatArray, p_values: bool = False
+    ) -> None:
         if reference_sorted.ndim != 2:
             raise ValueError(f"reference_sorted: expected 2-D, got {reference_sorted.shape}")
         if thresholds.shape != (reference_sorted.shape[1],):
@@ -92,10 +222,10 @@ class KSTest:
         self._reference = np.ascontiguousarray(reference_sorted)
         self._ref_n = (~np.isnan(reference_sorted)).sum(axis=0)
         self.thresholds = thresholds
+        self.p_values = p_values
 
     def evaluate(self, window: WindowView) -> Detection:
-        rows = window.rows
-        win_sorted = np.sort(rows, axis=0)
+        win_sorted = _sorted_finite(np.asarray(window.rows, dtype=np.float64))
         win_n = (~np.isnan(win_sorted)).sum(axis=0)
         counts = _merge_sup(self._reference, self._ref_n, win_sorted, win_n)
         statistic = _statistic(counts, self._ref_n, win_n)
@@ -106,6 +236,6 @@ class KSTest:
             statistic=statistic,
             threshold=self.thresholds,
             drifted=statistic > self.thresholds,  # NaN compares False: no data, no drift
-            p_value=None,
+            p_value=ks_pvalues(statistic, self._ref_n, win_n) if self.p_values else None,
             n_observed=win_n.astype(np.int64),
         )

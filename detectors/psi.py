@@ -1,0 +1,279 @@
+r"""Population Stability Index of each feature's window against its reference.
+
+.. math:: \mathrm{PSI} = \sum_k (q_k - p_k) \ln(q_k / p_k)
+
+where :math:`p_k` is the reference share and :math:`q_k` the window share of bin or
+category :math:`k` among the non-missing values (the symmetrised Kullback-Leibler
+divergence of the binned distributions; Siddiqi, "Credit Risk Scorecards", Wiley 2006;
+Yurdakul, "Statistical properties of population stability index", WMU 2018).
+
+- Numeric features use the reference quantile bins of the profile: a value ``v`` goes to bin
+  ``k = (v > edges[1:-1]).sum()``, exactly as `detectors.profile` binned the reference.
+- Categorical features use the reference categories plus one "unseen" bucket (code
+  ``n_categories``), whose reference share is 0.
+- Missing values (NaN or +/-inf; code -1) are left out on both sides: the data-quality tests
+  watch the missing rate.
+
+Smoothing: both shares are floored at `SHARE_FLOOR` (1e-4) before the formula, without
+renormalising. A bin that is empty on one side would otherwise contribute
+:math:`\pm\infty` (``ln 0``), so one unseen category or one empty bin in a small window would
+swamp every other bin; with the floor an empty bin contributes at most about
+:math:`p_k \ln(p_k / 10^{-4})` (0.69 for a 10 % bin).
+
+Example:
+    >>> import numpy as np
+    >>> from detectors.psi import psi_categorical, psi_numeric
+    >>> edges = np.array([[-np.inf, 0.0, np.inf]])
+    >>> fractions = np.array([[0.5, 0.5]])
+    >>> round(float(psi_numeric(np.array([[-1.0], [1.0], [2.0], [3.0]]), edges, fractions)[0]), 6)
+    0.274653
+    >>> codes = np.array([[0], [0], [1], [2]])  # 2 is unseen for a 2-category feature
+    >>> round(float(psi_categorical(codes, (np.array([50, 50]),))[0]), 6)
+    2.128516
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from detectors.detection import Detection, FloatArray, IntArray
+from detectors.window import WindowView
+
+_ScalarT = TypeVar("_ScalarT", bound=np.generic)
+
+SHARE_FLOOR = 1e-4
+"""Lower bound on every reference and window share (see the module docstring)."""
+
+
+def _psi(reference_share: FloatArray, window_share: FloatArray) -> FloatArray:
+    p = np.maximum(reference_share, SHARE_FLOOR)
+    q = np.maximum(window_share, SHARE_FLOOR)
+    return np.asarray((q - p) * np.log(q / p))
+
+
+def _read_only(array: FloatArray) -> FloatArray:
+    # Every Detection shares these arrays: freeze them so no consumer can edit the next one.
+    frozen = np.array(array, dtype=np.float64)
+    frozen.setflags(write=False)
+    return frozen
+
+
+def check_thresholds(thresholds: npt.ArrayLike, n_features: int) -> FloatArray:
+    """Validate ``(n_features,)`` per-feature thresholds; return a read-only float64 copy."""
+    values = np.asarray(thresholds, dtype=np.float64)
+    if values.shape != (n_features,):
+        raise ValueError(
+            f"thresholds: expected shape ({n_features},), one per feature, got {values.shape}"
+        )
+    return _read_only(values)
+
+
+def _numeric_psi(
+    window_rows: FloatArray, bin_edges: FloatArray, bin_fractions: FloatArray
+) -> tuple[FloatArray, IntArray]:
+    """``(p,)`` PSI (NaN without observed values) and ``(p,)`` non-missing values."""
+    n_features, n_bins = bin_fractions.shape
+    observed = np.isfinite(window_rows)
+    # The profile's binning rule, bin = number of interior edges strictly below the value,
+    # one broadcast comparison per edge over all rows and features: a loop over the b - 1
+    # edges keeps memory at (n, p) instead of (n, p, b - 1) and is ~3x faster than that.
+    bins = np.zeros(window_rows.shape, dtype=np.intp)
+    for k in range(1, n_bins):
+        bins += window_rows > bin_edges[:, k]
+    flat = bins + np.arange(n_features) * n_bins  # feature f owns flat bins [f b, (f + 1) b)
+    counts = np.bincount(flat[observed], minlength=n_features * n_bins)
+    n_observed = observed.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shares = counts.reshape(n_features, n_bins) / n_observed[:, None]
+    psi = _psi(bin_fractions, shares).sum(axis=1)
+    return np.where(n_observed > 0, psi, np.nan), n_observed.astype(np.int64)
+
+
+def psi_numeric(
+    window_rows: FloatArray, bin_edges: FloatArray, bin_fractions: FloatArray
+) -> FloatArray:
+    """``(p,)`` PSI of each numeric feature; NaN where the window has no observed value.
+
+    Args:
+        window_rows: ``(n, p)`` float64, NaN or +/-inf where missing; not modified.
+        bin_edges: ``(p, b + 1)`` reference quantile edges (`ReferenceProfile.bin_edges`).
+        bin_fractions: ``(p, b)`` reference share per bin (`ReferenceProfile.bin_fractions`).
+    """
+    return _numeric_psi(window_rows, bin_edges, bin_fractions)[0]
+
+
+@dataclass(frozen=True, eq=False)
+class CategoryBuckets:
+    """Flat layout of every categorical feature's buckets: its categories, then "unseen".
+
+    Feature ``f`` with ``K_f`` reference categories owns the ``K_f + 1`` flat buckets
+    ``offsets[f] .. offsets[f] + K_f``; the last is its unseen bucket. Built once per test so
+    the hot path only adds offsets and calls `numpy.bincount`.
+    """
+
+    n_categories: IntArray  # (c,) K_f, also the unseen code
+    offsets: IntArray  # (c,) first flat bucket of each feature
+    sizes: IntArray  # (c,) K_f + 1
+    reference_counts: FloatArray  # (T,) reference count per flat bucket, 0 for unseen
+    reference_totals: FloatArray  # (c,) non-missing reference values per feature
+    reference_shares: FloatArray  # (T,) reference_counts / its feature's total
+
+    @classmethod
+    def from_counts(cls, category_counts: Sequence[npt.NDArray[np.integer]]) -> CategoryBuckets:
+        """Build from `ReferenceProfile.category_counts` (one count array per feature)."""
+        counts = [np.asarray(c, dtype=np.float64) for c in category_counts]
+        for f, c in enumerate(counts):
+            if c.ndim != 1 or (c < 0).any():
+                raise ValueError(
+                    f"category_counts[{f}]: expected a 1-D array of non-negative counts, "
+                    f"got shape {c.shape}"
+                )
+        n_categories = np.array([c.shape[0] for c in counts], dtype=np.int64)
+        sizes = n_categories + 1
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        reference = np.zeros(int(sizes.sum()))
+        if counts:
+            # The i-th known category overall, of feature f, moves up by f: one unseen
+            # bucket for each feature before it.
+            features = np.repeat(np.arange(n_categories.shape[0]), n_categories)
+            reference[np.arange(features.shape[0]) + features] = np.concatenate(counts)
+        totals = np.array([c.sum() for c in counts], dtype=np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            shares = reference / np.repeat(totals, sizes)
+        return cls(
+            n_categories=n_categories,
+            offsets=offsets,
+            sizes=sizes,
+            reference_counts=reference,
+            reference_totals=totals,
+            reference_shares=shares,
+        )
+
+    @property
+    def n_features(self) -> int:
+        return int(self.n_categories.shape[0])
+
+    def per_feature(self, values: FloatArray) -> FloatArray:
+        """``(c,)`` sums of a ``(T,)`` per-bucket array over each feature's buckets."""
+        if self.n_features == 0:
+            return np.zeros(0)
+        return np.asarray(np.add.reduceat(values, self.offsets))
+
+    def spread(self, values: npt.NDArray[_ScalarT]) -> npt.NDArray[_ScalarT]:
+        """``(T,)`` each feature's value repeated over its buckets."""
+        return np.repeat(values, self.sizes)
+
+    def window_counts(self, window_codes: npt.NDArray[np.integer]) -> tuple[IntArray, IntArray]:
+        """``(T,)`` window values per flat bucket and ``(c,)`` non-missing values per feature.
+
+        Codes at or above ``n_categories`` count as unseen; negative codes as missing.
+        """
+        codes = np.asarray(window_codes, dtype=np.int64)  # no copy for int64 codes
+        observed = codes >= 0
+        flat = np.minimum(codes, self.n_categories) + self.offsets
+        counts = np.bincount(flat[observed], minlength=self.reference_counts.shape[0])
+        return counts, observed.sum(axis=0)
+
+
+def _categorical_psi(
+    window_codes: npt.NDArray[np.integer], buckets: CategoryBuckets
+) -> tuple[FloatArray, IntArray]:
+    counts, n_observed = buckets.window_counts(window_codes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        window = counts / buckets.spread(n_observed)
+    psi = buckets.per_feature(_psi(buckets.reference_shares, window))
+    valid = (n_observed > 0) & (buckets.reference_totals > 0)
+    return np.where(valid, psi, np.nan), n_observed.astype(np.int64)
+
+
+def psi_categorical(
+    window_codes: npt.NDArray[np.integer],
+    category_counts: Sequence[npt.NDArray[np.integer]] | CategoryBuckets,
+) -> FloatArray:
+    """``(c,)`` PSI of each categorical feature over its categories plus "unseen".
+
+    NaN where the window (or the reference) has no non-missing value.
+
+    Args:
+        window_codes: ``(n, c)`` integer codes, -1 missing, ``n_categories[f]`` unseen.
+        category_counts: per feature, reference count of each category
+            (`ReferenceProfile.category_counts`), or a prebuilt `CategoryBuckets` when
+            called many times.
+    """
+    buckets = (
+        category_counts
+        if isinstance(category_counts, CategoryBuckets)
+        else CategoryBuckets.from_counts(category_counts)
+    )
+    return _categorical_psi(window_codes, buckets)[0]
+
+
+class PSITest:
+    """PSI window test over numeric features: drift where the PSI exceeds the threshold."""
+
+    name = "psi"
+    dtype_kind = "f"
+
+    def __init__(
+        self, bin_edges: FloatArray, bin_fractions: FloatArray, thresholds: FloatArray
+    ) -> None:
+        if bin_edges.ndim != 2 or bin_edges.shape[1] < 3:
+            raise ValueError(
+                f"bin_edges: expected shape (p, b + 1) with b >= 2, got {bin_edges.shape}"
+            )
+        n_features, n_bins = bin_edges.shape[0], bin_edges.shape[1] - 1
+        if bin_fractions.shape != (n_features, n_bins):
+            raise ValueError(
+                f"bin_fractions: expected shape ({n_features}, {n_bins}) to match bin_edges, "
+                f"got {bin_fractions.shape}"
+            )
+        self.n_features = n_features
+        self.bin_edges = _read_only(bin_edges)
+        self.bin_fractions = _read_only(bin_fractions)
+        self.thresholds = check_thresholds(thresholds, n_features)
+
+    def evaluate(self, window: WindowView) -> Detection:
+        rows = np.asarray(window.rows, dtype=np.float64)
+        statistic, n_observed = _numeric_psi(rows, self.bin_edges, self.bin_fractions)
+        return Detection(
+            detector=self.name,
+            first_row=window.first_row,
+            row=window.last_row,
+            statistic=statistic,
+            threshold=self.thresholds,
+            drifted=statistic > self.thresholds,  # NaN compares False: no data, no drift
+            p_value=None,
+            n_observed=n_observed,
+        )
+
+
+class CategoricalPSITest:
+    """PSI window test over categorical codes (categories plus an "unseen" bucket)."""
+
+    name = "psi"
+    dtype_kind = "i"
+
+    def __init__(
+        self, category_counts: Sequence[npt.NDArray[np.integer]], thresholds: FloatArray
+    ) -> None:
+        self.buckets = CategoryBuckets.from_counts(category_counts)
+        self.n_features = self.buckets.n_features
+        self.thresholds = check_thresholds(thresholds, self.n_features)
+
+    def evaluate(self, window: WindowView) -> Detection:
+        statistic, n_observed = _categorical_psi(np.asarray(window.rows), self.buckets)
+        return Detection(
+            detector=self.name,
+            first_row=window.first_row,
+            row=window.last_row,
+            statistic=statistic,
+            threshold=self.thresholds,
+            drifted=statistic > self.thresholds,
+            p_value=None,
+            n_observed=n_observed,
+        )
