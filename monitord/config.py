@@ -40,6 +40,20 @@ class ConsumerSettings(_Section):
     heartbeat_interval_ms: int = Field(3_000, gt=0)
     max_poll_interval_ms: int = Field(300_000, gt=0)
 
+    @model_validator(mode="after")
+    def _timeouts_fit(self) -> ConsumerSettings:
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError(
+                f"heartbeat_interval_ms ({self.heartbeat_interval_ms}) must be below "
+                f"session_timeout_ms ({self.session_timeout_ms}), ideally a third of it"
+            )
+        if self.fetch_max_wait_ms >= 30_000:
+            raise ValueError(
+                f"fetch_max_wait_ms ({self.fetch_max_wait_ms}) must be below the 30000 ms "
+                "request timeout"
+            )
+        return self
+
 
 class KafkaSettings(_Section):
     bootstrap_servers: str = "127.0.0.1:9092"
@@ -55,6 +69,26 @@ class KafkaSettings(_Section):
     sasl_password: SecretStr | None = None  # from MONITORD_KAFKA_SASL_PASSWORD only
     connect_timeout_s: float = Field(10.0, gt=0)
     consumer: ConsumerSettings = ConsumerSettings()
+
+    @model_validator(mode="after")
+    def _security_complete(self) -> KafkaSettings:
+        sasl = self.security_protocol.startswith("SASL_")
+        if not sasl and self.sasl_mechanism is not None:
+            raise ValueError(
+                f"sasl_mechanism is only used with SASL_PLAINTEXT or SASL_SSL, not "
+                f"{self.security_protocol}"
+            )
+        if sasl and (self.sasl_mechanism is None or not self.sasl_username):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs sasl_mechanism "
+                "('PLAIN', 'SCRAM-SHA-256' or 'SCRAM-SHA-512') and sasl_username"
+            )
+        if sasl and self.sasl_password is None:
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs a password: set the "
+                f"environment variable {SECRET_ENV['kafka.sasl_password']}"
+            )
+        return self
 
 
 class EventFields(_Section):

@@ -58,7 +58,7 @@ class Daemon:
         records = self.source.poll(timeout_s, self.config.kafka.consumer.max_poll_records)
         if not records:
             return 0, []
-        decoded = decode(records, self.config.events)
+        decoded = decode(records, self.config.events, self.monitor.columns_for)
         bad = list(decoded.bad)
         evaluations = []
         for group in decoded.groups.values():
@@ -119,7 +119,10 @@ class Daemon:
                 self.stats.triggers += 1
 
     def close(self) -> None:
+        """Leave the group, then release outputs; safe to call more than once."""
         self.source.close()
+        for publisher in self.publishers:
+            publisher.close()
         self.dead_letters.close()
 
 

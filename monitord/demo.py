@@ -52,6 +52,9 @@ class ConsolePublisher:
     def flush(self) -> None:
         self._stream.flush()
 
+    def close(self) -> None:
+        """Standard output is not ours to close."""
+
 
 def _produce(
     bootstrap: str, topic: str, rate: int, stop: threading.Event, generator: TrafficGenerator

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -22,7 +21,7 @@ from connectors.stream import Record
 from detectors.detection import Detection, FloatArray
 from detectors.profile import ReferenceProfile, build_profile
 from monitord.config import Config
-from monitord.events import PREDICTION, BadRecord, EventGroup, numeric_column_values
+from monitord.events import BadRecord, Columns, EventGroup
 from monitord.suite import DetectorSuite
 
 
@@ -80,59 +79,6 @@ class _RowLog:
         return self.records[lo:hi], self.times[lo:hi]
 
 
-class _Columns:
-    """Feature names and kinds of one model version; turns events into arrays."""
-
-    def __init__(self, numeric: tuple[str, ...], categorical: tuple[str, ...]) -> None:
-        self.numeric, self.categorical = numeric, categorical
-
-    @classmethod
-    def infer(cls, group: EventGroup, with_prediction: bool) -> _Columns:
-        numeric: dict[str, None] = {}
-        categorical: dict[str, None] = {}
-        for features, prediction in zip(group.features, group.predictions, strict=True):
-            items = (
-                [*features.items(), (PREDICTION, prediction)]
-                if with_prediction
-                else features.items()
-            )
-            for name, value in items:
-                if isinstance(value, bool | str):
-                    categorical.setdefault(name)
-                elif isinstance(value, int | float):
-                    numeric.setdefault(name)
-        return cls(tuple(n for n in numeric if n not in categorical), tuple(categorical))
-
-    def arrays(
-        self, group: EventGroup
-    ) -> tuple[FloatArray, npt.NDArray[np.object_], npt.NDArray[np.bool_]]:
-        """``(numeric (n, p), categorical (n, c), bad-row mask (n,))`` for ``group``."""
-        n = len(group)
-        numeric = np.empty((n, len(self.numeric)))
-        bad = np.zeros(n, dtype=bool)
-        for j, name in enumerate(self.numeric):
-            values = (
-                group.predictions if name == PREDICTION else [f.get(name) for f in group.features]
-            )
-            numeric[:, j], wrong = numeric_column_values(values)
-            bad |= wrong
-        categorical = np.empty((n, len(self.categorical)), dtype=object)
-        for j, name in enumerate(self.categorical):
-            values = (
-                group.predictions if name == PREDICTION else [f.get(name) for f in group.features]
-            )
-            categorical[:, j] = [_category(v) for v in values]
-        return numeric, categorical, bad
-
-
-def _category(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
 class _VersionMonitor:
     """Reference, columns and detectors of one model version (or its warm-up capture)."""
 
@@ -143,7 +89,7 @@ class _VersionMonitor:
         self._warmup_rows = 0
         self.profile: ReferenceProfile | None = None
         self.detectors: DetectorSuite | None = None
-        self.columns: _Columns | None = None
+        self.columns: Columns | None = None
         self._log = _RowLog(self.detection.window_size + self.detection.step)
         if profile is not None:
             self._start(profile)
@@ -154,12 +100,14 @@ class _VersionMonitor:
 
     def _start(self, profile: ReferenceProfile) -> None:
         self.profile = profile
-        self.columns = _Columns(profile.numeric_names, profile.categorical_names)
+        self.columns = Columns(profile.numeric_names, profile.categorical_names)
         self.detectors = DetectorSuite(profile, self.detection)
 
     def update(self, group: EventGroup) -> MonitorUpdate:
         if self.columns is None:
-            self.columns = _Columns.infer(group, self.detection.monitor_prediction)
+            self.columns = Columns.infer(
+                group.features, group.predictions, self.detection.monitor_prediction
+            )
         numeric, categorical, bad_rows = self.columns.arrays(group)
         bad = [
             BadRecord(group.records[i], "wrong_type", "a numeric feature holds a non-number")
@@ -173,16 +121,22 @@ class _VersionMonitor:
         if not records:
             return MonitorUpdate([], bad)
         if self.detectors is None:
-            return MonitorUpdate(self._capture(numeric, categorical), bad)
+            # The reference is exactly the first warmup_events rows; the rest of the batch
+            # that completes it is already monitored against it.
+            taken = self._capture(numeric, categorical)
+            if self.detectors is None or taken == len(records):
+                return MonitorUpdate([], bad)
+            records, times = records[taken:], times[taken:]
+            numeric, categorical = numeric[taken:], categorical[taken:]
         return MonitorUpdate(self._detect(numeric, categorical, records, times), bad)
 
-    def _capture(
-        self, numeric: FloatArray, categorical: npt.NDArray[np.object_]
-    ) -> list[Evaluation]:
+    def _capture(self, numeric: FloatArray, categorical: npt.NDArray[np.object_]) -> int:
+        """Keep rows for the reference until it is complete; return how many were kept."""
         assert self.columns is not None
-        self._warmup.append((numeric, categorical))
-        self._warmup_rows += numeric.shape[0]
-        if self._warmup_rows >= self.detection.warmup_events:
+        taken = min(int(numeric.shape[0]), self.detection.warmup_events - self._warmup_rows)
+        self._warmup.append((numeric[:taken], categorical[:taken]))
+        self._warmup_rows += taken
+        if self._warmup_rows == self.detection.warmup_events:
             profile = build_profile(
                 self.model,
                 self.version,
@@ -194,7 +148,7 @@ class _VersionMonitor:
             )
             self._warmup.clear()
             self._start(profile)
-        return []
+        return taken
 
     def _detect(
         self,
@@ -207,8 +161,18 @@ class _VersionMonitor:
         assert self.profile is not None
         self._log.extend(records, times)
         evaluations = []
+        spans: dict[tuple[int, int], tuple[tuple[OffsetRange, ...], Record, float, float]] = {}
         for names, result in self.detectors.update(numeric, categorical, times):
-            window_records, window_times = self._log.span(result.first_row, result.row)
+            window = (result.first_row, result.row)
+            if window not in spans:  # every test of a window shares its data range
+                window_records, window_times = self._log.span(*window)
+                spans[window] = (
+                    _offset_ranges(window_records),
+                    window_records[-1],
+                    float(np.min(window_times)),
+                    float(np.max(window_times)),
+                )
+            offsets, last_record, start_time, end_time = spans[window]
             evaluations.append(
                 Evaluation(
                     model=self.model,
@@ -216,22 +180,24 @@ class _VersionMonitor:
                     profile_id=self.profile.profile_id,
                     features=names,
                     result=result,
-                    offsets=_offset_ranges(window_records),
-                    last_record=window_records[-1],
-                    start_time=float(np.min(window_times)),
-                    end_time=float(np.max(window_times)),
+                    offsets=offsets,
+                    last_record=last_record,
+                    start_time=start_time,
+                    end_time=end_time,
                 )
             )
         return evaluations
 
 
 def _offset_ranges(records: list[Record]) -> tuple[OffsetRange, ...]:
-    spans: dict[tuple[str, int], list[int]] = {}
+    # A partition's records are in offset order: its first and last seen bound its range.
+    first: dict[tuple[str, int], int] = {}
+    last: dict[tuple[str, int], int] = {}
     for record in records:
-        span = spans.setdefault((record.topic, record.partition), [record.offset, record.offset])
-        span[0] = min(span[0], record.offset)
-        span[1] = max(span[1], record.offset)
-    return tuple(OffsetRange(t, p, lo, hi) for (t, p), (lo, hi) in sorted(spans.items()))
+        key = (record.topic, record.partition)
+        first.setdefault(key, record.offset)
+        last[key] = record.offset
+    return tuple(OffsetRange(t, p, first[t, p], last[t, p]) for t, p in sorted(first))
 
 
 ProfileLoader = Callable[[str, str], ReferenceProfile | None]
@@ -244,6 +210,11 @@ class Monitor:
         self._config = config
         self._load_profile = load_profile
         self.versions: dict[tuple[str, str], _VersionMonitor] = {}
+
+    def columns_for(self, model: str, version: str) -> Columns | None:
+        """The known columns of a model version, for decoding (None before first sight)."""
+        monitor = self.versions.get((model, version))
+        return None if monitor is None else monitor.columns
 
     def update(self, group: EventGroup) -> MonitorUpdate:
         key = (group.model, group.version)

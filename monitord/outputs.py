@@ -18,6 +18,10 @@ class Publisher(Protocol):
 
     def flush(self) -> None: ...
 
+    def close(self) -> None:
+        """Release what the publisher owns; idempotent."""
+        ...
+
 
 class KafkaPublisher:
     """CloudEvents keyed by model: alerts to one topic, retrain requests to another."""
@@ -42,6 +46,9 @@ class KafkaPublisher:
     def flush(self) -> None:
         self._sink.flush(self._timeout_s)
 
+    def close(self) -> None:
+        """The sink is the daemon's (it also carries dead letters); the daemon closes it."""
+
 
 def summary(output: Output) -> dict[str, Any]:
     """A flat, human-scannable JSON line: kind, ids, where it fired and the evidence."""
@@ -58,8 +65,8 @@ def summary(output: Output) -> dict[str, Any]:
 class JsonLinesPublisher:
     """One JSON object per output and line, flushed per batch (stdout or a file)."""
 
-    def __init__(self, stream: IO[bytes]) -> None:
-        self._stream = stream
+    def __init__(self, stream: IO[bytes], owned: bool = True) -> None:
+        self._stream, self._owned = stream, owned
 
     def publish(self, outputs: list[Output]) -> None:
         for output in outputs:
@@ -67,3 +74,7 @@ class JsonLinesPublisher:
 
     def flush(self) -> None:
         self._stream.flush()
+
+    def close(self) -> None:
+        if self._owned:
+            self._stream.close()

@@ -78,7 +78,9 @@ def replay(
         return load_profile(path) if path else profile
 
     dead_letters = MemorySink()
-    daemon = Daemon(config, MemorySource(records), dead_letters, [JsonLinesPublisher(out)], load)
+    daemon = Daemon(
+        config, MemorySource(records), dead_letters, [JsonLinesPublisher(out, owned=False)], load
+    )
     daemon.drain()
     for message in dead_letters.messages():
         reason = dict(message.headers).get("monitord.error.reason", b"?").decode()

@@ -12,7 +12,7 @@ from connectors.kafka import (
     KafkaSource,
     ensure_topics,
 )
-from monitord.config import Config
+from monitord.config import Config, ConfigError
 from monitord.daemon import Daemon
 from monitord.outputs import JsonLinesPublisher, KafkaPublisher, Publisher
 from monitord.reference import profile_loader
@@ -54,15 +54,25 @@ def build_kafka_daemon(config: Config, extra: list[Publisher] | None = None) -> 
             security=security,
         ),
     )
-    sink = KafkaSink(
-        kafka.bootstrap_servers,
-        settings=KafkaProducerSettings(connect_timeout_s=timeout, security=security),
-    )
+    try:
+        sink = KafkaSink(
+            kafka.bootstrap_servers,
+            settings=KafkaProducerSettings(connect_timeout_s=timeout, security=security),
+        )
+    except BaseException:
+        source.close()  # leave the group rather than hold its partitions until a timeout
+        raise
     publishers: list[Publisher] = [KafkaPublisher(sink, kafka.alert_topic, kafka.trigger_topic)]
     if config.outputs.stdout:
-        publishers.append(JsonLinesPublisher(sys.stdout.buffer))
+        publishers.append(JsonLinesPublisher(sys.stdout.buffer, owned=False))
     if config.outputs.jsonl_path is not None:
-        config.outputs.jsonl_path.parent.mkdir(parents=True, exist_ok=True)
-        publishers.append(JsonLinesPublisher(config.outputs.jsonl_path.open("ab")))
+        path = config.outputs.jsonl_path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            publishers.append(JsonLinesPublisher(path.open("ab")))
+        except OSError as exc:
+            source.close()
+            sink.close()
+            raise ConfigError(f"outputs.jsonl_path: cannot open {path} ({exc.strerror})") from None
     publishers += extra or []
     return Daemon(config, source, sink, publishers, profile_loader(config))
