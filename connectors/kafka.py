@@ -1,0 +1,671 @@
+"""Kafka source, sink and topic helpers on kafka-python 3.x.
+
+Every entry point connects with a bounded bootstrap: an unreachable broker raises
+`BrokerUnavailable` naming the address instead of hanging. No kafka-python type escapes
+this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, TypeVar
+
+import kafka.errors as kafka_errors
+from kafka import (
+    ConsumerRebalanceListener,
+    KafkaAdminClient,
+    KafkaConsumer,
+    KafkaProducer,
+    OffsetAndMetadata,
+)
+from kafka import TopicPartition as KafkaTopicPartition
+from kafka.net.compat import KafkaNetClient
+from kafka.record import util as record_util
+
+from connectors.stream import (
+    BrokerUnavailable,
+    CommitFailed,
+    ConnectorError,
+    DeliveryFailed,
+    Headers,
+    RebalanceCallback,
+    Record,
+    TopicPartition,
+)
+
+log = logging.getLogger(__name__)
+
+_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_OFFSET_RESETS = ("earliest", "latest")
+_COMPRESSION_TYPES = (None, "gzip", "snappy", "lz4", "zstd")
+# The broker rejected a commit because this member's generation is stale (it rebalanced).
+_REBALANCED = (
+    kafka_errors.CommitFailedError,
+    kafka_errors.RebalanceInProgressError,
+    kafka_errors.IllegalGenerationError,
+    kafka_errors.UnknownMemberIdError,
+)
+
+
+def crc32c_accelerated() -> bool:
+    """True if kafka-python checks record CRCs with the `crc32c` C extension."""
+    return record_util.crc32c_c is not None
+
+
+if not crc32c_accelerated():
+    log.warning(
+        "crc32c is not importable: kafka-python verifies record CRCs in pure Python, "
+        "about 9x slower; install it with `pip install crc32c`"
+    )
+
+
+def _require(condition: bool, name: str, message: str) -> None:
+    if not condition:
+        raise ValueError(f"{name}: {message}")
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """How to authenticate to the cluster; the password never appears in a repr."""
+
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    ssl_cafile: str | None = None
+
+    def __post_init__(self) -> None:
+        _require(
+            self.security_protocol in _SECURITY_PROTOCOLS,
+            "security_protocol",
+            f"{self.security_protocol!r} is not one of {', '.join(_SECURITY_PROTOCOLS)}",
+        )
+        if not self.security_protocol.startswith("SASL_"):
+            _require(
+                self.sasl_mechanism is None,
+                "sasl_mechanism",
+                f"only used with SASL_PLAINTEXT or SASL_SSL, not {self.security_protocol}",
+            )
+            return
+        _require(
+            self.sasl_mechanism in _SASL_MECHANISMS,
+            "sasl_mechanism",
+            f"{self.sasl_mechanism!r} is not one of {', '.join(_SASL_MECHANISMS)}",
+        )
+        _require(bool(self.sasl_username), "sasl_username", f"required by {self.sasl_mechanism}")
+        _require(bool(self.sasl_password), "sasl_password", f"required by {self.sasl_mechanism}")
+
+    def client_config(self) -> dict[str, Any]:
+        return {
+            "security_protocol": self.security_protocol,
+            "sasl_mechanism": self.sasl_mechanism,
+            "sasl_plain_username": self.sasl_username,
+            "sasl_plain_password": self.sasl_password,
+            "ssl_cafile": self.ssl_cafile,
+        }
+
+
+@dataclass(frozen=True)
+class KafkaConsumerSettings:
+    """Consumer tuning; defaults favour large batches for the vectorized core."""
+
+    auto_offset_reset: str = "earliest"
+    fetch_min_bytes: int = 1
+    fetch_max_wait_ms: int = 500
+    fetch_max_bytes: int = 50 * 1024 * 1024
+    # Small events: a bigger per-partition fetch means fewer round trips per batch.
+    max_partition_fetch_bytes: int = 4 * 1024 * 1024
+    max_poll_records: int = 5000
+    session_timeout_ms: int = 45_000
+    heartbeat_interval_ms: int = 3_000
+    max_poll_interval_ms: int = 300_000
+    request_timeout_ms: int = 30_000
+    connect_timeout_s: float = 10.0
+    close_timeout_s: float = 5.0
+    client_id: str = "monitord"
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
+
+    def __post_init__(self) -> None:
+        _require(
+            self.auto_offset_reset in _OFFSET_RESETS,
+            "auto_offset_reset",
+            f"{self.auto_offset_reset!r} is not one of {', '.join(_OFFSET_RESETS)}",
+        )
+        for name in (
+            "fetch_min_bytes",
+            "fetch_max_wait_ms",
+            "fetch_max_bytes",
+            "max_partition_fetch_bytes",
+            "max_poll_records",
+            "session_timeout_ms",
+            "heartbeat_interval_ms",
+            "max_poll_interval_ms",
+            "request_timeout_ms",
+            "connect_timeout_s",
+            "close_timeout_s",
+        ):
+            _require(getattr(self, name) > 0, name, "must be positive")
+        _require(
+            self.heartbeat_interval_ms < self.session_timeout_ms,
+            "heartbeat_interval_ms",
+            f"must be below session_timeout_ms ({self.session_timeout_ms}), ideally a third",
+        )
+        _require(
+            self.fetch_max_wait_ms < self.request_timeout_ms,
+            "fetch_max_wait_ms",
+            f"must be below request_timeout_ms ({self.request_timeout_ms})",
+        )
+
+
+@dataclass(frozen=True)
+class KafkaProducerSettings:
+    """Producer tuning; acks is always "all" so a flushed message survives a broker loss."""
+
+    linger_ms: int = 20
+    batch_size: int = 256 * 1024
+    compression_type: str | None = None
+    max_request_size: int = 1024 * 1024
+    request_timeout_ms: int = 30_000
+    delivery_timeout_ms: int = 120_000
+    # send() blocks this long for metadata or buffer space before failing.
+    max_block_ms: int = 10_000
+    enable_idempotence: bool = True
+    # Off: a typo in a topic name should fail, not create a topic with default partitions.
+    allow_auto_create_topics: bool = False
+    connect_timeout_s: float = 10.0
+    close_timeout_s: float = 5.0
+    client_id: str = "monitord"
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
+
+    def __post_init__(self) -> None:
+        _require(
+            self.compression_type in _COMPRESSION_TYPES,
+            "compression_type",
+            f"{self.compression_type!r} is not one of none, gzip, snappy, lz4, zstd",
+        )
+        for name in (
+            "batch_size",
+            "max_request_size",
+            "request_timeout_ms",
+            "delivery_timeout_ms",
+            "max_block_ms",
+            "connect_timeout_s",
+            "close_timeout_s",
+        ):
+            _require(getattr(self, name) > 0, name, "must be positive")
+        _require(self.linger_ms >= 0, "linger_ms", "must not be negative")
+        _require(
+            self.delivery_timeout_ms >= self.linger_ms + self.request_timeout_ms,
+            "delivery_timeout_ms",
+            "must be at least linger_ms + request_timeout_ms",
+        )
+
+
+_Client = TypeVar("_Client")
+
+
+def _connect(
+    factory: Callable[..., _Client], bootstrap: str, timeout_s: float, **config: Any
+) -> _Client:
+    """Build a kafka-python client, bounding the initial bootstrap to `timeout_s`."""
+    servers = [server.strip() for server in bootstrap.split(",") if server.strip()]
+    _require(bool(servers), "bootstrap", "give at least one host:port")
+    clients: list[Any] = []
+
+    def net_client(**kwargs: Any) -> Any:
+        client = KafkaNetClient(**kwargs)
+        clients.append(client)
+        return client
+
+    try:
+        return factory(
+            bootstrap_servers=servers,
+            bootstrap_timeout_ms=int(timeout_s * 1000),
+            kafka_client=net_client,
+            **config,
+        )
+    except kafka_errors.KafkaError as exc:
+        # The half-built client's IO thread would otherwise keep reconnecting forever.
+        for client in clients:
+            client.close()
+        if isinstance(exc, kafka_errors.KafkaTimeoutError | kafka_errors.KafkaConnectionError):
+            raise BrokerUnavailable(
+                f"Kafka broker at {bootstrap} did not answer within {timeout_s:g}s: is it "
+                "running, and are the address and security settings right?"
+            ) from exc
+        raise ConnectorError(
+            f"cannot connect to Kafka at {bootstrap}: {exc}", retriable=exc.retriable
+        ) from exc
+
+
+def _headers(raw: Sequence[tuple[str, bytes | None]]) -> Headers:
+    # Kafka allows null header values; the boundary type promises bytes.
+    return tuple((key, b"" if value is None else value) for key, value in raw)
+
+
+def _records(polled: Mapping[Any, Sequence[Any]]) -> list[Record]:
+    return [
+        Record(
+            r.topic,
+            r.partition,
+            r.offset,
+            r.key,
+            r.value,
+            r.timestamp,
+            _headers(r.headers) if r.headers else (),
+        )
+        for batch in polled.values()
+        for r in batch
+    ]
+
+
+def _ours(partitions: Any) -> set[TopicPartition]:
+    return {TopicPartition(tp.topic, tp.partition) for tp in partitions}
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped base class
+    def __init__(self, source: KafkaSource) -> None:
+        self._source = source
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self._source._rebalanced(self._source._on_assigned, assigned, lost=False)
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self._source._rebalanced(self._source._on_revoked, revoked, lost=False)
+
+    def on_partitions_lost(self, lost: Any) -> None:
+        self._source._rebalanced(self._source._on_revoked, lost, lost=True)
+
+
+class KafkaSource:
+    """Reads `topics` as a member of consumer group `group_id`; nothing is auto-committed.
+
+    Rebalance callbacks run on kafka-python's IO thread while `poll()` or `close()` waits
+    for it. A `commit()` made from inside a callback is sent asynchronously, because a
+    blocking commit there would deadlock (kafka-python 3.x raises instead). An exception
+    raised by a callback is re-raised by the `poll()` that triggered it; close the source
+    then, since that poll's records are dropped.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        group_id: str,
+        topics: Sequence[str],
+        *,
+        settings: KafkaConsumerSettings | None = None,
+        on_assigned: RebalanceCallback | None = None,
+        on_revoked: RebalanceCallback | None = None,
+    ) -> None:
+        _require(bool(group_id), "group_id", "must be a non-empty string")
+        _require(bool(topics) and all(topics), "topics", "give at least one topic name")
+        s = settings or KafkaConsumerSettings()
+        self._settings = s
+        self._on_assigned = on_assigned
+        self._on_revoked = on_revoked
+        self._describe = f"group {group_id!r} on {', '.join(topics)} at {bootstrap}"
+        self._callback_thread: int | None = None
+        self._callback_lost = False
+        self._callback_error: Exception | None = None
+        self._closed = False
+        self._consumer = _connect(
+            KafkaConsumer,
+            bootstrap,
+            s.connect_timeout_s,
+            group_id=group_id,
+            client_id=s.client_id,
+            enable_auto_commit=False,
+            allow_auto_create_topics=False,
+            auto_offset_reset=s.auto_offset_reset,
+            fetch_min_bytes=s.fetch_min_bytes,
+            fetch_max_wait_ms=s.fetch_max_wait_ms,
+            fetch_max_bytes=s.fetch_max_bytes,
+            max_partition_fetch_bytes=s.max_partition_fetch_bytes,
+            max_poll_records=s.max_poll_records,
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=s.heartbeat_interval_ms,
+            max_poll_interval_ms=s.max_poll_interval_ms,
+            request_timeout_ms=s.request_timeout_ms,
+            **s.security.client_config(),
+        )
+        self._consumer.subscribe(list(topics), listener=_Listener(self))
+
+    def poll(self, timeout_s: float, max_records: int) -> list[Record]:
+        self._check_open()
+        try:
+            polled = self._consumer.poll(
+                timeout_ms=max(0, int(timeout_s * 1000)), max_records=max_records
+            )
+        except kafka_errors.KafkaError as exc:
+            self._raise_callback_error()
+            raise ConnectorError(
+                f"poll failed for {self._describe}: {exc}", retriable=exc.retriable
+            ) from exc
+        self._raise_callback_error()
+        return _records(polled)
+
+    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Commit next-to-read offsets (see `Source.commit`) for partitions still assigned."""
+        self._check_open()
+        assigned = self._consumer.assignment()
+        pending: dict[Any, Any] = {}
+        for tp, offset in offsets.items():
+            _require(offset >= 0, "offsets", f"{tp} has negative offset {offset}")
+            ktp = KafkaTopicPartition(tp.topic, tp.partition)
+            if ktp in assigned:
+                pending[ktp] = OffsetAndMetadata(offset, "", -1)
+            else:
+                # Committing a partition another member now owns could rewind its progress.
+                log.warning("not committing %s=%d: no longer assigned to %s", tp, offset, self)
+        if not pending:
+            return
+        if threading.get_ident() == self._callback_thread:
+            self._commit_in_callback(pending)
+            return
+        try:
+            self._consumer.commit(pending, timeout_ms=self._settings.request_timeout_ms)
+        except _REBALANCED as exc:
+            raise CommitFailed(f"commit rejected for {self._describe}: {exc}") from exc
+        except (kafka_errors.KafkaTimeoutError, kafka_errors.KafkaConnectionError) as exc:
+            raise BrokerUnavailable(f"commit timed out for {self._describe}: {exc}") from exc
+        except kafka_errors.KafkaError as exc:
+            raise ConnectorError(
+                f"commit failed for {self._describe}: {exc}", retriable=exc.retriable
+            ) from exc
+
+    def assignment(self) -> frozenset[TopicPartition]:
+        if self._closed:
+            return frozenset()
+        return frozenset(_ours(self._consumer.assignment()))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        # Closing revokes every partition: on_revoked runs inside, and may still commit.
+        try:
+            self._consumer.close(
+                autocommit=False, timeout_ms=int(self._settings.close_timeout_s * 1000)
+            )
+        except kafka_errors.KafkaError as exc:
+            log.warning("closing %s: %s", self, exc)
+        finally:
+            self._closed = True
+        self._raise_callback_error()
+
+    def __enter__(self) -> KafkaSource:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"KafkaSource({self._describe})"
+
+    def _commit_in_callback(self, offsets: dict[Any, Any]) -> None:
+        if self._callback_lost:
+            log.warning("not committing %s: the group already gave them away", offsets)
+            return
+
+        def done(committed: Any, response: Any) -> None:
+            if isinstance(response, Exception):
+                log.warning("commit during rebalance failed for %s: %s", committed, response)
+
+        self._consumer.commit_async(offsets, callback=done)
+
+    def _rebalanced(self, callback: RebalanceCallback | None, partitions: Any, lost: bool) -> None:
+        if callback is None or not partitions:
+            return
+        self._callback_thread = threading.get_ident()
+        self._callback_lost = lost
+        try:
+            callback(_ours(partitions))
+        except Exception as exc:
+            # kafka-python would log and wrap it on its IO thread; the poll() caller owns it.
+            self._callback_error = self._callback_error or exc
+        finally:
+            self._callback_thread = None
+
+    def _raise_callback_error(self) -> None:
+        error, self._callback_error = self._callback_error, None
+        if error is not None:
+            raise error
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConnectorError(f"{self} is closed")
+
+
+class KafkaSink:
+    """Sends messages with acks="all"; `flush` is the delivery barrier."""
+
+    def __init__(self, bootstrap: str, *, settings: KafkaProducerSettings | None = None) -> None:
+        s = settings or KafkaProducerSettings()
+        self._settings = s
+        self._bootstrap = bootstrap
+        self._pending: list[Any] = []  # kafka-python futures since the last flush
+        self._closed = False
+        self._producer = _connect(
+            KafkaProducer,
+            bootstrap,
+            s.connect_timeout_s,
+            acks="all",
+            client_id=s.client_id,
+            linger_ms=s.linger_ms,
+            batch_size=s.batch_size,
+            compression_type=s.compression_type,
+            max_request_size=s.max_request_size,
+            request_timeout_ms=s.request_timeout_ms,
+            delivery_timeout_ms=s.delivery_timeout_ms,
+            max_block_ms=s.max_block_ms,
+            enable_idempotence=s.enable_idempotence,
+            allow_auto_create_topics=s.allow_auto_create_topics,
+            **s.security.client_config(),
+        )
+
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> None:
+        self._check_open()
+        try:
+            future = self._producer.send(topic, value=value, key=key, headers=list(headers))
+        except kafka_errors.KafkaTimeoutError as exc:
+            raise DeliveryFailed(
+                f"cannot send to {topic!r} at {self._bootstrap}: {exc} (does the topic exist?)",
+                retriable=True,
+            ) from exc
+        except kafka_errors.KafkaError as exc:
+            raise DeliveryFailed(
+                f"cannot send to {topic!r} at {self._bootstrap}: {exc}", retriable=exc.retriable
+            ) from exc
+        self._pending.append(future)
+
+    def flush(self, timeout_s: float) -> None:
+        self._check_open()
+        # Waits on our own futures: kafka-python's flush(timeout) applies the timeout to
+        # each pending batch in turn, so it can block for a multiple of it.
+        deadline = time.monotonic() + timeout_s
+        for future in self._pending:
+            if not future.is_done:
+                with contextlib.suppress(Exception):  # failures are read off the futures below
+                    future.get(timeout=max(0.0, deadline - time.monotonic()))
+        undelivered = sum(1 for f in self._pending if not f.is_done)
+        if undelivered:
+            raise DeliveryFailed(
+                f"{undelivered} message(s) not acknowledged by {self._bootstrap} "
+                f"within {timeout_s:g}s",
+                retriable=True,
+            )
+        sent, self._pending = self._pending, []
+        failed = [f.exception for f in sent if f.failed()]
+        if failed:
+            raise DeliveryFailed(
+                f"{len(failed)} of {len(sent)} message(s) were not delivered to "
+                f"{self._bootstrap}; first error: {failed[0]}",
+                retriable=all(getattr(e, "retriable", False) for e in failed),
+            ) from failed[0]
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._producer.close(timeout=self._settings.close_timeout_s)
+        except kafka_errors.KafkaTimeoutError:
+            # kafka-python raises here, before stopping its network thread, when messages
+            # are still unsent; drop them and stop the thread as close() should have.
+            sender = self._producer._sender
+            sender.force_close()
+            sender.join(self._settings.close_timeout_s)
+            self._producer.close(timeout=0)
+        lost = sum(1 for f in self._pending if not f.succeeded())
+        if lost:
+            log.warning("%d message(s) sent to %s were not delivered before close", lost, self)
+
+    def __enter__(self) -> KafkaSink:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"KafkaSink({self._bootstrap})"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConnectorError(f"{self} is closed")
+
+
+def wait_for_broker(
+    bootstrap: str, timeout_s: float = 10.0, *, security: KafkaSecurity | None = None
+) -> None:
+    """Return once `bootstrap` answers a metadata request; raise `BrokerUnavailable` if not."""
+    admin = _admin(bootstrap, timeout_s, security)
+    try:
+        admin.list_topics()
+    except kafka_errors.KafkaError as exc:
+        raise BrokerUnavailable(f"Kafka broker at {bootstrap} failed a metadata request") from exc
+    finally:
+        admin.close()
+
+
+def ensure_topics(
+    bootstrap: str,
+    topics: Mapping[str, int],
+    *,
+    security: KafkaSecurity | None = None,
+    timeout_s: float = 10.0,
+) -> dict[str, int]:
+    """Create the missing `topics` (name -> partition count); return every topic's actual
+    partition count, so a caller that needs co-partitioning can check it."""
+    for name, partitions in topics.items():
+        _require(bool(name), "topics", "topic names must be non-empty")
+        _require(partitions >= 1, f"topics[{name!r}]", f"needs >= 1 partition, got {partitions}")
+    if not topics:
+        return {}
+    admin = _admin(bootstrap, timeout_s, security)
+    try:
+        response = admin.create_topics(
+            {name: {"num_partitions": n} for name, n in topics.items()},
+            timeout_ms=int(timeout_s * 1000),
+            raise_errors=False,
+        )
+        problems = [
+            f"{t['name']}: {t.get('error_message') or kafka_errors.for_code(t['error_code'])}"
+            for t in response["topics"]
+            if t["error_code"] not in (0, kafka_errors.TopicAlreadyExistsError.errno)
+        ]
+        if problems:
+            raise ConnectorError(f"cannot create topics at {bootstrap}: {'; '.join(problems)}")
+        admin.wait_for_topics(list(topics), timeout_ms=int(timeout_s * 1000))
+        described = admin.describe_topics(list(topics))
+    except kafka_errors.KafkaError as exc:
+        raise ConnectorError(
+            f"cannot create topics at {bootstrap}: {exc}", retriable=exc.retriable
+        ) from exc
+    finally:
+        admin.close()
+    return {t["name"]: len(t["partitions"]) for t in described}
+
+
+def read_topic(
+    bootstrap: str, topic: str, timeout_s: float = 10.0, *, security: KafkaSecurity | None = None
+) -> list[Record]:
+    """Every record of `topic` up to its current end, ordered by partition and offset.
+
+    Reads without a consumer group, so it never disturbs committed offsets. For tests,
+    the demo and operators, not the hot path.
+    """
+    deadline = time.monotonic() + timeout_s
+    consumer = _connect(
+        KafkaConsumer,
+        bootstrap,
+        timeout_s,
+        group_id=None,
+        enable_auto_commit=False,
+        allow_auto_create_topics=False,
+        auto_offset_reset="earliest",
+        **(security or KafkaSecurity()).client_config(),
+    )
+    try:
+        partitions = [
+            KafkaTopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))
+        ]
+        if not partitions:
+            raise ConnectorError(f"topic {topic!r} does not exist at {bootstrap}")
+        consumer.assign(partitions)
+        consumer.seek_to_beginning()
+        records: list[Record] = []
+        # The end is the high watermark reported by fetches: Tansu's ListOffsets(latest)
+        # answers the last batch's base offset + 1, so end_offsets() can be too low.
+        while not all(_caught_up(consumer, tp) for tp in partitions):
+            if time.monotonic() > deadline:
+                raise ConnectorError(
+                    f"reading {topic!r} at {bootstrap} did not finish within {timeout_s:g}s",
+                    retriable=True,
+                )
+            records.extend(_records(consumer.poll(timeout_ms=100)))
+    except kafka_errors.KafkaError as exc:
+        raise ConnectorError(
+            f"cannot read {topic!r} at {bootstrap}: {exc}", retriable=exc.retriable
+        ) from exc
+    finally:
+        consumer.close(autocommit=False, timeout_ms=1000)
+    records.sort(key=lambda r: (r.partition, r.offset))
+    return records
+
+
+def _caught_up(consumer: Any, tp: Any) -> bool:
+    highwater = consumer.highwater(tp)
+    return highwater is not None and consumer.position(tp) >= highwater
+
+
+def _admin(bootstrap: str, timeout_s: float, security: KafkaSecurity | None) -> Any:
+    return _connect(
+        KafkaAdminClient,
+        bootstrap,
+        timeout_s,
+        client_id="monitord-admin",
+        request_timeout_ms=int(timeout_s * 1000),
+        **(security or KafkaSecurity()).client_config(),
+    )

@@ -1,0 +1,145 @@
+"""Boundary types between the daemon and a message stream.
+
+The core sees only these types, never a Kafka client: a `Source` yields `Record`s and
+takes offsets to commit, a `Sink` takes messages and confirms delivery on `flush`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+Headers = tuple[tuple[str, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TopicPartition:
+    """One partition of one topic; hashable, used as a dict key everywhere."""
+
+    topic: str
+    partition: int
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}]"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One message as read from a partition, bytes untouched.
+
+    `timestamp_ms` is the broker or producer timestamp in ms since the epoch, -1 if unknown.
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+    headers: Headers = ()
+
+    @property
+    def topic_partition(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
+
+
+RebalanceCallback = Callable[[set[TopicPartition]], None]
+"""Called with the partitions gained (`on_assigned`) or lost (`on_revoked`).
+
+Sources call these from inside `poll()` (or `close()`), never concurrently with the caller's
+own use of the source, so the core can drop or load per-partition state there. They must not
+block for long: a Kafka consumer cannot heartbeat while they run.
+"""
+
+
+class Source(Protocol):
+    """A partitioned, replayable stream of records read on behalf of a consumer group.
+
+    Implementations accept optional `on_assigned` / `on_revoked` callbacks
+    (`RebalanceCallback`) in their constructor.
+    """
+
+    def poll(self, timeout_s: float, max_records: int) -> list[Record]:
+        """Return up to `max_records` records, waiting at most `timeout_s` for the first."""
+        ...
+
+    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Mark everything before the given offsets as processed, for good.
+
+        Offsets are the NEXT offset to read, not the last one processed. Worked example:
+        partition `events[3]` delivered offsets 40, 41, 42 and all three are folded into a
+        checkpoint; commit `{TopicPartition("events", 3): 43}`. After a restart or a
+        rebalance, reading resumes at 43: nothing is read twice, nothing is skipped.
+        Committing 42 instead would replay record 42; committing 44 would silently lose 43.
+        """
+        ...
+
+    def assignment(self) -> frozenset[TopicPartition]:
+        """The partitions this source currently reads."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection and leave the group; safe to call more than once."""
+        ...
+
+
+class Sink(Protocol):
+    """A destination for messages with a delivery barrier.
+
+    `send` may buffer; only a `flush` that returns guarantees delivery of everything sent
+    before it. Callers commit input offsets only after a successful flush.
+    """
+
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> None: ...
+
+    def flush(self, timeout_s: float) -> None:
+        """Wait for every message sent so far; raise `ConnectorError` if any was not delivered."""
+        ...
+
+    def close(self) -> None:
+        """Flush what can be flushed quickly and release resources; idempotent."""
+        ...
+
+
+class ConnectorError(Exception):
+    """A failure at the edge of the system.
+
+    `retriable` tells the caller whether trying the same operation again later can succeed
+    (broker restarting, timeout) or not (bad configuration, message too large).
+    """
+
+    retriable: bool = False
+
+    def __init__(self, message: str, *, retriable: bool | None = None) -> None:
+        super().__init__(message)
+        if retriable is not None:
+            self.retriable = retriable
+
+
+class BrokerUnavailable(ConnectorError):  # noqa: N818  # reads as a state
+    """The broker could not be reached or did not answer in time."""
+
+    retriable = True
+
+
+class DeliveryFailed(ConnectorError):  # noqa: N818  # reads as a state
+    """At least one sent message was not acknowledged; re-send everything since the last
+    successful flush (receivers deduplicate by message id)."""
+
+
+class CommitFailed(ConnectorError):  # noqa: N818  # reads as a state
+    """The offset commit was rejected, usually because the group rebalanced.
+
+    The records stay uncommitted and will be read again by whoever owns the partition next;
+    the source reports the rebalance through `on_revoked` on the next `poll()`, after which a
+    retry commits only the partitions still assigned.
+    """
+
+    retriable = True

@@ -1,0 +1,32 @@
+"""Shared fixtures: one embedded Kafka broker per test session, unique names per test."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from connectors.broker import EmbeddedBroker
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    """A running Tansu broker on 127.0.0.1 (in-memory storage), shared by the session.
+
+    Tests share it, so they must use `unique_name` for topics and consumer groups.
+    """
+    log_path = tmp_path_factory.mktemp("broker") / "tansu.log"
+    with EmbeddedBroker(log_path=log_path) as running:
+        yield running
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
+    """Make names (topics, groups) unique to this test: `unique_name("events")`."""
+    test = re.sub(r"[^A-Za-z0-9._-]+", "-", request.node.name)[:80]
+    run = uuid.uuid4().hex[:8]
+    counter = itertools.count()
+    return lambda prefix: f"{prefix}.{test}.{run}.{next(counter)}"
