@@ -120,7 +120,7 @@ class Policy:
             feature = evaluation.features[j]
             state.adwin_since_window.add(feature)
             if (feature, ADWIN) not in state.firing:
-                alert = _alert("firing", evaluation, int(j))
+                alert = _feature_alert("firing", evaluation, int(j))
                 state.firing[(feature, ADWIN)] = alert
                 outputs.append(alert)
         return outputs
@@ -140,15 +140,15 @@ class Policy:
                         (result.detector, float(result.statistic[j]), float(result.threshold[j])),
                     )
                     if label not in state.firing:
-                        state.firing[label] = _alert("firing", evaluation, j)
+                        state.firing[label] = _feature_alert("firing", evaluation, j)
                         outputs.append(state.firing[label])
                 elif label in state.firing:
                     del state.firing[label]
-                    outputs.append(_alert("resolved", evaluation, j))
+                    outputs.append(_feature_alert("resolved", evaluation, j))
         for feature, detector in [k for k in state.firing if k[1] == ADWIN]:
             if feature not in state.adwin_since_window:
                 firing = state.firing.pop((feature, detector))
-                outputs.append(_resolved_from(firing, first))
+                outputs.append(_alert("resolved", first, feature, detector, 0.0, firing.threshold))
         state.adwin_since_window.clear()
         outputs += self._retrain(state, group, drifted)
         return outputs
@@ -213,14 +213,21 @@ def _point(evaluation: Evaluation) -> OffsetRange:
     return OffsetRange(record.topic, record.partition, record.offset, record.offset)
 
 
-def _alert(status: Literal["firing", "resolved"], evaluation: Evaluation, j: int) -> Alert:
+def _alert(
+    status: Literal["firing", "resolved"],
+    evaluation: Evaluation,
+    feature: str,
+    detector: str,
+    statistic: float,
+    threshold: float,
+) -> Alert:
+    """The alert of one label set decided by ``evaluation`` (its window is the evidence)."""
     result = evaluation.result
-    feature = evaluation.features[j]
     return Alert(
         id=stable_id(
             evaluation.model,
             evaluation.version,
-            result.detector,
+            detector,
             feature,
             status,
             evaluation.profile_id,
@@ -232,9 +239,9 @@ def _alert(status: Literal["firing", "resolved"], evaluation: Evaluation, j: int
         model=evaluation.model,
         version=evaluation.version,
         feature=feature,
-        detector=result.detector,
-        statistic=float(result.statistic[j]),
-        threshold=float(result.threshold[j]),
+        detector=detector,
+        statistic=statistic,
+        threshold=threshold,
         profile_id=evaluation.profile_id,
         first_row=result.first_row,
         row=result.row,
@@ -245,32 +252,13 @@ def _alert(status: Literal["firing", "resolved"], evaluation: Evaluation, j: int
     )
 
 
-def _resolved_from(firing: Alert, evaluation: Evaluation) -> Alert:
+def _feature_alert(status: Literal["firing", "resolved"], evaluation: Evaluation, j: int) -> Alert:
     result = evaluation.result
-    return Alert(
-        id=stable_id(
-            firing.model,
-            firing.version,
-            firing.detector,
-            firing.feature,
-            "resolved",
-            firing.profile_id,
-            result.first_row,
-            result.row,
-        ),
-        status="resolved",
-        severity=firing.severity,
-        model=firing.model,
-        version=firing.version,
-        feature=firing.feature,
-        detector=firing.detector,
-        statistic=0.0,
-        threshold=firing.threshold,
-        profile_id=firing.profile_id,
-        first_row=result.first_row,
-        row=result.row,
-        offset=_point(evaluation),
-        offsets=evaluation.offsets,
-        start_time=evaluation.start_time,
-        end_time=evaluation.end_time,
+    return _alert(
+        status,
+        evaluation,
+        evaluation.features[j],
+        result.detector,
+        float(result.statistic[j]),
+        float(result.threshold[j]),
     )
