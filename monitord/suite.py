@@ -4,17 +4,22 @@ thresholds.
 Numeric columns (features and a numeric prediction) share one window for their window
 tests (KS, PSI, missing and out-of-range rates), categorical columns another (chi-square,
 PSI, missing and unseen rates); ADWIN runs per value on the prediction (or every numeric
-column). Thresholds come from the false-alarm budget, so the model as a whole, not each
-feature, meets it: see `thresholds`.
+column).
+
+Thresholds come from the false-alarm budget, so the model as a whole, not each feature,
+meets it: per evaluation ``step / budget`` expected false alarms, shared by every (test,
+column) pair in proportion to their number. The distribution tests (KS, PSI, chi-square)
+take their share through `detectors.calibration` (bootstrap of whole reference rows,
+correlation-aware); each quality rate takes ``1 / M`` of it with a binomial threshold.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 from detectors.adwin import ADWIN
+from detectors.calibration import Calibration, FalseAlarmBudget, WindowPlan, calibrate
 from detectors.chi2 import Chi2Test
 from detectors.detection import Detection, FloatArray
 from detectors.ks import KSTest
@@ -41,56 +46,13 @@ class DetectorSuite:
     def __init__(self, profile: ReferenceProfile, settings: DetectionSettings) -> None:
         self.profile = profile
         self.settings = settings
-        enabled = set(settings.detectors)
+        self.calibration, quality_alpha = calibrate_suite(profile, settings)
+        numeric, categorical = self._window_tests(quality_alpha)
         p, c = len(profile.numeric_names), len(profile.categorical_names)
-        alpha = per_test_alpha(profile, settings)
-        n = settings.window_size
-        numeric: list[WindowTest] = []
-        categorical: list[WindowTest] = []
-        if p and "ks" in enabled:
-            numeric.append(KSTest(profile.sorted_sample, ks_thresholds(profile, n, alpha)))
-        if p and "psi" in enabled:
-            numeric.append(
-                PSITest(profile.bin_edges, profile.bin_fractions, psi_thresholds(profile, n, alpha))
-            )
-        if c and "psi" in enabled:
-            categorical.append(
-                CategoricalPSITest(
-                    profile.category_counts, categorical_psi_thresholds(profile, n, alpha)
-                )
-            )
-        if c and "chi2" in enabled:
-            categorical.append(Chi2Test(profile.category_counts, chi2_thresholds(profile, alpha)))
-        if "quality" in enabled:
-            if p:
-                numeric.append(
-                    MissingRateTest(
-                        binomial_rate_thresholds(profile.numeric_missing_rate, n, alpha)
-                    )
-                )
-                numeric.append(
-                    OutOfRangeTest(
-                        profile.numeric_min,
-                        profile.numeric_max,
-                        binomial_rate_thresholds(np.full(p, 1.0 / profile.n_rows), n, alpha),
-                    )
-                )
-            if c:
-                categorical.append(
-                    CategoricalMissingRateTest(
-                        binomial_rate_thresholds(profile.categorical_missing_rate, n, alpha)
-                    )
-                )
-                categorical.append(
-                    UnseenRateTest(
-                        profile.n_categories,
-                        binomial_rate_thresholds(np.full(c, 1.0 / profile.n_rows), n, alpha),
-                    )
-                )
-        step = settings.step
-        self.numeric = WindowedDetector(numeric, CountWindow(p, n, step)) if numeric else None
+        size, step = settings.window_size, settings.step
+        self.numeric = WindowedDetector(numeric, CountWindow(p, size, step)) if numeric else None
         self.categorical = (
-            WindowedDetector(categorical, CountWindow(c, n, step, dtype=np.int64))
+            WindowedDetector(categorical, CountWindow(c, size, step, dtype=np.int64))
             if categorical
             else None
         )
@@ -104,9 +66,43 @@ class DetectorSuite:
         )
         self.adwin = (
             ADWIN(len(self._adwin_columns), delta=settings.adwin_delta)
-            if self._adwin_columns and "adwin" in enabled
+            if self._adwin_columns and "adwin" in settings.detectors
             else None
         )
+
+    def _window_tests(self, quality_alpha: float) -> tuple[list[WindowTest], list[WindowTest]]:
+        profile, cal, size = self.profile, self.calibration, self.settings.window_size
+        p, c = len(profile.numeric_names), len(profile.categorical_names)
+        numeric: list[WindowTest] = []
+        categorical: list[WindowTest] = []
+        if cal is not None and cal.ks is not None and p:
+            numeric.append(KSTest(profile.sorted_sample, cal.ks))
+        if cal is not None and cal.psi is not None and p:
+            numeric.append(PSITest(profile.bin_edges, profile.bin_fractions, cal.psi))
+        if cal is not None and cal.chi2 is not None and c:
+            categorical.append(Chi2Test(profile.category_counts, cal.chi2))
+        if cal is not None and cal.psi_categorical is not None and c:
+            categorical.append(CategoricalPSITest(profile.category_counts, cal.psi_categorical))
+        if "quality" in self.settings.detectors:
+
+            def rate(reference: FloatArray) -> FloatArray:
+                return binomial_rate_thresholds(reference, size, quality_alpha)
+
+            # A value outside the reference range is, by construction, about a 1/n event.
+            unlikely = 1.0 / profile.n_rows
+            if p:
+                numeric.append(MissingRateTest(rate(profile.numeric_missing_rate)))
+                numeric.append(
+                    OutOfRangeTest(
+                        profile.numeric_min, profile.numeric_max, rate(np.full(p, unlikely))
+                    )
+                )
+            if c:
+                categorical.append(
+                    CategoricalMissingRateTest(rate(profile.categorical_missing_rate))
+                )
+                categorical.append(UnseenRateTest(profile.n_categories, rate(np.full(c, unlikely))))
+        return numeric, categorical
 
     def update(
         self, numeric: FloatArray, categorical: npt.NDArray[np.object_], times: FloatArray
@@ -128,40 +124,27 @@ class DetectorSuite:
         return results
 
 
-def per_test_alpha(profile: ReferenceProfile, settings: DetectionSettings) -> float:
-    """False-alarm probability allowed to one test of one column in one evaluation.
+DISTRIBUTION_TESTS = ("ks", "psi", "chi2")
 
-    The budget gives ``step / budget`` expected false alarms per evaluation for the whole
-    model; a Bonferroni split over every (test, column) pair keeps the sum within it
-    whatever the correlation between columns (conservative where they are correlated).
-    """
+
+def calibrate_suite(
+    profile: ReferenceProfile, settings: DetectionSettings
+) -> tuple[Calibration | None, float]:
+    """Calibrated distribution tests, and the per-test level of each quality rate."""
     p, c = len(profile.numeric_names), len(profile.categorical_names)
-    enabled = set(settings.detectors)
-    n_tests = p * (("ks" in enabled) + ("psi" in enabled) + 2 * ("quality" in enabled)) + c * (
-        ("psi" in enabled) + ("chi2" in enabled) + 2 * ("quality" in enabled)
+    columns = {"ks": p, "psi": p + c, "chi2": c}
+    chosen = [t for t in DISTRIBUTION_TESTS if t in settings.detectors and columns[t]]
+    distribution = sum(columns[t] for t in chosen)
+    quality = 2 * (p + c) if "quality" in settings.detectors else 0
+    total = max(distribution + quality, 1)
+    quality_alpha = settings.step / settings.false_alarm_budget_events / total
+    if not distribution:
+        return None, quality_alpha
+    calibration = calibrate(
+        profile,
+        WindowPlan(settings.window_size, settings.step),
+        # The distribution tests' share of the budget, as a budget of their own.
+        FalseAlarmBudget(settings.false_alarm_budget_events * total / distribution),
+        tests=chosen,
     )
-    return settings.step / settings.false_alarm_budget_events / max(n_tests, 1)
-
-
-def ks_thresholds(profile: ReferenceProfile, window: int, alpha: float) -> FloatArray:
-    """Asymptotic two-sample Kolmogorov quantile at ``alpha`` for each column's sizes."""
-    n_ref = profile.sample_sizes.astype(np.float64)
-    effective = np.round(n_ref * window / (n_ref + window))
-    return np.asarray(stats.kstwo.isf(alpha, np.maximum(effective, 1)), dtype=np.float64)
-
-
-def psi_thresholds(profile: ReferenceProfile, window: int, alpha: float) -> FloatArray:
-    """PSI is asymptotically ``(1/n + 1/m) * chi2(b - 1)`` under no change (symmetric KL)."""
-    bins = profile.bin_fractions.shape[1]
-    scale = 1.0 / window + 1.0 / np.maximum(profile.sample_sizes, 1)
-    return np.asarray(scale * stats.chi2.isf(alpha, bins - 1), dtype=np.float64)
-
-
-def categorical_psi_thresholds(profile: ReferenceProfile, window: int, alpha: float) -> FloatArray:
-    totals = np.array([counts.sum() for counts in profile.category_counts], dtype=np.float64)
-    dof = np.maximum(profile.n_categories, 1)  # categories plus unseen, minus one
-    return np.asarray((1.0 / window + 1.0 / np.maximum(totals, 1)) * stats.chi2.isf(alpha, dof))
-
-
-def chi2_thresholds(profile: ReferenceProfile, alpha: float) -> FloatArray:
-    return np.asarray(stats.chi2.isf(alpha, np.maximum(profile.n_categories, 1)), dtype=np.float64)
+    return calibration, quality_alpha
