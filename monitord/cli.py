@@ -161,10 +161,12 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from monitord.daemon import tune_garbage_collector  # noqa: PLC0415
     from monitord.service import build_kafka_daemon  # noqa: PLC0415
 
     config = load_config(args.config)
     daemon = build_kafka_daemon(config)
+    tune_garbage_collector()
 
     def stop(signum: int, frame: FrameType | None) -> None:
         daemon.stopping.set()

@@ -8,6 +8,7 @@ cycles until the source is empty: the same loop, for tests and replays.
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,6 +22,22 @@ from monitord.policy import Alert, Output, Policy
 
 ERROR_HEADERS = ("monitord.error.reason", "monitord.error.detail")
 SOURCE_HEADERS = ("monitord.source.topic", "monitord.source.partition", "monitord.source.offset")
+
+
+GC_THRESHOLDS = (50_000, 20, 20)
+
+
+def tune_garbage_collector() -> None:
+    """Collect cycles less often; call once at process start, after imports.
+
+    Every event allocates a handful of short-lived objects (its parsed JSON, row tuples,
+    a record), none in reference cycles. At CPython's default threshold (700 allocations)
+    the cyclic collector runs every few events and its older generations walk every live
+    batch, which measured at a quarter of the daemon's time. `gc.freeze` also takes the
+    objects created at startup (modules, config, compiled kernels) out of every future scan.
+    """
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 @dataclass

@@ -17,7 +17,7 @@ from typing import IO
 from connectors.broker import EmbeddedBroker
 from connectors.kafka import KafkaProducerSettings, KafkaSink, ensure_topics
 from monitord.config import Config
-from monitord.daemon import Daemon
+from monitord.daemon import Daemon, tune_garbage_collector
 from monitord.policy import Alert, Output
 from monitord.service import build_kafka_daemon
 from monitord.traffic import TrafficGenerator
@@ -112,6 +112,7 @@ def run_demo(config: Config, duration_s: float, rate: int) -> int:
             f"drift starts after ~10 s; running {duration_s:.0f} s (Ctrl-C stops)"
         )
         daemon = build_kafka_daemon(config, extra=[ConsolePublisher(sys.stdout)])
+        tune_garbage_collector()
         producer.start()
         started = last = time.monotonic()
         last_events = 0

@@ -62,7 +62,11 @@ class Columns:
     def infer(
         cls, features: list[dict[str, Any]], predictions: list[Any], with_prediction: bool
     ) -> Columns:
-        """Columns seen in events: numbers are numeric, strings and booleans categorical."""
+        """Columns seen in events: numbers are numeric, strings and booleans categorical.
+
+        Pass the events that become the reference: a column seen only later would have no
+        reference values.
+        """
         numeric: dict[str, None] = {}
         categorical: dict[str, None] = {}
         for row, prediction in zip(features, predictions, strict=True):
@@ -148,11 +152,21 @@ class EventGroup:
     numeric_rows: list[tuple[Any, ...]] = field(default_factory=list)
     categorical_rows: list[tuple[Any, ...]] = field(default_factory=list)
     predictions: list[Any] = field(default_factory=list)
-    event_times: list[float] = field(default_factory=list)
+    stamps: list[Any] = field(default_factory=list)  # the events' own timestamps, raw
     records: list[Record] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def event_times(self) -> FloatArray:
+        """``(n,)`` seconds: each event's timestamp, else its record's (Kafka) timestamp."""
+        return np.array(
+            [
+                record.timestamp_ms / 1000.0 if stamp is None else _event_time(stamp, record)
+                for stamp, record in zip(self.stamps, self.records, strict=True)
+            ],
+            dtype=np.float64,
+        )
 
 
 @dataclass
@@ -176,38 +190,35 @@ def decode(
     bad: list[BadRecord] = []
     f_model, f_version, f_features = fields.model, fields.model_version, fields.features
     f_prediction, f_time, limit = fields.prediction, fields.timestamp, fields.max_event_bytes
+    loads = orjson.loads
+    key: tuple[str, str] | None = None
+    group: EventGroup | None = None
+    # The loop is the hot path: one try for the well-formed case, exact type checks, and the
+    # last group reused (a partition's consecutive events usually share a model). Records
+    # that fail are examined again by _reject, off the hot path, for the precise reason.
     for record in records:
         value = record.value
-        if value is None:
-            bad.append(BadRecord(record, "empty", "record has no value"))
-            continue
-        if len(value) > limit:
-            bad.append(BadRecord(record, "oversize", f"{len(value)} bytes > {limit}"))
-            continue
         try:
-            event = orjson.loads(value)
-        except orjson.JSONDecodeError as exc:
-            bad.append(BadRecord(record, "invalid_json", str(exc)))
+            if len(value) > limit:  # type: ignore[arg-type]  # None: TypeError, rejected
+                raise ValueError
+            event = loads(value)  # type: ignore[arg-type]
+            model = event[f_model]
+            features = event[f_features]
+        except (TypeError, ValueError, KeyError, IndexError):
+            bad.append(_reject(record, fields))
             continue
-        if not isinstance(event, dict):
-            bad.append(BadRecord(record, "not_an_object", f"got {type(event).__name__}"))
-            continue
-        model = event.get(f_model)
-        if not isinstance(model, str) or not model:
-            bad.append(BadRecord(record, "missing_model", f"field {f_model!r} missing or empty"))
-            continue
-        features = event.get(f_features)
-        if not isinstance(features, dict):
-            bad.append(
-                BadRecord(record, "missing_features", f"field {f_features!r} is not an object")
-            )
+        if type(model) is not str or not model or type(features) is not dict:
+            bad.append(_reject(record, fields))
             continue
         version = event.get(f_version)
-        version = UNVERSIONED if version is None else str(version)
-        key = (model, version)
-        group = groups.get(key)
-        if group is None:
-            group = groups[key] = EventGroup(model, version, columns_for(model, version))
+        if type(version) is not str:
+            version = UNVERSIONED if version is None else str(version)
+        if key is None or key[0] != model or key[1] != version:
+            key = (model, version)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = EventGroup(model, version, columns_for(model, version))
+        assert group is not None
         if group.columns is None:
             group.features.append(features)
         else:
@@ -215,11 +226,33 @@ def decode(
             group.numeric_rows.append(numeric_row)
             group.categorical_rows.append(categorical_row)
         group.predictions.append(event.get(f_prediction))
-        stamp = event.get(f_time)
-        seconds = math.nan if stamp is None else parse_event_time(stamp)
-        group.event_times.append(record.timestamp_ms / 1000.0 if math.isnan(seconds) else seconds)
+        group.stamps.append(event.get(f_time))
         group.records.append(record)
     return DecodedBatch(groups, bad)
+
+
+def _reject(record: Record, fields: EventFields) -> BadRecord:
+    """Why ``record`` is not an inference event (it failed the fast path of `decode`)."""
+    value = record.value
+    if value is None:
+        return BadRecord(record, "empty", "record has no value")
+    if len(value) > fields.max_event_bytes:
+        return BadRecord(record, "oversize", f"{len(value)} bytes > {fields.max_event_bytes}")
+    try:
+        event = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return BadRecord(record, "invalid_json", str(exc))
+    if not isinstance(event, dict):
+        return BadRecord(record, "not_an_object", f"got {type(event).__name__}")
+    model = event.get(fields.model)
+    if not isinstance(model, str) or not model:
+        return BadRecord(record, "missing_model", f"field {fields.model!r} missing or empty")
+    return BadRecord(record, "missing_features", f"field {fields.features!r} is not an object")
+
+
+def _event_time(stamp: object, record: Record) -> float:
+    seconds = parse_event_time(stamp)
+    return record.timestamp_ms / 1000.0 if math.isnan(seconds) else seconds
 
 
 def numeric_column_values(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:

@@ -105,15 +105,19 @@ class _VersionMonitor:
 
     def update(self, group: EventGroup) -> MonitorUpdate:
         if self.columns is None:
+            # Columns come from the rows that become the reference (the first warm-up batch).
+            warmup = self.detection.warmup_events
             self.columns = Columns.infer(
-                group.features, group.predictions, self.detection.monitor_prediction
+                group.features[:warmup],
+                group.predictions[:warmup],
+                self.detection.monitor_prediction,
             )
         numeric, categorical, bad_rows = self.columns.arrays(group)
         bad = [
             BadRecord(group.records[i], "wrong_type", "a numeric feature holds a non-number")
             for i in np.flatnonzero(bad_rows)
         ]
-        records, times = group.records, np.asarray(group.event_times)
+        records, times = group.records, group.event_times()
         if bad:
             keep = ~bad_rows
             records = [r for r, ok in zip(records, keep, strict=True) if ok]
@@ -191,6 +195,10 @@ class _VersionMonitor:
 
 def _offset_ranges(records: list[Record]) -> tuple[OffsetRange, ...]:
     # A partition's records are in offset order: its first and last seen bound its range.
+    partitions = {(record.topic, record.partition) for record in records}
+    if len(partitions) == 1:  # the usual case: input keyed by model
+        ((topic, partition),) = partitions
+        return (OffsetRange(topic, partition, records[0].offset, records[-1].offset),)
     first: dict[tuple[str, int], int] = {}
     last: dict[tuple[str, int], int] = {}
     for record in records:

@@ -30,8 +30,8 @@ def test_groups_by_model_and_version_in_order() -> None:
     group = decoded.groups[("a", "1")]
     assert [f["x"] for f in group.features] == [1.0, 3.0]
     assert [r.offset for r in group.records] == [0, 2]
-    assert math.isclose(group.event_times[0], 1795435200.5)
-    assert group.event_times[1] == 1_700_000_000.0  # falls back to the record timestamp
+    assert math.isclose(group.event_times()[0], 1795435200.5)
+    assert group.event_times()[1] == 1_700_000_000.0  # falls back to the record timestamp
     assert decoded.groups[("b", UNVERSIONED)].predictions == [0.3]
 
 
