@@ -89,27 +89,43 @@ def _status(daemon: Daemon, started: float, last_events: int, interval: float) -
     )
 
 
-def run_demo(config: Config, duration_s: float, rate: int) -> int:
+def run_demo(config: Config, duration_s: float, rate: int, drift_after_s: float = 10.0) -> int:
+    """Run the demo for ``duration_s``; drift starts after about ``drift_after_s`` seconds."""
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _run(config, duration_s, rate, drift_after_s, stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(
+    config: Config, duration_s: float, rate: int, drift_after_s: float, stop: threading.Event
+) -> int:
     print("monitord demo: starting an embedded Kafka-protocol broker on 127.0.0.1 ...")
     with EmbeddedBroker() as broker:
         topic = config.kafka.input_topics[0]
-        kafka = config.kafka.model_copy(update={"bootstrap_servers": broker.bootstrap})
+        # A group join on the embedded broker takes about half the session timeout.
+        consumer = config.kafka.consumer.model_copy(
+            update={"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
+        )
+        kafka = config.kafka.model_copy(
+            update={"bootstrap_servers": broker.bootstrap, "consumer": consumer}
+        )
         config = config.model_copy(update={"kafka": kafka})
         ensure_topics(broker.bootstrap, {topic: 3})
-        generator = TrafficGenerator(drift_after=rate * 10 // len(MODELS))
+        generator = TrafficGenerator(drift_after=int(rate * drift_after_s) // len(MODELS))
         producer = threading.Thread(
             target=_produce, args=(broker.bootstrap, topic, rate, stop, generator), daemon=True
         )
         print(
             f"broker {broker.bootstrap}; producing {rate} events/s for {', '.join(MODELS)}; "
-            f"drift starts after ~10 s; running {duration_s:.0f} s (Ctrl-C stops)"
+            f"drift starts after ~{drift_after_s:.0f} s; running {duration_s:.0f} s (Ctrl-C stops)"
         )
         daemon = build_kafka_daemon(config, extra=[ConsolePublisher(sys.stdout)])
         tune_garbage_collector()

@@ -109,3 +109,34 @@ def test_corrupt_profile_is_a_clear_error(
     err = capsys.readouterr().err
     assert str(broken) in err
     assert "Traceback" not in err
+
+
+def test_reference_build_reads_jsonl_and_parquet_alike(
+    files: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    pyarrow = pytest.importorskip("pyarrow")  # the optional [parquet] extra; CI installs it
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    reference, _, _ = files
+    rows = read_rows(reference)
+    jsonl = tmp_path / "reference.jsonl"
+    jsonl.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    parquet = tmp_path / "reference.parquet"
+    pq.write_table(pyarrow.Table.from_pylist(rows), parquet)
+    ids = {
+        profile_from_rows(read_rows(path), "m", "1").profile_id
+        for path in (reference, jsonl, parquet)
+    }
+    assert len(ids) == 1
+
+
+def test_jsonl_of_inference_events_flattens_features(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_text(
+        '{"model": "m", "features": {"x": 1.5, "c": "DE"}, "prediction": 0.2}\n'
+        '{"model": "m", "features": {"x": null, "c": "FR"}, "prediction": 0.4}\n'
+    )
+    assert read_rows(path) == [
+        {"x": 1.5, "c": "DE", "prediction": 0.2, "model": "m"},
+        {"x": None, "c": "FR", "prediction": 0.4, "model": "m"},
+    ]
