@@ -6,11 +6,12 @@ of an ``(n_rows, n_features)`` batch in one call and shares the surface ``update
 """
 
 from detectors.adwin import ADWIN
+from detectors.buckets import CategoryBuckets
 from detectors.chi2 import Chi2Test, chi2_statistic
 from detectors.detection import Detection, DetectorInputError, State
 from detectors.ks import KSTest, ks_pvalues, ks_statistic
 from detectors.profile import ProfileError, ReferenceProfile, build_profile
-from detectors.psi import CategoricalPSITest, CategoryBuckets, PSITest, psi_categorical, psi_numeric
+from detectors.psi import CategoricalPSITest, PSITest, psi_categorical, psi_numeric
 from detectors.quality import (
     CategoricalMissingRateTest,
     MissingRateTest,

@@ -122,9 +122,10 @@ from numba import njit
 from scipy import sparse, special
 from scipy.stats import chi2
 
-from detectors.detection import FloatArray, IntArray
+from detectors.buckets import CategoryBuckets
+from detectors.detection import FloatArray, IntArray, read_only
 from detectors.profile import ReferenceProfile
-from detectors.psi import SHARE_FLOOR, CategoryBuckets
+from detectors.psi import SHARE_FLOOR
 
 TESTS = ("ks", "psi", "chi2")
 """Test names, as the window tests call themselves; ``psi`` covers both feature kinds."""
@@ -269,7 +270,7 @@ def calibrate(
         if _family(name) not in chosen:
             return None
         nulls = categorical if name in ("chi2", "psi_categorical") else numeric
-        return _read_only(nulls.threshold(name, level) if nulls is not None else np.zeros(0))
+        return read_only(nulls.threshold(name, level) if nulls is not None else np.zeros(0))
 
     return Calibration(
         ks=thresholds("ks"),
@@ -567,9 +568,3 @@ def _per_test_level(min_p: FloatArray, n_tests: int, alpha: float) -> tuple[floa
         else:
             low = middle
     return math.exp(low), effective_at(low)
-
-
-def _read_only(values: FloatArray) -> FloatArray:
-    frozen = np.array(values, dtype=np.float64)
-    frozen.setflags(write=False)
-    return frozen

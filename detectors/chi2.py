@@ -38,9 +38,10 @@ import numpy.typing as npt
 from numba import njit
 from scipy.stats import chi2
 
-from detectors.detection import Detection, FloatArray, IntArray
-from detectors.psi import CategoryBuckets, check_thresholds
+from detectors.buckets import CategoryBuckets
+from detectors.detection import Detection, FloatArray, IntArray, check_thresholds
 from detectors.window import WindowView
+from detectors.windowed import window_detection
 
 
 @njit(cache=True, nogil=True)
@@ -176,13 +177,4 @@ class Chi2Test:
 
     def evaluate(self, window: WindowView) -> Detection:
         statistic, _, p_value, n_observed = _chi2(np.asarray(window.rows), self._layout)
-        return Detection(
-            detector=self.name,
-            first_row=window.first_row,
-            row=window.last_row,
-            statistic=statistic,
-            threshold=self.thresholds,
-            drifted=statistic > self.thresholds,  # NaN compares False: no data, no drift
-            p_value=p_value,
-            n_observed=n_observed,
-        )
+        return window_detection(self.name, window, statistic, self.thresholds, n_observed, p_value)

@@ -99,3 +99,20 @@ def check_batch(batch: npt.NDArray[np.generic], n_features: int, kind: str) -> N
         raise DetectorInputError(f"expected float64 values, got {batch.dtype}; use astype")
     if kind == "i" and batch.dtype.kind not in "iu":
         raise DetectorInputError(f"expected integer category codes, got {batch.dtype}")
+
+
+def read_only(array: FloatArray) -> FloatArray:
+    # Every Detection shares these arrays: freeze them so no consumer can edit the next one.
+    frozen = np.array(array, dtype=np.float64)
+    frozen.setflags(write=False)
+    return frozen
+
+
+def check_thresholds(thresholds: npt.ArrayLike, n_features: int) -> FloatArray:
+    """Validate ``(n_features,)`` per-feature thresholds; return a read-only float64 copy."""
+    values = np.asarray(thresholds, dtype=np.float64)
+    if values.shape != (n_features,):
+        raise ValueError(
+            f"thresholds: expected shape ({n_features},), one per feature, got {values.shape}"
+        )
+    return read_only(values)

@@ -40,6 +40,7 @@ from scipy.stats import kstwo
 
 from detectors.detection import Detection, FloatArray, IntArray
 from detectors.window import WindowView
+from detectors.windowed import window_detection
 
 
 @njit(cache=True, nogil=True)
@@ -229,13 +230,11 @@ class KSTest:
         win_n = (~np.isnan(win_sorted)).sum(axis=0)
         counts = _merge_sup(self._reference, self._ref_n, win_sorted, win_n)
         statistic = _statistic(counts, self._ref_n, win_n)
-        return Detection(
-            detector=self.name,
-            first_row=window.first_row,
-            row=window.last_row,
-            statistic=statistic,
-            threshold=self.thresholds,
-            drifted=statistic > self.thresholds,  # NaN compares False: no data, no drift
-            p_value=ks_pvalues(statistic, self._ref_n, win_n) if self.p_values else None,
-            n_observed=win_n.astype(np.int64),
+        return window_detection(
+            self.name,
+            window,
+            statistic,
+            self.thresholds,
+            win_n,
+            ks_pvalues(statistic, self._ref_n, win_n) if self.p_values else None,
         )

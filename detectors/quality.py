@@ -30,9 +30,9 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import binom
 
-from detectors.detection import Detection, FloatArray, IntArray
-from detectors.psi import check_thresholds
+from detectors.detection import Detection, FloatArray, IntArray, check_thresholds
 from detectors.window import WindowView
+from detectors.windowed import window_detection
 
 RATE_FLOOR = 1e-3
 """Reference rate assumed when the reference saw none: a finite sample without a missing
@@ -75,21 +75,6 @@ def _per_feature_thresholds(thresholds: FloatArray) -> FloatArray:
     return check_thresholds(values, values.shape[0])
 
 
-def _detection(
-    name: str, window: WindowView, rate: FloatArray, n_observed: IntArray, thresholds: FloatArray
-) -> Detection:
-    return Detection(
-        detector=name,
-        first_row=window.first_row,
-        row=window.last_row,
-        statistic=rate,
-        threshold=thresholds,
-        drifted=rate > thresholds,  # NaN compares False: nothing counted, no drift
-        p_value=None,
-        n_observed=n_observed.astype(np.int64),
-    )
-
-
 class MissingRateTest:
     """Share of NaN or +/-inf values per numeric feature in the window."""
 
@@ -104,7 +89,7 @@ class MissingRateTest:
         n_observed = np.isfinite(window.rows).sum(axis=0)
         n_rows = window.rows.shape[0]
         rate = (n_rows - n_observed) / n_rows
-        return _detection(self.name, window, rate, n_observed, self.thresholds)
+        return window_detection(self.name, window, rate, self.thresholds, n_observed)
 
 
 class CategoricalMissingRateTest:
@@ -121,7 +106,7 @@ class CategoricalMissingRateTest:
         rows = np.asarray(window.rows, dtype=np.int64)
         n_observed = (rows >= 0).sum(axis=0)
         rate = (rows.shape[0] - n_observed) / rows.shape[0]
-        return _detection(self.name, window, rate, n_observed, self.thresholds)
+        return window_detection(self.name, window, rate, self.thresholds, n_observed)
 
 
 class UnseenRateTest:
@@ -146,7 +131,7 @@ class UnseenRateTest:
         n_observed = (rows >= 0).sum(axis=0)
         n_unseen = (rows >= self.n_categories).sum(axis=0)
         rate = _share(n_unseen, n_observed)
-        return _detection(self.name, window, rate, n_observed, self.thresholds)
+        return window_detection(self.name, window, rate, self.thresholds, n_observed)
 
 
 class OutOfRangeTest:
@@ -179,4 +164,4 @@ class OutOfRangeTest:
         # +/-inf is missing, not out of range (as in the profile); NaN compares False anyway.
         outside = ((rows < self.numeric_min) | (rows > self.numeric_max)) & finite
         rate = _share(outside.sum(axis=0), n_observed)
-        return _detection(self.name, window, rate, n_observed, self.thresholds)
+        return window_detection(self.name, window, rate, self.thresholds, n_observed)

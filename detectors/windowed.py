@@ -17,6 +17,28 @@ from detectors.detection import Detection, FloatArray, State, check_batch
 from detectors.window import Window, WindowView
 
 
+def window_detection(
+    name: str,
+    window: WindowView,
+    statistic: FloatArray,
+    thresholds: FloatArray,
+    n_observed: npt.NDArray[np.integer],
+    p_value: FloatArray | None = None,
+) -> Detection:
+    """The result of a window test: a feature drifts where its statistic exceeds its
+    threshold (a NaN statistic, from a feature with no observed value, never does)."""
+    return Detection(
+        detector=name,
+        first_row=window.first_row,
+        row=window.last_row,
+        statistic=statistic,
+        threshold=thresholds,
+        drifted=statistic > thresholds,
+        p_value=p_value,
+        n_observed=np.asarray(n_observed, dtype=np.int64),
+    )
+
+
 class WindowTest(Protocol):
     """A stateless test of one window against a reference."""
 

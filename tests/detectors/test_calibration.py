@@ -16,6 +16,7 @@ from scipy import special
 from scipy.stats import chi2
 
 from detectors import calibration
+from detectors.buckets import CategoryBuckets
 from detectors.calibration import Calibration, FalseAlarmBudget, WindowPlan, calibrate
 from detectors.chi2 import Chi2Test, chi2_statistic
 from detectors.detection import FloatArray, IntArray
@@ -24,7 +25,6 @@ from detectors.profile import ReferenceProfile, build_profile
 from detectors.psi import (
     SHARE_FLOOR,
     CategoricalPSITest,
-    CategoryBuckets,
     PSITest,
     psi_categorical,
     psi_numeric,

@@ -9,12 +9,12 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from detectors.buckets import CategoryBuckets
 from detectors.detection import FloatArray, IntArray
 from detectors.profile import build_profile
 from detectors.psi import (
     SHARE_FLOOR,
     CategoricalPSITest,
-    CategoryBuckets,
     PSITest,
     psi_categorical,
     psi_numeric,

@@ -1,0 +1,1 @@
+"""Benchmarks: each script measures monitord against baselines in one run and prints ratios."""
