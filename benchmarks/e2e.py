@@ -14,12 +14,19 @@ import argparse
 import gc
 import operator
 import resource
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import orjson
 from kafka import KafkaConsumer, TopicPartition
+
+# `python benchmarks/e2e.py` puts benchmarks/ first on sys.path, where `import detectors`
+# (through monitord) would find benchmarks/detectors.py instead of the package.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    del sys.path[0]
 
 from connectors.broker import EmbeddedBroker
 from connectors.kafka import KafkaProducerSettings, KafkaSink, crc32c_accelerated, ensure_topics

@@ -72,9 +72,17 @@ class Daemon:
 
     def step(self, timeout_s: float = 0.5) -> tuple[int, list[Output]]:
         """Process one polled batch; returns how many records it held and its outputs."""
-        records = self.source.poll(timeout_s, self.config.kafka.consumer.max_poll_records)
+        limit = self.config.kafka.consumer.max_poll_records
+        records = self.source.poll(timeout_s, limit)
         if not records:
             return 0, []
+        # Top the batch up with what is already fetched (no waiting), so the per-batch flush
+        # and commit are paid once per large batch rather than once per fetch.
+        while len(records) < limit:
+            more = self.source.poll(0.0, limit - len(records))
+            if not more:
+                break
+            records += more
         decoded = decode(records, self.config.events, self.monitor.columns_for)
         bad = list(decoded.bad)
         evaluations = []
