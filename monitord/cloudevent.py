@@ -7,8 +7,10 @@ from typing import Any
 
 import orjson
 
+from monitord.alerts import Alert
 from monitord.clock import iso
-from monitord.policy import Alert, Output, RetrainTrigger
+from monitord.policy import Output
+from monitord.retrain import RetrainTrigger
 
 SOURCE = "monitord"
 ALERT_TYPE = "io.monitord.drift.alert"

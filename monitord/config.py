@@ -145,10 +145,40 @@ class ModelSettings(_Section):
     detection: Detection | None = None
 
 
-class PolicySettings(_Section):
-    """Minimal decision policy: which drift becomes an alert, which a retrain request."""
+class AlertSettings(_Section):
+    """Alert lifecycle per label set: hysteresis, severities, labels and links."""
 
-    alert_min_features: int = Field(1, ge=1)
+    fire_windows: int = Field(1, ge=1, description="k: drifted windows among the last n to fire")
+    fire_span: int = Field(1, ge=1, description="n: windows considered for firing")
+    resolve_windows: int = Field(3, ge=1, description="m: clean windows in a row to resolve")
+    cooldown_windows: int = Field(
+        0, ge=0, description="windows after a resolution before the label set may fire again"
+    )
+    model_alert_share: float = Field(
+        0.25, gt=0, le=1, description="share of drifted columns for the critical model alert"
+    )
+    labels: dict[str, str] = Field(default_factory=dict, description="static labels, e.g. team")
+    runbook_url: str | None = None
+    dashboard_url: str | None = None
+
+    @model_validator(mode="after")
+    def _k_of_n(self) -> AlertSettings:
+        if self.fire_windows > self.fire_span:
+            raise ValueError(
+                f"fire_windows ({self.fire_windows}) must not exceed fire_span ({self.fire_span})"
+            )
+        reserved = RESERVED_LABELS & set(self.labels)
+        if reserved:
+            raise ValueError(f"labels: {sorted(reserved)} are set by monitord itself")
+        return self
+
+
+RESERVED_LABELS = {"alertname", "model", "model_version", "feature", "detector", "severity"}
+
+
+class PolicySettings(_Section):
+    """When drift becomes a retrain request."""
+
     retrain_feature_share: float = Field(0.25, gt=0, le=1)
     retrain_consecutive_windows: int = Field(2, ge=1)
     retrain_cooldown_windows: int = Field(
@@ -167,6 +197,7 @@ class Config(_Section):
     detection: Detection = Detection()
     models: tuple[ModelSettings, ...] = ()
     profile_dir: Path | None = Field(None, description="holds <model>@<version>.npz profiles")
+    alerts: AlertSettings = AlertSettings()
     policy: PolicySettings = PolicySettings()
     outputs: OutputSettings = OutputSettings()
 

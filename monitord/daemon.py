@@ -14,11 +14,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from connectors.stream import Record, Sink, Source, TopicPartition
+from monitord.alerts import Alert
 from monitord.config import Config
 from monitord.events import BadRecord, decode
 from monitord.monitor import Monitor, ProfileLoader
 from monitord.outputs import Publisher
-from monitord.policy import Alert, Output, Policy
+from monitord.policy import Output, Policy
 
 ERROR_HEADERS = ("monitord.error.reason", "monitord.error.detail")
 SOURCE_HEADERS = ("monitord.source.topic", "monitord.source.partition", "monitord.source.offset")
@@ -66,7 +67,7 @@ class Daemon:
         self.dead_letters = dead_letters
         self.publishers = publishers
         self.monitor = Monitor(config, load_profile)
-        self.policy = Policy(config.policy, config.config_hash)
+        self.policy = Policy(config.alerts, config.policy, config.config_hash)
         self.stats = Stats()
         self.stopping = threading.Event()
 

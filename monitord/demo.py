@@ -16,9 +16,10 @@ from typing import IO
 
 from connectors.broker import EmbeddedBroker
 from connectors.kafka import KafkaProducerSettings, KafkaSink, ensure_topics
+from monitord.alerts import Alert
 from monitord.config import Config
 from monitord.daemon import Daemon, tune_garbage_collector
-from monitord.policy import Alert, Output
+from monitord.policy import Output
 from monitord.service import build_kafka_daemon
 from monitord.traffic import TrafficGenerator
 

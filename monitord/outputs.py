@@ -8,9 +8,10 @@ from typing import IO, Any, Protocol
 import orjson
 
 from connectors.stream import Sink
+from monitord.alerts import Alert
 from monitord.clock import iso
 from monitord.cloudevent import ALERT_TYPE, RETRAIN_TYPE, encode
-from monitord.policy import Alert, Output
+from monitord.policy import Output
 
 
 class Publisher(Protocol):
