@@ -6,7 +6,9 @@ set is *observed* drifted or clean:
 
 - it fires when at least ``fire_windows`` of its last ``fire_span`` observations drifted
   (k of n; in between it is *pending*, which sends nothing);
-- a firing label set resolves after ``resolve_windows`` clean observations in a row;
+- a firing label set resolves after ``resolve_windows`` clean observations in a row, where
+  clean means a statistic below ``resolve_below`` times its threshold (a Schmitt trigger: a
+  statistic hovering at the threshold during a persistent drift does not flap);
 - after resolving it may not fire again for ``cooldown_windows`` observations.
 
 Feature alerts are ``warning``, except on the model's prediction (``critical``). A
@@ -22,6 +24,7 @@ set, status and window, so a replay or a restart sends the same ids.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
@@ -116,7 +119,12 @@ class AlertBook:
         if state is None:
             state = self.states[key] = _LabelState(deque(maxlen=self.settings.fire_span))
         if state.firing:
-            state.clean = 0 if observation.drifted else state.clean + 1
+            threshold = observation.threshold
+            clean = not observation.drifted and (
+                math.isnan(threshold)
+                or observation.statistic < self.settings.resolve_below * threshold
+            )
+            state.clean = state.clean + 1 if clean else 0
             if state.clean < self.settings.resolve_windows:
                 return None
             state.firing, state.clean = False, 0

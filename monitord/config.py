@@ -151,6 +151,9 @@ class AlertSettings(_Section):
     fire_windows: int = Field(1, ge=1, description="k: drifted windows among the last n to fire")
     fire_span: int = Field(1, ge=1, description="n: windows considered for firing")
     resolve_windows: int = Field(3, ge=1, description="m: clean windows in a row to resolve")
+    resolve_below: float = Field(
+        0.8, gt=0, le=1, description="a firing window is clean below this share of the threshold"
+    )
     cooldown_windows: int = Field(
         0, ge=0, description="windows after a resolution before the label set may fire again"
     )

@@ -54,6 +54,17 @@ def test_fires_after_k_of_n_and_resolves_after_m_clean() -> None:
     assert _run(settings, pattern) == [(5, "firing"), (9, "resolved")]
 
 
+def test_a_statistic_hovering_at_the_threshold_does_not_resolve() -> None:
+    book = AlertBook(AlertSettings(resolve_windows=2))
+    statuses = []
+    for i, statistic in enumerate([0.6, 0.45, 0.45, 0.45, 0.3, 0.3]):  # threshold 0.5
+        drifted = statistic > 0.5
+        alert = book.observe(Observation("x", "ks", drifted, statistic, 0.5, _evaluation(i)))
+        statuses.append(None if alert is None else alert.status)
+    # 0.45 is clean for firing (below 0.5) but not for resolving (not below 0.8 x 0.5 = 0.4).
+    assert statuses == ["firing", None, None, None, None, "resolved"]
+
+
 def test_cooldown_holds_a_resolved_label_set() -> None:
     settings = AlertSettings(resolve_windows=1, cooldown_windows=2)
     assert _run(settings, [True, False, True, True, True]) == [
