@@ -1,0 +1,198 @@
+"""JSON over HTTP for receivers (Alertmanager, PagerDuty, Slack, webhooks), standard library only.
+
+`post` never raises for an HTTP status: it returns the `HttpResponse`, and `classify` turns
+it into `None` (delivered) or a `ReceiverError` that says whether retrying can help. Only a
+failure to get any answer (refused, reset, timeout) raises, as a retriable `ReceiverError`.
+
+Receiver URLs often are secrets (Slack and webhook URLs carry tokens in the path), so every
+message built here names the target as `redact_url(url)`: scheme, host and port only.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import http.client
+import json
+import math
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from connectors.stream import ConnectorError
+
+MAX_BODY_BYTES = 64 * 1024
+"""Responses are read up to this size: receivers answer with short acknowledgements."""
+
+_NOT_RETRIABLE = frozenset({400, 401, 403, 404, 422})
+_RETRIABLE = frozenset({408, 429})
+_ERROR_BODY_CHARS = 200
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    """A receiver's answer; `headers` keys are lower-case."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class ReceiverError(ConnectorError):
+    """A receiver did not take a payload.
+
+    `status` is the HTTP status (None when no answer came); `retry_after_s` is the receiver's
+    own `Retry-After`, which the outbox prefers over its computed backoff.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retriable: bool,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message, retriable=retriable)
+        self.status = status
+        self.retry_after_s = retry_after_s
+
+
+class Receiver(Protocol):
+    """Delivers one outbox payload to one destination; holds that destination's secrets."""
+
+    def deliver(self, payload: bytes) -> None:
+        """Send `payload`; return once the receiver acknowledged it, else raise `ReceiverError`."""
+        ...
+
+
+def redact_url(url: str) -> str:
+    """`scheme://host:port` of `url`: paths, queries and credentials may hold tokens."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or "?"
+        port = parts.port
+    except ValueError:
+        return "<invalid url>"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
+def validate_url(url: str, parameter: str) -> str:
+    """Return `url` if absolute http(s), else raise naming `parameter` (never the URL itself)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        _ = parts.port  # raises on a malformed port
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ValueError(
+            f"{parameter} must be an absolute http:// or https:// URL with a host "
+            "(value not shown: it may contain a secret)"
+        )
+    return url
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    # urllib would re-send a redirected POST as a GET without its body; a receiver that
+    # redirects is misconfigured, so surface the 3xx instead.
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def post(url: str, data: bytes, headers: Mapping[str, str], timeout_s: float) -> HttpResponse:
+    """POST `data` to `url`; any HTTP answer is returned, no answer raises a retriable error."""
+    request = urllib.request.Request(url, data=data, headers=dict(headers), method="POST")
+    target = redact_url(url)
+    try:
+        with _OPENER.open(request, timeout=timeout_s) as response:
+            return HttpResponse(
+                response.status, _lower(response.headers.items()), response.read(MAX_BODY_BYTES)
+            )
+    except urllib.error.HTTPError as error:
+        with error:
+            body = error.read(MAX_BODY_BYTES)
+        return HttpResponse(error.code, _lower(error.headers.items()), body)
+    except urllib.error.URLError as error:
+        # `reason` is an OSError (refused, DNS, TLS) or a string; neither includes the path.
+        raise ReceiverError(
+            f"no answer from {target}: {_reason(error.reason)}", retriable=True
+        ) from None
+    except (TimeoutError, ConnectionError, http.client.HTTPException) as error:
+        raise ReceiverError(f"no answer from {target}: {_reason(error)}", retriable=True) from None
+    except ValueError:
+        # urllib's own message repeats the whole URL.
+        raise ReceiverError(f"invalid URL for {target}", retriable=False) from None
+
+
+def post_json(url: str, body: object, headers: Mapping[str, str], timeout_s: float) -> HttpResponse:
+    """POST `body` encoded as compact UTF-8 JSON with `Content-Type: application/json`."""
+    data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return post(url, data, {**headers, "Content-Type": "application/json"}, timeout_s)
+
+
+def classify(
+    response: HttpResponse,
+    target: str,
+    *,
+    conflict_is_delivered: bool = False,
+    secrets: Iterable[str] = (),
+    now: float | None = None,
+) -> ReceiverError | None:
+    """`None` if the receiver took the payload, else the error to raise.
+
+    2xx is delivered, and so is 409 when the receiver answers it for an id it already has
+    (`conflict_is_delivered`). 408, 429 and 5xx are retriable, honouring `Retry-After`;
+    every other status (400, 401, 403, 404, 422, redirects...) is not: sending the same
+    request again cannot succeed. `target` names the receiver in the message (pass a
+    redacted URL); `secrets` are blanked out of the response body quoted in it.
+    """
+    status = response.status
+    if 200 <= status < 300 or (status == 409 and conflict_is_delivered):
+        return None
+    retriable = status in _RETRIABLE or (status >= 500 and status not in _NOT_RETRIABLE)
+    retry_after = None
+    if retriable and "retry-after" in response.headers:
+        retry_after = retry_after_seconds(
+            response.headers["retry-after"], time.time() if now is None else now
+        )
+    detail = response.body[:_ERROR_BODY_CHARS].decode("utf-8", "replace").strip()
+    for secret in secrets:
+        if secret:
+            detail = detail.replace(secret, "[redacted]")
+    message = f"{target} answered HTTP {status}" + (f": {detail}" if detail else "")
+    return ReceiverError(message, retriable=retriable, status=status, retry_after_s=retry_after)
+
+
+def retry_after_seconds(value: str, now: float) -> float | None:
+    """Seconds to wait from a `Retry-After` value (delta-seconds or HTTP-date), None if invalid."""
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - now
+        except (TypeError, ValueError, IndexError):
+            return None
+    if math.isnan(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def _lower(items: Iterable[tuple[str, str]]) -> dict[str, str]:
+    return {name.lower(): value for name, value in items}
+
+
+def _reason(reason: object) -> str:
+    if isinstance(reason, BaseException):
+        text = str(reason)
+        return f"{type(reason).__name__}: {text}" if text else type(reason).__name__
+    return str(reason)
