@@ -189,6 +189,38 @@ class PolicySettings(_Section):
     )
 
 
+ReceiverType = Literal["alertmanager", "pagerduty", "slack", "webhook"]
+
+
+class ReceiverSettings(_Section):
+    """Where alerts go. Secrets (PagerDuty routing key, Slack webhook URL, webhook signing
+    key) come from the environment variable named by ``secret_env``, never from this file."""
+
+    name: str = Field(min_length=1)
+    type: ReceiverType
+    url: str | None = Field(None, description="Alertmanager base URL, or the webhook URL")
+    secret_env: str | None = None
+    match: dict[str, list[str]] = Field(
+        default_factory=dict, description="route: label -> accepted values (all must match)"
+    )
+    resend_interval_s: float = Field(60.0, gt=0, description="Alertmanager: re-post firing alerts")
+    resolved_resend_s: float = Field(300.0, ge=0, description="Alertmanager: re-post resolved")
+
+    @model_validator(mode="after")
+    def _complete(self) -> ReceiverSettings:
+        needs_url = self.type in ("alertmanager", "webhook")
+        needs_secret = self.type in ("pagerduty", "slack", "webhook")
+        if needs_url and not self.url:
+            raise ValueError(f"a {self.type} receiver needs url")
+        if needs_secret and not self.secret_env:
+            raise ValueError(
+                f"a {self.type} receiver needs secret_env: the environment variable holding "
+                + {"pagerduty": "its routing key", "slack": "its webhook URL",
+                   "webhook": "its signing key"}[self.type]
+            )
+        return self
+
+
 class OutputSettings(_Section):
     stdout: bool = False
     jsonl_path: Path | None = None
@@ -201,7 +233,9 @@ class Config(_Section):
     models: tuple[ModelSettings, ...] = ()
     profile_dir: Path | None = Field(None, description="holds <model>@<version>.npz profiles")
     alerts: AlertSettings = AlertSettings()
+    receivers: tuple[ReceiverSettings, ...] = ()
     policy: PolicySettings = PolicySettings()
+    state_dir: Path = Field(Path(".monitord"), description="outbox and state files")
     outputs: OutputSettings = OutputSettings()
 
     def detection_for(self, model: str) -> Detection:

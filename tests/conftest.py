@@ -6,10 +6,12 @@ import itertools
 import re
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from connectors.broker import EmbeddedBroker
+from tests.servers import RecordingServer, running_alertmanager
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +32,24 @@ def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
     run = uuid.uuid4().hex[:8]
     counter = itertools.count()
     return lambda prefix: f"{prefix}.{test}.{run}.{next(counter)}"
+
+
+@pytest.fixture
+def server() -> Iterator[RecordingServer]:
+    """A loopback HTTP server standing in for a receiver: records requests, scripted answers."""
+    with RecordingServer() as running:
+        yield running
+
+
+@pytest.fixture
+def webhook() -> Iterator[RecordingServer]:
+    """A loopback HTTP server receiving Alertmanager's notifications."""
+    with RecordingServer() as running:
+        yield running
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path, webhook: RecordingServer) -> Iterator[str]:
+    """The base URL of a real Alertmanager on 127.0.0.1 that notifies `webhook`."""
+    with running_alertmanager(tmp_path, webhook) as base_url:
+        yield base_url

@@ -1,16 +1,8 @@
-"""The HTTP client and status classification every receiver relies on, against a real server.
-
-`RecordingServer` is shared with the receiver, outbox and Alertmanager tests.
-"""
+"""The HTTP client and status classification every receiver relies on, against a real server."""
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -24,103 +16,7 @@ from connectors.http import (
     retry_after_seconds,
     validate_url,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Recorded:
-    """One request as the server saw it; header names lower-case."""
-
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> object:
-        return json.loads(self.body)
-
-
-Reply = tuple[int, dict[str, str], bytes]
-
-
-class RecordingServer:
-    """A loopback HTTP server that records requests and answers scripted replies in order,
-    then `default`. The request is recorded before the reply is sent, so it is visible as
-    soon as the client call returns."""
-
-    def __init__(self, default: Reply = (200, {}, b"ok")) -> None:
-        self.requests: list[Recorded] = []
-        self.default = default
-        self._replies: list[Reply] = []
-        self._changed = threading.Condition()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                body = self.rfile.read(length)
-                headers = {name.lower(): value for name, value in self.headers.items()}
-                status, reply_headers, reply = server._record(
-                    Recorded("POST", self.path, headers, body)
-                )
-                self.send_response(status)
-                for name, value in reply_headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        # A short poll interval: `shutdown()` waits for it, once per test.
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def reply(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
-        """Queue the answer to the next request not yet answered."""
-        with self._changed:
-            self._replies.append((status, headers or {}, body))
-
-    def wait_for(self, predicate: Callable[[list[Recorded]], bool], timeout_s: float) -> bool:
-        """Block until `predicate(requests)` holds (True) or `timeout_s` passes (False)."""
-        with self._changed:
-            return self._changed.wait_for(lambda: predicate(list(self.requests)), timeout_s)
-
-    def _record(self, request: Recorded) -> Reply:
-        with self._changed:
-            self.requests.append(request)
-            self._changed.notify_all()
-            return self._replies.pop(0) if self._replies else self.default
-
-    def __enter__(self) -> RecordingServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join()
-
-
-@pytest.fixture
-def server() -> Iterator[RecordingServer]:
-    with RecordingServer() as running:
-        yield running
-
-
-def closed_port_url() -> str:
-    """A loopback URL where nothing listens (connection refused)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+from tests.servers import RecordingServer, closed_port_url
 
 
 def response(status: int, headers: dict[str, str] | None = None, body: bytes = b"") -> HttpResponse:

@@ -16,7 +16,7 @@ from connectors.http import ReceiverError
 from connectors.outbox import Dispatcher, DispatchReport, Outbox
 from connectors.pagerduty import PagerDutyReceiver, resolve
 from connectors.stream import ConnectorError
-from tests.connectors.test_http import RecordingServer
+from tests.servers import RecordingServer
 
 T0 = 1_700_000_000.0
 ROUTING_KEY = "R0UT1NGKEY0000000000000000000000"

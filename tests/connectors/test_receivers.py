@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator
 
 import pytest
 
@@ -14,17 +13,11 @@ from connectors.http import Receiver, ReceiverError
 from connectors.pagerduty import PagerDutyReceiver, dedup_key, resolve, trigger
 from connectors.slack import SlackReceiver, message
 from connectors.webhook import WebhookReceiver, sign, verify
-from tests.connectors.test_http import RecordingServer, closed_port_url
+from tests.servers import RecordingServer, closed_port_url
 
 ROUTING_KEY = "R0UT1NGKEY0000000000000000000000"
 SECRET = b"webhook-secret-0123456789"
 NOW = 1_700_000_000
-
-
-@pytest.fixture
-def server() -> Iterator[RecordingServer]:
-    with RecordingServer() as running:
-        yield running
 
 
 def test_receivers_satisfy_the_protocol(server: RecordingServer) -> None:

@@ -1,0 +1,206 @@
+"""Alert delivery: transitions become durable outbox messages, a thread delivers them.
+
+`AlertDelivery` is a `Publisher`. For every alert transition and every receiver whose
+``match`` accepts the alert's labels, it renders the receiver's own payload and stores it
+in the outbox (SQLite) before anything is sent, keyed by the transition's deterministic id:
+a replay or a restart cannot enqueue the same message twice, and a receiver that is down
+loses nothing. A background thread delivers due messages with retries and backoff, so a
+slow receiver never stalls the daemon loop.
+
+Alertmanager forgets alerts that are not re-sent and forgets everything on restart, so
+firing alerts are re-posted every ``resend_interval_s`` with ``endsAt`` a few intervals
+ahead, and a resolved alert (``endsAt`` = resolution time) is re-posted for
+``resolved_resend_s``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import orjson
+
+from connectors.alertmanager import AlertmanagerReceiver, encode_alerts, postable_alert
+from connectors.http import Receiver
+from connectors.outbox import Dispatcher, Outbox
+from connectors.pagerduty import PagerDutyReceiver, dedup_key, resolve, trigger
+from connectors.slack import SlackReceiver, message
+from connectors.webhook import WebhookReceiver
+from monitord.alerts import Alert
+from monitord.cloudevent import envelope
+from monitord.config import ConfigError, ReceiverSettings
+from monitord.policy import Output
+
+RESEND_HORIZON = 4
+"""A re-posted firing alert ends this many re-send intervals ahead, should re-sends stop."""
+
+
+def build_receivers(
+    settings: Sequence[ReceiverSettings], environ: Mapping[str, str] | None = None
+) -> dict[str, Receiver]:
+    """One connector per configured receiver, secrets read from the environment."""
+    environ = os.environ if environ is None else environ
+    receivers: dict[str, Receiver] = {}
+    for i, receiver in enumerate(settings):
+        secret = ""
+        if receiver.secret_env:
+            secret = environ.get(receiver.secret_env, "")
+            if not secret:
+                raise ConfigError(
+                    f"receivers.{i}.secret_env: the environment variable {receiver.secret_env} "
+                    f"is not set (receiver {receiver.name!r})"
+                )
+        if receiver.name in receivers:
+            raise ConfigError(f"receivers.{i}.name: {receiver.name!r} is used twice")
+        receivers[receiver.name] = _connector(receiver, secret)
+    return receivers
+
+
+def _connector(receiver: ReceiverSettings, secret: str) -> Receiver:
+    if receiver.type == "alertmanager":
+        assert receiver.url is not None
+        return AlertmanagerReceiver(receiver.url)
+    if receiver.type == "pagerduty":
+        return (
+            PagerDutyReceiver(secret, url=receiver.url)
+            if receiver.url
+            else PagerDutyReceiver(secret)
+        )
+    if receiver.type == "slack":
+        return SlackReceiver(secret)
+    assert receiver.url is not None
+    return WebhookReceiver(receiver.url, secret.encode())
+
+
+@dataclass
+class _Active:
+    alert: Alert
+    started: float  # when it fired (processing time)
+    last_sent: float
+    resolved_at: float | None = None
+
+
+class AlertDelivery:
+    """Publisher of alert transitions into the outbox, with a delivering thread."""
+
+    def __init__(
+        self,
+        receivers: Sequence[ReceiverSettings],
+        outbox: Outbox,
+        connectors: Mapping[str, Receiver],
+        clock: Callable[[], float] = time.time,
+        dispatch_interval_s: float = 1.0,
+    ) -> None:
+        self._receivers = tuple(receivers)
+        self._outbox, self._clock = outbox, clock
+        self._dispatcher = Dispatcher(outbox, connectors)
+        self._active: dict[tuple[ReceiverSettings, tuple[tuple[str, str], ...]], _Active] = {}
+        self._stop = threading.Event()
+        self._interval = dispatch_interval_s
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> AlertDelivery:
+        """Deliver due messages in the background until `close`."""
+        self._thread = threading.Thread(target=self._deliver, name="monitord-delivery", daemon=True)
+        self._thread.start()
+        return self
+
+    def publish(self, outputs: list[Output]) -> None:
+        now = self._clock()
+        for alert in (o for o in outputs if isinstance(o, Alert)):
+            labels = dict(alert.labels)
+            for receiver in self._receivers:
+                if not _matches(receiver, labels):
+                    continue
+                key = (receiver, alert.labels)
+                active = self._active.get(key)
+                if alert.status == "firing":
+                    active = self._active[key] = _Active(alert, now, now)
+                elif active is not None:
+                    active.alert, active.resolved_at, active.last_sent = alert, now, now
+                started = active.started if active is not None else now
+                payload = render(receiver, alert, started, now)
+                self._outbox.enqueue(alert.id, receiver.name, payload, now=now)
+
+    def flush(self) -> None:
+        """Enqueue the Alertmanager re-sends that are due (stored durably, like every send)."""
+        now = self._clock()
+        for (receiver, labels), active in list(self._active.items()):
+            if receiver.type != "alertmanager":
+                if active.resolved_at is not None:
+                    del self._active[(receiver, labels)]
+                continue
+            if (
+                active.resolved_at is not None
+                and now - active.resolved_at > receiver.resolved_resend_s
+            ):
+                del self._active[(receiver, labels)]
+                continue
+            if now - active.last_sent < receiver.resend_interval_s:
+                continue
+            active.last_sent = now
+            bucket = int(now // receiver.resend_interval_s)
+            payload = render(
+                receiver, active.alert, active.started, now, resolved_at=active.resolved_at
+            )
+            self._outbox.enqueue(
+                f"{active.alert.id}/resend/{bucket}", receiver.name, payload, now=now
+            )
+
+    def deliver_due(self) -> None:
+        """Try every due message once now (the thread's step; tests call it directly)."""
+        self._dispatcher.run_due(self._clock())
+
+    def _deliver(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.deliver_due()
+
+    def close(self) -> None:
+        """Stop the delivering thread; pending messages stay in the outbox for next time."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+
+def _matches(receiver: ReceiverSettings, labels: Mapping[str, str]) -> bool:
+    return all(labels.get(name) in accepted for name, accepted in receiver.match.items())
+
+
+def render(
+    receiver: ReceiverSettings,
+    alert: Alert,
+    started: float,
+    now: float,
+    resolved_at: float | None = None,
+) -> bytes:
+    """The payload of ``alert`` in ``receiver``'s own format."""
+    labels, annotations = dict(alert.labels), dict(alert.annotations)
+    firing = alert.status == "firing"
+    if receiver.type == "alertmanager":
+        ends = now + RESEND_HORIZON * receiver.resend_interval_s if firing else (resolved_at or now)
+        return encode_alerts(
+            [
+                postable_alert(
+                    labels, annotations, started, ends, annotations.get("dashboard_url", "")
+                )
+            ]
+        )
+    if receiver.type == "pagerduty":
+        key = dedup_key(labels)
+        if not firing:
+            return resolve(key)
+        return trigger(
+            key,
+            annotations["summary"],
+            f"monitord/{alert.model}",
+            alert.severity,
+            {**annotations, **labels},
+        )
+    if receiver.type == "slack":
+        mark = ":rotating_light: FIRING" if firing else ":white_check_mark: RESOLVED"
+        return message(f"{mark} {annotations['summary']}", {**labels, **annotations})
+    return orjson.dumps(envelope(alert))
