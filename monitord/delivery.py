@@ -84,7 +84,10 @@ class _Active:
 
 
 class AlertDelivery:
-    """Publisher of alert transitions into the outbox, with a delivering thread."""
+    """Publisher of alert transitions into the outbox, with a delivering thread.
+
+    Owns ``outbox``: `close` stops the thread and closes it.
+    """
 
     def __init__(
         self,
@@ -97,7 +100,9 @@ class AlertDelivery:
         self._receivers = tuple(receivers)
         self._outbox, self._clock = outbox, clock
         self._dispatcher = Dispatcher(outbox, connectors)
-        self._active: dict[tuple[ReceiverSettings, tuple[tuple[str, str], ...]], _Active] = {}
+        self._by_name = {receiver.name: receiver for receiver in receivers}
+        # (receiver name, label set) -> the alert to keep Alertmanager informed of
+        self._active: dict[tuple[str, tuple[tuple[str, str], ...]], _Active] = {}
         self._stop = threading.Event()
         self._interval = dispatch_interval_s
         self._thread: threading.Thread | None = None
@@ -115,7 +120,7 @@ class AlertDelivery:
             for receiver in self._receivers:
                 if not _matches(receiver, labels):
                     continue
-                key = (receiver, alert.labels)
+                key = (receiver.name, alert.labels)
                 active = self._active.get(key)
                 if alert.status == "firing":
                     active = self._active[key] = _Active(alert, now, now)
@@ -128,16 +133,16 @@ class AlertDelivery:
     def flush(self) -> None:
         """Enqueue the Alertmanager re-sends that are due (stored durably, like every send)."""
         now = self._clock()
-        for (receiver, labels), active in list(self._active.items()):
-            if receiver.type != "alertmanager":
-                if active.resolved_at is not None:
-                    del self._active[(receiver, labels)]
+        for key, active in list(self._active.items()):
+            receiver = self._by_name[key[0]]
+            done = active.resolved_at is not None and (
+                receiver.type != "alertmanager"
+                or now - active.resolved_at > receiver.resolved_resend_s
+            )
+            if done:
+                del self._active[key]
                 continue
-            if (
-                active.resolved_at is not None
-                and now - active.resolved_at > receiver.resolved_resend_s
-            ):
-                del self._active[(receiver, labels)]
+            if receiver.type != "alertmanager":
                 continue
             if now - active.last_sent < receiver.resend_interval_s:
                 continue
@@ -164,6 +169,7 @@ class AlertDelivery:
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
+        self._outbox.close()
 
 
 def _matches(receiver: ReceiverSettings, labels: Mapping[str, str]) -> bool:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 
+from connectors.http import Receiver
 from connectors.kafka import (
     KafkaConsumerSettings,
     KafkaProducerSettings,
@@ -12,8 +14,10 @@ from connectors.kafka import (
     KafkaSource,
     ensure_topics,
 )
+from connectors.outbox import Outbox
 from monitord.config import Config, ConfigError
 from monitord.daemon import Daemon
+from monitord.delivery import AlertDelivery, build_receivers
 from monitord.outputs import JsonLinesPublisher, KafkaPublisher, Publisher
 from monitord.reference import profile_loader
 
@@ -29,6 +33,7 @@ def kafka_security(config: Config) -> KafkaSecurity:
 def build_kafka_daemon(config: Config, extra: list[Publisher] | None = None) -> Daemon:
     """A daemon reading the input topics and writing every output topic of ``config``."""
     kafka = config.kafka
+    receivers = build_receivers(config.receivers)  # secrets checked before joining the group
     security = kafka_security(config)
     timeout = kafka.connect_timeout_s
     outputs = (kafka.dead_letter_topic, kafka.alert_topic, kafka.trigger_topic)
@@ -74,5 +79,14 @@ def build_kafka_daemon(config: Config, extra: list[Publisher] | None = None) -> 
             source.close()
             sink.close()
             raise ConfigError(f"outputs.jsonl_path: cannot open {path} ({exc.strerror})") from None
+    if config.receivers:
+        publishers.append(alert_delivery(config, receivers).start())
     publishers += extra or []
     return Daemon(config, source, sink, publishers, profile_loader(config))
+
+
+def alert_delivery(config: Config, connectors: Mapping[str, Receiver]) -> AlertDelivery:
+    """Alert delivery to the configured receivers through the outbox in ``state_dir``."""
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    outbox = Outbox(config.state_dir / "outbox.sqlite")
+    return AlertDelivery(config.receivers, outbox, connectors)
