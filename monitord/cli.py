@@ -1,4 +1,4 @@
-"""The `monitord` command line: run, check, reference build, replay, demo."""
+"""The `monitord` command line: run, check, reference build, replay, alerts, demo."""
 
 from __future__ import annotations
 
@@ -92,6 +92,16 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--prediction-column", default="prediction")
     replay.set_defaults(handler=_replay)
 
+    alerts = commands.add_parser(
+        "alerts",
+        help="list active alerts and recent decisions",
+        description="Read the audit log in the config's state_dir: label sets currently "
+        "firing, then the latest alert transitions and retrain requests.",
+    )
+    alerts.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="TOML config file")
+    alerts.add_argument("--history", type=int, default=20, help="recent decisions to show")
+    alerts.set_defaults(handler=_alerts)
+
     demo = commands.add_parser(
         "demo",
         help="embedded broker + synthetic traffic + the daemon, live",
@@ -157,6 +167,32 @@ def _replay(args: argparse.Namespace) -> int:
         profile_path=args.profile,
         prediction_column=args.prediction_column,
     )
+    return 0
+
+
+def _alerts(args: argparse.Namespace) -> int:
+    from monitord.audit import AuditLog  # noqa: PLC0415
+    from monitord.clock import iso  # noqa: PLC0415
+    from monitord.service import audit_path  # noqa: PLC0415
+
+    path = audit_path(load_config(args.config))
+    if not path.exists():
+        print(f"no audit log at {path} yet: the daemon has decided nothing with this config")
+        return 0
+    audit = AuditLog(path)
+    try:
+        active = audit.active()
+        print(f"{len(active)} active alert(s)")
+        for decision in active:
+            print(f"  since {iso(decision.recorded_at)}  {decision.summary}")
+        print(f"latest {args.history} decision(s)")
+        for decision in audit.history(args.history):
+            print(
+                f"  {iso(decision.recorded_at)}  {decision.kind:7} {decision.status:9} "
+                f"{decision.summary}"
+            )
+    finally:
+        audit.close()
     return 0
 
 

@@ -215,8 +215,11 @@ class ReceiverSettings(_Section):
         if needs_secret and not self.secret_env:
             raise ValueError(
                 f"a {self.type} receiver needs secret_env: the environment variable holding "
-                + {"pagerduty": "its routing key", "slack": "its webhook URL",
-                   "webhook": "its signing key"}[self.type]
+                + {
+                    "pagerduty": "its routing key",
+                    "slack": "its webhook URL",
+                    "webhook": "its signing key",
+                }[self.type]
             )
         return self
 
@@ -224,6 +227,7 @@ class ReceiverSettings(_Section):
 class OutputSettings(_Section):
     stdout: bool = False
     jsonl_path: Path | None = None
+    audit: bool = Field(True, description="record every decision in state_dir/audit.sqlite")
 
 
 class Config(_Section):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 from connectors.http import Receiver
 from connectors.kafka import (
@@ -15,6 +16,7 @@ from connectors.kafka import (
     ensure_topics,
 )
 from connectors.outbox import Outbox
+from monitord.audit import AuditLog
 from monitord.config import Config, ConfigError
 from monitord.daemon import Daemon
 from monitord.delivery import AlertDelivery, build_receivers
@@ -79,10 +81,16 @@ def build_kafka_daemon(config: Config, extra: list[Publisher] | None = None) -> 
             source.close()
             sink.close()
             raise ConfigError(f"outputs.jsonl_path: cannot open {path} ({exc.strerror})") from None
+    if config.outputs.audit:
+        publishers.insert(0, AuditLog(audit_path(config)))  # recorded before anything is sent
     if config.receivers:
         publishers.append(alert_delivery(config, receivers).start())
     publishers += extra or []
     return Daemon(config, source, sink, publishers, profile_loader(config))
+
+
+def audit_path(config: Config) -> Path:
+    return config.state_dir / "audit.sqlite"
 
 
 def alert_delivery(config: Config, connectors: Mapping[str, Receiver]) -> AlertDelivery:

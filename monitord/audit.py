@@ -1,0 +1,137 @@
+"""The audit log: every alert transition and retrain request, with its evidence.
+
+A `Publisher` writing one row per decision to an SQLite file in ``state_dir`` (delivery
+attempts and outcomes are recorded next to it, by the outbox). Rows are keyed by the
+decision's deterministic id, so a replayed batch records nothing twice. `monitord alerts`
+reads it: the label sets whose last transition is *firing*, and recent history.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from monitord.alerts import Alert
+from monitord.policy import Output
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS decisions (
+    id TEXT PRIMARY KEY,
+    recorded_at REAL NOT NULL,
+    kind TEXT NOT NULL,            -- alert | retrain
+    status TEXT NOT NULL,          -- firing | resolved | requested
+    model TEXT NOT NULL,
+    version TEXT NOT NULL,
+    label_set TEXT NOT NULL,       -- JSON object; '{}' for retrain requests
+    summary TEXT NOT NULL,
+    evidence TEXT NOT NULL         -- the whole decision as JSON
+);
+CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (recorded_at);
+"""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One audit row."""
+
+    id: str
+    recorded_at: float
+    kind: str
+    status: str
+    model: str
+    version: str
+    labels: dict[str, str]
+    summary: str
+
+
+class AuditLog:
+    """Decisions in one SQLite file; `publish` records, the queries read."""
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+        self._clock = clock
+        self._closed = False
+
+    def publish(self, outputs: list[Output]) -> None:
+        now = self._clock()
+        rows = [_row(output, now) for output in outputs]
+        with self._db:  # one transaction per batch
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+            )
+
+    def flush(self) -> None:
+        """Each `publish` is committed already."""
+
+    def active(self) -> list[Decision]:
+        """Label sets whose latest transition is *firing*, oldest first."""
+        query = """
+            SELECT d.id, d.recorded_at, d.kind, d.status, d.model, d.version, d.label_set,
+                   d.summary
+            FROM decisions d
+            JOIN (SELECT label_set, MAX(rowid) AS last FROM decisions
+                  WHERE kind = 'alert' GROUP BY label_set) latest ON d.rowid = latest.last
+            WHERE d.status = 'firing' ORDER BY d.recorded_at, d.rowid
+        """
+        return [_decision(row) for row in self._db.execute(query)]
+
+    def history(self, limit: int = 50) -> list[Decision]:
+        """The latest ``limit`` decisions, newest first."""
+        query = """
+            SELECT id, recorded_at, kind, status, model, version, label_set, summary
+            FROM decisions ORDER BY rowid DESC LIMIT ?
+        """
+        return [_decision(row) for row in self._db.execute(query, (limit,))]
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._db.close()
+
+
+def _row(output: Output, now: float) -> tuple[object, ...]:
+    evidence = orjson.dumps(dataclasses.asdict(output)).decode()
+    if isinstance(output, Alert):
+        labels = orjson.dumps(dict(output.labels), option=orjson.OPT_SORT_KEYS).decode()
+        summary = dict(output.annotations).get("summary", "")
+        return (
+            output.id,
+            now,
+            "alert",
+            output.status,
+            output.model,
+            output.version,
+            labels,
+            summary,
+            evidence,
+        )
+    summary = (
+        f"retrain {output.model}/{output.version} ({output.reason}): "
+        f"{', '.join(output.drifted_features)}"
+    )
+    return (
+        output.id,
+        now,
+        "retrain",
+        "requested",
+        output.model,
+        output.version,
+        "{}",
+        summary,
+        evidence,
+    )
+
+
+def _decision(row: tuple[str, float, str, str, str, str, str, str]) -> Decision:
+    id_, at, kind, status, model, version, labels, summary = row
+    return Decision(id_, at, kind, status, model, version, orjson.loads(labels), summary)

@@ -1,0 +1,64 @@
+"""The audit log and `monitord alerts`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from connectors.memory import MemorySink, MemorySource
+from connectors.stream import Record
+from monitord.audit import AuditLog
+from monitord.cli import main
+from monitord.config import parse_config
+from monitord.daemon import Daemon
+
+
+def _run(audit: AuditLog, rows: np.ndarray, first_offset: int = 0) -> Daemon:
+    values = [orjson.dumps({"model": "m", "features": {"x": x, "y": y}}) for x, y in rows.tolist()]
+    records = [Record("in", 0, first_offset + i, b"m", v, 0) for i, v in enumerate(values)]
+    config = parse_config({"detection": {"warmup_events": 2000, "window_size": 1000}})
+    daemon = Daemon(config, MemorySource(records), MemorySink(), [audit], lambda m, v: None)
+    daemon.drain()
+    return daemon
+
+
+def test_every_decision_is_recorded_once_and_active_alerts_are_listed(tmp_path: Path) -> None:
+    rng = np.random.default_rng(8)
+    rows = rng.normal(size=(8_000, 2))
+    rows[4_000:, 0] += 1.0  # x drifts and stays drifted
+    clock = iter(float(t) for t in range(1_000, 100_000))
+    audit = AuditLog(tmp_path / "audit.sqlite", clock=lambda: next(clock))
+    _run(audit, rows)
+    history = audit.history(100)
+    kinds = {(d.kind, d.status) for d in history}
+    assert ("alert", "firing") in kinds
+    assert ("retrain", "requested") in kinds
+    active = audit.active()
+    assert {d.labels.get("feature") for d in active} == {"x", None}  # x, and the model alert
+    assert all(d.status == "firing" for d in active)
+    _run(audit, rows)  # the same stream again: same ids, nothing recorded twice
+    assert len(audit.history(1000)) == len(history)
+    audit.close()
+
+
+def test_monitord_alerts_reads_the_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "monitord.toml"
+    config.write_text(f'state_dir = "{tmp_path / "state"}"\n')
+    assert main(["alerts", "--config", str(config)]) == 0
+    assert "no audit log" in capsys.readouterr().out
+    rng = np.random.default_rng(8)
+    rows = rng.normal(size=(8_000, 2))
+    rows[4_000:, 0] += 1.0
+    audit = AuditLog(tmp_path / "state" / "audit.sqlite")
+    _run(audit, rows)
+    active = audit.active()
+    audit.close()
+    assert main(["alerts", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(active)} active alert(s)" in out
+    assert all(d.summary in out for d in active)
+    assert "Drift firing on x of m/unversioned: ks statistic" in out
+    assert "retrain requested" in out
