@@ -25,7 +25,7 @@ from typing import Literal
 from connectors.http import Receiver, ReceiverError
 from connectors.stream import ConnectorError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 State = Literal["pending", "delivered", "failed"]
 
 _SCHEMA = """
@@ -40,9 +40,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_attempt_at REAL,
     last_error TEXT,
     last_status INTEGER,
+    ordering_key TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (message_id, receiver)
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS outbox_order ON outbox (receiver, ordering_key) WHERE state = 'pending';
 CREATE TABLE IF NOT EXISTS attempts (
     message_id TEXT NOT NULL,
     receiver TEXT NOT NULL,
@@ -135,24 +137,35 @@ class Outbox:
             )
         self._db.executescript(_SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};")
 
-    def enqueue(self, message_id: str, receiver: str, payload: bytes, *, now: float) -> bool:
-        """Store a message for `receiver`, due at once. False if it was already stored."""
+    def enqueue(
+        self, message_id: str, receiver: str, payload: bytes, *, now: float, ordering_key: str = ""
+    ) -> bool:
+        """Store a message for `receiver`, due at once. False if it was already stored.
+
+        Messages sharing a non-empty `ordering_key` (for one receiver) are delivered in the
+        order they were enqueued: a later one waits while an earlier one is pending, so a
+        "resolve" never overtakes its "trigger" however their retries are scheduled.
+        """
         if not message_id or not receiver:
             raise ValueError("message_id and receiver must not be empty")
         with self._transaction() as db:
             cursor = db.execute(
                 "INSERT OR IGNORE INTO outbox (message_id, receiver, payload, state, "
-                "enqueued_at, next_attempt_at) VALUES (?, ?, ?, 'pending', ?, ?)",
-                (message_id, receiver, bytes(payload), now, now),
+                "enqueued_at, next_attempt_at, ordering_key) VALUES (?, ?, ?, 'pending', ?, ?, ?)",
+                (message_id, receiver, bytes(payload), now, now, ordering_key),
             )
             return cursor.rowcount == 1
 
     def due(self, now: float, limit: int = 100) -> list[OutboxItem]:
-        """Pending messages whose next attempt is at or before `now`, earliest first."""
+        """Pending messages whose next attempt is at or before `now`, earliest first; of
+        messages sharing an ordering key, only the oldest pending one."""
         with self._transaction() as db:
             rows = db.execute(
-                f"SELECT {_ITEM_COLUMNS} FROM outbox WHERE state = 'pending' "
-                "AND next_attempt_at <= ? ORDER BY next_attempt_at, rowid LIMIT ?",
+                f"SELECT {_ITEM_COLUMNS} FROM outbox AS o WHERE state = 'pending' "
+                "AND next_attempt_at <= ? AND (ordering_key = '' OR rowid = ("
+                "  SELECT min(rowid) FROM outbox AS p WHERE p.state = 'pending'"
+                "  AND p.receiver = o.receiver AND p.ordering_key = o.ordering_key)) "
+                "ORDER BY next_attempt_at, rowid LIMIT ?",
                 (now, limit),
             ).fetchall()
         return [OutboxItem(*row) for row in rows]

@@ -128,7 +128,9 @@ class AlertDelivery:
                     active.alert, active.resolved_at, active.last_sent = alert, now, now
                 started = active.started if active is not None else now
                 payload = render(receiver, alert, started, now)
-                self._outbox.enqueue(alert.id, receiver.name, payload, now=now)
+                self._outbox.enqueue(
+                    alert.id, receiver.name, payload, now=now, ordering_key=dedup_key(labels)
+                )
 
     def flush(self) -> None:
         """Enqueue the Alertmanager re-sends that are due (stored durably, like every send)."""
@@ -152,7 +154,11 @@ class AlertDelivery:
                 receiver, active.alert, active.started, now, resolved_at=active.resolved_at
             )
             self._outbox.enqueue(
-                f"{active.alert.id}/resend/{bucket}", receiver.name, payload, now=now
+                f"{active.alert.id}/resend/{bucket}",
+                receiver.name,
+                payload,
+                now=now,
+                ordering_key=dedup_key(dict(active.alert.labels)),
             )
 
     def deliver_due(self) -> None:

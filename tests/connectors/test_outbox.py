@@ -111,6 +111,21 @@ def test_retry_after_replaces_the_backoff(path: Path) -> None:
     assert stored.next_attempt_at == T0 + 42.0 + 600.0
 
 
+def test_a_later_message_of_one_ordering_key_waits_for_the_earlier(path: Path) -> None:
+    outbox = Outbox(path, random=lambda: 1.0)
+    outbox.enqueue("trigger", "pd", b"{}", now=T0, ordering_key="label-set-a")
+    (item,) = outbox.due(T0)
+    outbox.failed(item, retriable(), T0)  # backing off until T0 + 1
+    outbox.enqueue("resolve", "pd", b"{}", now=T0 + 0.5, ordering_key="label-set-a")
+    outbox.enqueue("other", "pd", b"{}", now=T0 + 0.5, ordering_key="label-set-b")
+    outbox.enqueue("unordered", "pd", b"{}", now=T0 + 0.5)
+    # The resolve is due by time but waits behind its trigger; other keys are not held up.
+    assert [i.message_id for i in outbox.due(T0 + 0.5)] == ["other", "unordered"]
+    (trigger,) = [i for i in outbox.due(T0 + 1.0) if i.message_id == "trigger"]
+    outbox.delivered(trigger, T0 + 1.0)
+    assert "resolve" in [i.message_id for i in outbox.due(T0 + 1.0)]
+
+
 def test_max_attempts_ends_retries_as_failed(path: Path) -> None:
     outbox = Outbox(path, max_attempts=2, random=lambda: 0.0)
     outbox.enqueue("m1", "r", b"{}", now=T0)
