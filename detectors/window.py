@@ -194,22 +194,9 @@ class EventTimeWindow:
         if rows.ndim != 2 or rows.shape[1] != self._n_features:
             raise ValueError(f"window state: rows of shape {rows.shape} do not fit this window")
         self.reset()
-        self._append_restored(rows, state)
-
-    def _append_restored(
-        self, rows: npt.NDArray[np.generic], state: Mapping[str, npt.NDArray[np.generic]]
-    ) -> None:
-        self._end = float(state["end"])
-        self._filled = 0
-        n = rows.shape[0]
-        if n > self._rows.shape[0]:
-            self._rows = _grown(self._rows, n)
-            self._times = _grown(self._times, n)
-            self._stream_rows = _grown(self._stream_rows, n)
-        self._rows[:n] = rows
-        self._times[:n] = state["times"]
-        self._stream_rows[:n] = state["stream_rows"]
-        self._filled = n
+        times = np.asarray(state["times"], dtype=np.float64)
+        self._append(rows, times, np.asarray(state["stream_rows"], dtype=np.int64))
+        self._end = float(state["end"])  # set after: restored rows are never late
         self.rows_seen = int(state["rows_seen"])
         self.late_rows = int(state["late_rows"])
 

@@ -47,10 +47,6 @@ class Evaluation:
     start_time: float  # event-time range of the window (seconds)
     end_time: float
 
-    @property
-    def drifted_features(self) -> tuple[str, ...]:
-        return tuple(np.asarray(self.features)[self.result.drifted])
-
 
 @dataclass
 class MonitorUpdate:

@@ -44,22 +44,12 @@ class TrafficGenerator:
         risk = rng.beta(2, 5, n)
         country = rng.choice(COUNTRIES, n, p=DRIFTED_COUNTRY_P if drifted else COUNTRY_P)
         score = 1 / (1 + np.exp(-(0.02 * amount - 3 + 2 * risk)))
-        return [
-            {
-                "model": "fraud-scorer",
-                "model_version": "7",
-                "event_id": f"f-{self.produced['fraud-scorer'] - n + i}",
-                "features": {
-                    "amount": float(amount[i]),
-                    "age": float(age[i]),
-                    "hour": int(hour[i]),
-                    "merchant_risk": float(risk[i]),
-                    "country": str(country[i]),
-                },
-                "prediction": float(score[i]),
-            }
-            for i in range(n)
-        ]
+        return self._events(
+            "fraud-scorer",
+            "7",
+            {"amount": amount, "age": age, "hour": hour, "merchant_risk": risk, "country": country},
+            score,
+        )
 
     def _churn(self, n: int, drifted: bool) -> list[dict[str, object]]:
         rng = self._rng
@@ -68,18 +58,26 @@ class TrafficGenerator:
         calls = rng.poisson(3.0 if drifted else 1.0, n)
         plan = rng.choice(PLANS, n, p=[0.5, 0.3, 0.2])
         score = 1 / (1 + np.exp(-(0.4 * calls - 0.03 * tenure - 1)))
+        return self._events(
+            "churn-model",
+            "3",
+            {"tenure_months": tenure, "monthly_spend": spend, "support_calls": calls, "plan": plan},
+            score,
+        )
+
+    def _events(
+        self, model: str, version: str, columns: dict[str, np.ndarray], score: np.ndarray
+    ) -> list[dict[str, object]]:
+        """Events of ``model`` from column arrays (numbers stay numbers, strings strings)."""
+        first = self.produced[model] - len(score)
+        values = {name: column.tolist() for name, column in columns.items()}
         return [
             {
-                "model": "churn-model",
-                "model_version": "3",
-                "event_id": f"c-{self.produced['churn-model'] - n + i}",
-                "features": {
-                    "tenure_months": float(tenure[i]),
-                    "monthly_spend": float(spend[i]),
-                    "support_calls": int(calls[i]),
-                    "plan": str(plan[i]),
-                },
-                "prediction": float(score[i]),
+                "model": model,
+                "model_version": version,
+                "event_id": f"{model}-{first + i}",
+                "features": {name: column[i] for name, column in values.items()},
+                "prediction": prediction,
             }
-            for i in range(n)
+            for i, prediction in enumerate(score.tolist())
         ]
