@@ -385,6 +385,11 @@ class KafkaSource:
             return frozenset()
         return frozenset(_ours(self._consumer.assignment()))
 
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self._check_open()
+        _require(offset >= 0, "offset", f"must be >= 0, got {offset}")
+        self._consumer.seek(KafkaTopicPartition(partition.topic, partition.partition), offset)
+
     def close(self) -> None:
         if self._closed:
             return

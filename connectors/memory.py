@@ -127,6 +127,14 @@ class MemorySource:
     def assignment(self) -> frozenset[TopicPartition]:
         return frozenset(self._assigned)
 
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self._check_open()
+        if partition not in self._assigned:
+            raise ValueError(f"partition: {partition} is not assigned to this source")
+        if offset < 0:
+            raise ValueError(f"offset: must be >= 0, got {offset}")
+        self._positions[partition] = offset
+
     def close(self) -> None:
         """Give up every partition (calling `on_revoked`, as Kafka does); idempotent."""
         if self._closed:

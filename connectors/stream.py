@@ -80,6 +80,10 @@ class Source(Protocol):
         """The partitions this source currently reads."""
         ...
 
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        """Read an assigned ``partition`` from ``offset`` next (e.g. a checkpoint's offset)."""
+        ...
+
     def close(self) -> None:
         """Release the connection and leave the group; safe to call more than once."""
         ...

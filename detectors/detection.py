@@ -23,6 +23,11 @@ State = dict[str, npt.NDArray[np.generic]]
 """A detector snapshot: array name -> array (scalars as 0-d arrays). Never pickled."""
 
 
+def sub_state(state: Mapping[str, npt.NDArray[np.generic]], prefix: str) -> State:
+    """The entries of ``state`` under ``prefix`` (e.g. ``"adwin/"``), with it stripped."""
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
 @dataclass(frozen=True, eq=False)
 class Detection:
     """One evaluation of a test over all features of a detector.

@@ -140,6 +140,23 @@ class AlertBook:
         state.firing, state.clean = True, 0
         return self._alert("firing", observation)
 
+    def snapshot(self) -> list[list[object]]:
+        """Every label set's lifecycle state, JSON-able."""
+        return [
+            [feature, detector, [int(d) for d in st.recent], st.firing, st.clean, st.cooldown]
+            for (feature, detector), st in self.states.items()
+        ]
+
+    def restore(self, rows: list[list[object]]) -> None:
+        self.states.clear()
+        for feature, detector, recent, firing, clean, cooldown in rows:
+            self.states[str(feature), str(detector)] = _LabelState(
+                deque((bool(d) for d in recent), maxlen=self.settings.fire_span),  # type: ignore[attr-defined]
+                bool(firing),
+                int(clean),  # type: ignore[call-overload]
+                int(cooldown),  # type: ignore[call-overload]
+            )
+
     def _alert(self, status: Literal["firing", "resolved"], observation: Observation) -> Alert:
         evaluation, result = observation.evaluation, observation.evaluation.result
         labels = dict(self.settings.labels)

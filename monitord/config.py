@@ -224,6 +224,43 @@ class ReceiverSettings(_Section):
         return self
 
 
+class CheckpointSettings(_Section):
+    """Detector and policy state saved with the input offsets it covers (DESIGN.md section 5)."""
+
+    store: Literal["local", "kafka", "none"] = Field(
+        "local",
+        description="local: SQLite in state_dir; kafka: a compacted changelog topic "
+        "partitioned like the input; none: no state kept (offsets committed every batch)",
+    )
+    interval_events: int = Field(100_000, gt=0, description="checkpoint after this many events")
+    interval_s: float = Field(10.0, gt=0, description="... or after this many seconds")
+    changelog_topic: str | None = Field(
+        None, description="kafka store: defaults to <group_id>.changelog"
+    )
+
+
+class ShutdownSettings(_Section):
+    grace_s: float = Field(
+        30.0, gt=0, description="SIGTERM: drain, checkpoint, commit and exit within this"
+    )
+
+
+class AdminSettings(_Section):
+    """The admin HTTP endpoint: /metrics, /livez, /readyz and /status."""
+
+    enabled: bool = True
+    host: str = Field("127.0.0.1", min_length=1, description="bind address")
+    port: int = Field(9475, ge=0, le=65535, description="0 picks a free port")
+    max_feature_series: int = Field(
+        10_000, ge=1, description="cap on model/feature/detector metric series"
+    )
+
+
+class LoggingSettings(_Section):
+    format: Literal["json", "text"] = Field("json", description="json lines, or text for a tty")
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
 class OutputSettings(_Section):
     stdout: bool = False
     jsonl_path: Path | None = None
@@ -241,6 +278,8 @@ class Config(_Section):
     policy: PolicySettings = PolicySettings()
     state_dir: Path = Field(Path(".monitord"), description="outbox and state files")
     outputs: OutputSettings = OutputSettings()
+    checkpoint: CheckpointSettings = CheckpointSettings()
+    shutdown: ShutdownSettings = ShutdownSettings()
 
     def detection_for(self, model: str) -> Detection:
         for settings in self.models:

@@ -1,25 +1,37 @@
-"""The daemon loop: poll, decode, monitor, decide, publish, flush, commit.
+"""The daemon loop: poll, decode, monitor, decide, publish, flush, checkpoint, commit.
 
-One cycle (`Daemon.step`) handles one polled batch end to end. Input offsets are committed
-only after every output and dead letter of the batch is flushed, so a crash replays the
-batch rather than losing it (at-least-once in, deterministic output ids out). `drain()` runs
-cycles until the source is empty: the same loop, for tests and replays.
+One cycle (`Daemon.step`) handles one polled batch end to end. Every output and dead letter
+of a batch is flushed before the batch counts as processed. With a checkpoint store, the
+state of each partition's model versions is saved every ``checkpoint.interval_events`` events
+or ``interval_s`` seconds, on revocation and on close, and input offsets are committed only
+after the checkpoint covering them; on assignment the state is restored and the partition
+read from the checkpoint's offset, so detector state folds each record exactly once while
+outputs are at-least-once with deterministic ids. Without a store, offsets are committed
+after every batch. `drain()` runs cycles until the source is empty: the same loop, for tests
+and replays.
 """
 
 from __future__ import annotations
 
 import gc
+import logging
 import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from connectors.stream import Record, Sink, Source, TopicPartition
+from detectors.profile import ReferenceProfile
 from monitord.alerts import Alert
+from monitord.checkpoint import Checkpoint, CheckpointError, CheckpointStore, VersionState
 from monitord.config import Config
 from monitord.events import BadRecord, decode
 from monitord.monitor import Monitor, ProfileLoader
 from monitord.outputs import Publisher
 from monitord.policy import Output, Policy
+
+log = logging.getLogger(__name__)
 
 ERROR_HEADERS = ("monitord.error.reason", "monitord.error.detail")
 SOURCE_HEADERS = ("monitord.source.topic", "monitord.source.partition", "monitord.source.offset")
@@ -51,6 +63,8 @@ class Stats:
     alerts_resolved: int = 0
     triggers: int = 0
     per_model: Counter[str] = field(default_factory=Counter)
+    checkpoints: int = 0
+    last_checkpoint: float = 0.0  # wall clock of the last stored checkpoint
 
 
 class Daemon:
@@ -61,21 +75,32 @@ class Daemon:
         dead_letters: Sink,
         publishers: list[Publisher],
         load_profile: ProfileLoader,
+        store: CheckpointStore | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.source = source
         self.dead_letters = dead_letters
         self.publishers = publishers
+        self.store = store
         self.monitor = Monitor(config, load_profile)
         self.policy = Policy(config.alerts, config.policy, config.config_hash)
         self.stats = Stats()
         self.stopping = threading.Event()
+        self._clock = clock
+        self._processed: dict[TopicPartition, int] = {}  # next offset after folded records
+        self._checkpointed: dict[TopicPartition, int] = {}
+        self._saved_profiles: set[str] = set()
+        self._events_since_checkpoint = 0
+        self._last_checkpoint = clock()
 
     def step(self, timeout_s: float = 0.5) -> tuple[int, list[Output]]:
         """Process one polled batch; returns how many records it held and its outputs."""
         limit = self.config.kafka.consumer.max_poll_records
         records = self.source.poll(timeout_s, limit)
         if not records:
+            if self._checkpoint_due():
+                self.checkpoint()
             return 0, []
         # Top the batch up with what is already fetched (no waiting), so the per-batch flush
         # and commit are paid once per large batch rather than once per fetch.
@@ -99,9 +124,101 @@ class Daemon:
         for publisher in self.publishers:
             publisher.flush()
         self.dead_letters.flush(30.0)
-        self.source.commit(_next_offsets(records))
         self._count(len(records), bad, outputs)
+        processed = _next_offsets(records)
+        if self.store is None:
+            self.source.commit(processed)
+        else:
+            self._processed.update(processed)
+            self._events_since_checkpoint += len(records)
+            if self._checkpoint_due():
+                self.checkpoint()
         return len(records), outputs
+
+    def _checkpoint_due(self) -> bool:
+        settings = self.config.checkpoint
+        return self._events_since_checkpoint >= settings.interval_events or (
+            self._events_since_checkpoint > 0
+            and self._clock() - self._last_checkpoint >= settings.interval_s
+        )
+
+    def checkpoint(self, partitions: set[TopicPartition] | None = None) -> None:
+        """Store the state of ``partitions`` (default: all) that moved, then commit them.
+
+        Call only between batches: everything folded into the state must be flushed.
+        """
+        if self.store is None:
+            return
+        moved = {
+            tp: offset
+            for tp, offset in self._processed.items()
+            if (partitions is None or tp in partitions) and self._checkpointed.get(tp) != offset
+        }
+        if partitions is None:
+            self._events_since_checkpoint = 0
+            self._last_checkpoint = self._clock()
+        if not moved:
+            return
+        now = time.time()
+        checkpoints, profiles = [], []
+        for tp, offset in moved.items():
+            versions = []
+            for key in self.monitor.owned_by(tp):
+                meta, arrays, captured = self.monitor.snapshot(key)
+                versions.append(VersionState(meta, arrays, self.policy.snapshot(key)))
+                if captured is not None and captured.profile_id not in self._saved_profiles:
+                    profiles.append(captured)
+            checkpoints.append(Checkpoint(tp, offset, versions, now))
+        self.store.save(checkpoints, profiles)
+        self._saved_profiles.update(p.profile_id for p in profiles)
+        self._checkpointed.update(moved)
+        self.stats.checkpoints += 1
+        self.stats.last_checkpoint = now
+        self.source.commit(moved)
+
+    def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        """Rebalance callback: restore each partition's state and read on from its offset."""
+        if self.store is None:
+            return
+        store = self.store
+        for tp in sorted(partitions, key=lambda tp: (tp.topic, tp.partition)):
+            try:
+                checkpoint = store.load(tp)
+            except CheckpointError as exc:
+                log.error("%s; %s starts without state from its committed offset", exc, tp)
+                continue
+            if checkpoint is None:
+                continue
+            for version in checkpoint.versions:
+
+                def captured(profile_id: str, tp: TopicPartition = tp) -> ReferenceProfile:
+                    return store.load_profile(tp, profile_id)
+
+                try:
+                    key = self.monitor.restore(tp, version.monitor, version.arrays, captured)
+                except (CheckpointError, ValueError, KeyError) as exc:
+                    log.error("%s: cannot restore a model version (%s); it starts afresh", tp, exc)
+                    continue
+                if version.policy is not None:
+                    self.policy.restore(key, version.policy)
+            self.source.seek(tp, checkpoint.next_offset)
+            self._processed[tp] = self._checkpointed[tp] = checkpoint.next_offset
+            log.info(
+                "%s: restored %d model versions at offset %d",
+                tp,
+                len(checkpoint.versions),
+                checkpoint.next_offset,
+            )
+
+    def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        """Rebalance callback: checkpoint what moved, then forget the partitions' state."""
+        self.checkpoint(partitions)
+        keys = [key for tp in partitions for key in self.monitor.owned_by(tp)]
+        self.monitor.drop(keys)
+        self.policy.drop(keys)
+        for tp in partitions:
+            self._processed.pop(tp, None)
+            self._checkpointed.pop(tp, None)
 
     def run(self) -> None:
         """Cycle until `stopping` is set (a signal handler only sets it)."""
@@ -145,11 +262,15 @@ class Daemon:
                 self.stats.triggers += 1
 
     def close(self) -> None:
-        """Leave the group, then release outputs; safe to call more than once."""
-        self.source.close()
+        """Checkpoint, leave the group, then release outputs; safe to call more than once."""
+        self.checkpoint()
+        self.source.close()  # revokes every partition: nothing left to checkpoint
         for publisher in self.publishers:
             publisher.close()
         self.dead_letters.close()
+        if self.store is not None:
+            self.store.close()
+            self.store = None
 
 
 def _next_offsets(records: list[Record]) -> dict[TopicPartition, int]:

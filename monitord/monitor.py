@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
 
-from connectors.stream import Record
-from detectors.detection import Detection, FloatArray
+from connectors.stream import Record, TopicPartition
+from detectors.detection import Detection, FloatArray, State, sub_state
 from detectors.profile import ReferenceProfile, build_profile
 from monitord.config import Config
 from monitord.events import BadRecord, Columns, EventGroup
@@ -74,12 +75,44 @@ class _RowLog:
         hi = last_row - self.first_row + 1
         return self.records[lo:hi], self.times[lo:hi]
 
+    def snapshot(self) -> tuple[dict[str, object], State]:
+        # Only where each row came from is kept: a window's evidence is its offsets.
+        topics = sorted({r.topic for r in self.records})
+        index = {topic: i for i, topic in enumerate(topics)}
+        arrays: State = {
+            "log/topic": np.array([index[r.topic] for r in self.records], dtype=np.int32),
+            "log/partition": np.array([r.partition for r in self.records], dtype=np.int32),
+            "log/offset": np.array([r.offset for r in self.records], dtype=np.int64),
+            "log/time": self.times.copy(),
+        }
+        return {"first_row": self.first_row, "topics": topics}, arrays
+
+    def restore(self, meta: dict[str, object], arrays: State) -> None:
+        topics = [str(t) for t in meta["topics"]]  # type: ignore[attr-defined]
+        self.first_row = int(meta["first_row"])  # type: ignore[call-overload]
+        self.records = [
+            Record(topics[t], int(p), int(o), None, None, 0, ())
+            for t, p, o in zip(
+                arrays["log/topic"], arrays["log/partition"], arrays["log/offset"], strict=True
+            )
+        ]
+        self.times = np.asarray(arrays["log/time"], dtype=np.float64)
+
 
 class _VersionMonitor:
     """Reference, columns and detectors of one model version (or its warm-up capture)."""
 
-    def __init__(self, model: str, version: str, config: Config, profile: ReferenceProfile | None):
+    def __init__(
+        self,
+        model: str,
+        version: str,
+        config: Config,
+        profile: ReferenceProfile | None,
+        owner: TopicPartition,
+    ):
         self.model, self.version, self._config = model, version, config
+        self.owner = owner  # the partition whose checkpoint holds this version's state
+        self.profile_from_file = profile is not None
         self.detection = config.detection_for(model)
         self._warmup: list[tuple[FloatArray, npt.NDArray[np.object_]]] = []
         self._warmup_rows = 0
@@ -188,6 +221,63 @@ class _VersionMonitor:
             )
         return evaluations
 
+    def snapshot(self) -> tuple[dict[str, object], State]:
+        """This version's state as JSON-able metadata and named arrays (no pickle)."""
+        meta: dict[str, object] = {
+            "model": self.model,
+            "version": self.version,
+            "warmup_rows": self._warmup_rows,
+            "columns": None
+            if self.columns is None
+            else [list(self.columns.numeric), list(self.columns.categorical)],
+            "profile_id": None if self.profile is None else self.profile.profile_id,
+            "profile_from_file": self.profile_from_file,
+        }
+        arrays: State = {}
+        if self._warmup:
+            numeric = np.concatenate([w[0] for w in self._warmup])
+            categorical = np.concatenate([w[1] for w in self._warmup])
+            arrays["warmup/numeric"] = numeric
+            arrays.update(_categorical_arrays("warmup/categorical", categorical))
+        if self.detectors is not None:
+            arrays.update({f"suite/{k}": v for k, v in self.detectors.snapshot().items()})
+            log_meta, log_arrays = self._log.snapshot()
+            meta["log"] = log_meta
+            arrays.update(log_arrays)
+        return meta, arrays
+
+    def restore(
+        self, meta: dict[str, object], arrays: State, profile: ReferenceProfile | None
+    ) -> None:
+        """Load a `snapshot`; ``profile`` is the reference it names (None while warming up)."""
+        columns = cast("list[list[str]] | None", meta["columns"])
+        if columns is not None:
+            self.columns = Columns(tuple(columns[0]), tuple(columns[1]))
+        self._warmup_rows = int(meta["warmup_rows"])  # type: ignore[call-overload]
+        self._warmup.clear()
+        if "warmup/numeric" in arrays:
+            categorical = _categorical_from_arrays("warmup/categorical", arrays)
+            self._warmup.append((np.asarray(arrays["warmup/numeric"]), categorical))
+        self.profile_from_file = bool(meta["profile_from_file"])
+        if profile is not None:
+            self._start(profile)
+            assert self.detectors is not None
+            self.detectors.restore(sub_state(arrays, "suite/"))
+            self._log.restore(meta["log"], arrays)  # type: ignore[arg-type]
+
+
+def _categorical_arrays(name: str, values: npt.NDArray[np.object_]) -> State:
+    # Object arrays would need pickle: categories are stored as text plus a missing mask.
+    missing = values == None  # noqa: E711 (elementwise test for None)
+    text = np.where(missing, "", values).astype(str)
+    return {f"{name}/text": text, f"{name}/missing": np.asarray(missing, dtype=np.bool_)}
+
+
+def _categorical_from_arrays(name: str, arrays: State) -> npt.NDArray[np.object_]:
+    values = np.asarray(arrays[f"{name}/text"]).astype(object)
+    values[np.asarray(arrays[f"{name}/missing"], dtype=np.bool_)] = None
+    return values
+
 
 def _offset_ranges(records: list[Record]) -> tuple[OffsetRange, ...]:
     # A partition's records are in offset order: its first and last seen bound its range.
@@ -225,8 +315,53 @@ class Monitor:
         monitor = self.versions.get(key)
         if monitor is None:
             profile = self._load_profile(group.model, group.version)
-            monitor = self.versions[key] = _VersionMonitor(*key, self._config, profile)
+            owner = group.records[0].topic_partition
+            monitor = self.versions[key] = _VersionMonitor(*key, self._config, profile, owner)
         return monitor.update(group)
+
+    def owned_by(self, partition: TopicPartition) -> list[tuple[str, str]]:
+        """The model versions whose state lives with ``partition``."""
+        return [key for key, monitor in self.versions.items() if monitor.owner == partition]
+
+    def snapshot(
+        self, key: tuple[str, str]
+    ) -> tuple[dict[str, object], State, ReferenceProfile | None]:
+        """A version's state, plus its reference when it was captured (not from a file)."""
+        monitor = self.versions[key]
+        meta, arrays = monitor.snapshot()
+        captured = None if monitor.profile_from_file else monitor.profile
+        return meta, arrays, captured
+
+    def restore(
+        self,
+        owner: TopicPartition,
+        meta: dict[str, object],
+        arrays: State,
+        captured: Callable[[str], ReferenceProfile],
+    ) -> tuple[str, str]:
+        """Recreate a version from a `snapshot`; ``captured`` looks up a captured reference."""
+        model, version = str(meta["model"]), str(meta["version"])
+        profile_id = meta["profile_id"]
+        profile = None
+        if profile_id is not None:
+            if meta["profile_from_file"]:
+                profile = self._load_profile(model, version)
+                if profile is None or profile.profile_id != profile_id:
+                    found = None if profile is None else profile.profile_id
+                    raise ValueError(
+                        f"checkpoint of {model}/{version} was taken against reference "
+                        f"{profile_id}, but its profile file now holds {found}"
+                    )
+            else:
+                profile = captured(str(profile_id))
+        monitor = _VersionMonitor(model, version, self._config, None, owner)
+        monitor.restore(meta, arrays, profile)
+        self.versions[model, version] = monitor
+        return model, version
+
+    def drop(self, keys: list[tuple[str, str]]) -> None:
+        for key in keys:
+            del self.versions[key]
 
 
 __all__ = ["Evaluation", "Monitor", "MonitorUpdate", "OffsetRange"]

@@ -63,6 +63,27 @@ class Policy:
             )
         return self._versions[key]
 
+    def snapshot(self, key: tuple[str, str]) -> dict[str, object] | None:
+        """A model version's alert and episode state, JSON-able (None if never decided)."""
+        state = self._versions.get(key)
+        if state is None:
+            return None
+        return {
+            "alerts": state.alerts.snapshot(),
+            "retrain": state.retrain.snapshot(),
+            "adwin_cut": sorted(state.adwin_cut),
+        }
+
+    def restore(self, key: tuple[str, str], snapshot: dict[str, object]) -> None:
+        state = self._state(*key)
+        state.alerts.restore(snapshot["alerts"])  # type: ignore[arg-type]
+        state.retrain.restore(snapshot["retrain"])  # type: ignore[arg-type]
+        state.adwin_cut = {str(f) for f in snapshot["adwin_cut"]}  # type: ignore[attr-defined]
+
+    def drop(self, keys: list[tuple[str, str]]) -> None:
+        for key in keys:
+            self._versions.pop(key, None)
+
     def _cuts(self, state: _VersionPolicy, evaluation: Evaluation) -> list[Output]:
         result, outputs = evaluation.result, []
         for j in np.flatnonzero(result.drifted):

@@ -52,6 +52,15 @@ class RetrainEpisodes:
     cooldown: int = 0
     episode_first_row: int = -1
 
+    _STATE = ("drifting_windows", "clean_windows", "in_episode", "cooldown", "episode_first_row")
+
+    def snapshot(self) -> dict[str, int | bool]:
+        return {name: getattr(self, name) for name in self._STATE}
+
+    def restore(self, state: dict[str, int | bool]) -> None:
+        for name in self._STATE:
+            setattr(self, name, type(getattr(self, name))(state[name]))
+
     def observe(
         self, window: list[Evaluation], drifted: Drifted, share: float
     ) -> RetrainTrigger | None:

@@ -16,7 +16,9 @@ from connectors.kafka import (
     ensure_topics,
 )
 from connectors.outbox import Outbox
+from connectors.stream import TopicPartition
 from monitord.audit import AuditLog
+from monitord.checkpoint import CheckpointStore, LocalStore
 from monitord.config import Config, ConfigError
 from monitord.daemon import Daemon
 from monitord.delivery import AlertDelivery, build_receivers
@@ -43,6 +45,16 @@ def build_kafka_daemon(config: Config, extra: list[Publisher] | None = None) -> 
         kafka.bootstrap_servers, dict.fromkeys(outputs, 1), security=security, timeout_s=timeout
     )
     c = kafka.consumer
+    daemon: Daemon | None = None  # the rebalance callbacks fire inside poll(), once it exists
+
+    def assigned(partitions: set[TopicPartition]) -> None:
+        if daemon is not None:
+            daemon.on_assigned(partitions)
+
+    def revoked(partitions: set[TopicPartition]) -> None:
+        if daemon is not None:
+            daemon.on_revoked(partitions)
+
     source = KafkaSource(
         kafka.bootstrap_servers,
         kafka.group_id,
@@ -60,6 +72,8 @@ def build_kafka_daemon(config: Config, extra: list[Publisher] | None = None) -> 
             connect_timeout_s=timeout,
             security=security,
         ),
+        on_assigned=assigned,
+        on_revoked=revoked,
     )
     try:
         sink = KafkaSink(
@@ -86,7 +100,16 @@ def build_kafka_daemon(config: Config, extra: list[Publisher] | None = None) -> 
     if config.receivers:
         publishers.append(alert_delivery(config, receivers).start())
     publishers += extra or []
-    return Daemon(config, source, sink, publishers, profile_loader(config))
+    store = checkpoint_store(config)
+    daemon = Daemon(config, source, sink, publishers, profile_loader(config), store)
+    return daemon
+
+
+def checkpoint_store(config: Config) -> CheckpointStore | None:
+    """The configured checkpoint store (None: `checkpoint.store = "none"`)."""
+    if config.checkpoint.store == "none":
+        return None
+    return LocalStore(config.state_dir / "checkpoints.sqlite")
 
 
 def audit_path(config: Config) -> Path:

@@ -21,7 +21,7 @@ import numpy.typing as npt
 from detectors.adwin import ADWIN
 from detectors.calibration import Calibration, FalseAlarmBudget, WindowPlan, calibrate
 from detectors.chi2 import Chi2Test
-from detectors.detection import Detection, FloatArray
+from detectors.detection import Detection, FloatArray, State, sub_state
 from detectors.ks import KSTest
 from detectors.profile import ReferenceProfile
 from detectors.psi import CategoricalPSITest, PSITest
@@ -122,6 +122,24 @@ class DetectorSuite:
             results += [(columns, d) for d in self.adwin.update(batch)]
         results.sort(key=lambda item: item[1].row)  # stable: window tests keep their order
         return results
+
+    def _parts(self) -> dict[str, WindowedDetector | ADWIN | None]:
+        return {"numeric": self.numeric, "categorical": self.categorical, "adwin": self.adwin}
+
+    def snapshot(self) -> State:
+        """Every detector's state, names prefixed by the detector (``numeric/rows``, ...)."""
+        return {
+            f"{name}/{key}": value
+            for name, part in self._parts().items()
+            if part is not None
+            for key, value in part.snapshot().items()
+        }
+
+    def restore(self, state: State) -> None:
+        """Load a `snapshot` taken from a suite built with the same profile and settings."""
+        for name, part in self._parts().items():
+            if part is not None:
+                part.restore(sub_state(state, f"{name}/"))
 
 
 DISTRIBUTION_TESTS = ("ks", "psi", "chi2")

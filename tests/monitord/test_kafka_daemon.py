@@ -365,6 +365,9 @@ class RecordingSource:
     def assignment(self) -> frozenset[TopicPartition]:
         return self.inner.assignment()
 
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self.inner.seek(partition, offset)
+
     def close(self) -> None:
         self.inner.close()
 

@@ -1,0 +1,190 @@
+"""Checkpoints: a partition's detector and policy state, with the input offset it covers.
+
+A model version's state lives with the input partition that carries its events (the first
+one it was seen on), so a checkpoint is per partition: every model version owned by the
+partition (its windows, ADWIN buckets, warm-up rows and row log, and its alert and retrain
+episodes) and ``next_offset``, the first input offset *not* folded into that state. Offsets
+are committed only after the checkpoint covering them is stored; on assignment the daemon
+restores the checkpoint and seeks to ``next_offset``, so every record is folded into detector
+state exactly once, whatever was committed.
+
+The format is a versioned ``.npz`` container read with ``allow_pickle=False``: JSON metadata
+plus named numeric arrays, safe to load from an untrusted store. A reference captured from
+warm-up events is stored once per profile id beside the checkpoints.
+
+Two stores: `LocalStore` (SQLite in ``state_dir``, the embedded default) and
+`connectors.changelog`-backed `ChangelogStore` (a compacted Kafka topic partitioned like the
+input, so state moves with a partition between machines).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from connectors.stream import TopicPartition
+from detectors.detection import State, sub_state
+from detectors.profile import ProfileError, ReferenceProfile
+
+FORMAT = "monitord.checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(Exception):
+    """A stored checkpoint that cannot be read (corrupt, foreign or from a newer format)."""
+
+
+@dataclass
+class VersionState:
+    """One model version inside a checkpoint."""
+
+    monitor: dict[str, object]  # `Monitor.snapshot` metadata
+    arrays: State
+    policy: dict[str, object] | None  # `Policy.snapshot`, None before its first window
+
+
+@dataclass
+class Checkpoint:
+    partition: TopicPartition
+    next_offset: int
+    versions: list[VersionState]
+    written_at: float = 0.0
+
+
+def encode(checkpoint: Checkpoint) -> bytes:
+    """The checkpoint as a self-describing ``.npz`` container (no pickle)."""
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "topic": checkpoint.partition.topic,
+        "partition": checkpoint.partition.partition,
+        "next_offset": checkpoint.next_offset,
+        "written_at": checkpoint.written_at,
+        "versions": [{"monitor": v.monitor, "policy": v.policy} for v in checkpoint.versions],
+    }
+    entries: dict[str, Any] = {
+        f"{i}/{name}": value
+        for i, version in enumerate(checkpoint.versions)
+        for name, value in version.arrays.items()
+    }
+    buffer = io.BytesIO()
+    # Uncompressed: window contents are floats that hardly compress, and time matters here.
+    entries["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(buffer, **entries)
+    return buffer.getvalue()
+
+
+def decode(blob: bytes, source: str) -> Checkpoint:
+    """Read an `encode` result; ``source`` names it in errors."""
+    try:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+        meta = json.loads(bytes(arrays.pop("meta")).decode())
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{source}: not a readable monitord checkpoint ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{source}: not a monitord checkpoint")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{source}: checkpoint format {meta.get('format_version')!r}; this monitord reads "
+            f"format {FORMAT_VERSION}"
+        )
+    versions = []
+    for i, version in enumerate(meta["versions"]):
+        own = sub_state(arrays, f"{i}/")
+        versions.append(VersionState(version["monitor"], own, version["policy"]))
+    return Checkpoint(
+        TopicPartition(str(meta["topic"]), int(meta["partition"])),
+        int(meta["next_offset"]),
+        versions,
+        float(meta["written_at"]),
+    )
+
+
+class CheckpointStore(Protocol):
+    """Where checkpoints and captured references live."""
+
+    def save(self, checkpoints: list[Checkpoint], profiles: list[ReferenceProfile]) -> None:
+        """Store every checkpoint (and the captured references they name) durably."""
+        ...
+
+    def load(self, partition: TopicPartition) -> Checkpoint | None:
+        """The newest checkpoint of ``partition``, None if it never had one."""
+        ...
+
+    def load_profile(self, partition: TopicPartition, profile_id: str) -> ReferenceProfile:
+        """A captured reference saved with a checkpoint of ``partition``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class LocalStore:
+    """Checkpoints in one SQLite file; a save of several partitions is one transaction."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # WAL + FULL: a committed save survives a killed process and a power loss.
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        with self._transaction() as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS checkpoints (topic TEXT, partition INTEGER, "
+                "next_offset INTEGER, blob BLOB, PRIMARY KEY (topic, partition))"
+            )
+            db.execute("CREATE TABLE IF NOT EXISTS profiles (id TEXT PRIMARY KEY, blob BLOB)")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def save(self, checkpoints: list[Checkpoint], profiles: list[ReferenceProfile]) -> None:
+        with self._transaction() as db:
+            for profile in profiles:
+                db.execute(
+                    "INSERT OR IGNORE INTO profiles VALUES (?, ?)",
+                    (profile.profile_id, profile.to_bytes()),
+                )
+            for checkpoint in checkpoints:
+                tp = checkpoint.partition
+                db.execute(
+                    "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)",
+                    (tp.topic, tp.partition, checkpoint.next_offset, encode(checkpoint)),
+                )
+
+    def load(self, partition: TopicPartition) -> Checkpoint | None:
+        row = self._db.execute(
+            "SELECT blob FROM checkpoints WHERE topic = ? AND partition = ?",
+            (partition.topic, partition.partition),
+        ).fetchone()
+        return None if row is None else decode(row[0], f"{self.path} [{partition}]")
+
+    def load_profile(self, partition: TopicPartition, profile_id: str) -> ReferenceProfile:
+        del partition  # one file holds every partition's references
+        row = self._db.execute("SELECT blob FROM profiles WHERE id = ?", (profile_id,)).fetchone()
+        if row is None:
+            raise CheckpointError(f"{self.path}: captured reference {profile_id} is missing")
+        try:
+            return ReferenceProfile.from_bytes(row[0], f"{self.path} [{profile_id}]")
+        except ProfileError as exc:
+            raise CheckpointError(str(exc)) from exc
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,303 @@
+"""Checkpoints: the format, and effectively-once detector state across crashes and rebalances."""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from connectors.memory import MemorySink, MemorySource
+from connectors.stream import Record, TopicPartition
+from monitord import checkpoint
+from monitord.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    LocalStore,
+    VersionState,
+    decode,
+    encode,
+)
+from monitord.config import Config, parse_config
+from monitord.daemon import Daemon
+from monitord.monitor import Evaluation
+from monitord.outputs import KafkaPublisher
+from monitord.policy import Output
+
+P0, P1 = TopicPartition("in", 0), TopicPartition("in", 1)
+
+
+def _config(**checkpoint: Any) -> Config:
+    return parse_config(
+        {
+            "detection": {"warmup_events": 1500, "window_size": 500, "window_step": 250},
+            "kafka": {"consumer": {"max_poll_records": 700}},
+            "checkpoint": {"interval_events": 2000, "interval_s": 1e9, **checkpoint},
+        }
+    )
+
+
+def _stream(seed: int = 3, n: int = 12_000) -> list[Record]:
+    """Two models on two partitions, numeric and categorical features, drifts and a bad record."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for partition, model in enumerate(("a", "b")):
+        x = rng.normal(size=n)
+        y = rng.exponential(size=n)
+        colour = rng.choice(["red", "green", "blue"], size=n, p=[0.5, 0.3, 0.2])
+        shift = 4000 if model == "a" else 7000
+        x[shift:] += 1.0
+        colour[shift + 2000 :] = rng.choice(["red", "green"], size=n - shift - 2000)
+        for i in range(n):
+            features: dict[str, Any] = {"x": float(x[i]), "y": float(y[i])}
+            features["colour"] = None if i % 97 == 0 else str(colour[i])
+            event = {"model": model, "features": features, "prediction": float(x[i] + y[i])}
+            value = b"{not json" if i == 5000 else orjson.dumps(event)
+            records.append(Record("in", partition, i, model.encode(), value, 1000 * i))
+    return records
+
+
+class Run:
+    """A daemon over ``records`` that records outputs and every evaluation it makes."""
+
+    def __init__(
+        self,
+        config: Config,
+        records: list[Record],
+        store_path: Path | None,
+        committed: dict[TopicPartition, int] | None = None,
+    ) -> None:
+        self.sink = MemorySink()
+        self.evaluations: list[Evaluation] = []
+        self.outputs: list[Output] = []
+        daemon: Daemon | None = None
+
+        def assigned(partitions: set[TopicPartition]) -> None:
+            assert daemon is not None
+            daemon.on_assigned(partitions)
+
+        def revoked(partitions: set[TopicPartition]) -> None:
+            assert daemon is not None
+            daemon.on_revoked(partitions)
+
+        self.source = MemorySource(
+            records, committed=committed, on_assigned=assigned, on_revoked=revoked
+        )
+        store = LocalStore(store_path) if store_path is not None else None
+        daemon = self.daemon = Daemon(
+            config,
+            self.source,
+            self.sink,
+            [KafkaPublisher(self.sink, "alerts", "retrain")],
+            lambda m, v: None,
+            store,
+        )
+        decide = daemon.policy.decide
+
+        def recording(evaluations: list[Evaluation]) -> list[Output]:
+            self.evaluations += evaluations
+            outputs = decide(evaluations)
+            self.outputs += outputs
+            return outputs
+
+        daemon.policy.decide = recording  # type: ignore[method-assign]
+
+    def steps(self, n: int) -> None:
+        for _ in range(n):
+            self.daemon.step(0.0)
+
+    def crash(self) -> None:
+        """Stop as kill -9 would: nothing checkpointed, committed or closed on the way out."""
+        assert self.daemon.store is not None
+        self.daemon.store.close()
+
+
+Row = tuple[str, str, int, tuple[str, ...]]
+
+
+def _key(e: Evaluation) -> Row:
+    return e.model, e.result.detector, e.result.row, e.features
+
+
+def _rows(evaluations: list[Evaluation]) -> dict[Row, bytes]:
+    """Detection rows: (model, detector, row, columns) -> the exact statistic bytes."""
+    return {_key(e): e.result.statistic.tobytes() for e in evaluations}
+
+
+def _ids(outputs: list[Output]) -> set[str]:
+    return {o.id for o in outputs}
+
+
+@pytest.fixture(scope="module")
+def stream() -> list[Record]:
+    return _stream()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(stream: list[Record]) -> Run:
+    run = Run(_config(store="none"), stream, None)
+    run.daemon.drain()
+    return run
+
+
+def test_the_reference_run_has_something_to_lose(uninterrupted: Run) -> None:
+    # The comparison below is only meaningful if the stream produces alerts and triggers
+    # on both models, some of them after the first checkpoints.
+    models = {(o.model, type(o).__name__) for o in uninterrupted.outputs}
+    assert models == {(m, k) for m in "ab" for k in ("Alert", "RetrainTrigger")}
+    assert len(_rows(uninterrupted.evaluations)) > 400
+
+
+def test_crashes_at_random_points_give_the_same_ids_and_detection_rows(
+    tmp_path: Path, stream: list[Record], uninterrupted: Run
+) -> None:
+    rng = np.random.default_rng(7)
+    path = tmp_path / "checkpoints.sqlite"
+    committed: dict[TopicPartition, int] = {}
+    outputs: list[Output] = []
+    evaluations: list[Evaluation] = []
+    crashes = 0
+    while True:
+        run = Run(_config(), stream, path, committed)
+        run.steps(int(rng.integers(1, 6)))
+        outputs += run.outputs
+        evaluations += run.evaluations
+        if run.source.drained:
+            run.daemon.close()
+            break
+        run.crash()
+        crashes += 1
+        committed = run.source.committed
+    assert crashes >= 10
+    assert _ids(outputs) == _ids(uninterrupted.outputs)
+    # Every row detected after a restart equals the uninterrupted run's, bit for bit, and
+    # no row is missing: state was folded exactly once.
+    assert _rows(evaluations) == _rows(uninterrupted.evaluations)
+    expected = _rows(uninterrupted.evaluations)
+    for evaluation in evaluations:
+        assert evaluation.result.statistic.tobytes() == expected[_key(evaluation)]
+
+
+def test_offsets_are_committed_only_with_a_checkpoint(tmp_path: Path, stream: list[Record]) -> None:
+    run = Run(_config(), stream, tmp_path / "c.sqlite")
+    run.steps(2)  # 1,400 events: below the 2,000-event interval
+    assert run.source.commits == []
+    run.steps(2)
+    assert len(run.source.commits) == 1
+    store = LocalStore(tmp_path / "c.sqlite")
+    for tp, offset in run.source.commits[0].items():
+        checkpoint = store.load(tp)
+        assert checkpoint is not None
+        assert checkpoint.next_offset == offset
+
+
+def test_a_checkpoint_ahead_of_the_committed_offset_is_not_folded_twice(
+    tmp_path: Path, stream: list[Record], uninterrupted: Run
+) -> None:
+    # The crash fell between storing a checkpoint and committing its offsets: the committed
+    # offsets lag, and the restarted daemon must read on from the checkpoint's.
+    path = tmp_path / "c.sqlite"
+    first = Run(_config(), stream, path)
+    first.steps(9)
+    first.crash()
+    assert first.source.committed
+    second = Run(_config(), stream, path, committed={})  # as if no commit ever landed
+    second.daemon.drain()
+    second.daemon.close()
+    rows = _rows(first.evaluations) | _rows(second.evaluations)
+    assert rows == _rows(uninterrupted.evaluations)
+    assert _ids(first.outputs + second.outputs) == _ids(uninterrupted.outputs)
+
+
+def test_revoked_partitions_are_checkpointed_and_restored_on_return(
+    tmp_path: Path, stream: list[Record], uninterrupted: Run
+) -> None:
+    run = Run(_config(), stream, tmp_path / "c.sqlite")
+    run.steps(10)
+    run.source.revoke([P1])
+    run.steps(1)
+    assert {key[0] for key in run.daemon.monitor.versions} == {"a"}
+    run.steps(5)
+    run.source.assign([P1])
+    run.daemon.drain()
+    assert _rows(run.evaluations) == _rows(uninterrupted.evaluations)
+    assert _ids(run.outputs) == _ids(uninterrupted.outputs)
+
+
+def _checkpoint() -> Checkpoint:
+    arrays: dict[str, Any] = {"w/rows": np.arange(6.0).reshape(3, 2), "n": np.array(3)}
+    version = VersionState({"model": "m", "columns": [["x"], []]}, arrays, {"alerts": []})
+    return Checkpoint(P0, 42, [version], 1.5)
+
+
+def test_format_round_trips() -> None:
+    restored = decode(encode(_checkpoint()), "test")
+    assert (restored.partition, restored.next_offset, restored.written_at) == (P0, 42, 1.5)
+    (version,) = restored.versions
+    assert version.monitor == {"model": "m", "columns": [["x"], []]}
+    assert version.policy == {"alerts": []}
+    np.testing.assert_array_equal(version.arrays["w/rows"], np.arange(6.0).reshape(3, 2))
+    assert set(version.arrays) == {"w/rows", "n"}
+
+
+@pytest.mark.parametrize(
+    ("mangle", "message"),
+    [
+        (lambda blob: blob[: len(blob) // 2], "not a readable monitord checkpoint"),
+        (lambda blob: b"PK\x03\x04" + b"\x00" * 40, "not a readable monitord checkpoint"),
+    ],
+)
+def test_unreadable_checkpoints_fail_clearly(
+    mangle: Callable[[bytes], bytes], message: str
+) -> None:
+    with pytest.raises(CheckpointError, match=message):
+        decode(mangle(encode(_checkpoint())), "store [in-0]")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("FORMAT_VERSION", 9, "checkpoint format 9; this monitord reads format 1"),
+        ("FORMAT", "someone.elses.thing", "not a monitord checkpoint"),
+    ],
+)
+def test_foreign_and_newer_formats_are_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: object, message: str
+) -> None:
+    monkeypatch.setattr(checkpoint, name, value)
+    blob = encode(_checkpoint())
+    monkeypatch.undo()
+    with pytest.raises(CheckpointError, match=message):
+        decode(blob, "store [in-0]")
+
+
+def test_pickled_content_is_refused(tmp_path: Path) -> None:
+    # An object array inside the container would need pickle to load: never.
+    path = tmp_path / "evil.npz"
+    np.savez(path, meta=np.frombuffer(b"{}", dtype=np.uint8), x=np.array([object()]))
+    with zipfile.ZipFile(path) as archive:
+        assert "x.npy" in archive.namelist()
+    with pytest.raises(CheckpointError, match="not a readable"):
+        decode(path.read_bytes(), "evil")
+
+
+def test_a_corrupt_checkpoint_starts_the_partition_afresh(
+    tmp_path: Path, stream: list[Record], caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "c.sqlite"
+    first = Run(_config(), stream, path)
+    first.steps(4)
+    first.crash()
+    store = LocalStore(path)
+    store._db.execute("UPDATE checkpoints SET blob = x'00' WHERE partition = 1")
+    store.close()
+    second = Run(_config(), stream, path, committed=first.source.committed)
+    second.steps(3)
+    assert "in[1] starts without state from its committed offset" in caplog.text
+    versions = {key[0]: v for key, v in second.daemon.monitor.versions.items()}
+    assert not versions["a"].warming_up  # restored
+    assert versions["b"].warming_up  # afresh: capturing a new reference
