@@ -6,7 +6,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Real receivers the tests run against, from Debian's packages.
 ALERTMANAGER := /usr/bin/prometheus-alertmanager
+PROMTOOL := /usr/bin/promtool
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Prefect 3 and Airflow 3 for tests/orchestrators, each in a virtualenv of its own.
+ORCHESTRATORS := $(or $(MONITORD_ORCHESTRATORS_DIR),.orchestrators)/.installed
 
 .PHONY: demo test setup lint
 
@@ -27,10 +30,20 @@ $(ALERTMANAGER):
 	# The package starts a service on :9093 where systemd runs; the tests start their own.
 	-$(SUDO) systemctl disable --now prometheus-alertmanager 2>/dev/null
 
+$(PROMTOOL):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prometheus
+	# Only promtool is needed (and a Prometheus the end-to-end test starts on loopback).
+	-$(SUDO) systemctl disable --now prometheus prometheus-node-exporter 2>/dev/null
+
+$(ORCHESTRATORS): tests/orchestrators/install.sh
+	tests/orchestrators/install.sh
+	touch $@
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: lint $(ALERTMANAGER)
+test: lint $(ALERTMANAGER) $(PROMTOOL) $(ORCHESTRATORS)
 	$(VENV)/bin/pytest -q

@@ -7,12 +7,17 @@
 - `http`: JSON over HTTP, `ReceiverError` (retriable or not), the `Receiver` protocol
 - `outbox`: the durable SQLite outbox and its dispatcher (retries with backoff)
 - `alertmanager`, `pagerduty`, `slack`, `webhook`: receivers of alerts and triggers
+- `airflow`, `prefect`, `argo`, `kubeflow`: orchestrators starting a run per trigger
 """
 
+from connectors.airflow import AirflowReceiver
 from connectors.alertmanager import AlertmanagerReceiver
-from connectors.http import HttpResponse, Receiver, ReceiverError
+from connectors.argo import ArgoReceiver
+from connectors.http import CloudEvent, HttpResponse, Receiver, ReceiverError
+from connectors.kubeflow import KubeflowReceiver
 from connectors.outbox import Attempt, Dispatcher, DispatchReport, Outbox, OutboxItem
 from connectors.pagerduty import PagerDutyReceiver
+from connectors.prefect import PrefectReceiver
 from connectors.slack import SlackReceiver
 from connectors.stream import (
     BrokerUnavailable,
@@ -27,18 +32,23 @@ from connectors.stream import (
 from connectors.webhook import WebhookReceiver
 
 __all__ = [
+    "AirflowReceiver",
     "AlertmanagerReceiver",
+    "ArgoReceiver",
     "Attempt",
     "BrokerUnavailable",
+    "CloudEvent",
     "CommitFailed",
     "ConnectorError",
     "DeliveryFailed",
     "DispatchReport",
     "Dispatcher",
     "HttpResponse",
+    "KubeflowReceiver",
     "Outbox",
     "OutboxItem",
     "PagerDutyReceiver",
+    "PrefectReceiver",
     "Receiver",
     "ReceiverError",
     "Record",

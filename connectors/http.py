@@ -1,8 +1,10 @@
-"""JSON over HTTP for receivers (Alertmanager, PagerDuty, Slack, webhooks), standard library only.
+"""JSON over HTTP for receivers (Alertmanager, PagerDuty, Slack, webhooks, orchestrators),
+standard library only.
 
-`post` never raises for an HTTP status: it returns the `HttpResponse`, and `classify` turns
-it into `None` (delivered) or a `ReceiverError` that says whether retrying can help. Only a
-failure to get any answer (refused, reset, timeout) raises, as a retriable `ReceiverError`.
+`post` and `get` never raise for an HTTP status: they return the `HttpResponse`, and
+`classify` turns it into `None` (delivered) or a `ReceiverError` that says whether retrying
+can help. Only a failure to get any answer (refused, reset, timeout) raises, as a retriable
+`ReceiverError`. `decode_event` reads the CloudEvent payload orchestrator receivers get.
 
 Receiver URLs often are secrets (Slack and webhook URLs carry tokens in the path), so every
 message built here names the target as `redact_url(url)`: scheme, host and port only.
@@ -110,7 +112,18 @@ _OPENER = urllib.request.build_opener(_NoRedirect)
 
 def post(url: str, data: bytes, headers: Mapping[str, str], timeout_s: float) -> HttpResponse:
     """POST `data` to `url`; any HTTP answer is returned, no answer raises a retriable error."""
-    request = urllib.request.Request(url, data=data, headers=dict(headers), method="POST")
+    return _send("POST", url, data, headers, timeout_s)
+
+
+def get(url: str, headers: Mapping[str, str], timeout_s: float) -> HttpResponse:
+    """GET `url`, with the same answers and errors as `post`."""
+    return _send("GET", url, None, headers, timeout_s)
+
+
+def _send(
+    method: str, url: str, data: bytes | None, headers: Mapping[str, str], timeout_s: float
+) -> HttpResponse:
+    request = urllib.request.Request(url, data=data, headers=dict(headers), method=method)
     target = redact_url(url)
     try:
         with _OPENER.open(request, timeout=timeout_s) as response:
@@ -170,6 +183,52 @@ def classify(
             detail = detail.replace(secret, "[redacted]")
     message = f"{target} answered HTTP {status}" + (f": {detail}" if detail else "")
     return ReceiverError(message, retriable=retriable, status=status, retry_after_s=retry_after)
+
+
+@dataclass(frozen=True, slots=True)
+class CloudEvent:
+    """What orchestrator receivers use of a CloudEvent payload (structured JSON mode):
+    `id`, the idempotency key, and `data`, the object handed to the run."""
+
+    id: str
+    data: Mapping[str, object]
+
+
+def decode_event(payload: bytes, target: str) -> CloudEvent:
+    """The `id` and `data` of a CloudEvent payload; a non-retriable error if it is not one."""
+    try:
+        event = json.loads(payload)
+    except ValueError:
+        event = None
+    if (
+        not isinstance(event, dict)
+        or not isinstance(event.get("id"), str)
+        or not event["id"]
+        or not isinstance(event.get("data"), dict)
+    ):
+        raise ReceiverError(
+            f"{target}: the payload must be a CloudEvent JSON object with a non-empty string "
+            "id and an object data (build it with monitord.cloudevent.encode)",
+            retriable=False,
+        )
+    return CloudEvent(event["id"], event["data"])
+
+
+def json_answer(response: HttpResponse, target: str) -> object:
+    """The decoded JSON body of a successful answer.
+
+    A body that is not JSON is not retriable: the URL reaches something other than the API
+    (a login page, a UI), and asking again will not change that.
+    """
+    try:
+        return json.loads(response.body)
+    except ValueError:
+        raise ReceiverError(
+            f"{target} answered HTTP {response.status} with a body that is not JSON: "
+            "check that the URL points at the API",
+            retriable=False,
+            status=response.status,
+        ) from None
 
 
 def retry_after_seconds(value: str, now: float) -> float | None:

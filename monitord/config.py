@@ -189,26 +189,116 @@ class PolicySettings(_Section):
     )
 
 
-ReceiverType = Literal["alertmanager", "pagerduty", "slack", "webhook"]
+ReceiverType = Literal[
+    "alertmanager", "pagerduty", "slack", "webhook", "airflow", "prefect", "argo", "kubeflow"
+]
+EventKind = Literal["alerts", "triggers"]
+ALERT_RECEIVERS = frozenset({"alertmanager", "pagerduty", "slack"})
+TRIGGER_RECEIVERS = frozenset({"airflow", "prefect", "argo", "kubeflow"})
+
+# Keys only some receiver types read: set for another type, they are a mistake.
+_RECEIVER_KEYS = {
+    "username_env": "airflow",
+    "dag_id": "airflow",
+    "api_version": "airflow",
+    "deployment": "prefect",
+    "parameter": "prefect",
+    "namespace": "argo",
+    "template": "argo",
+    "cluster_template": "argo",
+    "pipeline_id": "kubeflow",
+    "pipeline_version_id": "kubeflow",
+    "experiment_id": "kubeflow",
+}
+_REQUIRED_KEYS = {
+    "airflow": ("dag_id",),
+    "prefect": ("deployment",),
+    "argo": ("namespace", "template"),
+    "kubeflow": ("pipeline_id",),
+}
 
 
 class ReceiverSettings(_Section):
-    """Where alerts go. Secrets (PagerDuty routing key, Slack webhook URL, webhook signing
-    key) come from the environment variable named by ``secret_env``, never from this file."""
+    """Where alerts and retrain requests go. Secrets (PagerDuty routing key, Slack webhook
+    URL, webhook signing key, orchestrator tokens and passwords) come from the environment
+    variable named by ``secret_env`` (and ``username_env``), never from this file.
+
+    ``events`` says what a receiver gets: alert receivers take "alerts", orchestrators
+    "triggers" (retrain requests), a webhook either or both (default: alerts).
+    """
 
     name: str = Field(min_length=1)
     type: ReceiverType
-    url: str | None = Field(None, description="Alertmanager base URL, or the webhook URL")
+    url: str | None = Field(
+        None, description="Alertmanager or orchestrator API base URL, or the webhook URL"
+    )
     secret_env: str | None = None
+    events: tuple[EventKind, ...] = Field(
+        ("alerts",), description="alerts, triggers or both; default by type"
+    )
     match: dict[str, list[str]] = Field(
-        default_factory=dict, description="route: label -> accepted values (all must match)"
+        default_factory=dict,
+        description="route: label -> accepted values (all must match); triggers offer "
+        "model, model_version and reason",
     )
     resend_interval_s: float = Field(60.0, gt=0, description="Alertmanager: re-post firing alerts")
     resolved_resend_s: float = Field(300.0, ge=0, description="Alertmanager: re-post resolved")
+    username_env: str | None = Field(
+        None, description="Airflow: variable holding the user; secret_env then the password"
+    )
+    dag_id: str | None = Field(None, min_length=1, description="Airflow: the DAG to run")
+    api_version: Literal["v2", "v1"] = Field(
+        "v2", description="Airflow: v2 (Airflow 3) or v1 (Airflow 2)"
+    )
+    deployment: str | None = Field(
+        None, min_length=1, description="Prefect: 'flow-name/deployment-name' or deployment id"
+    )
+    parameter: str = Field(
+        "trigger", min_length=1, description="Prefect: the flow parameter taking the request"
+    )
+    namespace: str | None = Field(None, min_length=1, description="Argo: the workflows' namespace")
+    template: str | None = Field(None, min_length=1, description="Argo: the template to submit")
+    cluster_template: bool = Field(False, description="Argo: a ClusterWorkflowTemplate")
+    pipeline_id: str | None = Field(None, min_length=1, description="Kubeflow: the pipeline")
+    pipeline_version_id: str | None = Field(
+        None, min_length=1, description="Kubeflow: default the newest version at delivery"
+    )
+    experiment_id: str | None = Field(None, min_length=1, description="Kubeflow: run's experiment")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_events(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "events" not in data:
+            kind = "triggers" if data.get("type") in TRIGGER_RECEIVERS else "alerts"
+            return {**data, "events": [kind]}
+        return data
 
     @model_validator(mode="after")
     def _complete(self) -> ReceiverSettings:
-        needs_url = self.type in ("alertmanager", "webhook")
+        allowed = (
+            ["alerts"]
+            if self.type in ALERT_RECEIVERS
+            else ["triggers"]
+            if self.type in TRIGGER_RECEIVERS
+            else ["alerts", "triggers"]
+        )
+        if not self.events or not set(self.events) <= set(allowed):
+            raise ValueError(
+                f"events: {self.type} receivers take {allowed}, got {list(self.events)}"
+            )
+        for key in sorted(self.model_fields_set & set(_RECEIVER_KEYS)):
+            if _RECEIVER_KEYS[key] != self.type:
+                raise ValueError(
+                    f"{key} is only read by {_RECEIVER_KEYS[key]} receivers, not {self.type}"
+                )
+        for key in _REQUIRED_KEYS.get(self.type, ()):
+            if getattr(self, key) is None:
+                raise ValueError(f"{self.type} receivers need {key}")
+        if self.username_env and not self.secret_env:
+            raise ValueError(
+                "username_env needs secret_env too: the environment variable holding the password"
+            )
+        needs_url = self.type not in ("pagerduty", "slack")
         needs_secret = self.type in ("pagerduty", "slack", "webhook")
         if needs_url and not self.url:
             raise ValueError(f"a {self.type} receiver needs url")
@@ -278,6 +368,8 @@ class Config(_Section):
     policy: PolicySettings = PolicySettings()
     state_dir: Path = Field(Path(".monitord"), description="outbox and state files")
     outputs: OutputSettings = OutputSettings()
+    admin: AdminSettings = AdminSettings()
+    logging: LoggingSettings = LoggingSettings()
     checkpoint: CheckpointSettings = CheckpointSettings()
     shutdown: ShutdownSettings = ShutdownSettings()
 
@@ -299,8 +391,15 @@ class Config(_Section):
 
     @property
     def config_hash(self) -> str:
-        """Identifies the effective configuration in lineage (secrets excluded)."""
-        text = json.dumps(self.model_dump(mode="json"), sort_keys=True, default=str)
+        """Identifies, in lineage, the settings that decide what is detected and sent: how
+        events are read, detection, models and references, alerts and policy. Where the daemon
+        runs (Kafka connection, group, topics, state, outputs, receivers, admin, logging,
+        checkpoints) is left out, so replicas and replays of one decision agree."""
+        deciding = self.model_dump(
+            mode="json",
+            include={"events", "detection", "models", "profile_dir", "alerts", "policy"},
+        )
+        text = json.dumps(deciding, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -1,11 +1,14 @@
-"""Alert delivery: transitions become durable outbox messages, a thread delivers them.
+"""Delivery to receivers: alerts and retrain requests become durable outbox messages, a
+thread delivers them.
 
-`AlertDelivery` is a `Publisher`. For every alert transition and every receiver whose
-``match`` accepts the alert's labels, it renders the receiver's own payload and stores it
-in the outbox (SQLite) before anything is sent, keyed by the transition's deterministic id:
-a replay or a restart cannot enqueue the same message twice, and a receiver that is down
-loses nothing. A background thread delivers due messages with retries and backoff, so a
-slow receiver never stalls the daemon loop.
+`Delivery` is a `Publisher`. For every alert transition and every receiver taking alerts
+whose ``match`` accepts the alert's labels, it renders the receiver's own payload; for every
+retrain request and every receiver taking triggers whose ``match`` accepts its model,
+model_version and reason, the payload is the request's CloudEvent. Either is stored in the
+outbox (SQLite) before anything is sent, keyed by the output's deterministic id (for a
+request, its idempotency key): a replay or a restart cannot enqueue the same message twice,
+and a receiver that is down loses nothing. A background thread delivers due messages with
+retries and backoff, so a slow receiver never stalls the daemon loop.
 
 Alertmanager forgets alerts that are not re-sent and forgets everything on restart, so
 firing alerts are re-posted every ``resend_interval_s`` with ``endsAt`` a few intervals
@@ -23,16 +26,21 @@ from dataclasses import dataclass
 
 import orjson
 
+from connectors.airflow import AirflowReceiver
 from connectors.alertmanager import AlertmanagerReceiver, encode_alerts, postable_alert
+from connectors.argo import ArgoReceiver
 from connectors.http import Receiver
+from connectors.kubeflow import KubeflowReceiver
 from connectors.outbox import Dispatcher, Outbox
 from connectors.pagerduty import PagerDutyReceiver, dedup_key, resolve, trigger
+from connectors.prefect import PrefectReceiver
 from connectors.slack import SlackReceiver, message
 from connectors.webhook import WebhookReceiver
 from monitord.alerts import Alert
-from monitord.cloudevent import envelope
-from monitord.config import ConfigError, ReceiverSettings
+from monitord.cloudevent import encode, envelope
+from monitord.config import TRIGGER_RECEIVERS, ConfigError, ReceiverSettings
 from monitord.policy import Output
+from monitord.retrain import RetrainTrigger
 
 RESEND_HORIZON = 4
 """A re-posted firing alert ends this many re-send intervals ahead, should re-sends stop."""
@@ -45,21 +53,34 @@ def build_receivers(
     environ = os.environ if environ is None else environ
     receivers: dict[str, Receiver] = {}
     for i, receiver in enumerate(settings):
-        secret = ""
-        if receiver.secret_env:
-            secret = environ.get(receiver.secret_env, "")
-            if not secret:
-                raise ConfigError(
-                    f"receivers.{i}.secret_env: the environment variable {receiver.secret_env} "
-                    f"is not set (receiver {receiver.name!r})"
-                )
+        secret = _variable(environ, i, receiver, "secret_env")
+        username = _variable(environ, i, receiver, "username_env")
         if receiver.name in receivers:
             raise ConfigError(f"receivers.{i}.name: {receiver.name!r} is used twice")
-        receivers[receiver.name] = _connector(receiver, secret)
+        try:
+            receivers[receiver.name] = _connector(receiver, secret, username)
+        except ValueError as exc:
+            raise ConfigError(f"receivers.{i} ({receiver.name!r}): {exc}") from None
     return receivers
 
 
-def _connector(receiver: ReceiverSettings, secret: str) -> Receiver:
+def _variable(environ: Mapping[str, str], i: int, receiver: ReceiverSettings, key: str) -> str:
+    """The value of the environment variable named by `key` ("" if the key is unset)."""
+    variable = getattr(receiver, key)
+    if not variable:
+        return ""
+    value = environ.get(variable, "")
+    if not value:
+        raise ConfigError(
+            f"receivers.{i}.{key}: the environment variable {variable} is not set "
+            f"(receiver {receiver.name!r})"
+        )
+    return str(value)
+
+
+def _connector(receiver: ReceiverSettings, secret: str, username: str = "") -> Receiver:
+    if receiver.type in TRIGGER_RECEIVERS:
+        return _orchestrator(receiver, secret, username)
     if receiver.type == "alertmanager":
         assert receiver.url is not None
         return AlertmanagerReceiver(receiver.url)
@@ -75,6 +96,46 @@ def _connector(receiver: ReceiverSettings, secret: str) -> Receiver:
     return WebhookReceiver(receiver.url, secret.encode())
 
 
+def _orchestrator(receiver: ReceiverSettings, secret: str, username: str) -> Receiver:
+    """Secrets are optional here: an orchestrator inside the cluster may need none."""
+    url, token = receiver.url, secret or None
+    assert url is not None
+    if receiver.type == "airflow":
+        assert receiver.dag_id is not None
+        if username:  # secret_env holds the password
+            return AirflowReceiver(
+                url,
+                receiver.dag_id,
+                api_version=receiver.api_version,
+                username=username,
+                password=secret,
+            )
+        return AirflowReceiver(url, receiver.dag_id, api_version=receiver.api_version, token=token)
+    if receiver.type == "prefect":
+        assert receiver.deployment is not None
+        return PrefectReceiver(
+            url, receiver.deployment, parameter=receiver.parameter, api_key=token
+        )
+    if receiver.type == "argo":
+        assert receiver.namespace is not None
+        assert receiver.template is not None
+        return ArgoReceiver(
+            url,
+            receiver.namespace,
+            receiver.template,
+            token=token,
+            cluster_template=receiver.cluster_template,
+        )
+    assert receiver.pipeline_id is not None
+    return KubeflowReceiver(
+        url,
+        receiver.pipeline_id,
+        pipeline_version_id=receiver.pipeline_version_id,
+        experiment_id=receiver.experiment_id,
+        token=token,
+    )
+
+
 @dataclass
 class _Active:
     alert: Alert
@@ -83,8 +144,9 @@ class _Active:
     resolved_at: float | None = None
 
 
-class AlertDelivery:
-    """Publisher of alert transitions into the outbox, with a delivering thread.
+class Delivery:
+    """Publisher of alert transitions and retrain requests into the outbox, with a
+    delivering thread.
 
     Owns ``outbox``: `close` stops the thread and closes it.
     """
@@ -107,7 +169,7 @@ class AlertDelivery:
         self._interval = dispatch_interval_s
         self._thread: threading.Thread | None = None
 
-    def start(self) -> AlertDelivery:
+    def start(self) -> Delivery:
         """Deliver due messages in the background until `close`."""
         self._thread = threading.Thread(target=self._deliver, name="monitord-delivery", daemon=True)
         self._thread.start()
@@ -115,9 +177,28 @@ class AlertDelivery:
 
     def publish(self, outputs: list[Output]) -> None:
         now = self._clock()
-        for alert in (o for o in outputs if isinstance(o, Alert)):
+        self._publish_alerts([o for o in outputs if isinstance(o, Alert)], now)
+        self._publish_triggers([o for o in outputs if isinstance(o, RetrainTrigger)], now)
+
+    def _publish_triggers(self, triggers: list[RetrainTrigger], now: float) -> None:
+        takers = [r for r in self._receivers if "triggers" in r.events]
+        for request in triggers:
+            route = {
+                "model": request.model,
+                "model_version": request.version,
+                "reason": request.reason,
+            }
+            payload = encode(request)
+            for receiver in takers:
+                if _matches(receiver, route):
+                    # The id is the idempotency key: one message per request and receiver.
+                    self._outbox.enqueue(request.id, receiver.name, payload, now=now)
+
+    def _publish_alerts(self, alerts: list[Alert], now: float) -> None:
+        takers = [r for r in self._receivers if "alerts" in r.events]
+        for alert in alerts:
             labels = dict(alert.labels)
-            for receiver in self._receivers:
+            for receiver in takers:
                 if not _matches(receiver, labels):
                     continue
                 key = (receiver.name, alert.labels)
@@ -176,6 +257,10 @@ class AlertDelivery:
             self._thread.join(timeout=30)
             self._thread = None
         self._outbox.close()
+
+
+AlertDelivery = Delivery
+"""The former name, from when only alerts went through the outbox."""
 
 
 def _matches(receiver: ReceiverSettings, labels: Mapping[str, str]) -> bool:

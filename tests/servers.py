@@ -52,11 +52,17 @@ class RecordingServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
+                self._answer("POST")
+
+            def do_GET(self) -> None:
+                self._answer("GET")
+
+            def _answer(self, method: str) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
                 headers = {name.lower(): value for name, value in self.headers.items()}
                 status, reply_headers, reply = server._record(
-                    Recorded("POST", self.path, headers, body)
+                    Recorded(method, self.path, headers, body)
                 )
                 self.send_response(status)
                 for name, value in reply_headers.items():

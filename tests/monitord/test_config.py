@@ -64,3 +64,19 @@ def test_config_hash_is_stable_and_sensitive() -> None:
         parse_config({}).config_hash
         != parse_config({"policy": {"retrain_feature_share": 0.5}}).config_hash
     )
+    assert (
+        parse_config({}).config_hash
+        != parse_config({"detection": {"window_size": 2000}}).config_hash
+    )
+
+
+def test_config_hash_ignores_where_the_daemon_runs() -> None:
+    # Two replicas, or a daemon and its replay, decide alike: their lineage must agree.
+    elsewhere = parse_config(
+        {
+            "kafka": {"group_id": "other", "alert_topic": "a2"},
+            "state_dir": "/var/lib/elsewhere",
+            "checkpoint": {"store": "none"},
+        }
+    )
+    assert elsewhere.config_hash == parse_config({}).config_hash

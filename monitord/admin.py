@@ -1,0 +1,281 @@
+"""The admin HTTP endpoint: /metrics, /livez, /readyz and /status, and the health behind them.
+
+`Health` is what the daemon reports: a heartbeat from every main-loop iteration (liveness)
+and named readiness conditions. `AdminServer` serves it with the metrics on a
+`ThreadingHTTPServer` in a daemon thread, so a slow scrape never stalls the loop.
+
+- ``GET /metrics``: Prometheus text exposition 0.0.4 (`DaemonMetrics`).
+- ``GET /livez``: 200 ``ok`` while the loop made progress within ``liveness_timeout_s``,
+  else 503 with ``{"live": false, "reason": ...}``.
+- ``GET /readyz``: 200 ``ok`` when every condition holds, else 503 with
+  ``{"ready": false, "reasons": [...]}``.
+- ``GET /status``: the JSON of the daemon's ``status()`` callable.
+
+Only GET and HEAD are served; other methods get 405, unknown paths 404.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
+from urllib.parse import urlsplit
+
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+from monitord.clock import now as wall_clock
+from monitord.metrics import DaemonMetrics
+
+log = logging.getLogger(__name__)
+
+CONDITIONS = ("config", "assigned", "state_restored", "broker")
+"""Readiness conditions: config loaded, partitions assigned (or legitimately idle), state
+restored from the checkpoint, broker reachable."""
+
+
+class Health:
+    """Liveness and readiness, updated by the daemon, read by the admin endpoint.
+
+    Every condition starts not ready ("not reported yet"). Liveness counts from
+    construction until the first heartbeat, so a slow start is not a dead daemon.
+    """
+
+    def __init__(
+        self,
+        liveness_timeout_s: float = 60.0,
+        *,
+        conditions: Iterable[str] = CONDITIONS,
+        clock: Callable[[], float] = wall_clock,
+    ) -> None:
+        if liveness_timeout_s <= 0:
+            raise ValueError(f"liveness_timeout_s must be positive, got {liveness_timeout_s}")
+        self.liveness_timeout_s = liveness_timeout_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._started = clock()
+        self._beat: float | None = None
+        self._conditions: dict[str, tuple[bool, str]] = dict.fromkeys(
+            conditions, (False, "not reported yet")
+        )
+        if not self._conditions:
+            raise ValueError("conditions: name at least one readiness condition")
+
+    def heartbeat(self, at: float | None = None) -> None:
+        """The main loop completed an iteration (at ``at``, default now)."""
+        beat = self._clock() if at is None else at
+        with self._lock:
+            self._beat = beat
+
+    @property
+    def last_heartbeat(self) -> float | None:
+        with self._lock:
+            return self._beat
+
+    def set_condition(self, name: str, ok: bool, reason: str = "") -> None:
+        """Report a readiness condition; ``reason`` says why it does not hold."""
+        with self._lock:
+            if name not in self._conditions:
+                raise ValueError(
+                    f"unknown readiness condition {name!r}; known: {sorted(self._conditions)}"
+                )
+            self._conditions[name] = (ok, reason)
+
+    def livez(self, now: float | None = None) -> tuple[bool, str]:
+        """Whether the loop made progress within ``liveness_timeout_s``, and why not."""
+        at = self._clock() if now is None else now
+        with self._lock:
+            since = self._beat if self._beat is not None else self._started
+            never = self._beat is None
+        quiet = at - since
+        if quiet <= self.liveness_timeout_s:
+            return True, "ok"
+        what = "no heartbeat since start" if never else "no heartbeat"
+        return False, f"{what} for {quiet:.1f}s (limit {self.liveness_timeout_s:g}s)"
+
+    def readyz(self) -> tuple[bool, list[str]]:
+        """Whether every condition holds, and ``"name: reason"`` of each that does not."""
+        with self._lock:
+            reasons = [
+                f"{name}: {reason or 'not ready'}"
+                for name, (ok, reason) in self._conditions.items()
+                if not ok
+            ]
+        return not reasons, reasons
+
+
+Status = Callable[[], Mapping[str, object]]
+
+
+class AdminServer:
+    """The admin endpoint on ``host:port`` (port 0 picks a free one; see `port`).
+
+    At each scrape the ``monitord_ready`` and heartbeat gauges are set from ``health``, so
+    the daemon reports both to `Health` only.
+    """
+
+    def __init__(
+        self, host: str, port: int, metrics: DaemonMetrics, health: Health, status: Status
+    ) -> None:
+        self.metrics, self.health, self.status = metrics, health, status
+        server_class = _IPv6Server if ":" in host else _IPv4Server
+        # Binding here, not in start(): a port in use fails at construction, with its address.
+        try:
+            self._server = server_class((host, port), _Handler)
+        except OSError as exc:
+            raise OSError(
+                exc.errno, f"admin endpoint: cannot listen on {host}:{port} ({exc.strerror})"
+            ) from exc
+        self._server.admin = self
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._lock = threading.Lock()
+
+    @property
+    def port(self) -> int:
+        """The bound port."""
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host = str(self._server.server_address[0])
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+    def start(self) -> AdminServer:
+        """Serve in a daemon thread until `close`."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("admin endpoint is closed")
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._server.serve_forever,
+                    kwargs={"poll_interval": 0.2},
+                    name="monitord-admin",
+                    daemon=True,
+                )
+                self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop serving and release the port; safe to call more than once."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._server.shutdown()
+            thread.join()
+        self._server.server_close()
+
+    def __enter__(self) -> AdminServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def respond(self, path: str) -> tuple[HTTPStatus, str, bytes]:
+        """Status, content type and body for a GET of ``path``."""
+        if path == "/metrics":
+            ready, _ = self.health.readyz()
+            self.metrics.ready(ready)
+            beat = self.health.last_heartbeat
+            if beat is not None:
+                self.metrics.heartbeat(beat)
+            return HTTPStatus.OK, CONTENT_TYPE_PLAIN_0_0_4, self.metrics.exposition()
+        if path == "/livez":
+            live, reason = self.health.livez()
+            if live:
+                return HTTPStatus.OK, _TEXT, b"ok\n"
+            return HTTPStatus.SERVICE_UNAVAILABLE, _JSON, _json({"live": False, "reason": reason})
+        if path == "/readyz":
+            ready, reasons = self.health.readyz()
+            if ready:
+                return HTTPStatus.OK, _TEXT, b"ok\n"
+            body = {"ready": False, "reasons": reasons}
+            return HTTPStatus.SERVICE_UNAVAILABLE, _JSON, _json(body)
+        if path == "/status":
+            return HTTPStatus.OK, _JSON, _json(dict(self.status()))
+        return HTTPStatus.NOT_FOUND, _TEXT, b"not found: try /metrics, /livez, /readyz, /status\n"
+
+
+_TEXT = "text/plain; charset=utf-8"
+_JSON = "application/json"
+
+
+def _json(body: Mapping[str, object]) -> bytes:
+    return json.dumps(body, sort_keys=True, default=str).encode() + b"\n"
+
+
+class _IPv4Server(ThreadingHTTPServer):
+    daemon_threads = True
+    admin: AdminServer
+
+
+class _IPv6Server(_IPv4Server):
+    address_family = socket.AF_INET6
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _IPv4Server
+    protocol_version = "HTTP/1.1"
+    timeout = 10  # a client that stops sending does not hold a thread for ever
+    allowed: ClassVar[str] = "GET, HEAD"
+
+    def do_GET(self) -> None:
+        self._answer(body=True)
+
+    def do_HEAD(self) -> None:
+        self._answer(body=False)
+
+    def _not_allowed(self) -> None:
+        self.close_connection = True  # its body is unread: the connection cannot be reused
+        self._send(HTTPStatus.METHOD_NOT_ALLOWED, _TEXT, b"only GET and HEAD\n", body=True)
+
+    def do_POST(self) -> None:
+        self._not_allowed()
+
+    def do_PUT(self) -> None:
+        self._not_allowed()
+
+    def do_DELETE(self) -> None:
+        self._not_allowed()
+
+    def do_PATCH(self) -> None:
+        self._not_allowed()
+
+    def do_OPTIONS(self) -> None:
+        self._not_allowed()
+
+    def _answer(self, *, body: bool) -> None:
+        path = urlsplit(self.path).path
+        try:
+            status, content_type, payload = self.server.admin.respond(path)
+        except Exception:
+            log.exception("admin endpoint: %s failed", path)
+            status, content_type = HTTPStatus.INTERNAL_SERVER_ERROR, _TEXT
+            payload = b"internal error; see the daemon's log\n"
+        self._send(status, content_type, payload, body=body)
+
+    def _send(self, status: HTTPStatus, content_type: str, payload: bytes, *, body: bool) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Cache-Control", "no-store")
+        if status == HTTPStatus.METHOD_NOT_ALLOWED:
+            self.send_header("Allow", self.allowed)
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if body:
+            self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: object) -> None:
+        # Scrapes and probes every few seconds: debug, through logging rather than stderr.
+        log.debug("admin endpoint: %s %s", self.address_string(), format % args)
+
+
+__all__ = ["CONDITIONS", "AdminServer", "Health"]

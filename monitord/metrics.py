@@ -1,0 +1,498 @@
+"""Prometheus metrics of the daemon: the catalogue, the cardinality cap, the outbox view.
+
+`DaemonMetrics` keeps plain numbers that the daemon folds in once per batch, and turns
+them into metric families only when Prometheus scrapes: it is a custom collector on a
+private `CollectorRegistry`. Keeping the numbers ourselves rather than in client-library
+instruments costs one lock per call instead of one per series, lets the cap refuse a
+series before it exists, and exposes no ``_created`` companion series.
+
+Per-feature series (``monitord_drift_statistic`` and ``monitord_drift_threshold``, labelled
+model, feature and detector) are capped: past ``max_feature_series`` label sets no new one
+is created, and every refused update adds one to ``monitord_metric_series_dropped_total``.
+`check_cardinality` refuses at startup a configuration whose reference profiles alone
+exceed the cap.
+
+`OutboxCollector` reads delivery outcomes and the backlog from the outbox file when
+scraped, so they stay right across restarts and whichever thread delivers.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+import platform
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from connectors.outbox import SCHEMA_VERSION
+from detectors.profile import ReferenceProfile
+from monitord.alerts import Alert
+from monitord.clock import now
+from monitord.config import Config, ConfigError
+from monitord.config import Detection as DetectionSettings
+from monitord.events import PREDICTION
+from monitord.monitor import Evaluation
+from monitord.reference import load_profile
+from monitord.retrain import RetrainTrigger
+
+log = logging.getLogger(__name__)
+
+BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+"""Upper bounds (seconds) of the batch duration histogram: a large batch takes 0.1-1 s."""
+
+BAD_RECORD_REASONS = (
+    "empty",
+    "oversize",
+    "invalid_json",
+    "not_an_object",
+    "missing_model",
+    "missing_features",
+    "wrong_type",
+)
+"""Reasons exposed at 0 from the start, so the first bad record shows as an increase."""
+
+DELIVERY_OUTCOMES = ("delivered", "retry", "failed")
+
+SeriesKey = tuple[str, str, str]
+"""(model, feature, detector) of one per-feature series."""
+
+FiringKey = tuple[str, str, str]
+"""(model version, feature, detector) of one firing alert label set of a model."""
+
+
+class DaemonMetrics:
+    """The daemon's metric catalogue; thread-safe, cheap to update once per batch.
+
+    Args:
+        max_feature_series: cap on model/feature/detector label sets.
+        registry: where to register (a new private registry by default), as `registry`.
+        outbox: the outbox SQLite file, for delivery and backlog metrics (None: not shown).
+        receivers: configured receiver names, shown at 0 before their first message.
+        clock: wall clock for ``monitord_model_last_seen_timestamp_seconds``.
+        version: for ``monitord_build_info`` (default: the installed package's).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_feature_series: int = 10_000,
+        registry: CollectorRegistry | None = None,
+        outbox: Path | str | None = None,
+        receivers: Sequence[str] = (),
+        clock: Callable[[], float] = now,
+        version: str | None = None,
+    ) -> None:
+        if max_feature_series < 1:
+            raise ValueError(f"max_feature_series must be at least 1, got {max_feature_series}")
+        self.max_feature_series = max_feature_series
+        self._clock = clock
+        self._build = (version or _package_version(), platform.python_version())
+        self._lock = threading.Lock()
+        self._events = 0
+        self._batch_buckets = [0] * (len(BATCH_BUCKETS) + 1)  # last: above every bound
+        self._batch_sum = 0.0
+        self._bad = dict.fromkeys(BAD_RECORD_REASONS, 0)
+        self._model_events: dict[str, int] = {}
+        self._last_event: dict[str, float] = {}
+        self._last_seen: dict[str, float] = {}
+        self._drift: dict[SeriesKey, tuple[float, float]] = {}
+        self._dropped = 0
+        self._transitions: dict[tuple[str, str], int] = {}
+        self._firing: dict[str, set[FiringKey]] = {}
+        self._triggers: dict[tuple[str, str], int] = {}
+        self._lag: dict[tuple[str, int], int] = {}
+        self._checkpoint: float | None = None
+        self._heartbeat: float | None = None
+        self._ready = False
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.registry.register(self)
+        if outbox is not None:
+            self.registry.register(OutboxCollector(outbox, receivers))
+
+    def batch(self, n_records: int, seconds: float) -> None:
+        """One polled batch of ``n_records`` records took ``seconds`` to process."""
+        index = bisect.bisect_left(BATCH_BUCKETS, seconds)
+        with self._lock:
+            self._events += n_records
+            self._batch_buckets[index] += 1
+            self._batch_sum += seconds
+
+    def bad_records(self, reasons: Mapping[str, int]) -> None:
+        """Bad records of a batch, counted by reason."""
+        with self._lock:
+            for reason, n in reasons.items():
+                self._bad[reason] = self._bad.get(reason, 0) + n
+
+    def model_events(self, model: str, n: int, newest_event_time: float) -> None:
+        """``n`` events of ``model`` were processed; the newest has this event time (NaN:
+        unknown)."""
+        seen = self._clock()
+        with self._lock:
+            self._model_events[model] = self._model_events.get(model, 0) + n
+            self._last_seen[model] = seen
+            if not math.isnan(newest_event_time):
+                previous = self._last_event.get(model, -math.inf)
+                self._last_event[model] = max(previous, newest_event_time)
+
+    def evaluations(self, evaluations: Sequence[Evaluation]) -> None:
+        """The latest statistic and threshold of every evaluated feature (within the cap)."""
+        with self._lock:
+            drift, cap = self._drift, self.max_feature_series
+            for evaluation in evaluations:
+                model, result = evaluation.model, evaluation.result
+                detector = result.detector
+                statistics, thresholds = result.statistic.tolist(), result.threshold.tolist()
+                for feature, statistic, threshold in zip(
+                    evaluation.features, statistics, thresholds, strict=True
+                ):
+                    key = (model, feature, detector)
+                    if key not in drift and len(drift) >= cap:
+                        self._dropped += 1
+                        continue
+                    drift[key] = (statistic, threshold)
+
+    def outputs(self, outputs: Sequence[Alert | RetrainTrigger]) -> None:
+        """Alert transitions (and which label sets fire) and retrain requests."""
+        with self._lock:
+            for output in outputs:
+                if isinstance(output, Alert):
+                    key = (output.model, output.status)
+                    self._transitions[key] = self._transitions.get(key, 0) + 1
+                    firing = self._firing.setdefault(output.model, set())
+                    label_set = (output.version, output.feature, output.detector)
+                    if output.status == "firing":
+                        firing.add(label_set)
+                    else:
+                        firing.discard(label_set)
+                else:
+                    reason = (output.model, output.reason)
+                    self._triggers[reason] = self._triggers.get(reason, 0) + 1
+
+    def restore_firing(self, firing: Iterable[tuple[str, str, str, str]]) -> None:
+        """After restoring policy state: the label sets firing, as (model, version, feature,
+        detector); replaces what `outputs` has recorded."""
+        restored: dict[str, set[FiringKey]] = {}
+        for model, version, feature, detector in firing:
+            restored.setdefault(model, set()).add((version, feature, detector))
+        with self._lock:
+            self._firing = restored
+
+    def lag(self, by_partition: Mapping[tuple[str, int], int]) -> None:
+        """Records behind the end of each assigned (topic, partition); replaces the last call,
+        so a revoked partition's series disappears."""
+        with self._lock:
+            self._lag = dict(by_partition)
+
+    def checkpointed(self, at: float) -> None:
+        with self._lock:
+            self._checkpoint = at
+
+    def heartbeat(self, at: float) -> None:
+        with self._lock:
+            self._heartbeat = at
+
+    def ready(self, flag: bool) -> None:
+        with self._lock:
+            self._ready = flag
+
+    def exposition(self) -> bytes:
+        """Every registered metric in the Prometheus text format 0.0.4."""
+        return generate_latest(self.registry)
+
+    def collect(self) -> Iterator[Metric]:
+        """The metric families, built at scrape time (the registry calls this)."""
+        with self._lock:
+            return iter(self._families())
+
+    def _families(self) -> list[Metric]:
+        info = GaugeMetricFamily(
+            "monitord_build_info",
+            "Build of the running daemon (always 1).",
+            labels=("version", "python"),
+        )
+        info.add_metric(self._build, 1)
+        events = CounterMetricFamily(
+            "monitord_events_consumed", "Records polled from the input topics.", value=self._events
+        )
+        per_model = _counter("monitord_model_events", "Events processed per model.", ("model",))
+        for model, n in sorted(self._model_events.items()):
+            per_model.add_metric((model,), n)
+        bad = _counter("monitord_bad_records", "Records dead-lettered, by reason.", ("reason",))
+        for reason, n in sorted(self._bad.items()):
+            bad.add_metric((reason,), n)
+        lag = _gauge(
+            "monitord_consumer_lag_records",
+            "Records between the consumer position and the end of each assigned partition.",
+            ("topic", "partition"),
+        )
+        for (topic, partition), records in sorted(self._lag.items()):
+            lag.add_metric((topic, str(partition)), records)
+        duration = HistogramMetricFamily(
+            "monitord_batch_duration_seconds",
+            "Time to process one polled batch.",
+            buckets=self._histogram_buckets(),
+            sum_value=self._batch_sum,
+        )
+        last_event = _gauge(
+            "monitord_last_event_timestamp_seconds",
+            "Event time of the newest event processed per model.",
+            ("model",),
+        )
+        for model, at in sorted(self._last_event.items()):
+            last_event.add_metric((model,), at)
+        last_seen = _gauge(
+            "monitord_model_last_seen_timestamp_seconds",
+            "Wall clock when an event of the model was last processed.",
+            ("model",),
+        )
+        for model, at in sorted(self._last_seen.items()):
+            last_seen.add_metric((model,), at)
+        labels = ("model", "feature", "detector")
+        statistic = _gauge(
+            "monitord_drift_statistic", "Latest drift test statistic per feature.", labels
+        )
+        threshold = _gauge(
+            "monitord_drift_threshold",
+            "Threshold above which the statistic counts as drift (absent where the test "
+            "has none, e.g. ADWIN).",
+            labels,
+        )
+        for key, (value, limit) in sorted(self._drift.items()):
+            statistic.add_metric(key, value)
+            if not math.isnan(limit):
+                threshold.add_metric(key, limit)
+        transitions = _counter(
+            "monitord_alert_transitions",
+            "Alert transitions decided, by model and status.",
+            ("model", "status"),
+        )
+        for (model, status), n in sorted(self._transitions.items()):
+            transitions.add_metric((model, status), n)
+        firing = _gauge(
+            "monitord_alerts_firing", "Alert label sets currently firing per model.", ("model",)
+        )
+        for model in sorted(self._firing.keys() | self._model_events.keys()):
+            firing.add_metric((model,), len(self._firing.get(model, ())))
+        triggers = _counter(
+            "monitord_retrain_triggers",
+            "Retrain requests decided, by model and reason.",
+            ("model", "reason"),
+        )
+        for (model, reason), n in sorted(self._triggers.items()):
+            triggers.add_metric((model, reason), n)
+        checkpoint = _gauge(
+            "monitord_checkpoint_last_success_timestamp_seconds",
+            "Wall clock of the last successful checkpoint (absent before the first).",
+        )
+        if self._checkpoint is not None:
+            checkpoint.add_metric((), self._checkpoint)
+        heartbeat = _gauge(
+            "monitord_loop_heartbeat_timestamp_seconds",
+            "Wall clock of the main loop's last iteration (absent before the first).",
+        )
+        if self._heartbeat is not None:
+            heartbeat.add_metric((), self._heartbeat)
+        ready = GaugeMetricFamily(
+            "monitord_ready", "1 when the daemon is ready (see /readyz), else 0.", value=self._ready
+        )
+        dropped = CounterMetricFamily(
+            "monitord_metric_series_dropped",
+            "Per-feature series updates refused by the cardinality cap (admin.max_feature_series).",
+            value=self._dropped,
+        )
+        return [
+            info,
+            events,
+            per_model,
+            bad,
+            lag,
+            duration,
+            last_event,
+            last_seen,
+            statistic,
+            threshold,
+            transitions,
+            firing,
+            triggers,
+            checkpoint,
+            heartbeat,
+            ready,
+            dropped,
+        ]
+
+    def _histogram_buckets(self) -> list[tuple[str, float]]:
+        cumulative = 0
+        buckets: list[tuple[str, float]] = []
+        for bound, n in zip(BATCH_BUCKETS, self._batch_buckets, strict=False):
+            cumulative += n
+            buckets.append((repr(bound), cumulative))
+        buckets.append(("+Inf", cumulative + self._batch_buckets[-1]))
+        return buckets
+
+
+class OutboxCollector:
+    """``monitord_deliveries_total`` and ``monitord_outbox_pending_messages`` per receiver,
+    read from the outbox file (`connectors.outbox`) at scrape time.
+
+    Attempts are read incrementally (rows after the last one counted), so a scrape costs a
+    few index look-ups however long the history grows; the first scrape after a start
+    counts the whole history once.
+    """
+
+    def __init__(self, path: Path | str, receivers: Sequence[str] = ()) -> None:
+        self._path = Path(path)
+        self._receivers = tuple(receivers)
+        self._lock = threading.Lock()
+        self._counted_rowid = 0
+        self._deliveries = self._zero_deliveries()
+
+    def _zero_deliveries(self) -> dict[tuple[str, str], int]:
+        return {(r, o): 0 for r in self._receivers for o in DELIVERY_OUTCOMES}
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            pending = dict.fromkeys(self._receivers, 0)
+            if self._path.exists():
+                try:
+                    pending.update(self._read())
+                except sqlite3.Error as exc:
+                    log.warning("outbox metrics: cannot read %s (%s)", self._path, exc)
+            deliveries = _counter(
+                "monitord_deliveries",
+                "Delivery attempts to each receiver, by outcome.",
+                ("receiver", "outcome"),
+            )
+            for key, n in sorted(self._deliveries.items()):
+                deliveries.add_metric(key, n)
+        backlog = _gauge(
+            "monitord_outbox_pending_messages",
+            "Messages in the outbox waiting for delivery to each receiver.",
+            ("receiver",),
+        )
+        for receiver, n in sorted(pending.items()):
+            backlog.add_metric((receiver,), n)
+        return iter([deliveries, backlog])
+
+    def _read(self) -> dict[str, int]:
+        """Fold new attempts into the delivery counts; return the backlog per receiver."""
+        # mode=rw: never create the file; the outbox owns it.
+        uri = f"{self._path.resolve().as_uri()}?mode=rw"
+        db = sqlite3.connect(uri, uri=True, timeout=1.0, isolation_level=None)
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version != SCHEMA_VERSION:
+                log.warning(
+                    "outbox metrics: %s has schema version %s, this build reads %s",
+                    self._path,
+                    version,
+                    SCHEMA_VERSION,
+                )
+                return {}
+            db.execute("BEGIN")  # one snapshot for both reads
+            last = db.execute("SELECT coalesce(max(rowid), 0) FROM attempts").fetchone()[0]
+            if last < self._counted_rowid:  # the file was replaced: start counting again
+                self._counted_rowid, self._deliveries = 0, self._zero_deliveries()
+            rows = db.execute(
+                "SELECT receiver, outcome, count(*) FROM attempts "
+                "WHERE rowid > ? AND rowid <= ? GROUP BY receiver, outcome",
+                (self._counted_rowid, last),
+            ).fetchall()
+            pending = db.execute(
+                "SELECT receiver, count(*) FROM outbox WHERE state = 'pending' GROUP BY receiver"
+            ).fetchall()
+            db.execute("COMMIT")
+        finally:
+            db.close()
+        for receiver, outcome, n in rows:
+            key = (str(receiver), str(outcome))
+            self._deliveries[key] = self._deliveries.get(key, 0) + int(n)
+        self._counted_rowid = int(last)
+        return {str(receiver): int(n) for receiver, n in pending}
+
+
+def check_cardinality(config: Config) -> int:
+    """The model/feature/detector series the configured reference profiles need.
+
+    Raises `ConfigError` naming ``admin.max_feature_series`` when they exceed it. Models
+    without a profile (warm-up) are not known yet; the cap bounds them at run time.
+    """
+    needed: dict[str, set[tuple[str, str]]] = {}
+    for model, path in _configured_profiles(config):
+        series = feature_series(load_profile(path), config.detection_for(model))
+        needed.setdefault(model, set()).update(series)
+    total = sum(len(series) for series in needed.values())
+    cap = config.admin.max_feature_series
+    if total > cap:
+        largest = sorted(needed.items(), key=lambda item: (-len(item[1]), item[0]))[:5]
+        detail = ", ".join(f"{model}: {len(series)}" for model, series in largest)
+        raise ConfigError(
+            f"admin.max_feature_series: the configured reference profiles need {total} "
+            f"model/feature/detector series ({detail}), more than the cap of {cap}; raise "
+            "admin.max_feature_series, or monitor fewer features or detectors"
+        )
+    return total
+
+
+def feature_series(profile: ReferenceProfile, settings: DetectionSettings) -> set[tuple[str, str]]:
+    """(feature, detector) pairs the detector suite reports for ``profile``."""
+    chosen = set(settings.detectors)
+    numeric: list[str] = [name for name in ("ks", "psi") if name in chosen]
+    categorical: list[str] = [name for name in ("chi2", "psi") if name in chosen]
+    if "quality" in chosen:
+        numeric += ["missing", "out_of_range"]
+        categorical += ["missing", "unseen"]
+    series: set[tuple[str, str]] = {(f, d) for f in profile.numeric_names for d in numeric}
+    series |= {(f, d) for f in profile.categorical_names for d in categorical}
+    if "adwin" in chosen:
+        adwin = profile.numeric_names
+        if settings.adwin_columns == "prediction":
+            adwin = tuple(name for name in adwin if name == PREDICTION)
+        series |= {(f, "adwin") for f in adwin}
+    return series
+
+
+def _configured_profiles(config: Config) -> list[tuple[str, Path]]:
+    found: dict[Path, str] = {}
+    for model in config.models:
+        for path in model.profiles.values():
+            found.setdefault(path.resolve(), model.name)
+    if config.profile_dir is not None and config.profile_dir.is_dir():
+        for path in sorted(config.profile_dir.glob("*@*.npz")):
+            found.setdefault(path.resolve(), path.stem.rpartition("@")[0])
+    return [(model, path) for path, model in found.items()]
+
+
+def _counter(name: str, documentation: str, labels: Sequence[str]) -> CounterMetricFamily:
+    return CounterMetricFamily(name, documentation, labels=labels)
+
+
+def _gauge(name: str, documentation: str, labels: Sequence[str] = ()) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, labels=labels)
+
+
+def _package_version() -> str:
+    try:
+        return metadata.version("monitord")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+__all__ = [
+    "BATCH_BUCKETS",
+    "DaemonMetrics",
+    "OutboxCollector",
+    "check_cardinality",
+    "feature_series",
+]
