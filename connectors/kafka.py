@@ -385,6 +385,23 @@ class KafkaSource:
             return frozenset()
         return frozenset(_ours(self._consumer.assignment()))
 
+    def probe(self, timeout_s: float) -> None:
+        """One round trip to the group coordinator; raise `BrokerUnavailable` if none.
+
+        An idle consumer's `poll()` returns nothing both when the topic is quiet and when
+        the broker is stalled; this tells the two apart (for readiness).
+        """
+        self._check_open()
+        assigned = sorted(self._consumer.assignment()) or [
+            KafkaTopicPartition(topic, 0) for topic in sorted(self._consumer.subscription() or ())
+        ]
+        if not assigned:
+            return
+        try:
+            self._consumer.committed(assigned[0], timeout_ms=int(timeout_s * 1000))
+        except kafka_errors.KafkaError as exc:
+            raise BrokerUnavailable(f"{self._describe} does not answer: {exc}") from exc
+
     def seek(self, partition: TopicPartition, offset: int) -> None:
         self._check_open()
         _require(offset >= 0, "offset", f"must be >= 0, got {offset}")
@@ -485,10 +502,15 @@ class KafkaSink:
         key: bytes | None,
         value: bytes,
         headers: Sequence[tuple[str, bytes]] = (),
+        *,
+        partition: int | None = None,
     ) -> None:
+        """Queue a message; ``partition`` overrides the key's partition (changelogs)."""
         self._check_open()
         try:
-            future = self._producer.send(topic, value=value, key=key, headers=list(headers))
+            future = self._producer.send(
+                topic, value=value, key=key, headers=list(headers), partition=partition
+            )
         except kafka_errors.KafkaTimeoutError as exc:
             raise DeliveryFailed(
                 f"cannot send to {topic!r} at {self._bootstrap}: {exc} (does the topic exist?)",
@@ -580,9 +602,11 @@ def ensure_topics(
     *,
     security: KafkaSecurity | None = None,
     timeout_s: float = 10.0,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, int]:
-    """Create the missing `topics` (name -> partition count); return every topic's actual
-    partition count, so a caller that needs co-partitioning can check it."""
+    """Create the missing `topics` (name -> partition count, with optional topic `configs`
+    such as ``cleanup.policy``); return every topic's actual partition count, so a caller
+    that needs co-partitioning can check it."""
     for name, partitions in topics.items():
         _require(bool(name), "topics", "topic names must be non-empty")
         _require(partitions >= 1, f"topics[{name!r}]", f"needs >= 1 partition, got {partitions}")
@@ -591,7 +615,10 @@ def ensure_topics(
     admin = _admin(bootstrap, timeout_s, security)
     try:
         response = admin.create_topics(
-            {name: {"num_partitions": n} for name, n in topics.items()},
+            {
+                name: {"num_partitions": n, "configs": dict((configs or {}).get(name, {}))}
+                for name, n in topics.items()
+            },
             timeout_ms=int(timeout_s * 1000),
             raise_errors=False,
         )
@@ -613,10 +640,36 @@ def ensure_topics(
     return {t["name"]: len(t["partitions"]) for t in described}
 
 
+def partition_counts(
+    bootstrap: str,
+    topics: Sequence[str],
+    *,
+    security: KafkaSecurity | None = None,
+    timeout_s: float = 10.0,
+) -> dict[str, int]:
+    """Partition count of each existing topic of `topics` (missing topics are left out)."""
+    admin = _admin(bootstrap, timeout_s, security)
+    try:
+        described = admin.describe_topics(list(topics))
+    except kafka_errors.KafkaError as exc:
+        raise ConnectorError(
+            f"cannot describe topics at {bootstrap}: {exc}", retriable=exc.retriable
+        ) from exc
+    finally:
+        admin.close()
+    return {t["name"]: len(t["partitions"]) for t in described if t["error_code"] == 0}
+
+
 def read_topic(
-    bootstrap: str, topic: str, timeout_s: float = 10.0, *, security: KafkaSecurity | None = None
+    bootstrap: str,
+    topic: str,
+    timeout_s: float = 10.0,
+    *,
+    security: KafkaSecurity | None = None,
+    partitions: Sequence[int] | None = None,
 ) -> list[Record]:
-    """Every record of `topic` up to its current end, ordered by partition and offset.
+    """Every record of `topic` (or of its `partitions`) up to its current end, ordered by
+    partition and offset.
 
     Reads without a consumer group, so it never disturbs committed offsets. For tests,
     the demo and operators, not the hot path.
@@ -633,17 +686,20 @@ def read_topic(
         **(security or KafkaSecurity()).client_config(),
     )
     try:
-        partitions = [
-            KafkaTopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))
-        ]
-        if not partitions:
+        existing = sorted(consumer.partitions_for_topic(topic) or ())
+        if not existing:
             raise ConnectorError(f"topic {topic!r} does not exist at {bootstrap}")
-        consumer.assign(partitions)
+        wanted = existing if partitions is None else sorted(partitions)
+        missing = sorted(set(wanted) - set(existing))
+        if missing:
+            raise ConnectorError(f"topic {topic!r} at {bootstrap} has no partition {missing}")
+        assigned = [KafkaTopicPartition(topic, p) for p in wanted]
+        consumer.assign(assigned)
         consumer.seek_to_beginning()
         records: list[Record] = []
         # The end is the high watermark reported by fetches: Tansu's ListOffsets(latest)
         # answers the last batch's base offset + 1, so end_offsets() can be too low.
-        while not all(_caught_up(consumer, tp) for tp in partitions):
+        while not all(_caught_up(consumer, tp) for tp in assigned):
             if time.monotonic() > deadline:
                 raise ConnectorError(
                     f"reading {topic!r} at {bootstrap} did not finish within {timeout_s:g}s",

@@ -127,6 +127,10 @@ class MemorySource:
     def assignment(self) -> frozenset[TopicPartition]:
         return frozenset(self._assigned)
 
+    def probe(self, timeout_s: float) -> None:
+        """Always answers: memory has no outage (see `Source.probe`)."""
+        self._check_open()
+
     def seek(self, partition: TopicPartition, offset: int) -> None:
         self._check_open()
         if partition not in self._assigned:

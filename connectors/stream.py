@@ -80,6 +80,11 @@ class Source(Protocol):
         """The partitions this source currently reads."""
         ...
 
+    def probe(self, timeout_s: float) -> None:
+        """Check the source is reachable (a quiet stream and a dead broker look alike in
+        `poll`); raise a retriable `ConnectorError` if it is not."""
+        ...
+
     def seek(self, partition: TopicPartition, offset: int) -> None:
         """Read an assigned ``partition`` from ``offset`` next (e.g. a checkpoint's offset)."""
         ...

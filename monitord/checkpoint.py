@@ -13,14 +13,15 @@ plus named numeric arrays, safe to load from an untrusted store. A reference cap
 warm-up events is stored once per profile id beside the checkpoints.
 
 Two stores: `LocalStore` (SQLite in ``state_dir``, the embedded default) and
-`connectors.changelog`-backed `ChangelogStore` (a compacted Kafka topic partitioned like the
-input, so state moves with a partition between machines).
+`ChangelogStore` (a compacted Kafka topic partitioned like the input, so state moves with a
+partition between machines).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import sqlite3
 import zipfile
 from collections.abc import Iterator
@@ -31,9 +32,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from connectors.kafka import KafkaSecurity, KafkaSink, read_topic
 from connectors.stream import TopicPartition
 from detectors.detection import State, sub_state
 from detectors.profile import ProfileError, ReferenceProfile
+
+log = logging.getLogger(__name__)
 
 FORMAT = "monitord.checkpoint"
 FORMAT_VERSION = 1
@@ -188,3 +192,83 @@ class LocalStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+CHECKPOINT_KEY = "checkpoint/"
+PROFILE_KEY = "profile/"
+
+
+class ChangelogStore:
+    """Checkpoints in a compacted Kafka topic partitioned like the input (Kafka Streams' pattern).
+
+    The checkpoint of input partition ``topic[p]`` is the newest message keyed
+    ``checkpoint/<topic>`` in changelog partition ``p``; a reference captured from warm-up
+    events is keyed ``profile/<id>`` in the same partition, written before the first
+    checkpoint that names it. Whoever is assigned ``topic[p]`` replays changelog partition
+    ``p``, so state follows a partition to another machine.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        sink: KafkaSink,
+        *,
+        security: KafkaSecurity | None = None,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self.bootstrap, self.topic = bootstrap, topic
+        self._sink, self._security, self._timeout_s = sink, security, timeout_s
+        self._profiles: dict[str, ReferenceProfile] = {}  # every reference seen or written
+
+    def save(self, checkpoints: list[Checkpoint], profiles: list[ReferenceProfile]) -> None:
+        new = {profile.profile_id: profile for profile in profiles}
+        for checkpoint in checkpoints:
+            partition = checkpoint.partition.partition
+            for version in checkpoint.versions:
+                profile_id = version.monitor.get("profile_id")
+                if isinstance(profile_id, str) and profile_id in new:
+                    data = new[profile_id].to_bytes()
+                    self._sink.send(
+                        self.topic, (PROFILE_KEY + profile_id).encode(), data, partition=partition
+                    )
+            key = (CHECKPOINT_KEY + checkpoint.partition.topic).encode()
+            self._sink.send(self.topic, key, encode(checkpoint), partition=partition)
+        self._sink.flush(self._timeout_s)
+        self._profiles.update(new)
+
+    def load(self, partition: TopicPartition) -> Checkpoint | None:
+        records = read_topic(
+            self.bootstrap,
+            self.topic,
+            self._timeout_s,
+            security=self._security,
+            partitions=[partition.partition],
+        )
+        wanted = (CHECKPOINT_KEY + partition.topic).encode()
+        newest = None
+        for record in records:
+            key = record.key or b""
+            if key == wanted:
+                newest = record
+            elif key.startswith(PROFILE_KEY.encode()) and record.value:
+                profile_id = key[len(PROFILE_KEY) :].decode(errors="replace")
+                source = f"{self.topic}[{partition.partition}]@{record.offset}"
+                try:
+                    self._profiles[profile_id] = ReferenceProfile.from_bytes(record.value, source)
+                except ProfileError as exc:
+                    log.error("%s", exc)
+        if newest is None or not newest.value:
+            return None
+        return decode(newest.value, f"{self.topic}[{partition.partition}]@{newest.offset}")
+
+    def load_profile(self, partition: TopicPartition, profile_id: str) -> ReferenceProfile:
+        profile = self._profiles.get(profile_id)
+        if profile is None:
+            raise CheckpointError(
+                f"{self.topic}[{partition.partition}]: captured reference {profile_id} is missing"
+            )
+        return profile
+
+    def close(self) -> None:
+        self._sink.close()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -203,9 +205,20 @@ def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     daemon = build_kafka_daemon(config)
     tune_garbage_collector()
+    grace_s = config.shutdown.grace_s
+
+    def overdue() -> None:
+        # Whatever was not checkpointed is processed again after a restart (same ids).
+        print(f"monitord: error: shutdown exceeded {grace_s:g}s; exiting now", file=sys.stderr)
+        os._exit(4)
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        daemon.stopping.set()
+        if daemon.stopping.is_set():
+            return
+        daemon.stopping.set()  # the loop finishes its batch, then close() drains
+        watchdog = threading.Timer(grace_s, overdue)
+        watchdog.daemon = True
+        watchdog.start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -213,6 +226,13 @@ def _run(args: argparse.Namespace) -> int:
         daemon.run()
     finally:
         daemon.close()
+    if not daemon.clean:
+        print(
+            "monitord: error: the last batch's outputs could not be delivered before "
+            "stopping; it will be processed again on restart",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

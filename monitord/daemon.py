@@ -20,8 +20,9 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from connectors.stream import Record, Sink, Source, TopicPartition
+from connectors.stream import CommitFailed, ConnectorError, Record, Sink, Source, TopicPartition
 from detectors.profile import ReferenceProfile
 from monitord.alerts import Alert
 from monitord.checkpoint import Checkpoint, CheckpointError, CheckpointStore, VersionState
@@ -53,6 +54,29 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+class HealthReport(Protocol):
+    """What the loop tells the admin endpoint (`monitord.admin.Health`)."""
+
+    def heartbeat(self) -> None: ...
+
+    def set_condition(self, name: str, ok: bool, reason: str = "") -> None: ...
+
+
+class _Unobserved:
+    def heartbeat(self) -> None:
+        pass
+
+    def set_condition(self, name: str, ok: bool, reason: str = "") -> None:
+        pass
+
+
+BACKOFF_S = (0.5, 10.0)
+"""First and longest wait between retries while the broker or an output is unreachable."""
+
+PROBE_INTERVAL_S = 5.0
+"""How often an idle loop checks that the broker still answers (readiness)."""
+
+
 @dataclass
 class Stats:
     """Counters a status line or the metrics endpoint reads."""
@@ -77,6 +101,7 @@ class Daemon:
         load_profile: ProfileLoader,
         store: CheckpointStore | None = None,
         clock: Callable[[], float] = time.monotonic,
+        health: HealthReport | None = None,
     ) -> None:
         self.config = config
         self.source = source
@@ -93,6 +118,10 @@ class Daemon:
         self._saved_profiles: set[str] = set()
         self._events_since_checkpoint = 0
         self._last_checkpoint = clock()
+        self._uncommitted: dict[TopicPartition, int] = {}  # checkpointed, commit pending
+        self._undelivered = False  # a batch's outputs are not flushed: no checkpoint then
+        self._last_probe = clock()
+        self.health: HealthReport = health or _Unobserved()
 
     def step(self, timeout_s: float = 0.5) -> tuple[int, list[Output]]:
         """Process one polled batch; returns how many records it held and its outputs."""
@@ -101,7 +130,12 @@ class Daemon:
         if not records:
             if self._checkpoint_due():
                 self.checkpoint()
+            if self._clock() - self._last_probe >= PROBE_INTERVAL_S:
+                self._last_probe = self._clock()
+                self.source.probe(PROBE_INTERVAL_S / 2)
+            self.health.set_condition("broker", True)
             return 0, []
+        self._last_probe = self._clock()
         # Top the batch up with what is already fetched (no waiting), so the per-batch flush
         # and commit are paid once per large batch rather than once per fetch.
         while len(records) < limit:
@@ -118,12 +152,8 @@ class Daemon:
             bad += update.bad
             self.stats.per_model[group.model] += len(group) - len(update.bad)
         outputs = self.policy.decide(evaluations)
-        self._dead_letter(bad)
-        for publisher in self.publishers:
-            publisher.publish(outputs)
-        for publisher in self.publishers:
-            publisher.flush()
-        self.dead_letters.flush(30.0)
+        if not self._deliver(outputs, bad):
+            return len(records), outputs  # stopping: the batch is processed again on restart
         self._count(len(records), bad, outputs)
         processed = _next_offsets(records)
         if self.store is None:
@@ -134,6 +164,40 @@ class Daemon:
             if self._checkpoint_due():
                 self.checkpoint()
         return len(records), outputs
+
+    def _deliver(self, outputs: list[Output], bad: list[BadRecord]) -> bool:
+        """Publish and flush a batch's outputs and dead letters, retrying while a retriable
+        failure lasts. Publishing again after a failure may repeat messages (same ids), never
+        lose one. False when told to stop first: that batch must not be checkpointed."""
+        attempt = 0
+        while True:
+            try:
+                self._dead_letter(bad)
+                for publisher in self.publishers:
+                    publisher.publish(outputs)
+                for publisher in self.publishers:
+                    publisher.flush()
+                self.dead_letters.flush(30.0)
+            except ConnectorError as exc:
+                if not exc.retriable:
+                    raise
+                self._undelivered = True
+                self.health.set_condition("broker", False, f"outputs not delivered: {exc}")
+                if not self._back_off(attempt, f"outputs not delivered ({exc})"):
+                    return False
+                attempt += 1
+                continue
+            self._undelivered = False
+            self.health.set_condition("broker", True)
+            return True
+
+    def _back_off(self, attempt: int, what: str) -> bool:
+        """Wait before retry ``attempt`` (exponential, capped); False if stopping meanwhile."""
+        first, longest = BACKOFF_S
+        delay = min(longest, first * 2**attempt)
+        log.warning("%s; retrying in %.1fs", what, delay)
+        self.health.heartbeat()  # waiting on purpose is not a hung loop
+        return not self.stopping.wait(delay)
 
     def _checkpoint_due(self) -> bool:
         settings = self.config.checkpoint
@@ -147,7 +211,7 @@ class Daemon:
 
         Call only between batches: everything folded into the state must be flushed.
         """
-        if self.store is None:
+        if self.store is None or self._undelivered:
             return
         moved = {
             tp: offset
@@ -174,7 +238,25 @@ class Daemon:
         self._checkpointed.update(moved)
         self.stats.checkpoints += 1
         self.stats.last_checkpoint = now
-        self.source.commit(moved)
+        self._uncommitted.update(moved)
+        self._commit()
+
+    def _commit(self) -> None:
+        """Commit what is checkpointed. A failure is not fatal: restoring seeks to the
+        checkpoint anyway, and the next checkpoint commits again."""
+        if not self._uncommitted:
+            return
+        try:
+            self.source.commit(self._uncommitted)
+        except CommitFailed as exc:
+            log.warning("%s; the partitions' new owner restores from the checkpoint", exc)
+        except ConnectorError as exc:
+            if not exc.retriable:
+                raise
+            log.warning("%s; committing again after the next checkpoint", exc)
+            self.health.set_condition("broker", False, f"commit failed: {exc}")
+            return
+        self._uncommitted.clear()
 
     def on_assigned(self, partitions: set[TopicPartition]) -> None:
         """Rebalance callback: restore each partition's state and read on from its offset."""
@@ -212,18 +294,45 @@ class Daemon:
 
     def on_revoked(self, partitions: set[TopicPartition]) -> None:
         """Rebalance callback: checkpoint what moved, then forget the partitions' state."""
-        self.checkpoint(partitions)
+        try:
+            self.checkpoint(partitions)
+        except (ConnectorError, OSError) as exc:
+            # Every stored checkpoint pairs state with its offset: the new owner restores an
+            # older one and processes again, with the same output ids.
+            log.error(
+                "checkpoint on revocation of %s failed: %s", sorted(map(str, partitions)), exc
+            )
         keys = [key for tp in partitions for key in self.monitor.owned_by(tp)]
         self.monitor.drop(keys)
         self.policy.drop(keys)
         for tp in partitions:
             self._processed.pop(tp, None)
             self._checkpointed.pop(tp, None)
+            self._uncommitted.pop(tp, None)
 
     def run(self) -> None:
-        """Cycle until `stopping` is set (a signal handler only sets it)."""
+        """Cycle until `stopping` is set (a signal handler only sets it).
+
+        A broker that is down or stalled is waited out with backoff (reported not ready),
+        never a reason to exit.
+        """
+        attempt = 0
         while not self.stopping.is_set():
-            self.step()
+            try:
+                self.step()
+                attempt = 0
+            except ConnectorError as exc:
+                if not exc.retriable:
+                    raise
+                self.health.set_condition("broker", False, str(exc))
+                self._back_off(attempt, str(exc))
+                attempt += 1
+            self.health.heartbeat()
+
+    @property
+    def clean(self) -> bool:
+        """False while a processed batch's outputs are undelivered (lost on exit: replayed)."""
+        return not self._undelivered
 
     def drain(self, idle_polls: int = 1, timeout_s: float = 0.0) -> list[Output]:
         """Cycle until ``idle_polls`` consecutive polls return nothing; all outputs."""

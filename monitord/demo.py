@@ -118,7 +118,10 @@ def _run(
         kafka = config.kafka.model_copy(
             update={"bootstrap_servers": broker.bootstrap, "consumer": consumer}
         )
-        config = config.model_copy(update={"kafka": kafka})
+        # The embedded broker keeps nothing between runs, so neither may its checkpoints:
+        # a restored offset would point past the end of the new, empty topic.
+        checkpoint = config.checkpoint.model_copy(update={"store": "none"})
+        config = config.model_copy(update={"kafka": kafka, "checkpoint": checkpoint})
         ensure_topics(broker.bootstrap, {topic: 3})
         generator = TrafficGenerator(drift_after=int(rate * drift_after_s) // len(MODELS))
         producer = threading.Thread(

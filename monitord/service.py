@@ -14,11 +14,12 @@ from connectors.kafka import (
     KafkaSink,
     KafkaSource,
     ensure_topics,
+    partition_counts,
 )
 from connectors.outbox import Outbox
 from connectors.stream import TopicPartition
 from monitord.audit import AuditLog
-from monitord.checkpoint import CheckpointStore, LocalStore
+from monitord.checkpoint import ChangelogStore, CheckpointStore, LocalStore
 from monitord.config import Config, ConfigError
 from monitord.daemon import Daemon
 from monitord.delivery import AlertDelivery, build_receivers
@@ -100,16 +101,59 @@ def build_kafka_daemon(config: Config, extra: list[Publisher] | None = None) -> 
     if config.receivers:
         publishers.append(alert_delivery(config, receivers).start())
     publishers += extra or []
-    store = checkpoint_store(config)
+    try:
+        store = checkpoint_store(config, security)
+    except BaseException:
+        source.close()
+        sink.close()
+        raise
     daemon = Daemon(config, source, sink, publishers, profile_loader(config), store)
     return daemon
 
 
-def checkpoint_store(config: Config) -> CheckpointStore | None:
+CHANGELOG_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+"""A checkpoint holds whole windows and captured references: far above Kafka's 1 MB default."""
+
+
+def checkpoint_store(config: Config, security: KafkaSecurity) -> CheckpointStore | None:
     """The configured checkpoint store (None: `checkpoint.store = "none"`)."""
-    if config.checkpoint.store == "none":
+    settings, kafka = config.checkpoint, config.kafka
+    if settings.store == "none":
         return None
-    return LocalStore(config.state_dir / "checkpoints.sqlite")
+    if settings.store == "local":
+        return LocalStore(config.state_dir / "checkpoints.sqlite")
+    topic = changelog_topic(config)
+    timeout = kafka.connect_timeout_s
+    counts = partition_counts(
+        kafka.bootstrap_servers, kafka.input_topics, security=security, timeout_s=timeout
+    )
+    # Changelog partition p holds the state of input partition p of every input topic.
+    needed = max(counts.values(), default=1)
+    actual = ensure_topics(
+        kafka.bootstrap_servers,
+        {topic: needed},
+        security=security,
+        timeout_s=timeout,
+        configs={topic: {"cleanup.policy": "compact"}},
+    )
+    if actual.get(topic, needed) < needed:
+        raise ConfigError(
+            f"checkpoint.changelog_topic: {topic!r} has {actual[topic]} partitions but the "
+            f"input has {needed}; give it as many partitions as the input (or a new name)"
+        )
+    sink = KafkaSink(
+        kafka.bootstrap_servers,
+        settings=KafkaProducerSettings(
+            connect_timeout_s=timeout,
+            security=security,
+            max_request_size=CHANGELOG_MAX_MESSAGE_BYTES,
+        ),
+    )
+    return ChangelogStore(kafka.bootstrap_servers, topic, sink, security=security)
+
+
+def changelog_topic(config: Config) -> str:
+    return config.checkpoint.changelog_topic or f"{config.kafka.group_id}.changelog"
 
 
 def audit_path(config: Config) -> Path:

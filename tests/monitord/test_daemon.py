@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import orjson
+import pytest
 
 from connectors.memory import MemorySink, MemorySource
-from connectors.stream import Record, TopicPartition
+from connectors.stream import DeliveryFailed, Record, TopicPartition
+from monitord import daemon as daemon_module
 from monitord.config import parse_config
 from monitord.daemon import Daemon
 from monitord.outputs import KafkaPublisher
@@ -75,3 +77,46 @@ def test_bad_records_are_dead_lettered_with_headers_and_counted() -> None:
     assert daemon.stats.bad_records == {"invalid_json": 1, "wrong_type": 1}
     assert daemon.stats.events == len(values)
     assert source.committed == {TopicPartition("in", 2): 100 + len(values)}
+
+
+def _drift_records() -> list[Record]:
+    rng = np.random.default_rng(11)
+    values = rng.normal(size=(4000, 2))
+    values[2500:, 1] += 1.5
+    return [Record("in", 0, i, b"m", v, 0) for i, v in enumerate(_events(values))]
+
+
+def test_lost_flushes_are_published_again_and_nothing_is_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(daemon_module, "BACKOFF_S", (0.0, 0.0))
+    daemon, _, expected = _daemon(_drift_records())
+    daemon.drain()
+    daemon, source, sink = _daemon(_drift_records())
+    for _ in range(3):  # lost with everything pending, as a broker failure can
+        sink.fail_next_flush()
+    daemon.drain()
+    assert {m.value for m in sink.messages()} == {m.value for m in expected.messages()}
+    assert source.committed == {TopicPartition("in", 0): 4000}
+    assert daemon.clean
+
+
+def test_a_permanent_delivery_failure_stops_the_loop() -> None:
+    daemon, source, sink = _daemon(_drift_records())
+    sink.fail_next_flush(DeliveryFailed("message too large", retriable=False))
+    with pytest.raises(DeliveryFailed, match="too large"):
+        daemon.step()
+    assert source.committed == {}
+
+
+def test_stopping_while_outputs_are_undelivered_keeps_the_batch_unprocessed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(daemon_module, "BACKOFF_S", (0.0, 0.0))
+    daemon, source, sink = _daemon(_drift_records())
+    sink.fail_next_flush()
+    daemon.stopping.set()
+    polled, _ = daemon.step()
+    assert polled == 700
+    assert not daemon.clean
+    assert source.committed == {}  # read again after a restart

@@ -368,6 +368,9 @@ class RecordingSource:
     def seek(self, partition: TopicPartition, offset: int) -> None:
         self.inner.seek(partition, offset)
 
+    def probe(self, timeout_s: float) -> None:
+        self.inner.probe(timeout_s)
+
     def close(self) -> None:
         self.inner.close()
 
