@@ -385,6 +385,17 @@ class KafkaSource:
             return frozenset()
         return frozenset(_ours(self._consumer.assignment()))
 
+    def end_offsets(self) -> dict[TopicPartition, int]:
+        # The high watermarks of fetch responses: Tansu's ListOffsets answer is too low.
+        if self._closed:
+            return {}
+        ends = {}
+        for ktp in self._consumer.assignment():
+            highwater = self._consumer.highwater(ktp)
+            if highwater is not None:
+                ends[TopicPartition(ktp.topic, ktp.partition)] = int(highwater)
+        return ends
+
     def probe(self, timeout_s: float) -> None:
         """One round trip to the group coordinator; raise `BrokerUnavailable` if none.
 
@@ -447,7 +458,9 @@ class KafkaSource:
         self._consumer.commit_async(offsets, callback=done)
 
     def _rebalanced(self, callback: RebalanceCallback | None, partitions: Any, lost: bool) -> None:
-        if callback is None or not partitions:
+        # An empty assignment is reported too: a member with no partitions (more replicas
+        # than partitions) has joined and is legitimately idle.
+        if callback is None or (not partitions and callback is not self._on_assigned):
             return
         self._callback_thread = threading.get_ident()
         self._callback_lost = lost

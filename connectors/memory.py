@@ -127,6 +127,11 @@ class MemorySource:
     def assignment(self) -> frozenset[TopicPartition]:
         return frozenset(self._assigned)
 
+    def end_offsets(self) -> dict[TopicPartition, int]:
+        return {
+            tp: (self._offsets[tp][-1] + 1 if self._offsets[tp] else 0) for tp in self._assigned
+        }
+
     def probe(self, timeout_s: float) -> None:
         """Always answers: memory has no outage (see `Source.probe`)."""
         self._check_open()

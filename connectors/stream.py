@@ -80,6 +80,11 @@ class Source(Protocol):
         """The partitions this source currently reads."""
         ...
 
+    def end_offsets(self) -> dict[TopicPartition, int]:
+        """The last known end (next offset to be written) of each assigned partition, as seen
+        by reading; no network call. For lag: end minus the next offset to process."""
+        ...
+
     def probe(self, timeout_s: float) -> None:
         """Check the source is reachable (a quiet stream and a dead broker look alike in
         `poll`); raise a retriable `ConnectorError` if it is not."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -16,6 +17,8 @@ from connectors.stream import ConnectorError
 from detectors.profile import ProfileError
 from monitord.config import Config, ConfigError, load_config, masked, parse_config
 from monitord.tabular import DataError
+
+log = logging.getLogger("monitord")
 
 DEFAULT_CONFIG = Path("config.toml")
 
@@ -199,11 +202,29 @@ def _alerts(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from monitord.admin import AdminServer  # noqa: PLC0415
     from monitord.daemon import tune_garbage_collector  # noqa: PLC0415
-    from monitord.service import build_kafka_daemon  # noqa: PLC0415
+    from monitord.logs import configure_logging, register_config_secrets  # noqa: PLC0415
+    from monitord.service import build_kafka_daemon, observability  # noqa: PLC0415
 
     config = load_config(args.config)
-    daemon = build_kafka_daemon(config)
+    configure_logging(config.logging.format, config.logging.level)
+    register_config_secrets(config, os.environ)
+    health, metrics = observability(config)
+    daemon = build_kafka_daemon(config, health=health, metrics=metrics)
+    admin = None
+    if config.admin.enabled:
+        try:
+            admin = AdminServer(
+                config.admin.host, config.admin.port, metrics, health, daemon.status
+            ).start()
+        except OSError as exc:
+            daemon.close()
+            raise ConfigError(
+                f"admin.port: cannot listen on {config.admin.host}:{config.admin.port} "
+                f"({exc.strerror}); choose a free port or set admin.enabled = false"
+            ) from None
+        log.info("admin endpoint on %s", admin.url)
     tune_garbage_collector()
     grace_s = config.shutdown.grace_s
 
@@ -226,6 +247,8 @@ def _run(args: argparse.Namespace) -> int:
         daemon.run()
     finally:
         daemon.close()
+        if admin is not None:
+            admin.close()
     if not daemon.clean:
         print(
             "monitord: error: the last batch's outputs could not be delivered before "

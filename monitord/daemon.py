@@ -28,6 +28,7 @@ from monitord.alerts import Alert
 from monitord.checkpoint import Checkpoint, CheckpointError, CheckpointStore, VersionState
 from monitord.config import Config
 from monitord.events import BadRecord, decode
+from monitord.metrics import DaemonMetrics
 from monitord.monitor import Monitor, ProfileLoader
 from monitord.outputs import Publisher
 from monitord.policy import Output, Policy
@@ -102,6 +103,7 @@ class Daemon:
         store: CheckpointStore | None = None,
         clock: Callable[[], float] = time.monotonic,
         health: HealthReport | None = None,
+        metrics: DaemonMetrics | None = None,
     ) -> None:
         self.config = config
         self.source = source
@@ -122,6 +124,7 @@ class Daemon:
         self._undelivered = False  # a batch's outputs are not flushed: no checkpoint then
         self._last_probe = clock()
         self.health: HealthReport = health or _Unobserved()
+        self.metrics = metrics
 
     def step(self, timeout_s: float = 0.5) -> tuple[int, list[Output]]:
         """Process one polled batch; returns how many records it held and its outputs."""
@@ -136,6 +139,7 @@ class Daemon:
             self.health.set_condition("broker", True)
             return 0, []
         self._last_probe = self._clock()
+        started = time.perf_counter()
         # Top the batch up with what is already fetched (no waiting), so the per-batch flush
         # and commit are paid once per large batch rather than once per fetch.
         while len(records) < limit:
@@ -146,23 +150,40 @@ class Daemon:
         decoded = decode(records, self.config.events, self.monitor.columns_for)
         bad = list(decoded.bad)
         evaluations = []
+        metrics = self.metrics
         for group in decoded.groups.values():
             update = self.monitor.update(group)
             evaluations += update.evaluations
             bad += update.bad
-            self.stats.per_model[group.model] += len(group) - len(update.bad)
+            good = len(group) - len(update.bad)
+            self.stats.per_model[group.model] += good
+            if metrics is not None:
+                metrics.model_events(group.model, good, update.newest_time)
         outputs = self.policy.decide(evaluations)
         if not self._deliver(outputs, bad):
             return len(records), outputs  # stopping: the batch is processed again on restart
         self._count(len(records), bad, outputs)
         processed = _next_offsets(records)
+        self._processed.update(processed)
         if self.store is None:
             self.source.commit(processed)
         else:
-            self._processed.update(processed)
             self._events_since_checkpoint += len(records)
             if self._checkpoint_due():
                 self.checkpoint()
+        if metrics is not None:
+            metrics.evaluations(evaluations)
+            metrics.outputs(outputs)
+            metrics.bad_records(Counter(b.reason for b in bad))
+            ends = self.source.end_offsets()
+            metrics.lag(
+                {
+                    (tp.topic, tp.partition): max(0, end - self._processed[tp])
+                    for tp, end in ends.items()
+                    if tp in self._processed
+                }
+            )
+            metrics.batch(len(records), time.perf_counter() - started)
         return len(records), outputs
 
     def _deliver(self, outputs: list[Output], bad: list[BadRecord]) -> bool:
@@ -238,6 +259,8 @@ class Daemon:
         self._checkpointed.update(moved)
         self.stats.checkpoints += 1
         self.stats.last_checkpoint = now
+        if self.metrics is not None:
+            self.metrics.checkpointed(now)
         self._uncommitted.update(moved)
         self._commit()
 
@@ -261,8 +284,17 @@ class Daemon:
     def on_assigned(self, partitions: set[TopicPartition]) -> None:
         """Rebalance callback: restore each partition's state and read on from its offset."""
         if self.store is None:
+            self.health.set_condition("assigned", True)
+            self.health.set_condition("state_restored", True)
             return
-        store = self.store
+        self.health.set_condition("state_restored", False, "restoring checkpoints")
+        self._restore(self.store, partitions)
+        self.health.set_condition("assigned", True)
+        self.health.set_condition("state_restored", True)
+        if self.metrics is not None:
+            self.metrics.restore_firing(self.policy.firing())
+
+    def _restore(self, store: CheckpointStore, partitions: set[TopicPartition]) -> None:
         for tp in sorted(partitions, key=lambda tp: (tp.topic, tp.partition)):
             try:
                 checkpoint = store.load(tp)
@@ -328,6 +360,35 @@ class Daemon:
                 self._back_off(attempt, str(exc))
                 attempt += 1
             self.health.heartbeat()
+
+    def status(self) -> dict[str, object]:
+        """Per model version: reference, warm-up, rows seen and alerts firing (for /status).
+
+        Called from the admin thread: reads snapshots of the loop's dictionaries."""
+        firing: dict[tuple[str, str], list[dict[str, str]]] = {}
+        for model, version, feature, detector in self.policy.firing():
+            firing.setdefault((model, version), []).append(
+                {"feature": feature, "detector": detector}
+            )
+        models: dict[str, dict[str, object]] = {}
+        for (model, version), monitor in list(self.monitor.versions.items()):
+            profile = monitor.profile
+            models.setdefault(model, {})[version] = {
+                "reference_id": None if profile is None else profile.profile_id,
+                "reference": "file" if monitor.profile_from_file else "warm-up capture",
+                "status": "warming up" if monitor.warming_up else "monitoring",
+                "events": self.stats.per_model.get(model, 0),
+                "partition": str(monitor.owner),
+                "alerts_firing": firing.get((model, version), []),
+            }
+        return {
+            "events": self.stats.events,
+            "bad_records": dict(self.stats.bad_records),
+            "assigned": sorted(str(tp) for tp in self.source.assignment()),
+            "checkpoints": self.stats.checkpoints,
+            "last_checkpoint": self.stats.last_checkpoint or None,
+            "models": models,
+        }
 
     @property
     def clean(self) -> bool:

@@ -53,6 +53,7 @@ class Evaluation:
 class MonitorUpdate:
     evaluations: list[Evaluation]
     bad: list[BadRecord]
+    newest_time: float = float("nan")  # event time of the newest good event (NaN: none)
 
 
 class _RowLog:
@@ -153,15 +154,16 @@ class _VersionMonitor:
             times, numeric, categorical = times[keep], numeric[keep], categorical[keep]
         if not records:
             return MonitorUpdate([], bad)
+        newest = float(times.max())
         if self.detectors is None:
             # The reference is exactly the first warmup_events rows; the rest of the batch
             # that completes it is already monitored against it.
             taken = self._capture(numeric, categorical)
             if self.detectors is None or taken == len(records):
-                return MonitorUpdate([], bad)
+                return MonitorUpdate([], bad, newest)
             records, times = records[taken:], times[taken:]
             numeric, categorical = numeric[taken:], categorical[taken:]
-        return MonitorUpdate(self._detect(numeric, categorical, records, times), bad)
+        return MonitorUpdate(self._detect(numeric, categorical, records, times), bad, newest)
 
     def _capture(self, numeric: FloatArray, categorical: npt.NDArray[np.object_]) -> int:
         """Keep rows for the reference until it is complete; return how many were kept."""

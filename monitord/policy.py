@@ -84,6 +84,14 @@ class Policy:
         for key in keys:
             self._versions.pop(key, None)
 
+    def firing(self) -> list[tuple[str, str, str, str]]:
+        """``(model, version, feature, detector)`` of every label set firing now."""
+        return [
+            (model, version, feature, detector)
+            for (model, version), state in list(self._versions.items())
+            for feature, detector in state.alerts.firing()
+        ]
+
     def _cuts(self, state: _VersionPolicy, evaluation: Evaluation) -> list[Output]:
         result, outputs = evaluation.result, []
         for j in np.flatnonzero(result.drifted):

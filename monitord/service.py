@@ -18,11 +18,13 @@ from connectors.kafka import (
 )
 from connectors.outbox import Outbox
 from connectors.stream import TopicPartition
+from monitord.admin import Health
 from monitord.audit import AuditLog
 from monitord.checkpoint import ChangelogStore, CheckpointStore, LocalStore
 from monitord.config import Config, ConfigError
 from monitord.daemon import Daemon
 from monitord.delivery import AlertDelivery, build_receivers
+from monitord.metrics import DaemonMetrics, check_cardinality
 from monitord.outputs import JsonLinesPublisher, KafkaPublisher, Publisher
 from monitord.reference import profile_loader
 
@@ -35,7 +37,13 @@ def kafka_security(config: Config) -> KafkaSecurity:
     )
 
 
-def build_kafka_daemon(config: Config, extra: list[Publisher] | None = None) -> Daemon:
+def build_kafka_daemon(
+    config: Config,
+    extra: list[Publisher] | None = None,
+    *,
+    health: Health | None = None,
+    metrics: DaemonMetrics | None = None,
+) -> Daemon:
     """A daemon reading the input topics and writing every output topic of ``config``."""
     kafka = config.kafka
     receivers = build_receivers(config.receivers)  # secrets checked before joining the group
@@ -107,8 +115,30 @@ def build_kafka_daemon(config: Config, extra: list[Publisher] | None = None) -> 
         source.close()
         sink.close()
         raise
-    daemon = Daemon(config, source, sink, publishers, profile_loader(config), store)
+    daemon = Daemon(
+        config,
+        source,
+        sink,
+        publishers,
+        profile_loader(config),
+        store,
+        health=health,
+        metrics=metrics,
+    )
     return daemon
+
+
+def observability(config: Config) -> tuple[Health, DaemonMetrics]:
+    """Readiness and metrics for a daemon of ``config`` (cardinality checked first)."""
+    check_cardinality(config)
+    metrics = DaemonMetrics(
+        max_feature_series=config.admin.max_feature_series,
+        outbox=config.state_dir / "outbox.sqlite",
+        receivers=[receiver.name for receiver in config.receivers],
+    )
+    health = Health()
+    health.set_condition("config", True)
+    return health, metrics
 
 
 CHANGELOG_MAX_MESSAGE_BYTES = 64 * 1024 * 1024

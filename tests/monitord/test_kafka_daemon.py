@@ -371,6 +371,9 @@ class RecordingSource:
     def probe(self, timeout_s: float) -> None:
         self.inner.probe(timeout_s)
 
+    def end_offsets(self) -> dict[TopicPartition, int]:
+        return self.inner.end_offsets()
+
     def close(self) -> None:
         self.inner.close()
 

@@ -1,0 +1,117 @@
+"""The daemon reports to metrics, readiness and /status as it works (in-memory connectors)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from connectors.memory import MemorySink, MemorySource
+from connectors.stream import Record, TopicPartition
+from monitord.admin import Health
+from monitord.checkpoint import LocalStore
+from monitord.config import parse_config
+from monitord.daemon import Daemon
+from monitord.metrics import DaemonMetrics
+from monitord.outputs import KafkaPublisher
+
+
+def _records() -> list[Record]:
+    rng = np.random.default_rng(4)
+    values = rng.normal(size=(3000, 2))
+    values[2000:, 0] += 2.0
+    events = [
+        orjson.dumps({"model": "m", "timestamp": 1_700_000_000 + i, "features": {"x": a, "y": b}})
+        for i, (a, b) in enumerate(values.tolist())
+    ]
+    events[10] = b"{broken"
+    return [Record("in", 0, i, b"m", v, 0) for i, v in enumerate(events)]
+
+
+def _daemon(tmp_path: Path | None = None) -> tuple[Daemon, MemorySource, Health, DaemonMetrics]:
+    config = parse_config(
+        {
+            "detection": {"warmup_events": 1000, "window_size": 500},
+            "kafka": {"consumer": {"max_poll_records": 1000}},
+        }
+    )
+    health, metrics = Health(), DaemonMetrics()
+    daemon: Daemon | None = None
+
+    def assigned(partitions: set[TopicPartition]) -> None:
+        assert daemon is not None
+        daemon.on_assigned(partitions)
+
+    source, sink = MemorySource(_records(), on_assigned=assigned), MemorySink()
+    store = LocalStore(tmp_path / "c.sqlite") if tmp_path is not None else None
+    daemon = Daemon(
+        config,
+        source,
+        sink,
+        [KafkaPublisher(sink, "alerts", "retrain")],
+        lambda m, v: None,
+        store,
+        health=health,
+        metrics=metrics,
+    )
+    return daemon, source, health, metrics
+
+
+def _samples(metrics: DaemonMetrics) -> dict[str, float]:
+    lines = metrics.exposition().decode().splitlines()
+    return {
+        name: float(value)
+        for name, _, value in (line.rpartition(" ") for line in lines)
+        if not name.startswith("#")
+    }
+
+
+def test_metrics_follow_the_stream() -> None:
+    daemon, _, _, metrics = _daemon()
+    daemon.step()
+    samples = _samples(metrics)
+    assert samples["monitord_events_consumed_total"] == 1000
+    assert samples['monitord_bad_records_total{reason="invalid_json"}'] == 1
+    assert samples['monitord_model_events_total{model="m"}'] == 999
+    assert samples['monitord_consumer_lag_records{partition="0",topic="in"}'] == 2000
+    assert samples['monitord_last_event_timestamp_seconds{model="m"}'] == 1_700_000_999
+    daemon.drain()
+    samples = _samples(metrics)
+    assert samples["monitord_events_consumed_total"] == 3000
+    assert samples['monitord_consumer_lag_records{partition="0",topic="in"}'] == 0
+    assert samples["monitord_batch_duration_seconds_count"] == 3
+    ks_x = samples['monitord_drift_statistic{detector="ks",feature="x",model="m"}']
+    assert ks_x > samples['monitord_drift_threshold{detector="ks",feature="x",model="m"}']
+    assert samples['monitord_alert_transitions_total{model="m",status="firing"}'] >= 1
+    assert samples['monitord_alerts_firing{model="m"}'] >= 1
+
+
+def test_readiness_waits_for_assignment_and_restored_state(tmp_path: Path) -> None:
+    daemon, _, health, metrics = _daemon(tmp_path)
+    health.set_condition("config", True)
+    health.set_condition("broker", True)
+    ready, reasons = health.readyz()
+    assert not ready
+    assert [r.split(":")[0] for r in reasons] == ["assigned", "state_restored"]
+    daemon.step()
+    assert health.readyz() == (True, [])
+    daemon.drain()
+    daemon.checkpoint()
+    assert _samples(metrics)["monitord_checkpoint_last_success_timestamp_seconds"] > 0
+
+
+def test_status_lists_each_model_version() -> None:
+    daemon, _, _, _ = _daemon()
+    daemon.step()
+    status = daemon.status()
+    assert status["events"] == 1000
+    assert status["assigned"] == ["in[0]"]
+    version = status["models"]["m"]["unversioned"]  # type: ignore[index]
+    assert version["status"] == "warming up"
+    assert version["reference_id"] is None
+    daemon.drain()
+    version = daemon.status()["models"]["m"]["unversioned"]  # type: ignore[index]
+    assert version["status"] == "monitoring"
+    assert version["reference"] == "warm-up capture"
+    assert {"feature": "x", "detector": "ks"} in version["alerts_firing"]
