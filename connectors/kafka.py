@@ -403,9 +403,9 @@ class KafkaSource:
         the broker is stalled; this tells the two apart (for readiness).
         """
         self._check_open()
-        assigned = sorted(self._consumer.assignment()) or [
-            KafkaTopicPartition(topic, 0) for topic in sorted(self._consumer.subscription() or ())
-        ]
+        # Before the group assigned anything there is nothing to ask about; a join in
+        # progress (readiness: not assigned) would also hold the coordinator's answer.
+        assigned = sorted(self._consumer.assignment())
         if not assigned:
             return
         try:

@@ -122,7 +122,9 @@ class Daemon:
         self._last_checkpoint = clock()
         self._uncommitted: dict[TopicPartition, int] = {}  # checkpointed, commit pending
         self._undelivered = False  # a batch's outputs are not flushed: no checkpoint then
-        self._last_probe = clock()
+        self._last_probe = clock() - PROBE_INTERVAL_S  # probe at the first quiet poll
+        self._generation = 0  # rebalances seen, to drop records held across one
+        self._touched: set[TopicPartition] = set()  # partitions a rebalance moved meanwhile
         self.health: HealthReport = health or _Unobserved()
         self.metrics = metrics
 
@@ -135,18 +137,29 @@ class Daemon:
                 self.checkpoint()
             if self._clock() - self._last_probe >= PROBE_INTERVAL_S:
                 self._last_probe = self._clock()
-                self.source.probe(PROBE_INTERVAL_S / 2)
-            self.health.set_condition("broker", True)
+                self.source.probe(PROBE_INTERVAL_S)  # raises while the broker is away
+                self.health.set_condition("broker", True)
             return 0, []
         self._last_probe = self._clock()
         started = time.perf_counter()
         # Top the batch up with what is already fetched (no waiting), so the per-batch flush
         # and commit are paid once per large batch rather than once per fetch.
+        generation, self._touched = self._generation, set()
         while len(records) < limit:
-            more = self.source.poll(0.0, limit - len(records))
+            try:
+                more = self.source.poll(0.0, limit - len(records))
+            except ConnectorError as exc:
+                # What was polled is this consumer's now: process it, report the rest.
+                log.warning("topping up a batch failed: %s", exc)
+                break
+            if self._generation != generation:
+                self._rewind([*records, *more])
+                return 0, []
             if not more:
                 break
             records += more
+        if not records:
+            return 0, []
         decoded = decode(records, self.config.events, self.monitor.columns_for)
         bad = list(decoded.bad)
         evaluations = []
@@ -185,6 +198,20 @@ class Daemon:
             )
             metrics.batch(len(records), time.perf_counter() - started)
         return len(records), outputs
+
+    def _rewind(self, held: list[Record]) -> None:
+        """A rebalance ran while a batch was being topped up: drop the batch unprocessed.
+
+        Partitions the rebalance moved were already positioned by the callbacks (at their
+        checkpoint, or by the new owner); each partition it left alone is read again from
+        its first held record. Folding the held records now could fold some twice."""
+        first: dict[TopicPartition, int] = {}
+        for record in held:
+            first.setdefault(record.topic_partition, record.offset)
+        assigned = self.source.assignment()
+        for tp, offset in first.items():
+            if tp in assigned and tp not in self._touched:
+                self.source.seek(tp, offset)
 
     def _deliver(self, outputs: list[Output], bad: list[BadRecord]) -> bool:
         """Publish and flush a batch's outputs and dead letters, retrying while a retriable
@@ -283,6 +310,8 @@ class Daemon:
 
     def on_assigned(self, partitions: set[TopicPartition]) -> None:
         """Rebalance callback: restore each partition's state and read on from its offset."""
+        self._generation += 1
+        self._touched |= partitions
         if self.store is None:
             self.health.set_condition("assigned", True)
             self.health.set_condition("state_restored", True)
@@ -326,6 +355,8 @@ class Daemon:
 
     def on_revoked(self, partitions: set[TopicPartition]) -> None:
         """Rebalance callback: checkpoint what moved, then forget the partitions' state."""
+        self._generation += 1
+        self._touched |= partitions
         try:
             self.checkpoint(partitions)
         except (ConnectorError, OSError) as exc:

@@ -301,3 +301,36 @@ def test_a_corrupt_checkpoint_starts_the_partition_afresh(
     versions = {key[0]: v for key, v in second.daemon.monitor.versions.items()}
     assert not versions["a"].warming_up  # restored
     assert versions["b"].warming_up  # afresh: capturing a new reference
+
+
+def test_a_rebalance_while_topping_up_a_batch_folds_nothing_twice(
+    tmp_path: Path, stream: list[Record]
+) -> None:
+    records = stream
+    config = parse_config(
+        {
+            "detection": {"warmup_events": 1500, "window_size": 500, "window_step": 250},
+            "kafka": {"consumer": {"max_poll_records": 30_000}},  # first poll: everything
+        }
+    )
+    expected = Run(config, records, None)
+    expected.daemon.drain()
+    run = Run(config, records, tmp_path / "c.sqlite")
+    polls = 0
+    poll = run.source.poll
+
+    def rebalancing_second_poll(timeout_s: float, max_records: int) -> list[Record]:
+        nonlocal polls
+        polls += 1
+        if polls == 2:  # the top-up of the first batch: P1 leaves in the middle of it
+            run.source.revoke([P1])
+        return poll(timeout_s, max_records)
+
+    run.source.poll = rebalancing_second_poll  # type: ignore[method-assign]
+    assert run.daemon.step(0.0) == (0, [])  # the held batch is dropped, not folded
+    assert run.evaluations == []
+    run.daemon.drain()
+    run.source.assign([P1])
+    run.daemon.drain()
+    assert _rows(run.evaluations) == _rows(expected.evaluations)
+    assert _ids(run.outputs) == _ids(expected.outputs)
