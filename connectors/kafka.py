@@ -517,12 +517,19 @@ class KafkaSink:
         headers: Sequence[tuple[str, bytes]] = (),
         *,
         partition: int | None = None,
+        timestamp_ms: int | None = None,
     ) -> None:
-        """Queue a message; ``partition`` overrides the key's partition (changelogs)."""
+        """Queue a message; ``partition`` overrides the key's partition (changelogs), and
+        ``timestamp_ms`` the producer's clock (a forwarded record keeps its own)."""
         self._check_open()
         try:
             future = self._producer.send(
-                topic, value=value, key=key, headers=list(headers), partition=partition
+                topic,
+                value=value,
+                key=key,
+                headers=list(headers),
+                partition=partition,
+                timestamp_ms=timestamp_ms,
             )
         except kafka_errors.KafkaTimeoutError as exc:
             raise DeliveryFailed(

@@ -211,6 +211,7 @@ class Message:
     key: bytes | None
     value: bytes
     headers: Headers = ()
+    timestamp_ms: int | None = None
 
 
 class MemorySink:
@@ -230,11 +231,13 @@ class MemorySink:
         key: bytes | None,
         value: bytes,
         headers: Sequence[tuple[str, bytes]] = (),
+        *,
+        timestamp_ms: int | None = None,
     ) -> None:
         self._check_open()
         if self._send_failures:
             raise self._send_failures.popleft()
-        self._pending.append(Message(topic, key, value, tuple(headers)))
+        self._pending.append(Message(topic, key, value, tuple(headers), timestamp_ms))
 
     def flush(self, timeout_s: float) -> None:
         """Deliver everything pending; an injected failure drops it all, as a broker loss can."""

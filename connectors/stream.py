@@ -112,7 +112,11 @@ class Sink(Protocol):
         key: bytes | None,
         value: bytes,
         headers: Sequence[tuple[str, bytes]] = (),
-    ) -> None: ...
+        *,
+        timestamp_ms: int | None = None,
+    ) -> None:
+        """Queue a message; ``timestamp_ms`` keeps a forwarded record's own timestamp."""
+        ...
 
     def flush(self, timeout_s: float) -> None:
         """Wait for every message sent so far; raise `ConnectorError` if any was not delivered."""

@@ -26,7 +26,7 @@ import sqlite3
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -62,6 +62,7 @@ class Checkpoint:
     next_offset: int
     versions: list[VersionState]
     written_at: float = 0.0
+    sources: dict[str, int] = field(default_factory=dict)  # repartitioned: source offsets
 
 
 def encode(checkpoint: Checkpoint) -> bytes:
@@ -74,6 +75,7 @@ def encode(checkpoint: Checkpoint) -> bytes:
         "next_offset": checkpoint.next_offset,
         "written_at": checkpoint.written_at,
         "versions": [{"monitor": v.monitor, "policy": v.policy} for v in checkpoint.versions],
+        "sources": checkpoint.sources,
     }
     entries: dict[str, Any] = {
         f"{i}/{name}": value
@@ -111,6 +113,7 @@ def decode(blob: bytes, source: str) -> Checkpoint:
         int(meta["next_offset"]),
         versions,
         float(meta["written_at"]),
+        {str(k): int(v) for k, v in dict(meta.get("sources", {})).items()},
     )
 
 

@@ -69,6 +69,16 @@ class KafkaSettings(_Section):
     sasl_password: SecretStr | None = None  # from MONITORD_KAFKA_SASL_PASSWORD only
     connect_timeout_s: float = Field(10.0, gt=0)
     consumer: ConsumerSettings = ConsumerSettings()
+    repartition: bool = Field(
+        False,
+        description="input not keyed by model: forward each event keyed by its model through "
+        "an internal topic first, so a model's state lives on one partition",
+    )
+    repartition_topic: str | None = Field(None, description="default <group_id>.repartition")
+
+    @property
+    def internal_topic(self) -> str:
+        return self.repartition_topic or f"{self.group_id}.repartition"
 
     @model_validator(mode="after")
     def _security_complete(self) -> KafkaSettings:

@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -32,11 +32,11 @@ from monitord.metrics import DaemonMetrics
 from monitord.monitor import Monitor, ProfileLoader
 from monitord.outputs import Publisher
 from monitord.policy import Output, Policy
+from monitord.repartition import SOURCE_HEADERS, Forward, SourceOffsets, forwards
 
 log = logging.getLogger(__name__)
 
 ERROR_HEADERS = ("monitord.error.reason", "monitord.error.detail")
-SOURCE_HEADERS = ("monitord.source.topic", "monitord.source.partition", "monitord.source.offset")
 
 
 GC_THRESHOLDS = (50_000, 20, 20)
@@ -127,6 +127,9 @@ class Daemon:
         self._touched: set[TopicPartition] = set()  # partitions a rebalance moved meanwhile
         self.health: HealthReport = health or _Unobserved()
         self.metrics = metrics
+        kafka = config.kafka
+        self._internal = kafka.internal_topic if kafka.repartition else None
+        self._sources = SourceOffsets()
 
     def step(self, timeout_s: float = 0.5) -> tuple[int, list[Output]]:
         """Process one polled batch; returns how many records it held and its outputs."""
@@ -154,14 +157,17 @@ class Daemon:
                 break
             if self._generation != generation:
                 self._rewind([*records, *more])
-                return 0, []
+                return len(records) + len(more), []  # polled, to be read again: not idle
             if not more:
                 break
             records += more
         if not records:
             return 0, []
-        decoded = decode(records, self.config.events, self.monitor.columns_for)
-        bad = list(decoded.bad)
+        to_monitor, forwarded, bad = records, list[Forward](), list[BadRecord]()
+        if self._internal is not None:
+            to_monitor, forwarded, bad = self._repartition(records)
+        decoded = decode(to_monitor, self.config.events, self.monitor.columns_for)
+        bad += decoded.bad
         evaluations = []
         metrics = self.metrics
         for group in decoded.groups.values():
@@ -173,7 +179,7 @@ class Daemon:
             if metrics is not None:
                 metrics.model_events(group.model, good, update.newest_time)
         outputs = self.policy.decide(evaluations)
-        if not self._deliver(outputs, bad):
+        if not self._deliver(outputs, bad, forwarded):
             return len(records), outputs  # stopping: the batch is processed again on restart
         self._count(len(records), bad, outputs)
         processed = _next_offsets(records)
@@ -213,13 +219,39 @@ class Daemon:
             if tp in assigned and tp not in self._touched:
                 self.source.seek(tp, offset)
 
-    def _deliver(self, outputs: list[Output], bad: list[BadRecord]) -> bool:
+    def _repartition(
+        self, records: list[Record]
+    ) -> tuple[list[Record], list[Forward], list[BadRecord]]:
+        """Split a batch: input events to forward by model, internal ones to monitor."""
+        internal = [r for r in records if r.topic == self._internal]
+        inputs = [r for r in records if r.topic != self._internal] if internal != records else []
+        forwarded, bad = [], []
+        if inputs:
+            decoded = decode(inputs, self.config.events)
+            forwarded, bad = forwards(inputs, decoded), list(decoded.bad)
+        return self._sources.fresh(internal), forwarded, bad
+
+    def _deliver(
+        self,
+        outputs: list[Output],
+        bad: list[BadRecord],
+        forwarded: Sequence[Forward] = (),
+    ) -> bool:
         """Publish and flush a batch's outputs and dead letters, retrying while a retriable
         failure lasts. Publishing again after a failure may repeat messages (same ids), never
         lose one. False when told to stop first: that batch must not be checkpointed."""
         attempt = 0
         while True:
             try:
+                for item in forwarded:
+                    assert self._internal is not None
+                    self.dead_letters.send(
+                        self._internal,
+                        item.key,
+                        item.value,
+                        item.headers,
+                        timestamp_ms=item.timestamp_ms,
+                    )
                 self._dead_letter(bad)
                 for publisher in self.publishers:
                     publisher.publish(outputs)
@@ -280,7 +312,7 @@ class Daemon:
                 versions.append(VersionState(meta, arrays, self.policy.snapshot(key)))
                 if captured is not None and captured.profile_id not in self._saved_profiles:
                     profiles.append(captured)
-            checkpoints.append(Checkpoint(tp, offset, versions, now))
+            checkpoints.append(Checkpoint(tp, offset, versions, now, self._sources.snapshot(tp)))
         self.store.save(checkpoints, profiles)
         self._saved_profiles.update(p.profile_id for p in profiles)
         self._checkpointed.update(moved)
@@ -344,6 +376,7 @@ class Daemon:
                     continue
                 if version.policy is not None:
                     self.policy.restore(key, version.policy)
+            self._sources.restore(tp, checkpoint.sources)
             self.source.seek(tp, checkpoint.next_offset)
             self._processed[tp] = self._checkpointed[tp] = checkpoint.next_offset
             log.info(
@@ -372,6 +405,7 @@ class Daemon:
             self._processed.pop(tp, None)
             self._checkpointed.pop(tp, None)
             self._uncommitted.pop(tp, None)
+            self._sources.drop(tp)
 
     def run(self) -> None:
         """Cycle until `stopping` is set (a signal handler only sets it).

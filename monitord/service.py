@@ -53,6 +53,9 @@ def build_kafka_daemon(
     ensure_topics(
         kafka.bootstrap_servers, dict.fromkeys(outputs, 1), security=security, timeout_s=timeout
     )
+    topics = list(kafka.input_topics)
+    if kafka.repartition:
+        topics.append(ensure_co_partitioned(config, kafka.internal_topic, security))
     c = kafka.consumer
     daemon: Daemon | None = None  # the rebalance callbacks fire inside poll(), once it exists
 
@@ -67,7 +70,7 @@ def build_kafka_daemon(
     source = KafkaSource(
         kafka.bootstrap_servers,
         kafka.group_id,
-        kafka.input_topics,
+        topics,
         settings=KafkaConsumerSettings(
             auto_offset_reset=kafka.auto_offset_reset,
             fetch_min_bytes=c.fetch_min_bytes,
@@ -152,25 +155,10 @@ def checkpoint_store(config: Config, security: KafkaSecurity) -> CheckpointStore
         return None
     if settings.store == "local":
         return LocalStore(config.state_dir / "checkpoints.sqlite")
-    topic = changelog_topic(config)
+    topic = ensure_co_partitioned(
+        config, changelog_topic(config), security, {"cleanup.policy": "compact"}
+    )
     timeout = kafka.connect_timeout_s
-    counts = partition_counts(
-        kafka.bootstrap_servers, kafka.input_topics, security=security, timeout_s=timeout
-    )
-    # Changelog partition p holds the state of input partition p of every input topic.
-    needed = max(counts.values(), default=1)
-    actual = ensure_topics(
-        kafka.bootstrap_servers,
-        {topic: needed},
-        security=security,
-        timeout_s=timeout,
-        configs={topic: {"cleanup.policy": "compact"}},
-    )
-    if actual.get(topic, needed) < needed:
-        raise ConfigError(
-            f"checkpoint.changelog_topic: {topic!r} has {actual[topic]} partitions but the "
-            f"input has {needed}; give it as many partitions as the input (or a new name)"
-        )
     sink = KafkaSink(
         kafka.bootstrap_servers,
         settings=KafkaProducerSettings(
@@ -180,6 +168,35 @@ def checkpoint_store(config: Config, security: KafkaSecurity) -> CheckpointStore
         ),
     )
     return ChangelogStore(kafka.bootstrap_servers, topic, sink, security=security)
+
+
+def ensure_co_partitioned(
+    config: Config,
+    topic: str,
+    security: KafkaSecurity,
+    topic_config: dict[str, str] | None = None,
+) -> str:
+    """Create ``topic`` (changelog, repartition) with as many partitions as the widest input
+    topic, or check an existing one has them; partition p pairs with input partition p."""
+    kafka = config.kafka
+    timeout = kafka.connect_timeout_s
+    counts = partition_counts(
+        kafka.bootstrap_servers, kafka.input_topics, security=security, timeout_s=timeout
+    )
+    needed = max(counts.values(), default=1)
+    actual = ensure_topics(
+        kafka.bootstrap_servers,
+        {topic: needed},
+        security=security,
+        timeout_s=timeout,
+        configs={topic: topic_config or {}},
+    )
+    if actual.get(topic, needed) < needed:
+        raise ConfigError(
+            f"{topic!r} has {actual[topic]} partitions but the input has {needed}; give it as "
+            "many partitions as the input (or choose a new topic name)"
+        )
+    return topic
 
 
 def changelog_topic(config: Config) -> str:

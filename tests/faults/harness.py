@@ -7,12 +7,16 @@ delay in these tests is where a fault is injected, drawn from a seeded generator
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -68,10 +72,11 @@ class Stream:
                 }
                 yield m % self.partitions, f"m{m}".encode(), orjson.dumps(event)
 
-    def produce(self, bootstrap: str) -> None:
+    def produce(self, bootstrap: str, start: int = 0, stop: int | None = None) -> None:
+        """Produce messages ``start``..``stop`` (production order) of the stream."""
         ensure_topics(bootstrap, {self.topic: self.partitions})
         with KafkaSink(bootstrap) as sink:
-            for partition, key, value in self.messages():
+            for partition, key, value in itertools.islice(self.messages(), start, stop):
                 sink.send(self.topic, key, value, partition=partition)
             sink.flush(timeout_s=60)
 
@@ -126,7 +131,7 @@ def daemon_config(
             "consumer": dict(FAST_CONSUMER),
         },
         "detection": {"warmup_events": 2000, "window_size": 1000},
-        "admin": {"enabled": False},
+        "admin": {"enabled": True, "port": 0},
     }
     for key, section in sections.items():
         data[key] = {**data.get(key, {}), **section}
@@ -227,3 +232,50 @@ def published(bootstrap: str, group: str) -> dict[str, dict[str, Any]]:
             data = event["data"]
             assert by_id.setdefault(event["id"], data) == data, f"id {event['id']} changed"
     return by_id
+
+
+_ADMIN = re.compile(r"admin endpoint on (http://127\.0\.0\.1:\d+)")
+
+
+def admin_url(daemon: Daemon, timeout_s: float = 60.0) -> str:
+    """The admin endpoint a daemon logged at startup (configs here use port 0)."""
+    found: list[str] = []
+
+    def logged() -> bool:
+        found[:] = _ADMIN.findall(daemon.log.read_text(errors="replace"))
+        return bool(found)
+
+    until(logged, "the admin endpoint in the log", timeout_s, daemon)
+    return found[-1]
+
+
+def get(url: str) -> tuple[int, bytes]:
+    """Status and body of a GET (an HTTP error status is an answer, not an exception)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status), bytes(response.read())
+    except urllib.error.HTTPError as error:
+        return int(error.code), bytes(error.read())
+
+
+def assert_same_outputs(
+    got: dict[str, dict[str, Any]], expected: dict[str, dict[str, Any]]
+) -> None:
+    """The same ids, each with the same data (rows, statistics, data range, ...)."""
+
+    def brief(data: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(data.get(k) for k in ("model", "feature", "detector", "status", "row"))
+
+    missing = sorted(brief(expected[k]) for k in set(expected) - set(got))
+    extra = sorted(brief(got[k]) for k in set(got) - set(expected))
+    assert (missing, extra) == ([], []), "(missing, unexpected)"
+    differing = {
+        key: {
+            field: (got[key].get(field), value)
+            for field, value in data.items()
+            if got[key].get(field) != value
+        }
+        for key, data in expected.items()
+        if got[key] != data
+    }
+    assert not differing, f"(got, expected) per differing field: {differing}"

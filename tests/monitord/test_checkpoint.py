@@ -327,7 +327,8 @@ def test_a_rebalance_while_topping_up_a_batch_folds_nothing_twice(
         return poll(timeout_s, max_records)
 
     run.source.poll = rebalancing_second_poll  # type: ignore[method-assign]
-    assert run.daemon.step(0.0) == (0, [])  # the held batch is dropped, not folded
+    polled, outputs = run.daemon.step(0.0)
+    assert (polled, outputs) == (len(records), [])  # the held batch is dropped, not folded
     assert run.evaluations == []
     run.daemon.drain()
     run.source.assign([P1])

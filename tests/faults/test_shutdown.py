@@ -1,0 +1,105 @@
+"""SIGTERM during heavy traffic: the daemon finishes its batch, flushes, checkpoints,
+commits, leaves the group and exits 0 within the grace period; the checkpoint and the
+committed offsets agree, so a successor folds every record exactly once (issue 6)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from kafka import KafkaAdminClient
+from kafka import TopicPartition as KafkaTopicPartition
+
+from connectors.broker import EmbeddedBroker
+from connectors.stream import TopicPartition
+from monitord.checkpoint import LocalStore
+from tests.faults.harness import (
+    Offsets,
+    Stream,
+    assert_same_outputs,
+    daemon_config,
+    daemons,
+    published,
+    until,
+)
+
+GRACE_S = 15.0
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_sigterm_under_load_drains_within_the_grace_period(
+    tmp_path: Path, broker: EmbeddedBroker, unique_name: Callable[[str], str]
+) -> None:
+    stream = Stream(unique_name("events"), partitions=2, models=4, per_model=40_000)
+    group, reference_group = unique_name("stopped"), unique_name("reference")
+    config = daemon_config(
+        tmp_path,
+        "stopped",
+        broker.bootstrap,
+        stream,
+        group,
+        shutdown={"grace_s": GRACE_S},
+        checkpoint={"interval_events": 20_000},
+    )
+    reference = daemon_config(
+        tmp_path,
+        "reference",
+        broker.bootstrap,
+        stream,
+        reference_group,
+        checkpoint={"store": "none"},
+    )
+    offsets = Offsets(broker.bootstrap)
+    first = stream.total // 4
+    stream.produce(broker.bootstrap, 0, first)
+    producing = threading.Thread(target=stream.produce, args=(broker.bootstrap, first))
+    with daemons() as start:
+        daemon = start(config, tmp_path / "stopped.log")
+        until(lambda: offsets.committed(group, stream) > 0, "a first commit", 120, daemon)
+        producing.start()  # heavy traffic while the signal arrives
+        until(lambda: offsets.committed(group, stream) >= first, "more progress", 120, daemon)
+        daemon.signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        code = daemon.process.wait(timeout=GRACE_S + 10)
+        took = time.monotonic() - signalled
+        assert code == 0, daemon.tail()
+        assert took < GRACE_S, f"exited after {took:.1f}s"
+        producing.join(timeout=120)
+
+        # The last checkpoint covers exactly what was committed.
+        admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        partitions = [KafkaTopicPartition(stream.topic, p) for p in range(stream.partitions)]
+        committed = admin.list_group_offsets({group: partitions})[group]
+        admin.close()
+        store = LocalStore(tmp_path / "stopped-state" / "checkpoints.sqlite")
+        for ktp, offset in committed.items():
+            checkpoint = store.load(TopicPartition(ktp.topic, ktp.partition))
+            assert checkpoint is not None
+            assert checkpoint.next_offset == offset.offset
+        store.close()
+        stopped_at = offsets.committed(group, stream)
+        assert first <= stopped_at < stream.total
+
+        successor = start(config, tmp_path / "successor.log")
+        until(lambda: offsets.committed(group, stream) == stream.total, "the rest", 120, successor)
+        successor.signal(signal.SIGTERM)
+        assert successor.process.wait(timeout=GRACE_S + 10) == 0, successor.tail()
+
+        single = start(reference, tmp_path / "reference.log")
+        until(
+            lambda: offsets.committed(reference_group, stream) == stream.total,
+            "the reference run",
+            120,
+            single,
+        )
+        single.signal(signal.SIGTERM)
+        assert single.process.wait(timeout=GRACE_S + 10) == 0, single.tail()
+    offsets.close()
+    assert_same_outputs(
+        published(broker.bootstrap, group), published(broker.bootstrap, reference_group)
+    )

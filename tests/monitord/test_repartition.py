@@ -1,0 +1,127 @@
+"""Input not keyed by model goes through the internal topic first, and a duplicate there
+(a forward repeated after a crash) is never folded twice."""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from connectors.memory import MemorySink, MemorySource
+from connectors.stream import Record, TopicPartition
+from monitord.alerts import Alert
+from monitord.checkpoint import LocalStore
+from monitord.config import Config, parse_config
+from monitord.daemon import Daemon
+from monitord.outputs import KafkaPublisher
+from monitord.policy import Output
+from monitord.repartition import SOURCE_HEADERS, SourceOffsets
+
+INTERNAL = "monitord.repartition"
+MODELS = ("a", "b", "c")
+
+
+def _events(seed: int = 8, n: int = 6000) -> list[tuple[str, bytes]]:
+    rng = np.random.default_rng(seed)
+    events = []
+    for i in range(n):
+        model = MODELS[i % len(MODELS)]
+        x = rng.normal() + (1.0 if model == "a" and i > n // 2 else 0.0)
+        event = {"model": model, "features": {"x": x, "y": rng.normal()}}
+        events.append((model, orjson.dumps(event)))
+    return events
+
+
+def _config(repartition: bool) -> Config:
+    return parse_config(
+        {
+            "detection": {"warmup_events": 500, "window_size": 250},
+            "kafka": {"repartition": repartition, "consumer": {"max_poll_records": 300}},
+            "checkpoint": {"interval_events": 900},
+        }
+    )
+
+
+def _run(
+    config: Config, records: list[Record], store: LocalStore | None, duplicate: bool = False
+) -> tuple[list[Output], Daemon]:
+    daemon: Daemon | None = None
+
+    def assigned(partitions: set[TopicPartition]) -> None:
+        assert daemon is not None
+        daemon.on_assigned(partitions)
+
+    source, sink = MemorySource(records, on_assigned=assigned), MemorySink()
+    daemon = Daemon(
+        config, source, sink, [KafkaPublisher(sink, "alerts", "retrain")], lambda m, v: None, store
+    )
+    outputs: list[Output] = []
+    moved = 0
+    while True:
+        polled, batch = daemon.step(0.0)
+        outputs += batch
+        forwarded = sink.messages(INTERNAL)[moved:]
+        moved += len(forwarded)
+        for message in forwarded * (2 if duplicate else 1):
+            assert message.key is not None
+            source.append(
+                INTERNAL,
+                message.value,
+                key=message.key,
+                partition=zlib.crc32(message.key) % 2,
+                headers=message.headers,
+                timestamp_ms=message.timestamp_ms or 0,
+            )
+        if not polled and not forwarded:
+            return outputs, daemon
+
+
+def _unkeyed() -> list[Record]:
+    """Events spread over two partitions regardless of model (no key)."""
+    return [Record("in", i % 2, i // 2, None, v, i) for i, (_, v) in enumerate(_events())]
+
+
+def test_unkeyed_input_is_monitored_per_model_on_one_partition(tmp_path: Path) -> None:
+    outputs, daemon = _run(_config(True), _unkeyed(), LocalStore(tmp_path / "c.sqlite"))
+    assert daemon.stats.per_model == {"a": 2000, "b": 2000, "c": 2000}  # each event once
+    owners = {key: v.owner for key, v in daemon.monitor.versions.items()}
+    assert {owner.topic for owner in owners.values()} == {INTERNAL}
+    assert owners[("a", "unversioned")].partition == zlib.crc32(b"a") % 2
+    drifted = {(o.model, o.feature) for o in outputs if isinstance(o, Alert)}
+    assert ("a", "x") in drifted
+    assert {model for model, _ in drifted} == {"a"}
+
+
+def test_duplicated_forwards_are_folded_once(tmp_path: Path) -> None:
+    once, _ = _run(_config(True), _unkeyed(), LocalStore(tmp_path / "1.sqlite"))
+    twice, daemon = _run(
+        _config(True), _unkeyed(), LocalStore(tmp_path / "2.sqlite"), duplicate=True
+    )
+    assert daemon.stats.per_model == {"a": 2000, "b": 2000, "c": 2000}
+    assert sorted(o.id for o in twice) == sorted(o.id for o in once)
+    assert once
+
+
+def test_source_offsets_skip_what_was_folded_and_survive_a_restore() -> None:
+    def forwarded(offset: int, source_partition: int = 0) -> Record:
+        headers = (
+            ("trace", b"x"),
+            (SOURCE_HEADERS[0], b"in"),
+            (SOURCE_HEADERS[1], str(source_partition).encode()),
+            (SOURCE_HEADERS[2], str(offset).encode()),
+        )
+        return Record(INTERNAL, 0, 100 + offset, b"a", b"{}", 0, headers)
+
+    seen = SourceOffsets()
+    batch = [forwarded(0), forwarded(1), forwarded(0, source_partition=1)]
+    assert seen.fresh(batch) == batch
+    assert seen.fresh([forwarded(1), forwarded(2)]) == [forwarded(2)]
+    internal = TopicPartition(INTERNAL, 0)
+    assert seen.snapshot(internal) == {"in/0": 2, "in/1": 0}
+    restored = SourceOffsets()
+    restored.restore(internal, seen.snapshot(internal))
+    assert restored.fresh([forwarded(2), forwarded(3)]) == [forwarded(3)]
+    plain = Record(INTERNAL, 0, 7, b"a", b"{}", 0, ())
+    assert restored.fresh([plain]) == [plain]  # no source: kept
