@@ -45,6 +45,7 @@ class Stream:
     models: int
     per_model: int
     seed: int = 20261124
+    keyed: bool = True  # False: event j of the stream goes to partition j % partitions
 
     @property
     def total(self) -> int:
@@ -60,6 +61,7 @@ class Stream:
             x[n // 5 : 2 * n // 5] += 1.0
             y[7 * n // 10 :] *= 2.0
             columns.append((x, y, z))
+        j = 0
         for i in range(n):
             for m in range(self.models):
                 x, y, z = columns[m]
@@ -70,7 +72,9 @@ class Stream:
                     "features": {"x": float(x[i]), "y": float(y[i]), "z": float(z[i])},
                     "prediction": float(x[i] - y[i]),
                 }
-                yield m % self.partitions, f"m{m}".encode(), orjson.dumps(event)
+                partition = m % self.partitions if self.keyed else j % self.partitions
+                j += 1
+                yield partition, f"m{m}".encode(), orjson.dumps(event)
 
     def produce(self, bootstrap: str, start: int = 0, stop: int | None = None) -> None:
         """Produce messages ``start``..``stop`` (production order) of the stream."""
