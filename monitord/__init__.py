@@ -6,7 +6,9 @@ Data flows in four hops: `Source.poll` -> `events.decode` -> `Monitor.update` ->
 - `config`: TOML -> validated, frozen settings; `clock`: all time handling
 - `events`: records -> per-model-version groups + bad records
 - `monitor`, `suite`: each model version's reference and detectors
-- `policy`: alerts and retrain requests; `cloudevent`, `outputs`: how they leave
+- `policy`: alerts and retrain requests (`retrain`: drift episodes; `retrain_policy`:
+  guards, schedules, manual requests; `schedule`: cron slots); `cloudevent`, `outputs`:
+  how they leave; `manual`: `monitord retrain` through the admin endpoint or directly
 - `daemon`, `service`: the loop and its Kafka wiring; `replay`, `demo`, `cli`: entry points
 - `reference`, `tabular`: profiles and data files on disk; `traffic`: synthetic events
 """

@@ -1,4 +1,5 @@
-"""The admin HTTP endpoint: /metrics, /livez, /readyz and /status, and the health behind them.
+"""The admin HTTP endpoint: /metrics, /livez, /readyz, /status and /retrain, and the health
+behind them.
 
 `Health` is what the daemon reports: a heartbeat from every main-loop iteration (liveness)
 and named readiness conditions. `AdminServer` serves it with the metrics on a
@@ -10,17 +11,23 @@ and named readiness conditions. `AdminServer` serves it with the metrics on a
 - ``GET /readyz``: 200 ``ok`` when every condition holds, else 503 with
   ``{"ready": false, "reasons": [...]}``.
 - ``GET /status``: the JSON of the daemon's ``status()`` callable.
+- ``POST /retrain``: a manual retrain request, ``{"model": ..., "version": ... (optional:
+  the current one), "reason": ...}`` as ``application/json``, handed to the daemon's
+  ``request_retrain(model, version, reason) -> id`` callable; 202 with ``{"id": ...}``, 400
+  with ``{"error": ...}`` for a request it refuses. Only clients in ``retrain_clients``
+  (default: loopback) may post; others get 403.
 
-Only GET and HEAD are served; other methods get 405, unknown paths 404.
+Other methods get 405, unknown paths 404.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import socket
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
@@ -110,6 +117,13 @@ class Health:
 
 Status = Callable[[], Mapping[str, object]]
 
+RequestRetrain = Callable[[str, str | None, str], str]
+"""``request_retrain(model, version, reason) -> request id``; ``version`` None means the
+model's current one; raises ValueError (its message goes to the client) to refuse."""
+
+LOOPBACK = ("127.0.0.0/8", "::1/128")
+MAX_BODY_BYTES = 16 * 1024
+
 
 class AdminServer:
     """The admin endpoint on ``host:port`` (port 0 picks a free one; see `port`).
@@ -119,9 +133,19 @@ class AdminServer:
     """
 
     def __init__(
-        self, host: str, port: int, metrics: DaemonMetrics, health: Health, status: Status
+        self,
+        host: str,
+        port: int,
+        metrics: DaemonMetrics,
+        health: Health,
+        status: Status,
+        *,
+        request_retrain: RequestRetrain | None = None,
+        retrain_clients: Sequence[str] = LOOPBACK,
     ) -> None:
         self.metrics, self.health, self.status = metrics, health, status
+        self.request_retrain = request_retrain
+        self._retrain_clients = [ipaddress.ip_network(n, strict=False) for n in retrain_clients]
         server_class = _IPv6Server if ":" in host else _IPv4Server
         # Binding here, not in start(): a port in use fails at construction, with its address.
         try:
@@ -202,6 +226,62 @@ class AdminServer:
             return HTTPStatus.OK, _JSON, _json(dict(self.status()))
         return HTTPStatus.NOT_FOUND, _TEXT, b"not found: try /metrics, /livez, /readyz, /status\n"
 
+    def retrain(self, client: str, content_type: str, body: bytes) -> tuple[HTTPStatus, bytes]:
+        """Status and JSON body for a ``POST /retrain`` from ``client`` (its IP address)."""
+        if not self._client_allowed(client):
+            log.warning("admin endpoint: retrain request from %s refused", client)
+            return HTTPStatus.FORBIDDEN, _json(
+                {"error": f"{client} may not request retrains (admin.retrain_clients)"}
+            )
+        if self.request_retrain is None:
+            return HTTPStatus.NOT_IMPLEMENTED, _json(
+                {"error": "this process takes no manual retrain requests"}
+            )
+        if content_type.split(";", maxsplit=1)[0].strip().lower() != _JSON:
+            return HTTPStatus.UNSUPPORTED_MEDIA_TYPE, _json(
+                {"error": f"send the request as {_JSON}"}
+            )
+        try:
+            request = json.loads(body)
+        except ValueError:
+            return HTTPStatus.BAD_REQUEST, _json({"error": "the body is not valid JSON"})
+        if not isinstance(request, dict):
+            return HTTPStatus.BAD_REQUEST, _json({"error": "send a JSON object"})
+        model, version, reason = (request.get(k) for k in ("model", "version", "reason"))
+        unknown = sorted(set(request) - {"model", "version", "reason"})
+        problems = [f"unknown field {name!r}" for name in unknown]
+        if not isinstance(model, str) or not model:
+            problems.append("model: a non-empty string is required")
+        if version is not None and (not isinstance(version, str) or not version):
+            problems.append("version: a non-empty string, or leave it out for the current one")
+        if not isinstance(reason, str) or not reason.strip():
+            problems.append("reason: say why the model should be retrained")
+        if (
+            problems
+            or not isinstance(model, str)
+            or not isinstance(reason, str)
+            or not (version is None or isinstance(version, str))
+        ):
+            return HTTPStatus.BAD_REQUEST, _json({"error": "; ".join(problems)})
+        try:
+            request_id = self.request_retrain(model, version, reason)
+        except ValueError as exc:
+            return HTTPStatus.BAD_REQUEST, _json({"error": str(exc)})
+        log.info(
+            "manual retrain requested",
+            extra={"model": model, "model_version": version, "request_id": request_id},
+        )
+        return HTTPStatus.ACCEPTED, _json({"id": request_id})
+
+    def _client_allowed(self, client: str) -> bool:
+        try:
+            address = ipaddress.ip_address(client.split("%", maxsplit=1)[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self._retrain_clients)
+
 
 _TEXT = "text/plain; charset=utf-8"
 _JSON = "application/json"
@@ -237,7 +317,32 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(HTTPStatus.METHOD_NOT_ALLOWED, _TEXT, b"only GET and HEAD\n", body=True)
 
     def do_POST(self) -> None:
-        self._not_allowed()
+        if urlsplit(self.path).path != "/retrain":
+            self._not_allowed()
+            return
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            self.close_connection = True
+            payload = _json({"error": "send a Content-Length"})
+            self._send(HTTPStatus.LENGTH_REQUIRED, _JSON, payload, body=True)
+            return
+        if int(length) > MAX_BODY_BYTES:
+            self.close_connection = True  # not read: the connection cannot be reused
+            payload = _json({"error": f"at most {MAX_BODY_BYTES} bytes"})
+            self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, _JSON, payload, body=True)
+            return
+        body = self.rfile.read(int(length))
+        try:
+            status, payload = self.server.admin.retrain(
+                str(self.client_address[0]), self.headers.get("Content-Type", ""), body
+            )
+        except Exception:
+            log.exception("admin endpoint: POST /retrain failed")
+            status, payload = (
+                HTTPStatus.INTERNAL_SERVER_ERROR,
+                _json({"error": "internal error; see the daemon's log"}),
+            )
+        self._send(status, _JSON, payload, body=True)
 
     def do_PUT(self) -> None:
         self._not_allowed()
@@ -253,6 +358,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, *, body: bool) -> None:
         path = urlsplit(self.path).path
+        if path == "/retrain":
+            self._send(HTTPStatus.METHOD_NOT_ALLOWED, _TEXT, b"POST only\n", body=body)
+            return
         try:
             status, content_type, payload = self.server.admin.respond(path)
         except Exception:
@@ -267,7 +375,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         self.send_header("Cache-Control", "no-store")
         if status == HTTPStatus.METHOD_NOT_ALLOWED:
-            self.send_header("Allow", self.allowed)
+            retrain = urlsplit(self.path).path == "/retrain"
+            self.send_header("Allow", "POST" if retrain else self.allowed)
             self.send_header("Connection", "close")
         self.end_headers()
         if body:
@@ -278,4 +387,4 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("admin endpoint: %s %s", self.address_string(), format % args)
 
 
-__all__ = ["CONDITIONS", "AdminServer", "Health"]
+__all__ = ["CONDITIONS", "LOOPBACK", "AdminServer", "Health", "RequestRetrain"]

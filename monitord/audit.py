@@ -1,9 +1,12 @@
 """The audit log: every alert transition and retrain request, with its evidence.
 
 A `Publisher` writing one row per decision to an SQLite file in ``state_dir`` (delivery
-attempts and outcomes are recorded next to it, by the outbox). Rows are keyed by the
-decision's deterministic id, so a replayed batch records nothing twice. `monitord alerts`
-reads it: the label sets whose last transition is *firing*, and recent history.
+attempts and outcomes are recorded next to it, by the outbox), and the policy's
+`DecisionRecorder`: a retrain request the policy held back (cooldown, minimum events, daily
+cap) is a row with status *suppressed* and the request it would have been as evidence.
+Rows are keyed by the decision's deterministic id, so a replayed batch records nothing
+twice. `monitord alerts` reads it: the label sets whose last transition is *firing*, and
+recent history.
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ import orjson
 
 from monitord.alerts import Alert
 from monitord.policy import Output
+from monitord.retrain import Suppressed
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
     id TEXT PRIMARY KEY,
     recorded_at REAL NOT NULL,
     kind TEXT NOT NULL,            -- alert | retrain
-    status TEXT NOT NULL,          -- firing | resolved | requested
+    status TEXT NOT NULL,          -- firing | resolved | requested | suppressed
     model TEXT NOT NULL,
     version TEXT NOT NULL,
     label_set TEXT NOT NULL,       -- JSON object; '{}' for retrain requests
@@ -65,6 +69,16 @@ class AuditLog:
         now = self._clock()
         rows = [_row(output, now) for output in outputs]
         with self._db:  # one transaction per batch
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+            )
+
+    def record(self, decisions: list[Suppressed]) -> None:
+        """Record retrain requests the policy held back (`DecisionRecorder`)."""
+        now = self._clock()
+        rows = [_suppressed_row(decision, now) for decision in decisions]
+        with self._db:
             self._db.execute("BEGIN")
             self._db.executemany(
                 "INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
@@ -117,7 +131,7 @@ def _row(output: Output, now: float) -> tuple[object, ...]:
         )
     summary = (
         f"retrain {output.model}/{output.version} ({output.reason}): "
-        f"{', '.join(output.drifted_features)}"
+        f"{', '.join(output.drifted_features) if output.reason == 'drift' else output.detail}"
     )
     return (
         output.id,
@@ -129,6 +143,22 @@ def _row(output: Output, now: float) -> tuple[object, ...]:
         "{}",
         summary,
         evidence,
+    )
+
+
+def _suppressed_row(decision: Suppressed, now: float) -> tuple[object, ...]:
+    trigger = decision.trigger
+    return (
+        decision.id,
+        now,
+        "retrain",
+        "suppressed",
+        trigger.model,
+        trigger.version,
+        "{}",
+        f"retrain {trigger.model}/{trigger.version} ({trigger.reason}) held back by "
+        f"{decision.guard}: {decision.detail}",
+        orjson.dumps(dataclasses.asdict(decision)).decode(),
     )
 
 

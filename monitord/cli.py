@@ -1,4 +1,4 @@
-"""The `monitord` command line: run, check, reference build, replay, alerts, demo."""
+"""The `monitord` command line: run, check, reference build, replay, alerts, retrain, demo."""
 
 from __future__ import annotations
 
@@ -107,6 +107,26 @@ def _parser() -> argparse.ArgumentParser:
     alerts.add_argument("--history", type=int, default=20, help="recent decisions to show")
     alerts.set_defaults(handler=_alerts)
 
+    retrain = commands.add_parser(
+        "retrain",
+        help="request a retrain of a model now",
+        description="Ask the running daemon (its admin endpoint, POST /retrain) to request a "
+        "retrain of MODEL, recorded and published like any other request; prints the request "
+        "id. With --direct, publish it without the daemon: to the trigger topic and the "
+        "matching trigger receivers (through the outbox), recorded in the audit log.",
+    )
+    retrain.add_argument("model", help="the model to retrain")
+    retrain.add_argument("--reason", required=True, help="why (goes to the audit log and payload)")
+    retrain.add_argument("--version", help="model version (default: the daemon's current one)")
+    retrain.add_argument(
+        "--config", type=Path, help="TOML config file (default config.toml if present)"
+    )
+    retrain.add_argument("--url", help="the daemon's admin endpoint (default from admin.*)")
+    retrain.add_argument(
+        "--direct", action="store_true", help="publish without the daemon (needs --version)"
+    )
+    retrain.set_defaults(handler=_retrain)
+
     demo = commands.add_parser(
         "demo",
         help="embedded broker + synthetic traffic + the daemon, live",
@@ -201,6 +221,36 @@ def _alerts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _retrain(args: argparse.Namespace) -> int:
+    from monitord.clock import now  # noqa: PLC0415
+    from monitord.manual import admin_url, post_retrain, publish_direct  # noqa: PLC0415
+
+    path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+    config = _config_or_default(path)
+    try:
+        if not args.direct:
+            url = args.url or admin_url(config)
+            request_id = post_retrain(url, args.model, args.version, args.reason)
+            print(request_id)
+            print(f"monitord: retrain of {args.model} requested from {url}", file=sys.stderr)
+            return 0
+        if not args.version:
+            raise ValueError(
+                "--direct needs --version: without the daemon, monitord does not know the "
+                "model's current version"
+            )
+        result = publish_direct(config, args.model, args.version, args.reason, now())
+    except ValueError as exc:
+        print(f"monitord: error: {exc}", file=sys.stderr)
+        return 2
+    print(result.trigger.id)
+    topic = config.kafka.trigger_topic
+    print(f"monitord: published to {topic}", file=sys.stderr)
+    for name, state in sorted(result.receivers.items()):
+        print(f"monitord: receiver {name}: {state}", file=sys.stderr)
+    return 1 if "failed" in result.receivers.values() else 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from monitord.admin import AdminServer  # noqa: PLC0415
     from monitord.daemon import tune_garbage_collector  # noqa: PLC0415
@@ -216,7 +266,13 @@ def _run(args: argparse.Namespace) -> int:
     if config.admin.enabled:
         try:
             admin = AdminServer(
-                config.admin.host, config.admin.port, metrics, health, daemon.status
+                config.admin.host,
+                config.admin.port,
+                metrics,
+                health,
+                daemon.status,
+                request_retrain=daemon.policy.request_retrain,
+                retrain_clients=config.admin.retrain_clients,
             ).start()
         except OSError as exc:
             daemon.close()

@@ -8,6 +8,7 @@ key, type or value raises `ConfigError` naming the key path and what is allowed.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import tomllib
@@ -15,7 +16,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from monitord.schedule import cron_trigger
 
 SECRET_ENV = {"kafka.sasl_password": "MONITORD_KAFKA_SASL_PASSWORD"}
 
@@ -153,6 +164,19 @@ class ModelSettings(_Section):
         default_factory=dict, description="model_version -> reference profile file"
     )
     detection: Detection | None = None
+    policy: PolicySettings | None = Field(
+        None, description="replaces [policy] for this model (unset keys take the defaults)"
+    )
+    retrain_schedule: str | None = Field(
+        None, description="cron expression (UTC) of scheduled retrains, e.g. '0 3 * * *'"
+    )
+
+    @field_validator("retrain_schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            cron_trigger(value)  # raises ValueError with advice
+        return value
 
 
 class AlertSettings(_Section):
@@ -197,6 +221,20 @@ class PolicySettings(_Section):
     retrain_cooldown_windows: int = Field(
         100, ge=0, description="windows after a request before another episode may fire"
     )
+    retrain_min_events: int = Field(
+        0, ge=0, description="new events of the model version since its last request"
+    )
+    retrain_daily_cap: int | None = Field(
+        None, ge=1, description="requests per model per UTC day, every reason counted"
+    )
+    retrain_on_prediction: bool = Field(
+        False, description="the prediction drifting for the consecutive windows suffices"
+    )
+
+
+# ModelSettings names PolicySettings before it is defined: resolve the annotation now, so an
+# unknown key under [models.policy] is answered with the allowed keys.
+ModelSettings.model_rebuild(force=True)
 
 
 ReceiverType = Literal[
@@ -354,6 +392,23 @@ class AdminSettings(_Section):
     max_feature_series: int = Field(
         10_000, ge=1, description="cap on model/feature/detector metric series"
     )
+    retrain_clients: tuple[str, ...] = Field(
+        ("127.0.0.0/8", "::1/128"),
+        description="networks allowed to POST /retrain (manual retrains); default loopback",
+    )
+
+    @field_validator("retrain_clients")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{network!r} is not an IP network; write an address or CIDR such as "
+                    "'10.0.0.0/8' or '::1/128'"
+                ) from None
+        return value
 
 
 class LoggingSettings(_Section):
@@ -388,6 +443,12 @@ class Config(_Section):
             if settings.name == model and settings.detection is not None:
                 return settings.detection
         return self.detection
+
+    def policy_for(self, model: str) -> PolicySettings:
+        for settings in self.models:
+            if settings.name == model and settings.policy is not None:
+                return settings.policy
+        return self.policy
 
     def profile_path(self, model: str, version: str) -> Path | None:
         for settings in self.models:

@@ -33,6 +33,7 @@ from monitord.monitor import Monitor, ProfileLoader
 from monitord.outputs import Publisher
 from monitord.policy import Output, Policy
 from monitord.repartition import SOURCE_HEADERS, Forward, SourceOffsets, forwards
+from monitord.retrain import DecisionRecorder
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,8 @@ class Daemon:
         self.publishers = publishers
         self.store = store
         self.monitor = Monitor(config, load_profile)
-        self.policy = Policy(config.alerts, config.policy, config.config_hash)
+        recorders = [p for p in publishers if isinstance(p, DecisionRecorder)]
+        self.policy = Policy.from_config(config, recorder=recorders[0] if recorders else None)
         self.stats = Stats()
         self.stopping = threading.Event()
         self._clock = clock
@@ -136,13 +138,18 @@ class Daemon:
         limit = self.config.kafka.consumer.max_poll_records
         records = self.source.poll(timeout_s, limit)
         if not records:
+            requested = self.policy.due(time.time())  # scheduled and manual retrain requests
+            if requested and self._deliver(list(requested), []):
+                self._count(0, [], list(requested))
+                if self.metrics is not None:
+                    self.metrics.outputs(requested)
             if self._checkpoint_due():
                 self.checkpoint()
             if self._clock() - self._last_probe >= PROBE_INTERVAL_S:
                 self._last_probe = self._clock()
                 self.source.probe(PROBE_INTERVAL_S)  # raises while the broker is away
                 self.health.set_condition("broker", True)
-            return 0, []
+            return 0, list(requested)
         self._last_probe = self._clock()
         started = time.perf_counter()
         # Top the batch up with what is already fetched (no waiting), so the per-batch flush
@@ -161,8 +168,7 @@ class Daemon:
             if not more:
                 break
             records += more
-        if not records:
-            return 0, []
+        requested = self.policy.due(time.time())
         to_monitor, forwarded, bad = records, list[Forward](), list[BadRecord]()
         if self._internal is not None:
             to_monitor, forwarded, bad = self._repartition(records)
@@ -178,7 +184,7 @@ class Daemon:
             self.stats.per_model[group.model] += good
             if metrics is not None:
                 metrics.model_events(group.model, good, update.newest_time)
-        outputs = self.policy.decide(evaluations)
+        outputs = self.policy.decide(evaluations) + list(requested)
         if not self._deliver(outputs, bad, forwarded):
             return len(records), outputs  # stopping: the batch is processed again on restart
         self._count(len(records), bad, outputs)

@@ -18,11 +18,15 @@ ahead, and a resolved alert (``endsAt`` = resolution time) is re-posted for
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -39,6 +43,7 @@ from connectors.webhook import WebhookReceiver
 from monitord.alerts import Alert
 from monitord.cloudevent import encode, envelope
 from monitord.config import TRIGGER_RECEIVERS, ConfigError, ReceiverSettings
+from monitord.monitor import OffsetRange
 from monitord.policy import Output
 from monitord.retrain import RetrainTrigger
 
@@ -136,12 +141,24 @@ def _orchestrator(receiver: ReceiverSettings, secret: str, username: str) -> Rec
     )
 
 
+log = logging.getLogger(__name__)
+
+
 @dataclass
 class _Active:
     alert: Alert
     started: float  # when it fired (processing time)
     last_sent: float
     resolved_at: float | None = None
+
+
+def _alert_from_json(data: dict[str, Any]) -> Alert:
+    fields = dict(data)
+    fields["offset"] = OffsetRange(**fields["offset"])
+    fields["offsets"] = tuple(OffsetRange(**o) for o in fields["offsets"])
+    fields["labels"] = tuple((str(k), str(v)) for k, v in fields["labels"])
+    fields["annotations"] = tuple((str(k), str(v)) for k, v in fields["annotations"])
+    return Alert(**fields)
 
 
 class Delivery:
@@ -158,6 +175,7 @@ class Delivery:
         connectors: Mapping[str, Receiver],
         clock: Callable[[], float] = time.time,
         dispatch_interval_s: float = 1.0,
+        resend_state: Path | None = None,
     ) -> None:
         self._receivers = tuple(receivers)
         self._outbox, self._clock = outbox, clock
@@ -165,6 +183,10 @@ class Delivery:
         self._by_name = {receiver.name: receiver for receiver in receivers}
         # (receiver name, label set) -> the alert to keep Alertmanager informed of
         self._active: dict[tuple[str, tuple[tuple[str, str], ...]], _Active] = {}
+        # Alertmanager forgets an alert that is not re-sent: which alerts to keep re-sending
+        # must survive a restart (a deploy), or every firing alert would lapse after one.
+        self._resend_state = resend_state
+        self._load_active()
         self._stop = threading.Event()
         self._interval = dispatch_interval_s
         self._thread: threading.Thread | None = None
@@ -177,8 +199,11 @@ class Delivery:
 
     def publish(self, outputs: list[Output]) -> None:
         now = self._clock()
-        self._publish_alerts([o for o in outputs if isinstance(o, Alert)], now)
+        alerts = [o for o in outputs if isinstance(o, Alert)]
+        self._publish_alerts(alerts, now)
         self._publish_triggers([o for o in outputs if isinstance(o, RetrainTrigger)], now)
+        if alerts:
+            self._save_active()
 
     def _publish_triggers(self, triggers: list[RetrainTrigger], now: float) -> None:
         takers = [r for r in self._receivers if "triggers" in r.events]
@@ -216,6 +241,7 @@ class Delivery:
     def flush(self) -> None:
         """Enqueue the Alertmanager re-sends that are due (stored durably, like every send)."""
         now = self._clock()
+        changed = False
         for key, active in list(self._active.items()):
             receiver = self._by_name[key[0]]
             done = active.resolved_at is not None and (
@@ -224,12 +250,14 @@ class Delivery:
             )
             if done:
                 del self._active[key]
+                changed = True
                 continue
             if receiver.type != "alertmanager":
                 continue
             if now - active.last_sent < receiver.resend_interval_s:
                 continue
             active.last_sent = now
+            changed = True
             bucket = int(now // receiver.resend_interval_s)
             payload = render(
                 receiver, active.alert, active.started, now, resolved_at=active.resolved_at
@@ -241,6 +269,42 @@ class Delivery:
                 now=now,
                 ordering_key=dedup_key(dict(active.alert.labels)),
             )
+        if changed:
+            self._save_active()
+
+    def _load_active(self) -> None:
+        path = self._resend_state
+        if path is None or not path.exists():
+            return
+        try:
+            rows = orjson.loads(path.read_bytes())
+            for row in rows:
+                if row["receiver"] not in self._by_name:
+                    continue  # a receiver removed from the config
+                alert = _alert_from_json(row["alert"])
+                self._active[row["receiver"], alert.labels] = _Active(
+                    alert, row["started"], row["last_sent"], row["resolved_at"]
+                )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.error("%s: cannot read the re-send state (%s); starting without it", path, exc)
+
+    def _save_active(self) -> None:
+        path = self._resend_state
+        if path is None:
+            return
+        rows = [
+            {
+                "receiver": receiver,
+                "alert": dataclasses.asdict(active.alert),
+                "started": active.started,
+                "last_sent": active.last_sent,
+                "resolved_at": active.resolved_at,
+            }
+            for (receiver, _), active in self._active.items()
+        ]
+        temporary = path.with_suffix(".tmp")
+        temporary.write_bytes(orjson.dumps(rows))
+        os.replace(temporary, path)  # atomic: a crash leaves the old or the new state
 
     def deliver_due(self) -> None:
         """Try every due message once now (the thread's step; tests call it directly)."""

@@ -1,23 +1,30 @@
 """Policy: turns evaluations into alert transitions and retrain requests.
 
 Statistics never decide policy; this module does (DESIGN.md section 4), through
-`monitord.alerts` (the lifecycle of each alert label set) and `monitord.retrain` (drift
-episodes). Evaluations are folded in row order per model version; a *window* is every
-window test that completed at the same row.
+`monitord.alerts` (the lifecycle of each alert label set), `monitord.retrain` (drift
+episodes) and `monitord.retrain_policy` (schedules, manual requests, the guards).
+Evaluations are folded in row order per model version; a *window* is every window test
+that completed at the same row.
+
+Besides `decide`, the daemon calls `due(now)` once per loop iteration for the scheduled and
+manual requests that are due; the admin endpoint calls `request_retrain` from its thread.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from monitord.alerts import Alert, AlertBook, Observation
-from monitord.config import AlertSettings, PolicySettings
+from monitord.clock import now as wall_clock
+from monitord.config import AlertSettings, Config, ModelSettings, PolicySettings
 from monitord.monitor import Evaluation
-from monitord.retrain import Drifted, RetrainEpisodes, RetrainTrigger
+from monitord.retrain import DecisionRecorder, Drifted, RetrainEpisodes, RetrainTrigger
+from monitord.retrain_policy import Retraining
 
 ADWIN = "adwin"
 MODEL_DETECTOR = "any"
@@ -36,9 +43,51 @@ class _VersionPolicy:
 class Policy:
     """Stateful decisions over the evaluations of every model version."""
 
-    def __init__(self, alerts: AlertSettings, policy: PolicySettings, config_hash: str) -> None:
+    def __init__(
+        self,
+        alerts: AlertSettings,
+        policy: PolicySettings,
+        config_hash: str,
+        *,
+        models: Sequence[ModelSettings] = (),
+        recorder: DecisionRecorder | None = None,
+    ) -> None:
         self.alert_settings, self.settings, self.config_hash = alerts, policy, config_hash
         self._versions: dict[tuple[str, str], _VersionPolicy] = {}
+        self.retraining = Retraining(policy, config_hash, models, recorder)
+
+    @classmethod
+    def from_config(cls, config: Config, recorder: DecisionRecorder | None = None) -> Policy:
+        """The policy of ``config``, per-model settings and schedules included; suppressed
+        retrain decisions go to ``recorder`` (the audit log) and the log."""
+        return cls(
+            config.alerts,
+            config.policy,
+            config.config_hash,
+            models=config.models,
+            recorder=recorder,
+        )
+
+    def due(self, now: float) -> list[RetrainTrigger]:
+        """Manual requests queued since the last call and scheduled ones due at ``now``
+        (wall-clock seconds); publish them like `decide`'s outputs."""
+        return self.retraining.due(now)
+
+    def request_manual(
+        self,
+        model: str,
+        reason_text: str,
+        now: float,
+        version: str | None = None,
+        request_id: str | None = None,
+    ) -> RetrainTrigger:
+        """Queue a manual request (thread-safe); `due` hands it out. Version default: the
+        model's current one. ValueError, with advice, for an unknown model or version."""
+        return self.retraining.request_manual(model, reason_text, now, version, request_id)
+
+    def request_retrain(self, model: str, version: str | None, reason: str) -> str:
+        """`request_manual` now: the admin endpoint's callback; returns the request id."""
+        return self.request_manual(model, reason, wall_clock(), version).id
 
     def decide(self, evaluations: list[Evaluation]) -> list[Output]:
         """Outputs for a batch of evaluations (in row order per model version)."""
@@ -59,7 +108,7 @@ class Policy:
         key = (model, version)
         if key not in self._versions:
             self._versions[key] = _VersionPolicy(
-                AlertBook(self.alert_settings), RetrainEpisodes(self.settings, self.config_hash)
+                AlertBook(self.alert_settings), self.retraining.episodes(model, version)
             )
         return self._versions[key]
 
@@ -70,19 +119,20 @@ class Policy:
             return None
         return {
             "alerts": state.alerts.snapshot(),
-            "retrain": state.retrain.snapshot(),
+            "retrain": self.retraining.snapshot(key),
             "adwin_cut": sorted(state.adwin_cut),
         }
 
     def restore(self, key: tuple[str, str], snapshot: dict[str, object]) -> None:
         state = self._state(*key)
         state.alerts.restore(snapshot["alerts"])  # type: ignore[arg-type]
-        state.retrain.restore(snapshot["retrain"])  # type: ignore[arg-type]
+        self.retraining.restore(key, snapshot["retrain"])  # type: ignore[arg-type]
         state.adwin_cut = {str(f) for f in snapshot["adwin_cut"]}  # type: ignore[attr-defined]
 
     def drop(self, keys: list[tuple[str, str]]) -> None:
         for key in keys:
             self._versions.pop(key, None)
+        self.retraining.drop(keys)
 
     def firing(self) -> list[tuple[str, str, str, str]]:
         """``(model, version, feature, detector)`` of every label set firing now."""
@@ -136,5 +186,5 @@ class Policy:
                 Observation("", MODEL_DETECTOR, share >= limit, share, limit, first)
             )
         )
-        outputs.append(state.retrain.observe(window, drifted, share))
+        outputs.append(self.retraining.observe(window, drifted, share))
         return [o for o in outputs if o is not None]

@@ -1,33 +1,51 @@
-"""Retrain requests decided by drift: material and persistent, once per episode.
+"""Retrain requests and drift episodes.
 
-A drift *episode* of a model version opens when at least ``retrain_feature_share`` of its
-monitored columns drifted (in any window test) for ``retrain_consecutive_windows`` windows
-in a row, and sends one request; it closes after as many clean windows in a row. No new
-episode opens for ``retrain_cooldown_windows`` windows after a request. The request's id is
-its idempotency key, derived from model, version, reference and the episode's windows.
+`RetrainTrigger` is a request with its lineage: model, version, reason (drift, schedule or
+manual), the statistics and features that fired, the reference profile id, the data range
+(offsets and event-time range) of the deciding window, and the config hash. Its id is the
+idempotency key. `Suppressed` is a request the policy held back, with the guard that did.
+
+A window of a model version is *material* when at least ``retrain_feature_share`` of its
+monitored columns drifted (in any window test) or, with ``retrain_on_prediction``, when its
+prediction did. A drift *episode* (`RetrainEpisodes`, one per version) opens after
+``retrain_consecutive_windows`` material windows in a row and asks for one request, whose
+id derives from model, version, reference and the episode's windows; it closes after as
+many clean windows in a row. Whether the request goes out (cooldown, minimum events, daily
+cap), and schedules and manual requests, are `monitord.retrain_policy`'s.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol, cast, runtime_checkable
 
 from monitord.alerts import stable_id
 from monitord.config import PolicySettings
+from monitord.events import PREDICTION
 from monitord.monitor import Evaluation, OffsetRange
 
 Drifted = dict[str, tuple[str, float, float]]
 """Drifted column -> (detector, statistic, threshold) of the first test that flagged it."""
 
+Reason = Literal["drift", "schedule", "manual"]
+Guard = Literal["cooldown", "min_events", "daily_cap"]
+Statistics = tuple[tuple[str, str, float, float], ...]  # (feature, detector, value, threshold)
+
+NO_OFFSET = OffsetRange("", -1, -1, -1)
+"""The deciding record of a request made before any window of its version was seen."""
+
+MAX_REASON_CHARS = 1000
+
 
 @dataclass(frozen=True)
 class RetrainTrigger:
     id: str  # also the idempotency key
-    reason: Literal["drift", "schedule", "manual"]
+    reason: Reason
     model: str
     version: str
     drifted_features: tuple[str, ...]
-    statistics: tuple[tuple[str, str, float, float], ...]  # (feature, detector, value, threshold)
+    statistics: Statistics
     feature_share: float
     windows: int  # consecutive windows with material drift
     profile_id: str
@@ -38,6 +56,163 @@ class RetrainTrigger:
     start_time: float
     end_time: float
     config_hash: str
+    detail: str = ""  # the rule that fired, the cron slot, or the operator's reason
+    requested_at: float | None = None  # schedule: the slot; manual: when it was asked for
+
+
+@dataclass(frozen=True)
+class Suppressed:
+    """A request the policy held back: which guard, why, and the request it would have been."""
+
+    id: str
+    guard: Guard
+    detail: str
+    trigger: RetrainTrigger
+
+
+@runtime_checkable
+class DecisionRecorder(Protocol):
+    """Where suppressed decisions are recorded (`monitord.audit.AuditLog`)."""
+
+    def record(self, decisions: list[Suppressed]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """The evidence and data range of one window, as a request carries them."""
+
+    profile_id: str
+    statistics: Statistics
+    feature_share: float
+    windows: int
+    first_row: int
+    row: int
+    offset: OffsetRange
+    offsets: tuple[OffsetRange, ...]
+    start_time: float
+    end_time: float
+
+    @classmethod
+    def of(cls, window: list[Evaluation], drifted: Drifted, share: float, windows: int) -> Lineage:
+        first = window[0]
+        record = first.last_record
+        widest = max(window, key=lambda e: e.end_time - e.start_time)
+        return cls(
+            profile_id=first.profile_id,
+            statistics=tuple((f, *drifted[f]) for f in sorted(drifted)),
+            feature_share=share,
+            windows=windows,
+            first_row=min(e.result.first_row for e in window),
+            row=first.result.row,
+            offset=OffsetRange(record.topic, record.partition, record.offset, record.offset),
+            offsets=widest.offsets,
+            start_time=min(e.start_time for e in window),
+            end_time=max(e.end_time for e in window),
+        )
+
+    def snapshot(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def restore(cls, state: dict[str, object]) -> Lineage:
+        data = cast("dict[str, object]", dict(state))
+        offset = cast("dict[str, object]", data["offset"])
+        offsets = cast("list[dict[str, object]]", data["offsets"])
+        statistics = cast("list[list[object]]", data["statistics"])
+        return cls(
+            profile_id=str(data["profile_id"]),
+            statistics=tuple(
+                (str(f), str(d), float(v), float(t))  # type: ignore[arg-type]
+                for f, d, v, t in statistics
+            ),
+            feature_share=float(data["feature_share"]),  # type: ignore[arg-type]
+            windows=int(data["windows"]),  # type: ignore[call-overload]
+            first_row=int(data["first_row"]),  # type: ignore[call-overload]
+            row=int(data["row"]),  # type: ignore[call-overload]
+            offset=_offset_range(offset),
+            offsets=tuple(_offset_range(o) for o in offsets),
+            start_time=float(data["start_time"]),  # type: ignore[arg-type]
+            end_time=float(data["end_time"]),  # type: ignore[arg-type]
+        )
+
+
+def _offset_range(state: dict[str, object]) -> OffsetRange:
+    return OffsetRange(
+        str(state["topic"]),
+        int(state["partition"]),  # type: ignore[call-overload]
+        int(state["first_offset"]),  # type: ignore[call-overload]
+        int(state["last_offset"]),  # type: ignore[call-overload]
+    )
+
+
+def request(
+    id: str,
+    reason: Reason,
+    model: str,
+    version: str,
+    lineage: Lineage | None,
+    config_hash: str,
+    *,
+    detail: str = "",
+    requested_at: float | None = None,
+) -> RetrainTrigger:
+    """A request carrying ``lineage`` (None: no window of the version seen; the data range
+    is then empty and its times are ``requested_at``)."""
+    if lineage is None:
+        at = 0.0 if requested_at is None else requested_at
+        lineage = Lineage("", (), 0.0, 0, -1, -1, NO_OFFSET, (), at, at)
+    return RetrainTrigger(
+        id=id,
+        reason=reason,
+        model=model,
+        version=version,
+        drifted_features=tuple(s[0] for s in lineage.statistics),
+        statistics=lineage.statistics,
+        feature_share=lineage.feature_share,
+        windows=lineage.windows,
+        profile_id=lineage.profile_id,
+        first_row=lineage.first_row,
+        row=lineage.row,
+        offset=lineage.offset,
+        offsets=lineage.offsets,
+        start_time=lineage.start_time,
+        end_time=lineage.end_time,
+        config_hash=config_hash,
+        detail=detail,
+        requested_at=requested_at,
+    )
+
+
+def manual_request(
+    model: str,
+    version: str,
+    reason_text: str,
+    now: float,
+    config_hash: str,
+    *,
+    request_id: str | None = None,
+    lineage: Lineage | None = None,
+) -> RetrainTrigger:
+    """A manual request; its id derives from model, version and ``request_id`` (default:
+    the request time), so the same request id always names the same request."""
+    text = reason_text.strip()
+    if not text:
+        raise ValueError("reason: say why the model should be retrained (it goes to the audit log)")
+    if len(text) > MAX_REASON_CHARS:
+        raise ValueError(f"reason: at most {MAX_REASON_CHARS} characters, got {len(text)}")
+    if not model or not version:
+        raise ValueError("a manual retrain needs a model and a version")
+    rid = request_id or repr(now)
+    return request(
+        stable_id(model, version, "manual", rid),
+        "manual",
+        model,
+        version,
+        lineage,
+        config_hash,
+        detail=text,
+        requested_at=now,
+    )
 
 
 @dataclass
@@ -48,45 +223,80 @@ class RetrainEpisodes:
     config_hash: str
     drifting_windows: int = 0
     clean_windows: int = 0
-    in_episode: bool = False
+    in_episode: bool = False  # a request was made for the drift under way
     cooldown: int = 0
     episode_first_row: int = -1
+    superseded: bool = False  # a newer version of the model appeared
+    blocked: str = ""  # the guard that last held the episode's request back
+    last_request_row: int = -1  # the version's row at its last request
+    latest: Lineage | None = None  # the last window seen
 
-    _STATE = ("drifting_windows", "clean_windows", "in_episode", "cooldown", "episode_first_row")
+    _STATE = (
+        "drifting_windows",
+        "clean_windows",
+        "in_episode",
+        "cooldown",
+        "episode_first_row",
+        "superseded",
+        "blocked",
+        "last_request_row",
+    )
 
-    def snapshot(self) -> dict[str, int | bool]:
-        return {name: getattr(self, name) for name in self._STATE}
+    def snapshot(self) -> dict[str, object]:
+        state: dict[str, object] = {name: getattr(self, name) for name in self._STATE}
+        state["latest"] = None if self.latest is None else self.latest.snapshot()
+        return state
 
-    def restore(self, state: dict[str, int | bool]) -> None:
+    def restore(self, state: dict[str, object]) -> None:
         for name in self._STATE:
-            setattr(self, name, type(getattr(self, name))(state[name]))
+            if name in state:  # checkpoints from before a field existed keep its default
+                setattr(self, name, type(getattr(self, name))(state[name]))
+        latest = state.get("latest")
+        self.latest = None if latest is None else Lineage.restore(latest)  # type: ignore[arg-type]
+
+    @property
+    def events_since_request(self) -> int:
+        """Events of the version monitored since its last request (or since it started)."""
+        return (-1 if self.latest is None else self.latest.row) - self.last_request_row
 
     def observe(
         self, window: list[Evaluation], drifted: Drifted, share: float
     ) -> RetrainTrigger | None:
-        """Fold one window (all its tests) in; return a request when an episode opens."""
+        """Fold one window (all its tests) in; the drift request when an episode asks for one.
+
+        The guards are the caller's: it reports back with `requested` or `hold`.
+        """
         if self.cooldown > 0:
             self.cooldown -= 1
-        needed = self.settings.retrain_consecutive_windows
-        if share < self.settings.retrain_feature_share:
+        settings = self.settings
+        needed = settings.retrain_consecutive_windows
+        by_share = share >= settings.retrain_feature_share
+        by_prediction = settings.retrain_on_prediction and PREDICTION in drifted
+        if not (by_share or by_prediction):
             self.drifting_windows = 0
             self.clean_windows += 1
             if self.in_episode and self.clean_windows >= needed:
                 self.in_episode = False
+            self.blocked = ""
+            self.latest = Lineage.of(window, drifted, share, 0)
             return None
         self.clean_windows = 0
         if self.drifting_windows == 0:
             self.episode_first_row = min(e.result.first_row for e in window)
+            self.blocked = ""
         self.drifting_windows += 1
-        if self.in_episode or self.drifting_windows < needed or self.cooldown:
+        self.latest = Lineage.of(window, drifted, share, self.drifting_windows)
+        if self.superseded or self.in_episode or self.drifting_windows < needed:
             return None
-        self.in_episode = True
-        self.cooldown = self.settings.retrain_cooldown_windows
         first = window[0]
-        record = first.last_record
-        widest = max(window, key=lambda e: e.end_time - e.start_time)
-        return RetrainTrigger(
-            id=stable_id(
+        limit = settings.retrain_feature_share
+        rule = (
+            f"share {share:.3g} of the monitored columns drifted (threshold {limit:g})"
+            if by_share
+            else f"the prediction drifted (share {share:.3g}, below the threshold {limit:g})"
+        )
+        return request(
+            stable_id(
                 first.model,
                 first.version,
                 "retrain",
@@ -94,19 +304,44 @@ class RetrainEpisodes:
                 self.episode_first_row,
                 first.result.row,
             ),
-            reason="drift",
-            model=first.model,
-            version=first.version,
-            drifted_features=tuple(sorted(drifted)),
-            statistics=tuple((f, *drifted[f]) for f in sorted(drifted)),
-            feature_share=share,
-            windows=self.drifting_windows,
-            profile_id=first.profile_id,
-            first_row=self.episode_first_row,
-            row=first.result.row,
-            offset=OffsetRange(record.topic, record.partition, record.offset, record.offset),
-            offsets=widest.offsets,
-            start_time=min(e.start_time for e in window),
-            end_time=max(e.end_time for e in window),
-            config_hash=self.config_hash,
+            "drift",
+            first.model,
+            first.version,
+            dataclasses.replace(self.latest, first_row=self.episode_first_row),
+            self.config_hash,
+            detail=f"{rule} for {self.drifting_windows} windows in a row",
         )
+
+    def requested(self) -> None:
+        """A request (any reason) went out for this version."""
+        self.cooldown = self.settings.retrain_cooldown_windows
+        self.last_request_row = -1 if self.latest is None else self.latest.row
+        self.blocked = ""
+        if self.drifting_windows:
+            self.in_episode = True  # the request answers the drift under way
+
+    def hold(self, guard: Guard) -> bool:
+        """The episode's request is held back by ``guard``; True if that is news."""
+        news = self.blocked != guard
+        self.blocked = guard
+        return news
+
+    def supersede(self) -> None:
+        """A newer version of the model appeared: no more requests for this one."""
+        self.superseded = True
+        self.in_episode = False
+        self.drifting_windows = 0
+        self.blocked = ""
+
+
+__all__ = [
+    "DecisionRecorder",
+    "Drifted",
+    "Guard",
+    "Lineage",
+    "RetrainEpisodes",
+    "RetrainTrigger",
+    "Suppressed",
+    "manual_request",
+    "request",
+]

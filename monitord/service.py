@@ -211,4 +211,9 @@ def alert_delivery(config: Config, connectors: Mapping[str, Receiver]) -> AlertD
     """Alert delivery to the configured receivers through the outbox in ``state_dir``."""
     config.state_dir.mkdir(parents=True, exist_ok=True)
     outbox = Outbox(config.state_dir / "outbox.sqlite")
-    return AlertDelivery(config.receivers, outbox, connectors)
+    return AlertDelivery(
+        config.receivers,
+        outbox,
+        connectors,
+        resend_state=config.state_dir / "alertmanager-resend.json",
+    )

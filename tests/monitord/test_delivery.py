@@ -157,3 +157,42 @@ def _notified(requests: list[Recorded], status: str) -> bool:
         and any(a["labels"].get("model") == "m" for a in body.get("alerts", []))
         for body in bodies
     )
+
+
+def test_alertmanager_resends_survive_a_restart(tmp_path: Path) -> None:
+    # A deploy restarts the daemon while an alert fires: Alertmanager must keep hearing of it.
+    config = _config(
+        tmp_path,
+        [
+            {
+                "name": "am",
+                "type": "alertmanager",
+                "url": "http://127.0.0.1:9",
+                "resend_interval_s": 60,
+            }
+        ],
+    )
+    state = tmp_path / "resend.json"
+    now = [1_000_000.0]
+    config.state_dir.mkdir(parents=True)
+    first = AlertDelivery(
+        config.receivers,
+        Outbox(config.state_dir / "outbox.sqlite"),
+        {},
+        clock=lambda: now[0],
+        resend_state=state,
+    )
+    Daemon(config, MemorySource(_records()), MemorySink(), [first], lambda m, v: None).drain()
+    # Firing alerts, and resolved ones still re-sent for resolved_resend_s.
+    active = set(first._active)
+    assert active
+    first.close()
+
+    now[0] += 61
+    outbox = Outbox(config.state_dir / "outbox.sqlite")
+    second = AlertDelivery(config.receivers, outbox, {}, clock=lambda: now[0], resend_state=state)
+    assert set(second._active) == active
+    before = outbox.pending()
+    second.flush()
+    assert outbox.pending() == before + len(second._active)  # every alert re-sent
+    second.close()

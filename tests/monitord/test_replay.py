@@ -5,14 +5,17 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from monitord.alerts import stable_id
 from monitord.cli import main
+from monitord.clock import iso
 from monitord.config import parse_config
-from monitord.reference import profile_from_rows, save_profile
+from monitord.reference import load_profile, profile_from_rows, save_profile
 from monitord.replay import replay
 from monitord.tabular import read_rows
 
@@ -142,3 +145,46 @@ def test_jsonl_of_inference_events_flattens_features(tmp_path: Path) -> None:
         {"x": 1.5, "c": "DE", "prediction": 0.2, "model": "m"},
         {"x": None, "c": "FR", "prediction": 0.4, "model": "m"},
     ]
+
+
+def test_cli_replay_reports_the_retrain_decision_with_its_evidence_and_data_range(
+    files: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reference, traffic, profile = files
+    # The same traffic, one event per second from 2026-11-23T00:00:00Z (event time).
+    stamped = tmp_path / "stamped.csv"
+    header, *lines = traffic.read_text().splitlines()
+    start = datetime(2026, 11, 23, tzinfo=UTC).timestamp()
+    stamped.write_text(
+        "\n".join([f"{header},timestamp"] + [f"{r},{iso(start + i)}" for i, r in enumerate(lines)])
+    )
+
+    assert main(["replay", str(stamped), "--model", "m", "--profile", str(profile)]) == 0
+
+    outputs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    (decision,) = [o for o in outputs if o["kind"] == "retrain"]
+    profile_id = load_profile(profile).profile_id
+    assert decision["id"] == stable_id("m", "1", "retrain", profile_id, 3000, 4999)
+    assert (decision["reason"], decision["model"], decision["version"]) == ("drift", "m", "1")
+    # Evidence: what drifted, by how much, against which reference and config.
+    assert decision["drifted_features"] == ["x"]
+    assert decision["statistics"] == [["x", "ks", 0.375, pytest.approx(0.0774582781726, 1e-9)]]
+    assert decision["feature_share"] == pytest.approx(1 / 3)
+    assert decision["windows"] == 2
+    assert decision["detail"] == (
+        "share 0.333 of the monitored columns drifted (threshold 0.25) for 2 windows in a row"
+    )
+    assert decision["profile_id"] == profile_id
+    assert decision["config_hash"] == parse_config({}).config_hash
+    # Data range: the episode's rows, the deciding window's offsets and event times.
+    assert (decision["first_row"], decision["row"]) == (3000, 4999)
+    assert decision["offsets"] == [
+        {"topic": "stamped.csv", "partition": 0, "first_offset": 4000, "last_offset": 4999}
+    ]
+    assert (decision["start_time"], decision["end_time"]) == (
+        "2026-11-23T01:06:40.000Z",
+        "2026-11-23T01:23:19.000Z",
+    )
+
+    assert main(["replay", str(reference), "--model", "m", "--profile", str(profile)]) == 0
+    assert capsys.readouterr().out == ""  # stationary: no alert, no retrain decision

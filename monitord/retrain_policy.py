@@ -1,0 +1,346 @@
+"""The retrain policy of every model: drift episodes, cron schedules and manual requests,
+under one set of guards.
+
+**Drift.** Each model version's `RetrainEpisodes` proposes a request when an episode opens.
+
+**Schedule.** ``[[models]] retrain_schedule`` (cron, UTC) asks for one request per slot
+(`monitord.schedule`) for the model's current version; id from model, version and the slot.
+
+**Manual.** `Retraining.request_manual` (admin endpoint) queues a request for a version
+(default: the current one); id from model, version and a request id (default: the time).
+`Retraining.due` hands queued and scheduled requests out.
+
+**Guards**, in this order: a drift request waits ``retrain_cooldown_windows`` windows after
+the version's last request (any reason); drift and scheduled requests need
+``retrain_min_events`` new events of the version since its last request, and must fit in
+``retrain_daily_cap`` requests of the model per UTC day (of event time for drift, of the
+slot for a schedule). A manual request is an operator's decision: never held back, but it
+counts. A held-back request is a `Suppressed` decision with the evidence of the request it
+would have been, logged and given to the recorder (the audit log) once per episode and
+guard, and once per slot.
+
+**Versions.** The first window of a new version of a model closes the episodes of its other
+versions for good: a retrain that deployed a new version no longer triggers for the old one.
+The current version is the one whose first window came last.
+
+Every public method of `Retraining` takes its lock: `request_manual` runs on the admin
+thread while the daemon loop decides.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import cast
+
+from monitord.alerts import stable_id
+from monitord.clock import iso
+from monitord.config import ModelSettings, PolicySettings
+from monitord.monitor import Evaluation
+from monitord.retrain import (
+    DecisionRecorder,
+    Drifted,
+    Guard,
+    RetrainEpisodes,
+    RetrainTrigger,
+    Suppressed,
+    manual_request,
+    request,
+)
+from monitord.schedule import CronSchedule, utc_day
+
+log = logging.getLogger(__name__)
+
+DAYS_KEPT = 3  # request counts kept per model: today and a margin for late event time
+
+
+class ModelRetrain:
+    """Per-model state: the current version, requests per UTC day and the schedule."""
+
+    def __init__(self, settings: PolicySettings, schedule: str | None) -> None:
+        self.settings = settings
+        self._expression = schedule
+        self.reset()
+
+    def reset(self) -> None:
+        self.current = ""  # the version whose first window came last
+        self.seq = 0  # bumped by every change: the newest of several snapshots wins
+        self.requests: dict[str, int] = {}  # UTC day -> requests sent
+        self.schedule = None if self._expression is None else CronSchedule(self._expression)
+
+    def count(self, day: str) -> None:
+        self.requests[day] = self.requests.get(day, 0) + 1
+        for old in sorted(self.requests)[:-DAYS_KEPT]:
+            del self.requests[old]
+        self.seq += 1
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "seq": self.seq,
+            "current": self.current,
+            "requests": dict(self.requests),
+            "schedule": None if self.schedule is None else self.schedule.snapshot(),
+        }
+
+    def restore(self, state: dict[str, object]) -> None:
+        seq = int(state["seq"])  # type: ignore[call-overload]
+        if seq < self.seq:
+            return  # this process knows newer state (another partition's versions)
+        self.seq = seq
+        self.current = str(state["current"])
+        requests = cast("dict[str, int]", state["requests"])
+        self.requests = {str(day): int(n) for day, n in requests.items()}
+        schedule = state.get("schedule")
+        if self.schedule is not None and isinstance(schedule, dict):
+            self.schedule.restore(schedule)
+
+
+class Retraining:
+    """Retrain decisions of every model: drift episodes per version, schedules, manual
+    requests and the guards (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: PolicySettings,
+        config_hash: str,
+        models: Sequence[ModelSettings] = (),
+        recorder: DecisionRecorder | None = None,
+    ) -> None:
+        self.settings, self.config_hash, self.recorder = settings, config_hash, recorder
+        self._configured = {m.name: m for m in models}
+        self._lock = threading.Lock()
+        self._episodes: dict[tuple[str, str], RetrainEpisodes] = {}
+        self._models: dict[str, ModelRetrain] = {}
+        self._manual: list[RetrainTrigger] = []
+        for name, configured in self._configured.items():
+            if configured.retrain_schedule is not None:
+                self._model(name)
+
+    def settings_for(self, model: str) -> PolicySettings:
+        configured = self._configured.get(model)
+        if configured is not None and configured.policy is not None:
+            return configured.policy
+        return self.settings
+
+    def _model(self, name: str) -> ModelRetrain:
+        state = self._models.get(name)
+        if state is None:
+            configured = self._configured.get(name)
+            schedule = None if configured is None else configured.retrain_schedule
+            state = self._models[name] = ModelRetrain(self.settings_for(name), schedule)
+        return state
+
+    def episodes(self, model: str, version: str) -> RetrainEpisodes:
+        """A version's episode state (created on first sight)."""
+        with self._lock:
+            return self._episodes_of(model, version)
+
+    def _episodes_of(self, model: str, version: str) -> RetrainEpisodes:
+        key = (model, version)
+        episodes = self._episodes.get(key)
+        if episodes is None:
+            self._model(model)
+            episodes = self._episodes[key] = RetrainEpisodes(
+                self.settings_for(model), self.config_hash
+            )
+        return episodes
+
+    def observe(
+        self, window: list[Evaluation], drifted: Drifted, share: float
+    ) -> RetrainTrigger | None:
+        """Fold one window of a model version in; the drift request, if one goes out."""
+        first = window[0]
+        with self._lock:
+            state = self._model(first.model)
+            episodes = self._episodes_of(first.model, first.version)
+            if episodes.latest is None and state.current != first.version:
+                self._switch(first.model, first.version)
+            candidate = episodes.observe(window, drifted, share)
+            if candidate is None:
+                return None
+            return self._decide(state, episodes, candidate, utc_day(candidate.end_time))
+
+    def _switch(self, model: str, version: str) -> None:
+        for (name, other), episodes in self._episodes.items():
+            if name == model and other != version:
+                episodes.supersede()
+        state = self._models[model]
+        state.current = version
+        state.seq += 1
+
+    def _decide(
+        self,
+        state: ModelRetrain,
+        episodes: RetrainEpisodes | None,
+        trigger: RetrainTrigger,
+        day: str,
+    ) -> RetrainTrigger | None:
+        held = self._guard(state, episodes, trigger, day)
+        if held is None:
+            state.count(day)
+            if episodes is not None:
+                episodes.requested()
+            return trigger
+        guard, detail = held
+        if trigger.reason != "drift" or episodes is None or episodes.hold(guard):
+            self._record(
+                Suppressed(stable_id(trigger.id, "suppressed", guard), guard, detail, trigger)
+            )
+        return None
+
+    def _guard(
+        self,
+        state: ModelRetrain,
+        episodes: RetrainEpisodes | None,
+        trigger: RetrainTrigger,
+        day: str,
+    ) -> tuple[Guard, str] | None:
+        settings = state.settings
+        if trigger.reason == "drift" and episodes is not None and episodes.cooldown > 0:
+            return "cooldown", (
+                f"{episodes.cooldown} more window(s) of cooldown after the last request of "
+                f"{trigger.model}/{trigger.version}"
+            )
+        new = 0 if episodes is None else episodes.events_since_request
+        if new < settings.retrain_min_events:
+            return "min_events", (
+                f"{new} new events of {trigger.model}/{trigger.version} since its last "
+                f"request; {settings.retrain_min_events} needed"
+            )
+        cap, made = settings.retrain_daily_cap, state.requests.get(day, 0)
+        if cap is not None and made >= cap:
+            return "daily_cap", (
+                f"{made} request(s) for {trigger.model} on {day} (UTC) already; the daily cap "
+                f"is {cap}"
+            )
+        return None
+
+    def _record(self, decision: Suppressed) -> None:
+        trigger = decision.trigger
+        log.info(
+            "retrain request held back by %s: %s",
+            decision.guard,
+            decision.detail,
+            extra={
+                "model": trigger.model,
+                "model_version": trigger.version,
+                "reason": trigger.reason,
+                "guard": decision.guard,
+                "decision_id": decision.id,
+                "first_row": trigger.first_row,
+                "row": trigger.row,
+            },
+        )
+        if self.recorder is not None:
+            try:
+                self.recorder.record([decision])
+            except Exception:  # the audit row is lost, not the daemon: it is logged above
+                log.exception("could not record suppressed decision %s", decision.id)
+
+    def request_manual(
+        self,
+        model: str,
+        reason_text: str,
+        now: float,
+        version: str | None = None,
+        request_id: str | None = None,
+    ) -> RetrainTrigger:
+        """Queue a manual request for ``version`` (default: the model's current version);
+        `due` hands it out. ValueError (with advice) for an unknown model or no version."""
+        with self._lock:
+            state = self._models.get(model)
+            if state is None and model not in self._configured:
+                known = sorted(set(self._models) | set(self._configured))
+                raise ValueError(
+                    f"model {model!r} is unknown to this daemon (known: "
+                    f"{', '.join(known) or 'none yet'}); another replica may own it, or use "
+                    "`monitord retrain --direct`"
+                )
+            chosen = version or ("" if state is None else state.current)
+            if not chosen:
+                raise ValueError(
+                    f"model {model!r}: no version seen yet, so there is no current version; "
+                    "name the version to retrain"
+                )
+            episodes = self._episodes.get((model, chosen))
+            trigger = manual_request(
+                model,
+                chosen,
+                reason_text,
+                now,
+                self.config_hash,
+                request_id=request_id,
+                lineage=None if episodes is None else episodes.latest,
+            )
+            if all(queued.id != trigger.id for queued in self._manual):
+                self._manual.append(trigger)
+            return trigger
+
+    def due(self, now: float) -> list[RetrainTrigger]:
+        """Queued manual requests and the scheduled ones due at ``now``."""
+        with self._lock:
+            out = []
+            for trigger in self._manual:
+                episodes = self._episodes.get((trigger.model, trigger.version))
+                at = now if trigger.requested_at is None else trigger.requested_at
+                self._model(trigger.model).count(utc_day(at))
+                if episodes is not None:
+                    episodes.requested()
+                out.append(trigger)
+            self._manual.clear()
+            for name, state in self._models.items():
+                schedule = state.schedule
+                slot = None if schedule is None else schedule.due(now)
+                if schedule is None or slot is None or not state.current:
+                    continue  # without a version seen, a due slot waits for one
+                schedule.take(slot)
+                state.seq += 1
+                episodes = self._episodes.get((name, state.current))
+                trigger = request(
+                    stable_id(name, state.current, "schedule", iso(slot)),
+                    "schedule",
+                    name,
+                    state.current,
+                    None if episodes is None else episodes.latest,
+                    self.config_hash,
+                    detail=f"cron {schedule.expression!r}, slot {iso(slot)}",
+                    requested_at=slot,
+                )
+                decided = self._decide(state, episodes, trigger, utc_day(slot))
+                if decided is not None:
+                    out.append(decided)
+            return out
+
+    def snapshot(self, key: tuple[str, str]) -> dict[str, object]:
+        """A version's episode state and its model's state, JSON-able."""
+        with self._lock:
+            state = self._episodes_of(*key).snapshot()
+            state["model"] = self._models[key[0]].snapshot()
+            return state
+
+    def restore(self, key: tuple[str, str], state: dict[str, object]) -> None:
+        with self._lock:
+            self._episodes_of(*key).restore(state)
+            model = self._models[key[0]]
+            if isinstance(state.get("model"), dict):
+                model.restore(state["model"])  # type: ignore[arg-type]
+            if not model.current:
+                model.current = key[1]
+
+    def drop(self, keys: Sequence[tuple[str, str]]) -> None:
+        """Forget versions (their partition moved); a model without versions starts afresh."""
+        with self._lock:
+            for key in keys:
+                self._episodes.pop(key, None)
+            for name in {model for model, _ in keys}:
+                if any(model == name for model, _ in self._episodes):
+                    continue
+                state = self._models.get(name)
+                if state is not None and state.schedule is not None:
+                    state.reset()  # the schedule stays; it fires once a version is known
+                else:
+                    self._models.pop(name, None)
+
+
+__all__ = ["ModelRetrain", "Retraining"]
