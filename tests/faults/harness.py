@@ -283,3 +283,22 @@ def assert_same_outputs(
         if got[key] != data
     }
     assert not differing, f"(got, expected) per differing field: {differing}"
+
+
+def finish(
+    daemon: Daemon, offsets: Offsets, group: str, stream: Stream, grace_s: float = 60.0
+) -> None:
+    """Wait until ``group`` committed the whole stream, then SIGTERM ``daemon``: exit 0."""
+    until(
+        lambda: offsets.committed(group, stream) == stream.total,
+        f"the whole stream committed by {group}",
+        180,
+        daemon,
+    )
+    daemon.signal(signal.SIGTERM)
+    assert daemon.process.wait(timeout=grace_s) == 0, daemon.tail()
+
+
+def reference_config(tmp: Path, bootstrap: str, stream: Stream, group: str) -> Path:
+    """An uninterrupted single daemon's config, no checkpoints: what the others must equal."""
+    return daemon_config(tmp, "reference", bootstrap, stream, group, checkpoint={"store": "none"})

@@ -19,8 +19,10 @@ from tests.faults.harness import (
     assert_same_outputs,
     daemon_config,
     daemons,
+    finish,
     get,
     published,
+    reference_config,
     until,
 )
 
@@ -45,14 +47,7 @@ def test_survivors_take_over_with_state_from_the_changelog(
         )
         for i in range(3)
     ]
-    reference = daemon_config(
-        tmp_path,
-        "reference",
-        broker.bootstrap,
-        stream,
-        reference_group,
-        checkpoint={"store": "none"},
-    )
+    reference = reference_config(tmp_path, broker.bootstrap, stream, reference_group)
     offsets = Offsets(broker.bootstrap)
     stream.produce(broker.bootstrap, 0, half)
     with daemons() as start:
@@ -84,15 +79,7 @@ def test_survivors_take_over_with_state_from_the_changelog(
         restored = "".join(s.log.read_text() for s in survivors)
         assert "restored" in restored
 
-        single = start(reference, tmp_path / "reference.log")
-        until(
-            lambda: offsets.committed(reference_group, stream) == stream.total,
-            "the single-process run",
-            120,
-            single,
-        )
-        single.signal(signal.SIGTERM)
-        assert single.process.wait(timeout=60) == 0, single.tail()
+        finish(start(reference, tmp_path / "reference.log"), offsets, reference_group, stream)
     offsets.close()
     expected = published(broker.bootstrap, reference_group)
     assert {data["model"] for data in expected.values()} == {f"m{i}" for i in range(6)}

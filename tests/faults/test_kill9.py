@@ -3,7 +3,6 @@ uninterrupted run's (same ids, same detection rows and evidence), DESIGN.md sect
 
 from __future__ import annotations
 
-import signal
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +17,9 @@ from tests.faults.harness import (
     assert_same_outputs,
     daemon_config,
     daemons,
+    finish,
     published,
+    reference_config,
     until,
 )
 
@@ -44,14 +45,7 @@ def test_kill9_at_random_points_changes_no_output(
     stream = Stream(unique_name("events"), partitions=2, models=4, per_model=50_000)
     stream.produce(broker.bootstrap)
     reference_group, crashed_group = unique_name("reference"), unique_name("crashed")
-    reference = daemon_config(
-        tmp_path,
-        "reference",
-        broker.bootstrap,
-        stream,
-        reference_group,
-        checkpoint={"store": "none"},
-    )
+    reference = reference_config(tmp_path, broker.bootstrap, stream, reference_group)
     crashed = daemon_config(
         tmp_path,
         "crashed",
@@ -77,15 +71,8 @@ def test_kill9_at_random_points_changes_no_output(
             pause.wait(float(rng.uniform(0.0, 0.3)))  # the fault's timing, not a wait for it
             daemon.kill()
         last = start(crashed, tmp_path / "crashed.log")
-        for daemon, group in ((uninterrupted, reference_group), (last, crashed_group)):
-            until(
-                lambda: offsets.committed(group, stream) == stream.total,  # noqa: B023
-                "the whole stream committed",
-                STREAM_TIMEOUT_S,
-                daemon,
-            )
-            daemon.signal(signal.SIGTERM)
-            assert daemon.process.wait(timeout=60) == 0, daemon.tail()
+        finish(uninterrupted, offsets, reference_group, stream)
+        finish(last, offsets, crashed_group, stream)
 
     expected = published(broker.bootstrap, reference_group)
     assert sum(1 for data in expected.values() if "idempotency_key" in data) >= 4

@@ -23,7 +23,9 @@ from tests.faults.harness import (
     assert_same_outputs,
     daemon_config,
     daemons,
+    finish,
     published,
+    reference_config,
     until,
 )
 
@@ -46,14 +48,7 @@ def test_sigterm_under_load_drains_within_the_grace_period(
         shutdown={"grace_s": GRACE_S},
         checkpoint={"interval_events": 20_000},
     )
-    reference = daemon_config(
-        tmp_path,
-        "reference",
-        broker.bootstrap,
-        stream,
-        reference_group,
-        checkpoint={"store": "none"},
-    )
+    reference = reference_config(tmp_path, broker.bootstrap, stream, reference_group)
     offsets = Offsets(broker.bootstrap)
     first = stream.total // 4
     stream.produce(broker.bootstrap, 0, first)
@@ -85,20 +80,8 @@ def test_sigterm_under_load_drains_within_the_grace_period(
         stopped_at = offsets.committed(group, stream)
         assert first <= stopped_at < stream.total
 
-        successor = start(config, tmp_path / "successor.log")
-        until(lambda: offsets.committed(group, stream) == stream.total, "the rest", 120, successor)
-        successor.signal(signal.SIGTERM)
-        assert successor.process.wait(timeout=GRACE_S + 10) == 0, successor.tail()
-
-        single = start(reference, tmp_path / "reference.log")
-        until(
-            lambda: offsets.committed(reference_group, stream) == stream.total,
-            "the reference run",
-            120,
-            single,
-        )
-        single.signal(signal.SIGTERM)
-        assert single.process.wait(timeout=GRACE_S + 10) == 0, single.tail()
+        finish(start(config, tmp_path / "successor.log"), offsets, group, stream, GRACE_S)
+        finish(start(reference, tmp_path / "reference.log"), offsets, reference_group, stream)
     offsets.close()
     assert_same_outputs(
         published(broker.bootstrap, group), published(broker.bootstrap, reference_group)

@@ -4,7 +4,6 @@ loses or repeats nothing but deterministic ids; /readyz follows the broker (issu
 from __future__ import annotations
 
 import json
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,8 +19,10 @@ from tests.faults.harness import (
     assert_same_outputs,
     daemon_config,
     daemons,
+    finish,
     get,
     published,
+    reference_config,
     until,
 )
 
@@ -45,9 +46,7 @@ def test_a_stalled_broker_is_waited_out_and_readiness_follows_it(
     half = stream.total // 2
     stalled_group, reference_group = unique_name("stalled"), unique_name("reference")
     stalled = daemon_config(tmp_path, "stalled", bootstrap, stream, stalled_group)
-    reference = daemon_config(
-        tmp_path, "reference", bootstrap, stream, reference_group, checkpoint={"store": "none"}
-    )
+    reference = reference_config(tmp_path, bootstrap, stream, reference_group)
     offsets = Offsets(bootstrap)
     stream.produce(bootstrap, 0, half)
     with daemons() as start:
@@ -68,19 +67,8 @@ def test_a_stalled_broker_is_waited_out_and_readiness_follows_it(
 
         until(lambda: get(url + "/readyz")[0] == 200, "ready after the stall", 60, daemon)
         stream.produce(bootstrap, half)
-        until(lambda: offsets.committed(stalled_group, stream) == stream.total, "all", 120, daemon)
-        daemon.signal(signal.SIGTERM)
-        assert daemon.process.wait(timeout=60) == 0, daemon.tail()
-
-        uninterrupted = start(reference, tmp_path / "reference.log")
-        until(
-            lambda: offsets.committed(reference_group, stream) == stream.total,
-            "the reference run",
-            120,
-            uninterrupted,
-        )
-        uninterrupted.signal(signal.SIGTERM)
-        assert uninterrupted.process.wait(timeout=60) == 0, uninterrupted.tail()
+        finish(daemon, offsets, stalled_group, stream)
+        finish(start(reference, tmp_path / "reference.log"), offsets, reference_group, stream)
     offsets.close()
     expected = published(bootstrap, reference_group)
     assert expected

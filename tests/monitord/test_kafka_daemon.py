@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,6 @@ from monitord.cli import main
 from monitord.config import Config, parse_config
 from monitord.daemon import Daemon
 from monitord.policy import Output
-from monitord.service import build_kafka_daemon
 
 MODEL, VERSION = "pricing-model", "3"
 ALERT_TYPE, RETRAIN_TYPE = "io.monitord.drift.alert", "io.monitord.retrain.requested"
@@ -57,20 +56,6 @@ def topics(unique_name: Callable[[str], str]) -> Topics:
         unique_name("alerts"),
         unique_name("retrain"),
     )
-
-
-@pytest.fixture
-def daemons() -> Iterator[Callable[[Config], Daemon]]:
-    """Build Kafka daemons that are closed (leaving their group) when the test ends."""
-    built: list[Daemon] = []
-
-    def build(config: Config) -> Daemon:
-        built.append(build_kafka_daemon(config))
-        return built[-1]
-
-    yield build
-    for daemon in built:
-        daemon.close()
 
 
 def daemon_config(

@@ -4,7 +4,7 @@ topic, monitors each model on one partition, and folds every event once."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -12,21 +12,7 @@ from connectors.broker import EmbeddedBroker
 from connectors.kafka import partition_counts
 from monitord.config import Config, parse_config
 from monitord.daemon import Daemon
-from monitord.service import build_kafka_daemon
 from tests.faults.harness import FAST_CONSUMER, Stream
-
-
-@pytest.fixture
-def daemons() -> Iterator[Callable[[Config], Daemon]]:
-    built: list[Daemon] = []
-
-    def build(config: Config) -> Daemon:
-        built.append(build_kafka_daemon(config))
-        return built[-1]
-
-    yield build
-    for daemon in built:
-        daemon.close()
 
 
 @pytest.mark.kafka
