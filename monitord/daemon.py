@@ -127,6 +127,7 @@ class Daemon:
         self._last_probe = clock() - PROBE_INTERVAL_S  # probe at the first quiet poll
         self._generation = 0  # rebalances seen, to drop records held across one
         self._touched: set[TopicPartition] = set()  # partitions a rebalance moved meanwhile
+        self._unrestored: set[TopicPartition] = set()  # assigned, checkpoint not loaded yet
         self.health: HealthReport = health or _Unobserved()
         self.metrics = metrics
         kafka = config.kafka
@@ -168,6 +169,11 @@ class Daemon:
             if not more:
                 break
             records += more
+        if self._unrestored:
+            polled = len(records)
+            records = self._hold_unrestored(records)
+            if not records:
+                return polled, []  # read again once restored: not idle
         requested = self.policy.due(time.time())
         to_monitor, forwarded, bad = records, list[Forward](), list[BadRecord]()
         if self._internal is not None:
@@ -210,6 +216,25 @@ class Daemon:
             )
             metrics.batch(len(records), time.perf_counter() - started)
         return len(records), outputs
+
+    def _hold_unrestored(self, records: list[Record]) -> list[Record]:
+        """Retry the checkpoints that could not be loaded; a partition still without its
+        state is not processed (that would start it afresh), but read again later."""
+        assert self.store is not None
+        self._restore(self.store, set(self._unrestored))
+        held = [r for r in records if r.topic_partition in self._unrestored]
+        if not held:
+            self.health.set_condition("state_restored", True)
+            return records
+        self.health.set_condition(
+            "state_restored", False, f"checkpoints of {len(self._unrestored)} partitions unread"
+        )
+        first: dict[TopicPartition, int] = {}
+        for record in held:
+            first.setdefault(record.topic_partition, record.offset)
+        for tp, offset in first.items():
+            self.source.seek(tp, offset)
+        return [r for r in records if r.topic_partition not in self._unrestored]
 
     def _rewind(self, held: list[Record]) -> None:
         """A rebalance ran while a batch was being topped up: drop the batch unprocessed.
@@ -357,7 +382,9 @@ class Daemon:
         self.health.set_condition("state_restored", False, "restoring checkpoints")
         self._restore(self.store, partitions)
         self.health.set_condition("assigned", True)
-        self.health.set_condition("state_restored", True)
+        self.health.set_condition(
+            "state_restored", not self._unrestored, "a checkpoint store is unreachable"
+        )
         if self.metrics is not None:
             self.metrics.restore_firing(self.policy.firing())
 
@@ -368,6 +395,12 @@ class Daemon:
             except CheckpointError as exc:
                 log.error("%s; %s starts without state from its committed offset", exc, tp)
                 continue
+            except ConnectorError as exc:
+                # The store is unreachable: the partition waits (see `_hold_unrestored`).
+                log.warning("%s: cannot load its checkpoint yet (%s)", tp, exc)
+                self._unrestored.add(tp)
+                continue
+            self._unrestored.discard(tp)
             if checkpoint is None:
                 continue
             for version in checkpoint.versions:
@@ -412,6 +445,7 @@ class Daemon:
             self._checkpointed.pop(tp, None)
             self._uncommitted.pop(tp, None)
             self._sources.drop(tp)
+            self._unrestored.discard(tp)
 
     def run(self) -> None:
         """Cycle until `stopping` is set (a signal handler only sets it).

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from connectors.memory import MemorySink, MemorySource
-from connectors.stream import Record, TopicPartition
+from connectors.stream import BrokerUnavailable, Record, TopicPartition
 from monitord import checkpoint
 from monitord.checkpoint import (
     Checkpoint,
@@ -335,3 +335,34 @@ def test_a_rebalance_while_topping_up_a_batch_folds_nothing_twice(
     run.daemon.drain()
     assert _rows(run.evaluations) == _rows(expected.evaluations)
     assert _ids(run.outputs) == _ids(expected.outputs)
+
+
+class _Unreachable(LocalStore):
+    """A store whose checkpoint of ``P1`` cannot be read for the first ``failures`` tries."""
+
+    failures = 5
+
+    def load(self, partition: TopicPartition) -> Checkpoint | None:
+        if partition == P1 and self.failures:
+            self.failures -= 1
+            raise BrokerUnavailable("changelog at 127.0.0.1:9 does not answer")
+        return super().load(partition)
+
+
+def test_a_partition_whose_checkpoint_cannot_be_read_waits_for_it(
+    tmp_path: Path, stream: list[Record], uninterrupted: Run
+) -> None:
+    path = tmp_path / "c.sqlite"
+    first = Run(_config(), stream, path)
+    first.steps(8)
+    first.crash()
+    second = Run(_config(), stream, path, committed=first.source.committed)
+    second.daemon.store = store = _Unreachable(path)
+    second.steps(2)  # one try on assignment, one at each step
+    assert store.failures == 2
+    assert "b" not in {model for model, _ in second.daemon.monitor.versions}  # held, not afresh
+    second.daemon.drain()
+    assert store.failures == 0
+    rows = _rows(first.evaluations) | _rows(second.evaluations)
+    assert rows == _rows(uninterrupted.evaluations)
+    assert _ids(first.outputs + second.outputs) == _ids(uninterrupted.outputs)
