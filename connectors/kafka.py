@@ -557,6 +557,7 @@ class KafkaSink:
                 f"{undelivered} message(s) not acknowledged by {self._bootstrap} "
                 f"within {timeout_s:g}s",
                 retriable=True,
+                pending=True,
             )
         sent, self._pending = self._pending, []
         failed = [f.exception for f in sent if f.failed()]

@@ -240,12 +240,16 @@ class MemorySink:
         self._pending.append(Message(topic, key, value, tuple(headers), timestamp_ms))
 
     def flush(self, timeout_s: float) -> None:
-        """Deliver everything pending; an injected failure drops it all, as a broker loss can."""
+        """Deliver everything pending; an injected failure drops it all, as a broker loss can,
+        or keeps it in flight if the failure says so (`DeliveryFailed.pending`)."""
         self._check_open()
         self.flushes += 1
-        pending, self._pending = self._pending, []
         if self._flush_failures:
-            raise self._flush_failures.popleft()
+            error = self._flush_failures.popleft()
+            if not (isinstance(error, DeliveryFailed) and error.pending):
+                self._pending = []
+            raise error
+        pending, self._pending = self._pending, []
         self._delivered.extend(pending)
 
     def close(self) -> None:

@@ -150,7 +150,17 @@ class BrokerUnavailable(ConnectorError):  # noqa: N818  # reads as a state
 
 class DeliveryFailed(ConnectorError):  # noqa: N818  # reads as a state
     """At least one sent message was not acknowledged; re-send everything since the last
-    successful flush (receivers deduplicate by message id)."""
+    successful flush (receivers deduplicate by message id).
+
+    With ``pending`` the messages are still in flight (a slow or stalled broker): flush
+    again instead, which keeps them without sending copies.
+    """
+
+    def __init__(
+        self, message: str, *, retriable: bool | None = None, pending: bool = False
+    ) -> None:
+        super().__init__(message, retriable=retriable)
+        self.pending = pending
 
 
 class CommitFailed(ConnectorError):  # noqa: N818  # reads as a state

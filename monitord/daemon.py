@@ -22,7 +22,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from connectors.stream import CommitFailed, ConnectorError, Record, Sink, Source, TopicPartition
+from connectors.stream import (
+    CommitFailed,
+    ConnectorError,
+    DeliveryFailed,
+    Record,
+    Sink,
+    Source,
+    TopicPartition,
+)
 from detectors.profile import ReferenceProfile
 from monitord.alerts import Alert
 from monitord.checkpoint import Checkpoint, CheckpointError, CheckpointStore, VersionState
@@ -30,7 +38,7 @@ from monitord.config import Config
 from monitord.events import BadRecord, decode
 from monitord.metrics import DaemonMetrics
 from monitord.monitor import Monitor, ProfileLoader
-from monitord.outputs import Publisher
+from monitord.outputs import FLUSH_TIMEOUT_S, Publisher
 from monitord.policy import Output, Policy
 from monitord.repartition import SOURCE_HEADERS, Forward, SourceOffsets, forwards
 from monitord.retrain import DecisionRecorder
@@ -271,10 +279,10 @@ class Daemon:
         """Publish and flush a batch's outputs and dead letters, retrying while a retriable
         failure lasts. Publishing again after a failure may repeat messages (same ids), never
         lose one. False when told to stop first: that batch must not be checkpointed."""
-        attempt = 0
+        attempt, resend = 0, True
         while True:
             try:
-                for item in forwarded:
+                for item in forwarded if resend else ():
                     assert self._internal is not None
                     self.dead_letters.send(
                         self._internal,
@@ -283,15 +291,18 @@ class Daemon:
                         item.headers,
                         timestamp_ms=item.timestamp_ms,
                     )
-                self._dead_letter(bad)
-                for publisher in self.publishers:
-                    publisher.publish(outputs)
+                if resend:
+                    self._dead_letter(bad)
+                    for publisher in self.publishers:
+                        publisher.publish(outputs)
                 for publisher in self.publishers:
                     publisher.flush()
-                self.dead_letters.flush(30.0)
+                self.dead_letters.flush(FLUSH_TIMEOUT_S)
             except ConnectorError as exc:
                 if not exc.retriable:
                     raise
+                # Still in flight: wait for them again. Lost: send everything again.
+                resend = not (isinstance(exc, DeliveryFailed) and exc.pending)
                 self._undelivered = True
                 self.health.set_condition("broker", False, f"outputs not delivered: {exc}")
                 if not self._back_off(attempt, f"outputs not delivered ({exc})"):

@@ -24,10 +24,17 @@ class Publisher(Protocol):
         ...
 
 
+FLUSH_TIMEOUT_S = 10.0
+"""How long a flush waits for acknowledgements before the daemon reports the broker as
+unreachable and waits again (the messages stay in flight meanwhile)."""
+
+
 class KafkaPublisher:
     """CloudEvents keyed by model: alerts to one topic, retrain requests to another."""
 
-    def __init__(self, sink: Sink, alert_topic: str, trigger_topic: str, timeout_s: float = 30):
+    def __init__(
+        self, sink: Sink, alert_topic: str, trigger_topic: str, timeout_s: float = FLUSH_TIMEOUT_S
+    ):
         self._sink, self._timeout_s = sink, timeout_s
         self._alert_topic, self._trigger_topic = alert_topic, trigger_topic
 

@@ -120,3 +120,17 @@ def test_stopping_while_outputs_are_undelivered_keeps_the_batch_unprocessed(
     assert polled == 700
     assert not daemon.clean
     assert source.committed == {}  # read again after a restart
+
+
+def test_a_slow_flush_is_waited_for_without_sending_copies(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(daemon_module, "BACKOFF_S", (0.0, 0.0))
+    daemon, _, expected = _daemon(_drift_records())
+    daemon.drain()
+    daemon, source, sink = _daemon(_drift_records())
+    for _ in range(3):  # not acknowledged in time, still in flight
+        sink.fail_next_flush(DeliveryFailed("slow broker", retriable=True, pending=True))
+    daemon.drain()
+    assert [m.value for m in sink.messages()] == [m.value for m in expected.messages()]
+    assert source.committed == {TopicPartition("in", 0): 4000}
