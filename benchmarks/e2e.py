@@ -1,11 +1,15 @@
 """End-to-end throughput against the raw Kafka consumer, in one process, on one topic.
 
-Produces 20-feature inference events to an embedded broker, then reads the same topic three
+Produces 20-feature inference events to an embedded broker, then reads the same topic four
 ways: a tuned raw kafka-python consumer (no processing), the same consumer plus batch JSON
-decoding into arrays (the floor any JSON pipeline pays), and the daemon end to end. Prints
-events/s and RSS for each and the ratios; the last line is the RESULT summary.
+decoding into arrays (the floor any JSON pipeline pays), and the daemon end to end, once
+without checkpoints (`checkpoint.store = "none"`: offsets committed every batch) and once
+with the default local store (a checkpoint every 100k events or 10 s). Each reader runs once
+per round, in alternating order; events/s are medians over the rounds, with their spread.
+Prints events/s and RSS for each and the ratios; the last line is the RESULT summary, whose
+daemon figure is the default configuration's (checkpoints on).
 
-    python benchmarks/e2e.py [--quick]
+    python benchmarks/e2e.py [--quick] [--rounds N]
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ import argparse
 import gc
 import operator
 import resource
+import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,18 +56,18 @@ def produce(bootstrap: str, topic: str, n: int, seed: int = 1) -> None:
     values = rng.normal(size=(n, len(FEATURES)))
     values[n // 2 :, :10] += 0.3  # a shift in half of the features at mid-stream
     sink = KafkaSink(bootstrap, settings=KafkaProducerSettings(linger_ms=20, batch_size=1 << 20))
-    for i, row in enumerate(values.tolist()):
-        event = {
-            "model": "bench",
-            "model_version": "1",
-            "event_id": f"e{i}",
-            "features": dict(zip(FEATURES, row, strict=True)),
-            "prediction": row[0],
-        }
-        sink.send(topic, b"bench", orjson.dumps(event))
-        if i % 50_000 == 49_999:
-            sink.flush(60)
-    sink.flush(60)
+    step = 50_000  # rows made Python objects at a time: the peak RSS is the readers'
+    for first in range(0, n, step):
+        for i, row in enumerate(values[first : first + step].tolist(), first):
+            event = {
+                "model": "bench",
+                "model_version": "1",
+                "event_id": f"e{i}",
+                "features": dict(zip(FEATURES, row, strict=True)),
+                "prediction": row[0],
+            }
+            sink.send(topic, b"bench", orjson.dumps(event))
+        sink.flush(60)
     sink.close()
 
 
@@ -90,27 +96,41 @@ def decode_to_arrays(values: list[bytes]) -> None:
     np.array([get(loads(v)["features"]) for v in values], dtype=np.float64)
 
 
-def daemon_consume(bootstrap: str, topic: str, n: int) -> float:
-    """Seconds for the daemon to process ``n`` records, from its first polled batch."""
-    config = parse_config(
-        {
-            "kafka": {
-                "bootstrap_servers": bootstrap,
-                "input_topics": [topic],
-                "group_id": f"bench-{time.time_ns()}",
-                "consumer": {**FETCH, "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000},
-            },
-            "detection": {"warmup_events": 5000, "window_size": 1000},
-        }
-    )
-    daemon = build_kafka_daemon(config)
-    while daemon.stats.events == 0:
-        daemon.step(0.5)  # the group join is not part of the measurement
-    start_events, start = daemon.stats.events, time.perf_counter()
-    while daemon.stats.events < n:
-        daemon.step(0.5)
-    elapsed = time.perf_counter() - start
-    daemon.close()
+def daemon_consume(bootstrap: str, topic: str, n: int, store: str) -> float:
+    """Seconds for the daemon to process ``n`` records, from its first polled batch.
+
+    ``store`` is `checkpoint.store`; checkpoint intervals are the defaults. Each run starts
+    from an empty state directory: a checkpoint left by an earlier run would seek past
+    this run's records.
+    """
+    with tempfile.TemporaryDirectory(prefix="monitord-bench-") as state_dir:
+        config = parse_config(
+            {
+                "kafka": {
+                    "bootstrap_servers": bootstrap,
+                    "input_topics": [topic],
+                    "group_id": f"bench-{time.time_ns()}",
+                    "consumer": {
+                        **FETCH,
+                        "session_timeout_ms": 6000,
+                        "heartbeat_interval_ms": 1000,
+                    },
+                },
+                "detection": {"warmup_events": 5000, "window_size": 1000},
+                "checkpoint": {"store": store},
+                "state_dir": state_dir,
+            }
+        )
+        daemon = build_kafka_daemon(config)
+        try:
+            while daemon.stats.events == 0:
+                daemon.step(0.5)  # the group join is not part of the measurement
+            start_events, start = daemon.stats.events, time.perf_counter()
+            while daemon.stats.events < n:
+                daemon.step(0.5)
+            elapsed = time.perf_counter() - start
+        finally:
+            daemon.close()
     return elapsed * n / (n - start_events)
 
 
@@ -118,32 +138,72 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+READERS = {
+    "raw consumer": "raw",
+    "consumer + decode": "floor",
+    "daemon, checkpoints off": "daemon_off",
+    "daemon, checkpoints on": "daemon",
+}
+
+
+def spread(values: list[float]) -> str:
+    return f"median {statistics.median(values):9.0f}  [{min(values):.0f}-{max(values):.0f}]"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="200k events instead of 1M")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each reader (default 3)")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds: give at least 1")
     n = 200_000 if args.quick else 1_000_000
-    # The daemon tunes the collector at startup (`monitord run`); all three readers here get
+    # The daemon tunes the collector at startup (`monitord run`); every reader here gets
     # the same setting, so the ratios compare code, not GC settings.
     tune_garbage_collector()
-    print(f"gc thresholds {gc.get_threshold()} for all three readers")
-    print(f"crc32c accelerated: {crc32c_accelerated()}; events: {n}; features: {len(FEATURES)}")
+    print(f"gc thresholds {gc.get_threshold()} for every reader")
+    print(
+        f"crc32c accelerated: {crc32c_accelerated()}; events: {n}; features: {len(FEATURES)}; "
+        f"rounds: {args.rounds}"
+    )
     with EmbeddedBroker() as broker:
         topic = "bench-events"
         ensure_topics(broker.bootstrap, {topic: 1})
         started = time.perf_counter()
         produce(broker.bootstrap, topic, n)
         print(f"produced in {time.perf_counter() - started:.1f} s")
-        raw = n / raw_consume(broker.bootstrap, topic, n, lambda batch: None)
-        print(f"raw consumer        {raw:10.0f} events/s   peak rss {rss_mb():6.0f} MB")
-        floor = n / raw_consume(broker.bootstrap, topic, n, decode_to_arrays)
-        print(f"consumer + decode   {floor:10.0f} events/s   peak rss {rss_mb():6.0f} MB")
-        daemon = n / daemon_consume(broker.bootstrap, topic, n)
-        rss = rss_mb()
-        print(f"daemon end to end   {daemon:10.0f} events/s   peak rss {rss:6.0f} MB")
+        runs: dict[str, Callable[[], float]] = {
+            "raw": lambda: raw_consume(broker.bootstrap, topic, n, lambda batch: None),
+            "floor": lambda: raw_consume(broker.bootstrap, topic, n, decode_to_arrays),
+            "daemon_off": lambda: daemon_consume(broker.bootstrap, topic, n, "none"),
+            "daemon": lambda: daemon_consume(broker.bootstrap, topic, n, "local"),
+        }
+        rates: dict[str, list[float]] = {name: [] for name in runs}
+        rss: dict[str, float] = {}
+        for round_ in range(args.rounds):
+            # Alternate the order so that a slow stretch of a shared machine hits every
+            # reader alike.
+            for name in list(runs) if round_ % 2 == 0 else list(runs)[::-1]:
+                rates[name].append(n / runs[name]())
+                rss.setdefault(name, rss_mb())  # peak so far, after each reader's first run
+            print(
+                f"round {round_ + 1}: "
+                + "  ".join(f"{name} {rates[name][-1]:.0f}" for name in runs)
+                + " events/s"
+            )
+    for label, name in READERS.items():
+        print(f"{label:24s} {spread(rates[name])} events/s   peak rss {rss[name]:6.0f} MB")
+    raw, floor, off, daemon = (statistics.median(rates[name]) for name in READERS.values())
+    on_vs_off = [on / off_ for on, off_ in zip(rates["daemon"], rates["daemon_off"], strict=True)]
+    print(
+        "checkpoint on vs off per round: "
+        + " ".join(f"{ratio:.2f}" for ratio in on_vs_off)
+        + f"; of the medians {daemon / off:.2f}"
+    )
     print(
         f"RESULT events_per_s={daemon:.0f} vs_raw_consumer={daemon / raw:.2f} "
-        f"vs_decode_floor={daemon / floor:.2f} rss_mb={rss:.0f}"
+        f"vs_decode_floor={daemon / floor:.2f} rss_mb={rss_mb():.0f} "
+        f"checkpoint_on_vs_off={daemon / off:.2f}"
     )
 
 

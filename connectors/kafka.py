@@ -8,10 +8,14 @@ this module.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
+import itertools
 import logging
+import operator
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar
@@ -209,6 +213,7 @@ class KafkaProducerSettings:
 
 
 _Client = TypeVar("_Client")
+_Result = TypeVar("_Result")
 
 
 def _connect(
@@ -250,20 +255,80 @@ def _headers(raw: Sequence[tuple[str, bytes | None]]) -> Headers:
     return tuple((key, b"" if value is None else value) for key, value in raw)
 
 
-def _records(polled: Mapping[Any, Sequence[Any]]) -> list[Record]:
-    return [
-        Record(
-            r.topic,
-            r.partition,
-            r.offset,
-            r.key,
-            r.value,
-            r.timestamp,
-            _headers(r.headers) if r.headers else (),
-        )
-        for batch in polled.values()
-        for r in batch
-    ]
+# A kafka-python ConsumerRecord's fields in `Record` order, headers left out.
+_RECORD_FIELDS = operator.attrgetter("topic", "partition", "offset", "key", "value", "timestamp")
+_HEADERS = operator.attrgetter("headers")
+_NO_HEADERS = ((),)
+_new_record: Callable[[type[Record], tuple[Any, ...]], Record] = tuple.__new__
+_CHUNK = 2048  # records converted between drops of kafka-python's
+
+
+def _records(polled: Mapping[Any, list[Any]]) -> list[Record]:
+    records: list[Record] = []
+    for batch in polled.values():
+        if any(map(_HEADERS, batch)):
+            records += [
+                Record(
+                    r.topic,
+                    r.partition,
+                    r.offset,
+                    r.key,
+                    r.value,
+                    r.timestamp,
+                    _headers(r.headers) if r.headers else (),
+                )
+                for r in batch
+            ]
+            continue
+        # The usual batch: C-level passes (no Python frame per message, as a constructor
+        # call would be) build each Record from the message's fields + (). Chunk by chunk,
+        # dropping kafka-python's records as they are converted: the garbage collector
+        # walks every object alive when it runs, and a poll holds tens of thousands.
+        while batch:
+            chunk = batch[:_CHUNK]
+            del batch[:_CHUNK]  # the polled lists are ours: poll() builds them per call
+            fields = map(operator.add, map(_RECORD_FIELDS, chunk), itertools.repeat(_NO_HEADERS))
+            records += map(_new_record, itertools.repeat(Record), fields)
+    return records
+
+
+class _Caller:
+    """Runs callables from one long-lived frame: a generator that never returns.
+
+    A kafka-python poll whose wait times out (every poll that returns nothing, such as a
+    zero-timeout top-up) raises and catches an exception that refers to its own frame: a
+    reference cycle, freed only by the garbage collector, that holds the fetches in flight
+    (megabytes). A frame that returns while referenced also keeps its caller's frame, and
+    so on down the stack, each with its locals: the cycle would hold the daemon's whole
+    batch of records too. Called from inside this suspended generator, the chain stops at
+    its frame.
+    """
+
+    def __init__(self) -> None:
+        self._start()
+
+    def _start(self) -> None:
+        self._frame = self._calls()
+        next(self._frame)
+
+    @staticmethod
+    def _calls() -> Generator[Any, Callable[[], Any], None]:
+        call = yield None
+        while True:
+            call = yield call()
+
+    def __call__(self, call: Callable[[], _Result]) -> _Result:
+        if inspect.getgeneratorstate(self._frame) == inspect.GEN_RUNNING:  # re-entered
+            return call()
+        try:
+            result: _Result = self._frame.send(call)
+        except BaseException:
+            self._start()  # the generator ended with the exception
+            raise
+        return result
+
+    def close(self) -> None:
+        self._frame.close()
 
 
 def _ours(partitions: Any) -> set[TopicPartition]:
@@ -315,6 +380,8 @@ class KafkaSource:
         self._callback_lost = False
         self._callback_error: Exception | None = None
         self._closed = False
+        self._caller = _Caller()
+        self._drained = False  # the last poll took everything kafka-python had fetched
         self._consumer = _connect(
             KafkaConsumer,
             bootstrap,
@@ -339,9 +406,19 @@ class KafkaSource:
 
     def poll(self, timeout_s: float, max_records: int) -> list[Record]:
         self._check_open()
+        if timeout_s <= 0 and self._drained:
+            # Nothing is fetched yet: kafka-python would only wait 0 ms for the fetch in
+            # flight and leave a reference cycle behind (see _Caller) holding it, for the
+            # garbage collector, which may not run for long, to free.
+            self._drained = False
+            return []
         try:
-            polled = self._consumer.poll(
-                timeout_ms=max(0, int(timeout_s * 1000)), max_records=max_records
+            polled = self._caller(
+                functools.partial(
+                    self._consumer.poll,
+                    timeout_ms=max(0, int(timeout_s * 1000)),
+                    max_records=max_records,
+                )
             )
         except kafka_errors.KafkaError as exc:
             self._raise_callback_error()
@@ -349,7 +426,10 @@ class KafkaSource:
                 f"poll failed for {self._describe}: {exc}", retriable=exc.retriable
             ) from exc
         self._raise_callback_error()
-        return _records(polled)
+        records = _records(polled)
+        # A poll returns fewer than max_records only when it took every fetched record.
+        self._drained = len(records) < max_records
+        return records
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Commit next-to-read offsets (see `Source.commit`) for partitions still assigned."""
@@ -430,6 +510,7 @@ class KafkaSource:
             log.warning("closing %s: %s", self, exc)
         finally:
             self._closed = True
+            self._caller.close()
         self._raise_callback_error()
 
     def __enter__(self) -> KafkaSource:

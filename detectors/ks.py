@@ -5,7 +5,7 @@ r"""Two-sample Kolmogorov-Smirnov test of each feature's window against its refe
 where :math:`F` are the empirical CDFs of the non-missing values (Kolmogorov 1933, Smirnov
 1948); NaN and +/-inf are missing. The statistic equals ``scipy.stats.ks_2samp(ref,
 win).statistic`` exactly: the window is sorted per feature in one numpy call, then one
-compiled merge walks each feature's sorted reference and window together, O(n_ref + n_win)
+compiled pass walks each feature's sorted reference and window together, O(n_ref + n_win)
 per feature with no Python loop per value.
 
 Two-sided p-values (`ks_pvalues`, opt-in on `KSTest`) follow ``ks_2samp(method="auto")``.
@@ -32,6 +32,9 @@ Example:
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import numpy.typing as npt
@@ -44,25 +47,67 @@ from detectors.windowed import window_detection
 
 
 @njit(cache=True, nogil=True)
-def _merge_sup(ref: FloatArray, ref_n: IntArray, win: FloatArray, win_n: IntArray) -> IntArray:
-    """``(p, 2)`` counts ``(i, j)`` of reference and window values <= x at the sup point x."""
-    n_features = ref.shape[1]
+def _sup_counts(ref: FloatArray, ref_n: IntArray, win: FloatArray, win_n: IntArray) -> IntArray:
+    """``(p, 2)`` counts ``(i, j)`` of reference and window values <= x at the sup point x.
+
+    ``ref`` is ``(p, n_ref)`` and ``win`` ``(p, n_win)``: each feature's values contiguous,
+    sorted, NaN last. Between two window values only the reference CDF moves, so
+    ``|i n_win - j n_ref|`` peaks just before a window value (reference CDF ahead) or at one
+    (window CDF ahead): only those points are scored, the reference walked once alongside.
+    The first peak in x order is kept, the one a merge scoring every value would keep.
+    """
+    n_features = ref.shape[0]
     out = np.zeros((n_features, 2), dtype=np.int64)
     for f in range(n_features):
+        r, w = ref[f], win[f]
         n1, n2 = ref_n[f], win_n[f]
-        i = j = 0
+        if n1 == 0 or n2 == 0:
+            continue
         best = -1
-        while i < n1 and j < n2:
-            x = min(ref[i, f], win[j, f])
-            while i < n1 and ref[i, f] <= x:
+        i = j = 0
+        while j < n2:
+            x = w[j]
+            while i < n1 and r[i] < x:
                 i += 1
-            while j < n2 and win[j, f] <= x:
+            if i + j > 0:  # just before x (a point exists there)
+                gap = abs(i * n2 - j * n1)  # |i/n1 - j/n2| scaled to integers: no rounding
+                if gap > best:
+                    best = gap
+                    out[f, 0], out[f, 1] = i, j
+            while j < n2 and w[j] <= x:
                 j += 1
-            gap = abs(i * n2 - j * n1)  # |i/n1 - j/n2| scaled to integers: no rounding
+            while i < n1 and r[i] <= x:
+                i += 1
+            gap = abs(i * n2 - j * n1)  # at x
             if gap > best:
                 best = gap
                 out[f, 0], out[f, 1] = i, j
     return out
+
+
+BACKGROUND_MIN_VALUES = 100_000
+"""Reference plus window values from which `KSTest.start` runs the walk on the worker thread;
+below, handing it over would cost about as much as the walk itself."""
+
+
+class _Walker:
+    """The worker thread that runs `_sup_counts` for `KSTest.start`, one per process: a
+    forked child gets its own (it inherits the executor but not the thread)."""
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._pool: ThreadPoolExecutor | None = None
+
+    def submit(
+        self, ref: FloatArray, ref_n: IntArray, win: FloatArray, win_n: IntArray
+    ) -> Future[IntArray]:
+        if self._pool is None or self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ks-walk")
+        return self._pool.submit(_sup_counts, ref, ref_n, win, win_n)
+
+
+_WALKER = _Walker()
 
 
 EXACT_MAX_N = 10_000
@@ -81,11 +126,12 @@ def _statistic(counts: IntArray, ref_n: IntArray, win_n: IntArray) -> FloatArray
     return np.where((ref_n == 0) | (win_n == 0), np.nan, d)
 
 
-def _sorted_finite(window: FloatArray) -> FloatArray:
-    """``(n_win, p)`` copy of ``window`` with +/-inf made NaN, each column sorted, NaN last."""
-    # +/-inf is missing, as in the reference profile; NaN sorts last, where the merge stops.
-    finite = np.where(np.isinf(window), np.nan, window)
-    finite.sort(axis=0)
+def _sorted_columns(window: FloatArray) -> FloatArray:
+    """``(p, n_win)``: each feature's window values, +/-inf made NaN, sorted, NaN last."""
+    # +/-inf is missing, as in the reference profile; NaN sorts last, where the walk stops.
+    # One feature per row: the walk then reads each feature's values contiguously.
+    finite = np.where(np.isinf(window), np.nan, window).T.copy()
+    finite.sort(axis=1)
     return finite
 
 
@@ -97,9 +143,10 @@ def ks_statistic(reference_sorted: FloatArray, window: FloatArray) -> FloatArray
         window: ``(n_win, p)`` float64, NaN or +/-inf where missing; not modified.
     """
     ref_n = (~np.isnan(reference_sorted)).sum(axis=0)
-    win_sorted = _sorted_finite(window)
-    win_n = (~np.isnan(win_sorted)).sum(axis=0)
-    return _statistic(_merge_sup(reference_sorted, ref_n, win_sorted, win_n), ref_n, win_n)
+    win_sorted = _sorted_columns(window)
+    win_n = (~np.isnan(win_sorted)).sum(axis=1)
+    reference = np.ascontiguousarray(reference_sorted.T)
+    return _statistic(_sup_counts(reference, ref_n, win_sorted, win_n), ref_n, win_n)
 
 
 @njit(cache=True, nogil=True)
@@ -220,15 +267,35 @@ class KSTest:
                 f"thresholds: expected shape ({reference_sorted.shape[1]},), got {thresholds.shape}"
             )
         self.n_features = reference_sorted.shape[1]
-        self._reference = np.ascontiguousarray(reference_sorted)
+        self._reference = np.ascontiguousarray(reference_sorted.T)  # (p, n_ref)
         self._ref_n = (~np.isnan(reference_sorted)).sum(axis=0)
         self.thresholds = thresholds
         self.p_values = p_values
 
     def evaluate(self, window: WindowView) -> Detection:
-        win_sorted = _sorted_finite(np.asarray(window.rows, dtype=np.float64))
-        win_n = (~np.isnan(win_sorted)).sum(axis=0)
-        counts = _merge_sup(self._reference, self._ref_n, win_sorted, win_n)
+        win_sorted, win_n = self._sorted(window)
+        return self._detection(
+            window, _sup_counts(self._reference, self._ref_n, win_sorted, win_n), win_n
+        )
+
+    def start(self, window: WindowView) -> Callable[[], Detection]:
+        """`evaluate` with the walk (the compiled kernel, which releases the GIL) on a worker
+        thread: the caller meanwhile runs the other tests of its window."""
+        win_sorted, win_n = self._sorted(window)
+        if self._reference.size + win_sorted.size < BACKGROUND_MIN_VALUES:
+            detection = self._detection(
+                window, _sup_counts(self._reference, self._ref_n, win_sorted, win_n), win_n
+            )
+            return lambda: detection
+        walk = _WALKER.submit(self._reference, self._ref_n, win_sorted, win_n)
+        # The detection reads only the window's row range, never its (moving) rows.
+        return lambda: self._detection(window, walk.result(), win_n)
+
+    def _sorted(self, window: WindowView) -> tuple[FloatArray, IntArray]:
+        win_sorted = _sorted_columns(np.asarray(window.rows, dtype=np.float64))
+        return win_sorted, (~np.isnan(win_sorted)).sum(axis=1)
+
+    def _detection(self, window: WindowView, counts: IntArray, win_n: IntArray) -> Detection:
         statistic = _statistic(counts, self._ref_n, win_n)
         return window_detection(
             self.name,

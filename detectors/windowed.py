@@ -3,12 +3,17 @@
 A window test (KS, PSI, chi-square, data quality) compares one complete window with the
 reference and keeps no state of its own, so the detector's whole state is its window. One
 window feeds all tests of a column group, so a batch is copied once, not once per test.
+
+A test that can run without the GIL may also offer ``start`` (`BackgroundWindowTest`): it
+reads the window at once and finishes on a worker thread while the other tests of the batch
+run; results come back in the same order as with ``evaluate``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Protocol
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -49,6 +54,20 @@ class WindowTest(Protocol):
     def evaluate(self, window: WindowView) -> Detection: ...
 
 
+IN_FLIGHT_WINDOWS = 4
+"""Windows whose started tests may be unfinished at once (each holds a copy of its rows)."""
+
+
+@runtime_checkable
+class BackgroundWindowTest(Protocol):
+    """A window test whose work can run on another thread."""
+
+    def start(self, window: WindowView) -> Callable[[], Detection]:
+        """Read ``window`` now (its rows change once the window moves on) and begin the
+        test; the returned callable waits for the result (the `evaluate` result)."""
+        ...
+
+
 class WindowedDetector:
     """Feeds batches into ``window`` and runs every test on each window it completes."""
 
@@ -60,6 +79,7 @@ class WindowedDetector:
         if len(kinds) != 1 or len(widths) != 1:
             raise ValueError("tests: all tests of one detector must share dtype and features")
         self.tests = tuple(tests)
+        self._starts = [t.start if isinstance(t, BackgroundWindowTest) else None for t in tests]
         self.name = "+".join(t.name for t in tests)
         self._kind = kinds.pop()
         self._n_features = widths.pop()
@@ -77,11 +97,16 @@ class WindowedDetector:
         self, batch: npt.NDArray[np.generic], event_times: FloatArray | None = None
     ) -> list[Detection]:
         check_batch(batch, self._n_features, self._kind)
-        return [
-            test.evaluate(view)
-            for view in self.window.extend(batch, event_times)
-            for test in self.tests
-        ]
+        results: list[Detection] = []
+        pending: deque[Callable[[], Detection]] = deque()
+        in_flight = IN_FLIGHT_WINDOWS * len(self.tests)
+        for view in self.window.extend(batch, event_times):
+            for test, start in zip(self.tests, self._starts, strict=True):
+                pending.append(_done(test.evaluate(view)) if start is None else start(view))
+            while len(pending) > in_flight:  # a started test holds a copy of its window
+                results.append(pending.popleft()())
+        results += [result() for result in pending]
+        return results
 
     def snapshot(self) -> State:
         return self.window.snapshot()
@@ -91,3 +116,7 @@ class WindowedDetector:
 
     def reset(self) -> None:
         self.window.reset()
+
+
+def _done(detection: Detection) -> Callable[[], Detection]:
+    return lambda: detection

@@ -8,6 +8,7 @@ reason, so the daemon can dead-letter it and count it without stopping the parti
 
 from __future__ import annotations
 
+import array
 import math
 import operator
 from collections.abc import Callable
@@ -43,10 +44,10 @@ class Columns:
 
     def __init__(self, numeric: tuple[str, ...], categorical: tuple[str, ...]) -> None:
         self.numeric, self.categorical = numeric, categorical
-        self._numeric_features = [n for n in numeric if n != PREDICTION]
-        self._categorical_features = [n for n in categorical if n != PREDICTION]
-        self._numeric_get = _getter(self._numeric_features)
-        self._categorical_get = _getter(self._categorical_features)
+        self._numeric_names = [n for n in numeric if n != PREDICTION]
+        self._categorical_names = [n for n in categorical if n != PREDICTION]
+        self._numeric_get = _getter(self._numeric_names)
+        self._categorical_get = _getter(self._categorical_names)
 
     def rows(self, features: dict[str, Any]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         """``(numeric, categorical)`` feature values of one event (no prediction)."""
@@ -54,8 +55,8 @@ class Columns:
             return self._numeric_get(features), self._categorical_get(features)
         except KeyError:  # a feature is absent: missing, as if null
             return (
-                tuple(features.get(n) for n in self._numeric_features),
-                tuple(features.get(n) for n in self._categorical_features),
+                tuple(features.get(n) for n in self._numeric_names),
+                tuple(features.get(n) for n in self._categorical_names),
             )
 
     @classmethod
@@ -82,30 +83,20 @@ class Columns:
         self, group: EventGroup
     ) -> tuple[FloatArray, npt.NDArray[np.object_], npt.NDArray[np.bool_]]:
         """``(numeric (n, p), categorical (n, c), bad-row mask (n,))`` for ``group``."""
-        if group.columns is not self:  # decoded before these columns were known
-            group.numeric_rows, group.categorical_rows = [], []
-            for features in group.features:
-                numeric_row, categorical_row = self.rows(features)
-                group.numeric_rows.append(numeric_row)
-                group.categorical_rows.append(categorical_row)
         n = len(group)
+        if group.columns is self:
+            features, bad = self._numeric_features(group)
+            categorical_rows = group.categorical_rows
+        else:  # decoded before these columns were known
+            rows = [self.rows(features) for features in group.features]
+            features, bad = _numeric_table([row[0] for row in rows], len(self._numeric_names))
+            categorical_rows = [row[1] for row in rows]
         numeric = np.empty((n, len(self.numeric)))
-        feature_columns = [j for j, name in enumerate(self.numeric) if name != PREDICTION]
-        try:
-            numeric[:, feature_columns] = np.array(group.numeric_rows, dtype=np.float64).reshape(
-                n, len(feature_columns)
-            )
-            bad = np.zeros(n, dtype=bool)
-        except (TypeError, ValueError):  # a non-number somewhere: find the rows, column-wise
-            table = np.array(group.numeric_rows, dtype=object).reshape(n, len(feature_columns))
-            bad = np.zeros(n, dtype=bool)
-            for k, j in enumerate(feature_columns):
-                numeric[:, j], wrong = numeric_column_values(table[:, k].tolist())
-                bad |= wrong
+        numeric[:, [j for j, name in enumerate(self.numeric) if name != PREDICTION]] = features
         categorical = np.empty((n, len(self.categorical)), dtype=object)
         feature_columns = [j for j, name in enumerate(self.categorical) if name != PREDICTION]
         if feature_columns:
-            table = np.array(group.categorical_rows, dtype=object).reshape(n, len(feature_columns))
+            table = np.array(categorical_rows, dtype=object).reshape(n, len(feature_columns))
             categorical[:, feature_columns] = _categories(table)
         if PREDICTION in self.numeric:
             j = self.numeric.index(PREDICTION)
@@ -115,6 +106,51 @@ class Columns:
             j = self.categorical.index(PREDICTION)
             categorical[:, j] = _categories(np.array(group.predictions, dtype=object))
         return numeric, categorical, bad
+
+    def _numeric_features(self, group: EventGroup) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+        """``(n, q)`` numeric feature values of a group decoded with these columns, and the
+        rows holding a non-number."""
+        n, q = len(group), len(self._numeric_names)
+        kept = np.frombuffer(group.numeric_values, dtype=np.float64).reshape(-1, q)
+        if not group.numeric_held:
+            return kept, np.zeros(n, dtype=bool)
+        held = np.zeros(n, dtype=bool)
+        held[[row for row, _ in group.numeric_held]] = True
+        table = np.empty((n, q))
+        table[~held] = kept
+        try:
+            converted = np.array([values for _, values in group.numeric_held], dtype=np.float64)
+            if kept.shape[0] and converted.shape != (len(group.numeric_held), q):
+                raise ValueError("nested values: one array of all rows would be ragged")
+            table[held] = converted.reshape(len(group.numeric_held), q)
+        except (TypeError, ValueError):
+            # Which values are bad depends on every value of the column, booleans included,
+            # which the kept rows no longer show: decode their events again.
+            return _numeric_table(self._original_rows(group), q)
+        return table, np.zeros(n, dtype=bool)
+
+    def _original_rows(self, group: EventGroup) -> list[tuple[Any, ...]]:
+        return [
+            self.rows(orjson.loads(record.value)[group.features_field])[0]  # type: ignore[arg-type]
+            for record in group.records
+        ]
+
+
+def _numeric_table(
+    rows: list[tuple[Any, ...]], width: int
+) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+    """``(n, width)`` values of numeric feature rows, and the rows holding a non-number."""
+    n = len(rows)
+    bad = np.zeros(n, dtype=bool)
+    try:
+        return np.array(rows, dtype=np.float64).reshape(n, width), bad
+    except (TypeError, ValueError):  # a non-number somewhere: find the rows, column-wise
+        table = np.array(rows, dtype=object).reshape(n, width)
+        values = np.empty((n, width))
+        for k in range(width):
+            values[:, k], wrong = numeric_column_values(table[:, k].tolist())
+            bad |= wrong
+        return values, bad
 
 
 def _getter(names: list[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
@@ -141,15 +177,21 @@ class EventGroup:
     """Decoded events of one model version in arrival order; ``records`` aligns with rows.
 
     When the version's `Columns` were known at decode time, each event's values are already
-    pulled out into ``numeric_rows``/``categorical_rows``; otherwise ``features`` holds the
+    pulled out: its numeric feature values appended to ``numeric_values`` when all are
+    numbers, else held in ``numeric_held`` with the row index for numpy to convert (a null,
+    say), and its categorical ones in ``categorical_rows``. Otherwise ``features`` holds the
     raw feature objects until the monitor has inferred the columns.
     """
 
     model: str
     version: str
     columns: Columns | None = None
+    features_field: str = "features"  # where the features are in an event's JSON
     features: list[dict[str, Any]] = field(default_factory=list)
-    numeric_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    # Row-major float64, (rows not held) x (numeric features). Not a tuple per row: the
+    # garbage collector would walk every value of every live row tuple.
+    numeric_values: array.array[float] = field(default_factory=lambda: array.array("d"))
+    numeric_held: list[tuple[int, tuple[Any, ...]]] = field(default_factory=list)
     categorical_rows: list[tuple[Any, ...]] = field(default_factory=list)
     predictions: list[Any] = field(default_factory=list)
     stamps: list[Any] = field(default_factory=list)  # the events' own timestamps, raw
@@ -160,6 +202,9 @@ class EventGroup:
 
     def event_times(self) -> FloatArray:
         """``(n,)`` seconds: each event's timestamp, else its record's (Kafka) timestamp."""
+        n = len(self.records)
+        if self.stamps.count(None) == n:  # no event carries its own: one C-level pass
+            return np.fromiter(map(_TIMESTAMP_MS, self.records), np.float64, n) / 1000.0
         return np.array(
             [
                 record.timestamp_ms / 1000.0 if stamp is None else _event_time(stamp, record)
@@ -177,6 +222,8 @@ class DecodedBatch:
 
 ColumnsLookup = Callable[[str, str], Columns | None]
 
+_TIMESTAMP_MS = operator.attrgetter("timestamp_ms")
+
 
 def decode(
     records: list[Record], fields: EventFields, columns_for: ColumnsLookup = lambda m, v: None
@@ -191,11 +238,14 @@ def decode(
     f_model, f_version, f_features = fields.model, fields.model_version, fields.features
     f_prediction, f_time, limit = fields.prediction, fields.timestamp, fields.max_event_bytes
     loads = orjson.loads
-    key: tuple[str, str] | None = None
-    group: EventGroup | None = None
+    model_now = version_now = ""  # the current group's; no event has an empty model
+    group = EventGroup(model_now, version_now)  # replaced at the first event
+    columns: Columns | None = None
+    numeric_get = categorical_get = _getter([])
     # The loop is the hot path: one try for the well-formed case, exact type checks, and the
-    # last group reused (a partition's consecutive events usually share a model). Records
-    # that fail are examined again by _reject, off the hot path, for the precise reason.
+    # last group and its columns reused (a partition's consecutive events usually share a
+    # model). Records that fail are examined again by _reject, off the hot path, for the
+    # precise reason.
     for record in records:
         value = record.value
         try:
@@ -213,18 +263,35 @@ def decode(
         version = event.get(f_version)
         if type(version) is not str:
             version = UNVERSIONED if version is None else str(version)
-        if key is None or key[0] != model or key[1] != version:
-            key = (model, version)
-            group = groups.get(key)
-            if group is None:
-                group = groups[key] = EventGroup(model, version, columns_for(model, version))
-        assert group is not None
-        if group.columns is None:
+        if model != model_now or version != version_now:
+            model_now, version_now = model, version
+            found = groups.get((model, version))
+            if found is None:
+                known = columns_for(model, version)
+                found = groups[model, version] = EventGroup(model, version, known, f_features)
+            group, columns = found, found.columns
+            if columns is not None:
+                numeric_get, categorical_get = columns._numeric_get, columns._categorical_get
+        if columns is None:
             group.features.append(features)
         else:
-            numeric_row, categorical_row = group.columns.rows(features)
-            group.numeric_rows.append(numeric_row)
-            group.categorical_rows.append(categorical_row)
+            # Columns.rows, inlined: this runs once per event.
+            try:
+                numeric_row = numeric_get(features)
+            except KeyError:  # a feature is absent: missing, as if null
+                numeric_row = columns.rows(features)[0]
+            try:
+                group.numeric_values.extend(numeric_row)
+            except (TypeError, ValueError, OverflowError):  # not all numbers: numpy decides
+                # extend() stops at the first non-number: drop what it took of the row.
+                whole_rows = len(group) - len(group.numeric_held)
+                del group.numeric_values[whole_rows * len(numeric_row) :]
+                group.numeric_held.append((len(group), numeric_row))
+            if columns._categorical_names:  # else categorical_rows stays empty, unread
+                try:
+                    group.categorical_rows.append(categorical_get(features))
+                except KeyError:
+                    group.categorical_rows.append(columns.rows(features)[1])
         group.predictions.append(event.get(f_prediction))
         group.stamps.append(event.get(f_time))
         group.records.append(record)

@@ -11,6 +11,7 @@ the reference, then detection starts. A new version gets its own reference.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
@@ -66,10 +67,18 @@ class _RowLog:
         self.times = np.empty(0)
 
     def extend(self, records: list[Record], times: FloatArray) -> None:
+        self.trim()
+        self.records = self.records + records
+        self.times = np.concatenate([self.times, times])
+
+    def trim(self) -> None:
+        """Forget all but the last ``keep`` rows, the most a later window reaches back:
+        a batch's records are then freed with the batch."""
         drop = max(0, len(self.records) - self._keep)
-        self.first_row += drop
-        self.records = self.records[drop:] + records
-        self.times = np.concatenate([self.times[drop:], times])
+        if drop:
+            self.first_row += drop
+            self.records = self.records[drop:]
+            self.times = self.times[drop:]
 
     def span(self, first_row: int, last_row: int) -> tuple[list[Record], FloatArray]:
         lo = max(first_row - self.first_row, 0)
@@ -221,6 +230,7 @@ class _VersionMonitor:
                     end_time=end_time,
                 )
             )
+        self._log.trim()
         return evaluations
 
     def snapshot(self) -> tuple[dict[str, object], State]:
@@ -281,12 +291,16 @@ def _categorical_from_arrays(name: str, arrays: State) -> npt.NDArray[np.object_
     return values
 
 
+_TOPIC = operator.attrgetter("topic")
+_PARTITION = operator.attrgetter("partition")
+
+
 def _offset_ranges(records: list[Record]) -> tuple[OffsetRange, ...]:
     # A partition's records are in offset order: its first and last seen bound its range.
-    partitions = {(record.topic, record.partition) for record in records}
-    if len(partitions) == 1:  # the usual case: input keyed by model
-        ((topic, partition),) = partitions
-        return (OffsetRange(topic, partition, records[0].offset, records[-1].offset),)
+    # The usual case, input keyed by model, is told apart in two C-level passes.
+    if len(set(map(_PARTITION, records))) == 1 and len(set(map(_TOPIC, records))) == 1:
+        head, tail = records[0], records[-1]
+        return (OffsetRange(head.topic, head.partition, head.offset, tail.offset),)
     first: dict[tuple[str, int], int] = {}
     last: dict[tuple[str, int], int] = {}
     for record in records:
