@@ -325,7 +325,9 @@ def _event_time(stamp: object, record: Record) -> float:
 def numeric_column_values(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     """``(float64 values, bad-row mask)``: None/NaN -> NaN; strings and other types are bad."""
     try:
-        return np.array(values, dtype=np.float64), np.zeros(len(values), dtype=bool)
+        array = np.array(values, dtype=np.float64)
+        if array.shape == (len(values),):  # not nested lists: [[1.0], ...] is no number
+            return array, np.zeros(len(values), dtype=bool)
     except (TypeError, ValueError):
         pass
     out = np.empty(len(values))

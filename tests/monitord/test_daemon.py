@@ -134,3 +134,15 @@ def test_a_slow_flush_is_waited_for_without_sending_copies(
     daemon.drain()
     assert [m.value for m in sink.messages()] == [m.value for m in expected.messages()]
     assert source.committed == {TopicPartition("in", 0): 4000}
+
+
+@pytest.mark.parametrize("value", [[1.0], [1.0, 2.0], {"a": 1}, "abc"])
+def test_a_batch_of_non_numbers_in_a_numeric_feature_is_dead_lettered(value: object) -> None:
+    daemon, source, sink = _daemon(_drift_records()[:1500])
+    daemon.drain()  # the reference: x and y numeric
+    wrong = orjson.dumps({"model": "m", "features": {"x": value, "y": 1.0}})
+    for _ in range(5):  # a whole batch of them, nothing else
+        source.append("in", wrong, key=b"m")
+    daemon.drain()
+    assert [m.value for m in sink.messages("monitord.dead-letter")] == [wrong] * 5
+    assert daemon.stats.bad_records == {"wrong_type": 5}
