@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 # Real receivers the tests run against, from Debian's packages.
 ALERTMANAGER := /usr/bin/prometheus-alertmanager
 PROMTOOL := /usr/bin/promtool
+# Tools the deploy and orchestrator tests call (usually present; installed if not).
+SYSTEMD_ANALYZE := /usr/bin/systemd-analyze
+IPROUTE := /usr/sbin/ip
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Prefect 3 and Airflow 3 for tests/orchestrators, each in a virtualenv of its own.
 ORCHESTRATORS := $(or $(MONITORD_ORCHESTRATORS_DIR),.orchestrators)/.installed
@@ -36,6 +39,14 @@ $(PROMTOOL):
 	# Only promtool is needed (and a Prometheus the end-to-end test starts on loopback).
 	-$(SUDO) systemctl disable --now prometheus prometheus-node-exporter 2>/dev/null
 
+$(SYSTEMD_ANALYZE):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq systemd
+
+$(IPROUTE):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq iproute2
+
 $(ORCHESTRATORS): tests/orchestrators/install.sh
 	tests/orchestrators/install.sh
 	touch $@
@@ -45,5 +56,5 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: lint $(ALERTMANAGER) $(PROMTOOL) $(ORCHESTRATORS)
+test: lint $(ALERTMANAGER) $(PROMTOOL) $(SYSTEMD_ANALYZE) $(IPROUTE) $(ORCHESTRATORS)
 	$(VENV)/bin/pytest -q
