@@ -126,6 +126,7 @@ from detectors.buckets import CategoryBuckets
 from detectors.detection import FloatArray, IntArray, read_only
 from detectors.profile import ReferenceProfile
 from detectors.psi import SHARE_FLOOR
+from detectors.workers import MAX_SPLIT, WorkerPool, usable_cpus
 
 TESTS = ("ks", "psi", "chi2")
 """Test names, as the window tests call themselves; ``psi`` covers both feature kinds."""
@@ -137,6 +138,7 @@ _N_LEVELS = 12
 _SLOPE_RANGE = (-0.5, 0.0)
 _BLOCK = 250  # replicates drawn and evaluated together, at most _MAX_DRAWS row draws
 _MAX_DRAWS = 4_000_000
+_WORKERS = WorkerPool(min(usable_cpus(), MAX_SPLIT) - 1, "calibrate")
 
 
 @dataclass(frozen=True)
@@ -331,8 +333,17 @@ def _is_count(value: object) -> bool:
 
 def _counts(rng: np.random.Generator, n: int, draws: int, block: int) -> IntArray:
     """``(block, n)`` how often each of ``n`` rows is drawn in ``draws`` draws with replacement."""
-    index = rng.integers(0, n, size=(block, draws)) + (np.arange(block) * n)[:, None]
-    return np.bincount(index.ravel(), minlength=block * n).reshape(block, n)
+    return _count_rows(rng.integers(0, n, size=(block, draws)), n)
+
+
+@njit(cache=True, nogil=True)
+def _count_rows(drawn: IntArray, n: int) -> IntArray:
+    """``(block, n)`` occurrences of each row index in each row of ``drawn``."""
+    counts = np.zeros((drawn.shape[0], n), dtype=np.int64)
+    for b in range(drawn.shape[0]):
+        for row in drawn[b]:
+            counts[b, row] += 1
+    return counts
 
 
 @njit(cache=True, nogil=True)
@@ -428,18 +439,22 @@ class _NumericNulls:
     ) -> tuple[FloatArray, FloatArray]:
         block, p = reference.shape[0], self.order.shape[0]
         ks, psi = np.empty((block, p)), np.empty((block, p))
-        _numeric_kernel(
-            self.order,
-            self.n_observed,
-            self.group_end,
-            self.bin_end,
-            reference,
-            window,
-            shrink,
-            SHARE_FLOOR,
-            ks,
-            psi,
-        )
+
+        def replicates(lo: int, hi: int) -> None:
+            _numeric_kernel(
+                self.order,
+                self.n_observed,
+                self.group_end,
+                self.bin_end,
+                reference[lo:hi],
+                window[lo:hi],
+                shrink,
+                SHARE_FLOOR,
+                ks[lo:hi],
+                psi[lo:hi],
+            )
+
+        _WORKERS.split(block, replicates)  # replicates are independent: one slice per CPU
         ks_p = special.kolmogorov(_stephens(self.ks_n) * ks)
         psi_p = chi2.sf(psi / self.psi_scale, self.psi_dof)
         return np.nan_to_num(ks_p, nan=1.0), np.nan_to_num(psi_p, nan=1.0)

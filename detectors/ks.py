@@ -32,9 +32,7 @@ Example:
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import numpy.typing as npt
@@ -44,6 +42,7 @@ from scipy.stats import kstwo
 from detectors.detection import Detection, FloatArray, IntArray
 from detectors.window import WindowView
 from detectors.windowed import window_detection
+from detectors.workers import WorkerPool
 
 
 @njit(cache=True, nogil=True)
@@ -90,24 +89,8 @@ BACKGROUND_MIN_VALUES = 100_000
 below, handing it over would cost about as much as the walk itself."""
 
 
-class _Walker:
-    """The worker thread that runs `_sup_counts` for `KSTest.start`, one per process: a
-    forked child gets its own (it inherits the executor but not the thread)."""
-
-    def __init__(self) -> None:
-        self._pid = -1
-        self._pool: ThreadPoolExecutor | None = None
-
-    def submit(
-        self, ref: FloatArray, ref_n: IntArray, win: FloatArray, win_n: IntArray
-    ) -> Future[IntArray]:
-        if self._pool is None or self._pid != os.getpid():
-            self._pid = os.getpid()
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ks-walk")
-        return self._pool.submit(_sup_counts, ref, ref_n, win, win_n)
-
-
-_WALKER = _Walker()
+_WALKER = WorkerPool(1, "ks-walk")
+"""The thread that runs `_sup_counts` for `KSTest.start`."""
 
 
 EXACT_MAX_N = 10_000
@@ -287,7 +270,7 @@ class KSTest:
                 window, _sup_counts(self._reference, self._ref_n, win_sorted, win_n), win_n
             )
             return lambda: detection
-        walk = _WALKER.submit(self._reference, self._ref_n, win_sorted, win_n)
+        walk = _WALKER.submit(_sup_counts, self._reference, self._ref_n, win_sorted, win_n)
         # The detection reads only the window's row range, never its (moving) rows.
         return lambda: self._detection(window, walk.result(), win_n)
 

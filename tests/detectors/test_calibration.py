@@ -31,6 +31,7 @@ from detectors.psi import (
 )
 from detectors.window import CountWindow, WindowView
 from detectors.windowed import WindowedDetector, WindowTest
+from detectors.workers import WorkerPool
 
 N_GAUSSIAN = 17
 N_FEATURES = N_GAUSSIAN + 3
@@ -192,6 +193,23 @@ def test_two_hundred_features_calibrate_deterministically() -> None:
     assert first.effective_tests < 0.9 * first.n_tests
     assert first.n_tests == 400
     assert not first.ks.flags.writeable
+
+
+@pytest.mark.parametrize("workers", [0, 2, 6])
+def test_thresholds_do_not_depend_on_the_number_of_threads(
+    workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Replicates are split across threads; each writes its own rows of the statistics.
+    profile, plan, budget = _profile(3), WindowPlan(1000, 500), FalseAlarmBudget(500_000)
+    alone = WorkerPool(0, "calibrate-alone")
+    monkeypatch.setattr(calibration, "_WORKERS", alone)
+    expected = calibrate(profile, plan, budget, n_resamples=600, seed=4)
+    monkeypatch.setattr(calibration, "_WORKERS", WorkerPool(workers, "calibrate-n"))
+    split = calibrate(profile, plan, budget, n_resamples=600, seed=4)
+    for field in ("ks", "psi"):
+        np.testing.assert_array_equal(getattr(split, field), getattr(expected, field))
+    assert split.per_test_alpha == expected.per_test_alpha
+    assert split.effective_tests == expected.effective_tests
 
 
 def test_categorical_features_get_chi2_and_psi_thresholds() -> None:

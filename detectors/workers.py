@@ -1,0 +1,53 @@
+"""Worker threads for numba kernels compiled with ``nogil=True``.
+
+Such a kernel runs truly in parallel with the calling thread. A `WorkerPool` creates its
+threads on first use and again in a forked child, which inherits the executor but not its
+threads (a plain module-level executor would hang there).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+
+MAX_SPLIT = 8
+"""Most slices `WorkerPool.split` cuts a job into, whatever the machine's CPU count."""
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+class WorkerPool:
+    """``size`` worker threads named ``name``, created on first use in each process."""
+
+    def __init__(self, size: int, name: str) -> None:
+        self.size, self._name = size, name
+        self._pid = -1
+        self._pool: ThreadPoolExecutor | None = None
+
+    def submit(self, fn: Callable[..., T], /, *args: object) -> Future[T]:
+        if self._pool is None or self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._pool = ThreadPoolExecutor(max_workers=self.size, thread_name_prefix=self._name)
+        return self._pool.submit(fn, *args)
+
+    def split(self, n: int, run: Callable[[int, int], None]) -> None:
+        """Call ``run(lo, hi)`` over slices of ``range(n)``, one on the calling thread and
+        the others on the workers, and return once all are done (re-raising a failure)."""
+        slices = max(1, min(n, self.size + 1, MAX_SPLIT))
+        first, *rest = itertools.pairwise([n * k // slices for k in range(slices + 1)])
+        others = [self.submit(run, lo, hi) for lo, hi in rest]
+        try:
+            run(*first)
+        finally:
+            for future in others:
+                future.result()
