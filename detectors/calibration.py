@@ -333,17 +333,19 @@ def _is_count(value: object) -> bool:
 
 def _counts(rng: np.random.Generator, n: int, draws: int, block: int) -> IntArray:
     """``(block, n)`` how often each of ``n`` rows is drawn in ``draws`` draws with replacement."""
-    return _count_rows(rng.integers(0, n, size=(block, draws)), n)
+    drawn = rng.integers(0, n, size=(block, draws))
+    counts = np.zeros((block, n), dtype=np.int64)
+    _WORKERS.split(block, lambda lo, hi: _count_rows(drawn[lo:hi], counts[lo:hi]))
+    return counts
 
 
 @njit(cache=True, nogil=True)
-def _count_rows(drawn: IntArray, n: int) -> IntArray:
-    """``(block, n)`` occurrences of each row index in each row of ``drawn``."""
-    counts = np.zeros((drawn.shape[0], n), dtype=np.int64)
+def _count_rows(drawn: IntArray, counts: IntArray) -> None:
+    """Add to ``counts[b]`` the occurrences of each row index in ``drawn[b]``."""
     for b in range(drawn.shape[0]):
+        row_counts = counts[b]
         for row in drawn[b]:
-            counts[b, row] += 1
-    return counts
+            row_counts[row] += 1
 
 
 @njit(cache=True, nogil=True)

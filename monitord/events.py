@@ -70,12 +70,18 @@ class Columns:
         """
         numeric: dict[str, None] = {}
         categorical: dict[str, None] = {}
-        for row, prediction in zip(features, predictions, strict=True):
-            items = [*row.items(), (PREDICTION, prediction)] if with_prediction else row.items()
-            for name, value in items:
-                if isinstance(value, bool | str):
+        # Only a row's names and value types matter, and most rows repeat the first one's:
+        # each distinct (names, types) is examined once, in order of first appearance.
+        shapes = dict.fromkeys(
+            (tuple(row), tuple(map(type, row.values())), type(prediction))
+            for row, prediction in zip(features, predictions, strict=True)
+        )
+        for names, types, prediction_type in shapes:
+            items = [*zip(names, types, strict=True)]
+            for name, kind in [*items, (PREDICTION, prediction_type)] if with_prediction else items:
+                if issubclass(kind, bool | str):
                     categorical.setdefault(name)
-                elif isinstance(value, int | float):
+                elif issubclass(kind, int | float):
                     numeric.setdefault(name)
         return cls(tuple(n for n in numeric if n not in categorical), tuple(categorical))
 
@@ -242,6 +248,10 @@ def decode(
     group = EventGroup(model_now, version_now)  # replaced at the first event
     columns: Columns | None = None
     numeric_get = categorical_get = _getter([])
+    # The current group's list methods, bound once per group rather than looked up per event.
+    keep_features, keep_numeric = group.features.append, group.numeric_values.extend
+    keep_prediction, keep_stamp = group.predictions.append, group.stamps.append
+    keep_record, has_categorical = group.records.append, False
     # The loop is the hot path: one try for the well-formed case, exact type checks, and the
     # last group and its columns reused (a partition's consecutive events usually share a
     # model). Records that fail are examined again by _reject, off the hot path, for the
@@ -272,8 +282,12 @@ def decode(
             group, columns = found, found.columns
             if columns is not None:
                 numeric_get, categorical_get = columns._numeric_get, columns._categorical_get
+                has_categorical = bool(columns._categorical_names)
+            keep_features, keep_numeric = group.features.append, group.numeric_values.extend
+            keep_prediction, keep_stamp = group.predictions.append, group.stamps.append
+            keep_record = group.records.append
         if columns is None:
-            group.features.append(features)
+            keep_features(features)
         else:
             # Columns.rows, inlined: this runs once per event.
             try:
@@ -281,20 +295,20 @@ def decode(
             except KeyError:  # a feature is absent: missing, as if null
                 numeric_row = columns.rows(features)[0]
             try:
-                group.numeric_values.extend(numeric_row)
+                keep_numeric(numeric_row)
             except (TypeError, ValueError, OverflowError):  # not all numbers: numpy decides
                 # extend() stops at the first non-number: drop what it took of the row.
                 whole_rows = len(group) - len(group.numeric_held)
                 del group.numeric_values[whole_rows * len(numeric_row) :]
                 group.numeric_held.append((len(group), numeric_row))
-            if columns._categorical_names:  # else categorical_rows stays empty, unread
+            if has_categorical:  # else categorical_rows stays empty, unread
                 try:
                     group.categorical_rows.append(categorical_get(features))
                 except KeyError:
                     group.categorical_rows.append(columns.rows(features)[1])
-        group.predictions.append(event.get(f_prediction))
-        group.stamps.append(event.get(f_time))
-        group.records.append(record)
+        keep_prediction(event.get(f_prediction))
+        keep_stamp(event.get(f_time))
+        keep_record(record)
     return DecodedBatch(groups, bad)
 
 

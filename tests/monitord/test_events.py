@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import numpy as np
 import orjson
 
 from connectors.stream import Record
 from monitord.config import EventFields
-from monitord.events import UNVERSIONED, decode
+from monitord.events import PREDICTION, UNVERSIONED, Columns, decode
 
 
 def _record(offset: int, value: bytes | None) -> Record:
@@ -62,3 +64,40 @@ def test_field_names_are_configurable() -> None:
     fields = EventFields(model="m", features="f", model_version="v")
     decoded = decode([_record(0, b'{"m": "a", "v": "2", "f": {"x": 1}}')], fields)
     assert list(decoded.groups) == [("a", "2")]
+
+
+def _columns_value_by_value(
+    rows: list[dict[str, Any]], predictions: list[Any], with_prediction: bool
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The rule `Columns.infer` implements, applied to every value in order."""
+    numeric: dict[str, None] = {}
+    categorical: dict[str, None] = {}
+    for row, prediction in zip(rows, predictions, strict=True):
+        items = [*row.items(), (PREDICTION, prediction)] if with_prediction else row.items()
+        for name, value in items:
+            if isinstance(value, bool | str):
+                categorical.setdefault(name)
+            elif isinstance(value, int | float):
+                numeric.setdefault(name)
+    return tuple(n for n in numeric if n not in categorical), tuple(categorical)
+
+
+def test_inferred_columns_follow_the_first_appearance_of_each_kind() -> None:
+    rng = np.random.default_rng(8)
+    values: list[Any] = [1.5, 2, True, "red", None, [1.0], {"a": 1}]
+    names = [f"c{i}" for i in range(6)]
+    for _ in range(200):
+        rows, predictions = [], []
+        for _ in range(int(rng.integers(1, 30))):
+            # Mostly one shape repeated (as in real traffic), sometimes another: keys
+            # dropped or reordered, a value of another kind.
+            chosen = names if rng.random() < 0.7 else list(rng.permutation(names)[:4])
+            row = dict.fromkeys(chosen, 0.5)
+            if rng.random() < 0.3:
+                row[str(rng.choice(chosen))] = values[int(rng.integers(len(values)))]
+            rows.append(row)
+            predictions.append(values[int(rng.integers(len(values)))])
+        for with_prediction in (True, False):
+            columns = Columns.infer(rows, predictions, with_prediction)
+            expected = _columns_value_by_value(rows, predictions, with_prediction)
+            assert (columns.numeric, columns.categorical) == expected
