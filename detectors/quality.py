@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+from numba import njit
 from scipy.stats import binom
 
 from detectors.detection import Detection, FloatArray, IntArray, check_thresholds
@@ -63,6 +64,24 @@ def binomial_rate_thresholds(
     return np.asarray(count / window_size, dtype=np.float64)
 
 
+@njit(cache=True, nogil=True)
+def _finite_and_outside(
+    rows: FloatArray, low: FloatArray, high: FloatArray
+) -> tuple[IntArray, IntArray]:
+    """``(p,)`` finite values per column, and ``(p,)`` of them outside ``[low, high]``:
+    one pass over the row-major window instead of a temporary array per comparison."""
+    n_rows, n_features = rows.shape
+    finite = np.zeros(n_features, dtype=np.int64)
+    outside = np.zeros(n_features, dtype=np.int64)
+    for i in range(n_rows):
+        for f in range(n_features):
+            value = rows[i, f]
+            if np.isfinite(value):
+                finite[f] += 1
+                outside[f] += value < low[f] or value > high[f]
+    return finite, outside
+
+
 def _share(count: IntArray, of: IntArray) -> FloatArray:
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(of > 0, count / of, np.nan)
@@ -84,10 +103,12 @@ class MissingRateTest:
     def __init__(self, thresholds: FloatArray) -> None:
         self.thresholds = _per_feature_thresholds(thresholds)
         self.n_features = self.thresholds.shape[0]
+        self._low, self._high = np.full(self.n_features, -np.inf), np.full(self.n_features, np.inf)
 
     def evaluate(self, window: WindowView) -> Detection:
-        n_observed = np.isfinite(window.rows).sum(axis=0)
-        n_rows = window.rows.shape[0]
+        rows = np.asarray(window.rows, dtype=np.float64)
+        n_observed, _ = _finite_and_outside(rows, self._low, self._high)
+        n_rows = rows.shape[0]
         rate = (n_rows - n_observed) / n_rows
         return window_detection(self.name, window, rate, self.thresholds, n_observed)
 
@@ -158,10 +179,8 @@ class OutOfRangeTest:
         self.numeric_min, self.numeric_max = low, high
 
     def evaluate(self, window: WindowView) -> Detection:
+        # +/-inf is missing, not out of range (as in the profile).
         rows = np.asarray(window.rows, dtype=np.float64)
-        finite = np.isfinite(rows)
-        n_observed = finite.sum(axis=0)
-        # +/-inf is missing, not out of range (as in the profile); NaN compares False anyway.
-        outside = ((rows < self.numeric_min) | (rows > self.numeric_max)) & finite
-        rate = _share(outside.sum(axis=0), n_observed)
+        n_observed, outside = _finite_and_outside(rows, self.numeric_min, self.numeric_max)
+        rate = _share(outside, n_observed)
         return window_detection(self.name, window, rate, self.thresholds, n_observed)

@@ -112,6 +112,25 @@ class AlertBook:
         """``(feature, detector)`` of the label sets currently firing."""
         return [key for key, state in self.states.items() if state.firing]
 
+    def observe_clean(self, feature: str, detector: str) -> bool:
+        """Fold in a clean observation where it can change nothing but the label set's
+        history (not firing, and no drifted majority pending): most observations, done
+        without building an `Observation`. False, folding nothing, where `observe` must
+        decide."""
+        key = (feature, detector)
+        state = self.states.get(key)
+        if state is None:
+            state = self.states[key] = _LabelState(deque(maxlen=self.settings.fire_span))
+        if state.firing:
+            return False
+        if state.cooldown:
+            state.cooldown -= 1
+            return True
+        if sum(state.recent) >= self.settings.fire_windows:
+            return False
+        state.recent.append(False)  # `observe` would do the same, and send nothing
+        return True
+
     def observe(self, observation: Observation) -> Alert | None:
         """Fold one observation in; return the transition it causes, if any."""
         key = (observation.feature, observation.detector)

@@ -156,9 +156,14 @@ class Policy:
     def _window(self, state: _VersionPolicy, window: list[Evaluation]) -> list[Output]:
         outputs: list[Alert | RetrainTrigger | None] = []
         drifted: Drifted = {}
+        clean = state.alerts.observe_clean
         for evaluation in window:
             result = evaluation.result
+            detector = result.detector
+            flags = result.drifted.tolist()
             for j, feature in enumerate(evaluation.features):
+                if not flags[j] and clean(feature, detector):
+                    continue
                 statistic, threshold = float(result.statistic[j]), float(result.threshold[j])
                 if result.drifted[j]:
                     drifted.setdefault(feature, (result.detector, statistic, threshold))

@@ -132,3 +132,44 @@ def test_stationary_then_drift_then_recovery_fires_and_resolves_each_label_set_o
         assert per_label_set[(feature, detector, "resolved")] == 1
     assert max(a["row"] for a in alerts if a["status"] == "firing") < 12_000
     assert min(a["row"] for a in alerts if a["status"] == "resolved") >= 12_000
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        AlertSettings(),
+        AlertSettings(fire_windows=2, fire_span=3, resolve_windows=2, cooldown_windows=2),
+        AlertSettings(fire_windows=3, fire_span=5, resolve_windows=1, cooldown_windows=0),
+    ],
+)
+def test_observe_clean_folds_a_clean_window_as_observe_does(settings: AlertSettings) -> None:
+    # The policy's shortcut for clean observations: where it applies (it returns True) the
+    # label set ends in the same state and nothing is sent, as through `observe`.
+    rng = np.random.default_rng(4)
+    full, shortcut = AlertBook(settings), AlertBook(settings)
+    sent: tuple[list[str], list[str]] = ([], [])
+    taken = 0
+    for i in range(3000):
+        feature = str(rng.choice(["x", "y", "z"]))
+        drifted = bool(rng.random() < 0.3)
+        statistic = float(rng.random())
+        observation = Observation(feature, "ks", drifted, statistic, 0.5, _evaluation(i + 100))
+        alert = full.observe(observation)
+        sent[0].extend([] if alert is None else [alert.id])
+        if not drifted and shortcut.observe_clean(feature, "ks"):
+            taken += 1
+            continue
+        alert = shortcut.observe(observation)
+        sent[1].extend([] if alert is None else [alert.id])
+    assert sent[0] == sent[1]
+    assert sent[0]  # the sequence does fire and resolve
+    assert taken > 50  # the shortcut is exercised
+    assert full.snapshot() == shortcut.snapshot()
+
+
+def test_observe_clean_leaves_a_restored_drifted_history_to_observe() -> None:
+    # A history that would fire on its own (settings lowered since it was checkpointed).
+    book = AlertBook(AlertSettings(fire_windows=1, fire_span=2))
+    book.restore([["x", "ks", [1, 1], False, 0, 0]])
+    assert not book.observe_clean("x", "ks")
+    assert book.snapshot() == [["x", "ks", [1, 1], False, 0, 0]]
