@@ -146,3 +146,29 @@ def test_a_batch_of_non_numbers_in_a_numeric_feature_is_dead_lettered(value: obj
     daemon.drain()
     assert [m.value for m in sink.messages("monitord.dead-letter")] == [wrong] * 5
     assert daemon.stats.bad_records == {"wrong_type": 5}
+
+
+def test_committed_offsets_are_one_past_each_partitions_last_record() -> None:
+    def records(*sources: tuple[str, int, int]) -> list[Record]:
+        return [
+            Record(topic, partition, offset, None, b"", 0) for topic, partition, offset in sources
+        ]
+
+    next_offsets = daemon_module._next_offsets
+    assert next_offsets(records(("a", 0, 5), ("a", 0, 6), ("a", 0, 9))) == {
+        TopicPartition("a", 0): 10
+    }
+    # Another partition in between, though the first and last records share one.
+    assert next_offsets(records(("a", 0, 5), ("a", 1, 70), ("a", 0, 6))) == {
+        TopicPartition("a", 0): 7,
+        TopicPartition("a", 1): 71,
+    }
+    assert next_offsets(records(("a", 0, 5), ("b", 0, 70), ("a", 0, 6))) == {
+        TopicPartition("a", 0): 7,
+        TopicPartition("b", 0): 71,
+    }
+    assert next_offsets(records(("a", 0, 5), ("a", 1, 3))) == {
+        TopicPartition("a", 0): 6,
+        TopicPartition("a", 1): 4,
+    }
+    assert next_offsets([]) == {}
