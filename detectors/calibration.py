@@ -255,12 +255,16 @@ def calibrate(
     per_block = max(1, min(_BLOCK, _MAX_DRAWS // max(n, plan.size)))
     for start in range(0, n_resamples, per_block):
         block = min(per_block, n_resamples - start)
-        reference = _counts(rng, n, n, block)
-        window = _counts(rng, n, plan.size, block)
+        # Row draws with replacement: a pseudo-reference of n rows and a pseudo-window.
+        drawn_reference = rng.integers(0, n, size=(block, n))
+        drawn_window = rng.integers(0, n, size=(block, plan.size))
         p_values: dict[str, FloatArray] = {}
         if numeric is not None:
-            p_values["ks"], p_values["psi"] = numeric.p_values(reference, window, shrink)
+            p_values["ks"], p_values["psi"] = numeric.p_values(
+                drawn_reference, drawn_window, shrink
+            )
         if categorical is not None:
+            reference, window = _counts(drawn_reference, n), _counts(drawn_window, n)
             weights = (1.0 - shrink) + shrink * reference.astype(np.float64)
             p_values["chi2"], p_values["psi_categorical"] = categorical.p_values(weights, window)
         family = [v for name, v in p_values.items() if _family(name) in chosen]
@@ -331,11 +335,10 @@ def _is_count(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _counts(rng: np.random.Generator, n: int, draws: int, block: int) -> IntArray:
-    """``(block, n)`` how often each of ``n`` rows is drawn in ``draws`` draws with replacement."""
-    drawn = rng.integers(0, n, size=(block, draws))
-    counts = np.zeros((block, n), dtype=np.int64)
-    _WORKERS.split(block, lambda lo, hi: _count_rows(drawn[lo:hi], counts[lo:hi]))
+def _counts(drawn: IntArray, n: int) -> IntArray:
+    """``(block, n)``: how often each of ``n`` rows occurs in each row of ``drawn``."""
+    counts = np.zeros((drawn.shape[0], n), dtype=np.int64)
+    _WORKERS.split(drawn.shape[0], lambda lo, hi: _count_rows(drawn[lo:hi], counts[lo:hi]))
     return counts
 
 
@@ -346,6 +349,24 @@ def _count_rows(drawn: IntArray, counts: IntArray) -> None:
         row_counts = counts[b]
         for row in drawn[b]:
             row_counts[row] += 1
+
+
+_INT32_MAX = 2**31 - 1
+
+LANES = 64
+"""Replicates the numeric kernel advances together: one row's counts of all of them are
+contiguous, so each step of the walk in sorted order is a short vector operation instead
+of a gather per replicate."""
+
+
+@njit(cache=True, nogil=True)
+def _lane_counts(drawn: IntArray, n: int, dtype: type) -> IntArray:
+    """``(n, LANES)``: occurrences of each row index in ``drawn[b]``, in lane ``b``."""
+    counts: IntArray = np.zeros((n, LANES), dtype=dtype)
+    for b in range(drawn.shape[0]):
+        for row in drawn[b]:
+            counts[row, b] += 1
+    return counts
 
 
 @njit(cache=True, nogil=True)
@@ -361,51 +382,76 @@ def _numeric_kernel(
     ks: FloatArray,
     psi: FloatArray,
 ) -> None:
-    """KS and PSI of each (pseudo-reference, pseudo-window) count pair, into ``ks``, ``psi``.
+    """KS and PSI of (pseudo-reference, pseudo-window) count pairs, into ``ks``, ``psi``.
 
+    ``reference`` and ``window`` are ``(n, lanes)``: per sample row, its count in each
+    replicate; ``ks`` and ``psi`` get one row per replicate (the first ``len(ks)`` lanes).
     ``order[f]`` lists the sample rows by feature f's value, missing last; ``group_end[f, k]``
     marks the last of a tie group; ``bin_end[f, b]`` is the number of sorted values in PSI
-    bins 0..b-1. Per replicate r and feature f one pass accumulates the counts in sorted
-    order; D is evaluated in integers, |i N_w - j N_r|, as `detectors.ks` does.
+    bins 0..b-1. Per feature, one pass in sorted order accumulates every replicate's counts;
+    D is evaluated in integers, |i N_w - j N_r|, as `detectors.ks` does (exact in the
+    counts' dtype: the caller picks one wide enough for N_r N_w).
     """
     n_features, n = order.shape
-    n_bins = bin_end.shape[1] - 1
-    cum_ref = np.empty(n, dtype=np.int64)
-    cum_win = np.empty(n, dtype=np.int64)
-    for r in range(reference.shape[0]):
-        for f in range(n_features):
-            m = n_observed[f]
-            total_ref = 0
-            total_win = 0
-            for k in range(m):
-                row = order[f, k]
-                total_ref += reference[r, row]
-                total_win += window[r, row]
-                cum_ref[k] = total_ref
-                cum_win[k] = total_win
-            if total_ref == 0 or total_win == 0:
+    lanes, n_bins = reference.shape[1], bin_end.shape[1] - 1
+    dtype = reference.dtype
+    all_ref = np.zeros(lanes, dtype=dtype)
+    all_win = np.zeros(lanes, dtype=dtype)
+    for i in range(n):
+        all_ref += reference[i]
+        all_win += window[i]
+    cum_ref, cum_win = np.empty(lanes, dtype=dtype), np.empty(lanes, dtype=dtype)
+    total_ref, total_win = np.empty(lanes, dtype=dtype), np.empty(lanes, dtype=dtype)
+    best = np.empty(lanes, dtype=dtype)
+    at_ref = np.zeros((n_bins + 1, lanes), dtype=np.int64)  # counts at each bin's end
+    at_win = np.zeros((n_bins + 1, lanes), dtype=np.int64)
+    for f in range(n_features):
+        m, order_f, ends, edges = n_observed[f], order[f], group_end[f], bin_end[f]
+        total_ref[:] = all_ref
+        total_win[:] = all_win
+        for k in range(m, n):  # rows missing this feature count on neither side
+            total_ref -= reference[order_f[k]]
+            total_win -= window[order_f[k]]
+        cum_ref[:] = 0
+        cum_win[:] = 0
+        best[:] = 0
+        b = 1
+        while b <= n_bins and edges[b] == 0:
+            b += 1
+        for k in range(m):
+            row = order_f[k]
+            for r in range(lanes):
+                cum_ref[r] += reference[row, r]
+                cum_win[r] += window[row, r]
+            if ends[k]:
+                for r in range(lanes):
+                    best[r] = max(
+                        best[r], abs(cum_ref[r] * total_win[r] - cum_win[r] * total_ref[r])
+                    )
+            while b <= n_bins and edges[b] == k + 1:
+                at_ref[b] = cum_ref
+                at_win[b] = cum_win
+                b += 1
+        for r in range(ks.shape[0]):
+            n_ref, n_win = np.int64(total_ref[r]), np.int64(total_win[r])
+            if n_ref == 0 or n_win == 0:
                 ks[r, f] = np.nan
                 psi[r, f] = np.nan
                 continue
-            best = 0
-            for k in range(m):
-                if group_end[f, k]:
-                    gap = abs(cum_ref[k] * total_win - cum_win[k] * total_ref)
-                    best = max(best, gap)
-            ks[r, f] = best / (total_ref * total_win)
-            weight_total = m + shrink * (total_ref - m)
+            ks[r, f] = np.int64(best[r]) / (n_ref * n_win)
+            weight_total = m + shrink * (n_ref - m)
             value = 0.0
             before_ref = 0.0
             before_win = 0.0
-            for b in range(n_bins):
-                end = bin_end[f, b + 1]
+            for bin_ in range(n_bins):
+                end = edges[bin_ + 1]
                 upto_ref = 0.0
                 upto_win = 0.0
                 if end > 0:
-                    upto_ref = end + shrink * (cum_ref[end - 1] - end)
-                    upto_win = float(cum_win[end - 1])
+                    upto_ref = end + shrink * (at_ref[bin_ + 1, r] - end)
+                    upto_win = float(at_win[bin_ + 1, r])
                 share_ref = max((upto_ref - before_ref) / weight_total, floor)
-                share_win = max((upto_win - before_win) / total_win, floor)
+                share_win = max((upto_win - before_win) / n_win, floor)
                 value += (share_win - share_ref) * math.log(share_win / share_ref)
                 before_ref = upto_ref
                 before_win = upto_win
@@ -437,26 +483,33 @@ class _NumericNulls:
         self.psi_dof = np.maximum((profile.bin_fractions > 0).sum(axis=1) - 1, 1)
 
     def p_values(
-        self, reference: IntArray, window: IntArray, shrink: float
+        self, drawn_reference: IntArray, drawn_window: IntArray, shrink: float
     ) -> tuple[FloatArray, FloatArray]:
-        block, p = reference.shape[0], self.order.shape[0]
+        """KS and PSI p-values of each replicate, from its drawn row indices."""
+        (block, n_ref), n_win = drawn_reference.shape, drawn_window.shape[1]
+        p, n = self.order.shape
         ks, psi = np.empty((block, p)), np.empty((block, p))
+        # D compares i N_w with j N_r, at most N_r N_w: 32-bit lanes are twice as many.
+        dtype = np.int32 if n_ref * n_win <= _INT32_MAX else np.int64
 
-        def replicates(lo: int, hi: int) -> None:
-            _numeric_kernel(
-                self.order,
-                self.n_observed,
-                self.group_end,
-                self.bin_end,
-                reference[lo:hi],
-                window[lo:hi],
-                shrink,
-                SHARE_FLOOR,
-                ks[lo:hi],
-                psi[lo:hi],
-            )
+        def lane_groups(first_group: int, end_group: int) -> None:
+            for lo in range(first_group * LANES, min(end_group * LANES, block), LANES):
+                hi = min(lo + LANES, block)
+                _numeric_kernel(
+                    self.order,
+                    self.n_observed,
+                    self.group_end,
+                    self.bin_end,
+                    _lane_counts(drawn_reference[lo:hi], n, dtype),
+                    _lane_counts(drawn_window[lo:hi], n, dtype),
+                    shrink,
+                    SHARE_FLOOR,
+                    ks[lo:hi],
+                    psi[lo:hi],
+                )
 
-        _WORKERS.split(block, replicates)  # replicates are independent: one slice per CPU
+        # Replicates are independent: lane groups split across CPUs.
+        _WORKERS.split(-(-block // LANES), lane_groups)
         ks_p = special.kolmogorov(_stephens(self.ks_n) * ks)
         psi_p = chi2.sf(psi / self.psi_scale, self.psi_dof)
         return np.nan_to_num(ks_p, nan=1.0), np.nan_to_num(psi_p, nan=1.0)

@@ -212,6 +212,17 @@ def test_thresholds_do_not_depend_on_the_number_of_threads(
     assert split.effective_tests == expected.effective_tests
 
 
+def test_thresholds_do_not_depend_on_the_count_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Small draws count in 32-bit lanes; 64-bit ones (forced here) must agree exactly.
+    profile, plan, budget = _profile(5), WindowPlan(1000, 500), FalseAlarmBudget(500_000)
+    narrow = calibrate(profile, plan, budget, n_resamples=300, seed=2)
+    monkeypatch.setattr(calibration, "_INT32_MAX", 0)
+    wide = calibrate(profile, plan, budget, n_resamples=300, seed=2)
+    for field in ("ks", "psi"):
+        np.testing.assert_array_equal(getattr(wide, field), getattr(narrow, field))
+    assert wide.per_test_alpha == narrow.per_test_alpha
+
+
 def test_categorical_features_get_chi2_and_psi_thresholds() -> None:
     rng = np.random.default_rng(2)
     numeric = _rows(rng, REFERENCE_ROWS)
@@ -263,8 +274,8 @@ def test_resampled_statistics_equal_the_live_ones() -> None:
     nulls = calibration._NumericNulls(profile, profile.numeric_rows, 300)
     rng = np.random.default_rng(0)
     picked = rng.integers(0, 800, size=300)
-    window = np.bincount(picked, minlength=800)[None, :]
-    reference = np.ones((1, 800), dtype=np.int64)  # the sample itself
+    window = np.bincount(picked, minlength=800)[:, None]  # one replicate: one lane
+    reference = np.ones((800, 1), dtype=np.int64)  # the sample itself
     ks, psi = np.empty((1, N_FEATURES)), np.empty((1, N_FEATURES))
     calibration._numeric_kernel(
         nulls.order,
