@@ -113,7 +113,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -253,16 +253,25 @@ def calibrate(
     rng = np.random.default_rng(seed)
     min_p = np.empty(n_resamples)
     per_block = max(1, min(_BLOCK, _MAX_DRAWS // max(n, plan.size)))
-    for start in range(0, n_resamples, per_block):
-        block = min(per_block, n_resamples - start)
-        # Row draws with replacement: a pseudo-reference of n rows and a pseudo-window.
-        drawn_reference = rng.integers(0, n, size=(block, n))
-        drawn_window = rng.integers(0, n, size=(block, plan.size))
+    starts = range(0, n_resamples, per_block)
+    blocks = [min(per_block, n_resamples - start) for start in starts]
+    # Row draws with replacement, block after block: a pseudo-reference of n rows and a
+    # pseudo-window each. The next block's are drawn while workers test this one's.
+    draws = [_draw(rng, n, plan.size, blocks[0])]
+    for start, block, following in zip(starts, blocks, [*blocks[1:], 0], strict=True):
+        drawn_reference, drawn_window = draws.pop()
+
+        def draw_next(following: int = following) -> None:
+            if following:
+                draws.append(_draw(rng, n, plan.size, following))
+
         p_values: dict[str, FloatArray] = {}
         if numeric is not None:
             p_values["ks"], p_values["psi"] = numeric.p_values(
-                drawn_reference, drawn_window, shrink
+                drawn_reference, drawn_window, shrink, meanwhile=draw_next
             )
+        else:
+            draw_next()
         if categorical is not None:
             reference, window = _counts(drawn_reference, n), _counts(drawn_window, n)
             weights = (1.0 - shrink) + shrink * reference.astype(np.float64)
@@ -333,6 +342,11 @@ def _check(
 
 def _is_count(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _draw(rng: np.random.Generator, n: int, window: int, block: int) -> tuple[IntArray, IntArray]:
+    """Row indices of ``block`` pseudo-references (``n`` rows) and pseudo-windows."""
+    return rng.integers(0, n, size=(block, n)), rng.integers(0, n, size=(block, window))
 
 
 def _counts(drawn: IntArray, n: int) -> IntArray:
@@ -483,33 +497,37 @@ class _NumericNulls:
         self.psi_dof = np.maximum((profile.bin_fractions > 0).sum(axis=1) - 1, 1)
 
     def p_values(
-        self, drawn_reference: IntArray, drawn_window: IntArray, shrink: float
+        self,
+        drawn_reference: IntArray,
+        drawn_window: IntArray,
+        shrink: float,
+        meanwhile: Callable[[], None] | None = None,
     ) -> tuple[FloatArray, FloatArray]:
-        """KS and PSI p-values of each replicate, from its drawn row indices."""
+        """KS and PSI p-values of each replicate, from its drawn row indices; the calling
+        thread runs ``meanwhile`` first, while the workers start."""
         (block, n_ref), n_win = drawn_reference.shape, drawn_window.shape[1]
         p, n = self.order.shape
         ks, psi = np.empty((block, p)), np.empty((block, p))
         # D compares i N_w with j N_r, at most N_r N_w: 32-bit lanes are twice as many.
         dtype = np.int32 if n_ref * n_win <= _INT32_MAX else np.int64
 
-        def lane_groups(first_group: int, end_group: int) -> None:
-            for lo in range(first_group * LANES, min(end_group * LANES, block), LANES):
-                hi = min(lo + LANES, block)
-                _numeric_kernel(
-                    self.order,
-                    self.n_observed,
-                    self.group_end,
-                    self.bin_end,
-                    _lane_counts(drawn_reference[lo:hi], n, dtype),
-                    _lane_counts(drawn_window[lo:hi], n, dtype),
-                    shrink,
-                    SHARE_FLOOR,
-                    ks[lo:hi],
-                    psi[lo:hi],
-                )
+        def lane_group(group: int) -> None:
+            lo, hi = group * LANES, min((group + 1) * LANES, block)
+            _numeric_kernel(
+                self.order,
+                self.n_observed,
+                self.group_end,
+                self.bin_end,
+                _lane_counts(drawn_reference[lo:hi], n, dtype),
+                _lane_counts(drawn_window[lo:hi], n, dtype),
+                shrink,
+                SHARE_FLOOR,
+                ks[lo:hi],
+                psi[lo:hi],
+            )
 
-        # Replicates are independent: lane groups split across CPUs.
-        _WORKERS.split(-(-block // LANES), lane_groups)
+        # Replicates are independent: lane groups shared across CPUs.
+        _WORKERS.share(-(-block // LANES), lane_group, meanwhile)
         ks_p = special.kolmogorov(_stephens(self.ks_n) * ks)
         psi_p = chi2.sf(psi / self.psi_scale, self.psi_dof)
         return np.nan_to_num(ks_p, nan=1.0), np.nan_to_num(psi_p, nan=1.0)

@@ -7,8 +7,8 @@ threads (a plain module-level executor would hang there).
 
 from __future__ import annotations
 
-import itertools
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
@@ -41,13 +41,35 @@ class WorkerPool:
         return self._pool.submit(fn, *args)
 
     def split(self, n: int, run: Callable[[int, int], None]) -> None:
-        """Call ``run(lo, hi)`` over slices of ``range(n)``, one on the calling thread and
-        the others on the workers, and return once all are done (re-raising a failure)."""
+        """Call ``run(lo, hi)`` over slices of ``range(n)``, one per thread (the calling
+        one and the workers), and return once all are done (re-raising a failure)."""
         slices = max(1, min(n, self.size + 1, MAX_SPLIT))
-        first, *rest = itertools.pairwise([n * k // slices for k in range(slices + 1)])
-        others = [self.submit(run, lo, hi) for lo, hi in rest]
+        bounds = [n * k // slices for k in range(slices + 1)]
+        self.share(slices, lambda k: run(bounds[k], bounds[k + 1]))
+
+    def share(
+        self, n: int, run: Callable[[int], None], meanwhile: Callable[[], None] | None = None
+    ) -> None:
+        """Call ``run(i)`` for each ``i`` in ``range(n)``, each thread (the workers and the
+        calling one) taking the next ``i`` not yet taken; return once all are done
+        (re-raising a failure). The calling thread first runs ``meanwhile``, if given,
+        while the workers start on ``run``."""
+        taken = iter(range(n))
+        lock = threading.Lock()
+
+        def take() -> None:
+            while True:
+                with lock:
+                    i = next(taken, None)
+                if i is None:
+                    return
+                run(i)
+
+        helpers = [self.submit(take) for _ in range(min(self.size, n, MAX_SPLIT - 1))]
         try:
-            run(*first)
+            if meanwhile is not None:
+                meanwhile()
+            take()
         finally:
-            for future in others:
-                future.result()
+            for helper in helpers:
+                helper.result()

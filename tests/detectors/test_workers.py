@@ -1,4 +1,4 @@
-"""`WorkerPool.split`: every index once, on the caller and the workers, failures raised."""
+"""`WorkerPool`: every index once, on the caller and the workers, failures raised."""
 
 from __future__ import annotations
 
@@ -22,9 +22,7 @@ def test_split_covers_every_index_once(size: int, n: int) -> None:
 
     WorkerPool(size, "test-split").split(n, run)
     assert sorted(seen) == list(range(n))
-    slices = min(max(n, 1), size + 1, MAX_SPLIT)
-    assert len(threads) == slices
-    assert threads.count(threading.current_thread()) == 1  # one slice runs on the caller
+    assert len(threads) == min(max(n, 1), size + 1, MAX_SPLIT)  # one slice per thread
 
 
 def test_a_failing_slice_fails_the_split() -> None:
@@ -34,3 +32,28 @@ def test_a_failing_slice_fails_the_split() -> None:
 
     with pytest.raises(ValueError, match="slice 5:10"):
         WorkerPool(1, "test-split").split(10, run)
+
+
+def test_share_runs_meanwhile_on_the_caller_while_workers_take_indexes() -> None:
+    seen: list[int] = []
+    lock = threading.Lock()
+    caller: list[threading.Thread] = []
+
+    def run(i: int) -> None:
+        with lock:
+            seen.append(i)
+
+    WorkerPool(2, "test-share").share(
+        50, run, meanwhile=lambda: caller.append(threading.current_thread())
+    )
+    assert sorted(seen) == list(range(50))
+    assert caller == [threading.current_thread()]
+
+
+def test_a_failing_index_fails_the_share() -> None:
+    def run(i: int) -> None:
+        if i == 7:
+            raise ValueError("index 7")
+
+    with pytest.raises(ValueError, match="index 7"):
+        WorkerPool(1, "test-share").share(20, run)
