@@ -9,7 +9,7 @@ per round, in alternating order; events/s are medians over the rounds, with thei
 Prints events/s and RSS for each and the ratios; the last line is the RESULT summary, whose
 daemon figure is the default configuration's (checkpoints on).
 
-    python benchmarks/e2e.py [--quick] [--rounds N]
+    python benchmarks/e2e.py [--quick] [--rounds N]   # --quick: about a minute
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def spread(values: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="200k events instead of 1M")
-    parser.add_argument("--rounds", type=int, default=3, help="runs of each reader (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="runs of each reader (default 5)")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds: give at least 1")
