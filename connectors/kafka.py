@@ -172,7 +172,11 @@ class KafkaConsumerSettings:
 class KafkaProducerSettings:
     """Producer tuning; acks is always "all" so a flushed message survives a broker loss."""
 
-    linger_ms: int = 20
+    # A `KafkaSink` is flushed after each batch of sends (the daemon's outputs, a manual
+    # request, a checkpoint): lingering would only hold a flush back that long. Messages
+    # sent faster than one request completes still share requests. Bulk producers (the
+    # demo's traffic, benchmarks) set their own.
+    linger_ms: int = 0
     batch_size: int = 256 * 1024
     compression_type: str | None = None
     max_request_size: int = 1024 * 1024
