@@ -489,6 +489,8 @@ class _NumericNulls:
         self.bin_end = np.zeros((p, inner.shape[1] + 2), dtype=np.int64)
         self.bin_end[:, 1:-1] = below.sum(axis=1)
         self.bin_end[:, -1] = self.n_observed
+        if (np.diff(self.bin_end, axis=1) < 0).any():  # the kernel walks bin ends in order
+            raise ValueError("profile: bin_edges must be finite and ascending per feature")
         observed_rate = 1.0 - profile.numeric_missing_rate
         window_n = np.maximum(np.rint(size * observed_rate), 1.0)
         reference_n = np.maximum(self.n_observed, 1).astype(np.float64)

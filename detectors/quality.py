@@ -70,7 +70,7 @@ def _finite_and_outside(
 ) -> tuple[IntArray, IntArray]:
     """``(p,)`` finite values per column, and ``(p,)`` of them outside ``[low, high]``:
     one pass over the row-major window instead of a temporary array per comparison."""
-    n_rows, n_features = rows.shape
+    n_rows, n_features = rows.shape  # callers check it against low and high: no bound checks
     finite = np.zeros(n_features, dtype=np.int64)
     outside = np.zeros(n_features, dtype=np.int64)
     for i in range(n_rows):
@@ -80,6 +80,13 @@ def _finite_and_outside(
                 finite[f] += 1
                 outside[f] += value < low[f] or value > high[f]
     return finite, outside
+
+
+def _window_rows(window: WindowView, n_features: int) -> FloatArray:
+    rows = np.asarray(window.rows, dtype=np.float64)
+    if rows.ndim != 2 or rows.shape[1] != n_features:
+        raise ValueError(f"window: expected rows of shape (n, {n_features}), got {rows.shape}")
+    return rows
 
 
 def _share(count: IntArray, of: IntArray) -> FloatArray:
@@ -106,7 +113,7 @@ class MissingRateTest:
         self._low, self._high = np.full(self.n_features, -np.inf), np.full(self.n_features, np.inf)
 
     def evaluate(self, window: WindowView) -> Detection:
-        rows = np.asarray(window.rows, dtype=np.float64)
+        rows = _window_rows(window, self.n_features)
         n_observed, _ = _finite_and_outside(rows, self._low, self._high)
         n_rows = rows.shape[0]
         rate = (n_rows - n_observed) / n_rows
@@ -180,7 +187,7 @@ class OutOfRangeTest:
 
     def evaluate(self, window: WindowView) -> Detection:
         # +/-inf is missing, not out of range (as in the profile).
-        rows = np.asarray(window.rows, dtype=np.float64)
+        rows = _window_rows(window, self.n_features)
         n_observed, outside = _finite_and_outside(rows, self.numeric_min, self.numeric_max)
         rate = _share(outside, n_observed)
         return window_detection(self.name, window, rate, self.thresholds, n_observed)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -65,11 +65,16 @@ class WorkerPool:
                     return
                 run(i)
 
-        helpers = [self.submit(take) for _ in range(min(self.size, n, MAX_SPLIT - 1))]
+        helpers: list[Future[None]] = []
         try:
+            for _ in range(min(self.size, n, MAX_SPLIT - 1)):
+                helpers.append(self.submit(take))
             if meanwhile is not None:
                 meanwhile()
             take()
         finally:
-            for helper in helpers:
-                helper.result()
+            # Every helper is done before anything is raised (the caller's failure first):
+            # none may still be writing into the caller's arrays once it returns.
+            wait(helpers)
+        for helper in helpers:
+            helper.result()

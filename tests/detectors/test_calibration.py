@@ -7,6 +7,7 @@ are drawn from the same distribution and run through the real KS and PSI window 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -221,6 +222,16 @@ def test_thresholds_do_not_depend_on_the_count_width(monkeypatch: pytest.MonkeyP
     for field in ("ks", "psi"):
         np.testing.assert_array_equal(getattr(wide, field), getattr(narrow, field))
     assert wide.per_test_alpha == narrow.per_test_alpha
+
+
+def test_unsorted_bin_edges_are_refused() -> None:
+    # A damaged profile (edges out of order): the kernel walks bin ends in sorted order.
+    profile = _profile(6, rows=500)
+    edges = profile.bin_edges.copy()
+    edges[0, 1:-1] = edges[0, 1:-1][::-1]
+    damaged = dataclasses.replace(profile, bin_edges=edges)
+    with pytest.raises(ValueError, match="bin_edges"):
+        calibrate(damaged, WindowPlan(100, 100), FalseAlarmBudget(500_000), n_resamples=200)
 
 
 def test_categorical_features_get_chi2_and_psi_thresholds() -> None:

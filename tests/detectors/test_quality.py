@@ -143,3 +143,11 @@ def test_quality_tests_share_one_window() -> None:
         ("missing", 199, [True, False]),
         ("out_of_range", 199, [False, True]),
     ]
+
+
+def test_a_window_of_another_width_is_refused() -> None:
+    window = WindowView(0, 9, np.zeros((10, 3)))
+    with pytest.raises(ValueError, match=r"shape \(n, 2\)"):
+        MissingRateTest(np.full(2, 0.1)).evaluate(window)
+    with pytest.raises(ValueError, match=r"shape \(n, 2\)"):
+        OutOfRangeTest(np.zeros(2), np.ones(2), np.full(2, 0.1)).evaluate(window)
