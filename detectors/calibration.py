@@ -273,7 +273,9 @@ def calibrate(
         else:
             draw_next()
         if categorical is not None:
-            reference, window = _counts(drawn_reference, n), _counts(drawn_window, n)
+            # (n, block): one column per replicate, as the indicator product takes them.
+            reference = _lane_counts(drawn_reference, n, block, np.int64)
+            window = _lane_counts(drawn_window, n, block, np.int64)
             weights = (1.0 - shrink) + shrink * reference.astype(np.float64)
             p_values["chi2"], p_values["psi_categorical"] = categorical.p_values(weights, window)
         family = [v for name, v in p_values.items() if _family(name) in chosen]
@@ -349,22 +351,6 @@ def _draw(rng: np.random.Generator, n: int, window: int, block: int) -> tuple[In
     return rng.integers(0, n, size=(block, n)), rng.integers(0, n, size=(block, window))
 
 
-def _counts(drawn: IntArray, n: int) -> IntArray:
-    """``(block, n)``: how often each of ``n`` rows occurs in each row of ``drawn``."""
-    counts = np.zeros((drawn.shape[0], n), dtype=np.int64)
-    _WORKERS.split(drawn.shape[0], lambda lo, hi: _count_rows(drawn[lo:hi], counts[lo:hi]))
-    return counts
-
-
-@njit(cache=True, nogil=True)
-def _count_rows(drawn: IntArray, counts: IntArray) -> None:
-    """Add to ``counts[b]`` the occurrences of each row index in ``drawn[b]``."""
-    for b in range(drawn.shape[0]):
-        row_counts = counts[b]
-        for row in drawn[b]:
-            row_counts[row] += 1
-
-
 _INT32_MAX = 2**31 - 1
 
 LANES = 64
@@ -374,9 +360,9 @@ of a gather per replicate."""
 
 
 @njit(cache=True, nogil=True)
-def _lane_counts(drawn: IntArray, n: int, dtype: type) -> IntArray:
-    """``(n, LANES)``: occurrences of each row index in ``drawn[b]``, in lane ``b``."""
-    counts: IntArray = np.zeros((n, LANES), dtype=dtype)
+def _lane_counts(drawn: IntArray, n: int, lanes: int, dtype: type) -> IntArray:
+    """``(n, lanes)``: occurrences of each row index in ``drawn[b]``, in lane ``b``."""
+    counts: IntArray = np.zeros((n, lanes), dtype=dtype)
     for b in range(drawn.shape[0]):
         for row in drawn[b]:
             counts[row, b] += 1
@@ -520,8 +506,8 @@ class _NumericNulls:
                 self.n_observed,
                 self.group_end,
                 self.bin_end,
-                _lane_counts(drawn_reference[lo:hi], n, dtype),
-                _lane_counts(drawn_window[lo:hi], n, dtype),
+                _lane_counts(drawn_reference[lo:hi], n, LANES, dtype),
+                _lane_counts(drawn_window[lo:hi], n, LANES, dtype),
                 shrink,
                 SHARE_FLOOR,
                 ks[lo:hi],
@@ -570,9 +556,11 @@ class _CategoricalNulls:
         self.psi_scale = 1.0 / window_n + 1.0 / np.maximum(buckets.reference_totals, 1.0)
 
     def p_values(self, weights: FloatArray, window: IntArray) -> tuple[FloatArray, FloatArray]:
-        reference = np.asarray(self.indicator.T @ weights.T).T * self.scale_to_rows
+        """Chi-square and PSI p-values per replicate; ``weights`` and ``window`` are
+        ``(n, replicates)``."""
+        reference = np.asarray(self.indicator.T @ weights).T * self.scale_to_rows
         reference = np.where(self.known, reference, 0.0)
-        counts = np.asarray(self.indicator.T @ window.T.astype(np.float64)).T
+        counts = np.asarray(self.indicator.T @ window.astype(np.float64)).T
         statistic, psi = _chi2_and_psi(reference, counts, self.buckets)
         chi2_p = chi2.sf(statistic, self.dof)
         psi_p = chi2.sf(psi / self.psi_scale, self.dof)

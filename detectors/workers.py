@@ -16,7 +16,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 MAX_SPLIT = 8
-"""Most slices `WorkerPool.split` cuts a job into, whatever the machine's CPU count."""
+"""Most threads `WorkerPool.share` runs a job on, whatever the machine's CPU count."""
 
 
 def usable_cpus() -> int:
@@ -39,13 +39,6 @@ class WorkerPool:
             self._pid = os.getpid()
             self._pool = ThreadPoolExecutor(max_workers=self.size, thread_name_prefix=self._name)
         return self._pool.submit(fn, *args)
-
-    def split(self, n: int, run: Callable[[int, int], None]) -> None:
-        """Call ``run(lo, hi)`` over slices of ``range(n)``, one per thread (the calling
-        one and the workers), and return once all are done (re-raising a failure)."""
-        slices = max(1, min(n, self.size + 1, MAX_SPLIT))
-        bounds = [n * k // slices for k in range(slices + 1)]
-        self.share(slices, lambda k: run(bounds[k], bounds[k + 1]))
 
     def share(
         self, n: int, run: Callable[[int], None], meanwhile: Callable[[], None] | None = None
