@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from connectors.http import Receiver, ReceiverError
+from connectors.sqlite import open_durable, write
 from connectors.stream import ConnectorError
 
 SCHEMA_VERSION = 2
@@ -123,11 +124,8 @@ class Outbox:
         self._random = random if random is not None else _default_random()
         self._lock = threading.Lock()
         self._closed = False
-        # isolation_level=None: transactions are explicit (`_transaction`), nothing implicit.
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # FULL: a message acknowledged by `enqueue` survives a power loss, not just a crash.
-        self._db.execute("PRAGMA synchronous=FULL")
+        # A message acknowledged by `enqueue` survives a power loss, not just a crash.
+        self._db = open_durable(path)
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version not in (0, SCHEMA_VERSION):
             self._db.close()
@@ -272,13 +270,8 @@ class Outbox:
         with self._lock:
             if self._closed:
                 raise ConnectorError("outbox is closed")
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+            with write(self._db) as db:
+                yield db
 
 
 def _default_random() -> Callable[[], float]:

@@ -12,7 +12,6 @@ recent history.
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import orjson
 
+from connectors.sqlite import open_durable, write
 from monitord.alerts import Alert
 from monitord.policy import Output
 from monitord.retrain import Suppressed
@@ -59,8 +59,7 @@ class AuditLog:
 
     def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = open_durable(path)
         self._db.executescript(_SCHEMA)
         self._clock = clock
         self._closed = False
@@ -68,9 +67,10 @@ class AuditLog:
     def publish(self, outputs: list[Output]) -> None:
         now = self._clock()
         rows = [_row(output, now) for output in outputs]
-        with self._db:  # one transaction per batch
-            self._db.execute("BEGIN")
-            self._db.executemany(
+        if not rows:  # most batches decide nothing: no empty transaction for them
+            return
+        with write(self._db) as db:  # one transaction per batch
+            db.executemany(
                 "INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
             )
 
@@ -78,9 +78,8 @@ class AuditLog:
         """Record retrain requests the policy held back (`DecisionRecorder`)."""
         now = self._clock()
         rows = [_suppressed_row(decision, now) for decision in decisions]
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.executemany(
+        with write(self._db) as db:
+            db.executemany(
                 "INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
             )
 

@@ -22,10 +22,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-import sqlite3
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,6 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from connectors.kafka import KafkaSecurity, KafkaSink, read_topic
+from connectors.sqlite import open_durable, write
 from connectors.stream import TopicPartition
 from detectors.detection import State, sub_state
 from detectors.profile import ProfileError, ReferenceProfile
@@ -141,29 +139,16 @@ class LocalStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        # WAL + FULL: a committed save survives a killed process and a power loss.
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        with self._transaction() as db:
+        self._db = open_durable(path)  # a committed save survives kill -9 and power loss
+        with write(self._db) as db:
             db.execute(
                 "CREATE TABLE IF NOT EXISTS checkpoints (topic TEXT, partition INTEGER, "
                 "next_offset INTEGER, blob BLOB, PRIMARY KEY (topic, partition))"
             )
             db.execute("CREATE TABLE IF NOT EXISTS profiles (id TEXT PRIMARY KEY, blob BLOB)")
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
-
     def save(self, checkpoints: list[Checkpoint], profiles: list[ReferenceProfile]) -> None:
-        with self._transaction() as db:
+        with write(self._db) as db:
             for profile in profiles:
                 db.execute(
                     "INSERT OR IGNORE INTO profiles VALUES (?, ?)",
