@@ -73,21 +73,10 @@ class Policy:
         (wall-clock seconds); publish them like `decide`'s outputs."""
         return self.retraining.due(now)
 
-    def request_manual(
-        self,
-        model: str,
-        reason_text: str,
-        now: float,
-        version: str | None = None,
-        request_id: str | None = None,
-    ) -> RetrainTrigger:
-        """Queue a manual request (thread-safe); `due` hands it out. Version default: the
-        model's current one. ValueError, with advice, for an unknown model or version."""
-        return self.retraining.request_manual(model, reason_text, now, version, request_id)
-
     def request_retrain(self, model: str, version: str | None, reason: str) -> str:
-        """`request_manual` now: the admin endpoint's callback; returns the request id."""
-        return self.request_manual(model, reason, wall_clock(), version).id
+        """Queue a manual request now (`Retraining.request_manual`): the admin endpoint's
+        callback; returns the request id."""
+        return self.retraining.request_manual(model, reason, wall_clock(), version).id
 
     def decide(self, evaluations: list[Evaluation]) -> list[Output]:
         """Outputs for a batch of evaluations (in row order per model version)."""

@@ -167,19 +167,10 @@ def request(
         model=model,
         version=version,
         drifted_features=tuple(s[0] for s in lineage.statistics),
-        statistics=lineage.statistics,
-        feature_share=lineage.feature_share,
-        windows=lineage.windows,
-        profile_id=lineage.profile_id,
-        first_row=lineage.first_row,
-        row=lineage.row,
-        offset=lineage.offset,
-        offsets=lineage.offsets,
-        start_time=lineage.start_time,
-        end_time=lineage.end_time,
         config_hash=config_hash,
         detail=detail,
         requested_at=requested_at,
+        **{f.name: getattr(lineage, f.name) for f in dataclasses.fields(lineage)},
     )
 
 

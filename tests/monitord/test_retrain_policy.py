@@ -262,12 +262,14 @@ def test_manual_requests_queue_count_toward_the_cap_and_are_never_held_back() ->
         retrain_daily_cap=1,
     )
     with pytest.raises(ValueError, match=r"model 'm' is unknown to this daemon"):
-        policy.request_manual("m", "new labels", T0)
+        policy.retraining.request_manual("m", "new labels", T0)
     run(policy, [window(0)])
     now = T0 + 700
 
-    manual = policy.request_manual("m", "  new labels arrived  ", now, request_id="req-1")
-    again = policy.request_manual("m", "new labels arrived", now, request_id="req-1")
+    manual = policy.retraining.request_manual(
+        "m", "  new labels arrived  ", now, request_id="req-1"
+    )
+    again = policy.retraining.request_manual("m", "new labels arrived", now, request_id="req-1")
 
     assert manual == again
     assert manual.id == stable_id("m", "1", "manual", "req-1")
@@ -283,12 +285,12 @@ def test_manual_requests_queue_count_toward_the_cap_and_are_never_held_back() ->
     assert run(policy, [window(1, DRIFT)]) == []
     assert [d.guard for d in recorder.decisions] == ["daily_cap"]
     # Another manual request still goes out: an operator's decision is never capped.
-    other = policy.request_manual("m", "rollback test", now + 5, version="0")
+    other = policy.retraining.request_manual("m", "rollback test", now + 5, version="0")
     assert policy.due(now + 5) == [other]
     assert other.version == "0"
     assert other.row == -1  # no window of version 0 seen: no data range
     with pytest.raises(ValueError, match="reason: say why"):
-        policy.request_manual("m", " ", now)
+        policy.retraining.request_manual("m", " ", now)
 
 
 def _policy_states(policy: Policy, keys: list[tuple[str, str]]) -> list[object]:
