@@ -6,6 +6,7 @@ takes offsets to commit, a `Sink` takes messages and confirms delivery on `flush
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
@@ -43,6 +44,20 @@ class Record(NamedTuple):
     @property
     def topic_partition(self) -> TopicPartition:
         return TopicPartition(self.topic, self.partition)
+
+
+_TOPIC, _PARTITION = operator.attrgetter("topic"), operator.attrgetter("partition")
+
+
+def one_partition(records: Sequence[Record]) -> bool:
+    """Whether every record comes from the same partition (the usual batch, input keyed by
+    model): the ends compared, then two C-level passes, no Python frame per record."""
+    return (
+        len(records) > 0
+        and records[0].topic_partition == records[-1].topic_partition
+        and len(set(map(_PARTITION, records))) == 1
+        and len(set(map(_TOPIC, records))) == 1
+    )
 
 
 RebalanceCallback = Callable[[set[TopicPartition]], None]

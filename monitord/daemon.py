@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import operator
 import threading
 import time
 from collections import Counter
@@ -31,6 +30,7 @@ from connectors.stream import (
     Sink,
     Source,
     TopicPartition,
+    one_partition,
 )
 from detectors.profile import ReferenceProfile
 from monitord.alerts import Alert
@@ -560,19 +560,11 @@ class Daemon:
             self.store = None
 
 
-_TOPIC, _PARTITION = operator.attrgetter("topic"), operator.attrgetter("partition")
-
-
 def _next_offsets(records: list[Record]) -> dict[TopicPartition, int]:
     # Commit the NEXT offset to read: having processed 40..42 of a partition, commit 43.
     # A partition's records arrive in offset order, so the last one seen is the highest.
-    if (
-        records
-        and records[0].topic_partition == records[-1].topic_partition
-        and len(set(map(_PARTITION, records))) == 1
-        and len(set(map(_TOPIC, records))) == 1
-    ):
-        last_record = records[-1]  # one partition (two C-level passes tell)
+    if one_partition(records):
+        last_record = records[-1]
         return {last_record.topic_partition: last_record.offset + 1}
     last = {(r.topic, r.partition): r.offset for r in records}
     return {TopicPartition(t, p): offset + 1 for (t, p), offset in last.items()}

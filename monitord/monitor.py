@@ -11,7 +11,6 @@ the reference, then detection starts. A new version gets its own reference.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
@@ -19,7 +18,7 @@ from typing import cast
 import numpy as np
 import numpy.typing as npt
 
-from connectors.stream import Record, TopicPartition
+from connectors.stream import Record, TopicPartition, one_partition
 from detectors.detection import Detection, FloatArray, State, sub_state
 from detectors.profile import ReferenceProfile, build_profile
 from monitord.config import Config
@@ -291,14 +290,9 @@ def _categorical_from_arrays(name: str, arrays: State) -> npt.NDArray[np.object_
     return values
 
 
-_TOPIC = operator.attrgetter("topic")
-_PARTITION = operator.attrgetter("partition")
-
-
 def _offset_ranges(records: list[Record]) -> tuple[OffsetRange, ...]:
     # A partition's records are in offset order: its first and last seen bound its range.
-    # The usual case, input keyed by model, is told apart in two C-level passes.
-    if len(set(map(_PARTITION, records))) == 1 and len(set(map(_TOPIC, records))) == 1:
+    if one_partition(records):
         head, tail = records[0], records[-1]
         return (OffsetRange(head.topic, head.partition, head.offset, tail.offset),)
     first: dict[tuple[str, int], int] = {}
