@@ -126,7 +126,7 @@ from detectors.buckets import CategoryBuckets
 from detectors.detection import FloatArray, IntArray, read_only
 from detectors.profile import ReferenceProfile
 from detectors.psi import SHARE_FLOOR
-from detectors.workers import MAX_SPLIT, WorkerPool, usable_cpus
+from detectors.workers import MAX_THREADS, WorkerPool, usable_cpus
 
 TESTS = ("ks", "psi", "chi2")
 """Test names, as the window tests call themselves; ``psi`` covers both feature kinds."""
@@ -138,7 +138,7 @@ _N_LEVELS = 12
 _SLOPE_RANGE = (-0.5, 0.0)
 _BLOCK = 250  # replicates drawn and evaluated together, at most _MAX_DRAWS row draws
 _MAX_DRAWS = 4_000_000
-_WORKERS = WorkerPool(min(usable_cpus(), MAX_SPLIT) - 1, "calibrate")
+_WORKERS = WorkerPool(min(usable_cpus(), MAX_THREADS) - 1, "calibrate")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-MAX_SPLIT = 8
+MAX_THREADS = 8
 """Most threads `WorkerPool.share` runs a job on, whatever the machine's CPU count."""
 
 
@@ -60,7 +60,7 @@ class WorkerPool:
 
         helpers: list[Future[None]] = []
         try:
-            for _ in range(min(self.size, n, MAX_SPLIT - 1)):
+            for _ in range(min(self.size, n, MAX_THREADS - 1)):
                 helpers.append(self.submit(take))
             if meanwhile is not None:
                 meanwhile()

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from detectors.workers import MAX_SPLIT, WorkerPool
+from detectors.workers import MAX_THREADS, WorkerPool
 
 
 @pytest.mark.parametrize(("size", "n"), [(0, 10), (1, 10), (3, 10), (3, 2), (20, 100), (3, 0)])
@@ -22,7 +22,7 @@ def test_share_runs_every_index_once(size: int, n: int) -> None:
 
     WorkerPool(size, "test-share").share(n, run)
     assert sorted(seen) == list(range(n))
-    assert len(threads) <= min(size + 1, MAX_SPLIT)
+    assert len(threads) <= min(size + 1, MAX_THREADS)
 
 
 def test_share_runs_meanwhile_on_the_caller_while_workers_take_indexes() -> None:
