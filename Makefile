@@ -17,6 +17,9 @@ ORCHESTRATORS := $(or $(MONITORD_ORCHESTRATORS_DIR),.orchestrators)/.installed
 .PHONY: demo test setup lint
 
 $(STAMP): pyproject.toml
+	# Debian's python3 makes virtualenvs only with python3-venv (ensurepip) installed.
+	python3 -c 'import ensurepip' 2>/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-venv; }
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
