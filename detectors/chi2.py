@@ -39,7 +39,7 @@ from numba import njit
 from scipy.stats import chi2
 
 from detectors.buckets import CategoryBuckets
-from detectors.detection import Detection, FloatArray, IntArray, check_thresholds
+from detectors.detection import Detection, FloatArray, IntArray, SizedThresholds, check_thresholds
 from detectors.window import WindowView
 from detectors.windowed import window_detection
 
@@ -169,7 +169,9 @@ class Chi2Test:
     dtype_kind = "i"
 
     def __init__(
-        self, category_counts: Sequence[npt.NDArray[np.integer]], thresholds: FloatArray
+        self,
+        category_counts: Sequence[npt.NDArray[np.integer]],
+        thresholds: FloatArray | SizedThresholds,
     ) -> None:
         self._layout = _Layout(CategoryBuckets.from_counts(category_counts))
         self.n_features = self._layout.buckets.n_features

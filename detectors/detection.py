@@ -8,7 +8,7 @@ written with `numpy.savez` (no pickle) and read back from an untrusted place.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -113,8 +113,37 @@ def read_only(array: FloatArray) -> FloatArray:
     return frozen
 
 
-def check_thresholds(thresholds: npt.ArrayLike, n_features: int) -> FloatArray:
-    """Validate ``(n_features,)`` per-feature thresholds; return a read-only float64 copy."""
+@dataclass(frozen=True, eq=False)
+class SizedThresholds:
+    """Per-feature thresholds that depend on how many rows a window holds (windows that
+    close by event time): ``at(rows)`` returns the ``(n_features,)`` array for that size."""
+
+    n_features: int
+    at: Callable[[int], FloatArray]
+
+    @property
+    def shape(self) -> tuple[int]:
+        return (self.n_features,)
+
+
+Limits = FloatArray | SizedThresholds
+"""A window test's thresholds: one array for every window, or one per window size."""
+
+
+def limits_for(limits: Limits, rows: int) -> FloatArray:
+    """The ``(n_features,)`` thresholds that apply to a window of ``rows`` rows."""
+    return limits.at(rows) if isinstance(limits, SizedThresholds) else limits
+
+
+def check_thresholds(thresholds: npt.ArrayLike | SizedThresholds, n_features: int) -> Limits:
+    """Validate ``(n_features,)`` per-feature thresholds; return a read-only float64 copy
+    (a `SizedThresholds` of the right width is returned as it is)."""
+    if isinstance(thresholds, SizedThresholds):
+        if thresholds.n_features != n_features:
+            raise ValueError(
+                f"thresholds: expected {n_features} features, got {thresholds.n_features}"
+            )
+        return thresholds
     values = np.asarray(thresholds, dtype=np.float64)
     if values.shape != (n_features,):
         raise ValueError(

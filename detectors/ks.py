@@ -39,7 +39,7 @@ import numpy.typing as npt
 from numba import njit
 from scipy.stats import kstwo
 
-from detectors.detection import Detection, FloatArray, IntArray
+from detectors.detection import Detection, FloatArray, IntArray, SizedThresholds
 from detectors.window import WindowView
 from detectors.windowed import window_detection
 from detectors.workers import WorkerPool
@@ -241,7 +241,10 @@ class KSTest:
     dtype_kind = "f"
 
     def __init__(
-        self, reference_sorted: FloatArray, thresholds: FloatArray, p_values: bool = False
+        self,
+        reference_sorted: FloatArray,
+        thresholds: FloatArray | SizedThresholds,
+        p_values: bool = False,
     ) -> None:
         if reference_sorted.ndim != 2:
             raise ValueError(f"reference_sorted: expected 2-D, got {reference_sorted.shape}")

@@ -7,13 +7,16 @@ A profile is built once from training or validation data and holds, per feature:
   per feature, quantile bin edges with the reference share of each bin, summary statistics
   and the missing rate;
 - categorical: the category vocabulary (most frequent first), their frequencies and the
-  missing rate.
+  missing rate;
+- every column: its serial dependence (`detectors.dependence`), estimated from the rows in
+  the order given (time order for a captured reference) before any subsampling.
 
 A content hash (SHA-256 over every stored array and the metadata) identifies the profile.
 `to_bytes`/`from_bytes` use a versioned ``.npz`` container read with ``allow_pickle=False``;
-a corrupt, truncated, tampered or older-format payload raises `ProfileError` naming the
-source and the problem. Reading and writing files is the caller's job: this package does no
-I/O.
+a corrupt, truncated, tampered or unsupported payload raises `ProfileError` naming the
+source and the problem. Format 1 (before dependence was stored) still loads: its dependence
+is estimated from the stored sample. Reading and writing files is the caller's job: this
+package does no I/O.
 """
 
 from __future__ import annotations
@@ -30,12 +33,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from detectors.dependence import Dependence, estimate_dependence
 from detectors.detection import FloatArray, IntArray
 
 FORMAT = "monitord-profile"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MISSING_CODE = -1
 _SUBSAMPLE_SEED = 0x5EED
+MAX_DEPENDENCE_ROWS = 20_000
+"""Consecutive rows (the first) from which a profile's serial dependence is estimated."""
 
 
 class ProfileError(ValueError):
@@ -67,6 +74,8 @@ class ReferenceProfile:
     categories: tuple[tuple[str, ...], ...]  # per categorical feature, most frequent first
     category_counts: tuple[IntArray, ...]  # per categorical feature, aligned with categories
     categorical_missing_rate: FloatArray  # (c,)
+    dependence_inflation: FloatArray  # (p + c, len(dependence.GRID)), see `dependence`
+    dependence_rows: int  # rows the dependence was estimated from
     content_hash: str = field(default="")
 
     def __post_init__(self) -> None:
@@ -77,6 +86,11 @@ class ReferenceProfile:
     def profile_id(self) -> str:
         """Short stable identifier: the first 16 hex digits of the content hash."""
         return self.content_hash[:16]
+
+    @cached_property
+    def dependence(self) -> Dependence:
+        """Serial dependence per column, numeric columns first, then categorical."""
+        return Dependence(self.dependence_inflation, self.dependence_rows)
 
     @cached_property
     def sorted_sample(self) -> FloatArray:
@@ -142,20 +156,22 @@ class ReferenceProfile:
             raise ProfileError(f"{source}: metadata is not valid JSON ({exc})") from exc
         if meta.get("format") != FORMAT:
             raise ProfileError(f"{source}: format is {meta.get('format')!r}, not {FORMAT!r}")
-        if meta.get("format_version") != FORMAT_VERSION:
+        if meta.get("format_version") not in READABLE_VERSIONS:
             raise ProfileError(
                 f"{source}: profile format version {meta.get('format_version')!r} is not "
-                f"supported (this monitord reads version {FORMAT_VERSION}); rebuild it with "
+                f"supported (this monitord reads versions {READABLE_VERSIONS}); rebuild it with "
                 "`monitord reference build`."
             )
         try:
             profile = _from_parts(meta, arrays)
         except (KeyError, TypeError, ValueError) as exc:
             raise ProfileError(f"{source}: incomplete or inconsistent profile ({exc})") from exc
-        if profile.content_hash != meta["content_hash"]:
+        version = int(meta["format_version"])
+        computed = _hash(profile, version)
+        if computed != meta["content_hash"]:
             raise ProfileError(
                 f"{source}: content hash mismatch (stored {meta['content_hash'][:16]}, "
-                f"computed {profile.content_hash[:16]}); the file was modified after it was built"
+                f"computed {computed[:16]}); the file was modified after it was built"
             )
         return profile
 
@@ -219,6 +235,7 @@ def build_profile(
     fractions = counts / np.maximum(observed.sum(axis=0), 1)[:, None]
 
     categories, cat_counts, cat_missing = _category_vocab(categorical, max_categories)
+    p_columns = p + len(categorical_names)
     profile_stub = ReferenceProfile(
         model=model,
         model_version=model_version,
@@ -237,15 +254,25 @@ def build_profile(
         categories=categories,
         category_counts=cat_counts,
         categorical_missing_rate=cat_missing,
+        dependence_inflation=np.ones((p_columns, 1)),
+        dependence_rows=0,
         content_hash="-",
     )
     keep = _subsample(n_rows, max_rows)
     codes = profile_stub.encode_categories(categorical[keep])
+    # Dependence is a property of consecutive rows: read before subsampling.
+    in_order = slice(0, MAX_DEPENDENCE_ROWS)
+    ordered_codes = (
+        codes if keep.shape[0] == n_rows else profile_stub.encode_categories(categorical[in_order])
+    )
+    dependence = estimate_dependence(numeric[in_order], ordered_codes[in_order])
     return ReferenceProfile(
         **{
             **{f: getattr(profile_stub, f) for f in _FIELDS},
             "numeric_rows": np.ascontiguousarray(numeric[keep]),
             "category_rows": codes,
+            "dependence_inflation": dependence.inflation,
+            "dependence_rows": dependence.n_rows,
             "content_hash": "",
         }
     )
@@ -263,6 +290,7 @@ _ARRAY_FIELDS = (
     "numeric_std",
     "numeric_missing_rate",
     "categorical_missing_rate",
+    "dependence_inflation",
 )
 
 
@@ -290,10 +318,10 @@ def _category_vocab(
     return tuple(vocab), tuple(counts), missing
 
 
-def _meta(profile: ReferenceProfile) -> dict[str, object]:
-    return {
+def _meta(profile: ReferenceProfile, version: int = FORMAT_VERSION) -> dict[str, object]:
+    meta: dict[str, object] = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": version,
         "model": profile.model,
         "model_version": profile.model_version,
         "numeric_names": list(profile.numeric_names),
@@ -301,18 +329,26 @@ def _meta(profile: ReferenceProfile) -> dict[str, object]:
         "n_rows": profile.n_rows,
         "categories": [list(c) for c in profile.categories],
     }
+    if version >= 2:
+        meta["dependence_rows"] = profile.dependence_rows
+    return meta
 
 
-def _arrays(profile: ReferenceProfile) -> dict[str, npt.NDArray[np.generic]]:
-    arrays: dict[str, npt.NDArray[np.generic]] = {f: getattr(profile, f) for f in _ARRAY_FIELDS}
+def _arrays(
+    profile: ReferenceProfile, version: int = FORMAT_VERSION
+) -> dict[str, npt.NDArray[np.generic]]:
+    fields = _ARRAY_FIELDS if version >= 2 else _ARRAY_FIELDS[:-1]  # 1: no dependence
+    arrays: dict[str, npt.NDArray[np.generic]] = {f: getattr(profile, f) for f in fields}
     for j, counts in enumerate(profile.category_counts):
         arrays[f"category_counts_{j}"] = counts
     return arrays
 
 
-def _hash(profile: ReferenceProfile) -> str:
-    digest = hashlib.sha256(json.dumps(_meta(profile), sort_keys=True).encode())
-    for name, array in sorted(_arrays(profile).items()):
+def _hash(profile: ReferenceProfile, version: int = FORMAT_VERSION) -> str:
+    """SHA-256 over the metadata and arrays of format ``version`` (a format 1 profile keeps
+    the hash, and so the profile id, it was built with)."""
+    digest = hashlib.sha256(json.dumps(_meta(profile, version), sort_keys=True).encode())
+    for name, array in sorted(_arrays(profile, version).items()):
         contiguous = np.ascontiguousarray(array)
         digest.update(f"{name}:{contiguous.dtype.str}:{contiguous.shape}".encode())
         digest.update(contiguous.tobytes())
@@ -320,7 +356,9 @@ def _hash(profile: ReferenceProfile) -> str:
 
 
 def _meta_array(profile: ReferenceProfile) -> npt.NDArray[np.uint8]:
-    meta = {**_meta(profile), "content_hash": profile.content_hash}
+    # Written as the current format, hashed as such: a profile read from format 1 keeps its
+    # old id in memory and gets a new one when written again.
+    meta = {**_meta(profile), "content_hash": _hash(profile)}
     return np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
 
 
@@ -335,6 +373,14 @@ def _from_parts(
     rows = np.asarray(arrays["numeric_rows"], dtype=np.float64)
     if rows.ndim != 2 or rows.shape[1] != len(numeric_names):
         raise ValueError(f"numeric_rows has shape {rows.shape}")
+    codes = np.asarray(arrays["category_rows"], dtype=np.int64)
+    if "dependence_inflation" in arrays:  # format 2
+        dependence = Dependence(
+            np.asarray(arrays["dependence_inflation"], dtype=np.float64),
+            int(meta["dependence_rows"]),  # type: ignore[call-overload]
+        )
+    else:  # format 1: the stored sample, in its original order
+        dependence = estimate_dependence(rows, codes)
     return ReferenceProfile(
         model=str(meta["model"]),
         model_version=str(meta["model_version"]),
@@ -342,7 +388,7 @@ def _from_parts(
         categorical_names=categorical_names,
         n_rows=int(meta["n_rows"]),  # type: ignore[call-overload]
         numeric_rows=rows,
-        category_rows=np.asarray(arrays["category_rows"], dtype=np.int64),
+        category_rows=codes,
         bin_edges=np.asarray(arrays["bin_edges"], dtype=np.float64),
         bin_fractions=np.asarray(arrays["bin_fractions"], dtype=np.float64),
         numeric_min=np.asarray(arrays["numeric_min"], dtype=np.float64),
@@ -356,4 +402,7 @@ def _from_parts(
             for j in range(len(categories))
         ),
         categorical_missing_rate=np.asarray(arrays["categorical_missing_rate"], dtype=np.float64),
+        dependence_inflation=dependence.inflation,
+        dependence_rows=dependence.n_rows,
+        content_hash=str(meta["content_hash"]),  # verified by the caller
     )

@@ -42,7 +42,14 @@ import numpy.typing as npt
 from numba import njit
 
 from detectors.buckets import CategoryBuckets
-from detectors.detection import Detection, FloatArray, IntArray, check_thresholds, read_only
+from detectors.detection import (
+    Detection,
+    FloatArray,
+    IntArray,
+    SizedThresholds,
+    check_thresholds,
+    read_only,
+)
 from detectors.window import WindowView
 from detectors.windowed import window_detection
 
@@ -148,7 +155,10 @@ class PSITest:
     dtype_kind = "f"
 
     def __init__(
-        self, bin_edges: FloatArray, bin_fractions: FloatArray, thresholds: FloatArray
+        self,
+        bin_edges: FloatArray,
+        bin_fractions: FloatArray,
+        thresholds: FloatArray | SizedThresholds,
     ) -> None:
         if bin_edges.ndim != 2 or bin_edges.shape[1] < 3:
             raise ValueError(
@@ -178,7 +188,9 @@ class CategoricalPSITest:
     dtype_kind = "i"
 
     def __init__(
-        self, category_counts: Sequence[npt.NDArray[np.integer]], thresholds: FloatArray
+        self,
+        category_counts: Sequence[npt.NDArray[np.integer]],
+        thresholds: FloatArray | SizedThresholds,
     ) -> None:
         self.buckets = CategoryBuckets.from_counts(category_counts)
         self.n_features = self.buckets.n_features

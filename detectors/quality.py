@@ -31,7 +31,14 @@ import numpy.typing as npt
 from numba import njit
 from scipy.stats import binom
 
-from detectors.detection import Detection, FloatArray, IntArray, check_thresholds
+from detectors.detection import (
+    Detection,
+    FloatArray,
+    IntArray,
+    Limits,
+    SizedThresholds,
+    check_thresholds,
+)
 from detectors.window import WindowView
 from detectors.windowed import window_detection
 
@@ -94,7 +101,9 @@ def _share(count: IntArray, of: IntArray) -> FloatArray:
         return np.where(of > 0, count / of, np.nan)
 
 
-def _per_feature_thresholds(thresholds: FloatArray) -> FloatArray:
+def _per_feature_thresholds(thresholds: FloatArray | SizedThresholds) -> Limits:
+    if isinstance(thresholds, SizedThresholds):
+        return thresholds
     values = np.asarray(thresholds)
     if values.ndim != 1:
         raise ValueError(f"thresholds: expected shape (n_features,), got {values.shape}")
@@ -107,7 +116,7 @@ class MissingRateTest:
     name = "missing"
     dtype_kind = "f"
 
-    def __init__(self, thresholds: FloatArray) -> None:
+    def __init__(self, thresholds: FloatArray | SizedThresholds) -> None:
         self.thresholds = _per_feature_thresholds(thresholds)
         self.n_features = self.thresholds.shape[0]
         self._low, self._high = np.full(self.n_features, -np.inf), np.full(self.n_features, np.inf)
@@ -126,7 +135,7 @@ class CategoricalMissingRateTest:
     name = "missing"
     dtype_kind = "i"
 
-    def __init__(self, thresholds: FloatArray) -> None:
+    def __init__(self, thresholds: FloatArray | SizedThresholds) -> None:
         self.thresholds = _per_feature_thresholds(thresholds)
         self.n_features = self.thresholds.shape[0]
 
@@ -143,7 +152,9 @@ class UnseenRateTest:
     name = "unseen"
     dtype_kind = "i"
 
-    def __init__(self, n_categories: npt.NDArray[np.integer], thresholds: FloatArray) -> None:
+    def __init__(
+        self, n_categories: npt.NDArray[np.integer], thresholds: FloatArray | SizedThresholds
+    ) -> None:
         self.thresholds = _per_feature_thresholds(thresholds)
         self.n_features = self.thresholds.shape[0]
         unseen = np.asarray(n_categories, dtype=np.int64)
@@ -169,7 +180,10 @@ class OutOfRangeTest:
     dtype_kind = "f"
 
     def __init__(
-        self, numeric_min: FloatArray, numeric_max: FloatArray, thresholds: FloatArray
+        self,
+        numeric_min: FloatArray,
+        numeric_max: FloatArray,
+        thresholds: FloatArray | SizedThresholds,
     ) -> None:
         self.thresholds = _per_feature_thresholds(thresholds)
         self.n_features = self.thresholds.shape[0]

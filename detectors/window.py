@@ -12,6 +12,15 @@ construction or `reset()`, like every detector stream.
   closes when a row at or after its end arrives (the watermark is the latest event time
   seen); a late row is placed by its own time if its window is still open and counted in
   ``late_rows`` otherwise.
+- `HybridWindow(max_rows, max_seconds, min_rows)`: tumbling windows of arriving rows that
+  close at ``max_rows`` rows, or at the first row whose event time is ``max_seconds`` or
+  more past the window's first row once the window holds ``min_rows`` (that row opens the
+  next window): "1,000 rows or 10 minutes, whichever comes first, with at least 50 rows".
+  Memory is bounded by ``max_rows``. Rows stay in arrival order; a row more than
+  ``max_seconds`` older than the newest event time seen is counted in ``late_rows`` and
+  kept. Worked example, max_rows 4, max_seconds 10, min_rows 2, times 0, 1, 12, 13, 14,
+  15, 16: rows 0-1 close at row 2 (12 >= 0 + 10; row 2 opens the next window), rows 2-5
+  close by count at row 5, row 6 waits.
 """
 
 from __future__ import annotations
@@ -201,10 +210,106 @@ class EventTimeWindow:
         self.late_rows = int(state["late_rows"])
 
 
+class HybridWindow:
+    """Tumbling windows closing at ``max_rows`` rows or ``max_seconds`` of event time."""
+
+    def __init__(
+        self,
+        n_features: int,
+        max_rows: int,
+        max_seconds: float,
+        min_rows: int = 1,
+        dtype: type = np.float64,
+    ) -> None:
+        if max_rows < 1:
+            raise ValueError(f"window max_rows: must be at least 1 row, got {max_rows}")
+        if not 1 <= min_rows <= max_rows:
+            raise ValueError(
+                f"window min_rows: must be in [1, max_rows={max_rows}], got {min_rows}"
+            )
+        if not max_seconds > 0:
+            raise ValueError(f"window max_seconds: must be positive, got {max_seconds}")
+        self.size, self.max_seconds, self.min_rows = max_rows, float(max_seconds), min_rows
+        self._n_features = n_features
+        self._buffer: npt.NDArray[np.generic] = np.empty((max_rows, n_features), dtype=dtype)
+        self._times: FloatArray = np.empty(max_rows)
+        self.reset()
+
+    def reset(self) -> None:
+        self._filled = 0
+        self.rows_seen = 0
+        self.late_rows = 0
+        self._watermark = -np.inf  # newest event time seen
+
+    def extend(
+        self, batch: npt.NDArray[np.generic], event_times: FloatArray | None = None
+    ) -> Iterator[WindowView]:
+        """Append ``batch`` with its ``(n_rows,)`` event times (seconds); yield closed windows."""
+        n = batch.shape[0]
+        if event_times is None or event_times.shape != (n,):
+            raise ValueError("hybrid window: pass event_times of shape (n_rows,)")
+        if not np.isfinite(event_times).all():
+            raise ValueError("hybrid window: event_times must be finite")
+        newest = np.maximum.accumulate(np.concatenate([[self._watermark], event_times]))
+        self.late_rows += int((event_times < newest[:-1] - self.max_seconds).sum())
+        self._watermark = float(newest[-1])
+        start = 0
+        while start < n:
+            room = self.size - self._filled
+            opening = self._times[0] if self._filled else event_times[start]
+            # Rows at or past the deadline close the window before them, once it is full enough.
+            earliest = start + max(self.min_rows - self._filled, 0)
+            last = min(n, start + room)
+            late = np.flatnonzero(event_times[earliest:last] >= opening + self.max_seconds)
+            stop = earliest + int(late[0]) if late.size else last
+            self._append(batch[start:stop], event_times[start:stop])
+            start = stop
+            if late.size or self._filled == self.size:
+                yield self._view()
+                self._filled = 0
+
+    def _append(self, rows: npt.NDArray[np.generic], times: FloatArray) -> None:
+        end = self._filled + rows.shape[0]
+        self._buffer[self._filled : end] = rows
+        self._times[self._filled : end] = times
+        self._filled = end
+        self.rows_seen += rows.shape[0]
+
+    def _view(self) -> WindowView:
+        times = self._times[: self._filled]
+        return WindowView(
+            self.rows_seen - self._filled,
+            self.rows_seen - 1,
+            self._buffer[: self._filled],
+            float(times.min()),
+            float(times.max()),
+        )
+
+    def snapshot(self) -> State:
+        return {
+            "rows": self._buffer[: self._filled].copy(),
+            "times": self._times[: self._filled].copy(),
+            "rows_seen": np.array(self.rows_seen, dtype=np.int64),
+            "late_rows": np.array(self.late_rows, dtype=np.int64),
+            "watermark": np.array(self._watermark, dtype=np.float64),
+        }
+
+    def restore(self, state: Mapping[str, npt.NDArray[np.generic]]) -> None:
+        rows = state["rows"]
+        if rows.ndim != 2 or rows.shape[1] != self._n_features or rows.shape[0] >= self.size:
+            raise ValueError(f"window state: rows of shape {rows.shape} do not fit this window")
+        self._filled = rows.shape[0]
+        self._buffer[: self._filled] = rows
+        self._times[: self._filled] = np.asarray(state["times"], dtype=np.float64)
+        self.rows_seen = int(state["rows_seen"])
+        self.late_rows = int(state["late_rows"])
+        self._watermark = float(state["watermark"])
+
+
 def _grown(array: npt.NDArray[_T], capacity: int) -> npt.NDArray[_T]:
     grown = np.empty((capacity, *array.shape[1:]), dtype=array.dtype)
     grown[: array.shape[0]] = array
     return grown
 
 
-Window = CountWindow | EventTimeWindow
+Window = CountWindow | EventTimeWindow | HybridWindow

@@ -18,7 +18,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from detectors.detection import Detection, FloatArray, State, check_batch
+from detectors.detection import Detection, FloatArray, Limits, State, check_batch, limits_for
 from detectors.window import Window, WindowView
 
 
@@ -26,12 +26,14 @@ def window_detection(
     name: str,
     window: WindowView,
     statistic: FloatArray,
-    thresholds: FloatArray,
+    limits: Limits,
     n_observed: npt.NDArray[np.integer],
     p_value: FloatArray | None = None,
 ) -> Detection:
     """The result of a window test: a feature drifts where its statistic exceeds its
-    threshold (a NaN statistic, from a feature with no observed value, never does)."""
+    threshold for the window's size (a NaN statistic, from a feature with no observed
+    value, never does)."""
+    thresholds = limits_for(limits, window.rows.shape[0])
     return Detection(
         detector=name,
         first_row=window.first_row,

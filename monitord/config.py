@@ -128,16 +128,50 @@ class EventFields(_Section):
 DetectorName = Literal["ks", "psi", "chi2", "quality", "adwin"]
 
 
+MIN_WINDOW_ROWS = 20
+"""Smallest window the calibrated thresholds are validated for (benchmarks/calibration.py)."""
+MIN_REFERENCE_ROWS = 50
+"""Smallest reference the calibrated thresholds are validated for."""
+
+
 class Detection(_Section):
     """How drift is tested for a model (defaults for every model, overridable per model)."""
 
     detectors: tuple[DetectorName, ...] = ("ks", "psi", "chi2", "quality", "adwin")
-    window_size: int = Field(1000, ge=10)
+    window_size: int = Field(
+        1000,
+        ge=MIN_WINDOW_ROWS,
+        description="rows per test window (with window_seconds: the most a window holds)",
+    )
     window_step: int | None = Field(None, ge=1, description="rows between tests; default size")
+    window_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="also close a window after this much event time, whichever comes first",
+    )
+    window_min_rows: int = Field(
+        MIN_WINDOW_ROWS,
+        ge=MIN_WINDOW_ROWS,
+        description="rows a window closed by window_seconds needs; fewer: it stays open",
+    )
     false_alarm_budget_events: float = Field(
         1_000_000, gt=0, description="expected events between false alarms for a whole model"
     )
-    warmup_events: int = Field(2000, ge=100, description="rows captured as reference")
+    warmup_events: int = Field(
+        2000, ge=MIN_REFERENCE_ROWS, description="rows captured as reference"
+    )
+    change_detection: bool = Field(
+        True,
+        description="while drift persists, test for a new change against the recent regime",
+    )
+    change_reference_events: int = Field(
+        500,
+        ge=MIN_REFERENCE_ROWS,
+        description="rows after a drift or change alarm captured as the recent regime",
+    )
+    change_clear_windows: int = Field(
+        3, ge=1, description="clean reference windows in a row that end change detection"
+    )
     psi_bins: int = Field(10, ge=2, le=100)
     adwin_delta: float = Field(0.002, gt=0, lt=1)
     adwin_columns: Literal["prediction", "all"] = Field(
@@ -150,6 +184,16 @@ class Detection(_Section):
         if self.window_step is not None and self.window_step > self.window_size:
             raise ValueError(
                 f"window_step ({self.window_step}) must not exceed window_size ({self.window_size})"
+            )
+        if self.window_seconds is not None and self.window_step not in (None, self.window_size):
+            raise ValueError(
+                "window_step: windows that close by window_seconds are tumbling; leave "
+                "window_step unset (sliding windows are count windows)"
+            )
+        if self.window_min_rows > self.window_size:
+            raise ValueError(
+                f"window_min_rows ({self.window_min_rows}) must not exceed window_size "
+                f"({self.window_size})"
             )
         return self
 

@@ -15,14 +15,25 @@ correlation-aware); each quality rate takes ``1 / M`` of it with a binomial thre
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 
-from detectors.adwin import ADWIN
+from detectors.block_means import BlockMeanADWIN
 from detectors.calibration import Calibration, FalseAlarmBudget, WindowPlan, calibrate
 from detectors.chi2 import Chi2Test
-from detectors.detection import Detection, FloatArray, State, sub_state
+from detectors.dependence import Dependence
+from detectors.detection import (
+    Detection,
+    FloatArray,
+    Limits,
+    SizedThresholds,
+    State,
+    sub_state,
+)
 from detectors.ks import KSTest
+from detectors.nulls import INDEPENDENT
 from detectors.profile import ReferenceProfile
 from detectors.psi import CategoricalPSITest, PSITest
 from detectors.quality import (
@@ -30,9 +41,8 @@ from detectors.quality import (
     MissingRateTest,
     OutOfRangeTest,
     UnseenRateTest,
-    binomial_rate_thresholds,
 )
-from detectors.window import CountWindow
+from detectors.window import CountWindow, HybridWindow, Window
 from detectors.windowed import WindowedDetector, WindowTest
 from monitord.config import Detection as DetectionSettings
 from monitord.events import PREDICTION
@@ -46,15 +56,12 @@ class DetectorSuite:
     def __init__(self, profile: ReferenceProfile, settings: DetectionSettings) -> None:
         self.profile = profile
         self.settings = settings
-        self.calibration, quality_alpha = calibrate_suite(profile, settings)
-        numeric, categorical = self._window_tests(quality_alpha)
+        self.calibration = calibrate_suite(profile, settings)
+        numeric, categorical = self._window_tests()
         p, c = len(profile.numeric_names), len(profile.categorical_names)
-        size, step = settings.window_size, settings.step
-        self.numeric = WindowedDetector(numeric, CountWindow(p, size, step)) if numeric else None
+        self.numeric = WindowedDetector(numeric, window(p, settings)) if numeric else None
         self.categorical = (
-            WindowedDetector(categorical, CountWindow(c, size, step, dtype=np.int64))
-            if categorical
-            else None
+            WindowedDetector(categorical, window(c, settings, np.int64)) if categorical else None
         )
         # ADWIN watches the prediction by default: per-feature mean shifts are the window
         # tests' job, and ADWIN on heavy-tailed features cuts again and again after a drift.
@@ -65,44 +72,55 @@ class DetectorSuite:
             else list(range(p))
         )
         self.adwin = (
-            ADWIN(len(self._adwin_columns), delta=settings.adwin_delta)
+            BlockMeanADWIN(
+                len(self._adwin_columns),
+                block=adwin_block(self.calibration.dependence, self._adwin_columns),
+                delta=settings.adwin_delta,
+            )
             if self._adwin_columns and "adwin" in settings.detectors
             else None
         )
 
-    def _window_tests(self, quality_alpha: float) -> tuple[list[WindowTest], list[WindowTest]]:
-        profile, cal, size = self.profile, self.calibration, self.settings.window_size
+    def _window_tests(self) -> tuple[list[WindowTest], list[WindowTest]]:
+        profile = self.profile
         p, c = len(profile.numeric_names), len(profile.categorical_names)
+        limits = self._limits
         numeric: list[WindowTest] = []
         categorical: list[WindowTest] = []
-        if cal is not None and cal.ks is not None and p:
-            numeric.append(KSTest(profile.sorted_sample, cal.ks))
-        if cal is not None and cal.psi is not None and p:
-            numeric.append(PSITest(profile.bin_edges, profile.bin_fractions, cal.psi))
-        if cal is not None and cal.chi2 is not None and c:
-            categorical.append(Chi2Test(profile.category_counts, cal.chi2))
-        if cal is not None and cal.psi_categorical is not None and c:
-            categorical.append(CategoricalPSITest(profile.category_counts, cal.psi_categorical))
-        if "quality" in self.settings.detectors:
-
-            def rate(reference: FloatArray) -> FloatArray:
-                return binomial_rate_thresholds(reference, size, quality_alpha)
-
-            # A value outside the reference range is, by construction, about a 1/n event.
-            unlikely = 1.0 / profile.n_rows
-            if p:
-                numeric.append(MissingRateTest(rate(profile.numeric_missing_rate)))
-                numeric.append(
-                    OutOfRangeTest(
-                        profile.numeric_min, profile.numeric_max, rate(np.full(p, unlikely))
-                    )
-                )
-            if c:
-                categorical.append(
-                    CategoricalMissingRateTest(rate(profile.categorical_missing_rate))
-                )
-                categorical.append(UnseenRateTest(profile.n_categories, rate(np.full(c, unlikely))))
+        if (ks := limits("ks", p)) is not None:
+            numeric.append(KSTest(profile.sorted_sample, ks))
+        if (psi := limits("psi", p)) is not None:
+            numeric.append(PSITest(profile.bin_edges, profile.bin_fractions, psi))
+        if (chi2 := limits("chi2", c)) is not None:
+            categorical.append(Chi2Test(profile.category_counts, chi2))
+        if (psi_categorical := limits("psi_categorical", c)) is not None:
+            categorical.append(CategoricalPSITest(profile.category_counts, psi_categorical))
+        if (missing := limits("missing", p)) is not None:
+            numeric.append(MissingRateTest(missing))
+        if (outside := limits("out_of_range", p)) is not None:
+            numeric.append(OutOfRangeTest(profile.numeric_min, profile.numeric_max, outside))
+        if (missing_categorical := limits("missing_categorical", c)) is not None:
+            categorical.append(CategoricalMissingRateTest(missing_categorical))
+        if (unseen := limits("unseen", c)) is not None:
+            categorical.append(UnseenRateTest(profile.n_categories, unseen))
         return numeric, categorical
+
+    def _limits(self, test: str, columns: int) -> Limits | None:
+        """A test's thresholds: fixed for count windows, per window size for windows that
+        close by event time; None where the test is off or has no column."""
+        fixed: FloatArray | None = getattr(self.calibration.thresholds, test)
+        if fixed is None or not columns:
+            return None
+        if self.settings.window_seconds is None:
+            return fixed
+        calibration = self.calibration
+
+        def at(rows: int) -> FloatArray:
+            sized: FloatArray | None = getattr(calibration.at(rows), test)
+            assert sized is not None  # the same tests at every size
+            return sized
+
+        return SizedThresholds(columns, at)
 
     def update(
         self, numeric: FloatArray, categorical: npt.NDArray[np.object_], times: FloatArray
@@ -123,7 +141,7 @@ class DetectorSuite:
         results.sort(key=lambda item: item[1].row)  # stable: window tests keep their order
         return results
 
-    def _parts(self) -> dict[str, WindowedDetector | ADWIN | None]:
+    def _parts(self) -> dict[str, WindowedDetector | BlockMeanADWIN | None]:
         return {"numeric": self.numeric, "categorical": self.categorical, "adwin": self.adwin}
 
     def snapshot(self) -> State:
@@ -142,27 +160,35 @@ class DetectorSuite:
                 part.restore(sub_state(state, f"{name}/"))
 
 
-DISTRIBUTION_TESTS = ("ks", "psi", "chi2")
+QUALITY_TESTS = ("missing", "out_of_range", "unseen")
 
 
-def calibrate_suite(
-    profile: ReferenceProfile, settings: DetectionSettings
-) -> tuple[Calibration | None, float]:
-    """Calibrated distribution tests, and the per-test level of each quality rate."""
-    p, c = len(profile.numeric_names), len(profile.categorical_names)
-    columns = {"ks": p, "psi": p + c, "chi2": c}
-    chosen = [t for t in DISTRIBUTION_TESTS if t in settings.detectors and columns[t]]
-    distribution = sum(columns[t] for t in chosen)
-    quality = 2 * (p + c) if "quality" in settings.detectors else 0
-    total = max(distribution + quality, 1)
-    quality_alpha = settings.step / settings.false_alarm_budget_events / total
-    if not distribution:
-        return None, quality_alpha
-    calibration = calibrate(
+def window(columns: int, settings: DetectionSettings, dtype: type = np.float64) -> Window:
+    """The window of the settings: count windows, or hybrid ones when windows also close
+    after ``window_seconds`` of event time."""
+    if settings.window_seconds is None:
+        return CountWindow(columns, settings.window_size, settings.step, dtype=dtype)
+    return HybridWindow(
+        columns, settings.window_size, settings.window_seconds, settings.window_min_rows, dtype
+    )
+
+
+def adwin_block(dependence: Dependence, columns: list[int]) -> int:
+    """Rows per ADWIN block: twice the largest long-run inflation of ``columns`` (as the
+    calibration assumed it, widened by its uncertainty), or 1 for columns without serial
+    dependence (`detectors.block_means`)."""
+    inflation = float(dependence.inflation[columns, -1].max()) if columns else 1.0
+    return 1 if inflation <= INDEPENDENT else math.ceil(2.0 * inflation)
+
+
+def calibrate_suite(profile: ReferenceProfile, settings: DetectionSettings) -> Calibration:
+    """Thresholds of every window test the settings turn on, from one false-alarm budget."""
+    tests: list[str] = [t for t in ("ks", "psi", "chi2") if t in settings.detectors]
+    if "quality" in settings.detectors:
+        tests += QUALITY_TESTS
+    return calibrate(
         profile,
         WindowPlan(settings.window_size, settings.step),
-        # The distribution tests' share of the budget, as a budget of their own.
-        FalseAlarmBudget(settings.false_alarm_budget_events * total / distribution),
-        tests=chosen,
+        FalseAlarmBudget(settings.false_alarm_budget_events),
+        tests=tests,
     )
-    return calibration, quality_alpha

@@ -7,7 +7,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from detectors.profile import FORMAT_VERSION, ProfileError, ReferenceProfile, build_profile
+from detectors.profile import ProfileError, ReferenceProfile, build_profile
 
 
 def _profile(n: int = 3000, max_rows: int = 5000) -> ReferenceProfile:
@@ -95,7 +95,7 @@ def test_tampered_content_is_detected() -> None:
 
 
 def test_older_format_version_is_refused_with_advice() -> None:
-    data = _rewrite(_profile().to_bytes(), {"format_version": FORMAT_VERSION - 1})
+    data = _rewrite(_profile().to_bytes(), {"format_version": 0})
     with pytest.raises(ProfileError, match=r"format version 0 is not supported.*rebuild"):
         ReferenceProfile.from_bytes(data, "ref.npz")
 
