@@ -11,11 +11,23 @@ set is *observed* drifted or clean:
   statistic hovering at the threshold during a persistent drift does not flap);
 - after resolving it may not fire again for ``cooldown_windows`` observations.
 
-Feature alerts are ``warning``, except on the model's prediction (``critical``). A
-``MonitordModelDrift`` alert per model version is ``critical`` and observes whether at
-least ``model_alert_share`` of the monitored columns drifted in a window. ADWIN reports
-change points, not windows: a cut is a drifted observation when it happens, and a window
-with no new cut is a clean one.
+One change that moves many columns is one *incident*: the ``MonitordModelDrift`` alert of
+a model version observes whether any monitored column drifted in a window, and carries the
+drifted columns (test, statistic, threshold) as its evidence; it is ``critical`` when at
+least ``model_alert_share`` of the columns or the prediction drifted as it fires, else
+``warning``, and keeps that severity until it resolves (a label set never changes labels
+mid-episode). Feature alerts (one label set per column and test) are the detail under it:
+``warning``, ``critical`` on the prediction, each naming its incident; paging receivers take
+the incident only unless configured otherwise (`monitord.delivery`). ADWIN reports change
+points, not windows: a cut is a drifted observation when it happens, and a window with no
+new cut is a clean one.
+
+``MonitordModelChange`` is the other question: did something *new* happen while drift
+persists? It is an event, a ``warning`` (the incident is what pages): it fires when a
+window tested against the recent regime (`monitord.regime`) alarms, with the columns that
+moved and both references as evidence, and resolves once the next regime is established
+(its first window) or the traffic is back at the reference (a clean reference window),
+whichever comes first.
 
 Transitions are the only outputs; every transition has a deterministic id from its label
 set, status and window, so a replay or a restart sends the same ids.
@@ -36,6 +48,17 @@ from monitord.monitor import Evaluation, OffsetRange
 
 FEATURE_ALERT = "MonitordFeatureDrift"
 MODEL_ALERT = "MonitordModelDrift"
+CHANGE_ALERT = "MonitordModelChange"
+MODEL_DETECTOR = "any"
+"""The detector label of the incident: any test may count."""
+CHANGE_DETECTOR = "change"
+"""The detector label of a change against the recent regime."""
+MAX_EVIDENCE_COLUMNS = 20
+"""Columns an incident's annotations name (its data carries every one)."""
+
+Severity = Literal["warning", "critical"]
+Column = tuple[str, str, float, float]
+"""(column, test, statistic, threshold) of a drifted column."""
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -51,7 +74,7 @@ class Alert:
 
     id: str
     status: Literal["firing", "resolved"]
-    severity: Literal["warning", "critical"]
+    severity: Severity
     model: str
     version: str
     feature: str  # "" for the model-level alert
@@ -67,26 +90,34 @@ class Alert:
     end_time: float
     labels: Labels
     annotations: Labels
+    columns: tuple[Column, ...] = ()  # incident and change: every column that moved
+    regime_profile_id: str | None = None  # change: the recent regime's reference
 
 
 @dataclass(frozen=True)
 class Observation:
     """A label set's state in one window: drifted or not, with the statistic behind it."""
 
-    feature: str  # "" for the model-level alert
+    feature: str  # "" for the model-level alerts
     detector: str
     drifted: bool
     statistic: float
     threshold: float
     evaluation: Evaluation
+    columns: tuple[Column, ...] = ()  # incident and change evidence
+    critical: bool | None = None  # model-level: critical or warning (None: critical)
 
     @property
     def alertname(self) -> str:
-        return MODEL_ALERT if not self.feature else FEATURE_ALERT
+        if self.feature:
+            return FEATURE_ALERT
+        return CHANGE_ALERT if self.detector == CHANGE_DETECTOR else MODEL_ALERT
 
     @property
-    def severity(self) -> Literal["warning", "critical"]:
-        return "critical" if self.feature in ("", PREDICTION) else "warning"
+    def severity(self) -> Severity:
+        if self.feature:
+            return "critical" if self.feature == PREDICTION else "warning"
+        return "critical" if self.critical in (None, True) else "warning"
 
 
 @dataclass
@@ -95,6 +126,7 @@ class _LabelState:
     firing: bool = False
     clean: int = 0
     cooldown: int = 0
+    severity: Severity | None = None  # fixed while firing: the labels of the episode
 
 
 @dataclass
@@ -149,7 +181,7 @@ class AlertBook:
             state.firing, state.clean = False, 0
             state.cooldown = self.settings.cooldown_windows
             state.recent.clear()
-            return self._alert("resolved", observation)
+            return self._alert("resolved", observation, state.severity)
         if state.cooldown:
             state.cooldown -= 1
             return None
@@ -157,34 +189,55 @@ class AlertBook:
         if sum(state.recent) < self.settings.fire_windows:
             return None
         state.firing, state.clean = True, 0
-        return self._alert("firing", observation)
+        state.severity = observation.severity
+        return self._alert("firing", observation, state.severity)
+
+    def end(self, observation: Observation) -> Alert | None:
+        """Resolve the observation's label set now if it is firing (an event-like alert
+        whose episode is over); its cooldown starts."""
+        state = self.states.get((observation.feature, observation.detector))
+        if state is None or not state.firing:
+            return None
+        state.firing, state.clean = False, 0
+        state.cooldown = self.settings.cooldown_windows
+        state.recent.clear()
+        return self._alert("resolved", observation, state.severity)
 
     def snapshot(self) -> list[list[object]]:
         """Every label set's lifecycle state, JSON-able."""
         return [
             [feature, detector, [int(d) for d in st.recent], st.firing, st.clean, st.cooldown]
+            + ([st.severity] if st.firing and st.severity else [])
             for (feature, detector), st in self.states.items()
         ]
 
     def restore(self, rows: list[list[object]]) -> None:
         self.states.clear()
-        for feature, detector, recent, firing, clean, cooldown in rows:
+        for feature, detector, recent, firing, clean, cooldown, *rest in rows:
+            severity = rest[0] if rest and rest[0] in ("warning", "critical") else None
             self.states[str(feature), str(detector)] = _LabelState(
                 deque((bool(d) for d in recent), maxlen=self.settings.fire_span),  # type: ignore[attr-defined]
                 bool(firing),
                 int(clean),  # type: ignore[call-overload]
                 int(cooldown),  # type: ignore[call-overload]
+                severity,  # type: ignore[arg-type]
             )
 
-    def _alert(self, status: Literal["firing", "resolved"], observation: Observation) -> Alert:
+    def _alert(
+        self,
+        status: Literal["firing", "resolved"],
+        observation: Observation,
+        severity: Severity | None,
+    ) -> Alert:
         evaluation, result = observation.evaluation, observation.evaluation.result
+        severity = severity or observation.severity
         labels = dict(self.settings.labels)
         labels.update(
             alertname=observation.alertname,
             model=evaluation.model,
             model_version=evaluation.version,
             detector=observation.detector,
-            severity=observation.severity,
+            severity=severity,
         )
         if observation.feature:
             labels["feature"] = observation.feature
@@ -193,7 +246,7 @@ class AlertBook:
         return Alert(
             id=stable_id(*label_set, status, evaluation.profile_id, result.first_row, result.row),
             status=status,
-            severity=observation.severity,
+            severity=severity,
             model=evaluation.model,
             version=evaluation.version,
             feature=observation.feature,
@@ -209,33 +262,77 @@ class AlertBook:
             end_time=evaluation.end_time,
             labels=label_set,
             annotations=self._annotations(status, observation),
+            columns=observation.columns,
+            regime_profile_id=evaluation.regime_profile_id,
         )
 
     def _annotations(self, status: str, observation: Observation) -> Labels:
         evaluation, result = observation.evaluation, observation.evaluation.result
-        subject = (
-            f"{observation.feature} of {evaluation.model}/{evaluation.version}"
-            if observation.feature
-            else f"{evaluation.model}/{evaluation.version}"
-        )
-        what = (
-            f"{observation.detector} statistic {observation.statistic:.4g} "
-            f"(threshold {observation.threshold:.4g})"
-            if observation.feature
-            else f"{observation.statistic:.0%} of monitored columns drifted "
-            f"(threshold {observation.threshold:.0%})"
-        )
+        version = f"{evaluation.model}/{evaluation.version}"
+        if observation.feature:
+            summary = (
+                f"Drift {status} on {observation.feature} of {version}: {observation.detector} "
+                f"statistic {observation.statistic:.4g} (threshold {observation.threshold:.4g})"
+            )
+        elif observation.detector == CHANGE_DETECTOR:
+            summary = f"Change {status} on {version}" + (
+                f": {_count(observation)} moved against the recent regime"
+                if observation.columns
+                else ": the new regime is established"
+            )
+        else:
+            summary = f"Drift {status} on {version}" + (
+                f": {_count(observation)} drifted"
+                if observation.columns
+                else ": no monitored column drifted"
+            )
+        named = _named(observation.columns)
+        if named:
+            summary += f": {named}"
         annotations = {
-            "summary": f"Drift {status} on {subject}: {what}",
-            "statistic": f"{observation.statistic:.6g}",
-            "threshold": f"{observation.threshold:.6g}",
+            "summary": summary,
             "window_rows": f"{result.first_row}-{result.row}",
             "window_start": iso(evaluation.start_time),
             "window_end": iso(evaluation.end_time),
             "reference_id": evaluation.profile_id,
         }
+        if observation.feature:
+            annotations["statistic"] = f"{observation.statistic:.6g}"
+            annotations["threshold"] = f"{observation.threshold:.6g}"
+            annotations["incident"] = f"{MODEL_ALERT} {version}"
+        else:
+            annotations["columns"] = named
+        if evaluation.regime_profile_id:
+            annotations["regime_reference_id"] = evaluation.regime_profile_id
         if self.settings.runbook_url:
             annotations["runbook_url"] = self.settings.runbook_url
         if self.settings.dashboard_url:
             annotations["dashboard_url"] = self.settings.dashboard_url
         return tuple(sorted(annotations.items()))
+
+
+def _count(observation: Observation) -> str:
+    """``2 of 8 monitored columns``: the columns over their share of the monitored ones."""
+    moved = len({column[0] for column in observation.columns})
+    share = observation.statistic
+    total = round(moved / share) if share > 0 else moved
+    return f"{moved} of {total} monitored columns"
+
+
+def _named(columns: tuple[Column, ...]) -> str:
+    """The columns that moved, strongest first (statistic over threshold), as a person reads
+    them: ``x (ks 0.31 > 0.12), ...``."""
+
+    def strength(column: Column) -> float:
+        _, _, statistic, threshold = column
+        return statistic / threshold if threshold > 0 and math.isfinite(threshold) else math.inf
+
+    ranked = sorted(columns, key=strength, reverse=True)
+    shown = [
+        f"{name} ({test} {statistic:.3g} > {threshold:.3g})"
+        if math.isfinite(threshold)
+        else f"{name} ({test})"
+        for name, test, statistic, threshold in ranked[:MAX_EVIDENCE_COLUMNS]
+    ]
+    more = len(ranked) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")

@@ -182,6 +182,17 @@ class LocalStore:
         self._db.close()
 
 
+def named_profiles(monitor: dict[str, object]) -> list[str]:
+    """Profile ids a version's `Monitor.snapshot` metadata names: its reference and its
+    recent regime's."""
+    regime = monitor.get("regime")
+    names = [
+        monitor.get("profile_id"),
+        regime.get("profile_id") if isinstance(regime, dict) else None,
+    ]
+    return [name for name in names if isinstance(name, str)]
+
+
 CHECKPOINT_KEY = "checkpoint/"
 PROFILE_KEY = "profile/"
 
@@ -214,16 +225,15 @@ class ChangelogStore:
         for checkpoint in checkpoints:
             partition = checkpoint.partition.partition
             for version in checkpoint.versions:
-                profile_id = version.monitor.get("profile_id")
-                if isinstance(profile_id, str) and profile_id in new:
-                    data = new[profile_id].to_bytes()
-                    self._sink.send(
-                        self.topic, (PROFILE_KEY + profile_id).encode(), data, partition=partition
-                    )
+                for profile_id in named_profiles(version.monitor):
+                    if profile_id in new:
+                        data = new.pop(profile_id).to_bytes()
+                        key = (PROFILE_KEY + profile_id).encode()
+                        self._sink.send(self.topic, key, data, partition=partition)
             key = (CHECKPOINT_KEY + checkpoint.partition.topic).encode()
             self._sink.send(self.topic, key, encode(checkpoint), partition=partition)
         self._sink.flush(self._timeout_s)
-        self._profiles.update(new)
+        self._profiles.update((p.profile_id, p) for p in profiles)
 
     def load(self, partition: TopicPartition) -> Checkpoint | None:
         records = read_topic(

@@ -353,8 +353,7 @@ class Daemon:
             for key in self.monitor.owned_by(tp):
                 meta, arrays, captured = self.monitor.snapshot(key)
                 versions.append(VersionState(meta, arrays, self.policy.snapshot(key)))
-                if captured is not None and captured.profile_id not in self._saved_profiles:
-                    profiles.append(captured)
+                profiles += [p for p in captured if p.profile_id not in self._saved_profiles]
             checkpoints.append(Checkpoint(tp, offset, versions, now, self._sources.snapshot(tp)))
         self.store.save(checkpoints, profiles)
         self._saved_profiles.update(p.profile_id for p in profiles)

@@ -6,7 +6,9 @@ version's detectors and returns one `Evaluation` per test result, each tied back
 records (topic, partition, offset) and event times that its window covers.
 
 A version without a profile file is *warming up*: its first ``warmup_events`` rows become
-the reference, then detection starts. A new version gets its own reference.
+the reference, then detection starts. A new version gets its own reference. While drift
+persists, `monitord.regime` tests the same rows against the recent regime; its results are
+evaluations too, marked with the regime's number and reference.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import numpy.typing as npt
 
 from connectors.stream import Record, TopicPartition, one_partition
 from detectors.detection import Detection, FloatArray, State, sub_state
-from detectors.profile import ReferenceProfile, build_profile
+from detectors.profile import ReferenceProfile
 from monitord.config import Config
 from monitord.events import BadRecord, Columns, EventGroup
+from monitord.regime import Capture, RegimeResult, RegimeTracker
 from monitord.suite import DetectorSuite
 
 
@@ -47,6 +50,8 @@ class Evaluation:
     last_record: Record  # the record whose arrival completed the evaluation
     start_time: float  # event-time range of the window (seconds)
     end_time: float
+    regime: int = 0  # 0: against the version's reference; k: against the k-th recent regime
+    regime_profile_id: str | None = None  # the recent regime's reference (regime > 0)
 
 
 @dataclass
@@ -123,10 +128,10 @@ class _VersionMonitor:
         self.owner = owner  # the partition whose checkpoint holds this version's state
         self.profile_from_file = profile is not None
         self.detection = config.detection_for(model)
-        self._warmup: list[tuple[FloatArray, npt.NDArray[np.object_]]] = []
-        self._warmup_rows = 0
+        self._warmup = Capture(self.detection.warmup_events)
         self.profile: ReferenceProfile | None = None
         self.detectors: DetectorSuite | None = None
+        self.regime: RegimeTracker | None = None
         self.columns: Columns | None = None
         self._log = _RowLog(self.detection.window_size + self.detection.step)
         if profile is not None:
@@ -140,6 +145,9 @@ class _VersionMonitor:
         self.profile = profile
         self.columns = Columns(profile.numeric_names, profile.categorical_names)
         self.detectors = DetectorSuite(profile, self.detection)
+        if self.detection.change_detection:
+            names = (profile.numeric_names, profile.categorical_names)
+            self.regime = RegimeTracker(self.model, self.version, names, self.detection)
 
     def update(self, group: EventGroup) -> MonitorUpdate:
         if self.columns is None:
@@ -176,21 +184,12 @@ class _VersionMonitor:
     def _capture(self, numeric: FloatArray, categorical: npt.NDArray[np.object_]) -> int:
         """Keep rows for the reference until it is complete; return how many were kept."""
         assert self.columns is not None
-        taken = min(int(numeric.shape[0]), self.detection.warmup_events - self._warmup_rows)
-        self._warmup.append((numeric[:taken], categorical[:taken]))
-        self._warmup_rows += taken
-        if self._warmup_rows == self.detection.warmup_events:
-            profile = build_profile(
-                self.model,
-                self.version,
-                self.columns.numeric,
-                np.concatenate([w[0] for w in self._warmup]),
-                self.columns.categorical,
-                np.concatenate([w[1] for w in self._warmup]),
-                n_bins=self.detection.psi_bins,
+        taken = self._warmup.take(numeric, categorical)
+        if self._warmup.complete:
+            names = (self.columns.numeric, self.columns.categorical)
+            self._start(
+                self._warmup.profile(self.model, self.version, names, self.detection.psi_bins)
             )
-            self._warmup.clear()
-            self._start(profile)
         return taken
 
     def _detect(
@@ -202,10 +201,18 @@ class _VersionMonitor:
     ) -> list[Evaluation]:
         assert self.detectors is not None
         assert self.profile is not None
+        first_row = self._log.first_row + len(self._log.records)
         self._log.extend(records, times)
         evaluations = []
         spans: dict[tuple[int, int], tuple[tuple[OffsetRange, ...], Record, float, float]] = {}
-        for names, result in self.detectors.update(numeric, categorical, times):
+        reference = self.detectors.update(numeric, categorical, times)
+        results: list[RegimeResult] = [(0, "", names, result) for names, result in reference]
+        if self.regime is not None:
+            results += self.regime.update(numeric, categorical, times, first_row, reference)
+            # In row order, the reference's results before the regime's at the same row: the
+            # policy folds them in the order they happened, whatever the batch boundaries.
+            results.sort(key=lambda item: (item[3].row, item[0] > 0))
+        for regime, regime_profile_id, names, result in results:
             window = (result.first_row, result.row)
             if window not in spans:  # every test of a window shares its data range
                 window_records, window_times = self._log.span(*window)
@@ -227,6 +234,8 @@ class _VersionMonitor:
                     last_record=last_record,
                     start_time=start_time,
                     end_time=end_time,
+                    regime=regime,
+                    regime_profile_id=regime_profile_id or None,
                 )
             )
         self._log.trim()
@@ -237,57 +246,57 @@ class _VersionMonitor:
         meta: dict[str, object] = {
             "model": self.model,
             "version": self.version,
-            "warmup_rows": self._warmup_rows,
+            "warmup_rows": self._warmup.rows,
             "columns": None
             if self.columns is None
             else [list(self.columns.numeric), list(self.columns.categorical)],
             "profile_id": None if self.profile is None else self.profile.profile_id,
             "profile_from_file": self.profile_from_file,
         }
-        arrays: State = {}
-        if self._warmup:
-            numeric = np.concatenate([w[0] for w in self._warmup])
-            categorical = np.concatenate([w[1] for w in self._warmup])
-            arrays["warmup/numeric"] = numeric
-            arrays.update(_categorical_arrays("warmup/categorical", categorical))
+        arrays: State = self._warmup.snapshot("warmup/")
         if self.detectors is not None:
             arrays.update({f"suite/{k}": v for k, v in self.detectors.snapshot().items()})
             log_meta, log_arrays = self._log.snapshot()
             meta["log"] = log_meta
             arrays.update(log_arrays)
+        if self.regime is not None:
+            regime_meta, regime_arrays = self.regime.snapshot()
+            meta["regime"] = regime_meta
+            arrays.update({f"regime/{k}": v for k, v in regime_arrays.items()})
         return meta, arrays
 
+    def captured(self) -> list[ReferenceProfile]:
+        """The references this version captured itself (warm-up, recent regime): a
+        checkpoint stores them beside its state."""
+        found = [] if self.profile_from_file or self.profile is None else [self.profile]
+        if self.regime is not None and self.regime.profile is not None:
+            found.append(self.regime.profile)
+        return found
+
     def restore(
-        self, meta: dict[str, object], arrays: State, profile: ReferenceProfile | None
+        self,
+        meta: dict[str, object],
+        arrays: State,
+        profile: ReferenceProfile | None,
+        captured: Callable[[str], ReferenceProfile],
     ) -> None:
-        """Load a `snapshot`; ``profile`` is the reference it names (None while warming up)."""
+        """Load a `snapshot`; ``profile`` is the reference it names (None while warming up),
+        ``captured`` finds a recent regime's reference by id."""
         columns = cast("list[list[str]] | None", meta["columns"])
         if columns is not None:
             self.columns = Columns(tuple(columns[0]), tuple(columns[1]))
-        self._warmup_rows = int(meta["warmup_rows"])  # type: ignore[call-overload]
-        self._warmup.clear()
-        if "warmup/numeric" in arrays:
-            categorical = _categorical_from_arrays("warmup/categorical", arrays)
-            self._warmup.append((np.asarray(arrays["warmup/numeric"]), categorical))
+        self._warmup.restore(int(str(meta["warmup_rows"])), arrays, "warmup/")
         self.profile_from_file = bool(meta["profile_from_file"])
         if profile is not None:
             self._start(profile)
             assert self.detectors is not None
             self.detectors.restore(sub_state(arrays, "suite/"))
             self._log.restore(meta["log"], arrays)  # type: ignore[arg-type]
-
-
-def _categorical_arrays(name: str, values: npt.NDArray[np.object_]) -> State:
-    # Object arrays would need pickle: categories are stored as text plus a missing mask.
-    missing = values == None  # noqa: E711 (elementwise test for None)
-    text = np.where(missing, "", values).astype(str)
-    return {f"{name}/text": text, f"{name}/missing": np.asarray(missing, dtype=np.bool_)}
-
-
-def _categorical_from_arrays(name: str, arrays: State) -> npt.NDArray[np.object_]:
-    values = np.asarray(arrays[f"{name}/text"]).astype(object)
-    values[np.asarray(arrays[f"{name}/missing"], dtype=np.bool_)] = None
-    return values
+            regime = meta.get("regime")
+            if self.regime is not None and isinstance(regime, dict):
+                regime_id = regime.get("profile_id")
+                regime_profile = captured(str(regime_id)) if regime_id else None
+                self.regime.restore(regime, sub_state(arrays, "regime/"), regime_profile)
 
 
 def _offset_ranges(records: list[Record]) -> tuple[OffsetRange, ...]:
@@ -335,12 +344,11 @@ class Monitor:
 
     def snapshot(
         self, key: tuple[str, str]
-    ) -> tuple[dict[str, object], State, ReferenceProfile | None]:
-        """A version's state, plus its reference when it was captured (not from a file)."""
+    ) -> tuple[dict[str, object], State, list[ReferenceProfile]]:
+        """A version's state, plus the references it captured itself (not from a file)."""
         monitor = self.versions[key]
         meta, arrays = monitor.snapshot()
-        captured = None if monitor.profile_from_file else monitor.profile
-        return meta, arrays, captured
+        return meta, arrays, monitor.captured()
 
     def restore(
         self,
@@ -365,7 +373,7 @@ class Monitor:
             else:
                 profile = captured(str(profile_id))
         monitor = _VersionMonitor(model, version, self._config, None, owner)
-        monitor.restore(meta, arrays, profile)
+        monitor.restore(meta, arrays, profile, captured)
         self.versions[model, version] = monitor
         return model, version
 

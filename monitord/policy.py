@@ -19,16 +19,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from monitord.alerts import Alert, AlertBook, Observation
+from monitord.alerts import (
+    CHANGE_DETECTOR,
+    MODEL_DETECTOR,
+    Alert,
+    AlertBook,
+    Column,
+    Observation,
+)
 from monitord.clock import now as wall_clock
 from monitord.config import AlertSettings, Config, ModelSettings, PolicySettings
+from monitord.events import PREDICTION
 from monitord.monitor import Evaluation
 from monitord.retrain import DecisionRecorder, Drifted, RetrainEpisodes, RetrainTrigger
 from monitord.retrain_policy import Retraining
 
 ADWIN = "adwin"
-MODEL_DETECTOR = "any"
-"""The detector label of the model-level alert: any window test may count."""
 
 Output = Alert | RetrainTrigger
 
@@ -38,6 +44,7 @@ class _VersionPolicy:
     alerts: AlertBook
     retrain: RetrainEpisodes
     adwin_cut: set[str] = field(default_factory=set)  # features ADWIN cut since the last window
+    changed_regime: int = 0  # the regime whose window fired the change alert (0: none)
 
 
 class Policy:
@@ -82,14 +89,18 @@ class Policy:
         """Outputs for a batch of evaluations (in row order per model version)."""
         outputs: list[Output] = []
 
-        def window_of(e: Evaluation) -> tuple[str, str, int, bool]:
-            return e.model, e.version, e.result.row, e.result.detector == ADWIN
+        def window_of(e: Evaluation) -> tuple[str, str, int, int, bool]:
+            return e.model, e.version, e.regime, e.result.row, e.result.detector == ADWIN
 
-        for (model, version, _, adwin), group in itertools.groupby(evaluations, window_of):
+        # Reference results come first per batch, regime results after (monitord.monitor).
+        for (model, version, regime, _, adwin), group in itertools.groupby(evaluations, window_of):
             state = self._state(model, version)
-            for evaluation in group if adwin else ():
-                outputs += self._cuts(state, evaluation)
-            if not adwin:
+            if regime:
+                outputs += self._change(state, list(group))
+            elif adwin:
+                for evaluation in group:
+                    outputs += self._cuts(state, evaluation)
+            else:
                 outputs += self._window(state, list(group))
         return outputs
 
@@ -110,6 +121,7 @@ class Policy:
             "alerts": state.alerts.snapshot(),
             "retrain": self.retraining.snapshot(key),
             "adwin_cut": sorted(state.adwin_cut),
+            "changed_regime": state.changed_regime,
         }
 
     def restore(self, key: tuple[str, str], snapshot: dict[str, object]) -> None:
@@ -117,6 +129,7 @@ class Policy:
         state.alerts.restore(snapshot["alerts"])  # type: ignore[arg-type]
         self.retraining.restore(key, snapshot["retrain"])  # type: ignore[arg-type]
         state.adwin_cut = {str(f) for f in snapshot["adwin_cut"]}  # type: ignore[attr-defined]
+        state.changed_regime = int(str(snapshot.get("changed_regime", 0)))
 
     def drop(self, keys: list[tuple[str, str]]) -> None:
         for key in keys:
@@ -174,11 +187,49 @@ class Policy:
         state.adwin_cut.clear()
         monitored = {feature for evaluation in window for feature in evaluation.features}
         share = len(drifted) / max(len(monitored), 1)
-        limit = self.alert_settings.model_alert_share
-        outputs.append(
-            state.alerts.observe(
-                Observation("", MODEL_DETECTOR, share >= limit, share, limit, first)
-            )
+        columns = tuple((f, *drifted[f]) for f in sorted(drifted))
+        critical = share >= self.alert_settings.model_alert_share or PREDICTION in drifted
+        incident = Observation(
+            "", MODEL_DETECTOR, bool(drifted), share, math.nan, first, columns, critical
         )
+        outputs.append(state.alerts.observe(incident))
+        if not incident.drifted:  # traffic is back at the reference: a change is over
+            outputs.append(self._end_change(state, first))
         outputs.append(self.retraining.observe(window, drifted, share))
         return [o for o in outputs if o is not None]
+
+    def _change(self, state: _VersionPolicy, window: list[Evaluation]) -> list[Output]:
+        """A window tested against the recent regime (or an ADWIN cut there): its columns
+        that moved make one change observation."""
+        moved: list[Column] = []
+        for evaluation in window:
+            result = evaluation.result
+            for j in np.flatnonzero(result.drifted):
+                moved.append(
+                    (
+                        evaluation.features[j],
+                        result.detector,
+                        float(result.statistic[j]),
+                        float(result.threshold[j]),
+                    )
+                )
+        first = window[0]
+        outputs: list[Output | None] = []
+        if first.regime > state.changed_regime > 0:  # the next regime is established
+            outputs.append(self._end_change(state, first))
+        if moved:
+            monitored = {feature for evaluation in window for feature in evaluation.features}
+            share = len({column[0] for column in moved}) / max(len(monitored), 1)
+            observation = Observation(
+                "", CHANGE_DETECTOR, True, share, math.nan, first, tuple(moved), critical=False
+            )
+            fired = state.alerts.observe(observation)
+            if fired is not None:
+                state.changed_regime = first.regime
+            outputs.append(fired)
+        return [o for o in outputs if o is not None]
+
+    @staticmethod
+    def _end_change(state: _VersionPolicy, evaluation: Evaluation) -> Alert | None:
+        state.changed_regime = 0
+        return state.alerts.end(Observation("", CHANGE_DETECTOR, False, 0.0, math.nan, evaluation))

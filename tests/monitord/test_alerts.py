@@ -12,7 +12,7 @@ import pytest
 
 from connectors.stream import Record
 from detectors.detection import Detection
-from monitord.alerts import FEATURE_ALERT, MODEL_ALERT, AlertBook, Observation
+from monitord.alerts import CHANGE_DETECTOR, FEATURE_ALERT, MODEL_ALERT, AlertBook, Observation
 from monitord.config import AlertSettings, parse_config
 from monitord.monitor import Evaluation, OffsetRange
 from monitord.replay import replay
@@ -130,8 +130,14 @@ def test_stationary_then_drift_then_recovery_fires_and_resolves_each_label_set_o
     for feature, detector in label_sets:
         assert per_label_set[(feature, detector, "firing")] == 1
         assert per_label_set[(feature, detector, "resolved")] == 1
-    assert max(a["row"] for a in alerts if a["status"] == "firing") < 12_000
+    drift = [a for a in alerts if a["detector"] != CHANGE_DETECTOR]
+    assert max(a["row"] for a in drift if a["status"] == "firing") < 12_000
     assert min(a["row"] for a in alerts if a["status"] == "resolved") >= 12_000
+    # The return to normal is itself a change against the regime the drift set up: one
+    # change event, fired at the return and resolved once traffic is back at the reference.
+    change = [(a["status"], a["row"]) for a in alerts if a["detector"] == CHANGE_DETECTOR]
+    assert [status for status, _ in change] == ["firing", "resolved"]
+    assert 12_000 <= change[0][1] < change[1][1] <= 13_000
 
 
 @pytest.mark.parametrize(
