@@ -96,6 +96,7 @@ from detectors.buckets import CategoryBuckets
 from detectors.dependence import MIN_EFFECTIVE_ROWS, Dependence
 from detectors.detection import BoolArray, FloatArray, IntArray, read_only
 from detectors.nulls import (
+    PERSISTENT,
     CountLaws,
     TailLaw,
     ks_isf,
@@ -125,6 +126,9 @@ _BLOCK = 250  # replicates drawn and evaluated together, at most _MAX_DRAWS row 
 _MAX_DRAWS = 4_000_000
 _SIZES_PER_DOUBLING = 8  # window sizes of `Calibration.at` are rounded down to this grid
 _MAX_COUNT_CELLS = 4_000_000  # simulated windows x buckets of one categorical count law
+
+COPULA_ROWS = 2000
+"""Sample rows the bootstrap of the effective number of tests resamples, at most."""
 
 QUALITY_SHARE = 0.1
 """Share of the budget the data-quality tests spend, equally: their counts are discrete
@@ -248,8 +252,11 @@ class Calibration:
 
     def at(self, rows: int) -> Thresholds:
         """Thresholds for a window of ``rows`` rows evaluated as it closes (``rows`` rows
-        per evaluation). Sizes are rounded down to eighths of a doubling, which only makes
-        a threshold stricter, and cached."""
+        per evaluation): the plan's own for a full tumbling window, else for the size
+        rounded down to eighths of a doubling (which only makes a threshold stricter),
+        cached."""
+        if rows >= self.plan.size and self.plan.step == self.plan.size:
+            return self.thresholds  # a full window: the plan's own
         size = _size_grid(rows)
         if size not in self._sizes:
             alpha = min(size / self.budget.events_between_false_alarms, 0.5)
@@ -329,14 +336,17 @@ class _Laws:
             chosen & {"chi2", "psi", "missing", "unseen"}
         )
         depth = -math.log(min(alpha / max(columns, 1), 0.5))
-        dependence = profile.dependence.tail_equivalent(depth).pooled()
+        estimate = profile.dependence.pooled()
+        dependence = estimate.tail_equivalent(depth)
         self.dependence = dependence
+        # Columns the estimate calls persistent get AR(1) windows in the count laws; for the
+        # others the inflation is spread over the buckets (nulls.simulate_counts): the
+        # uncertainty of an estimate of 1, or a weak dependence the gate let through.
+        self.persistent = estimate.inflation[:, -1] > PERSISTENT
         observed = profile.n_rows * (1.0 - self.missing)
         self.reference_effective = np.asarray(observed / dependence.at(profile.n_rows))
         self.calibratable = self.reference_effective >= MIN_EFFECTIVE_ROWS
-        self.block_length = dependence.block_length(
-            limit=max(profile.numeric_rows.shape[0] // 4, 1)
-        )
+        self.block_length = estimate.block_length(limit=max(profile.numeric_rows.shape[0] // 4, 1))
         self._counts = CountLaws(seed)
         self.buckets = CategoryBuckets.from_counts(profile.category_counts)
         self.tests = {
@@ -381,6 +391,7 @@ class _Laws:
                     round(observed[j]),
                     float(tau[j]),
                     _psi_of_counts(shares),
+                    persistent=bool(self.persistent[j]),
                 )[0]
             )
         return laws
@@ -408,6 +419,7 @@ class _Laws:
                 float(tau[j]),
                 _categorical_statistics(self.profile.category_counts[f]),
                 draws=max(1024, min(16_384, _MAX_COUNT_CELLS // shares.shape[0])),
+                persistent=bool(self.persistent[j]),
             )
             chi2_laws.append(chi2_law)
             psi_laws.append(psi_law)
@@ -522,7 +534,7 @@ def _copula_min_p(
 ) -> FloatArray:
     """Each replicate's smallest upper-tail rank p-value over the ``columns`` it may alarm on.
 
-    Ranks among the replicates (ties broken at random) make every marginal exactly uniform,
+    Ranks among the replicates (randomised) make every marginal exactly uniform,
     so the min-p measures only how the tests move together; each test's own law sets its
     threshold (module docstring, 4).
     """
@@ -530,10 +542,15 @@ def _copula_min_p(
     kept = np.where(np.isnan(statistics[:, columns]), -np.inf, statistics[:, columns])
     if kept.shape[1] == 0:
         return np.ones(0)
-    order = np.lexsort((rng.random(kept.shape), kept), axis=0)
+    # Ties (KS takes lattice values) are broken by one random order of the replicates for
+    # every column: each column's ranks are still uniformly random among its ties, and tied
+    # near-copies keep moving together (independent tie-breaks would decorrelate them).
+    key = np.broadcast_to(rng.random((b, 1)), kept.shape)
+    order = np.lexsort((key, kept), axis=0)
     ranks = np.empty_like(order)
     np.put_along_axis(ranks, order, np.arange(b)[:, None], axis=0)
-    p_values = (b - ranks) / b  # the largest statistic: 1 / b
+    # Randomised rank p-values, uniform on (0, 1), the jitter shared by the replicate too.
+    p_values = (b - ranks - rng.random((b, 1))) / b
     return np.asarray(p_values.min(axis=1))
 
 
@@ -542,11 +559,16 @@ def _bootstrap_min_p(
 ) -> FloatArray:
     """Each replicate's smallest p-value over the distribution tests (empty without any)."""
     chosen = laws.chosen
-    rows = np.where(np.isfinite(profile.numeric_rows), profile.numeric_rows, np.nan)
+    # The replicates measure only how the tests move together (the copula): the first
+    # COPULA_ROWS sample rows, consecutive, carry the columns' correlation and dependence.
+    sample = profile.numeric_rows[:COPULA_ROWS]
+    rows = np.where(np.isfinite(sample), sample, np.nan)
     n, p = rows.shape
     c = laws.c
     numeric = NumericResampler(profile, rows) if p and chosen & {"ks", "psi"} else None
-    categorical = CategoricalResampler(profile) if c and chosen & {"chi2", "psi"} else None
+    categorical = (
+        CategoricalResampler(profile, COPULA_ROWS) if c and chosen & {"chi2", "psi"} else None
+    )
     if laws.n_distribution_tests == 0 or (numeric is None and categorical is None):
         return np.ones(0)
     # Weight of a pseudo-reference draw in shares of all n_rows reference rows.

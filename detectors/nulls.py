@@ -56,7 +56,6 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 from scipy import special
-from scipy.stats import betabinom
 
 from detectors.detection import FloatArray, IntArray
 
@@ -166,16 +165,19 @@ def simulate_counts(
     window_rows: int,
     window_inflation: float,
     draws: int = DRAWS,
+    persistent: bool = True,
 ) -> IntArray:
     """``(draws, K)`` window counts over K buckets under the null (module docstring).
 
     The window's truth is drawn around ``shares`` (Dirichlet at the reference's effective
-    size); its rows are then independent draws from it, or, with ``window_inflation`` above
-    1, consecutive values of a stationary Gaussian AR(1) series binned at the truth's
-    quantiles, its coefficient chosen (`ar_coefficient`) so that the median indicator of
-    ``window_rows`` rows has that inflation. A persistent series fills a few *neighbouring*
-    buckets of a window, which makes PSI and chi-square far heavier-tailed than the same
-    variance spread over independent buckets would.
+    size); its rows are then independent draws from it. With ``window_inflation`` above 1
+    and a ``persistent`` series, they are consecutive values of a stationary Gaussian AR(1)
+    series binned at the truth's quantiles, its coefficient chosen (`ar_coefficient`) so
+    that the median indicator of ``window_rows`` rows has that inflation: a persistent
+    series fills a few *neighbouring* buckets of a window, which makes PSI and chi-square
+    far heavier-tailed than the same variance spread over independent buckets would. A
+    series that is not persistent (an inflation that only allows for the uncertainty of an
+    estimate of 1) spreads it over the buckets: a Dirichlet-multinomial.
 
     Args:
         shares: ``(K,)`` reference share of each bucket, in the order of the underlying
@@ -184,12 +186,17 @@ def simulate_counts(
         window_rows: values per window.
         window_inflation: the window's variance inflation ``tau`` (1: independent rows).
     """
-    rho = ar_coefficient(window_inflation, window_rows) if window_rows > 1 else 0.0
+    tau = min(window_inflation, float(window_rows))
+    rho = ar_coefficient(tau, window_rows) if persistent and window_rows > 1 else 0.0
     if rho >= _MIN_COEFFICIENT:  # long AR(1) paths are dear: at least 2,048 of them
         draws = min(draws, max(_MAX_SIMULATED_ROWS // window_rows, 2048))
     concentration = np.asarray(shares, dtype=np.float64) * max(reference_effective, 1.0)
     truth = _dirichlet(rng, np.broadcast_to(concentration, (draws, concentration.shape[0])))
     if rho < _MIN_COEFFICIENT:
+        if tau > 1.0 + 1e-9 and window_rows > 1:
+            # Dirichlet-multinomial: variance W p (1 - p) (W + a) / (1 + a) = tau W p (1 - p).
+            precision = max((window_rows - tau) / (tau - 1.0), 0.05)
+            truth = _dirichlet(rng, precision * truth, fallback=truth)
         return np.asarray(rng.multinomial(window_rows, truth), dtype=np.int64)
     cumulative = np.cumsum(truth, axis=1)[:, :-1]
     thresholds = special.ndtri(np.clip(cumulative, 1e-12, 1.0 - 1e-12))
@@ -204,6 +211,10 @@ def simulate_counts(
 
 INDEPENDENT = 1.02
 """Inflation up to which a window counts as independent rows."""
+PERSISTENT = 1.25
+"""Long-run inflation from which a series' windows are simulated as AR(1) paths: below it
+(weak dependence, or noise the dependence gate let through) where the variance lands
+matters little, and the Dirichlet-multinomial costs a fraction of the paths."""
 _MIN_COEFFICIENT = 0.01  # below it the AR(1) windows are independent draws for all we need
 _SHOCKS_PER_CHUNK = 1 << 20
 
@@ -286,6 +297,7 @@ class CountLaws:
         window_inflation: float,
         statistics: Callable[[IntArray], tuple[FloatArray, ...]],
         draws: int = DRAWS,
+        persistent: bool = True,
     ) -> tuple[TailLaw, ...]:
         """The laws of ``statistics(counts)`` for simulated window counts (cached by
         ``kind``, which must name everything ``statistics`` depends on besides the shares)."""
@@ -294,10 +306,10 @@ class CountLaws:
         # Within 2 % of independence a window is independent rows for all a law can tell
         # (rounding up to the next step would overstate its variance by 9 %).
         tau = 1.0 if window_inflation <= INDEPENDENT else _quantise(window_inflation, False, 8)
-        key = (*kind, tuple(np.round(shares, 4)), n_e, int(window_rows), tau, draws)
+        key = (*kind, tuple(np.round(shares, 4)), n_e, int(window_rows), tau, draws, persistent)
         if key not in self._laws:
             rng = np.random.default_rng([self._seed, len(self._laws)])
-            counts = simulate_counts(rng, shares, n_e, int(window_rows), tau, draws)
+            counts = simulate_counts(rng, shares, n_e, int(window_rows), tau, draws, persistent)
             self._laws[key] = tuple(TailLaw.from_draws(s) for s in statistics(counts))
         return self._laws[key]
 
@@ -326,9 +338,32 @@ def rate_count_isf(
     mean = (np.asarray(reference_rate) * n_e + 0.5) / (n_e + 1.0)
     # Var(K) = W m (1 - m) * inflation: the window's dependence plus the reference's error.
     inflation = np.minimum(tau + w / (n_e + 1.0), w - 1e-9)
-    precision = np.maximum((w - inflation) / np.maximum(inflation - 1.0, 1e-12), 1e-6)
-    count = betabinom.isf(level, w, precision * mean, precision * (1.0 - mean))
-    return np.asarray(np.where(w <= 1, w, count), dtype=np.float64)
+    # Capped where betaln still resolves the differences (the law is the binomial there).
+    precision = np.clip((w - inflation) / np.maximum(inflation - 1.0, 1e-12), 1e-6, 1e9)
+    counts = [
+        _beta_binomial_isf(level, int(n), float(m), float(q))
+        for n, m, q in zip(w, mean, precision, strict=True)
+    ]
+    return np.asarray(np.where(w <= 1, w, counts), dtype=np.float64)
+
+
+def _beta_binomial_isf(level: float, n: int, mean: float, precision: float) -> float:
+    """Smallest k with P(K > k) <= level for K ~ BetaBinomial(n, precision mean,
+    precision (1 - mean)), summed in logs (scipy's own loses tails below about 1e-10)."""
+    k = np.arange(n + 1, dtype=np.float64)
+    a, b = precision * mean, precision * (1.0 - mean)
+    log_pmf = (
+        special.gammaln(n + 1.0)
+        - special.gammaln(k + 1.0)
+        - special.gammaln(n - k + 1.0)
+        + special.betaln(k + a, n - k + b)
+        - special.betaln(a, b)
+    )
+    # P(K > k) = sum of the pmf above k, from the top down, in logs.
+    above = np.logaddexp.accumulate(log_pmf[::-1])[::-1]
+    tail = np.append(above[1:], -np.inf)
+    allowed = np.flatnonzero(tail <= np.log(level))
+    return float(k[allowed[0]]) if allowed.size else float(n)
 
 
 def out_of_range_isf(

@@ -227,11 +227,12 @@ class NumericResampler:
 
 
 class CategoricalResampler:
-    """Bucket layout of the categorical sample; chi-square and PSI of replicates."""
+    """Bucket layout of the categorical sample (its first ``rows`` rows); chi-square and PSI
+    of replicates."""
 
-    def __init__(self, profile: ReferenceProfile) -> None:
+    def __init__(self, profile: ReferenceProfile, rows: int | None = None) -> None:
         buckets = CategoryBuckets.from_counts(profile.category_counts)
-        codes = profile.category_rows
+        codes = profile.category_rows[:rows]
         n = codes.shape[0]
         observed = codes >= 0
         flat = np.minimum(codes, buckets.n_categories) + buckets.offsets

@@ -6,10 +6,13 @@ change: the reference never moves. So, per model version, a `RegimeTracker` keep
 reference, the *recent regime*:
 
 - **idle** while the reference's windows are clean;
-- at the first window in which any reference test alarmed (any column; an ADWIN cut counts),
-  it **captures** the next ``change_reference_events`` rows as the regime's reference;
-- then it **tests** every window against that regime with the same calibrated suite and
-  budget as the reference (`monitord.suite.DetectorSuite`); a window that alarms is a
+- at the first window in which any reference test alarmed (any column), it **captures**
+  the rows that follow, through the end of the first reference window by which it holds
+  ``change_reference_events`` of them, as the regime's reference (so the regime's windows
+  start where the reference's do);
+- then it **tests** every window against that regime with KS (numeric columns) and
+  chi-square (categorical), calibrated for the regime with the same budget
+  (`monitord.suite.DetectorSuite`); a window that alarms is a
   *change* (its results are published as evaluations of regime ``number``), and the regime
   is captured again from the rows after it, so a k-th change is seen with about the delay of
   the first plus one capture;
@@ -24,7 +27,6 @@ it resolves, is `monitord.policy`'s.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
@@ -36,12 +38,15 @@ from monitord.config import Detection as DetectionSettings
 from monitord.suite import DetectorSuite, Result
 
 Phase = Literal["idle", "capturing", "testing"]
+ADWIN = "adwin"
+CHANGE_TESTS = ("ks", "chi2")
 RegimeResult = tuple[int, str, tuple[str, ...], Detection]
 """(regime number, its reference's profile id, column names, result)."""
 
 
 class Capture:
-    """Rows kept until a reference of ``size`` rows is complete (warm-up and regimes)."""
+    """Rows kept for a reference: ``size`` of them (`take`), or at least ``size`` when the
+    caller decides where it ends (`extend`)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -51,16 +56,20 @@ class Capture:
 
     @property
     def complete(self) -> bool:
-        return self.rows == self.size
+        return self.rows >= self.size
 
     def take(self, numeric: FloatArray, categorical: npt.NDArray[np.object_]) -> int:
-        """Keep rows until complete; return how many of these were kept."""
+        """Keep rows until ``size``; return how many of these were kept."""
         taken = min(int(numeric.shape[0]), self.size - self.rows)
-        if taken:
-            self._numeric.append(numeric[:taken])
-            self._categorical.append(categorical[:taken])
-            self.rows += taken
+        self.extend(numeric[:taken], categorical[:taken])
         return taken
+
+    def extend(self, numeric: FloatArray, categorical: npt.NDArray[np.object_]) -> None:
+        """Keep all these rows."""
+        if numeric.shape[0]:
+            self._numeric.append(numeric)
+            self._categorical.append(categorical)
+            self.rows += int(numeric.shape[0])
 
     def profile(
         self,
@@ -116,9 +125,18 @@ class RegimeTracker:
         self.number = 0  # regimes captured so far; results belong to regime `number`
         self.start_row = 0  # version stream row of the regime's first captured row
         self.clean_windows = 0  # reference windows clean in a row
+        self.suite_start = 0  # version stream row of the regime suite's row 0
         self.capture = Capture(settings.change_reference_events)
         self.profile: ReferenceProfile | None = None
         self.suite: DetectorSuite | None = None
+        # Against the recent regime, the omnibus tests only: KS on numeric columns and
+        # chi-square on categorical ones see any change of distribution (PSI on the same
+        # columns would double the cost for little); a missing, unseen or out-of-range rate
+        # that moves also moves against the reference, and ADWIN keeps no reference at all
+        # (its cuts there are already change points).
+        self._tests = settings.model_copy(
+            update={"detectors": tuple(d for d in settings.detectors if d in CHANGE_TESTS)}
+        )
 
     @property
     def profile_id(self) -> str:
@@ -133,69 +151,114 @@ class RegimeTracker:
         reference: list[Result],
     ) -> list[RegimeResult]:
         """Fold a batch (version stream rows ``first_row`` on) given the reference suite's
-        results for it; return the regime's results, rows in the version's stream."""
+        results for it; return the regime's results, rows in the version's stream.
+
+        The regime's suite gets whole stretches of the batch in one call (a call per window
+        would cost as much as the tests); the reference's windows are walked in row order
+        only where they can change the phase.
+        """
+        outcomes = _window_outcomes(reference)
         out: list[RegimeResult] = []
-        position = 0
-        for row, alarmed in _window_outcomes(reference):
-            end = row - first_row + 1
-            out += self._rows(numeric, categorical, times, first_row, position, end)
-            position = end
-            self._reference_window(row, alarmed)
-        out += self._rows(numeric, categorical, times, first_row, position, numeric.shape[0])
+        n, position, k = numeric.shape[0], 0, 0
+        while position < n or k < len(outcomes):
+            if self.phase == "testing":
+                # One call up to the window that would end the regime (or the batch's end).
+                stop_k = self._clear_index(outcomes, k)
+                stop = n if stop_k is None else outcomes[stop_k][0] - first_row + 1
+                results, changed = self._test(numeric, categorical, times, position, stop)
+                out += results
+                if changed is None:
+                    stop_k = len(outcomes) - 1 if stop_k is None else stop_k
+                    position = stop
+                else:  # a change: outcomes up to it count, the next regime starts after it
+                    position = changed - first_row + 1
+                    stop_k = (
+                        next(
+                            (i for i in range(k, len(outcomes)) if outcomes[i][0] > changed),
+                            len(outcomes),
+                        )
+                        - 1
+                    )
+                for i in range(k, stop_k + 1):
+                    self._reference_window(*outcomes[i])
+                k = stop_k + 1
+                continue
+            if k < len(outcomes):  # rows up to the next reference window, then that window
+                end = outcomes[k][0] - first_row + 1
+                self._keep(numeric, categorical, position, end)
+                position = end
+                self._reference_window(*outcomes[k])
+                k += 1
+            else:
+                self._keep(numeric, categorical, position, n)
+                position = n
         return out
 
+    def _keep(
+        self, numeric: FloatArray, categorical: npt.NDArray[np.object_], lo: int, hi: int
+    ) -> None:
+        if self.phase == "capturing" and lo < hi:
+            self.capture.extend(numeric[lo:hi], categorical[lo:hi])
+
     def _reference_window(self, row: int, alarmed: bool) -> None:
-        """A reference window closed at ``row``: start, keep or drop the regime."""
+        """A reference window closed at ``row``: start, complete, keep or drop the regime.
+
+        A capture completes at the end of the first reference window by which it holds
+        ``change_reference_events`` rows, so the regime's windows start where the
+        reference's do."""
         self.clean_windows = 0 if alarmed else self.clean_windows + 1
-        if self.phase == "idle" and alarmed:
-            self._recapture(row + 1)
-        elif self.phase != "idle" and self.clean_windows >= self.settings.change_clear_windows:
+        if self.phase == "idle":
+            if alarmed:
+                self._recapture(row + 1)
+        elif self.clean_windows >= self.settings.change_clear_windows:
             self.phase, self.suite, self.profile = "idle", None, None
             self.capture = Capture(self.settings.change_reference_events)
+        elif self.phase == "capturing" and self.capture.complete:
+            self.profile = self.capture.profile(
+                self.model, self.version, self.names, self.settings.psi_bins
+            )
+            self.suite = DetectorSuite(self.profile, self._tests)
+            self.suite_start = row + 1
+            self.phase = "testing"
+
+    def _clear_index(self, outcomes: list[tuple[int, bool]], k: int) -> int | None:
+        """Index of the outcome from ``k`` on at which the clean run would end the regime."""
+        clean = self.clean_windows
+        for i in range(k, len(outcomes)):
+            clean = 0 if outcomes[i][1] else clean + 1
+            if clean >= self.settings.change_clear_windows:
+                return i
+        return None
 
     def _recapture(self, start_row: int) -> None:
         self.phase, self.suite, self.start_row = "capturing", None, start_row
         self.capture = Capture(self.settings.change_reference_events)
         self.number += 1
 
-    def _rows(
+    def _test(
         self,
         numeric: FloatArray,
         categorical: npt.NDArray[np.object_],
         times: FloatArray,
-        first_row: int,
         lo: int,
         hi: int,
-    ) -> list[RegimeResult]:
-        """Rows ``lo:hi`` of the batch, in the current phase (which they may change)."""
-        out: list[RegimeResult] = []
-        while lo < hi and self.phase != "idle":
-            if self.phase == "capturing":
-                lo += self.capture.take(numeric[lo:hi], categorical[lo:hi])
-                if self.capture.complete:
-                    self.profile = self.capture.profile(
-                        self.model, self.version, self.names, self.settings.psi_bins
-                    )
-                    self.suite = DetectorSuite(self.profile, self.settings)
-                    self.phase = "testing"
-                continue
-            assert self.suite is not None
-            assert self.profile is not None
-            # The regime's suite counts rows from the first one after its capture.
-            offset, tag = self.start_row + self.capture.size, (self.number, self.profile_id)
-            results: list[RegimeResult] = [
-                (*tag, names, _shifted(result, offset))
-                for names, result in self.suite.update(
-                    numeric[lo:hi], categorical[lo:hi], times[lo:hi]
-                )
-            ]
-            changed = next((r.row for *_, r in results if r.any_drift), None)
-            if changed is None:
-                return out + results
-            out += [item for item in results if item[3].row <= changed]
-            self._recapture(changed + 1)  # a change: the next regime starts after it
-            lo = changed + 1 - first_row
-        return out
+    ) -> tuple[list[RegimeResult], int | None]:
+        """Rows ``lo:hi`` against the regime, up to and with its first change (then the
+        next capture starts): the results, and the change's row if there was one."""
+        if lo >= hi:
+            return [], None
+        assert self.suite is not None
+        # The regime's suite counts rows from the first one after its capture.
+        offset, tag = self.suite_start, (self.number, self.profile_id)
+        results: list[RegimeResult] = [
+            (*tag, names, _shifted(result, offset))
+            for names, result in self.suite.update(numeric[lo:hi], categorical[lo:hi], times[lo:hi])
+        ]
+        changed = next((r.row for *_, r in results if r.any_drift), None)
+        if changed is None:
+            return results, None
+        self._recapture(changed + 1)
+        return [item for item in results if item[3].row <= changed], changed
 
     def snapshot(self) -> tuple[dict[str, object], State]:
         meta: dict[str, object] = {
@@ -203,6 +266,7 @@ class RegimeTracker:
             "number": self.number,
             "start_row": self.start_row,
             "clean_windows": self.clean_windows,
+            "suite_start": self.suite_start,
             "captured_rows": self.capture.rows,
             "profile_id": self.profile_id or None,
         }
@@ -222,13 +286,14 @@ class RegimeTracker:
         self.number = int(str(meta["number"]))
         self.start_row = int(str(meta["start_row"]))
         self.clean_windows = int(str(meta["clean_windows"]))
+        self.suite_start = int(str(meta.get("suite_start", 0)))
         self.capture = Capture(self.settings.change_reference_events)
         self.capture.restore(int(str(meta["captured_rows"])), arrays, "capture/")
         self.profile, self.suite = profile, None
         if self.phase == "testing":
             if profile is None:
                 raise ValueError("regime state: testing without its reference")
-            self.suite = DetectorSuite(profile, self.settings)
+            self.suite = DetectorSuite(profile, self._tests)
             self.suite.restore(sub_state(arrays, "suite/"))
 
 
@@ -236,10 +301,12 @@ def _shifted(result: Detection, offset: int) -> Detection:
     return dataclasses.replace(result, first_row=result.first_row + offset, row=result.row + offset)
 
 
-def _window_outcomes(results: list[Result]) -> Iterator[tuple[int, bool]]:
-    """``(row, alarmed)`` of every reference window (and ADWIN cut) in row order: alarmed
-    when any test on any column of it drifted."""
+def _window_outcomes(results: list[Result]) -> list[tuple[int, bool]]:
+    """``(row, alarmed)`` of every reference window in row order: alarmed when any window
+    test on any column of it drifted (ADWIN cuts fall between windows: they page through
+    the policy, but a regime starts and ends on windows)."""
     outcomes: dict[int, bool] = {}
     for _, result in results:
-        outcomes[result.row] = outcomes.get(result.row, False) or result.any_drift
-    yield from sorted(outcomes.items())
+        if result.detector != ADWIN:
+            outcomes[result.row] = outcomes.get(result.row, False) or result.any_drift
+    return sorted(outcomes.items())

@@ -27,6 +27,7 @@ import numpy.typing as npt
 import pytest
 
 from detectors.adwin import ADWIN
+from detectors.block_means import BlockMeanADWIN
 from detectors.chi2 import Chi2Test
 from detectors.detection import Detection, DetectorInputError, FloatArray, State
 from detectors.ks import KSTest
@@ -38,7 +39,7 @@ from detectors.quality import (
     OutOfRangeTest,
     UnseenRateTest,
 )
-from detectors.window import CountWindow, EventTimeWindow, Window
+from detectors.window import CountWindow, EventTimeWindow, HybridWindow, Window
 from detectors.windowed import WindowedDetector, WindowTest
 
 N_ROWS = 700
@@ -124,9 +125,11 @@ WINDOWS: dict[str, Callable[[int, type], Window]] = {
     "count_sliding": lambda n, dtype: CountWindow(n, 100, 30, dtype=dtype),
     "event_tumbling": lambda n, dtype: EventTimeWindow(n, 10.0, dtype=dtype),
     "event_sliding": lambda n, dtype: EventTimeWindow(n, 10.0, 4.0, dtype=dtype),
+    # 100 rows or 7 s of event time (about 70 rows), whichever first, with 20 rows at least.
+    "hybrid": lambda n, dtype: HybridWindow(n, 100, 7.0, 20, dtype=dtype),
 }
 
-Detector = WindowedDetector | ADWIN
+Detector = WindowedDetector | ADWIN | BlockMeanADWIN
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,7 @@ def _cases() -> dict[str, Case]:
                 _windowed(list(tests.values()), window, n, dtype), stream
             )
     cases["adwin"] = Case(lambda: ADWIN(N_NUMERIC), NUMERIC_STREAM)
+    cases["adwin_block_means"] = Case(lambda: BlockMeanADWIN(N_NUMERIC, block=7), NUMERIC_STREAM)
     return cases
 
 

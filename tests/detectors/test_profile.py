@@ -7,7 +7,14 @@ import zipfile
 import numpy as np
 import pytest
 
-from detectors.profile import ProfileError, ReferenceProfile, build_profile
+from detectors.dependence import GRID
+from detectors.profile import (
+    FORMAT_VERSION,
+    ProfileError,
+    ReferenceProfile,
+    _hash,
+    build_profile,
+)
 
 
 def _profile(n: int = 3000, max_rows: int = 5000) -> ReferenceProfile:
@@ -126,3 +133,83 @@ def test_bad_build_inputs_name_the_parameter() -> None:
         build_profile("m", "1", ["x"], np.zeros((10, 1)), n_bins=1)
     with pytest.raises(ProfileError, match=r"no observed value: \[.x.\]"):
         build_profile("m", "1", ["x"], np.full((10, 1), np.nan))
+
+
+def _dependent_profile() -> ReferenceProfile:
+    """A profile whose dependence is not trivially 1: an AR(1) column and categories taken
+    from another, with every row kept so the stored sample is the reference in time order."""
+    rng = np.random.default_rng(9)
+    shocks = rng.standard_normal((2000, 2))
+    persistent = np.zeros((2000, 2))
+    for t in range(1, 2000):
+        persistent[t] = 0.9 * persistent[t - 1] + shocks[t]
+    numeric = np.column_stack([persistent[:, 0], rng.standard_normal(2000)])
+    numeric[rng.random(2000) < 0.1, 1] = np.nan
+    cats = np.where(persistent[:, 1] > 0, "up", "down").astype(object)[:, None]
+    return build_profile("m", "7", ["ar", "iid"], numeric, ["side"], cats, max_rows=5000)
+
+
+def _as_format_1(profile: ReferenceProfile, tamper: bool = False) -> bytes:
+    """``profile`` written as format 1 did: no dependence array or dependence_rows, and the
+    content hash over the format 1 fields."""
+    with np.load(io.BytesIO(profile.to_bytes()), allow_pickle=False) as npz:
+        entries = {name: npz[name] for name in npz.files if name != "dependence_inflation"}
+    meta = json.loads(bytes(entries["meta"]).decode())
+    del meta["dependence_rows"]
+    meta["format_version"] = 1
+    meta["content_hash"] = _hash(profile, 1)
+    if tamper:
+        entries["numeric_max"] = entries["numeric_max"] + 1e-9
+    entries["meta"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
+    out = io.BytesIO()
+    np.savez(out, **entries)
+    return out.getvalue()
+
+
+def test_format_2_stores_the_dependence() -> None:
+    profile = _dependent_profile()
+    with np.load(io.BytesIO(profile.to_bytes()), allow_pickle=False) as npz:
+        meta = json.loads(bytes(npz["meta"]).decode())
+        stored = npz["dependence_inflation"]
+    assert meta["format_version"] == FORMAT_VERSION == 2
+    assert meta["dependence_rows"] == 2000
+    assert stored.shape == (3, GRID.shape[0])
+    assert float(stored[0, -1]) > 5.0  # the AR(1) column
+    assert float(stored[1, -1]) < 1.2  # the independent one
+    assert float(stored[2, -1]) > 5.0  # the categories of an AR(1)
+    loaded = ReferenceProfile.from_bytes(profile.to_bytes(), "p.npz")
+    np.testing.assert_array_equal(loaded.dependence.inflation, profile.dependence.inflation)
+    assert loaded.dependence.n_rows == 2000
+
+
+def test_format_1_loads_and_estimates_its_dependence_from_the_sample() -> None:
+    profile = _dependent_profile()
+    loaded = ReferenceProfile.from_bytes(_as_format_1(profile), "old.npz")
+    # The id a format 1 profile was built with stays, though the current format hashes more.
+    assert loaded.content_hash == _hash(profile, 1) != profile.content_hash
+    assert loaded.profile_id == _hash(profile, 1)[:16]
+    # Every row was kept in order, so the sample gives the estimate the build made.
+    assert loaded.dependence.inflation.shape == profile.dependence.inflation.shape
+    np.testing.assert_array_equal(loaded.dependence.inflation, profile.dependence.inflation)
+    assert loaded.dependence.n_rows == profile.numeric_rows.shape[0]
+    # Written again, it is a format 2 profile with the hash of format 2.
+    again = ReferenceProfile.from_bytes(loaded.to_bytes(), "new.npz")
+    assert again.content_hash == profile.content_hash
+
+
+def test_format_1_subsample_gets_a_dependence_of_the_right_shape() -> None:
+    profile = _profile(n=8000, max_rows=1000)  # sampled rows: the estimate is the sample's
+    loaded = ReferenceProfile.from_bytes(_as_format_1(profile), "old.npz")
+    assert loaded.dependence.inflation.shape == (4, GRID.shape[0])
+    assert loaded.dependence.n_rows == 1000
+    assert profile.dependence.n_rows == 8000
+
+
+def test_tampered_format_1_fails_the_hash_check() -> None:
+    profile = _dependent_profile()
+    with pytest.raises(ProfileError, match=r"old\.npz: content hash mismatch"):
+        ReferenceProfile.from_bytes(_as_format_1(profile, tamper=True), "old.npz")
+    # A format 2 payload relabelled as format 1 is hashed as format 1, and fails too.
+    relabelled = _rewrite(profile.to_bytes(), {"format_version": 1})
+    with pytest.raises(ProfileError, match="content hash mismatch"):
+        ReferenceProfile.from_bytes(relabelled, "old.npz")

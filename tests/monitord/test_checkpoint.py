@@ -116,15 +116,15 @@ class Run:
         self.daemon.store.close()
 
 
-Row = tuple[str, str, int, tuple[str, ...]]
+Row = tuple[str, int, str, int, tuple[str, ...]]  # model, regime, detector, row, columns
 
 
 def _key(e: Evaluation) -> Row:
-    return e.model, e.result.detector, e.result.row, e.features
+    return e.model, e.regime, e.result.detector, e.result.row, e.features
 
 
 def _rows(evaluations: list[Evaluation]) -> dict[Row, bytes]:
-    """Detection rows: (model, detector, row, columns) -> the exact statistic bytes."""
+    """Detection rows: (model, regime, detector, row, columns) -> the exact statistic bytes."""
     return {_key(e): e.result.statistic.tobytes() for e in evaluations}
 
 

@@ -516,7 +516,7 @@ def daemon_config(state_dir: Path, receiver: dict[str, object]) -> Config:
     )
 
 
-DAEMON_KEY = "33580961f1ce3799024dc6071b07e630"
+DAEMON_KEY = "f2a41d8cb0b94fa9ee3c3ec480192222"
 """The idempotency key of the request the daemon decides over `drifting_records`."""
 DAEMON_LINEAGE = {
     "idempotency_key": DAEMON_KEY,
