@@ -64,6 +64,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -183,6 +184,43 @@ class Dependence:
         # The lower median: with half the columns independent, nothing is raised.
         floor = np.quantile(self.inflation, 0.5, axis=0, method="lower")
         return Dependence(np.maximum(self.inflation, floor[None, :]), self.n_rows)
+
+
+SHORT_EFFECTIVE_ROWS = 50.0
+"""Below this many effective rows a reference's thresholds are honest but conservative."""
+
+
+def notes(dependence: Dependence, names: Sequence[str], observed: FloatArray) -> list[str]:
+    """What a person should know about each column's dependence: too short to calibrate,
+    short for its dependence, or dependent over the whole reference (a cycle or trend at
+    least as long as the reference, which it cannot show whole).
+
+    Args:
+        names: the columns, in the dependence's order.
+        observed: ``(k,)`` non-missing reference rows per column.
+    """
+    out = []
+    long_run = dependence.inflation[:, -1]
+    effective = np.asarray(observed) / np.maximum(dependence.at(dependence.n_rows), 1.0)
+    quarter = dependence.at(max(dependence.n_rows // 4, 1))
+    for j, name in enumerate(names):
+        if effective[j] < MIN_EFFECTIVE_ROWS:
+            out.append(
+                f"{name}: about {effective[j]:.0f} effective rows (serial dependence "
+                f"{long_run[j]:.1f}x): too few to calibrate, its tests never alarm; use a "
+                "longer reference"
+            )
+        elif effective[j] < SHORT_EFFECTIVE_ROWS:
+            out.append(
+                f"{name}: about {effective[j]:.0f} effective rows (serial dependence "
+                f"{long_run[j]:.1f}x): thresholds are conservative; a longer reference sees more"
+            )
+        if dependence.n_rows >= 40 and long_run[j] > 1.5 * max(float(quarter[j]), 1.0):
+            out.append(
+                f"{name}: still correlated a quarter of the reference apart: a cycle or trend "
+                "as long as the reference; build it from at least one full cycle"
+            )
+    return out
 
 
 def estimate_dependence(

@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.dependence import Dependence, estimate_dependence
+from detectors.dependence import notes as dependence_notes
 from detectors.detection import FloatArray, IntArray
 
 FORMAT = "monitord-profile"
@@ -91,6 +92,16 @@ class ReferenceProfile:
     def dependence(self) -> Dependence:
         """Serial dependence per column, numeric columns first, then categorical."""
         return Dependence(self.dependence_inflation, self.dependence_rows)
+
+    @cached_property
+    def notes(self) -> list[str]:
+        """Warnings on the reference's serial dependence, per column (`dependence.notes`):
+        too short to calibrate, short for its dependence, or a cycle as long as itself."""
+        observed = self.n_rows * (
+            1.0 - np.concatenate([self.numeric_missing_rate, self.categorical_missing_rate])
+        )
+        names = [*self.numeric_names, *self.categorical_names]
+        return dependence_notes(self.dependence, names, observed)
 
     @cached_property
     def sorted_sample(self) -> FloatArray:
@@ -357,8 +368,9 @@ def _hash(profile: ReferenceProfile, version: int = FORMAT_VERSION) -> str:
 
 def _meta_array(profile: ReferenceProfile) -> npt.NDArray[np.uint8]:
     # Written as the current format, hashed as such: a profile read from format 1 keeps its
-    # old id in memory and gets a new one when written again.
-    meta = {**_meta(profile), "content_hash": _hash(profile)}
+    # old id in memory and gets a new one when written again. The notes follow from the
+    # arrays (outside the hash), for whoever reads the file.
+    meta = {**_meta(profile), "content_hash": _hash(profile), "notes": profile.notes}
     return np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
 
 

@@ -155,7 +155,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _reference_build(args: argparse.Namespace) -> int:
-    from monitord.reference import profile_from_rows, save_profile  # noqa: PLC0415
+    from monitord.reference import profile_from_rows, save_profile, supported  # noqa: PLC0415
     from monitord.tabular import read_rows  # noqa: PLC0415
 
     rows = read_rows(args.data)
@@ -168,11 +168,13 @@ def _reference_build(args: argparse.Namespace) -> int:
         max_rows=args.max_rows,
     )
     out = args.out or Path("profiles") / f"{args.model}@{args.version}.npz"
-    save_profile(profile, out)
+    save_profile(supported(profile, str(args.data)), out)
     print(
         f"wrote {out}: {profile.n_rows} rows, {len(profile.numeric_names)} numeric and "
         f"{len(profile.categorical_names)} categorical columns, id {profile.profile_id}"
     )
+    for note in profile.notes:
+        print(f"note: {note}")
     return 0
 
 

@@ -139,18 +139,18 @@ class Detection(_Section):
 
     detectors: tuple[DetectorName, ...] = ("ks", "psi", "chi2", "quality", "adwin")
     window_size: int = Field(
-        1000,
+        500,
         ge=MIN_WINDOW_ROWS,
         description="rows per test window (with window_seconds: the most a window holds)",
     )
     window_step: int | None = Field(None, ge=1, description="rows between tests; default size")
     window_seconds: float | None = Field(
-        None,
+        3600.0,
         gt=0,
         description="also close a window after this much event time, whichever comes first",
     )
     window_min_rows: int = Field(
-        MIN_WINDOW_ROWS,
+        50,
         ge=MIN_WINDOW_ROWS,
         description="rows a window closed by window_seconds needs; fewer: it stays open",
     )
@@ -158,7 +158,7 @@ class Detection(_Section):
         1_000_000, gt=0, description="expected events between false alarms for a whole model"
     )
     warmup_events: int = Field(
-        2000, ge=MIN_REFERENCE_ROWS, description="rows captured as reference"
+        1000, ge=MIN_REFERENCE_ROWS, description="rows captured as reference"
     )
     change_detection: bool = Field(
         True,
@@ -185,12 +185,13 @@ class Detection(_Section):
             raise ValueError(
                 f"window_step ({self.window_step}) must not exceed window_size ({self.window_size})"
             )
-        if self.window_seconds is not None and self.window_step not in (None, self.window_size):
+        sliding = self.window_step not in (None, self.window_size)
+        if sliding and "window_seconds" in self.model_fields_set and self.window_seconds:
             raise ValueError(
-                "window_step: windows that close by window_seconds are tumbling; leave "
-                "window_step unset (sliding windows are count windows)"
+                "window_step: windows that close by window_seconds are tumbling; set one "
+                "of window_step (sliding count windows) and window_seconds, not both"
             )
-        if self.window_min_rows > self.window_size:
+        if "window_min_rows" in self.model_fields_set and self.window_min_rows > self.window_size:
             raise ValueError(
                 f"window_min_rows ({self.window_min_rows}) must not exceed window_size "
                 f"({self.window_size})"
@@ -200,6 +201,17 @@ class Detection(_Section):
     @property
     def step(self) -> int:
         return self.window_step or self.window_size
+
+    @property
+    def closing_seconds(self) -> float | None:
+        """Event time after which a tumbling window closes (None: count windows; sliding
+        windows always are)."""
+        return self.window_seconds if self.step == self.window_size else None
+
+    @property
+    def min_rows(self) -> int:
+        """Rows a window closed by time needs (at most the window's size)."""
+        return min(self.window_min_rows, self.window_size)
 
 
 class ModelSettings(_Section):

@@ -198,7 +198,7 @@ class Daemon:
             good = len(group) - len(update.bad)
             self.stats.per_model[group.model] += good
             if metrics is not None:
-                metrics.model_events(group.model, good, update.newest_time)
+                metrics.model_events(group.model, good, update.newest_time, update.late)
         outputs = self.policy.decide(evaluations) + list(requested)
         if not self._deliver(outputs, bad, forwarded):
             return len(records), outputs  # stopping: the batch is processed again on restart
@@ -492,7 +492,9 @@ class Daemon:
             models.setdefault(model, {})[version] = {
                 "reference_id": None if profile is None else profile.profile_id,
                 "reference": "file" if monitor.profile_from_file else "warm-up capture",
+                "reference_notes": [] if profile is None else profile.notes,
                 "status": "warming up" if monitor.warming_up else "monitoring",
+                "change_detection": monitor.change_status(),
                 "events": self.stats.per_model.get(model, 0),
                 "partition": str(monitor.owner),
                 "alerts_firing": firing.get((model, version), []),

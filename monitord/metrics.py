@@ -105,6 +105,7 @@ class DaemonMetrics:
         self._batch_sum = 0.0
         self._bad = dict.fromkeys(BAD_RECORD_REASONS, 0)
         self._model_events: dict[str, int] = {}
+        self._late: dict[str, int] = {}
         self._last_event: dict[str, float] = {}
         self._last_seen: dict[str, float] = {}
         self._drift: dict[SeriesKey, tuple[float, float]] = {}
@@ -135,12 +136,14 @@ class DaemonMetrics:
             for reason, n in reasons.items():
                 self._bad[reason] = self._bad.get(reason, 0) + n
 
-    def model_events(self, model: str, n: int, newest_event_time: float) -> None:
-        """``n`` events of ``model`` were processed; the newest has this event time (NaN:
-        unknown)."""
+    def model_events(self, model: str, n: int, newest_event_time: float, late: int = 0) -> None:
+        """``n`` events of ``model`` were processed, ``late`` of them out of order by more
+        than a window's time; the newest has this event time (NaN: unknown)."""
         seen = self._clock()
         with self._lock:
             self._model_events[model] = self._model_events.get(model, 0) + n
+            if late:
+                self._late[model] = self._late.get(model, 0) + late
             self._last_seen[model] = seen
             if not math.isnan(newest_event_time):
                 previous = self._last_event.get(model, -math.inf)
@@ -229,6 +232,14 @@ class DaemonMetrics:
         per_model = _counter("monitord_model_events", "Events processed per model.", ("model",))
         for model, n in sorted(self._model_events.items()):
             per_model.add_metric((model,), n)
+        late = _counter(
+            "monitord_late_events",
+            "Events more than window_seconds older than the newest event time of their model "
+            "version (kept in their window, counted here).",
+            ("model",),
+        )
+        for model, n in sorted(self._late.items()):
+            late.add_metric((model,), n)
         bad = _counter("monitord_bad_records", "Records dead-lettered, by reason.", ("reason",))
         for reason, n in sorted(self._bad.items()):
             bad.add_metric((reason,), n)
@@ -316,6 +327,7 @@ class DaemonMetrics:
             info,
             events,
             per_model,
+            late,
             bad,
             lag,
             duration,

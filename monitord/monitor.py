@@ -59,6 +59,7 @@ class MonitorUpdate:
     evaluations: list[Evaluation]
     bad: list[BadRecord]
     newest_time: float = float("nan")  # event time of the newest good event (NaN: none)
+    late: int = 0  # events out of order by more than a window's time (windows closing by time)
 
 
 class _RowLog:
@@ -179,7 +180,10 @@ class _VersionMonitor:
                 return MonitorUpdate([], bad, newest)
             records, times = records[taken:], times[taken:]
             numeric, categorical = numeric[taken:], categorical[taken:]
-        return MonitorUpdate(self._detect(numeric, categorical, records, times), bad, newest)
+        assert self.detectors is not None
+        late = self.detectors.late_rows
+        evaluations = self._detect(numeric, categorical, records, times)
+        return MonitorUpdate(evaluations, bad, newest, self.detectors.late_rows - late)
 
     def _capture(self, numeric: FloatArray, categorical: npt.NDArray[np.object_]) -> int:
         """Keep rows for the reference until it is complete; return how many were kept."""
@@ -264,6 +268,16 @@ class _VersionMonitor:
             meta["regime"] = regime_meta
             arrays.update({f"regime/{k}": v for k, v in regime_arrays.items()})
         return meta, arrays
+
+    def change_status(self) -> dict[str, object] | None:
+        """The recent regime for /status: phase, number and reference (None: off)."""
+        if self.regime is None:
+            return None
+        return {
+            "phase": self.regime.phase,
+            "regime": self.regime.number,
+            "reference_id": self.regime.profile_id or None,
+        }
 
     def captured(self) -> list[ReferenceProfile]:
         """The references this version captured itself (warm-up, recent regime): a

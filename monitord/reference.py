@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from detectors.profile import ProfileError, ReferenceProfile, build_profile
-from monitord.config import Config
+from monitord.config import MIN_REFERENCE_ROWS, Config
 from monitord.events import PREDICTION
 from monitord.monitor import ProfileLoader
 from monitord.tabular import Row
@@ -75,7 +75,18 @@ def load_profile(path: Path) -> ReferenceProfile:
         data = path.read_bytes()
     except OSError as exc:
         raise ProfileError(f"{path}: cannot read profile ({exc.strerror})") from None
-    return ReferenceProfile.from_bytes(data, source=str(path))
+    return supported(ReferenceProfile.from_bytes(data, source=str(path)), str(path))
+
+
+def supported(profile: ReferenceProfile, source: str) -> ReferenceProfile:
+    """``profile``, if its size is in the range the thresholds are validated for."""
+    if profile.n_rows < MIN_REFERENCE_ROWS:
+        raise ProfileError(
+            f"{source}: {profile.n_rows} reference rows; monitord's thresholds are validated "
+            f"from {MIN_REFERENCE_ROWS} rows (benchmarks/calibration.py): build the reference "
+            "from more data"
+        )
+    return profile
 
 
 def save_profile(profile: ReferenceProfile, path: Path) -> None:

@@ -111,7 +111,7 @@ class DetectorSuite:
         fixed: FloatArray | None = getattr(self.calibration.thresholds, test)
         if fixed is None or not columns:
             return None
-        if self.settings.window_seconds is None:
+        if self.settings.closing_seconds is None:
             return fixed
         calibration = self.calibration
 
@@ -141,6 +141,13 @@ class DetectorSuite:
         results.sort(key=lambda item: item[1].row)  # stable: window tests keep their order
         return results
 
+    @property
+    def late_rows(self) -> int:
+        """Rows out of order by more than ``window_seconds`` so far (windows closing by time)."""
+        detector = self.numeric or self.categorical
+        window = None if detector is None else detector.window
+        return window.late_rows if isinstance(window, HybridWindow) else 0
+
     def _parts(self) -> dict[str, WindowedDetector | BlockMeanADWIN | None]:
         return {"numeric": self.numeric, "categorical": self.categorical, "adwin": self.adwin}
 
@@ -166,10 +173,10 @@ QUALITY_TESTS = ("missing", "out_of_range", "unseen")
 def window(columns: int, settings: DetectionSettings, dtype: type = np.float64) -> Window:
     """The window of the settings: count windows, or hybrid ones when windows also close
     after ``window_seconds`` of event time."""
-    if settings.window_seconds is None:
+    if settings.closing_seconds is None:
         return CountWindow(columns, settings.window_size, settings.step, dtype=dtype)
     return HybridWindow(
-        columns, settings.window_size, settings.window_seconds, settings.window_min_rows, dtype
+        columns, settings.window_size, settings.closing_seconds, settings.min_rows, dtype
     )
 
 

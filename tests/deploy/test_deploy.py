@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from monitord.alerts import FEATURE_ALERT, MODEL_ALERT
+from monitord.alerts import CHANGE_ALERT, FEATURE_ALERT, MODEL_ALERT
 from monitord.config import Config, load_config, parse_config
 
 pytestmark = pytest.mark.deploy
@@ -55,6 +55,7 @@ CATALOGUE = [
     Metric("monitord_build_info", "gauge", ("version", "python")),
     Metric("monitord_events_consumed_total", "counter"),
     Metric("monitord_model_events_total", "counter", ("model",)),
+    Metric("monitord_late_events_total", "counter", ("model",)),
     Metric("monitord_bad_records_total", "counter", ("reason",)),
     Metric("monitord_consumer_lag_records", "gauge", ("topic", "partition")),
     Metric("monitord_batch_duration_seconds", "histogram"),
@@ -617,6 +618,8 @@ def test_alertmanager_routes_health_to_sre_and_drift_to_the_team() -> None:
     assert routed_to(ALERTMANAGER, {**feature, "severity": "critical"}) == "ml-team-pager"
     model = {"alertname": MODEL_ALERT, **drift, "severity": "critical"}
     assert routed_to(ALERTMANAGER, model) == "ml-team-pager"
+    change = {"alertname": CHANGE_ALERT, **drift, "detector": "change", "severity": "warning"}
+    assert routed_to(ALERTMANAGER, change) == "ml-team-chat"
 
 
 def test_alertmanager_inhibits_feature_alerts_under_the_model_alert() -> None:

@@ -40,9 +40,20 @@ def files(tmp_path: Path) -> tuple[Path, Path, Path]:
     return reference, traffic, profile
 
 
+WINDOWS_1000 = parse_config({"detection": {"window_size": 1000}})
+"""1,000-row windows (the default is 500): the rows these tests expect are that window's."""
+
+
+def _thousand_row_windows(tmp_path: Path) -> list[str]:
+    """CLI arguments for a config file giving `WINDOWS_1000`."""
+    path = tmp_path / "windows.toml"
+    path.write_text("[detection]\nwindow_size = 1000\n")
+    return ["--config", str(path)]
+
+
 def _replay(data: Path, profile: Path) -> list[dict[str, object]]:
     out = io.BytesIO()
-    replay(parse_config({}), data, out, model="m", version="1", profile_path=profile)
+    replay(WINDOWS_1000, data, out, model="m", version="1", profile_path=profile)
     return [json.loads(line) for line in out.getvalue().splitlines()]
 
 
@@ -94,7 +105,8 @@ def test_cli_replay_and_reference_build(
         == 0
     )
     capsys.readouterr()
-    assert main(["replay", str(traffic), "--model", "m", "--profile", str(built)]) == 0
+    config = _thousand_row_windows(tmp_path)
+    assert main(["replay", str(traffic), "--model", "m", "--profile", str(built), *config]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["row"] for line in lines if line["kind"] == "alert"] == [3999, 3999, 3999]
 
@@ -159,7 +171,8 @@ def test_cli_replay_reports_the_retrain_decision_with_its_evidence_and_data_rang
         "\n".join([f"{header},timestamp"] + [f"{r},{iso(start + i)}" for i, r in enumerate(lines)])
     )
 
-    assert main(["replay", str(stamped), "--model", "m", "--profile", str(profile)]) == 0
+    config = _thousand_row_windows(tmp_path)
+    assert main(["replay", str(stamped), "--model", "m", "--profile", str(profile), *config]) == 0
 
     outputs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     (decision,) = [o for o in outputs if o["kind"] == "retrain"]
@@ -175,7 +188,7 @@ def test_cli_replay_reports_the_retrain_decision_with_its_evidence_and_data_rang
         "share 0.333 of the monitored columns drifted (threshold 0.25) for 2 windows in a row"
     )
     assert decision["profile_id"] == profile_id
-    assert decision["config_hash"] == parse_config({}).config_hash
+    assert decision["config_hash"] == WINDOWS_1000.config_hash
     # Data range: the episode's rows, the deciding window's offsets and event times.
     assert (decision["first_row"], decision["row"]) == (3000, 4999)
     assert decision["offsets"] == [
