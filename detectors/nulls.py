@@ -350,6 +350,8 @@ def rate_count_isf(
 def _beta_binomial_isf(level: float, n: int, mean: float, precision: float) -> float:
     """Smallest k with P(K > k) <= level for K ~ BetaBinomial(n, precision mean,
     precision (1 - mean)), summed in logs (scipy's own loses tails below about 1e-10)."""
+    if level <= 0.0:  # no share of the budget: never alarm
+        return float(n)
     k = np.arange(n + 1, dtype=np.float64)
     a, b = precision * mean, precision * (1.0 - mean)
     log_pmf = (
@@ -381,6 +383,8 @@ def out_of_range_isf(
 
 
 def _range_isf(level: float, n: float, w: float) -> float:
+    if level <= 0.0:
+        return float(np.floor(w))
     k = np.arange(0, int(np.floor(w)) + 1, dtype=np.float64)
     log_pmf = np.log(k + 1.0) + _log_binomial(n - 2.0 + w - k, n - 2.0) - _log_binomial(n + w, n)
     pmf = np.exp(log_pmf - log_pmf.max())

@@ -192,6 +192,20 @@ class AlertBook:
         state.severity = observation.severity
         return self._alert("firing", observation, state.severity)
 
+    def event(self, observation: Observation) -> Alert | None:
+        """Fire the observation's label set now unless it is firing: an event, which no
+        k-of-n history or cooldown holds back (each one is news)."""
+        state = self.states.get((observation.feature, observation.detector))
+        if state is None:
+            state = self.states[observation.feature, observation.detector] = _LabelState(
+                deque(maxlen=self.settings.fire_span)
+            )
+        if state.firing:
+            return None
+        state.firing, state.clean, state.cooldown = True, 0, 0
+        state.severity = observation.severity
+        return self._alert("firing", observation, state.severity)
+
     def end(self, observation: Observation) -> Alert | None:
         """Resolve the observation's label set now if it is firing (an event-like alert
         whose episode is over); its cooldown starts."""

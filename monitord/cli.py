@@ -13,9 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from pydantic import ValidationError
+
 from connectors.stream import ConnectorError
 from detectors.profile import ProfileError
-from monitord.config import Config, ConfigError, load_config, masked, parse_config
+from monitord.config import Config, ConfigError, Detection, load_config, masked, parse_config
 from monitord.tabular import DataError
 
 log = logging.getLogger("monitord")
@@ -183,7 +185,14 @@ def _replay(args: argparse.Namespace) -> int:
 
     config = _config_or_default(args.config)
     if args.warmup is not None:
-        detection = config.detection.model_copy(update={"warmup_events": args.warmup})
+        # Validated like the config file's key: a warm-up below the supported range fails.
+        try:
+            detection = Detection.model_validate(
+                {**config.detection.model_dump(), "warmup_events": args.warmup}
+            )
+        except ValidationError as exc:
+            reasons = "; ".join(str(error["msg"]) for error in exc.errors())
+            raise ConfigError(f"--warmup: {reasons} (got {args.warmup})") from None
         config = config.model_copy(update={"detection": detection})
     replay(
         config,

@@ -150,10 +150,14 @@ class DaemonMetrics:
                 self._last_event[model] = max(previous, newest_event_time)
 
     def evaluations(self, evaluations: Sequence[Evaluation]) -> None:
-        """The latest statistic and threshold of every evaluated feature (within the cap)."""
+        """The latest statistic and threshold of every evaluated feature (within the cap),
+        against the version's reference (the drift gauges; a recent regime's tests would
+        overwrite them with another question's answer)."""
         with self._lock:
             drift, cap = self._drift, self.max_feature_series
             for evaluation in evaluations:
+                if evaluation.regime:
+                    continue
                 model, result = evaluation.model, evaluation.result
                 detector = result.detector
                 statistics, thresholds = result.statistic.tolist(), result.threshold.tolist()

@@ -25,7 +25,7 @@ from detectors.detection import Detection, FloatArray, State, sub_state
 from detectors.profile import ReferenceProfile
 from monitord.config import Config
 from monitord.events import BadRecord, Columns, EventGroup
-from monitord.regime import CHANGE_TESTS, Capture, RegimeResult, RegimeTracker
+from monitord.regime import Capture, RegimeResult, RegimeTracker, changes_testable
 from monitord.suite import DetectorSuite
 
 
@@ -146,7 +146,7 @@ class _VersionMonitor:
         self.profile = profile
         self.columns = Columns(profile.numeric_names, profile.categorical_names)
         self.detectors = DetectorSuite(profile, self.detection)
-        if self.detection.change_detection and set(self.detection.detectors) & set(CHANGE_TESTS):
+        if self.detection.change_detection and changes_testable(profile, self.detection):
             names = (profile.numeric_names, profile.categorical_names)
             self.regime = RegimeTracker(self.model, self.version, names, self.detection)
 

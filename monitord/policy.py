@@ -223,7 +223,7 @@ class Policy:
             observation = Observation(
                 "", CHANGE_DETECTOR, True, share, math.nan, first, tuple(moved), critical=False
             )
-            fired = state.alerts.observe(observation)
+            fired = state.alerts.event(observation)
             if fired is not None:
                 state.changed_regime = first.regime
             outputs.append(fired)

@@ -27,15 +27,18 @@ it resolves, is `monitord.policy`'s.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from detectors.detection import Detection, FloatArray, State, sub_state
-from detectors.profile import ReferenceProfile, build_profile
+from detectors.profile import ProfileError, ReferenceProfile, build_profile
 from monitord.config import Detection as DetectionSettings
 from monitord.suite import DetectorSuite, Result
+
+log = logging.getLogger(__name__)
 
 Phase = Literal["idle", "capturing", "testing"]
 ADWIN = "adwin"
@@ -214,9 +217,20 @@ class RegimeTracker:
             self.phase, self.suite, self.profile = "idle", None, None
             self.capture = Capture(self.settings.change_reference_events)
         elif self.phase == "capturing" and self.capture.complete:
-            self.profile = self.capture.profile(
-                self.model, self.version, self.names, self.settings.psi_bins
-            )
+            try:
+                self.profile = self.capture.profile(
+                    self.model, self.version, self.names, self.settings.psi_bins
+                )
+            except ProfileError as exc:  # e.g. a column without a value in the whole capture
+                log.warning(
+                    "%s/%s: no recent regime after row %d (%s); the next alarm tries again",
+                    self.model,
+                    self.version,
+                    row,
+                    exc,
+                )
+                self.phase, self.capture = "idle", Capture(self.settings.change_reference_events)
+                return
             self.suite = DetectorSuite(self.profile, self._tests)
             self.suite_start = row + 1
             self.phase = "testing"
@@ -231,7 +245,7 @@ class RegimeTracker:
         return None
 
     def _recapture(self, start_row: int) -> None:
-        self.phase, self.suite, self.start_row = "capturing", None, start_row
+        self.phase, self.suite, self.profile, self.start_row = "capturing", None, None, start_row
         self.capture = Capture(self.settings.change_reference_events)
         self.number += 1
 
@@ -295,6 +309,14 @@ class RegimeTracker:
                 raise ValueError("regime state: testing without its reference")
             self.suite = DetectorSuite(profile, self._tests)
             self.suite.restore(sub_state(arrays, "suite/"))
+
+
+def changes_testable(profile: ReferenceProfile, settings: DetectionSettings) -> bool:
+    """Whether the settings test a column of the profile against a recent regime: KS on a
+    numeric column, or chi-square on a categorical one."""
+    return ("ks" in settings.detectors and bool(profile.numeric_names)) or (
+        "chi2" in settings.detectors and bool(profile.categorical_names)
+    )
 
 
 def _shifted(result: Detection, offset: int) -> Detection:

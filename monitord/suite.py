@@ -48,6 +48,7 @@ from monitord.config import Detection as DetectionSettings
 from monitord.events import PREDICTION
 
 Result = tuple[tuple[str, ...], Detection]
+ADWIN_NAME = "adwin"
 
 
 class DetectorSuite:
@@ -74,12 +75,23 @@ class DetectorSuite:
         self.adwin = (
             BlockMeanADWIN(
                 len(self._adwin_columns),
-                block=adwin_block(self.calibration.dependence, self._adwin_columns),
+                block=adwin_block(self.dependence, self._adwin_columns),
                 delta=settings.adwin_delta,
             )
             if self._adwin_columns and "adwin" in settings.detectors
             else None
         )
+
+    @property
+    def dependence(self) -> Dependence:
+        """The serial dependence the thresholds assumed (the profile's, without window tests)."""
+        if self.calibration is None:
+            return self.profile.dependence
+        return self.calibration.dependence
+
+    @property
+    def has_window_tests(self) -> bool:
+        return self.numeric is not None or self.categorical is not None
 
     def _window_tests(self) -> tuple[list[WindowTest], list[WindowTest]]:
         profile = self.profile
@@ -108,6 +120,8 @@ class DetectorSuite:
     def _limits(self, test: str, columns: int) -> Limits | None:
         """A test's thresholds: fixed for count windows, per window size for windows that
         close by event time; None where the test is off or has no column."""
+        if self.calibration is None:
+            return None
         fixed: FloatArray | None = getattr(self.calibration.thresholds, test)
         if fixed is None or not columns:
             return None
@@ -115,7 +129,7 @@ class DetectorSuite:
             return fixed
         calibration = self.calibration
 
-        def at(rows: int) -> FloatArray:
+        def at(rows: int) -> FloatArray:  # the calibration exists: `fixed` came from it
             sized: FloatArray | None = getattr(calibration.at(rows), test)
             assert sized is not None  # the same tests at every size
             return sized
@@ -138,7 +152,10 @@ class DetectorSuite:
             columns = tuple(self.profile.numeric_names[j] for j in self._adwin_columns)
             batch = np.ascontiguousarray(numeric[:, self._adwin_columns])
             results += [(columns, d) for d in self.adwin.update(batch)]
-        results.sort(key=lambda item: item[1].row)  # stable: window tests keep their order
+        # By row, an ADWIN cut before the windows closing at its row: a window that closes by
+        # event time is only emitted with a later row, never before the cut (whatever the
+        # batches), so this order is the stream's. Stable: window tests keep their order.
+        results.sort(key=lambda item: (item[1].row, item[1].detector != ADWIN_NAME))
         return results
 
     @property
@@ -188,11 +205,25 @@ def adwin_block(dependence: Dependence, columns: list[int]) -> int:
     return 1 if inflation <= INDEPENDENT else math.ceil(2.0 * inflation)
 
 
-def calibrate_suite(profile: ReferenceProfile, settings: DetectionSettings) -> Calibration:
-    """Thresholds of every window test the settings turn on, from one false-alarm budget."""
+def calibrate_suite(profile: ReferenceProfile, settings: DetectionSettings) -> Calibration | None:
+    """Thresholds of every window test the settings turn on that applies to the profile's
+    columns, from one false-alarm budget (None: no window test applies, e.g. only chi-square
+    on a model without categorical columns)."""
+    numeric, categorical = bool(profile.numeric_names), bool(profile.categorical_names)
+    applies = {
+        "ks": numeric,
+        "psi": numeric or categorical,
+        "chi2": categorical,
+        "missing": numeric or categorical,
+        "out_of_range": numeric,
+        "unseen": categorical,
+    }
     tests: list[str] = [t for t in ("ks", "psi", "chi2") if t in settings.detectors]
     if "quality" in settings.detectors:
         tests += QUALITY_TESTS
+    tests = [t for t in tests if applies[t]]
+    if not tests:
+        return None
     return calibrate(
         profile,
         WindowPlan(settings.window_size, settings.step),
