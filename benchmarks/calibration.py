@@ -36,13 +36,12 @@ import json
 import math
 import multiprocessing
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -51,11 +50,18 @@ import numpy as np
 # tree under test (PYTHONPATH, then the venv) and `streams` from this folder by path.
 HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-_spec = importlib.util.spec_from_file_location("benchmark_streams", HERE / "streams.py")
-assert _spec is not None
-assert _spec.loader is not None
-streams = sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(streams)
+
+
+def _sibling(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", HERE / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+streams, worktree = _sibling("streams"), _sibling("worktree")
 
 from detectors.profile import build_profile  # noqa: E402
 from monitord.config import Detection  # noqa: E402
@@ -247,35 +253,10 @@ def _run_job(job: tuple[Cell, int, bool]) -> Outcome:
 
 
 def baseline(rev: str, quick: bool, only: str | None) -> dict[str, Outcome]:
-    """The same grid on the code of ``rev``, in a subprocess over a temporary worktree."""
-    root = Path(
-        subprocess.run(
-            ["git", "-C", str(HERE), "rev-parse", "--show-toplevel"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        tree = Path(tmp) / "tree"
-        subprocess.run(
-            ["git", "-C", str(root), "worktree", "add", "--detach", str(tree), rev],
-            check=True,
-            capture_output=True,
-        )
-        try:
-            command = [sys.executable, str(Path(__file__).resolve()), "--json"]
-            command += ["--quick"] if quick else []
-            command += ["--only", only] if only else []
-            env = {**os.environ, "PYTHONPATH": str(tree)}
-            out = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
-        finally:
-            subprocess.run(
-                ["git", "-C", str(root), "worktree", "remove", "--force", str(tree)],
-                check=False,
-                capture_output=True,
-            )
-    return {label: Outcome(**fields) for label, fields in json.loads(out.stdout).items()}
+    """The same grid on the code of ``rev`` (`benchmarks/worktree.py`)."""
+    arguments = ["--json", *(["--quick"] if quick else []), *(["--only", only] if only else [])]
+    out = worktree.run_at(rev, Path(__file__).resolve(), arguments)
+    return {label: Outcome(**fields) for label, fields in json.loads(out).items()}
 
 
 def main() -> None:

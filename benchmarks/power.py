@@ -39,13 +39,11 @@ import importlib.util
 import io
 import json
 import math
-import os
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -55,11 +53,18 @@ import orjson
 # benchmarks/detectors.py would shadow the `detectors` package (see calibration.py).
 HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-_spec = importlib.util.spec_from_file_location("benchmark_streams", HERE / "streams.py")
-assert _spec is not None
-assert _spec.loader is not None
-streams = sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(streams)
+
+
+def _sibling(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", HERE / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+streams, worktree = _sibling("streams"), _sibling("worktree")
 
 from connectors.memory import MemorySink, MemorySource  # noqa: E402
 from connectors.stream import Record  # noqa: E402
@@ -265,35 +270,9 @@ def run_all(quick: bool, with_river: bool, settings: dict[str, Any]) -> dict[str
 
 
 def baseline(rev: str, quick: bool, sets: list[str]) -> dict[str, Any]:
-    """monitord at commit ``rev`` on the same streams (a subprocess over a worktree)."""
-    root = Path(
-        subprocess.run(
-            ["git", "-C", str(HERE), "rev-parse", "--show-toplevel"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        tree = Path(tmp) / "tree"
-        subprocess.run(
-            ["git", "-C", str(root), "worktree", "add", "--detach", str(tree), rev],
-            check=True,
-            capture_output=True,
-        )
-        try:
-            command = [sys.executable, str(Path(__file__).resolve()), "--json"]
-            command += ["--quick"] if quick else []
-            command += [f"--set={item}" for item in sets]
-            env = {**os.environ, "PYTHONPATH": str(tree)}
-            out = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
-        finally:
-            subprocess.run(
-                ["git", "-C", str(root), "worktree", "remove", "--force", str(tree)],
-                check=False,
-                capture_output=True,
-            )
-    result: dict[str, Any] = json.loads(out.stdout)
+    """monitord at commit ``rev`` on the same streams (`benchmarks/worktree.py`)."""
+    arguments = ["--json", *(["--quick"] if quick else []), *(f"--set={s}" for s in sets)]
+    result: dict[str, Any] = json.loads(worktree.run_at(rev, Path(__file__).resolve(), arguments))
     return result
 
 

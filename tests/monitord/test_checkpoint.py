@@ -11,7 +11,6 @@ import numpy as np
 import orjson
 import pytest
 
-from connectors.memory import MemorySink, MemorySource
 from connectors.stream import BrokerUnavailable, Record, TopicPartition
 from monitord import checkpoint
 from monitord.checkpoint import (
@@ -23,10 +22,9 @@ from monitord.checkpoint import (
     encode,
 )
 from monitord.config import Config, parse_config
-from monitord.daemon import Daemon
 from monitord.monitor import Evaluation
-from monitord.outputs import KafkaPublisher
 from monitord.policy import Output
+from tests.monitord.recorded import RecordedRun
 
 P0, P1 = TopicPartition("in", 0), TopicPartition("in", 1)
 
@@ -61,61 +59,7 @@ def _stream(seed: int = 3, n: int = 12_000) -> list[Record]:
     return records
 
 
-class Run:
-    """A daemon over ``records`` that records outputs and every evaluation it makes."""
-
-    def __init__(
-        self,
-        config: Config,
-        records: list[Record],
-        store_path: Path | None,
-        committed: dict[TopicPartition, int] | None = None,
-    ) -> None:
-        self.sink = MemorySink()
-        self.evaluations: list[Evaluation] = []
-        self.outputs: list[Output] = []
-        daemon: Daemon | None = None
-
-        def assigned(partitions: set[TopicPartition]) -> None:
-            assert daemon is not None
-            daemon.on_assigned(partitions)
-
-        def revoked(partitions: set[TopicPartition]) -> None:
-            assert daemon is not None
-            daemon.on_revoked(partitions)
-
-        self.source = MemorySource(
-            records, committed=committed, on_assigned=assigned, on_revoked=revoked
-        )
-        store = LocalStore(store_path) if store_path is not None else None
-        daemon = self.daemon = Daemon(
-            config,
-            self.source,
-            self.sink,
-            [KafkaPublisher(self.sink, "alerts", "retrain")],
-            lambda m, v: None,
-            store,
-        )
-        decide = daemon.policy.decide
-
-        def recording(evaluations: list[Evaluation]) -> list[Output]:
-            self.evaluations += evaluations
-            outputs = decide(evaluations)
-            self.outputs += outputs
-            return outputs
-
-        daemon.policy.decide = recording  # type: ignore[method-assign]
-
-    def steps(self, n: int) -> None:
-        for _ in range(n):
-            self.daemon.step(0.0)
-
-    def crash(self) -> None:
-        """Stop as kill -9 would: nothing checkpointed, committed or closed on the way out."""
-        assert self.daemon.store is not None
-        self.daemon.store.close()
-
-
+Run = RecordedRun
 Row = tuple[str, int, str, int, tuple[str, ...]]  # model, regime, detector, row, columns
 
 

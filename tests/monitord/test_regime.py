@@ -8,8 +8,6 @@ so input record ``i`` is version stream row ``i - WARMUP``.
 
 from __future__ import annotations
 
-import io
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,16 +16,12 @@ import numpy as np
 import orjson
 import pytest
 
-from connectors.memory import MemorySink, MemorySource
 from connectors.stream import Record, TopicPartition
 from monitord.alerts import CHANGE_ALERT, CHANGE_DETECTOR, MODEL_ALERT
-from monitord.checkpoint import LocalStore
 from monitord.config import Config, parse_config
-from monitord.daemon import Daemon
 from monitord.metrics import DaemonMetrics
 from monitord.monitor import Evaluation
-from monitord.outputs import JsonLinesPublisher
-from monitord.policy import Output
+from tests.monitord.recorded import RecordedRun
 
 WARMUP = 1000
 WINDOW = 500
@@ -114,65 +108,8 @@ def _config(
     )
 
 
-class Run:
-    """A daemon over ``records``: the published JSON lines and every evaluation it made."""
-
-    def __init__(
-        self,
-        config: Config,
-        records: list[Record],
-        store_path: Path | None = None,
-        committed: dict[TopicPartition, int] | None = None,
-        metrics: DaemonMetrics | None = None,
-    ) -> None:
-        self.out = io.BytesIO()
-        self.evaluations: list[Evaluation] = []
-        self.outputs: list[Output] = []
-        daemon: Daemon | None = None
-
-        def assigned(partitions: set[TopicPartition]) -> None:
-            assert daemon is not None
-            daemon.on_assigned(partitions)
-
-        def revoked(partitions: set[TopicPartition]) -> None:
-            assert daemon is not None
-            daemon.on_revoked(partitions)
-
-        self.source = MemorySource(
-            records, committed=committed, on_assigned=assigned, on_revoked=revoked
-        )
-        store = None if store_path is None else LocalStore(store_path)
-        daemon = self.daemon = Daemon(
-            config,
-            self.source,
-            MemorySink(),
-            [JsonLinesPublisher(self.out, owned=False)],
-            lambda model, version: None,
-            store,
-            metrics=metrics,
-        )
-        decide = daemon.policy.decide
-
-        def recording(evaluations: list[Evaluation]) -> list[Output]:
-            self.evaluations += evaluations
-            outputs = decide(evaluations)
-            self.outputs += outputs
-            return outputs
-
-        daemon.policy.decide = recording  # type: ignore[method-assign]
-
-    def drain(self) -> Run:
-        self.daemon.drain()
-        return self
-
-    @property
-    def lines(self) -> list[bytes]:
-        return self.out.getvalue().splitlines()
-
-    @property
-    def alerts(self) -> list[dict[str, Any]]:
-        parsed = [json.loads(line) for line in self.lines]
-        return [a for a in parsed if a["kind"] == "alert"]
+class Run(RecordedRun):
+    """A recorded daemon run, read as this file's tests read it."""
 
     def named(self, alertname: str) -> list[dict[str, Any]]:
         return [a for a in self.alerts if dict(a["labels"])["alertname"] == alertname]
