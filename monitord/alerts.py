@@ -283,7 +283,12 @@ class AlertBook:
     def _annotations(self, status: str, observation: Observation) -> Labels:
         evaluation, result = observation.evaluation, observation.evaluation.result
         version = f"{evaluation.model}/{evaluation.version}"
-        if observation.feature:
+        if observation.feature and math.isnan(observation.threshold):  # ADWIN: no threshold
+            summary = (
+                f"Drift {status} on {observation.feature} of {version}: {observation.detector} "
+                f"change point (means {observation.statistic:.4g} apart)"
+            )
+        elif observation.feature:
             summary = (
                 f"Drift {status} on {observation.feature} of {version}: {observation.detector} "
                 f"statistic {observation.statistic:.4g} (threshold {observation.threshold:.4g})"
@@ -312,7 +317,8 @@ class AlertBook:
         }
         if observation.feature:
             annotations["statistic"] = f"{observation.statistic:.6g}"
-            annotations["threshold"] = f"{observation.threshold:.6g}"
+            if not math.isnan(observation.threshold):
+                annotations["threshold"] = f"{observation.threshold:.6g}"
             annotations["incident"] = f"{MODEL_ALERT} {version}"
         else:
             annotations["columns"] = named
