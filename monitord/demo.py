@@ -7,6 +7,7 @@ and each model's state; alerts and retrain requests are printed as they fire.
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 import threading
@@ -36,10 +37,16 @@ class ConsolePublisher:
         for output in outputs:
             if isinstance(output, Alert):
                 mark = "ALERT  " if output.status == "firing" else "RESOLVE"
+                if output.columns or not output.feature:  # an incident or a change
+                    moved = ", ".join(sorted({column[0] for column in output.columns}))
+                    detail = f"columns {moved or 'back to normal'}"
+                elif math.isnan(output.threshold):  # an ADWIN change point
+                    detail = f"change point, means {output.statistic:.3f} apart"
+                else:
+                    detail = f"{output.statistic:.3f} (threshold {output.threshold:.3f})"
                 line = (
                     f"{mark} {output.severity:8} {output.model}/{output.version} "
-                    f"{output.feature} {output.detector}: {output.statistic:.3f} "
-                    f"(threshold {output.threshold:.3f})"
+                    f"{output.feature} {output.detector}: {detail}"
                 )
             else:
                 line = (
