@@ -86,31 +86,31 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
-from detectors.buckets import CategoryBuckets
-from detectors.dependence import MIN_EFFECTIVE_ROWS, Dependence
+from detectors.column_laws import ColumnLaws, Thresholds
+from detectors.dependence import Dependence
 from detectors.detection import BoolArray, FloatArray, IntArray, read_only
-from detectors.nulls import (
-    PERSISTENT,
-    CountLaws,
-    TailLaw,
-    ks_isf,
-    out_of_range_isf,
-    rate_count_isf,
-)
 from detectors.profile import ReferenceProfile
-from detectors.psi import SHARE_FLOOR
 from detectors.resampling import (
     CategoricalResampler,
     NumericResampler,
-    chi2_and_psi,
     draw_rows,
 )
+
+__all__ = [
+    "QUALITY_TESTS",
+    "TESTS",
+    "Calibration",
+    "FalseAlarmBudget",
+    "Thresholds",
+    "WindowPlan",
+    "calibrate",
+]
 
 TESTS = ("ks", "psi", "chi2")
 """Distribution tests, as the window tests call themselves; ``psi`` covers both kinds."""
@@ -125,7 +125,6 @@ _SLOPE_RANGE = (-0.5, 0.0)
 _BLOCK = 250  # replicates drawn and evaluated together, at most _MAX_DRAWS row draws
 _MAX_DRAWS = 4_000_000
 _SIZES_PER_DOUBLING = 8  # window sizes of `Calibration.at` are rounded down to this grid
-_MAX_COUNT_CELLS = 4_000_000  # simulated windows x buckets of one categorical count law
 
 COPULA_ROWS = 2000
 """Sample rows the bootstrap of the effective number of tests resamples, at most."""
@@ -186,27 +185,6 @@ class WindowPlan:
 
 
 @dataclass(frozen=True, eq=False)
-class Thresholds:
-    """Every test's thresholds for windows of ``rows`` rows: a column drifts where its
-    statistic exceeds its threshold. ``None`` for a test left out; ``inf`` for a column that
-    cannot be calibrated. Shapes ``(p,)`` numeric and ``(c,)`` categorical, in profile order;
-    rates (missing, out of range, unseen) are shares of the window, as the tests report."""
-
-    rows: int
-    per_evaluation_alpha: float
-    per_test_alpha: float  # level of each distribution test (KS, PSI, chi-square)
-    quality_alpha: float  # level of each data-quality test
-    ks: FloatArray | None = None
-    psi: FloatArray | None = None
-    psi_categorical: FloatArray | None = None
-    chi2: FloatArray | None = None
-    missing: FloatArray | None = None
-    missing_categorical: FloatArray | None = None
-    out_of_range: FloatArray | None = None
-    unseen: FloatArray | None = None
-
-
-@dataclass(frozen=True, eq=False)
 class Calibration:
     """Thresholds meeting a budget at the plan's window size, and at any other (`at`)."""
 
@@ -222,7 +200,7 @@ class Calibration:
     calibratable: BoolArray  # (p + c,) False: too few effective rows, never alarms
     block_length: int  # rows per bootstrap block
     dependence: Dependence  # what the laws assumed: the estimate, widened and pooled
-    _laws: _Laws = field(repr=False)
+    _laws: ColumnLaws = field(repr=False)
     _family: _Family = field(repr=False)
     _sizes: dict[int, Thresholds] = field(default_factory=dict, repr=False)
 
@@ -260,7 +238,7 @@ class Calibration:
         size = _size_grid(rows)
         if size not in self._sizes:
             alpha = min(size / self.budget.events_between_false_alarms, 0.5)
-            self._sizes[size] = self._laws.thresholds(size, alpha, self._family)
+            self._sizes[size] = self._laws.thresholds(size, alpha, *self._family.levels(alpha))
         return self._sizes[size]
 
 
@@ -284,7 +262,7 @@ def calibrate(
         seed: the thresholds are a deterministic function of the inputs and the seed.
     """
     alpha = _check(profile, plan, budget, tests, n_resamples)
-    laws = _Laws(profile, frozenset(tests), alpha, seed)
+    laws = ColumnLaws(profile, frozenset(tests), alpha, seed)
     if not any(laws.tests.values()):
         p, c = len(profile.numeric_names), len(profile.categorical_names)
         raise ValueError(
@@ -294,7 +272,7 @@ def calibrate(
         )
     min_p = _bootstrap_min_p(profile, plan, laws, n_resamples, seed)
     family = _Family.fit(min_p, laws.n_distribution_tests, laws.n_quality_tests)
-    thresholds = laws.thresholds(plan.size, alpha, family)
+    thresholds = laws.thresholds(plan.size, alpha, *family.levels(alpha))
     return Calibration(
         thresholds=thresholds,
         effective_tests=family.effective(thresholds.per_test_alpha),
@@ -316,217 +294,6 @@ def calibrate(
 def _size_grid(rows: int) -> int:
     steps = math.floor(math.log2(max(int(rows), 1)) * _SIZES_PER_DOUBLING + 1e-9)
     return max(int(2.0 ** (steps / _SIZES_PER_DOUBLING) + 1e-9), 1)
-
-
-class _Laws:
-    """Every column's null laws (`detectors.nulls`) at its effective sizes."""
-
-    def __init__(
-        self, profile: ReferenceProfile, chosen: frozenset[str], alpha: float, seed: int
-    ) -> None:
-        self.profile, self.chosen = profile, chosen
-        p, c = len(profile.numeric_names), len(profile.categorical_names)
-        self.p, self.c = p, c
-        self.missing = np.concatenate(
-            [profile.numeric_missing_rate, profile.categorical_missing_rate]
-        )
-        # Every law below sees the estimate widened by its own uncertainty, for the depth
-        # of the tails these tests are set at: about -log(alpha / M) (dependence docstring).
-        columns = p * len(chosen & {"ks", "psi", "missing", "out_of_range"}) + c * len(
-            chosen & {"chi2", "psi", "missing", "unseen"}
-        )
-        depth = -math.log(min(alpha / max(columns, 1), 0.5))
-        estimate = profile.dependence.pooled()
-        dependence = estimate.tail_equivalent(depth)
-        self.dependence = dependence
-        # Columns the estimate calls persistent get AR(1) windows in the count laws; for the
-        # others the inflation is spread over the buckets (nulls.simulate_counts): the
-        # uncertainty of an estimate of 1, or a weak dependence the gate let through.
-        self.persistent = estimate.inflation[:, -1] > PERSISTENT
-        observed = profile.n_rows * (1.0 - self.missing)
-        self.reference_effective = np.asarray(observed / dependence.at(profile.n_rows))
-        self.calibratable = self.reference_effective >= MIN_EFFECTIVE_ROWS
-        self.block_length = estimate.block_length(limit=max(profile.numeric_rows.shape[0] // 4, 1))
-        self._counts = CountLaws(seed)
-        self.buckets = CategoryBuckets.from_counts(profile.category_counts)
-        self.tests = {
-            "ks": p if "ks" in chosen else 0,
-            "psi": p if "psi" in chosen else 0,
-            "psi_categorical": c if "psi" in chosen else 0,
-            "chi2": c if "chi2" in chosen else 0,
-            "missing": p if "missing" in chosen else 0,
-            "missing_categorical": c if "missing" in chosen else 0,
-            "out_of_range": p if "out_of_range" in chosen else 0,
-            "unseen": c if "unseen" in chosen else 0,
-        }
-        numeric_ok = int(self.calibratable[:p].sum())
-        categorical_ok = int(self.calibratable[p:].sum())
-        counted = {
-            name: numeric_ok if n == p else categorical_ok for name, n in self.tests.items() if n
-        }
-        self.n_distribution_tests = sum(
-            counted.get(name, 0) for name in ("ks", "psi", "psi_categorical", "chi2")
-        )
-        self.n_quality_tests = sum(counted.values()) - self.n_distribution_tests
-        self.n_tests = self.n_distribution_tests + self.n_quality_tests
-
-    def window(self, rows: int) -> tuple[FloatArray, FloatArray]:
-        """``(p + c,)`` expected observed values of a window of ``rows`` rows, and its
-        inflation."""
-        return np.maximum(rows * (1.0 - self.missing), 1.0), self.dependence.at(rows)
-
-    def numeric_psi_laws(self, rows: int) -> list[TailLaw | None]:
-        observed, tau = self.window(rows)
-        laws: list[TailLaw | None] = []
-        for j in range(self.p):
-            if not self.calibratable[j]:
-                laws.append(None)
-                continue
-            shares = self.profile.bin_fractions[j]
-            laws.append(
-                self._counts.laws(
-                    ("psi",),
-                    shares,
-                    float(self.reference_effective[j]),
-                    round(observed[j]),
-                    float(tau[j]),
-                    _psi_of_counts(shares),
-                    persistent=bool(self.persistent[j]),
-                )[0]
-            )
-        return laws
-
-    def categorical_laws(self, rows: int) -> tuple[list[TailLaw | None], list[TailLaw | None]]:
-        """Per categorical feature, the law of chi-square and that of PSI."""
-        observed, tau = self.window(rows)
-        chi2_laws: list[TailLaw | None] = []
-        psi_laws: list[TailLaw | None] = []
-        for f in range(self.c):
-            j = self.p + f
-            if not self.calibratable[j]:
-                chi2_laws.append(None)
-                psi_laws.append(None)
-                continue
-            counts = np.asarray(self.profile.category_counts[f], dtype=np.float64)
-            shares = np.append(counts, self._unseen_events(f)) / (
-                counts.sum() + self._unseen_events(f)
-            )
-            chi2_law, psi_law = self._counts.laws(
-                ("categorical", float(counts.sum())),
-                shares,
-                float(self.reference_effective[j]),
-                round(observed[j]),
-                float(tau[j]),
-                _categorical_statistics(self.profile.category_counts[f]),
-                draws=max(1024, min(16_384, _MAX_COUNT_CELLS // shares.shape[0])),
-                persistent=bool(self.persistent[j]),
-            )
-            chi2_laws.append(chi2_law)
-            psi_laws.append(psi_law)
-        return chi2_laws, psi_laws
-
-    def _unseen_events(self, f: int) -> float:
-        """Reference values standing for categories it lacks (Good-Turing): its singletons
-        and the values of categories cut from the vocabulary."""
-        counts = self.profile.category_counts[f]
-        observed = self.profile.n_rows * (1.0 - self.profile.categorical_missing_rate[f])
-        cut = max(observed - float(counts.sum()), 0.0)
-        return float((counts == 1).sum() + cut)
-
-    def distribution_columns(self) -> npt.NDArray[np.bool_]:
-        """Which columns of the bootstrap's statistics (tests in name order: chi2, ks, psi,
-        psi_categorical) belong to calibratable columns."""
-        p, ok = self.p, self.calibratable
-        parts = [
-            ok[:p] if name in ("ks", "psi") else ok[p:]
-            for name in ("chi2", "ks", "psi", "psi_categorical")
-            if self.tests[name]
-        ]
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.bool_)
-
-    def thresholds(self, rows: int, alpha: float, family: _Family) -> Thresholds:
-        """Every chosen test's thresholds for windows of ``rows`` rows at family level
-        ``alpha`` per evaluation."""
-        level, quality = family.levels(alpha)
-        observed, tau = self.window(rows)
-        effective = observed / tau
-        p, ok = self.p, self.calibratable
-        values: dict[str, FloatArray] = {}
-        if self.tests["ks"]:
-            values["ks"] = ks_isf(level, self.reference_effective[:p], effective[:p])
-        if self.tests["psi"]:
-            values["psi"] = _law_thresholds(self.numeric_psi_laws(rows), level)
-        if self.tests["chi2"] or self.tests["psi_categorical"]:
-            chi2_laws, psi_laws = self.categorical_laws(rows)
-            if self.tests["chi2"]:
-                values["chi2"] = _law_thresholds(chi2_laws, level)
-            if self.tests["psi_categorical"]:
-                values["psi_categorical"] = _law_thresholds(psi_laws, level)
-        rows_f = float(rows)
-        if self.tests["missing"] or self.tests["missing_categorical"]:
-            missing_effective = self.profile.n_rows / self.dependence.at(self.profile.n_rows)
-            counts = rate_count_isf(
-                quality, self.missing, missing_effective, np.full(self.missing.shape, rows_f), tau
-            )
-            if self.tests["missing"]:
-                values["missing"] = counts[:p] / rows_f
-            if self.tests["missing_categorical"]:
-                values["missing_categorical"] = counts[p:] / rows_f
-        if self.tests["out_of_range"]:
-            outside = out_of_range_isf(
-                quality, self.reference_effective[:p], effective[:p], tau[:p]
-            )
-            values["out_of_range"] = outside / observed[:p]
-        if self.tests["unseen"]:
-            unseen = np.array([self._unseen_events(f) for f in range(self.c)])
-            totals = np.maximum(self.buckets.reference_totals + unseen, 1.0)
-            counts = rate_count_isf(
-                quality, unseen / totals, self.reference_effective[p:], observed[p:], tau[p:]
-            )
-            values["unseen"] = counts / observed[p:]
-        columns = {"ks": ok[:p], "psi": ok[:p], "missing": ok[:p], "out_of_range": ok[:p]}
-        frozen = {
-            name: read_only(np.where(columns.get(name, ok[p:]), value, np.inf))
-            for name, value in values.items()
-        }
-        return Thresholds(
-            rows=rows,
-            per_evaluation_alpha=alpha,
-            per_test_alpha=level,
-            quality_alpha=quality,
-            **frozen,
-        )
-
-
-def _law_thresholds(laws: list[TailLaw | None], level: float) -> FloatArray:
-    return np.array([np.inf if law is None else law.isf(level) for law in laws], dtype=np.float64)
-
-
-def _psi_of_counts(shares: FloatArray) -> Callable[[IntArray], tuple[FloatArray, ...]]:
-    reference = np.maximum(shares, SHARE_FLOOR)
-
-    def psi(counts: IntArray) -> tuple[FloatArray, ...]:
-        totals = np.maximum(counts.sum(axis=1, keepdims=True), 1)
-        window = np.maximum(counts / totals, SHARE_FLOOR)
-        return (np.asarray(((window - reference) * np.log(window / reference)).sum(axis=1)),)
-
-    return psi
-
-
-def _categorical_statistics(
-    counts: npt.NDArray[np.integer],
-) -> Callable[[IntArray], tuple[FloatArray, ...]]:
-    """Chi-square and PSI of simulated window counts against the actual reference counts,
-    exactly as `detectors.chi2` and `detectors.psi` compute them (unseen bucket last)."""
-    buckets = CategoryBuckets.from_counts([counts])
-    reference = buckets.reference_counts
-
-    def statistics(window: IntArray) -> tuple[FloatArray, ...]:
-        tiled = np.broadcast_to(reference, window.shape)
-        chi2, psi = chi2_and_psi(np.asarray(tiled), window.astype(np.float64), buckets)
-        return chi2[:, 0], psi[:, 0]
-
-    return statistics
 
 
 def _copula_min_p(
@@ -555,7 +322,7 @@ def _copula_min_p(
 
 
 def _bootstrap_min_p(
-    profile: ReferenceProfile, plan: WindowPlan, laws: _Laws, n_resamples: int, seed: int
+    profile: ReferenceProfile, plan: WindowPlan, laws: ColumnLaws, n_resamples: int, seed: int
 ) -> FloatArray:
     """Each replicate's smallest p-value over the distribution tests (empty without any)."""
     chosen = laws.chosen
