@@ -18,6 +18,7 @@ import argparse
 import gc
 import operator
 import resource
+import signal
 import statistics
 import sys
 import tempfile
@@ -166,6 +167,8 @@ def main() -> None:
         f"crc32c accelerated: {crc32c_accelerated()}; events: {n}; features: {len(FEATURES)}; "
         f"rounds: {args.rounds}"
     )
+    # SIGTERM (a timeout, a CI cancel) unwinds like Ctrl-C, so the broker is stopped too.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     with EmbeddedBroker() as broker:
         topic = "bench-events"
         ensure_topics(broker.bootstrap, {topic: 1})
