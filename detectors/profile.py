@@ -25,9 +25,11 @@ import hashlib
 import io
 import json
 import zipfile
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -41,6 +43,10 @@ FORMAT = "monitord-profile"
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 MISSING_CODE = -1
+CATEGORY_CHARS = 256
+"""Categorical values are compared by their first 256 characters (`category_text`): a fixed
+rule rather than a setting, so that a profile and every daemon reading it agree, and so that
+no single value, however long, costs more than this per row."""
 _SUBSAMPLE_SEED = 0x5EED
 MAX_DEPENDENCE_ROWS = 20_000
 """Consecutive rows (the first) from which a profile's serial dependence is estimated."""
@@ -132,11 +138,13 @@ class ReferenceProfile:
         codes = np.empty((n_rows, len(self.categorical_names)), dtype=np.int64)
         for j, index in enumerate(self._category_index):
             unseen = len(index)
-            uniques, inverse = np.unique(values[:, j].astype(str), return_inverse=True)
-            lookup = np.array([index.get(u, unseen) for u in uniques], dtype=np.int64)
-            codes[:, j] = lookup[inverse]
-            missing = values[:, j] == None  # noqa: E711 (elementwise test for None)
-            codes[missing, j] = MISSING_CODE
+            column = values[:, j].tolist()
+            # A dictionary lookup per value: no fixed-width copy as wide as the longest value.
+            found = np.fromiter(map(index.get, column, repeat(unseen)), np.int64, n_rows)
+            for i in np.flatnonzero(found == unseen).tolist():
+                text = category_text(column[i])  # only unseen values pay for the rule
+                found[i] = MISSING_CODE if text is None else index.get(text, unseen)
+            codes[:, j] = found
         return codes
 
     def to_bytes(self) -> bytes:
@@ -319,14 +327,30 @@ def _category_vocab(
     counts: list[IntArray] = []
     missing = np.zeros(categorical.shape[1])
     for j in range(categorical.shape[1]):
-        column = categorical[:, j]
-        present = column != None  # noqa: E711 (elementwise test for None)
-        missing[j] = 1.0 - present.mean()
-        names, n = np.unique(column[present].astype(str), return_counts=True)
-        order = np.lexsort((names, -n))[:max_categories]  # most frequent first, ties by name
-        vocab.append(tuple(str(s) for s in names[order]))
-        counts.append(n[order].astype(np.int64))
+        texts = [category_text(value) for value in categorical[:, j].tolist()]
+        present = Counter(text for text in texts if text is not None)
+        missing[j] = 1.0 - present.total() / max(len(texts), 1)
+        # Most frequent first, ties by name.
+        kept = sorted(present.items(), key=lambda item: (-item[1], item[0]))[:max_categories]
+        vocab.append(tuple(name for name, _ in kept))
+        counts.append(np.array([n for _, n in kept], dtype=np.int64))
     return tuple(vocab), tuple(counts), missing
+
+
+def category_text(value: object) -> str | None:
+    """The category a JSON value stands for, as profiles and the daemon compare it: text cut
+    to `CATEGORY_CHARS`, booleans as ``"true"``/``"false"``, numbers as written; None for a
+    missing value.
+
+    >>> category_text(True), category_text(3), category_text(None), len(category_text("x" * 999))
+    ('true', '3', None, 256)
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = value if isinstance(value, str) else str(value)
+    return text[:CATEGORY_CHARS]
 
 
 def _meta(profile: ReferenceProfile, version: int = FORMAT_VERSION) -> dict[str, object]:

@@ -123,6 +123,12 @@ class EventFields(_Section):
     prediction: str = "prediction"
     label: str = "label"
     max_event_bytes: int = Field(1_000_000, gt=0)
+    max_time_ahead_s: float = Field(
+        3600.0,
+        gt=0,
+        description="an event time further ahead of its record's (Kafka) time is not "
+        "believed: the record's time is used, and counted",
+    )
 
 
 DetectorName = Literal["ks", "psi", "chi2", "quality", "adwin"]

@@ -36,18 +36,16 @@ from detectors.profile import ReferenceProfile
 from monitord.alerts import Alert
 from monitord.checkpoint import Checkpoint, CheckpointError, CheckpointStore, VersionState
 from monitord.config import Config
+from monitord.dead_letter import FRAMING_BYTES, dead_letter, producer_request_bytes
 from monitord.events import BadRecord, decode
 from monitord.metrics import DaemonMetrics
 from monitord.monitor import Monitor, ProfileLoader
 from monitord.outputs import FLUSH_TIMEOUT_S, Publisher
 from monitord.policy import Output, Policy
-from monitord.repartition import SOURCE_HEADERS, Forward, SourceOffsets, forwards
+from monitord.repartition import Forward, SourceOffsets, forwards
 from monitord.retrain import DecisionRecorder
 
 log = logging.getLogger(__name__)
-
-ERROR_HEADERS = ("monitord.error.reason", "monitord.error.detail")
-
 
 GC_THRESHOLDS = (50_000, 20, 20)
 
@@ -198,7 +196,9 @@ class Daemon:
             good = len(group) - len(update.bad)
             self.stats.per_model[group.model] += good
             if metrics is not None:
-                metrics.model_events(group.model, good, update.newest_time, update.late)
+                metrics.model_events(
+                    group.model, good, update.newest_time, update.late, update.untimed
+                )
         outputs = self.policy.decide(evaluations) + list(requested)
         if not self._deliver(outputs, bad, forwarded):
             return len(records), outputs  # stopping: the batch is processed again on restart
@@ -525,17 +525,10 @@ class Daemon:
 
     def _dead_letter(self, bad: list[BadRecord]) -> None:
         topic = self.config.kafka.dead_letter_topic
+        budget = producer_request_bytes(self.config.events) - FRAMING_BYTES
         for item in bad:
-            record = item.record
-            headers = [
-                *record.headers,
-                (ERROR_HEADERS[0], item.reason.encode()),
-                (ERROR_HEADERS[1], item.detail.encode()[:1000]),
-                (SOURCE_HEADERS[0], record.topic.encode()),
-                (SOURCE_HEADERS[1], str(record.partition).encode()),
-                (SOURCE_HEADERS[2], str(record.offset).encode()),
-            ]
-            self.dead_letters.send(topic, record.key, record.value or b"", headers)
+            key, value, headers = dead_letter(item, budget)
+            self.dead_letters.send(topic, key, value, headers)
 
     def _count(self, n_records: int, bad: list[BadRecord], outputs: list[Output]) -> None:
         self.stats.events += n_records

@@ -4,11 +4,21 @@ Decoding never raises on bad input: a record that is not JSON, not an object, la
 or its features, or is too large becomes a `BadRecord` carrying the original record and a
 reason, so the daemon can dead-letter it and count it without stopping the partition
 (DESIGN.md section 2.1).
+
+Values follow one rule, whatever else is in the batch. A numeric column (the prediction
+too) holds JSON numbers or booleans (true is 1); null or an absent feature is missing; any
+other value, a string such as ``"12.5"`` included, makes the event ``wrong_type``. A
+categorical value is text as `detectors.profile.category_text` makes it (cut to 256
+characters; booleans and numbers as written); an array or object makes the event
+``wrong_type``. An event time is used when it parses and lies within
+``events.max_time_ahead_s`` of its record's time; otherwise the record's (Kafka) time is used
+and the event counted as untimed.
 """
 
 from __future__ import annotations
 
 import array
+import itertools
 import math
 import operator
 from collections.abc import Callable
@@ -21,7 +31,8 @@ import orjson
 
 from connectors.stream import Record
 from detectors.detection import FloatArray
-from monitord.clock import parse_event_time
+from detectors.profile import CATEGORY_CHARS, category_text
+from monitord.clock import EARLIEST_S, LATEST_S, now, parse_event_time
 from monitord.config import EventFields
 
 UNVERSIONED = "unversioned"
@@ -87,76 +98,110 @@ class Columns:
 
     def arrays(
         self, group: EventGroup
-    ) -> tuple[FloatArray, npt.NDArray[np.object_], npt.NDArray[np.bool_]]:
-        """``(numeric (n, p), categorical (n, c), bad-row mask (n,))`` for ``group``."""
+    ) -> tuple[FloatArray, npt.NDArray[np.object_], dict[int, str]]:
+        """``(numeric (n, p), categorical (n, c), wrong)`` for ``group``, where ``wrong``
+        maps each row breaking the value rule (module docstring) to why."""
         n = len(group)
+        wrong: dict[int, str] = {}
         if group.columns is self:
-            features, bad = self._numeric_features(group)
+            features = self._numeric_features(group, wrong)
             categorical_rows = group.categorical_rows
         else:  # decoded before these columns were known
             rows = [self.rows(features) for features in group.features]
-            features, bad = _numeric_table([row[0] for row in rows], len(self._numeric_names))
+            features = _number_table([row[0] for row in rows], self._numeric_names, wrong)
             categorical_rows = [row[1] for row in rows]
         numeric = np.empty((n, len(self.numeric)))
         numeric[:, [j for j, name in enumerate(self.numeric) if name != PREDICTION]] = features
         categorical = np.empty((n, len(self.categorical)), dtype=object)
         feature_columns = [j for j, name in enumerate(self.categorical) if name != PREDICTION]
         if feature_columns:
-            table = np.array(categorical_rows, dtype=object).reshape(n, len(feature_columns))
-            categorical[:, feature_columns] = _categories(table)
+            categorical[:, feature_columns] = _category_table(
+                categorical_rows, self._categorical_names, wrong
+            )
+        predictions = [(prediction,) for prediction in group.predictions]
         if PREDICTION in self.numeric:
             j = self.numeric.index(PREDICTION)
-            numeric[:, j], wrong = numeric_column_values(group.predictions)
-            bad |= wrong
+            numeric[:, j] = _number_table(predictions, [PREDICTION], wrong)[:, 0]
         if PREDICTION in self.categorical:
             j = self.categorical.index(PREDICTION)
-            categorical[:, j] = _categories(np.array(group.predictions, dtype=object))
-        return numeric, categorical, bad
+            categorical[:, j] = _category_table(predictions, [PREDICTION], wrong)[:, 0]
+        return numeric, categorical, wrong
 
-    def _numeric_features(self, group: EventGroup) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
-        """``(n, q)`` numeric feature values of a group decoded with these columns, and the
-        rows holding a non-number."""
+    def _numeric_features(self, group: EventGroup, wrong: dict[int, str]) -> FloatArray:
+        """``(n, q)`` numeric feature values of a group decoded with these columns."""
         n, q = len(group), len(self._numeric_names)
-        kept = np.frombuffer(group.numeric_values, dtype=np.float64).reshape(-1, q)
+        kept_rows = n - len(group.numeric_held)
+        kept = np.frombuffer(group.numeric_values, dtype=np.float64).reshape(kept_rows, q)
         if not group.numeric_held:
-            return kept, np.zeros(n, dtype=bool)
+            return kept
         held = np.zeros(n, dtype=bool)
         held[[row for row, _ in group.numeric_held]] = True
         table = np.empty((n, q))
         table[~held] = kept
-        try:
-            converted = np.array([values for _, values in group.numeric_held], dtype=np.float64)
-            if kept.shape[0] and converted.shape != (len(group.numeric_held), q):
-                raise ValueError("nested values: one array of all rows would be ragged")
-            table[held] = converted.reshape(len(group.numeric_held), q)
-        except (TypeError, ValueError):
-            # Which values are bad depends on every value of the column, booleans included,
-            # which the kept rows no longer show: decode their events again.
-            return _numeric_table(self._original_rows(group), q)
-        return table, np.zeros(n, dtype=bool)
-
-    def _original_rows(self, group: EventGroup) -> list[tuple[Any, ...]]:
-        return [
-            self.rows(orjson.loads(record.value)[group.features_field])[0]  # type: ignore[arg-type]
-            for record in group.records
+        table[held] = [
+            _numbers(values, self._numeric_names, row, wrong) for row, values in group.numeric_held
         ]
+        return table
 
 
-def _numeric_table(
-    rows: list[tuple[Any, ...]], width: int
-) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
-    """``(n, width)`` values of numeric feature rows, and the rows holding a non-number."""
-    n = len(rows)
-    bad = np.zeros(n, dtype=bool)
-    try:
-        return np.array(rows, dtype=np.float64).reshape(n, width), bad
-    except (TypeError, ValueError):  # a non-number somewhere: find the rows, column-wise
-        table = np.array(rows, dtype=object).reshape(n, width)
-        values = np.empty((n, width))
-        for k in range(width):
-            values[:, k], wrong = numeric_column_values(table[:, k].tolist())
-            bad |= wrong
-        return values, bad
+def _number_table(
+    rows: list[tuple[Any, ...]], names: list[str], wrong: dict[int, str]
+) -> FloatArray:
+    """``(n, len(names))`` values of numeric rows; rows breaking the rule go in ``wrong``."""
+    n, width = len(rows), len(names)
+    try:  # all numbers (booleans included), the common case: one pass in C
+        flat = array.array("d", itertools.chain.from_iterable(rows))
+        return np.frombuffer(flat, dtype=np.float64).reshape(n, width)
+    except (TypeError, ValueError, OverflowError):  # a null or a non-number somewhere
+        table = np.empty((n, width))
+        for i, row in enumerate(rows):
+            table[i] = _numbers(row, names, i, wrong)
+        return table
+
+
+def _numbers(
+    row: tuple[Any, ...], names: list[str], index: int, wrong: dict[int, str]
+) -> list[float]:
+    """One row by the rule: numbers and booleans as floats, null as NaN, else wrong."""
+    out = []
+    for name, value in zip(names, row, strict=True):
+        if value is None:
+            out.append(math.nan)
+        elif isinstance(value, int | float):
+            out.append(float(value))
+        else:
+            out.append(math.nan)
+            wrong.setdefault(index, f"{name!r} holds a JSON {_json_type(value)}, not a number")
+    return out
+
+
+def _category_table(
+    rows: list[tuple[Any, ...]], names: list[str], wrong: dict[int, str]
+) -> npt.NDArray[np.object_]:
+    """``(n, len(names))`` category texts of categorical rows (None: missing); rows holding
+    an array or an object go in ``wrong``."""
+    n, width = len(rows), len(names)
+    flat = list(itertools.chain.from_iterable(rows))
+    for i, value in enumerate(flat):
+        if type(value) is str:
+            if len(value) > CATEGORY_CHARS:
+                flat[i] = value[:CATEGORY_CHARS]
+        elif value is not None:
+            if isinstance(value, list | dict):
+                row, name = divmod(i, width)
+                wrong.setdefault(row, f"{names[name]!r} holds a JSON {_json_type(value)}")
+                flat[i] = None
+            else:
+                flat[i] = category_text(value)
+    # Filled element by element: numpy would read nested lists as more dimensions.
+    table = np.empty(n * width, dtype=object)
+    table[:] = flat
+    return table.reshape(n, width)
+
+
+def _json_type(value: object) -> str:
+    names = {str: "string", list: "array", dict: "object", bool: "boolean"}
+    return names.get(type(value), type(value).__name__)
 
 
 def _getter(names: list[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
@@ -166,16 +211,6 @@ def _getter(names: list[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
         (name,) = names
         return lambda features: (features[name],)
     return lambda features: ()
-
-
-def _categories(values: npt.NDArray[np.object_]) -> npt.NDArray[np.object_]:
-    """Strings as they are, booleans as "true"/"false", numbers as text, None kept."""
-    out = values.copy()
-    flat = out.reshape(-1)
-    for i, value in enumerate(flat.tolist()):
-        if value is not None and not isinstance(value, str):
-            flat[i] = ("true" if value else "false") if isinstance(value, bool) else str(value)
-    return out
 
 
 @dataclass
@@ -192,7 +227,7 @@ class EventGroup:
     model: str
     version: str
     columns: Columns | None = None
-    features_field: str = "features"  # where the features are in an event's JSON
+    max_ahead_s: float = math.inf  # event times further ahead of the record's: not believed
     features: list[dict[str, Any]] = field(default_factory=list)
     # Row-major float64, (rows not held) x (numeric features). Not a tuple per row: the
     # garbage collector would walk every value of every live row tuple.
@@ -206,18 +241,30 @@ class EventGroup:
     def __len__(self) -> int:
         return len(self.records)
 
-    def event_times(self) -> FloatArray:
-        """``(n,)`` seconds: each event's timestamp, else its record's (Kafka) timestamp."""
+    def event_times(self) -> tuple[FloatArray, int]:
+        """``(n,)`` seconds of each event, and how many events' own times were not used.
+
+        An event's own time is used when it parses and is at most ``max_ahead_s`` ahead of
+        its record's (Kafka) time, else the record's time. A record time outside the
+        calendar (-1: unknown) reads as the wall clock now.
+        """
         n = len(self.records)
-        if self.stamps.count(None) == n:  # no event carries its own: one C-level pass
-            return np.fromiter(map(_TIMESTAMP_MS, self.records), np.float64, n) / 1000.0
-        return np.array(
-            [
-                record.timestamp_ms / 1000.0 if stamp is None else _event_time(stamp, record)
-                for stamp, record in zip(self.stamps, self.records, strict=True)
-            ],
-            dtype=np.float64,
+        record_ms = np.fromiter(map(_TIMESTAMP_MS, self.records), np.float64, n)
+        record_s = record_ms / 1000.0
+        outside = ~((record_s >= EARLIEST_S) & (record_s <= LATEST_S))
+        if outside.any():
+            record_s[outside] = now()
+        if self.stamps.count(None) == n:  # no event carries its own time
+            return record_s, 0
+        own = np.fromiter(
+            (math.nan if stamp is None else parse_event_time(stamp) for stamp in self.stamps),
+            np.float64,
+            n,
         )
+        given = np.fromiter((stamp is not None for stamp in self.stamps), np.bool_, n)
+        # Only a record time the producer or broker set (> 0) bounds how far ahead is believable.
+        believed = ~np.isnan(own) & ~((record_ms > 0) & (own > record_s + self.max_ahead_s))
+        return np.where(believed, own, record_s), int((given & ~believed).sum())
 
 
 @dataclass
@@ -243,6 +290,7 @@ def decode(
     bad: list[BadRecord] = []
     f_model, f_version, f_features = fields.model, fields.model_version, fields.features
     f_prediction, f_time, limit = fields.prediction, fields.timestamp, fields.max_event_bytes
+    ahead = fields.max_time_ahead_s
     loads = orjson.loads
     model_now = version_now = ""  # the current group's; no event has an empty model
     group = EventGroup(model_now, version_now)  # replaced at the first event
@@ -278,7 +326,7 @@ def decode(
             found = groups.get((model, version))
             if found is None:
                 known = columns_for(model, version)
-                found = groups[model, version] = EventGroup(model, version, known, f_features)
+                found = groups[model, version] = EventGroup(model, version, known, ahead)
             group, columns = found, found.columns
             if columns is not None:
                 numeric_get, categorical_get = columns._numeric_get, columns._categorical_get
@@ -329,28 +377,3 @@ def _reject(record: Record, fields: EventFields) -> BadRecord:
     if not isinstance(model, str) or not model:
         return BadRecord(record, "missing_model", f"field {fields.model!r} missing or empty")
     return BadRecord(record, "missing_features", f"field {fields.features!r} is not an object")
-
-
-def _event_time(stamp: object, record: Record) -> float:
-    seconds = parse_event_time(stamp)
-    return record.timestamp_ms / 1000.0 if math.isnan(seconds) else seconds
-
-
-def numeric_column_values(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
-    """``(float64 values, bad-row mask)``: None/NaN -> NaN; strings and other types are bad."""
-    try:
-        array = np.array(values, dtype=np.float64)
-        if array.shape == (len(values),):  # not nested lists: [[1.0], ...] is no number
-            return array, np.zeros(len(values), dtype=bool)
-    except (TypeError, ValueError):
-        pass
-    out = np.empty(len(values))
-    bad = np.zeros(len(values), dtype=bool)
-    for i, v in enumerate(values):  # slow path only for batches holding a bad value
-        if v is None:
-            out[i] = np.nan
-        elif isinstance(v, int | float) and not isinstance(v, bool):
-            out[i] = v
-        else:
-            out[i], bad[i] = np.nan, True
-    return out, bad

@@ -106,6 +106,7 @@ class DaemonMetrics:
         self._bad = dict.fromkeys(BAD_RECORD_REASONS, 0)
         self._model_events: dict[str, int] = {}
         self._late: dict[str, int] = {}
+        self._untimed: dict[str, int] = {}
         self._last_event: dict[str, float] = {}
         self._last_seen: dict[str, float] = {}
         self._drift: dict[SeriesKey, tuple[float, float]] = {}
@@ -136,14 +137,19 @@ class DaemonMetrics:
             for reason, n in reasons.items():
                 self._bad[reason] = self._bad.get(reason, 0) + n
 
-    def model_events(self, model: str, n: int, newest_event_time: float, late: int = 0) -> None:
+    def model_events(
+        self, model: str, n: int, newest_event_time: float, late: int = 0, untimed: int = 0
+    ) -> None:
         """``n`` events of ``model`` were processed, ``late`` of them out of order by more
-        than a window's time; the newest has this event time (NaN: unknown)."""
+        than a window's time and ``untimed`` with an unusable time of their own; the newest
+        has this event time (NaN: unknown)."""
         seen = self._clock()
         with self._lock:
             self._model_events[model] = self._model_events.get(model, 0) + n
             if late:
                 self._late[model] = self._late.get(model, 0) + late
+            if untimed:
+                self._untimed[model] = self._untimed.get(model, 0) + untimed
             self._last_seen[model] = seen
             if not math.isnan(newest_event_time):
                 previous = self._last_event.get(model, -math.inf)
@@ -244,6 +250,14 @@ class DaemonMetrics:
         )
         for model, n in sorted(self._late.items()):
             late.add_metric((model,), n)
+        untimed = _counter(
+            "monitord_untimed_events",
+            "Events whose own timestamp was unparseable, outside 1970-9999 or more than "
+            "events.max_time_ahead_s ahead of the record's: the Kafka timestamp was used.",
+            ("model",),
+        )
+        for model, n in sorted(self._untimed.items()):
+            untimed.add_metric((model,), n)
         bad = _counter("monitord_bad_records", "Records dead-lettered, by reason.", ("reason",))
         for reason, n in sorted(self._bad.items()):
             bad.add_metric((reason,), n)
@@ -332,6 +346,7 @@ class DaemonMetrics:
             events,
             per_model,
             late,
+            untimed,
             bad,
             lag,
             duration,

@@ -60,6 +60,7 @@ class MonitorUpdate:
     bad: list[BadRecord]
     newest_time: float = float("nan")  # event time of the newest good event (NaN: none)
     late: int = 0  # events out of order by more than a window's time (windows closing by time)
+    untimed: int = 0  # events whose own time was unusable: their record's time was used
 
 
 class _RowLog:
@@ -159,31 +160,32 @@ class _VersionMonitor:
                 group.predictions[:warmup],
                 self.detection.monitor_prediction,
             )
-        numeric, categorical, bad_rows = self.columns.arrays(group)
+        numeric, categorical, wrong = self.columns.arrays(group)
         bad = [
-            BadRecord(group.records[i], "wrong_type", "a numeric feature holds a non-number")
-            for i in np.flatnonzero(bad_rows)
+            BadRecord(group.records[i], "wrong_type", detail) for i, detail in sorted(wrong.items())
         ]
-        records, times = group.records, group.event_times()
+        records = group.records
+        times, untimed = group.event_times()
         if bad:
-            keep = ~bad_rows
+            keep = np.ones(len(records), dtype=bool)
+            keep[list(wrong)] = False
             records = [r for r, ok in zip(records, keep, strict=True) if ok]
             times, numeric, categorical = times[keep], numeric[keep], categorical[keep]
         if not records:
-            return MonitorUpdate([], bad)
+            return MonitorUpdate([], bad, untimed=untimed)
         newest = float(times.max())
         if self.detectors is None:
             # The reference is exactly the first warmup_events rows; the rest of the batch
             # that completes it is already monitored against it.
             taken = self._capture(numeric, categorical)
             if self.detectors is None or taken == len(records):
-                return MonitorUpdate([], bad, newest)
+                return MonitorUpdate([], bad, newest, untimed=untimed)
             records, times = records[taken:], times[taken:]
             numeric, categorical = numeric[taken:], categorical[taken:]
         assert self.detectors is not None
         late = self.detectors.late_rows
         evaluations = self._detect(numeric, categorical, records, times)
-        return MonitorUpdate(evaluations, bad, newest, self.detectors.late_rows - late)
+        return MonitorUpdate(evaluations, bad, newest, self.detectors.late_rows - late, untimed)
 
     def _capture(self, numeric: FloatArray, categorical: npt.NDArray[np.object_]) -> int:
         """Keep rows for the reference until it is complete; return how many were kept."""

@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 
 from apscheduler.triggers.cron import CronTrigger
 
+from monitord.clock import EARLIEST_S, LATEST_S
+
 _WEEKDAY_NUMBER = re.compile(r"(?<![/\d])\d")  # a digit that is not part of a step (*/2)
 
 
@@ -47,10 +49,12 @@ def cron_trigger(expression: str) -> CronTrigger:
 
 
 def utc_day(seconds: float) -> str:
-    """``YYYY-MM-DD`` of an epoch instant in UTC (``"unknown"`` if it is not finite)."""
+    """``YYYY-MM-DD`` of an epoch instant in UTC (``"unknown"`` if it is not finite; the
+    nearer bound of `clock.EARLIEST_S`, `clock.LATEST_S` outside them)."""
     if not math.isfinite(seconds):
         return "unknown"
-    return datetime.fromtimestamp(seconds, tz=UTC).date().isoformat()
+    bounded = min(max(seconds, EARLIEST_S), LATEST_S)
+    return datetime.fromtimestamp(bounded, tz=UTC).date().isoformat()
 
 
 class CronSchedule:

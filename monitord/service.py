@@ -23,6 +23,7 @@ from monitord.audit import AuditLog
 from monitord.checkpoint import ChangelogStore, CheckpointStore, LocalStore
 from monitord.config import Config, ConfigError
 from monitord.daemon import Daemon
+from monitord.dead_letter import producer_request_bytes
 from monitord.delivery import AlertDelivery, build_receivers
 from monitord.metrics import DaemonMetrics, check_cardinality
 from monitord.outputs import JsonLinesPublisher, KafkaPublisher, Publisher
@@ -88,9 +89,13 @@ def build_kafka_daemon(
         on_revoked=revoked,
     )
     try:
-        sink = KafkaSink(
+        sink = KafkaSink(  # sends dead letters, alerts and retrain requests
             kafka.bootstrap_servers,
-            settings=KafkaProducerSettings(connect_timeout_s=timeout, security=security),
+            settings=KafkaProducerSettings(
+                connect_timeout_s=timeout,
+                security=security,
+                max_request_size=producer_request_bytes(config.events),
+            ),
         )
     except BaseException:
         source.close()  # leave the group rather than hold its partitions until a timeout

@@ -56,6 +56,7 @@ CATALOGUE = [
     Metric("monitord_events_consumed_total", "counter"),
     Metric("monitord_model_events_total", "counter", ("model",)),
     Metric("monitord_late_events_total", "counter", ("model",)),
+    Metric("monitord_untimed_events_total", "counter", ("model",)),
     Metric("monitord_bad_records_total", "counter", ("reason",)),
     Metric("monitord_consumer_lag_records", "gauge", ("topic", "partition")),
     Metric("monitord_batch_duration_seconds", "histogram"),

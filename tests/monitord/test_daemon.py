@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import orjson
 import pytest
@@ -172,3 +174,67 @@ def test_committed_offsets_are_one_past_each_partitions_last_record() -> None:
         TopicPartition("a", 1): 4,
     }
     assert next_offsets([]) == {}
+
+
+T0 = 1_795_435_200  # 2026-11-23T12:00:00Z
+
+
+@pytest.mark.parametrize("per_second", [1, 1_000, 1_000_000, 1_000_000_000])
+def test_event_times_in_any_epoch_unit_reach_alerts_as_their_dates(per_second: int) -> None:
+    """Microseconds and nanoseconds once crashed the daemon as an alert fired (year 55840)."""
+    rng = np.random.default_rng(11)
+    values = rng.normal(size=(3000, 2))
+    values[2000:, 1] += 1.5
+    events = [
+        orjson.dumps(
+            {"model": "m", "features": {"x": x, "y": y}, "timestamp": (T0 + i) * per_second}
+        )
+        for i, (x, y) in enumerate(values.tolist())
+    ]
+    records = [Record("in", 0, i, b"m", v, (T0 + i) * 1000) for i, v in enumerate(events)]
+    daemon, _, sink = _daemon(records)
+    daemon.drain()
+    firing = [orjson.loads(m.value) for m in sink.messages("alerts")]
+    assert firing
+    assert {a["time"][:10] for a in firing} == {"2026-11-23"}
+
+
+def test_times_outside_the_calendar_fall_back_and_alerts_still_fire() -> None:
+    rng = np.random.default_rng(11)
+    values = rng.normal(size=(3000, 2))
+    values[2000:, 1] += 1.5
+    stamps: list[object] = [1e300, -1, "99999-01-01T00:00:00", 2**63, "now"]
+    events = [
+        orjson.dumps({"model": "m", "features": {"x": x, "y": y}, "timestamp": stamps[i % 5]})
+        for i, (x, y) in enumerate(values.tolist())
+    ]
+    records = [Record("in", 0, i, b"m", v, (T0 + i) * 1000) for i, v in enumerate(events)]
+    daemon, _, sink = _daemon(records)
+    daemon.drain()
+    firing = [orjson.loads(m.value) for m in sink.messages("alerts")]
+    assert firing
+    assert {a["time"][:10] for a in firing} == {"2026-11-23"}  # the records' own times
+    assert daemon.stats.bad_records == {}
+
+
+def test_one_long_category_value_costs_its_own_bytes_not_the_batch_times_its_length() -> None:
+    """Category codes once came from a fixed-width copy of each batch as wide as its longest
+    value: one 900 KB string grew the daemon to 23.6 GB."""
+    rng = np.random.default_rng(3)
+    colors = ["red", "green", "blue"]
+    events = [
+        orjson.dumps({"model": "m", "features": {"x": x, "color": colors[i % 3]}})
+        for i, x in enumerate(rng.normal(size=2100).tolist())
+    ]
+    long_value = orjson.dumps({"model": "m", "features": {"x": 0.0, "color": "c" * 200_000}})
+    values = [*events[:1500], long_value, *events[1500:]]
+    records = [Record("in", 0, i, b"m", v, 0) for i, v in enumerate(values)]
+    daemon, _, _ = _daemon(records)
+    tracemalloc.start()
+    try:
+        daemon.drain()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert daemon.stats.per_model == {"m": len(values)}
+    assert peak < 64 << 20  # the fixed-width copy: 700 rows x 200,000 chars x 4 B = 560 MB

@@ -22,7 +22,7 @@ import orjson
 import pytest
 
 from connectors.broker import EmbeddedBroker, free_port
-from connectors.kafka import KafkaSink, ensure_topics, read_topic
+from connectors.kafka import KafkaProducerSettings, KafkaSink, ensure_topics, read_topic
 from connectors.stream import Record, Source, TopicPartition
 from monitord.cli import main
 from monitord.config import Config, parse_config
@@ -330,6 +330,40 @@ def test_bad_records_are_dead_lettered_and_processing_continues(
         assert headers["monitord.source.topic"] == topics.events.encode()
         assert headers["monitord.source.partition"] == str(original.partition).encode()
         assert headers["monitord.source.offset"] == str(original.offset).encode()
+
+
+@pytest.mark.kafka
+def test_a_record_too_large_for_the_producer_is_dead_lettered_cut(
+    broker: EmbeddedBroker,
+    topics: Topics,
+    unique_name: Callable[[str], str],
+    daemons: Callable[[Config], Daemon],
+) -> None:
+    """Once the dead-letter producer refused it (MessageSizeTooLargeError, exit 3), at every
+    restart: the record stopped its partition for good."""
+    ensure_topics(broker.bootstrap, {topics.events: 1})
+    config = daemon_config(broker.bootstrap, topics, unique_name("group"))
+    huge = b'{"model": "pricing-model", "features": {"x": 1}, "pad": "' + b"p" * 1_500_000 + b'"}'
+    good = events(MODEL, np.zeros(3), np.zeros(3))
+    with KafkaSink(
+        broker.bootstrap, settings=KafkaProducerSettings(max_request_size=4 << 20)
+    ) as sink:
+        for key, value in [good[0], (b"big", huge), good[1], good[2]]:
+            sink.send(topics.events, key, value)
+        sink.flush(timeout_s=20)
+    daemon = daemons(config)
+    step_until(daemon, 4)
+    assert daemon.stats.bad_records == Counter({"oversize": 1})
+    assert daemon.stats.per_model == Counter({MODEL: 3})
+    (letter,) = read_topic(broker.bootstrap, topics.dead_letters, timeout_s=10)
+    headers = dict(letter.headers)
+    assert headers["monitord.dead_letter.truncated"] == b"value"
+    assert headers["monitord.source.value_bytes"] == str(len(huge)).encode()
+    assert headers["monitord.source.offset"] == b"1"
+    assert letter.key == b"big"
+    assert letter.value is not None
+    assert huge.startswith(letter.value)
+    assert len(letter.value) > 1_000_000
 
 
 class RecordingSource:

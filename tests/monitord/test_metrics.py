@@ -175,6 +175,7 @@ def test_every_family_has_help_and_type_even_before_data() -> None:
         ["monitord_events_consumed_total", "counter"],
         ["monitord_model_events_total", "counter"],
         ["monitord_late_events_total", "counter"],
+        ["monitord_untimed_events_total", "counter"],
         ["monitord_bad_records_total", "counter"],
         ["monitord_consumer_lag_records", "gauge"],
         ["monitord_batch_duration_seconds", "histogram"],

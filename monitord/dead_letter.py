@@ -1,0 +1,66 @@
+"""Dead letters: a bad record as it goes to the dead-letter topic, always small enough to send.
+
+A dead letter carries the record's key, headers and value untouched, plus
+``monitord.error.*`` (why) and ``monitord.source.*`` (where from) headers. A dead letter
+that would not fit the producer's request limit is cut rather than refused, since a send
+that fails would stop the partition on that record at every restart: the record's own key
+and headers are dropped first if they are large, then the value is cut to what fits, and
+``monitord.dead_letter.truncated`` names what was cut, with the original value's size in
+``monitord.source.value_bytes``. The source offset always leads back to the whole record.
+"""
+
+from __future__ import annotations
+
+from connectors.stream import Headers
+from monitord.config import EventFields
+from monitord.events import BadRecord
+from monitord.repartition import SOURCE_HEADERS
+
+ERROR_HEADERS = ("monitord.error.reason", "monitord.error.detail")
+TRUNCATED_HEADER = "monitord.dead_letter.truncated"
+VALUE_BYTES_HEADER = "monitord.source.value_bytes"
+
+HEADROOM_BYTES = (1 << 20) - 1_000_000
+"""Producer request bytes beyond ``max_event_bytes``: 1 MiB, the broker's default message
+limit, for the default 1,000,000-byte events."""
+FRAMING_BYTES = 1024  # record batch and record framing, well above what Kafka adds
+HEADER_FRAMING_BYTES = 10
+MAX_DETAIL_BYTES = 1000
+MAX_KEPT_BYTES = 16 * 1024  # the record's own key and headers, kept whole up to this
+
+
+def producer_request_bytes(fields: EventFields) -> int:
+    """The producer's ``max_request_size``: a dead letter of a record of
+    ``max_event_bytes`` is sent whole (the dead-letter topic must accept it too)."""
+    return fields.max_event_bytes + HEADROOM_BYTES
+
+
+def dead_letter(bad: BadRecord, budget: int) -> tuple[bytes | None, bytes, Headers]:
+    """``(key, value, headers)`` of ``bad``'s dead letter, at most ``budget`` bytes in all."""
+    record = bad.record
+    ours: list[tuple[str, bytes]] = [
+        (ERROR_HEADERS[0], bad.reason.encode()),
+        (ERROR_HEADERS[1], bad.detail.encode()[:MAX_DETAIL_BYTES]),
+        (SOURCE_HEADERS[0], record.topic.encode()),
+        (SOURCE_HEADERS[1], str(record.partition).encode()),
+        (SOURCE_HEADERS[2], str(record.offset).encode()),
+    ]
+    key, theirs, value = record.key, list(record.headers), record.value or b""
+    if _size(None, ours, value) + _size(key, theirs, b"") <= budget:
+        return key, value, (*theirs, *ours)
+    cut = []
+    if _size(key, theirs, b"") > MAX_KEPT_BYTES:
+        key, theirs = None, []
+        cut.append("key,headers")
+    notes = [(TRUNCATED_HEADER, b""), (VALUE_BYTES_HEADER, str(len(value)).encode())]
+    room = budget - _size(key, [*theirs, *ours, *notes], b"") - len("value,key,headers")
+    if len(value) > room:
+        value = value[: max(room, 0)]
+        cut.insert(0, "value")
+    notes[0] = (TRUNCATED_HEADER, ",".join(cut).encode())
+    return key, value, (*theirs, *ours, *notes)
+
+
+def _size(key: bytes | None, headers: list[tuple[str, bytes]], value: bytes) -> int:
+    header_bytes = sum(len(k.encode()) + len(v) + HEADER_FRAMING_BYTES for k, v in headers)
+    return len(key or b"") + header_bytes + len(value)
