@@ -242,7 +242,10 @@ def build_profile(
         raise ProfileError(f"numeric features with no observed value: {empty}")
 
     quantiles = np.linspace(0.0, 1.0, n_bins + 1)[1:-1]
-    inner = np.nanquantile(numeric, quantiles, axis=0).T if numeric.shape[1] else np.empty((0, 0))
+    if numeric.shape[1]:
+        inner = np.nanquantile(numeric, quantiles, axis=0).T
+    else:  # categorical features only
+        inner = np.empty((0, n_bins - 1))
     p = numeric.shape[1]
     edges = np.empty((p, n_bins + 1))
     edges[:, 0], edges[:, -1] = -np.inf, np.inf

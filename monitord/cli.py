@@ -97,6 +97,9 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--warmup", type=int, help="rows captured as reference without --profile")
     replay.add_argument("--config", type=Path, help="TOML config for detection and policy")
     replay.add_argument("--prediction-column", default="prediction")
+    replay.add_argument(
+        "--dead-letters", type=Path, help="write bad rows here, one JSON object per line"
+    )
     replay.set_defaults(handler=_replay)
 
     alerts = commands.add_parser(
@@ -202,6 +205,7 @@ def _replay(args: argparse.Namespace) -> int:
         version=args.version,
         profile_path=args.profile,
         prediction_column=args.prediction_column,
+        dead_letters_path=args.dead_letters,
     )
     return 0
 

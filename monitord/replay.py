@@ -2,31 +2,41 @@
 
 Each input row becomes the inference event a producer would have sent, at offset = row
 index of a one-partition in-memory topic, so an output's ``row`` is the input row whose
-arrival made it fire. Bad rows are reported on stderr, never silently dropped.
+arrival made it fire. A bad row (a JSONL line that is no JSON object, a string in a numeric
+column...) is dead-lettered as the daemon would: counted by reason on stderr, written with
+its reason to ``--dead-letters`` when given, and the run goes on.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
 import orjson
 
-from connectors.memory import MemorySink, MemorySource
+from connectors.memory import MemorySink, MemorySource, Message
 from connectors.stream import Record
 from detectors.profile import ReferenceProfile
 from monitord.config import Config
 from monitord.daemon import Daemon
+from monitord.dead_letter import ERROR_HEADERS
 from monitord.outputs import JsonLinesPublisher
 from monitord.reference import load_profile
-from monitord.tabular import Row, read_rows
+from monitord.repartition import SOURCE_HEADERS
+from monitord.tabular import BadLine, Row, read_rows_keeping_bad_lines
 
 
 def events_from_rows(
-    rows: list[Row], model: str, version: str, prediction_column: str | None, config: Config
+    rows: Sequence[Row | BadLine],
+    model: str,
+    version: str,
+    prediction_column: str | None,
+    config: Config,
 ) -> list[bytes]:
-    """Inference-event JSON for each row (model and version from the row when present)."""
+    """Inference-event JSON for each row (model and version from the row when present); a
+    bad line's own bytes, for the daemon to dead-letter."""
     fields = config.events
     reserved = {
         fields.model,
@@ -38,6 +48,9 @@ def events_from_rows(
     }
     events = []
     for row in rows:
+        if isinstance(row, BadLine):
+            events.append(row.raw)
+            continue
         event = {
             fields.model: row.get(fields.model, model),
             fields.model_version: str(row.get(fields.model_version, version)),
@@ -60,9 +73,11 @@ def replay(
     version: str = "1",
     profile_path: Path | None = None,
     prediction_column: str | None = "prediction",
+    dead_letters_path: Path | None = None,
 ) -> Daemon:
-    """Replay ``data`` through the daemon loop, writing outputs to ``out`` as JSON lines."""
-    rows = read_rows(data, config.events)
+    """Replay ``data`` through the daemon loop, writing outputs to ``out`` as JSON lines
+    and dead letters to ``dead_letters_path`` (one JSON object per bad row)."""
+    rows = read_rows_keeping_bad_lines(data, config.events)
     profile = load_profile(profile_path) if profile_path else None
     values = events_from_rows(rows, model, version, prediction_column, config)
     topic = data.name
@@ -82,8 +97,28 @@ def replay(
         config, MemorySource(records), dead_letters, [JsonLinesPublisher(out, owned=False)], load
     )
     daemon.drain()
-    for message in dead_letters.messages():
-        reason = dict(message.headers).get("monitord.error.reason", b"?").decode()
-        offset = dict(message.headers).get("monitord.source.offset", b"?").decode()
-        print(f"monitord: row {offset} skipped: {reason}", file=sys.stderr)
+    letters = dead_letters.messages()
+    if dead_letters_path is not None:
+        write_dead_letters(letters, dead_letters_path)
+    if letters:
+        reasons = ", ".join(f"{r} {n}" for r, n in sorted(daemon.stats.bad_records.items()))
+        where = f"written to {dead_letters_path}" if dead_letters_path else "see --dead-letters"
+        print(
+            f"monitord: {len(letters)} of {len(rows)} rows dead-lettered ({reasons}); {where}",
+            file=sys.stderr,
+        )
     return daemon
+
+
+def write_dead_letters(letters: Sequence[Message], path: Path) -> None:
+    """One JSON object per dead letter: row, reason, detail and the event as text."""
+    with path.open("wb") as handle:
+        for letter in letters:
+            headers = dict(letter.headers)
+            line = {
+                "row": int(headers[SOURCE_HEADERS[2]]),
+                "reason": headers[ERROR_HEADERS[0]].decode(),
+                "detail": headers[ERROR_HEADERS[1]].decode(errors="replace"),
+                "event": letter.value.decode(errors="replace"),
+            }
+            handle.write(orjson.dumps(line) + b"\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +25,38 @@ class DataError(ValueError):
     """A data file could not be read; the message names the file and the problem."""
 
 
+@dataclass(frozen=True)
+class BadLine:
+    """A JSONL line that is not a JSON object, kept whole for replay to dead-letter."""
+
+    number: int  # 1-based line number
+    raw: bytes
+
+
 def read_rows(path: Path, fields: EventFields | None = None) -> list[Row]:
-    """All rows of a ``.csv``, ``.jsonl``/``.ndjson`` or ``.parquet`` file."""
+    """All rows of a ``.csv``, ``.jsonl``/``.ndjson`` or ``.parquet`` file; a JSONL line
+    that is not a JSON object is a `DataError` naming it."""
+    rows: list[Row] = []
+    for row in read_rows_keeping_bad_lines(path, fields):
+        if isinstance(row, BadLine):
+            raise DataError(f"{path}:{row.number}: {_line_problem(row.raw)}")
+        rows.append(row)
+    return rows
+
+
+def read_rows_keeping_bad_lines(
+    path: Path, fields: EventFields | None = None
+) -> list[Row | BadLine]:
+    """All rows of a data file, a JSONL line that is not a JSON object as a `BadLine`."""
     suffix = path.suffix.lower()
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if suffix == ".csv":
-        return _read_csv(path)
+        return list(_read_csv(path))
     if suffix in (".jsonl", ".ndjson", ".json"):
         return _read_jsonl(path, fields or EventFields())
     if suffix == ".parquet":
-        return _read_parquet(path)
+        return list(_read_parquet(path))
     raise DataError(f"{path}: unsupported file type {suffix!r}; use .csv, .jsonl or .parquet")
 
 
@@ -61,17 +83,18 @@ def _is_number(text: str) -> bool:
         return False
 
 
-def _read_jsonl(path: Path, fields: EventFields) -> list[Row]:
-    rows: list[Row] = []
+def _read_jsonl(path: Path, fields: EventFields) -> list[Row | BadLine]:
+    rows: list[Row | BadLine] = []
     for number, line in enumerate(path.read_bytes().splitlines(), start=1):
         if not line.strip():
             continue
         try:
             obj = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise DataError(f"{path}:{number}: invalid JSON ({exc})") from None
+        except orjson.JSONDecodeError:
+            obj = None
         if not isinstance(obj, dict):
-            raise DataError(f"{path}:{number}: expected a JSON object per line")
+            rows.append(BadLine(number, line))
+            continue
         features = obj.get(fields.features)
         if isinstance(features, dict):
             row = dict(features)
@@ -84,6 +107,14 @@ def _read_jsonl(path: Path, fields: EventFields) -> list[Row]:
     if not rows:
         raise DataError(f"{path}: no data rows")
     return rows
+
+
+def _line_problem(line: bytes) -> str:
+    try:
+        orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        return f"invalid JSON ({exc})"
+    return "expected a JSON object per line"
 
 
 def _read_parquet(path: Path) -> list[Row]:

@@ -213,3 +213,16 @@ def test_tampered_format_1_fails_the_hash_check() -> None:
     relabelled = _rewrite(profile.to_bytes(), {"format_version": 1})
     with pytest.raises(ProfileError, match="content hash mismatch"):
         ReferenceProfile.from_bytes(relabelled, "old.npz")
+
+
+def test_a_profile_of_categorical_features_only() -> None:
+    """No numeric column (a model of categories, its prediction too) once failed to bin."""
+    rng = np.random.default_rng(2)
+    categorical = rng.choice(np.array(["a", "b", "c"], dtype=object), size=(300, 2))
+    profile = build_profile("m", "1", [], np.empty((300, 0)), ["c1", "c2"], categorical)
+    assert profile.bin_edges.shape == (0, 11)
+    codes = profile.encode_categories(np.array([["a", "zz"], [None, "c"]], dtype=object))
+    assert codes.tolist() == [
+        [profile.categories[0].index("a"), 3],
+        [-1, profile.categories[1].index("c")],
+    ]

@@ -201,3 +201,35 @@ def test_cli_replay_reports_the_retrain_decision_with_its_evidence_and_data_rang
 
     assert main(["replay", str(reference), "--model", "m", "--profile", str(profile)]) == 0
     assert capsys.readouterr().out == ""  # stationary: no alert, no retrain decision
+
+
+def test_bad_lines_are_dead_lettered_and_the_replay_goes_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One invalid JSON line once stopped the whole replay with exit 2."""
+    rng = np.random.default_rng(5)
+    lines = [json.dumps({"x": x, "c": "a"}) for x in rng.normal(size=1200).round(4).tolist()]
+    bad = {
+        100: "{not json",
+        200: "[1, 2]",
+        400: json.dumps({"x": 0.5, "c": "v" * 900_000}),  # a legal category, cut to 256 chars
+        1100: json.dumps({"x": "12.5", "c": "a"}),  # after the warm-up that makes x numeric
+    }
+    for row, line in bad.items():
+        lines.insert(row, line)
+    data = tmp_path / "events.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    letters = tmp_path / "dead.jsonl"
+    args = ["replay", str(data), "--model", "m", "--dead-letters", str(letters)]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "3 of 1204 rows dead-lettered (invalid_json 1, not_an_object 1, wrong_type 1)" in err
+    written = [json.loads(line) for line in letters.read_text().splitlines()]
+    assert [(w["row"], w["reason"]) for w in written] == [
+        (100, "invalid_json"),
+        (200, "not_an_object"),
+        (1100, "wrong_type"),
+    ]
+    assert [w["event"] for w in written[:2]] == [bad[100], bad[200]]  # the line as it was
+    assert json.loads(written[2]["event"])["features"] == {"x": "12.5", "c": "a"}
+    assert written[2]["detail"] == "'x' holds a JSON string, not a number"
