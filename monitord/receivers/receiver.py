@@ -33,8 +33,13 @@ class Resend:
 
 
 class ReceiverBase(BaseModel):
-    """The keys of every ``[[receivers]]`` entry. Secrets never live in the file: a key
-    ending in ``_env`` names the environment variable holding one."""
+    """The keys of every ``[[receivers]]`` entry.
+
+    ``events`` says what a receiver gets: alert receivers take "alerts", orchestrators
+    "triggers" (retrain requests), a webhook either or both. Secrets (routing keys, webhook
+    URLs, signing keys, tokens, passwords) never live in the file: a key ending in ``_env``
+    names the environment variable holding one.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
