@@ -67,6 +67,8 @@ class ReceiverBase(BaseModel):
     def _required_and_defaults(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
+        # Pydantic would answer "receivers.0.airflow.dag_id: Field required"; the advice names
+        # the type instead. A missing name keeps pydantic's answer: every type needs one.
         for key, field in cls.model_fields.items():
             if field.is_required() and key != "name" and not data.get(key):
                 raise ValueError(cls._missing(key))
