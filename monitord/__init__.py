@@ -4,6 +4,8 @@ Data flows in four hops: `Source.poll` -> `events.decode` -> `Monitor.update` ->
 `Policy.decide`, then publish, flush and commit (see `daemon`). Modules:
 
 - `config`: TOML -> validated, frozen settings; `clock`: all time handling
+- `receivers`: one module per receiver type (settings, connector, payloads); `delivery`:
+  the outbox between the policy and the receivers
 - `events`: records -> per-model-version groups + bad records
 - `monitor`, `suite`: each model version's reference and detectors
 - `policy`: alerts and retrain requests (`retrain`: drift episodes; `retrain_policy`:

@@ -14,7 +14,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -25,7 +25,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
+from monitord.receivers import ReceiverSettings
 from monitord.schedule import cron_trigger
 
 SECRET_ENV = {"kafka.sasl_password": "MONITORD_KAFKA_SASL_PASSWORD"}
@@ -299,131 +301,6 @@ class PolicySettings(_Section):
 ModelSettings.model_rebuild(force=True)
 
 
-ReceiverType = Literal[
-    "alertmanager", "pagerduty", "slack", "webhook", "airflow", "prefect", "argo", "kubeflow"
-]
-EventKind = Literal["alerts", "triggers"]
-ALERT_RECEIVERS = frozenset({"alertmanager", "pagerduty", "slack"})
-TRIGGER_RECEIVERS = frozenset({"airflow", "prefect", "argo", "kubeflow"})
-
-# Keys only some receiver types read: set for another type, they are a mistake.
-_RECEIVER_KEYS = {
-    "username_env": "airflow",
-    "dag_id": "airflow",
-    "api_version": "airflow",
-    "deployment": "prefect",
-    "parameter": "prefect",
-    "namespace": "argo",
-    "template": "argo",
-    "cluster_template": "argo",
-    "pipeline_id": "kubeflow",
-    "pipeline_version_id": "kubeflow",
-    "experiment_id": "kubeflow",
-}
-_REQUIRED_KEYS = {
-    "airflow": ("dag_id",),
-    "prefect": ("deployment",),
-    "argo": ("namespace", "template"),
-    "kubeflow": ("pipeline_id",),
-}
-
-
-class ReceiverSettings(_Section):
-    """Where alerts and retrain requests go. Secrets (PagerDuty routing key, Slack webhook
-    URL, webhook signing key, orchestrator tokens and passwords) come from the environment
-    variable named by ``secret_env`` (and ``username_env``), never from this file.
-
-    ``events`` says what a receiver gets: alert receivers take "alerts", orchestrators
-    "triggers" (retrain requests), a webhook either or both (default: alerts).
-    """
-
-    name: str = Field(min_length=1)
-    type: ReceiverType
-    url: str | None = Field(
-        None, description="Alertmanager or orchestrator API base URL, or the webhook URL"
-    )
-    secret_env: str | None = None
-    events: tuple[EventKind, ...] = Field(
-        ("alerts",), description="alerts, triggers or both; default by type"
-    )
-    match: dict[str, list[str]] = Field(
-        default_factory=dict,
-        description="route: label -> accepted values (all must match); triggers offer "
-        "model, model_version and reason",
-    )
-    resend_interval_s: float = Field(60.0, gt=0, description="Alertmanager: re-post firing alerts")
-    resolved_resend_s: float = Field(300.0, ge=0, description="Alertmanager: re-post resolved")
-    username_env: str | None = Field(
-        None, description="Airflow: variable holding the user; secret_env then the password"
-    )
-    dag_id: str | None = Field(None, min_length=1, description="Airflow: the DAG to run")
-    api_version: Literal["v2", "v1"] = Field(
-        "v2", description="Airflow: v2 (Airflow 3) or v1 (Airflow 2)"
-    )
-    deployment: str | None = Field(
-        None, min_length=1, description="Prefect: 'flow-name/deployment-name' or deployment id"
-    )
-    parameter: str = Field(
-        "trigger", min_length=1, description="Prefect: the flow parameter taking the request"
-    )
-    namespace: str | None = Field(None, min_length=1, description="Argo: the workflows' namespace")
-    template: str | None = Field(None, min_length=1, description="Argo: the template to submit")
-    cluster_template: bool = Field(False, description="Argo: a ClusterWorkflowTemplate")
-    pipeline_id: str | None = Field(None, min_length=1, description="Kubeflow: the pipeline")
-    pipeline_version_id: str | None = Field(
-        None, min_length=1, description="Kubeflow: default the newest version at delivery"
-    )
-    experiment_id: str | None = Field(None, min_length=1, description="Kubeflow: run's experiment")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _default_events(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "events" not in data:
-            kind = "triggers" if data.get("type") in TRIGGER_RECEIVERS else "alerts"
-            return {**data, "events": [kind]}
-        return data
-
-    @model_validator(mode="after")
-    def _complete(self) -> ReceiverSettings:
-        allowed = (
-            ["alerts"]
-            if self.type in ALERT_RECEIVERS
-            else ["triggers"]
-            if self.type in TRIGGER_RECEIVERS
-            else ["alerts", "triggers"]
-        )
-        if not self.events or not set(self.events) <= set(allowed):
-            raise ValueError(
-                f"events: {self.type} receivers take {allowed}, got {list(self.events)}"
-            )
-        for key in sorted(self.model_fields_set & set(_RECEIVER_KEYS)):
-            if _RECEIVER_KEYS[key] != self.type:
-                raise ValueError(
-                    f"{key} is only read by {_RECEIVER_KEYS[key]} receivers, not {self.type}"
-                )
-        for key in _REQUIRED_KEYS.get(self.type, ()):
-            if getattr(self, key) is None:
-                raise ValueError(f"{self.type} receivers need {key}")
-        if self.username_env and not self.secret_env:
-            raise ValueError(
-                "username_env needs secret_env too: the environment variable holding the password"
-            )
-        needs_url = self.type not in ("pagerduty", "slack")
-        needs_secret = self.type in ("pagerduty", "slack", "webhook")
-        if needs_url and not self.url:
-            raise ValueError(f"a {self.type} receiver needs url")
-        if needs_secret and not self.secret_env:
-            raise ValueError(
-                f"a {self.type} receiver needs secret_env: the environment variable holding "
-                + {
-                    "pagerduty": "its routing key",
-                    "slack": "its webhook URL",
-                    "webhook": "its signing key",
-                }[self.type]
-            )
-        return self
-
-
 class CheckpointSettings(_Section):
     """Detector and policy state saved with the input offsets it covers (DESIGN.md section 5)."""
 
@@ -572,29 +449,61 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
 def _explain(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
-        path = ".".join(str(part) for part in error["loc"])
+        path = _located(error["loc"])[0]
         if error["type"] == "extra_forbidden":
-            parent = _model_at(error["loc"][:-1])
+            parent = _located(error["loc"][:-1])[1]
             allowed = ", ".join(sorted(parent.model_fields)) if parent else "see config.toml"
             lines.append(f"  {path}: unknown key; allowed keys here: {allowed}")
+        elif error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            lines.append(f"  {path}.{_tag_problem(error)}")
         else:
             lines.append(f"  {path}: {error['msg']} (got {error.get('input')!r})")
     return "\n".join(lines)
 
 
-def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
-    model: type[BaseModel] = Config
+def _tag_problem(error: ErrorDetails) -> str:
+    """A receiver's missing or unknown ``type``, said as for any other key."""
+    ctx = error.get("ctx", {})
+    key = str(ctx.get("discriminator", "type")).strip("'")
+    if error["type"] == "union_tag_not_found":
+        return f"{key}: Field required (got {error.get('input')!r})"
+    *tags, last = str(ctx.get("expected_tags", "")).split(", ")
+    expected = f"{', '.join(tags)} or {last}" if tags else last
+    return f"{key}: Input should be {expected} (got {ctx.get('tag')!r})"
+
+
+def _located(loc: tuple[int | str, ...]) -> tuple[str, type[BaseModel] | None]:
+    """The key path as the file spells it, and the settings model found there.
+
+    Pydantic puts a receiver's type in the location (``receivers.0.airflow.dag_id``): the
+    file has no such key, so it is left out (``receivers.0.dag_id``).
+    """
+    keys: list[str] = []
+    models: list[type[BaseModel]] = [Config]
     for part in loc:
         if isinstance(part, int):
+            keys.append(str(part))
             continue
-        field = model.model_fields.get(part)
-        annotation = getattr(field, "annotation", None)
-        inner = getattr(annotation, "__args__", (annotation,))
-        found = [a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)]
-        if not found:
-            return None
-        model = found[0]
-    return model
+        member = [m for m in models if _type_of(m) == part]
+        if len(models) > 1 and member:
+            models = member
+            continue
+        keys.append(part)
+        fields = [m.model_fields[part] for m in models if part in m.model_fields]
+        models = [inner for field in fields for inner in _models_in(field.annotation)]
+    return ".".join(keys), models[0] if len(models) == 1 else None
+
+
+def _type_of(model: type[BaseModel]) -> object:
+    field = model.model_fields.get("type")
+    return field.default if field is not None else None
+
+
+def _models_in(annotation: object) -> list[type[BaseModel]]:
+    """The settings models an annotation holds: itself, or inside a tuple, union, Annotated."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for arg in get_args(annotation) for model in _models_in(arg)]
 
 
 def masked(config: Config) -> dict[str, Any]:

@@ -10,10 +10,9 @@ request, its idempotency key): a replay or a restart cannot enqueue the same mes
 and a receiver that is down loses nothing. A background thread delivers due messages with
 retries and backoff, so a slow receiver never stalls the daemon loop.
 
-Alertmanager forgets alerts that are not re-sent and forgets everything on restart, so
-firing alerts are re-posted every ``resend_interval_s`` with ``endsAt`` a few intervals
-ahead, and a resolved alert (``endsAt`` = resolution time) is re-posted for
-``resolved_resend_s``.
+A receiver that forgets alerts not re-sent (Alertmanager, see its `resend`) has its firing
+alerts re-posted at its interval, and resolved ones for a while; which alerts those are is
+kept across restarts. Each receiver type (`monitord.receivers`) renders its own payloads.
 """
 
 from __future__ import annotations
@@ -30,25 +29,16 @@ from typing import Any
 
 import orjson
 
-from connectors.airflow import AirflowReceiver
-from connectors.alertmanager import AlertmanagerReceiver, encode_alerts, postable_alert
-from connectors.argo import ArgoReceiver
 from connectors.http import Receiver
-from connectors.kubeflow import KubeflowReceiver
 from connectors.outbox import Dispatcher, Outbox
-from connectors.pagerduty import PagerDutyReceiver, dedup_key, resolve, trigger
-from connectors.prefect import PrefectReceiver
-from connectors.slack import SlackReceiver, message
-from connectors.webhook import WebhookReceiver
+from connectors.pagerduty import dedup_key
 from monitord.alerts import Alert
-from monitord.cloudevent import encode, envelope
-from monitord.config import TRIGGER_RECEIVERS, ConfigError, ReceiverSettings
+from monitord.cloudevent import encode
+from monitord.config import ConfigError
 from monitord.monitor import OffsetRange
 from monitord.policy import Output
+from monitord.receivers import ReceiverSettings
 from monitord.retrain import RetrainTrigger
-
-RESEND_HORIZON = 4
-"""A re-posted firing alert ends this many re-send intervals ahead, should re-sends stop."""
 
 
 def build_receivers(
@@ -58,87 +48,19 @@ def build_receivers(
     environ = os.environ if environ is None else environ
     receivers: dict[str, Receiver] = {}
     for i, receiver in enumerate(settings):
-        secret = _variable(environ, i, receiver, "secret_env")
-        username = _variable(environ, i, receiver, "username_env")
+        for key, variable in receiver.variables().items():
+            if not environ.get(variable):
+                raise ConfigError(
+                    f"receivers.{i}.{key}: the environment variable {variable} is not set "
+                    f"(receiver {receiver.name!r})"
+                )
         if receiver.name in receivers:
             raise ConfigError(f"receivers.{i}.name: {receiver.name!r} is used twice")
         try:
-            receivers[receiver.name] = _connector(receiver, secret, username)
+            receivers[receiver.name] = receiver.connector(environ)
         except ValueError as exc:
             raise ConfigError(f"receivers.{i} ({receiver.name!r}): {exc}") from None
     return receivers
-
-
-def _variable(environ: Mapping[str, str], i: int, receiver: ReceiverSettings, key: str) -> str:
-    """The value of the environment variable named by `key` ("" if the key is unset)."""
-    variable = getattr(receiver, key)
-    if not variable:
-        return ""
-    value = environ.get(variable, "")
-    if not value:
-        raise ConfigError(
-            f"receivers.{i}.{key}: the environment variable {variable} is not set "
-            f"(receiver {receiver.name!r})"
-        )
-    return str(value)
-
-
-def _connector(receiver: ReceiverSettings, secret: str, username: str = "") -> Receiver:
-    if receiver.type in TRIGGER_RECEIVERS:
-        return _orchestrator(receiver, secret, username)
-    if receiver.type == "alertmanager":
-        assert receiver.url is not None
-        return AlertmanagerReceiver(receiver.url)
-    if receiver.type == "pagerduty":
-        return (
-            PagerDutyReceiver(secret, url=receiver.url)
-            if receiver.url
-            else PagerDutyReceiver(secret)
-        )
-    if receiver.type == "slack":
-        return SlackReceiver(secret)
-    assert receiver.url is not None
-    return WebhookReceiver(receiver.url, secret.encode())
-
-
-def _orchestrator(receiver: ReceiverSettings, secret: str, username: str) -> Receiver:
-    """Secrets are optional here: an orchestrator inside the cluster may need none."""
-    url, token = receiver.url, secret or None
-    assert url is not None
-    if receiver.type == "airflow":
-        assert receiver.dag_id is not None
-        if username:  # secret_env holds the password
-            return AirflowReceiver(
-                url,
-                receiver.dag_id,
-                api_version=receiver.api_version,
-                username=username,
-                password=secret,
-            )
-        return AirflowReceiver(url, receiver.dag_id, api_version=receiver.api_version, token=token)
-    if receiver.type == "prefect":
-        assert receiver.deployment is not None
-        return PrefectReceiver(
-            url, receiver.deployment, parameter=receiver.parameter, api_key=token
-        )
-    if receiver.type == "argo":
-        assert receiver.namespace is not None
-        assert receiver.template is not None
-        return ArgoReceiver(
-            url,
-            receiver.namespace,
-            receiver.template,
-            token=token,
-            cluster_template=receiver.cluster_template,
-        )
-    assert receiver.pipeline_id is not None
-    return KubeflowReceiver(
-        url,
-        receiver.pipeline_id,
-        pipeline_version_id=receiver.pipeline_version_id,
-        experiment_id=receiver.experiment_id,
-        token=token,
-    )
 
 
 log = logging.getLogger(__name__)
@@ -213,16 +135,17 @@ class Delivery:
                 "model_version": request.version,
                 "reason": request.reason,
             }
-            payload = encode(request)
+            cloudevent = encode(request)
             for receiver in takers:
                 if _matches(receiver, route):
+                    payload = receiver.render_trigger(request, cloudevent)
                     # The id is the idempotency key: one message per request and receiver.
                     self._outbox.enqueue(request.id, receiver.name, payload, now=now)
 
     def _publish_alerts(self, alerts: list[Alert], now: float) -> None:
         takers = [r for r in self._receivers if "alerts" in r.events]
         for alert in alerts:
-            labels = dict(alert.labels)
+            labels, cloudevent = dict(alert.labels), encode(alert)
             for receiver in takers:
                 if not _matches(receiver, labels):
                     continue
@@ -233,34 +156,36 @@ class Delivery:
                 elif active is not None:
                     active.alert, active.resolved_at, active.last_sent = alert, now, now
                 started = active.started if active is not None else now
-                payload = render(receiver, alert, started, now)
+                payload = receiver.render_alert(alert, cloudevent, started=started, now=now)
                 self._outbox.enqueue(
                     alert.id, receiver.name, payload, now=now, ordering_key=dedup_key(labels)
                 )
 
     def flush(self) -> None:
-        """Enqueue the Alertmanager re-sends that are due (stored durably, like every send)."""
+        """Enqueue the re-sends that are due (stored durably, like every send)."""
         now = self._clock()
         changed = False
         for key, active in list(self._active.items()):
             receiver = self._by_name[key[0]]
+            resend = receiver.resend
             done = active.resolved_at is not None and (
-                receiver.type != "alertmanager"
-                or now - active.resolved_at > receiver.resolved_resend_s
+                resend is None or now - active.resolved_at > resend.resolved_for_s
             )
             if done:
                 del self._active[key]
                 changed = True
                 continue
-            if receiver.type != "alertmanager":
-                continue
-            if now - active.last_sent < receiver.resend_interval_s:
+            if resend is None or now - active.last_sent < resend.interval_s:
                 continue
             active.last_sent = now
             changed = True
-            bucket = int(now // receiver.resend_interval_s)
-            payload = render(
-                receiver, active.alert, active.started, now, resolved_at=active.resolved_at
+            bucket = int(now // resend.interval_s)
+            payload = receiver.render_alert(
+                active.alert,
+                encode(active.alert),
+                started=active.started,
+                now=now,
+                resolved_at=active.resolved_at,
             )
             self._outbox.enqueue(
                 f"{active.alert.id}/resend/{bucket}",
@@ -329,39 +254,3 @@ AlertDelivery = Delivery
 
 def _matches(receiver: ReceiverSettings, labels: Mapping[str, str]) -> bool:
     return all(labels.get(name) in accepted for name, accepted in receiver.match.items())
-
-
-def render(
-    receiver: ReceiverSettings,
-    alert: Alert,
-    started: float,
-    now: float,
-    resolved_at: float | None = None,
-) -> bytes:
-    """The payload of ``alert`` in ``receiver``'s own format."""
-    labels, annotations = dict(alert.labels), dict(alert.annotations)
-    firing = alert.status == "firing"
-    if receiver.type == "alertmanager":
-        ends = now + RESEND_HORIZON * receiver.resend_interval_s if firing else (resolved_at or now)
-        return encode_alerts(
-            [
-                postable_alert(
-                    labels, annotations, started, ends, annotations.get("dashboard_url", "")
-                )
-            ]
-        )
-    if receiver.type == "pagerduty":
-        key = dedup_key(labels)
-        if not firing:
-            return resolve(key)
-        return trigger(
-            key,
-            annotations["summary"],
-            f"monitord/{alert.model}",
-            alert.severity,
-            {**annotations, **labels},
-        )
-    if receiver.type == "slack":
-        mark = ":rotating_light: FIRING" if firing else ":white_check_mark: RESOLVED"
-        return message(f"{mark} {annotations['summary']}", {**labels, **annotations})
-    return orjson.dumps(envelope(alert))

@@ -77,8 +77,8 @@ def register_config_secrets(config: Config, environ: Mapping[str, str]) -> None:
     for variable in SECRET_ENV.values():
         register_secret(environ.get(variable, ""))
     for receiver in config.receivers:
-        if receiver.secret_env:
-            register_secret(environ.get(receiver.secret_env, ""))
+        if receiver.secret_variable:
+            register_secret(environ.get(receiver.secret_variable, ""))
 
 
 def redact(text: str) -> str:

@@ -673,7 +673,7 @@ def test_pods_agree_with_their_config_map() -> None:
 def test_pods_get_their_secrets_and_writable_paths_from_the_manifest() -> None:
     for pod in monitord_pods():
         config = pod.config()
-        secrets = {r.secret_env for r in config.receivers if r.secret_env}
+        secrets = {r.secret_variable for r in config.receivers if r.secret_variable}
         if config.kafka.security_protocol.startswith("SASL_"):
             secrets.add("MONITORD_KAFKA_SASL_PASSWORD")
         assert secrets, pod.name

@@ -23,9 +23,10 @@ from connectors.outbox import Outbox
 from connectors.stream import Record
 from detectors.detection import Detection
 from monitord.alerts import Alert, AlertBook, Observation
-from monitord.config import AlertSettings, ReceiverSettings
-from monitord.delivery import RESEND_HORIZON, AlertDelivery, build_receivers
+from monitord.config import AlertSettings
+from monitord.delivery import AlertDelivery, build_receivers
 from monitord.monitor import Evaluation, OffsetRange
+from monitord.receivers.alertmanager import RESEND_HORIZON, AlertmanagerSettings
 from tests.servers import Recorded, RecordingServer
 
 MODEL = "resend-model"
@@ -65,7 +66,7 @@ def _transitions() -> tuple[Alert, Alert]:
 
 def _delivery(tmp_path: Path, alertmanager: str) -> AlertDelivery:
     receivers = (
-        ReceiverSettings(
+        AlertmanagerSettings(
             name="am", type="alertmanager", url=alertmanager, resend_interval_s=INTERVAL_S
         ),
     )
