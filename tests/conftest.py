@@ -14,6 +14,15 @@ from connectors.broker import EmbeddedBroker
 from tests.servers import RecordingServer, running_alertmanager
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--hostile-long",
+        action="store_true",
+        help="hostile-input suite (tests/hostile): 20,000 fuzzed examples per property and "
+        "1,000,000 broker records",
+    )
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
     """A running Tansu broker on 127.0.0.1 (in-memory storage), shared by the session.
