@@ -322,6 +322,31 @@ class ShutdownSettings(_Section):
     )
 
 
+class LimitSettings(_Section):
+    """What the stream may make the daemon hold: every cap is enforced by a dead letter or
+    a counted refusal logged once per key, never by growing."""
+
+    max_models: int = Field(1_000, ge=1, description="models monitored at once")
+    max_versions_per_model: int = Field(
+        20,
+        ge=1,
+        description="versions of one model monitored at once; a new one past the cap takes "
+        "the place of the longest idle version idle for retire_idle_s, else is refused",
+    )
+    retire_idle_s: float = Field(
+        86_400.0,
+        gt=0,
+        description="event time a version must have gone without events before a new "
+        "version of its model may retire it",
+    )
+    max_columns_per_model: int = Field(
+        1_000, ge=1, description="columns a version learns in its warm-up; the rest refused"
+    )
+    max_column_name_chars: int = Field(
+        256, ge=1, description="longer feature names are refused as columns"
+    )
+
+
 class AdminSettings(_Section):
     """The admin HTTP endpoint: /metrics, /livez, /readyz and /status."""
 
@@ -376,6 +401,7 @@ class Config(_Section):
     logging: LoggingSettings = LoggingSettings()
     checkpoint: CheckpointSettings = CheckpointSettings()
     shutdown: ShutdownSettings = ShutdownSettings()
+    limits: LimitSettings = LimitSettings()
 
     def detection_for(self, model: str) -> Detection:
         for settings in self.models:

@@ -193,12 +193,17 @@ class Daemon:
             update = self.monitor.update(group)
             evaluations += update.evaluations
             bad += update.bad
+            if update.retired:
+                self._retire(update.retired)
+            if update.refused:  # no series nor counts for what a limit keeps out
+                continue
             good = len(group) - len(update.bad)
             self.stats.per_model[group.model] += good
             if metrics is not None:
                 metrics.model_events(
                     group.model, good, update.newest_time, update.late, update.untimed
                 )
+                metrics.columns_not_monitored(group.model, group.version, update.not_monitored)
         outputs = self.policy.decide(evaluations) + list(requested)
         if not self._deliver(outputs, bad, forwarded):
             return len(records), outputs  # stopping: the batch is processed again on restart
@@ -477,6 +482,15 @@ class Daemon:
                 attempt += 1
             self.health.heartbeat()
 
+    def _retire(self, retired: dict[tuple[str, str], TopicPartition]) -> None:
+        """Forget retired versions' policy state; their partitions' next checkpoint, due
+        now, no longer holds them."""
+        self.policy.drop(list(retired))
+        if self.metrics is not None:
+            self.metrics.retired(retired)
+        for partition in retired.values():
+            self._checkpointed.pop(partition, None)
+
     def status(self) -> dict[str, object]:
         """Per model version: reference, warm-up, rows seen and alerts firing (for /status).
 
@@ -498,6 +512,7 @@ class Daemon:
                 "events": self.stats.per_model.get(model, 0),
                 "partition": str(monitor.owner),
                 "alerts_firing": firing.get((model, version), []),
+                "columns": monitor.columns_status(),
             }
         return {
             "events": self.stats.events,

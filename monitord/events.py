@@ -59,6 +59,7 @@ class Columns:
         self._categorical_names = [n for n in categorical if n != PREDICTION]
         self._numeric_get = _getter(self._numeric_names)
         self._categorical_get = _getter(self._categorical_names)
+        self.feature_names = frozenset(self._numeric_names + self._categorical_names)
 
     def rows(self, features: dict[str, Any]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         """``(numeric, categorical)`` feature values of one event (no prediction)."""
@@ -237,9 +238,36 @@ class EventGroup:
     predictions: list[Any] = field(default_factory=list)
     stamps: list[Any] = field(default_factory=list)  # the events' own timestamps, raw
     records: list[Record] = field(default_factory=list)
+    # Feature names the known columns do not hold (at most MAX_EXTRA_NAMES of them).
+    extra_names: dict[str, None] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def rows_from(self, start: int) -> EventGroup:
+        """The events from row ``start`` on, of a group decoded without columns."""
+        assert self.columns is None, "only a group holding its raw features can be cut"
+        return EventGroup(
+            self.model,
+            self.version,
+            None,
+            self.max_ahead_s,
+            self.features[start:],
+            predictions=self.predictions[start:],
+            stamps=self.stamps[start:],
+            records=self.records[start:],
+        )
+
+    def unknown_names(self, columns: Columns) -> list[str]:
+        """Feature names of these events that ``columns`` does not hold (a bounded few)."""
+        if self.columns is columns:
+            return list(self.extra_names)
+        found: dict[str, None] = {}
+        for features in self.features:
+            if len(found) >= MAX_EXTRA_NAMES:
+                break
+            _note_extra(features, columns.feature_names, found)
+        return list(found)
 
     def event_times(self) -> tuple[FloatArray, int]:
         """``(n,)`` seconds of each event, and how many events' own times were not used.
@@ -275,6 +303,17 @@ class DecodedBatch:
 
 ColumnsLookup = Callable[[str, str], Columns | None]
 
+MAX_EXTRA_NAMES = 128
+"""Unknown feature names collected per group: enough to report, bounded against events that
+carry thousands."""
+
+
+def _note_extra(features: dict[str, Any], known: frozenset[str], found: dict[str, None]) -> None:
+    for name in features:
+        if name not in known and len(found) < MAX_EXTRA_NAMES:
+            found[name] = None
+
+
 _TIMESTAMP_MS = operator.attrgetter("timestamp_ms")
 
 
@@ -296,6 +335,7 @@ def decode(
     group = EventGroup(model_now, version_now)  # replaced at the first event
     columns: Columns | None = None
     numeric_get = categorical_get = _getter([])
+    known_names, known_count = frozenset[str](), 0
     # The current group's list methods, bound once per group rather than looked up per event.
     keep_features, keep_numeric = group.features.append, group.numeric_values.extend
     keep_prediction, keep_stamp = group.predictions.append, group.stamps.append
@@ -331,6 +371,7 @@ def decode(
             if columns is not None:
                 numeric_get, categorical_get = columns._numeric_get, columns._categorical_get
                 has_categorical = bool(columns._categorical_names)
+                known_names, known_count = columns.feature_names, len(columns.feature_names)
             keep_features, keep_numeric = group.features.append, group.numeric_values.extend
             keep_prediction, keep_stamp = group.predictions.append, group.stamps.append
             keep_record = group.records.append
@@ -342,6 +383,9 @@ def decode(
                 numeric_row = numeric_get(features)
             except KeyError:  # a feature is absent: missing, as if null
                 numeric_row = columns.rows(features)[0]
+            # All known names present and no more (the common case), or look closer.
+            if len(features) != known_count and len(group.extra_names) < MAX_EXTRA_NAMES:
+                _note_extra(features, known_names, group.extra_names)
             try:
                 keep_numeric(numeric_row)
             except (TypeError, ValueError, OverflowError):  # not all numbers: numpy decides

@@ -60,6 +60,8 @@ BAD_RECORD_REASONS = (
     "missing_model",
     "missing_features",
     "wrong_type",
+    "model_limit",
+    "version_limit",
 )
 """Reasons exposed at 0 from the start, so the first bad record shows as an increase."""
 
@@ -107,6 +109,7 @@ class DaemonMetrics:
         self._model_events: dict[str, int] = {}
         self._late: dict[str, int] = {}
         self._untimed: dict[str, int] = {}
+        self._unmonitored: dict[tuple[str, str], int] = {}
         self._last_event: dict[str, float] = {}
         self._last_seen: dict[str, float] = {}
         self._drift: dict[SeriesKey, tuple[float, float]] = {}
@@ -154,6 +157,18 @@ class DaemonMetrics:
             if not math.isnan(newest_event_time):
                 previous = self._last_event.get(model, -math.inf)
                 self._last_event[model] = max(previous, newest_event_time)
+
+    def columns_not_monitored(self, model: str, version: str, count: int) -> None:
+        """``count`` names seen in ``model``/``version``'s events are not monitored."""
+        with self._lock:
+            if count or (model, version) in self._unmonitored:
+                self._unmonitored[model, version] = count
+
+    def retired(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Versions no longer monitored (limits.max_versions_per_model)."""
+        with self._lock:
+            for key in keys:
+                self._unmonitored.pop(key, None)
 
     def evaluations(self, evaluations: Sequence[Evaluation]) -> None:
         """The latest statistic and threshold of every evaluated feature (within the cap),
@@ -258,6 +273,17 @@ class DaemonMetrics:
         )
         for model, n in sorted(self._untimed.items()):
             untimed.add_metric((model,), n)
+        unmonitored = _gauge(
+            "monitord_columns_not_monitored",
+            "Feature names seen in a model's events that no monitored column holds (see "
+            "/status for which and why).",
+            ("model",),
+        )
+        by_model: dict[str, int] = {}
+        for (model, _), count in self._unmonitored.items():
+            by_model[model] = by_model.get(model, 0) + count
+        for model, count in sorted(by_model.items()):
+            unmonitored.add_metric((model,), count)
         bad = _counter("monitord_bad_records", "Records dead-lettered, by reason.", ("reason",))
         for reason, n in sorted(self._bad.items()):
             bad.add_metric((reason,), n)
@@ -347,6 +373,7 @@ class DaemonMetrics:
             per_model,
             late,
             untimed,
+            unmonitored,
             bad,
             lag,
             duration,

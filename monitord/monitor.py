@@ -6,27 +6,35 @@ version's detectors and returns one `Evaluation` per test result, each tied back
 records (topic, partition, offset) and event times that its window covers.
 
 A version without a profile file is *warming up*: its first ``warmup_events`` rows become
-the reference, then detection starts. A new version gets its own reference. While drift
+the reference, then detection starts; its columns are learned from all of those rows
+(`monitord.learning`). A new version gets its own reference. How many models and versions
+are monitored at once is capped (``[limits]``): past a cap, events are refused with a
+reason the daemon dead-letters, unless a version idle long enough can be retired. While drift
 persists, `monitord.regime` tests the same rows against the recent regime; its results are
 evaluations too, marked with the regime's number and reference.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import cast
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from connectors.stream import Record, TopicPartition, one_partition
 from detectors.detection import Detection, FloatArray, State, sub_state
-from detectors.profile import ReferenceProfile
+from detectors.profile import ReferenceProfile, build_profile
 from monitord.config import Config
 from monitord.events import BadRecord, Columns, EventGroup
-from monitord.regime import Capture, RegimeResult, RegimeTracker, changes_testable
+from monitord.learning import ColumnLearner, Unmonitored
+from monitord.regime import RegimeResult, RegimeTracker, changes_testable
 from monitord.suite import DetectorSuite
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,10 @@ class MonitorUpdate:
     newest_time: float = float("nan")  # event time of the newest good event (NaN: none)
     late: int = 0  # events out of order by more than a window's time (windows closing by time)
     untimed: int = 0  # events whose own time was unusable: their record's time was used
+    refused: bool = False  # the version is not monitored (a limit): every event is in bad
+    not_monitored: int = 0  # names of the version's events that no monitored column holds
+    # Versions retired to make room for this one, with the partitions their state was with.
+    retired: dict[tuple[str, str], TopicPartition] = field(default_factory=dict)
 
 
 class _RowLog:
@@ -130,7 +142,15 @@ class _VersionMonitor:
         self.owner = owner  # the partition whose checkpoint holds this version's state
         self.profile_from_file = profile is not None
         self.detection = config.detection_for(model)
-        self._warmup = Capture(self.detection.warmup_events)
+        self.unmonitored = Unmonitored(model, version)
+        self._learner = ColumnLearner(
+            self.detection.warmup_events,
+            self.detection.monitor_prediction,
+            config.limits,
+            self.unmonitored,
+        )
+        self.newest_time = -math.inf  # event time of the newest event seen (retiring idle ones)
+        self._never_seen: set[str] | None = None  # monitored columns without a value yet
         self.profile: ReferenceProfile | None = None
         self.detectors: DetectorSuite | None = None
         self.regime: RegimeTracker | None = None
@@ -146,57 +166,102 @@ class _VersionMonitor:
     def _start(self, profile: ReferenceProfile) -> None:
         self.profile = profile
         self.columns = Columns(profile.numeric_names, profile.categorical_names)
+        self._never_seen = {*profile.numeric_names, *profile.categorical_names}
         self.detectors = DetectorSuite(profile, self.detection)
         if self.detection.change_detection and changes_testable(profile, self.detection):
             names = (profile.numeric_names, profile.categorical_names)
             self.regime = RegimeTracker(self.model, self.version, names, self.detection)
 
     def update(self, group: EventGroup) -> MonitorUpdate:
-        if self.columns is None:
-            # Columns come from the rows that become the reference (the first warm-up batch).
-            warmup = self.detection.warmup_events
-            self.columns = Columns.infer(
-                group.features[:warmup],
-                group.predictions[:warmup],
-                self.detection.monitor_prediction,
+        times, untimed = group.event_times()
+        bad: list[BadRecord] = []
+        if self.columns is None:  # learning columns and reference from the warm-up
+            consumed, wrong = self._learner.take(group)
+            bad = [BadRecord(group.records[i], "wrong_type", d) for i, d in sorted(wrong.items())]
+            good = np.ones(consumed, dtype=bool)
+            good[list(wrong)] = False
+            newest = float(times[:consumed][good].max()) if good.any() else math.nan
+            self._seen(newest)
+            if not self._learner.complete:
+                return MonitorUpdate([], bad, newest, untimed=untimed)
+            self._learned()
+            if consumed == len(group):
+                return MonitorUpdate([], bad, newest, untimed=untimed)
+            group, times = group.rows_from(consumed), times[consumed:]
+        update = self._monitor(group, times)
+        update.bad[:0] = bad
+        update.untimed = untimed
+        return update
+
+    def _learned(self) -> None:
+        """The warm-up is complete: fix the columns and start detecting against it."""
+        self.columns = self._learner.columns()
+        numeric, categorical, set_aside = self._learner.arrays(self.columns)
+        if set_aside:
+            log.warning(
+                "%s/%s: %d warm-up values were strings in numeric columns: missing in the "
+                "reference (after the warm-up such an event is dead-lettered as wrong_type)",
+                self.model,
+                self.version,
+                set_aside,
             )
+        names = (self.columns.numeric, self.columns.categorical)
+        self._start(
+            build_profile(
+                self.model,
+                self.version,
+                names[0],
+                numeric,
+                names[1],
+                categorical,
+                self.detection.psi_bins,
+            )
+        )
+        self._never_seen = set()  # every learned column had values in the warm-up
+
+    def _monitor(self, group: EventGroup, times: FloatArray) -> MonitorUpdate:
+        """Detection over ``group`` (columns known), whose event times are ``times``."""
+        assert self.columns is not None
+        assert self.detectors is not None
         numeric, categorical, wrong = self.columns.arrays(group)
+        self._note_columns(group, numeric, categorical)
         bad = [
             BadRecord(group.records[i], "wrong_type", detail) for i, detail in sorted(wrong.items())
         ]
         records = group.records
-        times, untimed = group.event_times()
         if bad:
             keep = np.ones(len(records), dtype=bool)
             keep[list(wrong)] = False
             records = [r for r, ok in zip(records, keep, strict=True) if ok]
             times, numeric, categorical = times[keep], numeric[keep], categorical[keep]
         if not records:
-            return MonitorUpdate([], bad, untimed=untimed)
+            return MonitorUpdate([], bad)
         newest = float(times.max())
-        if self.detectors is None:
-            # The reference is exactly the first warmup_events rows; the rest of the batch
-            # that completes it is already monitored against it.
-            taken = self._capture(numeric, categorical)
-            if self.detectors is None or taken == len(records):
-                return MonitorUpdate([], bad, newest, untimed=untimed)
-            records, times = records[taken:], times[taken:]
-            numeric, categorical = numeric[taken:], categorical[taken:]
-        assert self.detectors is not None
+        self._seen(newest)
         late = self.detectors.late_rows
         evaluations = self._detect(numeric, categorical, records, times)
-        return MonitorUpdate(evaluations, bad, newest, self.detectors.late_rows - late, untimed)
+        return MonitorUpdate(evaluations, bad, newest, self.detectors.late_rows - late)
 
-    def _capture(self, numeric: FloatArray, categorical: npt.NDArray[np.object_]) -> int:
-        """Keep rows for the reference until it is complete; return how many were kept."""
+    def _seen(self, newest: float) -> None:
+        self.newest_time = max(self.newest_time, newest)  # NaN (no time) leaves it
+
+    def _note_columns(
+        self, group: EventGroup, numeric: FloatArray, categorical: npt.NDArray[np.object_]
+    ) -> None:
+        """Report names the columns do not hold, and columns that get their first value."""
         assert self.columns is not None
-        taken = self._warmup.take(numeric, categorical)
-        if self._warmup.complete:
-            names = (self.columns.numeric, self.columns.categorical)
-            self._start(
-                self._warmup.profile(self.model, self.version, names, self.detection.psi_bins)
-            )
-        return taken
+        for name in group.unknown_names(self.columns):
+            self.unmonitored.add(name, "not_in_reference")
+        if self._never_seen:
+            for j in np.flatnonzero(~np.isnan(numeric).all(axis=0)):
+                self._never_seen.discard(self.columns.numeric[j])
+            for j in np.flatnonzero((categorical != None).any(axis=0)):  # noqa: E711
+                self._never_seen.discard(self.columns.categorical[j])
+
+    @property
+    def never_seen(self) -> list[str]:
+        """Monitored columns without a value since detection started."""
+        return sorted(self._never_seen or ())
 
     def _detect(
         self,
@@ -252,14 +317,19 @@ class _VersionMonitor:
         meta: dict[str, object] = {
             "model": self.model,
             "version": self.version,
-            "warmup_rows": self._warmup.rows,
+            "warmup_rows": self._learner.rows,
             "columns": None
             if self.columns is None
             else [list(self.columns.numeric), list(self.columns.categorical)],
             "profile_id": None if self.profile is None else self.profile.profile_id,
             "profile_from_file": self.profile_from_file,
+            "unmonitored": self.unmonitored.snapshot(),
+            "never_seen": self.never_seen,
+            "newest_time": self.newest_time if math.isfinite(self.newest_time) else None,
         }
-        arrays: State = self._warmup.snapshot("warmup/")
+        arrays: State = {}
+        if self.columns is None:
+            meta["learner"], arrays = self._learner.snapshot("learner/")
         if self.detectors is not None:
             arrays.update({f"suite/{k}": v for k, v in self.detectors.snapshot().items()})
             log_meta, log_arrays = self._log.snapshot()
@@ -270,6 +340,18 @@ class _VersionMonitor:
             meta["regime"] = regime_meta
             arrays.update({f"regime/{k}": v for k, v in regime_arrays.items()})
         return meta, arrays
+
+    def columns_status(self) -> dict[str, object]:
+        """Monitored columns and the ones that are not, with why (for /status)."""
+        columns = self.columns
+        return {
+            "numeric": [] if columns is None else list(columns.numeric),
+            "categorical": [] if columns is None else list(columns.categorical),
+            "learning": columns is None,
+            "not_monitored": dict(self.unmonitored.reasons),
+            "not_monitored_more": self.unmonitored.overflow,
+            "never_seen": self.never_seen,
+        }
 
     def change_status(self) -> dict[str, object] | None:
         """The recent regime for /status: phase, number and reference (None: off)."""
@@ -299,12 +381,20 @@ class _VersionMonitor:
         """Load a `snapshot`; ``profile`` is the reference it names (None while warming up),
         ``captured`` finds a recent regime's reference by id."""
         columns = cast("list[list[str]] | None", meta["columns"])
-        if columns is not None:
-            self.columns = Columns(tuple(columns[0]), tuple(columns[1]))
-        self._warmup.restore(int(str(meta["warmup_rows"])), arrays, "warmup/")
+        self.unmonitored.restore(meta.get("unmonitored"))
+        newest = meta.get("newest_time")
+        self.newest_time = float(newest) if isinstance(newest, int | float) else -math.inf
+        rows = int(str(meta["warmup_rows"]))
+        learner = meta.get("learner")
+        if isinstance(learner, dict):
+            self._learner.restore(rows, learner, arrays, "learner/")
+        elif profile is None and columns is not None:
+            # Format 1: columns fixed by the first batch and rows captured for them.
+            self._learner.restore(rows, *_learner_state(columns, arrays))
         self.profile_from_file = bool(meta["profile_from_file"])
         if profile is not None:
             self._start(profile)
+            self._never_seen = {str(name) for name in cast("list[Any]", meta.get("never_seen", []))}
             assert self.detectors is not None
             self.detectors.restore(sub_state(arrays, "suite/"))
             self._log.restore(meta["log"], arrays)  # type: ignore[arg-type]
@@ -313,6 +403,31 @@ class _VersionMonitor:
                 regime_id = regime.get("profile_id")
                 regime_profile = captured(str(regime_id)) if regime_id else None
                 self.regime.restore(regime, sub_state(arrays, "regime/"), regime_profile)
+
+
+def _learner_state(columns: list[list[str]], arrays: State) -> tuple[dict[str, Any], State, str]:
+    """A format-1 warm-up capture (fixed columns, numeric and categorical arrays) as the
+    state of a `ColumnLearner` that learned those columns."""
+    numeric_names, categorical_names = columns
+    numbers = np.asarray(arrays.get("warmup/numeric", np.empty((0, len(numeric_names)))))
+    rows = numbers.shape[0]
+    texts = np.asarray(arrays.get("warmup/categorical/text", np.empty((rows, 0), dtype=str)))
+    missing = np.asarray(
+        arrays.get("warmup/categorical/missing", np.empty((rows, 0), dtype=bool)), dtype=bool
+    )
+    meta = {
+        "names": [*numeric_names, *categorical_names],
+        "numbers": [rows] * len(numeric_names) + [0] * len(categorical_names),
+        "texts": [0] * len(numeric_names) + [rows] * len(categorical_names),
+    }
+    numeric_missing = np.isnan(numbers)
+    numeric_texts = np.where(numeric_missing, "", numbers.astype(str))
+    state: State = {
+        "learner/numbers": np.hstack([numbers, np.full((rows, len(categorical_names)), np.nan)]),
+        "learner/texts": np.hstack([numeric_texts, texts]).astype(str),
+        "learner/missing": np.hstack([numeric_missing, missing]),
+    }
+    return meta, state, "learner/"
 
 
 def _offset_ranges(records: list[Record]) -> tuple[OffsetRange, ...]:
@@ -331,6 +446,9 @@ def _offset_ranges(records: list[Record]) -> tuple[OffsetRange, ...]:
 
 ProfileLoader = Callable[[str, str], ReferenceProfile | None]
 
+MAX_LOGGED_REFUSALS = 1_000
+"""Refused model versions logged by name; past it refusals are only counted (dead letters)."""
+
 
 class Monitor:
     """All model versions seen in the stream; creates a version's monitor on first sight."""
@@ -339,6 +457,8 @@ class Monitor:
         self._config = config
         self._load_profile = load_profile
         self.versions: dict[tuple[str, str], _VersionMonitor] = {}
+        self._by_model: dict[str, list[str]] = {}  # the versions of each model
+        self._refusals_logged: set[tuple[str, str]] = set()
 
     def columns_for(self, model: str, version: str) -> Columns | None:
         """The known columns of a model version, for decoding (None before first sight)."""
@@ -348,11 +468,71 @@ class Monitor:
     def update(self, group: EventGroup) -> MonitorUpdate:
         key = (group.model, group.version)
         monitor = self.versions.get(key)
+        retired: dict[tuple[str, str], TopicPartition] = {}
         if monitor is None:
+            refusal = self._admit(group, retired)
+            if refusal is not None:
+                reason, detail = refusal
+                bad = [BadRecord(record, reason, detail) for record in group.records]
+                return MonitorUpdate([], bad, refused=True)
             profile = self._load_profile(group.model, group.version)
             owner = group.records[0].topic_partition
-            monitor = self.versions[key] = _VersionMonitor(*key, self._config, profile, owner)
-        return monitor.update(group)
+            monitor = _VersionMonitor(*key, self._config, profile, owner)
+            self._add(monitor)
+        update = monitor.update(group)
+        update.retired = retired
+        update.not_monitored = monitor.unmonitored.count
+        return update
+
+    def _admit(
+        self, group: EventGroup, retired: dict[tuple[str, str], TopicPartition]
+    ) -> tuple[str, str] | None:
+        """None when a new version may be monitored (retiring an idle one of its model if
+        that makes room, into ``retired``), else the refusal's reason and detail."""
+        limits = self._config.limits
+        model, version = group.model, group.version
+        versions = self._by_model.get(model)
+        if versions is None:
+            if len(self._by_model) < limits.max_models:
+                return None
+            refusal = "model_limit", f"{limits.max_models} models are monitored (limits.max_models)"
+        elif len(versions) < limits.max_versions_per_model:
+            return None
+        else:
+            idle = min((self.versions[model, v] for v in versions), key=lambda m: m.newest_time)
+            arriving = float(group.event_times()[0].max())
+            if idle.newest_time <= arriving - limits.retire_idle_s:
+                log.warning(
+                    "%s/%s retired after %.0f s without events, to monitor %s/%s "
+                    "(limits.max_versions_per_model = %d)",
+                    model,
+                    idle.version,
+                    arriving - idle.newest_time,
+                    model,
+                    version,
+                    limits.max_versions_per_model,
+                )
+                retired[model, idle.version] = idle.owner
+                self.drop([(model, idle.version)])
+                return None
+            refusal = (
+                "version_limit",
+                (
+                    f"{limits.max_versions_per_model} versions of {model!r} are monitored and "
+                    f"none has been idle for {limits.retire_idle_s:.0f} s "
+                    "(limits.max_versions_per_model)"
+                ),
+            )
+        if len(self._refusals_logged) < MAX_LOGGED_REFUSALS and (
+            (model, version) not in self._refusals_logged
+        ):
+            self._refusals_logged.add((model, version))
+            log.warning("events of %s/%s refused: %s", model, version, refusal[1])
+        return refusal
+
+    def _add(self, monitor: _VersionMonitor) -> None:
+        self.versions[monitor.model, monitor.version] = monitor
+        self._by_model.setdefault(monitor.model, []).append(monitor.version)
 
     def owned_by(self, partition: TopicPartition) -> list[tuple[str, str]]:
         """The model versions whose state lives with ``partition``."""
@@ -390,12 +570,16 @@ class Monitor:
                 profile = captured(str(profile_id))
         monitor = _VersionMonitor(model, version, self._config, None, owner)
         monitor.restore(meta, arrays, profile, captured)
-        self.versions[model, version] = monitor
+        self._add(monitor)
         return model, version
 
     def drop(self, keys: list[tuple[str, str]]) -> None:
-        for key in keys:
-            del self.versions[key]
+        for model, version in keys:
+            del self.versions[model, version]
+            versions = self._by_model[model]
+            versions.remove(version)
+            if not versions:
+                del self._by_model[model]
 
 
 __all__ = ["Evaluation", "Monitor", "MonitorUpdate", "OffsetRange"]

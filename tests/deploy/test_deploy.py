@@ -57,6 +57,7 @@ CATALOGUE = [
     Metric("monitord_model_events_total", "counter", ("model",)),
     Metric("monitord_late_events_total", "counter", ("model",)),
     Metric("monitord_untimed_events_total", "counter", ("model",)),
+    Metric("monitord_columns_not_monitored", "gauge", ("model",)),
     Metric("monitord_bad_records_total", "counter", ("reason",)),
     Metric("monitord_consumer_lag_records", "gauge", ("topic", "partition")),
     Metric("monitord_batch_duration_seconds", "histogram"),

@@ -1,0 +1,263 @@
+"""Columns learned over a version's warm-up, and the columns that are not monitored.
+
+A version without a profile learns its columns from all of its warm-up rows, not from its
+first batch: a feature absent from the first events is still monitored, and one string
+among numbers does not make a numeric feature categorical. A column is numeric when its
+numbers outnumber its strings and booleans, else categorical. A warm-up value of the other
+kind (a string in what became a numeric column) is missing in the reference and counted;
+after the warm-up, `monitord.events`' value rule applies to every event (that string makes
+the event ``wrong_type``). A row holding an array or an object is ``wrong_type`` at once,
+whatever the kind.
+
+What is not monitored is reported per version (`Unmonitored`): names past
+``limits.max_columns_per_model`` (``column_limit``), longer than
+``limits.max_column_name_chars`` (``name_too_long``), the prediction's reserved name used
+for a feature (``reserved_name``), columns without a value in the whole warm-up
+(``no_values``), names first seen after the columns were fixed (``not_in_reference``), and
+monitored columns that have had no value since (``never_seen``, in `/status` only).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from detectors.detection import FloatArray, State
+from detectors.profile import category_text
+from monitord.config import LimitSettings
+from monitord.events import PREDICTION, Columns, EventGroup
+
+log = logging.getLogger(__name__)
+
+MAX_REPORTED = 100
+"""Unmonitored names kept per version: past it they are only counted (an event can carry
+thousands of names; memory must not grow with them)."""
+
+
+class Unmonitored:
+    """Names of one version's columns that are not monitored, each with why: at most
+    `MAX_REPORTED` names, the rest counted in ``overflow``."""
+
+    def __init__(self, model: str, version: str) -> None:
+        self.model, self.version = model, version
+        self.reasons: dict[str, str] = {}
+        self.overflow = 0
+
+    def add(self, name: str, reason: str) -> None:
+        if name in self.reasons:
+            return
+        if len(self.reasons) >= MAX_REPORTED:
+            self.overflow += 1
+            if self.overflow == 1:
+                log.warning(
+                    "%s/%s: more than %d columns are not monitored; further ones are only counted",
+                    self.model,
+                    self.version,
+                    MAX_REPORTED,
+                )
+            return
+        shown = name if len(name) <= 80 else f"{name[:80]}... ({len(name)} characters)"
+        self.reasons[shown] = reason
+        log.warning(
+            "%s/%s: column %r is not monitored (%s)", self.model, self.version, shown, reason
+        )
+
+    @property
+    def count(self) -> int:
+        return len(self.reasons) + self.overflow
+
+    def snapshot(self) -> dict[str, object]:
+        return {"reasons": dict(self.reasons), "overflow": self.overflow}
+
+    def restore(self, meta: object) -> None:
+        if isinstance(meta, dict):
+            self.reasons = {str(k): str(v) for k, v in dict(meta.get("reasons", {})).items()}
+            self.overflow = int(meta.get("overflow", 0))
+
+
+class ColumnLearner:
+    """The first ``size`` good rows of a version, with every name they hold, until the
+    columns can be decided (`columns`) and the rows become the reference (`arrays`)."""
+
+    def __init__(
+        self,
+        size: int,
+        with_prediction: bool,
+        limits: LimitSettings,
+        unmonitored: Unmonitored,
+    ) -> None:
+        self.size = size
+        self.rows = 0
+        self._with_prediction = with_prediction
+        self._limits = limits
+        self._unmonitored = unmonitored
+        self.names: dict[str, int] = {}  # column -> index, in order of first appearance
+        # Per column: how many values were numbers, how many strings or booleans.
+        self._numbers: list[int] = []
+        self._texts: list[int] = []
+        # Row-major chunks as taken; a later chunk may be wider (names seen later).
+        self._chunks: list[tuple[FloatArray, npt.NDArray[np.object_]]] = []
+
+    @property
+    def complete(self) -> bool:
+        return self.rows >= self.size
+
+    def take(self, group: EventGroup) -> tuple[int, dict[int, str]]:
+        """Learn from ``group``'s rows until ``size`` good rows are held. Returns how many
+        rows of the group were consumed, and the consumed rows that break the rule (an
+        array or object value) with why: those are not held."""
+        wrong: dict[int, str] = {}
+        numbers: list[list[float]] = []
+        texts: list[list[str | None]] = []
+        consumed = 0
+        for features, prediction in zip(group.features, group.predictions, strict=True):
+            if self.rows + len(numbers) >= self.size:
+                break
+            consumed += 1
+            # The prediction first: a column cap never leaves it out.
+            items = [(PREDICTION, prediction)] if self._with_prediction else []
+            items += features.items()
+            problem = next(
+                (
+                    f"{name!r} holds a JSON {'array' if isinstance(value, list) else 'object'}"
+                    for name, value in items
+                    if isinstance(value, list | dict)
+                ),
+                None,
+            )
+            if problem is not None:
+                wrong[consumed - 1] = problem
+                continue
+            row: dict[int, tuple[float, str | None, bool]] = {}
+            for position, (name, value) in enumerate(items):
+                # A name learned even when null: never a value in the warm-up is reported.
+                j = self._column(name, self._with_prediction and position == 0)
+                if j is not None and value is not None:
+                    row[j] = _both_kinds(value)
+            width = len(self.names)
+            number_row = [math.nan] * width
+            text_row: list[str | None] = [None] * width
+            for j, (number, text, is_number) in row.items():
+                number_row[j], text_row[j] = number, text
+                if is_number:
+                    self._numbers[j] += 1
+                else:
+                    self._texts[j] += 1
+            numbers.append(number_row)
+            texts.append(text_row)
+        if numbers:
+            width = len(self.names)
+            number_table = np.full((len(numbers), width), math.nan)
+            text_table = np.empty((len(texts), width), dtype=object)
+            for i, (number_row, text_row) in enumerate(zip(numbers, texts, strict=True)):
+                number_table[i, : len(number_row)] = number_row
+                text_table[i, : len(text_row)] = text_row
+            self._chunks.append((number_table, text_table))
+            self.rows += len(numbers)
+        return consumed, wrong
+
+    def _column(self, name: str, is_prediction: bool) -> int | None:
+        """The index of column ``name``, added on first sight; None when it is refused."""
+        if name == PREDICTION and not is_prediction:
+            self._unmonitored.add(name, "reserved_name")
+            return None
+        j = self.names.get(name)
+        if j is not None:
+            return j
+        if len(name) > self._limits.max_column_name_chars:
+            self._unmonitored.add(name, "name_too_long")
+            return None
+        if len(self.names) >= self._limits.max_columns_per_model:
+            self._unmonitored.add(name, "column_limit")
+            return None
+        j = self.names[name] = len(self.names)
+        self._numbers.append(0)
+        self._texts.append(0)
+        return j
+
+    def columns(self) -> Columns:
+        """The columns decided by the majority of each one's warm-up values."""
+        numeric, categorical = [], []
+        # The prediction last, after the features, as profiles and evidence list columns.
+        ordered = sorted(self.names.items(), key=lambda item: item[0] == PREDICTION)
+        for name, j in ordered:
+            if self._numbers[j] == 0 and self._texts[j] == 0:
+                self._unmonitored.add(name, "no_values")
+            elif self._numbers[j] > self._texts[j]:
+                numeric.append(name)
+            else:
+                categorical.append(name)
+        return Columns(tuple(numeric), tuple(categorical))
+
+    def arrays(self, columns: Columns) -> tuple[FloatArray, npt.NDArray[np.object_], int]:
+        """The held rows as ``(numeric, categorical)`` for ``columns``, and how many values
+        were of the other kind (missing in these arrays). The learner is emptied."""
+        numbers, texts = self._table()
+        numeric_index = [self.names[name] for name in columns.numeric]
+        categorical_index = [self.names[name] for name in columns.categorical]
+        numeric = numbers[:, numeric_index]
+        categorical = texts[:, categorical_index]
+        # A numeric column's strings and a categorical column's... nothing: every value
+        # has a text. What a numeric column loses is its non-numbers.
+        set_aside = int(
+            (np.isnan(numeric) & (texts[:, numeric_index] != None)).sum()  # noqa: E711
+        )
+        self._chunks.clear()
+        return numeric, categorical, set_aside
+
+    def _table(self) -> tuple[FloatArray, npt.NDArray[np.object_]]:
+        width = len(self.names)
+        numbers = np.full((self.rows, width), math.nan)
+        texts = np.empty((self.rows, width), dtype=object)
+        row = 0
+        for chunk_numbers, chunk_texts in self._chunks:
+            n, k = chunk_numbers.shape
+            numbers[row : row + n, :k] = chunk_numbers
+            texts[row : row + n, :k] = chunk_texts
+            row += n
+        return numbers, texts
+
+    def snapshot(self, prefix: str) -> tuple[dict[str, object], State]:
+        meta: dict[str, object] = {
+            "names": list(self.names),
+            "numbers": list(self._numbers),
+            "texts": list(self._texts),
+        }
+        if not self.rows:
+            return meta, {}
+        numbers, texts = self._table()
+        missing = texts == None  # noqa: E711 (elementwise test for None)
+        # Object arrays would need pickle: texts are stored as text plus a missing mask.
+        return meta, {
+            f"{prefix}numbers": numbers,
+            f"{prefix}texts": np.where(missing, "", texts).astype(str),
+            f"{prefix}missing": np.asarray(missing, dtype=np.bool_),
+        }
+
+    def restore(self, rows: int, meta: dict[str, Any], arrays: State, prefix: str) -> None:
+        self.names = {str(name): j for j, name in enumerate(meta["names"])}
+        self._numbers = [int(n) for n in meta["numbers"]]
+        self._texts = [int(n) for n in meta["texts"]]
+        self.rows = rows
+        self._chunks.clear()
+        if rows:
+            texts = np.asarray(arrays[f"{prefix}texts"]).astype(object)
+            texts[np.asarray(arrays[f"{prefix}missing"], dtype=np.bool_)] = None
+            self._chunks.append((np.asarray(arrays[f"{prefix}numbers"], dtype=np.float64), texts))
+
+
+def _both_kinds(value: object) -> tuple[float, str | None, bool]:
+    """A JSON scalar read both ways (number, category text) and whether it is a number:
+    numbers vote numeric, strings and booleans categorical."""
+    if isinstance(value, bool):
+        return float(value), category_text(value), False
+    if isinstance(value, int | float):
+        return float(value), category_text(value), True
+    return math.nan, category_text(value), False
+
+
+__all__ = ["MAX_REPORTED", "ColumnLearner", "Unmonitored"]
