@@ -71,3 +71,65 @@ def test_a_malformed_bootstrap_is_refused(
         assert code == 2, command
         assert "kafka.bootstrap_servers" in err, (command, err)
         assert "Traceback" not in err
+
+
+WEBHOOK = '[[receivers]]\nname = "hook"\ntype = "webhook"\nurl = "http://127.0.0.1:9/x"\n'
+
+
+@pytest.mark.parametrize(
+    ("toml", "environ", "key"),
+    [
+        pytest.param(
+            WEBHOOK + 'secret_env = "TEST_PREFLIGHT_KEY"\n', {}, "receivers.0.secret_env", id="env"
+        ),
+        pytest.param(
+            WEBHOOK + 'secret_env = "TEST_PREFLIGHT_KEY"\n',
+            {"TEST_PREFLIGHT_KEY": "short"},
+            "receivers.0",
+            id="hmac-key",
+        ),
+        pytest.param(
+            '[[models]]\nname = "m"\nprofiles = { "7" = "{tmp}/missing.npz" }\n',
+            {},
+            "models.0.profiles.7",
+            id="missing-profile",
+        ),
+        pytest.param(
+            '[[models]]\nname = "m"\nprofiles = { "7" = "{tmp}/not-a-profile.npz" }\n',
+            {},
+            "models.0.profiles.7",
+            id="broken-profile",
+        ),
+        pytest.param('profile_dir = "{tmp}/profiles"\n', {}, "profile_dir", id="profile-dir"),
+        pytest.param(
+            '[outputs]\njsonl_path = "{tmp}/a-file/out.jsonl"\n',
+            {},
+            "outputs.jsonl_path",
+            id="jsonl-path",
+        ),
+        pytest.param('state_dir = "{tmp}/a-file/state"\n', {}, "state_dir", id="state-dir"),
+    ],
+)
+def test_check_refuses_what_run_would(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    toml: str,
+    environ: dict[str, str],
+    key: str,
+) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    (tmp_path / "not-a-profile.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "m@7.npz").write_bytes(b"garbage")
+    monkeypatch.delenv("TEST_PREFLIGHT_KEY", raising=False)
+    for variable, value in environ.items():
+        monkeypatch.setenv(variable, value)
+    body = toml.replace("{tmp}", str(tmp_path))
+    # [kafka] comes last: a table header would capture the top-level keys after it.
+    answers = run_and_check(tmp_path, capsys, f"{body}\n[kafka]\n{unreachable()}")
+    for command, (code, err) in answers.items():
+        assert code == 2, (command, err)
+        assert key in err, (command, err)
+        assert "Traceback" not in err
+        assert "short" not in err  # the secret itself is never repeated
