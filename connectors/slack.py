@@ -11,7 +11,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from connectors.http import ReceiverError, classify, post, redact_url, validate_url
+from connectors.http import (
+    ReceiverError,
+    classify,
+    post,
+    redact_url,
+    url_secrets,
+    validate_url,
+)
 
 # Slack's limits: 3000 chars per section text, 2000 per field, 10 fields per section.
 _MAX_TEXT = 3000
@@ -61,6 +68,6 @@ class SlackReceiver:
                 retriable=False,
             )
         response = post(self._url, payload, {"Content-Type": "application/json"}, self._timeout_s)
-        error = classify(response, self._target, secrets=(self._url,))
+        error = classify(response, self._target, secrets=url_secrets(self._url))
         if error is not None:
             raise error

@@ -20,7 +20,14 @@ import json
 import time
 from collections.abc import Callable, Mapping
 
-from connectors.http import ReceiverError, classify, post, redact_url, validate_url
+from connectors.http import (
+    ReceiverError,
+    classify,
+    post,
+    redact_url,
+    url_secrets,
+    validate_url,
+)
 
 TIMESTAMP_HEADER = "X-Monitord-Timestamp"
 SIGNATURE_HEADER = "X-Monitord-Signature"
@@ -93,7 +100,7 @@ class WebhookReceiver:
             response,
             self._target,
             conflict_is_delivered=True,
-            secrets=(self._url, *self._headers.values()),
+            secrets=(*url_secrets(self._url), *self._headers.values()),
         )
         if error is not None:
             raise error

@@ -43,9 +43,15 @@ class RecordingServer:
     then `default`. The request is recorded before the reply is sent, so it is visible as
     soon as the client call returns."""
 
-    def __init__(self, default: Reply = (200, {}, b"ok")) -> None:
+    def __init__(
+        self,
+        default: Reply = (200, {}, b"ok"),
+        *,
+        answer: Callable[[Recorded], Reply] | None = None,
+    ) -> None:
         self.requests: list[Recorded] = []
         self.default = default
+        self.answer = answer  # replies computed from the request, when no scripted one waits
         self._replies: list[Reply] = []
         self._changed = threading.Condition()
         server = self
@@ -99,7 +105,9 @@ class RecordingServer:
         with self._changed:
             self.requests.append(request)
             self._changed.notify_all()
-            return self._replies.pop(0) if self._replies else self.default
+            if self._replies:
+                return self._replies.pop(0)
+            return self.answer(request) if self.answer is not None else self.default
 
     def __enter__(self) -> RecordingServer:
         self._thread.start()
@@ -109,6 +117,18 @@ class RecordingServer:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join()
+
+
+def echo(status: int) -> Callable[[Recorded], Reply]:
+    """Answer ``status`` with the request echoed back, as debugging proxies and some
+    misconfigured receivers do: request line, headers, then the body."""
+
+    def answer(request: Recorded) -> Reply:
+        headers = "".join(f"{name}: {value}\n" for name, value in request.headers.items())
+        text = f"{request.method} {request.path}\n{headers}\n".encode() + request.body
+        return status, {"Content-Type": "text/plain"}, text
+
+    return answer
 
 
 def closed_port_url() -> str:
