@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -119,3 +120,31 @@ def test_echoed_credentials_are_not_stored(tmp_path: Path, echoing: RecordingSer
     for name, error in errors.items():
         assert "HTTP 500" in error, name  # the failure is still explained
         assert "[redacted]" in error, name
+
+
+def test_failed_attempts_are_logged_with_receiver_and_status_without_secrets(
+    tmp_path: Path, echoing: RecordingServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    connectors = receivers(echoing.url)
+    outbox = Outbox(tmp_path / "outbox.sqlite", max_attempts=2)
+    for name, (_, payload) in connectors.items():
+        outbox.enqueue("message-1", name, payload, now=T0)
+    dispatcher = Dispatcher(outbox, {n: c for n, (c, _) in connectors.items()})
+    with caplog.at_level(logging.WARNING, logger="connectors.outbox"):
+        first = dispatcher.run_due(T0)
+        second = dispatcher.run_due(T0 + 3600)  # every backoff is over: the last attempt
+    outbox.close()
+
+    assert (first.retrying, second.failed) == (len(connectors), len(connectors))
+    for name in connectors:
+        lines = [r for r in caplog.records if f"receiver {name!r}" in r.getMessage()]
+        assert [r.levelno for r in lines] == [logging.WARNING, logging.ERROR], name
+        assert all("HTTP 500" in r.getMessage() for r in lines), name
+        assert "attempt 1" in lines[0].getMessage()
+        assert "retrying" in lines[0].getMessage()
+        assert "attempt 2" in lines[1].getMessage()
+        assert "for good" in lines[1].getMessage()
+    logged = caplog.text.encode()
+    for what, secret in SECRETS.items():
+        leaked = [piece for piece in fragments(secret) if piece in logged]
+        assert not leaked, f"{what} logged: {leaked[:3]}"
