@@ -270,7 +270,7 @@ def _retrain(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from monitord.admin import AdminServer  # noqa: PLC0415
+    from monitord.admin import AdminServer, TokenBucket  # noqa: PLC0415
     from monitord.daemon import tune_garbage_collector  # noqa: PLC0415
     from monitord.logs import configure_logging, register_config_secrets  # noqa: PLC0415
     from monitord.preflight import preflight  # noqa: PLC0415
@@ -293,6 +293,9 @@ def _run(args: argparse.Namespace) -> int:
                 daemon.status,
                 request_retrain=daemon.policy.request_retrain,
                 retrain_clients=config.admin.retrain_clients,
+                retrain_limit=TokenBucket(
+                    config.admin.retrain_per_minute, config.admin.retrain_burst
+                ),
             ).start()
         except OSError as exc:
             daemon.close()

@@ -379,6 +379,10 @@ class AdminSettings(_Section):
         ("127.0.0.0/8", "::1/128"),
         description="networks allowed to POST /retrain (manual retrains); default loopback",
     )
+    retrain_burst: int = Field(5, ge=1, description="manual retrains accepted at once...")
+    retrain_per_minute: float = Field(
+        6.0, gt=0, description="... then this many a minute (over it: 429 with Retry-After)"
+    )
 
     @field_validator("retrain_clients")
     @classmethod
