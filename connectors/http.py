@@ -19,9 +19,11 @@ from __future__ import annotations
 import base64
 import binascii
 import email.utils
+import functools
 import http.client
 import json
 import math
+import ssl
 import time
 import urllib.error
 import urllib.parse
@@ -189,24 +191,51 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_NoRedirect)
 
 
-def post(url: str, data: bytes, headers: Mapping[str, str], timeout_s: float) -> HttpResponse:
-    """POST `data` to `url`; any HTTP answer is returned, no answer raises a retriable error."""
-    return _send("POST", url, data, headers, timeout_s)
+@functools.lru_cache(maxsize=64)
+def _opener(tls: ssl.SSLContext) -> urllib.request.OpenerDirector:
+    return urllib.request.build_opener(_NoRedirect, urllib.request.HTTPSHandler(context=tls))
 
 
-def get(url: str, headers: Mapping[str, str], timeout_s: float) -> HttpResponse:
+def post(
+    url: str,
+    data: bytes,
+    headers: Mapping[str, str],
+    timeout_s: float,
+    *,
+    tls: ssl.SSLContext | None = None,
+) -> HttpResponse:
+    """POST `data` to `url`; any HTTP answer is returned, no answer raises a retriable error.
+
+    `tls` verifies an https server (a private CA, a client certificate; see
+    `connectors.tls`); None uses the system's CAs and checks the host name."""
+    return _send("POST", url, data, headers, timeout_s, tls)
+
+
+def get(
+    url: str,
+    headers: Mapping[str, str],
+    timeout_s: float,
+    *,
+    tls: ssl.SSLContext | None = None,
+) -> HttpResponse:
     """GET `url`, with the same answers and errors as `post`."""
-    return _send("GET", url, None, headers, timeout_s)
+    return _send("GET", url, None, headers, timeout_s, tls)
 
 
 def _send(
-    method: str, url: str, data: bytes | None, headers: Mapping[str, str], timeout_s: float
+    method: str,
+    url: str,
+    data: bytes | None,
+    headers: Mapping[str, str],
+    timeout_s: float,
+    tls: ssl.SSLContext | None,
 ) -> HttpResponse:
     request = urllib.request.Request(url, data=data, headers=dict(headers), method=method)
     target = redact_url(url)
     sent = request_secrets(url, headers)
+    opener = _OPENER if tls is None else _opener(tls)
     try:
-        with _OPENER.open(request, timeout=timeout_s) as response:
+        with opener.open(request, timeout=timeout_s) as response:
             return HttpResponse(
                 response.status,
                 _lower(response.headers.items()),
@@ -222,17 +251,26 @@ def _send(
         raise ReceiverError(
             f"no answer from {target}: {_reason(error.reason)}", retriable=True
         ) from None
-    except (TimeoutError, ConnectionError, http.client.HTTPException) as error:
+    except (OSError, http.client.HTTPException) as error:
+        # Timeouts, resets, and TLS errors raised after the handshake (TLS 1.3 servers
+        # refuse a missing client certificate at the first read, not in the handshake).
         raise ReceiverError(f"no answer from {target}: {_reason(error)}", retriable=True) from None
     except ValueError:
         # urllib's own message repeats the whole URL.
         raise ReceiverError(f"invalid URL for {target}", retriable=False) from None
 
 
-def post_json(url: str, body: object, headers: Mapping[str, str], timeout_s: float) -> HttpResponse:
+def post_json(
+    url: str,
+    body: object,
+    headers: Mapping[str, str],
+    timeout_s: float,
+    *,
+    tls: ssl.SSLContext | None = None,
+) -> HttpResponse:
     """POST `body` encoded as compact UTF-8 JSON with `Content-Type: application/json`."""
     data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-    return post(url, data, {**headers, "Content-Type": "application/json"}, timeout_s)
+    return post(url, data, {**headers, "Content-Type": "application/json"}, timeout_s, tls=tls)
 
 
 def classify(

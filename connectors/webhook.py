@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import ssl
 import time
 from collections.abc import Callable, Mapping
 
@@ -69,6 +70,7 @@ class WebhookReceiver:
         *,
         headers: Mapping[str, str] | None = None,
         timeout_s: float = 10.0,
+        tls: ssl.SSLContext | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         validate_url(url, "url")
@@ -81,6 +83,7 @@ class WebhookReceiver:
         self._headers = dict(headers or {})
         self._target = f"webhook at {redact_url(url)}"
         self._timeout_s = timeout_s
+        self._tls = tls  # None: the system's CAs, host names checked
         self._clock = clock
 
     def deliver(self, payload: bytes) -> None:
@@ -95,7 +98,7 @@ class WebhookReceiver:
             TIMESTAMP_HEADER: str(timestamp),
             SIGNATURE_HEADER: sign(self._secret, timestamp, payload),
         }
-        response = post(self._url, payload, headers, self._timeout_s)
+        response = post(self._url, payload, headers, self._timeout_s, tls=self._tls)
         error = classify(
             response,
             self._target,

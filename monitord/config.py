@@ -117,6 +117,12 @@ class KafkaSettings(_Section):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None  # from MONITORD_KAFKA_SASL_PASSWORD only
+    ssl_cafile: Path | None = Field(None, description="PEM CA bundle; default the system's")
+    ssl_certfile: Path | None = Field(None, description="PEM client certificate (mutual TLS)")
+    ssl_keyfile: Path | None = Field(None, description="PEM private key of ssl_certfile")
+    ssl_check_hostname: bool = Field(
+        True, description="the broker's certificate must name the host connected to"
+    )
     connect_timeout_s: float = Field(10.0, gt=0)
     consumer: ConsumerSettings = ConsumerSettings()
     repartition: bool = Field(
@@ -139,6 +145,14 @@ class KafkaSettings(_Section):
 
     @model_validator(mode="after")
     def _security_complete(self) -> KafkaSettings:
+        tls_keys = sorted(k for k in self.model_fields_set if k.startswith("ssl_"))
+        if self.security_protocol not in ("SSL", "SASL_SSL") and tls_keys:
+            raise ValueError(
+                f"{', '.join(tls_keys)}: TLS settings are only used with security_protocol "
+                f"SSL or SASL_SSL, not {self.security_protocol}"
+            )
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ValueError("ssl_keyfile: a client key needs its certificate (ssl_certfile)")
         sasl = self.security_protocol.startswith("SASL_")
         if not sasl and self.sasl_mechanism is not None:
             raise ValueError(

@@ -3,8 +3,9 @@ the same ones, so a config that passes `check` does not fail `run` for a knowabl
 
 Beyond what the config's own validation sees (keys, types, ranges, topics), these read the
 environment and the disk: receiver secrets set and accepted by their connectors (URLs,
-HMAC key length), reference profiles present and loadable, the metric series they need
-within the cap, the JSON-lines output and `state_dir` writable. Each refusal is a
+HMAC key length), TLS CA, certificate and key files readable and usable (Kafka's and each
+receiver's), reference profiles present and loadable, the metric series they need within
+the cap, the JSON-lines output and `state_dir` writable. Each refusal is a
 `ConfigError` naming the key at fault.
 """
 
@@ -16,11 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from connectors.http import Receiver
+from connectors.tls import TlsFileError
 from detectors.profile import ProfileError
 from monitord.config import Config, ConfigError
 from monitord.delivery import build_receivers
 from monitord.metrics import check_cardinality
 from monitord.reference import load_profile
+from monitord.service import kafka_security
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,12 @@ class Preflight:
 def preflight(config: Config, environ: Mapping[str, str] | None = None) -> Preflight:
     """Run every startup check that needs no broker; raise `ConfigError` naming the key."""
     environ = os.environ if environ is None else environ
-    receivers = build_receivers(config.receivers, environ)
+    try:
+        kafka_security(config).ssl_context()
+    except TlsFileError as exc:
+        key = {"ca_file": "ssl_cafile", "cert_file": "ssl_certfile", "key_file": "ssl_keyfile"}
+        raise ConfigError(f"kafka.{key[exc.parameter]}: {exc.reason}") from None
+    receivers = build_receivers(config.receivers, environ)  # their TLS files too
     for i, model in enumerate(config.models):
         for version, path in model.profiles.items():
             try:

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -48,6 +49,7 @@ class RecordingServer:
         default: Reply = (200, {}, b"ok"),
         *,
         answer: Callable[[Recorded], Reply] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.requests: list[Recorded] = []
         self.default = default
@@ -81,6 +83,10 @@ class RecordingServer:
                 pass
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._scheme = "http"
+        if tls is not None:  # https: a client that fails the handshake is never recorded
+            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
+            self._scheme = "https"
         # A short poll interval: `shutdown()` waits for it, once per test.
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
@@ -89,7 +95,7 @@ class RecordingServer:
     @property
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"{self._scheme}://{host!s}:{port}"
 
     def reply(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
         """Queue the answer to the next request not yet answered."""
