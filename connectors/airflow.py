@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import ssl
 import threading
 import urllib.parse
 from typing import Literal
@@ -87,6 +88,7 @@ class AirflowReceiver:
         username: str | None = None,
         password: str | None = None,
         timeout_s: float = 10.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         validate_url(base_url, "base_url")
         if not dag_id.strip():
@@ -109,6 +111,7 @@ class AirflowReceiver:
         self._target = f"Airflow at {redact_url(base_url)}"
         self._api_version = api_version
         self._timeout_s = timeout_s
+        self._tls = tls  # None: the system's CAs, host names checked
         self._token = token
         self._credentials = (username, password) if username is not None else None
         # Airflow 3 exchanges credentials for a JWT; Airflow 2 takes them on every request.
@@ -132,7 +135,9 @@ class AirflowReceiver:
             raise error
 
     def _post(self, body: dict[str, object], *, renew: bool) -> HttpResponse:
-        return post_json(self._url, body, self._authorization(renew), self._timeout_s)
+        return post_json(
+            self._url, body, self._authorization(renew), self._timeout_s, tls=self._tls
+        )
 
     def _authorization(self, renew: bool) -> dict[str, str]:
         if self._token is not None:
@@ -153,7 +158,11 @@ class AirflowReceiver:
         user, password = self._credentials
         target = f"Airflow token endpoint at {redact_url(self._token_url)}"
         response = post_json(
-            self._token_url, {"username": user, "password": password}, {}, self._timeout_s
+            self._token_url,
+            {"username": user, "password": password},
+            {},
+            self._timeout_s,
+            tls=self._tls,
         )
         error = classify(response, target, secrets=self._secrets())
         if error is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
@@ -69,6 +70,7 @@ class AlertmanagerReceiver:
         *,
         headers: Mapping[str, str] | None = None,
         timeout_s: float = 10.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         validate_url(base_url, "base_url")
         if timeout_s <= 0:
@@ -79,6 +81,7 @@ class AlertmanagerReceiver:
         self._headers = {**(headers or {}), "Content-Type": "application/json"}
         self._secrets = tuple(self._headers.values())
         self._timeout_s = timeout_s
+        self._tls = tls  # None: the system's CAs, host names checked
 
     def deliver(self, payload: bytes) -> None:
         try:
@@ -91,7 +94,7 @@ class AlertmanagerReceiver:
                 "(build it with encode_alerts)",
                 retriable=False,
             )
-        response = post(self._url, payload, self._headers, self._timeout_s)
+        response = post(self._url, payload, self._headers, self._timeout_s, tls=self._tls)
         error = classify(response, self._target, secrets=self._secrets)
         if error is not None:
             raise error

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import ssl
 
 from connectors.http import classify, decode_event, post_json, redact_url, validate_url
 
@@ -79,6 +80,7 @@ class ArgoReceiver:
         token: str | None = None,
         cluster_template: bool = False,
         timeout_s: float = 10.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         validate_url(base_url, "base_url")
         if not _DNS_LABEL.match(namespace):
@@ -101,6 +103,7 @@ class ArgoReceiver:
         # Argo Server wants the whole header value, scheme included.
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._timeout_s = timeout_s
+        self._tls = tls  # None: the system's CAs, host names checked
 
     def deliver(self, payload: bytes) -> None:
         event = decode_event(payload, self._target)
@@ -121,7 +124,7 @@ class ArgoReceiver:
                 "labels": f"{LABEL}={label_value(event.id)}",
             },
         }
-        response = post_json(self._url, body, self._headers, self._timeout_s)
+        response = post_json(self._url, body, self._headers, self._timeout_s, tls=self._tls)
         error = classify(
             response,
             self._target,

@@ -13,6 +13,8 @@ import inspect
 import itertools
 import logging
 import operator
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
@@ -42,6 +44,7 @@ from connectors.stream import (
     Record,
     TopicPartition,
 )
+from connectors.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,25 @@ class KafkaSecurity:
     sasl_username: str | None = None
     sasl_password: str | None = field(default=None, repr=False)
     ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_check_hostname: bool = True
+
+    @property
+    def tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context of SSL and SASL_SSL (None otherwise), as kafka-python would build
+        it from the ``ssl_*`` settings; `TlsFileError` names a file it cannot use."""
+        if not self.tls:
+            return None
+        return client_context(
+            ca_file=self.ssl_cafile,
+            cert_file=self.ssl_certfile,
+            key_file=self.ssl_keyfile,
+            check_hostname=self.ssl_check_hostname,
+        )
 
     def __post_init__(self) -> None:
         _require(
@@ -112,7 +134,8 @@ class KafkaSecurity:
             "sasl_mechanism": self.sasl_mechanism,
             "sasl_plain_username": self.sasl_username,
             "sasl_plain_password": self.sasl_password,
-            "ssl_cafile": self.ssl_cafile,
+            # The context checked at startup is the one kafka-python uses.
+            "ssl_context": self.ssl_context(),
         }
 
 
@@ -226,6 +249,11 @@ def _connect(
     """Build a kafka-python client, bounding the initial bootstrap to `timeout_s`."""
     servers = [server.strip() for server in bootstrap.split(",") if server.strip()]
     _require(bool(servers), "bootstrap", "give at least one host:port")
+    context = config.get("ssl_context")
+    if context is not None:
+        # kafka-python waits for a TLS handshake without a deadline: a plaintext listener
+        # never answers one, and the daemon would hang at startup without a word.
+        _tls_handshake(servers, bootstrap, context, config["security_protocol"], timeout_s)
     clients: list[Any] = []
 
     def net_client(**kwargs: Any) -> Any:
@@ -252,6 +280,47 @@ def _connect(
         raise ConnectorError(
             f"cannot connect to Kafka at {bootstrap}: {exc}", retriable=exc.retriable
         ) from exc
+
+
+def _tls_handshake(
+    servers: Sequence[str],
+    bootstrap: str,
+    context: ssl.SSLContext,
+    protocol: str,
+    timeout_s: float,
+) -> None:
+    """Return once one bootstrap server completes a TLS handshake within ``timeout_s``.
+
+    A server that cannot be reached at all is left to the bootstrap (which says so); one
+    that is reached but does not speak TLS, or whose certificate fails verification, raises
+    `BrokerUnavailable` naming the address and the security protocol.
+    """
+    deadline = time.monotonic() + timeout_s
+    problems: list[str] = []
+    for server in servers:
+        host, _, port = server.rpartition(":") if ":" in server else (server, "", "9092")
+        host = host.strip("[]")
+        remaining = max(0.001, deadline - time.monotonic())
+        try:
+            sock = socket.create_connection((host, int(port)), timeout=remaining)
+        except OSError:
+            continue
+        try:
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+            with context.wrap_socket(sock, server_hostname=host):
+                return
+        except TimeoutError:
+            problems.append(f"{server}: no TLS handshake within {timeout_s:g}s")
+        except (ssl.SSLError, ssl.CertificateError, OSError) as exc:
+            problems.append(f"{server}: TLS handshake failed ({exc})")
+        finally:
+            sock.close()
+    if problems:
+        raise BrokerUnavailable(
+            f"Kafka broker at {bootstrap} (security_protocol {protocol}): "
+            f"{'; '.join(problems)}. Is that a TLS listener (a plaintext port never answers "
+            "one), and do kafka.ssl_cafile and kafka.ssl_check_hostname fit its certificate?"
+        )
 
 
 def _headers(raw: Sequence[tuple[str, bytes | None]]) -> Headers:

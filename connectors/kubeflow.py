@@ -27,6 +27,7 @@ instant could both create; one replica delivers its outbox from one thread, so i
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.parse
 
 from connectors.http import (
@@ -69,6 +70,7 @@ class KubeflowReceiver:
         experiment_id: str | None = None,
         token: str | None = None,
         timeout_s: float = 10.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         validate_url(base_url, "base_url")
         if not pipeline_id.strip():
@@ -90,6 +92,7 @@ class KubeflowReceiver:
         self._token = token
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._timeout_s = timeout_s
+        self._tls = tls  # None: the system's CAs, host names checked
 
     def deliver(self, payload: bytes) -> None:
         event = decode_event(payload, self._target)
@@ -118,7 +121,9 @@ class KubeflowReceiver:
         }
         if self._experiment_id is not None:
             body["experiment_id"] = self._experiment_id
-        response = post_json(f"{self._api}/runs", body, self._headers, self._timeout_s)
+        response = post_json(
+            f"{self._api}/runs", body, self._headers, self._timeout_s, tls=self._tls
+        )
         self._raise_for(response, self._target)
 
     def _exists(self, name: str) -> bool:
@@ -158,7 +163,7 @@ class KubeflowReceiver:
         return found
 
     def _get(self, url: str, target: str) -> object:
-        response = get(url, self._headers, self._timeout_s)
+        response = get(url, self._headers, self._timeout_s, tls=self._tls)
         self._raise_for(response, target)
         return json_answer(response, target)
 

@@ -13,6 +13,7 @@ tests drive the schedule with an explicit clock.
 
 from __future__ import annotations
 
+import logging
 import random
 import sqlite3
 import threading
@@ -25,6 +26,8 @@ from typing import Literal
 from connectors.http import Receiver, ReceiverError
 from connectors.sqlite import open_durable, write
 from connectors.stream import ConnectorError
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
 State = Literal["pending", "delivered", "failed"]
@@ -309,11 +312,42 @@ class Dispatcher:
                 self._outbox.delivered(item, now)
                 delivered += 1
                 continue
-            if self._outbox.failed(item, error, now) == "failed":
+            state = self._outbox.failed(item, error, now)
+            if state == "failed":
                 failed += 1
             else:
                 retrying += 1
+            self._log_failure(item, error, state, now)
         return DispatchReport(delivered, retrying, failed)
+
+    def _log_failure(
+        self, item: OutboxItem, error: ReceiverError, state: State, now: float
+    ) -> None:
+        # One line per failed attempt: the receiver, its HTTP status and the error, whose
+        # quoted answer has the request's credentials blanked out (connectors.http.classify).
+        status = f"HTTP {error.status}" if error.status is not None else "no answer"
+        attempt = item.attempts + 1
+        if state == "failed":
+            log.error(
+                "delivery of %s to receiver %r failed for good (attempt %d, %s): %s",
+                item.message_id,
+                item.receiver,
+                attempt,
+                status,
+                error,
+            )
+            return
+        stored = self._outbox.get(item.message_id, item.receiver)
+        wait = max(0.0, stored.next_attempt_at - now) if stored is not None else 0.0
+        log.warning(
+            "delivery of %s to receiver %r failed (attempt %d, %s), retrying in %.1fs: %s",
+            item.message_id,
+            item.receiver,
+            attempt,
+            status,
+            wait,
+            error,
+        )
 
     def _attempt(self, item: OutboxItem) -> ReceiverError | None:
         receiver = self._receivers.get(item.receiver)

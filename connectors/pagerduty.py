@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import ssl
 from collections.abc import Mapping
 
 from connectors.http import ReceiverError, classify, post_json, redact_url, validate_url
@@ -61,7 +62,14 @@ def resolve(key: str) -> bytes:
 class PagerDutyReceiver:
     """Sends events to one PagerDuty service (its integration `routing_key`)."""
 
-    def __init__(self, routing_key: str, *, url: str = EVENTS_URL, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        routing_key: str,
+        *,
+        url: str = EVENTS_URL,
+        timeout_s: float = 10.0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         if not routing_key.strip():
             raise ValueError("routing_key must not be empty (the service's integration key)")
         validate_url(url, "url")
@@ -71,11 +79,16 @@ class PagerDutyReceiver:
         self._url = url
         self._target = f"PagerDuty at {redact_url(url)}"
         self._timeout_s = timeout_s
+        self._tls = tls  # None: the system's CAs, host names checked
 
     def deliver(self, payload: bytes) -> None:
         event = _decode(payload)
         response = post_json(
-            self._url, {"routing_key": self._routing_key, **event}, {}, self._timeout_s
+            self._url,
+            {"routing_key": self._routing_key, **event},
+            {},
+            self._timeout_s,
+            tls=self._tls,
         )
         error = classify(response, self._target, secrets=(self._routing_key,))
         if error is not None:

@@ -17,6 +17,7 @@ if its cached id is gone (deleted and re-created).
 
 from __future__ import annotations
 
+import ssl
 import threading
 import urllib.parse
 import uuid
@@ -49,6 +50,7 @@ class PrefectReceiver:
         parameter: str = "trigger",
         api_key: str | None = None,
         timeout_s: float = 10.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         validate_url(api_url, "api_url")
         self._name: tuple[str, str] | None = None
@@ -75,6 +77,7 @@ class PrefectReceiver:
         self._api_key = api_key
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._timeout_s = timeout_s
+        self._tls = tls  # None: the system's CAs, host names checked
         self._lock = threading.Lock()
 
     def deliver(self, payload: bytes) -> None:
@@ -98,7 +101,7 @@ class PrefectReceiver:
     def _create(self, deployment_id: str, body: Mapping[str, object]) -> HttpResponse:
         path = urllib.parse.quote(deployment_id, safe="")
         url = f"{self._api}/deployments/{path}/create_flow_run"
-        return post_json(url, body, self._headers, self._timeout_s)
+        return post_json(url, body, self._headers, self._timeout_s, tls=self._tls)
 
     def _deployment_id(self) -> str:
         with self._lock:
@@ -111,7 +114,7 @@ class PrefectReceiver:
         flow, name = (urllib.parse.quote(part, safe="") for part in self._name)
         url = f"{self._api}/deployments/name/{flow}/{name}"
         target = f"{self._target} (deployment {'/'.join(self._name)!r})"
-        response = get(url, self._headers, self._timeout_s)
+        response = get(url, self._headers, self._timeout_s, tls=self._tls)
         error = classify(response, target, secrets=self._secrets())
         if error is not None:
             raise error

@@ -9,9 +9,17 @@ and 410 for a broken message or a revoked webhook (not retried).
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Mapping
 
-from connectors.http import ReceiverError, classify, post, redact_url, validate_url
+from connectors.http import (
+    ReceiverError,
+    classify,
+    post,
+    redact_url,
+    url_secrets,
+    validate_url,
+)
 
 # Slack's limits: 3000 chars per section text, 2000 per field, 10 fields per section.
 _MAX_TEXT = 3000
@@ -42,13 +50,16 @@ def message(text: str, fields: Mapping[str, str] | None = None) -> bytes:
 class SlackReceiver:
     """Posts messages to one Slack incoming webhook."""
 
-    def __init__(self, webhook_url: str, *, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, webhook_url: str, *, timeout_s: float = 10.0, tls: ssl.SSLContext | None = None
+    ) -> None:
         validate_url(webhook_url, "webhook_url")
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
         self._url = webhook_url
         self._target = f"Slack webhook at {redact_url(webhook_url)}"
         self._timeout_s = timeout_s
+        self._tls = tls  # None: the system's CAs, host names checked
 
     def deliver(self, payload: bytes) -> None:
         try:
@@ -60,7 +71,9 @@ class SlackReceiver:
                 "Slack payload must be a JSON object with a text (build it with message())",
                 retriable=False,
             )
-        response = post(self._url, payload, {"Content-Type": "application/json"}, self._timeout_s)
-        error = classify(response, self._target, secrets=(self._url,))
+        response = post(
+            self._url, payload, {"Content-Type": "application/json"}, self._timeout_s, tls=self._tls
+        )
+        error = classify(response, self._target, secrets=url_secrets(self._url))
         if error is not None:
             raise error

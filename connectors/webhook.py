@@ -17,10 +17,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import ssl
 import time
 from collections.abc import Callable, Mapping
 
-from connectors.http import ReceiverError, classify, post, redact_url, validate_url
+from connectors.http import (
+    ReceiverError,
+    classify,
+    post,
+    redact_url,
+    url_secrets,
+    validate_url,
+)
 
 TIMESTAMP_HEADER = "X-Monitord-Timestamp"
 SIGNATURE_HEADER = "X-Monitord-Signature"
@@ -62,6 +70,7 @@ class WebhookReceiver:
         *,
         headers: Mapping[str, str] | None = None,
         timeout_s: float = 10.0,
+        tls: ssl.SSLContext | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         validate_url(url, "url")
@@ -74,6 +83,7 @@ class WebhookReceiver:
         self._headers = dict(headers or {})
         self._target = f"webhook at {redact_url(url)}"
         self._timeout_s = timeout_s
+        self._tls = tls  # None: the system's CAs, host names checked
         self._clock = clock
 
     def deliver(self, payload: bytes) -> None:
@@ -88,12 +98,12 @@ class WebhookReceiver:
             TIMESTAMP_HEADER: str(timestamp),
             SIGNATURE_HEADER: sign(self._secret, timestamp, payload),
         }
-        response = post(self._url, payload, headers, self._timeout_s)
+        response = post(self._url, payload, headers, self._timeout_s, tls=self._tls)
         error = classify(
             response,
             self._target,
             conflict_is_delivered=True,
-            secrets=(self._url, *self._headers.values()),
+            secrets=(*url_secrets(self._url), *self._headers.values()),
         )
         if error is not None:
             raise error

@@ -3,7 +3,8 @@
 Data flows in four hops: `Source.poll` -> `events.decode` -> `Monitor.update` ->
 `Policy.decide`, then publish, flush and commit (see `daemon`). Modules:
 
-- `config`: TOML -> validated, frozen settings; `clock`: all time handling
+- `config`: TOML -> validated, frozen settings; `preflight`: the startup checks `run` and
+  `check` share; `clock`: all time handling
 - `receivers`: one module per receiver type (settings, connector, payloads); `delivery`:
   the outbox between the policy and the receivers
 - `events`: records -> per-model-version groups + bad records

@@ -14,8 +14,10 @@ and named readiness conditions. `AdminServer` serves it with the metrics on a
 - ``POST /retrain``: a manual retrain request, ``{"model": ..., "version": ... (optional:
   the current one), "reason": ...}`` as ``application/json``, handed to the daemon's
   ``request_retrain(model, version, reason) -> id`` callable; 202 with ``{"id": ...}``, 400
-  with ``{"error": ...}`` for a request it refuses. Only clients in ``retrain_clients``
-  (default: loopback) may post; others get 403.
+  with ``{"error": ...}`` for a request it refuses, 404 for a model or version the daemon
+  does not know. Only clients in ``retrain_clients`` (default: loopback) may post; others
+  get 403. Accepted requests are rate-limited by a `TokenBucket` (default: bursts of 5, 6
+  a minute): over it, 429 with ``Retry-After``.
 
 Other methods get 405, unknown paths 404.
 """
@@ -25,6 +27,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import math
 import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -35,6 +38,7 @@ from urllib.parse import urlsplit
 
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from monitord.clock import monotonic
 from monitord.clock import now as wall_clock
 from monitord.metrics import DaemonMetrics
 
@@ -119,7 +123,48 @@ Status = Callable[[], Mapping[str, object]]
 
 RequestRetrain = Callable[[str, str | None, str], str]
 """``request_retrain(model, version, reason) -> request id``; ``version`` None means the
-model's current one; raises ValueError (its message goes to the client) to refuse."""
+model's current one; raises LookupError for a model or version it does not know, ValueError
+for another refusal (either message goes to the client)."""
+
+RETRAIN_BURST = 5
+RETRAIN_PER_MINUTE = 6.0
+
+
+class TokenBucket:
+    """A rate limit: up to ``burst`` at once, then ``per_minute`` (tokens refill steadily).
+
+    Manual retrains are rare; the limit keeps a looping script, or any container sharing a
+    pod's loopback, from flooding the orchestrators with runs.
+    """
+
+    def __init__(
+        self, per_minute: float, burst: int, *, clock: Callable[[], float] = monotonic
+    ) -> None:
+        if per_minute <= 0 or burst < 1:
+            raise ValueError(f"need per_minute > 0 and burst >= 1, got {per_minute}, {burst}")
+        self._rate_s = per_minute / 60.0
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._clock = clock
+        self._at = clock()
+        self._lock = threading.Lock()
+
+    def take(self) -> float:
+        """Take a token: 0.0 if one was there, else the seconds until one will be."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate_s)
+            self._at = now
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return 0.0
+            return (1.0 - self._tokens) / self._rate_s
+
+    def give_back(self) -> None:
+        """Return a token taken for a request that was then refused."""
+        with self._lock:
+            self._tokens = min(self._burst, self._tokens + 1.0)
+
 
 LOOPBACK = ("127.0.0.0/8", "::1/128")
 MAX_BODY_BYTES = 16 * 1024
@@ -142,9 +187,11 @@ class AdminServer:
         *,
         request_retrain: RequestRetrain | None = None,
         retrain_clients: Sequence[str] = LOOPBACK,
+        retrain_limit: TokenBucket | None = None,
     ) -> None:
         self.metrics, self.health, self.status = metrics, health, status
         self.request_retrain = request_retrain
+        self._retrain_limit = retrain_limit or TokenBucket(RETRAIN_PER_MINUTE, RETRAIN_BURST)
         self._retrain_clients = [ipaddress.ip_network(n, strict=False) for n in retrain_clients]
         server_class = _IPv6Server if ":" in host else _IPv4Server
         # Binding here, not in start(): a port in use fails at construction, with its address.
@@ -227,7 +274,8 @@ class AdminServer:
         return HTTPStatus.NOT_FOUND, _TEXT, b"not found: try /metrics, /livez, /readyz, /status\n"
 
     def retrain(self, client: str, content_type: str, body: bytes) -> tuple[HTTPStatus, bytes]:
-        """Status and JSON body for a ``POST /retrain`` from ``client`` (its IP address)."""
+        """Status and JSON body for a ``POST /retrain`` from ``client`` (its IP address);
+        a 429's body says the seconds to wait, which the handler also sends as Retry-After."""
         if not self._client_allowed(client):
             log.warning("admin endpoint: retrain request from %s refused", client)
             return HTTPStatus.FORBIDDEN, _json(
@@ -263,9 +311,24 @@ class AdminServer:
             or not (version is None or isinstance(version, str))
         ):
             return HTTPStatus.BAD_REQUEST, _json({"error": "; ".join(problems)})
+        # Only requests that would queue a retrain count: a refusal gives its token back.
+        wait_s = self._retrain_limit.take()
+        if wait_s > 0:
+            log.warning("admin endpoint: retrain request from %s over the rate limit", client)
+            retry_after = math.ceil(wait_s)
+            return HTTPStatus.TOO_MANY_REQUESTS, _json(
+                {
+                    "error": f"too many retrain requests; retry in {retry_after} s",
+                    "retry_after_s": retry_after,
+                }
+            )
         try:
             request_id = self.request_retrain(model, version, reason)
+        except LookupError as exc:
+            self._retrain_limit.give_back()
+            return HTTPStatus.NOT_FOUND, _json({"error": str(exc)})
         except ValueError as exc:
+            self._retrain_limit.give_back()
             return HTTPStatus.BAD_REQUEST, _json({"error": str(exc)})
         log.info(
             "manual retrain requested",
@@ -332,17 +395,20 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, _JSON, payload, body=True)
             return
         body = self.rfile.read(int(length))
+        headers: dict[str, str] = {}
         try:
             status, payload = self.server.admin.retrain(
                 str(self.client_address[0]), self.headers.get("Content-Type", ""), body
             )
+            if status == HTTPStatus.TOO_MANY_REQUESTS:
+                headers["Retry-After"] = str(json.loads(payload)["retry_after_s"])
         except Exception:
             log.exception("admin endpoint: POST /retrain failed")
             status, payload = (
                 HTTPStatus.INTERNAL_SERVER_ERROR,
                 _json({"error": "internal error; see the daemon's log"}),
             )
-        self._send(status, _JSON, payload, body=True)
+        self._send(status, _JSON, payload, body=True, headers=headers)
 
     def do_PUT(self) -> None:
         self._not_allowed()
@@ -369,8 +435,18 @@ class _Handler(BaseHTTPRequestHandler):
             payload = b"internal error; see the daemon's log\n"
         self._send(status, content_type, payload, body=body)
 
-    def _send(self, status: HTTPStatus, content_type: str, payload: bytes, *, body: bool) -> None:
+    def _send(
+        self,
+        status: HTTPStatus,
+        content_type: str,
+        payload: bytes,
+        *,
+        body: bool,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
         self.send_header("Cache-Control", "no-store")
@@ -387,4 +463,4 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("admin endpoint: %s %s", self.address_string(), format % args)
 
 
-__all__ = ["CONDITIONS", "LOOPBACK", "AdminServer", "Health", "RequestRetrain"]
+__all__ = ["CONDITIONS", "LOOPBACK", "AdminServer", "Health", "RequestRetrain", "TokenBucket"]

@@ -153,7 +153,10 @@ def _config_or_default(path: Path | None) -> Config:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from monitord.preflight import preflight  # noqa: PLC0415
+
     config = load_config(args.config)
+    preflight(config)
     print(json.dumps(masked(config), indent=2, sort_keys=True))
     print(f"monitord: {args.config} is valid (config hash {config.config_hash})", file=sys.stderr)
     return 0
@@ -267,12 +270,14 @@ def _retrain(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from monitord.admin import AdminServer  # noqa: PLC0415
+    from monitord.admin import AdminServer, TokenBucket  # noqa: PLC0415
     from monitord.daemon import tune_garbage_collector  # noqa: PLC0415
     from monitord.logs import configure_logging, register_config_secrets  # noqa: PLC0415
+    from monitord.preflight import preflight  # noqa: PLC0415
     from monitord.service import build_kafka_daemon, observability  # noqa: PLC0415
 
     config = load_config(args.config)
+    preflight(config)  # the checks `check` makes, before the broker is asked anything
     configure_logging(config.logging.format, config.logging.level)
     register_config_secrets(config, os.environ)
     health, metrics = observability(config)
@@ -288,6 +293,9 @@ def _run(args: argparse.Namespace) -> int:
                 daemon.status,
                 request_retrain=daemon.policy.request_retrain,
                 retrain_clients=config.admin.retrain_clients,
+                retrain_limit=TokenBucket(
+                    config.admin.retrain_per_minute, config.admin.retrain_burst
+                ),
             ).start()
         except OSError as exc:
             daemon.close()

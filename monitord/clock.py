@@ -57,3 +57,8 @@ def iso(seconds: float) -> str:
 def now() -> float:
     """Wall-clock seconds since the epoch."""
     return time.time()
+
+
+def monotonic() -> float:
+    """Seconds from an arbitrary start that never run backwards: for rates and timeouts."""
+    return time.monotonic()

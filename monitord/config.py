@@ -11,12 +11,15 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -68,18 +71,58 @@ class ConsumerSettings(_Section):
         return self
 
 
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}\Z")
+
+
+def _topic_name(value: str) -> str:
+    """A name Kafka accepts for a topic; the daemon would otherwise fail later, on the wire."""
+    if not _TOPIC_NAME.match(value) or value in (".", ".."):
+        raise ValueError(
+            f"{value!r} is not a Kafka topic name: use 1 to 249 letters, digits, '.', '_' or '-'"
+        )
+    return value
+
+
+TopicName = Annotated[str, AfterValidator(_topic_name)]
+
+
+def _bootstrap(value: str) -> str:
+    """``host[:port][,...]`` as kafka-python reads it (port 9092 if left out; IPv6 in brackets)."""
+    servers = [server.strip() for server in value.split(",")]
+    if not any(servers):
+        raise ValueError("give at least one broker as host:port, e.g. '127.0.0.1:9092'")
+    for server in servers:
+        try:
+            parts = urllib.parse.urlsplit(f"//{server}")
+            port = parts.port
+        except ValueError:
+            parts, port = None, None
+        if parts is None or not parts.hostname or port == 0 or parts.path or parts.query:
+            raise ValueError(
+                f"{server!r} is not host:port (a broker address such as 'kafka-0:9092' or "
+                "'[::1]:9092'; separate several with commas)"
+            )
+    return value
+
+
 class KafkaSettings(_Section):
-    bootstrap_servers: str = "127.0.0.1:9092"
-    input_topics: tuple[str, ...] = ("inference-events",)
+    bootstrap_servers: Annotated[str, AfterValidator(_bootstrap)] = "127.0.0.1:9092"
+    input_topics: tuple[TopicName, ...] = ("inference-events",)
     group_id: str = "monitord"
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
-    dead_letter_topic: str = "monitord.dead-letter"
-    alert_topic: str = "monitord.alerts"
-    trigger_topic: str = "monitord.retrain-requests"
+    dead_letter_topic: TopicName = "monitord.dead-letter"
+    alert_topic: TopicName = "monitord.alerts"
+    trigger_topic: TopicName = "monitord.retrain-requests"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None  # from MONITORD_KAFKA_SASL_PASSWORD only
+    ssl_cafile: Path | None = Field(None, description="PEM CA bundle; default the system's")
+    ssl_certfile: Path | None = Field(None, description="PEM client certificate (mutual TLS)")
+    ssl_keyfile: Path | None = Field(None, description="PEM private key of ssl_certfile")
+    ssl_check_hostname: bool = Field(
+        True, description="the broker's certificate must name the host connected to"
+    )
     connect_timeout_s: float = Field(10.0, gt=0)
     consumer: ConsumerSettings = ConsumerSettings()
     repartition: bool = Field(
@@ -87,7 +130,14 @@ class KafkaSettings(_Section):
         description="input not keyed by model: forward each event keyed by its model through "
         "an internal topic first, so a model's state lives on one partition",
     )
-    repartition_topic: str | None = Field(None, description="default <group_id>.repartition")
+    repartition_topic: TopicName | None = Field(None, description="default <group_id>.repartition")
+
+    @field_validator("input_topics")
+    @classmethod
+    def _some_input(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("give at least one topic to read inference events from")
+        return value
 
     @property
     def internal_topic(self) -> str:
@@ -95,6 +145,14 @@ class KafkaSettings(_Section):
 
     @model_validator(mode="after")
     def _security_complete(self) -> KafkaSettings:
+        tls_keys = sorted(k for k in self.model_fields_set if k.startswith("ssl_"))
+        if self.security_protocol not in ("SSL", "SASL_SSL") and tls_keys:
+            raise ValueError(
+                f"{', '.join(tls_keys)}: TLS settings are only used with security_protocol "
+                f"SSL or SASL_SSL, not {self.security_protocol}"
+            )
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ValueError("ssl_keyfile: a client key needs its certificate (ssl_certfile)")
         sasl = self.security_protocol.startswith("SASL_")
         if not sasl and self.sasl_mechanism is not None:
             raise ValueError(
@@ -311,7 +369,7 @@ class CheckpointSettings(_Section):
     )
     interval_events: int = Field(100_000, gt=0, description="checkpoint after this many events")
     interval_s: float = Field(10.0, gt=0, description="... or after this many seconds")
-    changelog_topic: str | None = Field(
+    changelog_topic: TopicName | None = Field(
         None, description="kafka store: defaults to <group_id>.changelog"
     )
 
@@ -360,6 +418,10 @@ class AdminSettings(_Section):
         ("127.0.0.0/8", "::1/128"),
         description="networks allowed to POST /retrain (manual retrains); default loopback",
     )
+    retrain_burst: int = Field(5, ge=1, description="manual retrains accepted at once...")
+    retrain_per_minute: float = Field(
+        6.0, gt=0, description="... then this many a minute (over it: 429 with Retry-After)"
+    )
 
     @field_validator("retrain_clients")
     @classmethod
@@ -402,6 +464,32 @@ class Config(_Section):
     checkpoint: CheckpointSettings = CheckpointSettings()
     shutdown: ShutdownSettings = ShutdownSettings()
     limits: LimitSettings = LimitSettings()
+
+    @model_validator(mode="after")
+    def _outputs_are_not_inputs(self) -> Config:
+        # An output topic that is also read back loops: every dead letter is read as a bad
+        # record and dead-lettered again (10 bad records became 4,830 in 15 seconds).
+        kafka = self.kafka
+        written = {
+            "kafka.dead_letter_topic": kafka.dead_letter_topic,
+            "kafka.alert_topic": kafka.alert_topic,
+            "kafka.trigger_topic": kafka.trigger_topic,
+        }
+        if self.checkpoint.store == "kafka":
+            written["checkpoint.changelog_topic"] = (
+                self.checkpoint.changelog_topic or f"{kafka.group_id}.changelog"
+            )
+        if kafka.repartition:
+            written["kafka.repartition_topic"] = kafka.internal_topic
+        looping = [key for key, topic in written.items() if topic in kafka.input_topics]
+        if looping:
+            keys = ", ".join(looping)
+            raise ValueError(
+                f"{keys}: {written[looping[0]]!r} is also in kafka.input_topics; monitord "
+                "would read its own output back (a dead letter becomes a bad record, again "
+                "and again): give outputs topics of their own"
+            )
+        return self
 
     def detection_for(self, model: str) -> Detection:
         for settings in self.models:
@@ -476,7 +564,9 @@ def _explain(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
         path = _located(error["loc"])[0]
-        if error["type"] == "extra_forbidden":
+        if not path:  # a check across sections: its message names the keys
+            lines.append(f"  {error['msg'].removeprefix('Value error, ')}")
+        elif error["type"] == "extra_forbidden":
             parent = _located(error["loc"][:-1])[1]
             allowed = ", ".join(sorted(parent.model_fields)) if parent else "see config.toml"
             lines.append(f"  {path}: unknown key; allowed keys here: {allowed}")

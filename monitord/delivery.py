@@ -32,6 +32,7 @@ import orjson
 from connectors.http import Receiver
 from connectors.outbox import Dispatcher, Outbox
 from connectors.pagerduty import dedup_key
+from connectors.tls import TlsFileError
 from monitord.alerts import Alert
 from monitord.cloudevent import encode
 from monitord.config import ConfigError
@@ -58,6 +59,10 @@ def build_receivers(
             raise ConfigError(f"receivers.{i}.name: {receiver.name!r} is used twice")
         try:
             receivers[receiver.name] = receiver.connector(environ)
+        except TlsFileError as exc:
+            raise ConfigError(
+                f"receivers.{i}.{exc.parameter}: {exc.reason} (receiver {receiver.name!r})"
+            ) from None
         except ValueError as exc:
             raise ConfigError(f"receivers.{i} ({receiver.name!r}): {exc}") from None
     return receivers

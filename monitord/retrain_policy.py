@@ -96,6 +96,11 @@ class ModelRetrain:
             self.schedule.restore(schedule)
 
 
+class UnknownModelError(LookupError, ValueError):
+    """A manual request for a model or version this daemon does not know (the admin
+    endpoint answers 404); a ValueError too, like every refused request."""
+
+
 class Retraining:
     """Retrain decisions of every model: drift episodes per version, schedules, manual
     requests and the guards (see the module docstring)."""
@@ -247,12 +252,14 @@ class Retraining:
         request_id: str | None = None,
     ) -> RetrainTrigger:
         """Queue a manual request for ``version`` (default: the model's current version);
-        `due` hands it out. ValueError (with advice) for an unknown model or no version."""
+        `due` hands it out. `UnknownModelError` (with advice) for a model or version this daemon
+        does not know (neither seen nor given a profile in the config); ValueError when no
+        version is named and none was seen yet."""
         with self._lock:
             state = self._models.get(model)
             if state is None and model not in self._configured:
                 known = sorted(set(self._models) | set(self._configured))
-                raise ValueError(
+                raise UnknownModelError(
                     f"model {model!r} is unknown to this daemon (known: "
                     f"{', '.join(known) or 'none yet'}); another replica may own it, or use "
                     "`monitord retrain --direct`"
@@ -262,6 +269,13 @@ class Retraining:
                 raise ValueError(
                     f"model {model!r}: no version seen yet, so there is no current version; "
                     "name the version to retrain"
+                )
+            versions = self._known_versions(model)
+            if chosen not in versions:
+                raise UnknownModelError(
+                    f"model {model!r} has no version {chosen!r} known to this daemon (known: "
+                    f"{', '.join(sorted(versions)) or 'none yet'}); another replica may have "
+                    "seen it, or use `monitord retrain --direct`"
                 )
             episodes = self._episodes.get((model, chosen))
             trigger = manual_request(
@@ -276,6 +290,12 @@ class Retraining:
             if all(queued.id != trigger.id for queued in self._manual):
                 self._manual.append(trigger)
             return trigger
+
+    def _known_versions(self, model: str) -> set[str]:
+        """Versions of ``model`` seen (or restored from a checkpoint) or given a profile."""
+        seen = {version for name, version in self._episodes if name == model}
+        configured = self._configured.get(model)
+        return seen | (set(configured.profiles) if configured is not None else set())
 
     def due(self, now: float) -> list[RetrainTrigger]:
         """Queued manual requests and the scheduled ones due at ``now``."""
@@ -343,4 +363,4 @@ class Retraining:
                     self._models.pop(name, None)
 
 
-__all__ = ["ModelRetrain", "Retraining"]
+__all__ = ["ModelRetrain", "Retraining", "UnknownModelError"]

@@ -34,8 +34,19 @@ def kafka_security(config: Config) -> KafkaSecurity:
     kafka = config.kafka
     password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else None
     return KafkaSecurity(
-        kafka.security_protocol, kafka.sasl_mechanism, kafka.sasl_username, password
+        kafka.security_protocol,
+        kafka.sasl_mechanism,
+        kafka.sasl_username,
+        password,
+        ssl_cafile=_path(kafka.ssl_cafile),
+        ssl_certfile=_path(kafka.ssl_certfile),
+        ssl_keyfile=_path(kafka.ssl_keyfile),
+        ssl_check_hostname=kafka.ssl_check_hostname,
     )
+
+
+def _path(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 def build_kafka_daemon(

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -43,9 +44,16 @@ class RecordingServer:
     then `default`. The request is recorded before the reply is sent, so it is visible as
     soon as the client call returns."""
 
-    def __init__(self, default: Reply = (200, {}, b"ok")) -> None:
+    def __init__(
+        self,
+        default: Reply = (200, {}, b"ok"),
+        *,
+        answer: Callable[[Recorded], Reply] | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.requests: list[Recorded] = []
         self.default = default
+        self.answer = answer  # replies computed from the request, when no scripted one waits
         self._replies: list[Reply] = []
         self._changed = threading.Condition()
         server = self
@@ -75,6 +83,10 @@ class RecordingServer:
                 pass
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._scheme = "http"
+        if tls is not None:  # https: a client that fails the handshake is never recorded
+            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
+            self._scheme = "https"
         # A short poll interval: `shutdown()` waits for it, once per test.
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
@@ -83,7 +95,7 @@ class RecordingServer:
     @property
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"{self._scheme}://{host!s}:{port}"
 
     def reply(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
         """Queue the answer to the next request not yet answered."""
@@ -99,7 +111,9 @@ class RecordingServer:
         with self._changed:
             self.requests.append(request)
             self._changed.notify_all()
-            return self._replies.pop(0) if self._replies else self.default
+            if self._replies:
+                return self._replies.pop(0)
+            return self.answer(request) if self.answer is not None else self.default
 
     def __enter__(self) -> RecordingServer:
         self._thread.start()
@@ -109,6 +123,18 @@ class RecordingServer:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join()
+
+
+def echo(status: int) -> Callable[[Recorded], Reply]:
+    """Answer ``status`` with the request echoed back, as debugging proxies and some
+    misconfigured receivers do: request line, headers, then the body."""
+
+    def answer(request: Recorded) -> Reply:
+        headers = "".join(f"{name}: {value}\n" for name, value in request.headers.items())
+        text = f"{request.method} {request.path}\n{headers}\n".encode() + request.body
+        return status, {"Content-Type": "text/plain"}, text
+
+    return answer
 
 
 def closed_port_url() -> str:

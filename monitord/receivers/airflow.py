@@ -47,7 +47,12 @@ class AirflowSettings(ReceiverBase):
                 api_version=self.api_version,
                 username=username,
                 password=secret,
+                tls=self.tls_context(),
             )
         return AirflowReceiver(
-            self.url, self.dag_id, api_version=self.api_version, token=secret or None
+            self.url,
+            self.dag_id,
+            api_version=self.api_version,
+            token=secret or None,
+            tls=self.tls_context(),
         )

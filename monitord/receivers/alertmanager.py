@@ -34,7 +34,7 @@ class AlertmanagerSettings(ReceiverBase):
     )
 
     def connector(self, environ: Mapping[str, str]) -> AlertmanagerReceiver:
-        return AlertmanagerReceiver(self.url)
+        return AlertmanagerReceiver(self.url, tls=self.tls_context())
 
     def render_alert(
         self,

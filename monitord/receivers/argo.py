@@ -31,4 +31,5 @@ class ArgoSettings(ReceiverBase):
             self.template,
             token=read(environ, self.secret_env) or None,
             cluster_template=self.cluster_template,
+            tls=self.tls_context(),
         )

@@ -33,4 +33,5 @@ class KubeflowSettings(ReceiverBase):
             pipeline_version_id=self.pipeline_version_id,
             experiment_id=self.experiment_id,
             token=read(environ, self.secret_env) or None,
+            tls=self.tls_context(),
         )

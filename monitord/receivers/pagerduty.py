@@ -28,8 +28,8 @@ class PagerDutySettings(ReceiverBase):
     def connector(self, environ: Mapping[str, str]) -> PagerDutyReceiver:
         routing_key = environ[self.secret_env]
         if self.url:
-            return PagerDutyReceiver(routing_key, url=self.url)
-        return PagerDutyReceiver(routing_key)
+            return PagerDutyReceiver(routing_key, url=self.url, tls=self.tls_context())
+        return PagerDutyReceiver(routing_key, tls=self.tls_context())
 
     def render_alert(
         self,

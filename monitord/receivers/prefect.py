@@ -33,4 +33,5 @@ class PrefectSettings(ReceiverBase):
             self.deployment,
             parameter=self.parameter,
             api_key=read(environ, self.secret_env) or None,
+            tls=self.tls_context(),
         )

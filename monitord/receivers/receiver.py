@@ -7,14 +7,17 @@ connector and, where its format is not the CloudEvent, its rendering of a payloa
 
 from __future__ import annotations
 
+import ssl
 from abc import abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from connectors.http import Receiver
+from connectors.tls import client_context
 
 if TYPE_CHECKING:
     # Annotations only: monitord.alerts imports monitord.config, which imports this package.
@@ -56,6 +59,14 @@ class ReceiverBase(BaseModel):
         description="route: label -> accepted values (all must match); triggers offer "
         "model, model_version and reason",
     )
+    ca_file: Path | None = Field(
+        None, description="https: PEM CA bundle the server is verified with; default the system's"
+    )
+    cert_file: Path | None = Field(None, description="https: PEM client certificate (mutual TLS)")
+    key_file: Path | None = Field(None, description="https: PEM private key of cert_file")
+    verify_hostname: bool = Field(
+        True, description="https: the certificate must name the URL's host (it is verified anyway)"
+    )
 
     @classmethod
     def kind(cls) -> str:
@@ -84,6 +95,24 @@ class ReceiverBase(BaseModel):
         if key == "secret_env":
             return f"a {cls.kind()} receiver needs secret_env: {cls.model_fields[key].description}"
         return f"{cls.kind()} receivers need {key}"
+
+    @model_validator(mode="after")
+    def _key_with_certificate(self) -> Self:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file: a client key needs its certificate (cert_file) too")
+        return self
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The TLS context of the https connections (None: the system's CAs, host names
+        checked); `TlsFileError` names a file it cannot use."""
+        if (self.ca_file, self.cert_file, self.verify_hostname) == (None, None, True):
+            return None
+        return client_context(
+            ca_file=self.ca_file,
+            cert_file=self.cert_file,
+            key_file=self.key_file,
+            check_hostname=self.verify_hostname,
+        )
 
     @model_validator(mode="after")
     def _events_taken(self) -> Self:

@@ -24,7 +24,7 @@ class SlackSettings(ReceiverBase):
     secret_env: str = Field(description="the environment variable holding its webhook URL")
 
     def connector(self, environ: Mapping[str, str]) -> SlackReceiver:
-        return SlackReceiver(environ[self.secret_env])
+        return SlackReceiver(environ[self.secret_env], tls=self.tls_context())
 
     def render_alert(
         self,

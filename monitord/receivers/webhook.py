@@ -23,4 +23,4 @@ class WebhookSettings(ReceiverBase):
     secret_env: str = Field(description="the environment variable holding its signing key")
 
     def connector(self, environ: Mapping[str, str]) -> WebhookReceiver:
-        return WebhookReceiver(self.url, environ[self.secret_env].encode())
+        return WebhookReceiver(self.url, environ[self.secret_env].encode(), tls=self.tls_context())

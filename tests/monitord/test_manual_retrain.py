@@ -17,7 +17,7 @@ from connectors.broker import EmbeddedBroker
 from connectors.kafka import read_topic
 from connectors.outbox import Outbox
 from connectors.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
-from monitord.admin import AdminServer, Health
+from monitord.admin import LOOPBACK, AdminServer, Health, TokenBucket
 from monitord.audit import AuditLog
 from monitord.cli import main
 from monitord.cloudevent import RETRAIN_TYPE
@@ -31,14 +31,18 @@ HOOK_KEY = "hook-signing-key-0123456789"
 
 @pytest.fixture
 def policy() -> Policy:
-    """A policy that has seen one window of model m, version 1."""
-    policy = make_policy()
+    """A policy that has seen one window of model m, version 1, and is given a profile
+    for version 0 (known, never seen)."""
+    policy = make_policy(models=[{"name": "m", "profiles": {"0": "profiles/m@0.npz"}}])
     policy.decide(window(0))
     return policy
 
 
-def _admin(policy: Policy | None, clients: tuple[str, ...] | None = None) -> AdminServer:
-    extra = {} if clients is None else {"retrain_clients": clients}
+def _admin(
+    policy: Policy | None,
+    clients: tuple[str, ...] = LOOPBACK,
+    limit: TokenBucket | None = None,
+) -> AdminServer:
     return AdminServer(
         "127.0.0.1",
         0,
@@ -46,7 +50,8 @@ def _admin(policy: Policy | None, clients: tuple[str, ...] | None = None) -> Adm
         Health(),
         dict,
         request_retrain=None if policy is None else policy.request_retrain,
-        **extra,
+        retrain_clients=clients,
+        retrain_limit=limit,
     ).start()
 
 
@@ -95,7 +100,6 @@ def test_post_retrain_queues_a_manual_request_for_the_current_version(
 
 def test_post_retrain_refuses_bad_requests_with_advice(admin: AdminServer, policy: Policy) -> None:
     refusals = [
-        ({"model": "x", "reason": "r"}, "model 'x' is unknown to this daemon (known: m)"),
         ({"model": "m"}, "reason: say why the model should be retrained"),
         ({"model": "m", "reason": "r", "force": True}, "unknown field 'force'"),
         ({"model": "", "version": 7, "reason": "r"}, "model: a non-empty string is required"),
@@ -112,6 +116,44 @@ def test_post_retrain_refuses_bad_requests_with_advice(admin: AdminServer, polic
     status, headers, _ = post(admin, {"model": "m", "reason": "r"}, path="/metrics")
     assert (status, headers["Allow"]) == (405, "GET, HEAD")
     assert policy.due(T0) == []  # nothing was queued
+
+
+def test_post_retrain_is_refused_for_models_and_versions_the_daemon_does_not_know(
+    admin: AdminServer, policy: Policy
+) -> None:
+    refusals = [
+        ({"model": "x", "reason": "r"}, "model 'x' is unknown to this daemon (known: m)"),
+        (
+            {"model": "m", "version": "9", "reason": "r"},
+            "model 'm' has no version '9' known to this daemon (known: 0, 1)",
+        ),
+    ]
+    for body, error in refusals:
+        status, _, answer = post(admin, body)
+        assert status == 404, body
+        assert error in json.loads(answer)["error"]
+    assert policy.due(T0) == []  # nothing was queued
+
+
+def test_post_retrain_is_rate_limited_with_retry_after(policy: Policy) -> None:
+    clock = [1000.0]
+    limit = TokenBucket(per_minute=3, burst=2, clock=lambda: clock[0])
+    body = {"model": "m", "reason": "new labels"}
+    with _admin(policy, limit=limit) as server:
+        # A refused request spends nothing: the limit counts retrains, not typos.
+        assert post(server, {"model": "m", "version": "9", "reason": "r"})[0] == 404
+        answers = [post(server, body) for _ in range(3)]
+        clock[0] += 19.0
+        early = post(server, body)
+        clock[0] += 1.0  # 20 s after the burst: one token (3 a minute) is back
+        late = post(server, body)
+
+    assert [status for status, _, _ in answers] == [202, 202, 429]
+    _, headers, answer = answers[2]
+    assert headers["Retry-After"] == "20"
+    assert "too many retrain requests" in json.loads(answer)["error"]
+    assert (early[0], early[1]["Retry-After"]) == (429, "1")
+    assert late[0] == 202
 
 
 def test_post_retrain_only_from_allowed_clients_and_only_when_wired(policy: Policy) -> None:

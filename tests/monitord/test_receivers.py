@@ -72,8 +72,9 @@ def test_a_key_only_other_types_read_names_them() -> None:
 
 def test_an_unknown_key_lists_the_keys_of_its_type() -> None:
     assert _error("kubeflow", token="t") == (
-        "  receivers.0.token: unknown key; allowed keys here: events, experiment_id, match, "
-        "name, pipeline_id, pipeline_version_id, secret_env, type, url"
+        "  receivers.0.token: unknown key; allowed keys here: ca_file, cert_file, events, "
+        "experiment_id, key_file, match, name, pipeline_id, pipeline_version_id, secret_env, "
+        "type, url, verify_hostname"
     )
 
 

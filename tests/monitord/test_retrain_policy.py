@@ -257,11 +257,14 @@ def test_manual_requests_queue_count_toward_the_cap_and_are_never_held_back() ->
     recorder = Recorder()
     policy = make_policy(
         recorder,
+        [{"name": "m", "profiles": {"0": "m@0.npz"}}],  # version 0 known by its profile
         retrain_consecutive_windows=1,
         retrain_cooldown_windows=0,
         retrain_daily_cap=1,
     )
-    with pytest.raises(ValueError, match=r"model 'm' is unknown to this daemon"):
+    with pytest.raises(LookupError, match=r"model 'x' is unknown to this daemon"):
+        policy.retraining.request_manual("x", "new labels", T0)
+    with pytest.raises(ValueError, match=r"model 'm': no version seen yet"):
         policy.retraining.request_manual("m", "new labels", T0)
     run(policy, [window(0)])
     now = T0 + 700
@@ -289,6 +292,8 @@ def test_manual_requests_queue_count_toward_the_cap_and_are_never_held_back() ->
     assert policy.due(now + 5) == [other]
     assert other.version == "0"
     assert other.row == -1  # no window of version 0 seen: no data range
+    with pytest.raises(LookupError, match=r"model 'm' has no version '9' known"):
+        policy.retraining.request_manual("m", "typo", now, version="9")
     with pytest.raises(ValueError, match="reason: say why"):
         policy.retraining.request_manual("m", " ", now)
 
