@@ -41,7 +41,7 @@ from monitord.events import BadRecord, decode
 from monitord.metrics import DaemonMetrics
 from monitord.monitor import Monitor, MonitorState, ProfileLoader
 from monitord.outputs import FLUSH_TIMEOUT_S, Publisher
-from monitord.policy import Output, Policy
+from monitord.policy import Output, Policy, PolicyState
 from monitord.repartition import Forward, SourceOffsets, forwards
 from monitord.retrain import DecisionRecorder
 
@@ -352,7 +352,9 @@ class Daemon:
             versions = []
             for key in self.monitor.owned_by(tp):
                 state, arrays, captured = self.monitor.snapshot(key)
-                versions.append(VersionState(state.dump(), arrays, self.policy.snapshot(key)))
+                policy = self.policy.snapshot(key)
+                stored = None if policy is None else policy.dump()
+                versions.append(VersionState(state.dump(), arrays, stored))
                 profiles += [p for p in captured if p.profile_id not in self._saved_profiles]
             checkpoints.append(Checkpoint(tp, offset, versions, now, self._sources.snapshot(tp)))
         self.store.save(checkpoints, profiles)
@@ -432,16 +434,20 @@ class Daemon:
     def _restore_version(
         self, store: CheckpointStore, tp: TopicPartition, index: int, version: VersionState
     ) -> None:
-        """Restore one stored model version; its monitor state is validated before any
-        state changes (`StateError` says what is wrong)."""
+        """Restore one stored model version: all of it, or (raising) none of it. Both
+        documents are validated before any state changes (`StateError` says what is wrong)."""
         monitor = MonitorState.load(version.monitor, f"monitor state of version {index}")
+        name = f"{monitor.model}/{monitor.version}"
+        policy = None
+        if version.policy is not None:
+            policy = PolicyState.load(version.policy, f"policy state of {name}")
 
         def captured(profile_id: str) -> ReferenceProfile:
             return store.load_profile(tp, profile_id)
 
         key = self.monitor.restore(tp, monitor, version.arrays, captured)
-        if version.policy is not None:
-            self.policy.restore(key, version.policy)
+        if policy is not None:
+            self.policy.restore(key, policy)
 
     def on_revoked(self, partitions: set[TopicPartition]) -> None:
         """Rebalance callback: checkpoint what moved, then forget the partitions' state."""

@@ -1,10 +1,12 @@
-"""Checkpoint state across monitord versions: a checkpoint written before the state was
-typed (format 1) restores to the same decisions, and every stored field keeps its name."""
+"""Checkpoint state across monitord versions and from untrusted stores: a checkpoint written
+before the state was typed (format 1) restores to the same decisions, every stored field
+keeps its name, and state that does not validate is named and left out, never half loaded."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ from connectors.stream import Record, TopicPartition
 from monitord.checkpoint import LocalStore
 from monitord.config import Config, parse_config
 from monitord.monitor import Evaluation
-from monitord.policy import Policy
+from monitord.policy import Policy, PolicyState
 from tests.monitord.recorded import RecordedRun
 
 FORMAT_1_STORE = Path(__file__).parent / "data" / "checkpoint-format1.sqlite"
@@ -179,10 +181,10 @@ def _policy() -> Policy:
 
 def test_a_format_1_policy_state_restores_every_field() -> None:
     policy = _policy()
-    policy.restore(("m", "2"), FORMAT_1_POLICY)
+    policy.restore(("m", "2"), PolicyState.load(FORMAT_1_POLICY, "test"))
     snapshot = policy.snapshot(("m", "2"))
     assert snapshot is not None
-    stored = json.loads(json.dumps(snapshot))
+    stored = json.loads(json.dumps(snapshot.dump()))
     stored.pop("format_version", None)
     assert stored == FORMAT_1_POLICY
 
@@ -199,11 +201,92 @@ def test_state_from_before_later_fields_takes_their_defaults() -> None:
         "adwin_cut": [],
     }
     policy = _policy()
-    policy.restore(("m", "1"), early)
+    policy.restore(("m", "1"), PolicyState.load(early, "test"))
     snapshot = policy.snapshot(("m", "1"))
     assert snapshot is not None
-    stored = json.loads(json.dumps(snapshot))
+    stored = json.loads(json.dumps(snapshot.dump()))
     assert stored["changed_regime"] == 0
     assert stored["retrain"]["latest"] is None
     assert (stored["retrain"]["superseded"], stored["retrain"]["blocked"]) == (False, "")
     assert stored["retrain"]["model"]["current"] == "1"
+
+
+Mangle = Callable[[dict[str, Any], dict[str, Any]], None]
+"""Changes a stored version's monitor and policy documents in place."""
+
+
+def _set(path: str, value: object) -> Mangle:
+    """Set the field at ``path`` (``monitor.log.first_row``, ``policy.alerts.0``)."""
+    document, *keys = path.split(".")
+
+    def mangle(monitor: dict[str, Any], policy: dict[str, Any]) -> None:
+        node: Any = monitor if document == "monitor" else policy
+        for key in keys[:-1]:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        last = keys[-1]
+        node[int(last) if isinstance(node, list) else last] = value
+
+    return mangle
+
+
+@pytest.mark.parametrize(
+    ("mangle", "message"),
+    [
+        (
+            _set("monitor.log.first_row", "x"),
+            "monitor state of version 0: log.first_row: Input should be a valid integer",
+        ),
+        (
+            _set("monitor.regime.phase", "dozing"),
+            "monitor state of version 0: regime.phase: Input should be 'idle', 'capturing' "
+            "or 'testing' (got 'dozing')",
+        ),
+        (
+            _set("monitor.log", None),
+            "monitor state of version 0: a version has a row log exactly when it has a "
+            "reference (profile_id)",
+        ),
+        (
+            _set("monitor.format_version", 2),
+            "monitor state of version 0: format_version: format 2; this monitord reads format 1",
+        ),
+        (
+            _set("policy.retrain.latest.offsets.0.partition", "p0"),
+            "policy state of m/1: retrain.latest.offsets[0].partition: Input should be a valid "
+            "integer",
+        ),
+        (
+            _set("policy.alerts.0", ["a", "ks", [1], True, 0]),
+            "policy state of m/1: alerts[0][5]: Field required",
+        ),
+        (_set("policy.adwin_cut", "a"), "policy state of m/1: adwin_cut: Input should be a"),
+        (
+            _set("policy.retrain.model.requests.1970-01-01", -1),
+            "policy state of m/1: retrain.model.requests.1970-01-01: Input should be greater "
+            "than or equal to 0 (got -1)",
+        ),
+    ],
+)
+def test_malformed_state_is_named_and_its_version_starts_afresh(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, mangle: Mangle, message: str
+) -> None:
+    path = tmp_path / "format1.sqlite"
+    shutil.copy(FORMAT_1_STORE, path)
+    store = LocalStore(path)
+    checkpoint = store.load(PARTITIONS[0])
+    assert checkpoint is not None
+    (version,) = checkpoint.versions
+    assert version.policy is not None
+    mangle(version.monitor, version.policy)
+    store.save([checkpoint], [])
+    store.close()
+
+    run = RecordedRun(_config(), _records(), path)
+    run.steps(1)
+
+    assert f"in[0]: cannot restore a model version ({message}" in caplog.text
+    assert "in[1]: cannot restore" not in caplog.text
+    versions = run.daemon.monitor.versions
+    assert versions["m", "1"].warming_up  # afresh: capturing a new reference
+    assert run.daemon.policy.snapshot(("m", "1")) is None  # no policy state half restored
+    assert versions["w", "3"].warming_up
