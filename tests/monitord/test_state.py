@@ -4,6 +4,7 @@ keeps its name, and state that does not validate is named and left out, never ha
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from collections.abc import Callable
@@ -15,7 +16,7 @@ import orjson
 import pytest
 
 from connectors.stream import Record, TopicPartition
-from monitord.checkpoint import LocalStore
+from monitord.checkpoint import CheckpointError, LocalStore, decode
 from monitord.config import Config, parse_config
 from monitord.monitor import Evaluation
 from monitord.policy import Policy, PolicyState
@@ -290,3 +291,11 @@ def test_malformed_state_is_named_and_its_version_starts_afresh(
     assert versions["m", "1"].warming_up  # afresh: capturing a new reference
     assert run.daemon.policy.snapshot(("m", "1")) is None  # no policy state half restored
     assert versions["w", "3"].warming_up
+
+
+def test_malformed_checkpoint_metadata_is_refused_with_the_field() -> None:
+    meta = {"format": "monitord.checkpoint", "format_version": 1, "topic": "in", "partition": 0}
+    buffer = io.BytesIO()
+    np.savez(buffer, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+    with pytest.raises(CheckpointError, match=r"store \[in-0\]: next_offset: Field required"):
+        decode(buffer.getvalue(), "store [in-0]")
