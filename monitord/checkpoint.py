@@ -37,6 +37,7 @@ from connectors.sqlite import open_durable, write
 from connectors.stream import TopicPartition
 from detectors.detection import State, sub_state
 from detectors.profile import ProfileError, ReferenceProfile
+from monitord.monitor import MonitorState
 from monitord.state import StateError, StateModel
 
 log = logging.getLogger(__name__)
@@ -212,17 +213,6 @@ class LocalStore:
         self._db.close()
 
 
-def named_profiles(monitor: dict[str, object]) -> list[str]:
-    """Profile ids a version's `Monitor.snapshot` metadata names: its reference and its
-    recent regime's."""
-    regime = monitor.get("regime")
-    names = [
-        monitor.get("profile_id"),
-        regime.get("profile_id") if isinstance(regime, dict) else None,
-    ]
-    return [name for name in names if isinstance(name, str)]
-
-
 CHECKPOINT_KEY = "checkpoint/"
 PROFILE_KEY = "profile/"
 
@@ -255,7 +245,8 @@ class ChangelogStore:
         for checkpoint in checkpoints:
             partition = checkpoint.partition.partition
             for version in checkpoint.versions:
-                for profile_id in named_profiles(version.monitor):
+                state = MonitorState.load(version.monitor, str(checkpoint.partition))
+                for profile_id in state.profile_ids:
                     if profile_id in new:
                         data = new.pop(profile_id).to_bytes()
                         key = (PROFILE_KEY + profile_id).encode()

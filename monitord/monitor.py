@@ -91,6 +91,12 @@ class MonitorState(Document):
     log: RowLogState | None = Field(None, exclude_if=_absent)  # with the reference
     regime: RegimeState | None = Field(None, exclude_if=_absent)  # change detection is on
 
+    @property
+    def profile_ids(self) -> tuple[str, ...]:
+        """The references this state names: the version's and its recent regime's."""
+        named = (self.profile_id, None if self.regime is None else self.regime.profile_id)
+        return tuple(profile_id for profile_id in named if profile_id)
+
     @model_validator(mode="after")
     def _detecting_has_a_log(self) -> Self:
         if (self.profile_id is None) != (self.log is None):
