@@ -10,7 +10,8 @@ nested in it.
 Loading validates: stored state may come from an untrusted place, so `StateModel.load`
 either returns a fully typed model or raises `StateError` naming the field and what is
 wrong, before any of the state is used. Models are frozen; their stored form is plain
-JSON (no pickle), and the field names are the stored keys.
+JSON (no pickle) whose keys are the field names (an alert row, a NamedTuple, is stored as
+a list).
 """
 
 from __future__ import annotations
@@ -38,12 +39,14 @@ class StateModel(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise StateError(f"{source}: {problems(exc)}") from None
+            raise StateError(f"{source}: {_problems(exc)}") from None
 
 
 class Document(StateModel):
     """A piece of state stored as a whole: its ``format_version`` covers every model nested
-    in it. To change its layout, raise `FORMAT` and convert the older format on load."""
+    in it. To change the layout, raise `FORMAT` and the field's default (what new documents
+    are written with), and convert older formats in a ``mode="before"`` validator, so
+    stored checkpoints still load."""
 
     FORMAT: ClassVar[int] = 1
     # Absent in checkpoints written before documents carried a version: those are format 1.
@@ -64,7 +67,7 @@ class Document(StateModel):
         return self.model_dump()
 
 
-def problems(exc: ValidationError) -> str:
+def _problems(exc: ValidationError) -> str:
     """The first problems of a validation error, each as ``path: what is wrong``."""
     errors = exc.errors(include_url=False)
     shown = []
@@ -90,4 +93,4 @@ def _short(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-__all__ = ["Document", "StateError", "StateModel", "problems"]
+__all__ = ["Document", "StateError", "StateModel"]
