@@ -13,6 +13,8 @@ Data flows in four hops: `Source.poll` -> `events.decode` -> `Monitor.update` ->
   guards, schedules, manual requests; `schedule`: cron slots); `cloudevent`, `outputs`:
   how they leave; `manual`: `monitord retrain` through the admin endpoint or directly
 - `daemon`, `service`: the loop and its Kafka wiring; `replay`, `demo`, `cli`: entry points
+- `checkpoint`: each partition's state with the offset it covers; `state`: the typed,
+  validated models that state is stored as
 - `reference`, `tabular`: profiles and data files on disk; `traffic`: synthetic events
 """
 

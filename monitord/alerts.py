@@ -38,8 +38,11 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
+
+from pydantic import NonNegativeInt
 
 from monitord.clock import iso
 from monitord.config import AlertSettings
@@ -118,6 +121,31 @@ class Observation:
         if self.feature:
             return "critical" if self.feature == PREDICTION else "warning"
         return "critical" if self.critical in (None, True) else "warning"
+
+
+class AlertRow(NamedTuple):
+    """One label set's lifecycle state: stored as the JSON list of its fields, ``severity``
+    only while firing (`stored`); `monitord.policy.PolicyState` validates it on load."""
+
+    feature: str
+    detector: str
+    recent: tuple[bool, ...]  # the last observations, drifted or not (stored as 1 and 0)
+    firing: bool
+    clean: NonNegativeInt
+    cooldown: NonNegativeInt
+    severity: Severity | None = None
+
+    def stored(self) -> list[object]:
+        """The row as stored: a list, compact for the row per column and test of a version."""
+        row: list[object] = [
+            self.feature,
+            self.detector,
+            [int(d) for d in self.recent],
+            self.firing,
+            self.clean,
+            self.cooldown,
+        ]
+        return [*row, self.severity] if self.firing and self.severity else row
 
 
 @dataclass
@@ -218,23 +246,24 @@ class AlertBook:
         return self._alert("resolved", observation, state.severity)
 
     def snapshot(self) -> list[list[object]]:
-        """Every label set's lifecycle state, JSON-able."""
+        """Every label set's lifecycle state, as stored (`AlertRow.stored`)."""
         return [
-            [feature, detector, [int(d) for d in st.recent], st.firing, st.clean, st.cooldown]
-            + ([st.severity] if st.firing and st.severity else [])
+            AlertRow(
+                feature, detector, tuple(st.recent), st.firing, st.clean, st.cooldown, st.severity
+            ).stored()
             for (feature, detector), st in self.states.items()
         ]
 
-    def restore(self, rows: list[list[object]]) -> None:
+    def restore(self, rows: Iterable[AlertRow]) -> None:
+        """Load rows (a `PolicyState` validated them)."""
         self.states.clear()
-        for feature, detector, recent, firing, clean, cooldown, *rest in rows:
-            severity = rest[0] if rest and rest[0] in ("warning", "critical") else None
-            self.states[str(feature), str(detector)] = _LabelState(
-                deque((bool(d) for d in recent), maxlen=self.settings.fire_span),  # type: ignore[attr-defined]
-                bool(firing),
-                int(clean),  # type: ignore[call-overload]
-                int(cooldown),  # type: ignore[call-overload]
-                severity,  # type: ignore[arg-type]
+        for row in rows:
+            self.states[row.feature, row.detector] = _LabelState(
+                deque(row.recent, maxlen=self.settings.fire_span),
+                row.firing,
+                row.clean,
+                row.cooldown,
+                row.severity,
             )
 
     def _alert(

@@ -9,8 +9,10 @@ restores the checkpoint and seeks to ``next_offset``, so every record is folded 
 state exactly once, whatever was committed.
 
 The format is a versioned ``.npz`` container read with ``allow_pickle=False``: JSON metadata
-plus named numeric arrays, safe to load from an untrusted store. A reference captured from
-warm-up events is stored once per profile id beside the checkpoints.
+plus named numeric arrays, safe to load from an untrusted store. The metadata is validated
+as it is read (`CheckpointMeta`); each version's two documents are the monitor's and the
+policy's to validate (`monitord.state`). A reference captured from warm-up events is
+stored once per profile id beside the checkpoints.
 
 Two stores: `LocalStore` (SQLite in ``state_dir``, the embedded default) and
 `ChangelogStore` (a compacted Kafka topic partitioned like the input, so state moves with a
@@ -28,12 +30,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from pydantic import Field, NonNegativeInt
 
 from connectors.kafka import KafkaSecurity, KafkaSink, read_topic
 from connectors.sqlite import open_durable, write
 from connectors.stream import TopicPartition
 from detectors.detection import State, sub_state
 from detectors.profile import ProfileError, ReferenceProfile
+from monitord.monitor import MonitorState
+from monitord.state import StateError, StateModel
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +54,9 @@ class CheckpointError(Exception):
 class VersionState:
     """One model version inside a checkpoint."""
 
-    monitor: dict[str, object]  # `Monitor.snapshot` metadata
+    monitor: dict[str, object]  # a stored `MonitorState` (validated when restored)
     arrays: State
-    policy: dict[str, object] | None  # `Policy.snapshot`, None before its first window
+    policy: dict[str, object] | None  # a stored `PolicyState`, None before its first window
 
 
 @dataclass
@@ -63,18 +68,40 @@ class Checkpoint:
     sources: dict[str, int] = field(default_factory=dict)  # repartitioned: source offsets
 
 
+class StoredVersion(StateModel):
+    """A version's documents in the container's metadata; its arrays are named ``<i>/...``."""
+
+    monitor: dict[str, Any]  # `monitord.monitor.MonitorState`
+    policy: dict[str, Any] | None  # `monitord.policy.PolicyState`
+
+
+class CheckpointMeta(StateModel):
+    """The container's JSON metadata."""
+
+    format: str
+    format_version: int
+    topic: str
+    partition: NonNegativeInt
+    next_offset: NonNegativeInt
+    written_at: float
+    versions: tuple[StoredVersion, ...]
+    sources: dict[str, NonNegativeInt] = Field(default_factory=dict)  # absent before repartition
+
+
 def encode(checkpoint: Checkpoint) -> bytes:
     """The checkpoint as a self-describing ``.npz`` container (no pickle)."""
-    meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "topic": checkpoint.partition.topic,
-        "partition": checkpoint.partition.partition,
-        "next_offset": checkpoint.next_offset,
-        "written_at": checkpoint.written_at,
-        "versions": [{"monitor": v.monitor, "policy": v.policy} for v in checkpoint.versions],
-        "sources": checkpoint.sources,
-    }
+    meta = CheckpointMeta(
+        format=FORMAT,
+        format_version=FORMAT_VERSION,
+        topic=checkpoint.partition.topic,
+        partition=checkpoint.partition.partition,
+        next_offset=checkpoint.next_offset,
+        written_at=checkpoint.written_at,
+        versions=tuple(
+            StoredVersion(monitor=v.monitor, policy=v.policy) for v in checkpoint.versions
+        ),
+        sources=checkpoint.sources,
+    )
     entries: dict[str, Any] = {
         f"{i}/{name}": value
         for i, version in enumerate(checkpoint.versions)
@@ -82,7 +109,7 @@ def encode(checkpoint: Checkpoint) -> bytes:
     }
     buffer = io.BytesIO()
     # Uncompressed: window contents are floats that hardly compress, and time matters here.
-    entries["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    entries["meta"] = np.frombuffer(json.dumps(meta.model_dump()).encode(), dtype=np.uint8)
     np.savez(buffer, **entries)
     return buffer.getvalue()
 
@@ -92,26 +119,30 @@ def decode(blob: bytes, source: str) -> Checkpoint:
     try:
         with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
-        meta = json.loads(bytes(arrays.pop("meta")).decode())
+        data = json.loads(bytes(arrays.pop("meta")).decode())
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{source}: not a readable monitord checkpoint ({exc})") from exc
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{source}: not a monitord checkpoint")
-    if meta.get("format_version") != FORMAT_VERSION:
+    if data.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
-            f"{source}: checkpoint format {meta.get('format_version')!r}; this monitord reads "
+            f"{source}: checkpoint format {data.get('format_version')!r}; this monitord reads "
             f"format {FORMAT_VERSION}"
         )
-    versions = []
-    for i, version in enumerate(meta["versions"]):
-        own = sub_state(arrays, f"{i}/")
-        versions.append(VersionState(version["monitor"], own, version["policy"]))
+    try:
+        meta = CheckpointMeta.load(data, source)
+    except StateError as exc:
+        raise CheckpointError(str(exc)) from None
+    versions = [
+        VersionState(version.monitor, sub_state(arrays, f"{i}/"), version.policy)
+        for i, version in enumerate(meta.versions)
+    ]
     return Checkpoint(
-        TopicPartition(str(meta["topic"]), int(meta["partition"])),
-        int(meta["next_offset"]),
+        TopicPartition(meta.topic, meta.partition),
+        meta.next_offset,
         versions,
-        float(meta["written_at"]),
-        {str(k): int(v) for k, v in dict(meta.get("sources", {})).items()},
+        meta.written_at,
+        dict(meta.sources),
     )
 
 
@@ -182,17 +213,6 @@ class LocalStore:
         self._db.close()
 
 
-def named_profiles(monitor: dict[str, object]) -> list[str]:
-    """Profile ids a version's `Monitor.snapshot` metadata names: its reference and its
-    recent regime's."""
-    regime = monitor.get("regime")
-    names = [
-        monitor.get("profile_id"),
-        regime.get("profile_id") if isinstance(regime, dict) else None,
-    ]
-    return [name for name in names if isinstance(name, str)]
-
-
 CHECKPOINT_KEY = "checkpoint/"
 PROFILE_KEY = "profile/"
 
@@ -225,7 +245,8 @@ class ChangelogStore:
         for checkpoint in checkpoints:
             partition = checkpoint.partition.partition
             for version in checkpoint.versions:
-                for profile_id in named_profiles(version.monitor):
+                state = MonitorState.load(version.monitor, str(checkpoint.partition))
+                for profile_id in state.profile_ids:
                     if profile_id in new:
                         data = new.pop(profile_id).to_bytes()
                         key = (PROFILE_KEY + profile_id).encode()

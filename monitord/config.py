@@ -400,8 +400,11 @@ class LimitSettings(_Section):
     max_columns_per_model: int = Field(
         1_000, ge=1, description="columns a version learns in its warm-up; the rest refused"
     )
-    max_column_name_chars: int = Field(
-        256, ge=1, description="longer feature names are refused as columns"
+    max_name_chars: int = Field(
+        256,
+        ge=1,
+        description="longer model or version names are dead-lettered (name_too_long), "
+        "longer feature names not monitored",
     )
 
 

@@ -39,9 +39,9 @@ from monitord.config import Config
 from monitord.dead_letter import FRAMING_BYTES, dead_letter, producer_request_bytes
 from monitord.events import BadRecord, decode
 from monitord.metrics import DaemonMetrics
-from monitord.monitor import Monitor, ProfileLoader
+from monitord.monitor import Monitor, MonitorState, ProfileLoader
 from monitord.outputs import FLUSH_TIMEOUT_S, Publisher
-from monitord.policy import Output, Policy
+from monitord.policy import Output, Policy, PolicyState
 from monitord.repartition import Forward, SourceOffsets, forwards
 from monitord.retrain import DecisionRecorder
 
@@ -356,8 +356,10 @@ class Daemon:
         for tp, offset in moved.items():
             versions = []
             for key in self.monitor.owned_by(tp):
-                meta, arrays, captured = self.monitor.snapshot(key)
-                versions.append(VersionState(meta, arrays, self.policy.snapshot(key)))
+                state, arrays, captured = self.monitor.snapshot(key)
+                policy = self.policy.snapshot(key)
+                stored = None if policy is None else policy.dump()
+                versions.append(VersionState(state.dump(), arrays, stored))
                 profiles += [p for p in captured if p.profile_id not in self._saved_profiles]
             checkpoints.append(Checkpoint(tp, offset, versions, now, self._sources.snapshot(tp)))
         self.store.save(checkpoints, profiles)
@@ -419,18 +421,11 @@ class Daemon:
             self._unrestored.discard(tp)
             if checkpoint is None:
                 continue
-            for version in checkpoint.versions:
-
-                def captured(profile_id: str, tp: TopicPartition = tp) -> ReferenceProfile:
-                    return store.load_profile(tp, profile_id)
-
+            for i, version in enumerate(checkpoint.versions):
                 try:
-                    key = self.monitor.restore(tp, version.monitor, version.arrays, captured)
+                    self._restore_version(store, tp, i, version)
                 except (CheckpointError, ValueError, KeyError) as exc:
                     log.error("%s: cannot restore a model version (%s); it starts afresh", tp, exc)
-                    continue
-                if version.policy is not None:
-                    self.policy.restore(key, version.policy)
             self._sources.restore(tp, checkpoint.sources)
             self.source.seek(tp, checkpoint.next_offset)
             self._processed[tp] = self._checkpointed[tp] = checkpoint.next_offset
@@ -440,6 +435,24 @@ class Daemon:
                 len(checkpoint.versions),
                 checkpoint.next_offset,
             )
+
+    def _restore_version(
+        self, store: CheckpointStore, tp: TopicPartition, index: int, version: VersionState
+    ) -> None:
+        """Restore one stored model version: all of it, or (raising) none of it. Both
+        documents are validated before any state changes (`StateError` says what is wrong)."""
+        monitor = MonitorState.load(version.monitor, f"monitor state of version {index}")
+        name = f"{monitor.model}/{monitor.version}"
+        policy = None
+        if version.policy is not None:
+            policy = PolicyState.load(version.policy, f"policy state of {name}")
+
+        def captured(profile_id: str) -> ReferenceProfile:
+            return store.load_profile(tp, profile_id)
+
+        key = self.monitor.restore(tp, monitor, version.arrays, captured)
+        if policy is not None:
+            self.policy.restore(key, policy)
 
     def on_revoked(self, partitions: set[TopicPartition]) -> None:
         """Rebalance callback: checkpoint what moved, then forget the partitions' state."""

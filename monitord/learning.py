@@ -11,7 +11,7 @@ whatever the kind.
 
 What is not monitored is reported per version (`Unmonitored`): names past
 ``limits.max_columns_per_model`` (``column_limit``), longer than
-``limits.max_column_name_chars`` (``name_too_long``), the prediction's reserved name used
+``limits.max_name_chars`` (``name_too_long``), the prediction's reserved name used
 for a feature (``reserved_name``), columns without a value in the whole warm-up
 (``no_values``), names first seen after the columns were fixed (``not_in_reference``), and
 monitored columns that have had no value since (``never_seen``, in `/status` only).
@@ -21,21 +21,44 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import Field, NonNegativeInt, model_validator
 
 from detectors.detection import FloatArray, State
 from detectors.profile import category_text
 from monitord.config import LimitSettings
 from monitord.events import PREDICTION, Columns, EventGroup
+from monitord.state import StateModel
 
 log = logging.getLogger(__name__)
 
 MAX_REPORTED = 100
 """Unmonitored names kept per version: past it they are only counted (an event can carry
 thousands of names; memory must not grow with them)."""
+
+
+class UnmonitoredState(StateModel):
+    """Stored `Unmonitored`: the names kept, each with why, and how many more there were."""
+
+    reasons: dict[str, str] = Field(default_factory=dict)
+    overflow: NonNegativeInt = 0
+
+
+class LearnerState(StateModel):
+    """Stored `ColumnLearner` (its rows are arrays): the names learned so far, in order,
+    and per name how many values were numbers and how many strings or booleans."""
+
+    names: tuple[str, ...]
+    numbers: tuple[NonNegativeInt, ...]
+    texts: tuple[NonNegativeInt, ...]
+
+    @model_validator(mode="after")
+    def _aligned(self) -> LearnerState:
+        if not len(self.names) == len(self.numbers) == len(self.texts):
+            raise ValueError("names, numbers and texts must have one entry per column")
+        return self
 
 
 class Unmonitored:
@@ -70,13 +93,11 @@ class Unmonitored:
     def count(self) -> int:
         return len(self.reasons) + self.overflow
 
-    def snapshot(self) -> dict[str, object]:
-        return {"reasons": dict(self.reasons), "overflow": self.overflow}
+    def snapshot(self) -> UnmonitoredState:
+        return UnmonitoredState(reasons=dict(self.reasons), overflow=self.overflow)
 
-    def restore(self, meta: object) -> None:
-        if isinstance(meta, dict):
-            self.reasons = {str(k): str(v) for k, v in dict(meta.get("reasons", {})).items()}
-            self.overflow = int(meta.get("overflow", 0))
+    def restore(self, state: UnmonitoredState) -> None:
+        self.reasons, self.overflow = dict(state.reasons), state.overflow
 
 
 class ColumnLearner:
@@ -168,7 +189,7 @@ class ColumnLearner:
         j = self.names.get(name)
         if j is not None:
             return j
-        if len(name) > self._limits.max_column_name_chars:
+        if len(name) > self._limits.max_name_chars:
             self._unmonitored.add(name, "name_too_long")
             return None
         if len(self.names) >= self._limits.max_columns_per_model:
@@ -199,8 +220,9 @@ class ColumnLearner:
         numbers, texts = self._table()
         numeric_index = [self.names[name] for name in columns.numeric]
         categorical_index = [self.names[name] for name in columns.categorical]
-        numeric = numbers[:, numeric_index]
-        categorical = texts[:, categorical_index]
+        # Row-major, as the daemon's arrays are: sums over rows round alike in both.
+        numeric = np.ascontiguousarray(numbers[:, numeric_index])
+        categorical = np.ascontiguousarray(texts[:, categorical_index])
         # A numeric column's strings and a categorical column's... nothing: every value
         # has a text. What a numeric column loses is its non-numbers.
         set_aside = int(
@@ -221,12 +243,10 @@ class ColumnLearner:
             row += n
         return numbers, texts
 
-    def snapshot(self, prefix: str) -> tuple[dict[str, object], State]:
-        meta: dict[str, object] = {
-            "names": list(self.names),
-            "numbers": list(self._numbers),
-            "texts": list(self._texts),
-        }
+    def snapshot(self, prefix: str) -> tuple[LearnerState, State]:
+        meta = LearnerState(
+            names=tuple(self.names), numbers=tuple(self._numbers), texts=tuple(self._texts)
+        )
         if not self.rows:
             return meta, {}
         numbers, texts = self._table()
@@ -238,16 +258,25 @@ class ColumnLearner:
             f"{prefix}missing": np.asarray(missing, dtype=np.bool_),
         }
 
-    def restore(self, rows: int, meta: dict[str, Any], arrays: State, prefix: str) -> None:
-        self.names = {str(name): j for j, name in enumerate(meta["names"])}
-        self._numbers = [int(n) for n in meta["numbers"]]
-        self._texts = [int(n) for n in meta["texts"]]
+    def restore(self, rows: int, state: LearnerState, arrays: State, prefix: str) -> None:
+        """Load a `snapshot` of ``rows`` rows; arrays that do not fit it are refused."""
+        width = len(state.names)
+        if rows:
+            numbers = np.asarray(arrays[f"{prefix}numbers"], dtype=np.float64)
+            texts = np.asarray(arrays[f"{prefix}texts"]).astype(object)
+            missing = np.asarray(arrays[f"{prefix}missing"], dtype=np.bool_)
+            if not numbers.shape == texts.shape == missing.shape == (rows, width):
+                raise ValueError(
+                    f"warm-up rows: expected ({rows}, {width}) arrays, got {numbers.shape}, "
+                    f"{texts.shape} and {missing.shape}"
+                )
+            texts[missing] = None
+        self.names = {name: j for j, name in enumerate(state.names)}
+        self._numbers, self._texts = list(state.numbers), list(state.texts)
         self.rows = rows
         self._chunks.clear()
         if rows:
-            texts = np.asarray(arrays[f"{prefix}texts"]).astype(object)
-            texts[np.asarray(arrays[f"{prefix}missing"], dtype=np.bool_)] = None
-            self._chunks.append((np.asarray(arrays[f"{prefix}numbers"], dtype=np.float64), texts))
+            self._chunks.append((numbers, texts))
 
 
 def _both_kinds(value: object) -> tuple[float, str | None, bool]:
@@ -260,4 +289,4 @@ def _both_kinds(value: object) -> tuple[float, str | None, bool]:
     return math.nan, category_text(value), False
 
 
-__all__ = ["MAX_REPORTED", "ColumnLearner", "Unmonitored"]
+__all__ = ["MAX_REPORTED", "ColumnLearner", "LearnerState", "Unmonitored", "UnmonitoredState"]

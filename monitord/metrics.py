@@ -62,6 +62,7 @@ BAD_RECORD_REASONS = (
     "wrong_type",
     "model_limit",
     "version_limit",
+    "name_too_long",
 )
 """Reasons exposed at 0 from the start, so the first bad record shows as an increase."""
 

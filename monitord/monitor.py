@@ -20,18 +20,20 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import Field, NonNegativeInt, model_validator
 
 from connectors.stream import Record, TopicPartition, one_partition
 from detectors.detection import Detection, FloatArray, State, sub_state
 from detectors.profile import ReferenceProfile, build_profile
 from monitord.config import Config
 from monitord.events import BadRecord, Columns, EventGroup
-from monitord.learning import ColumnLearner, Unmonitored
-from monitord.regime import RegimeResult, RegimeTracker, changes_testable
+from monitord.learning import ColumnLearner, LearnerState, Unmonitored, UnmonitoredState
+from monitord.regime import RegimeResult, RegimeState, RegimeTracker, changes_testable
+from monitord.state import Document, StateModel
 from monitord.suite import DetectorSuite
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,64 @@ class MonitorUpdate:
     retired: dict[tuple[str, str], TopicPartition] = field(default_factory=dict)
 
 
+class RowLogState(StateModel):
+    """A row log's stored state: where its first row is, and the topics its rows came from
+    (the rows themselves are arrays)."""
+
+    first_row: NonNegativeInt
+    topics: tuple[str, ...]  # the row arrays hold indexes into this
+
+
+def _absent(value: object) -> bool:
+    return value is None
+
+
+class MonitorState(Document):
+    """A model version's monitor state in a checkpoint, beside its arrays (warm-up rows,
+    detector state, row log, recent regime).
+
+    Format 2 adds what a warm-up learned (``learner``), the columns not monitored, those
+    never seen and the newest event time; a format-1 document has none of them, and its
+    ``columns`` during a warm-up were fixed by the first batch (restored as learned)."""
+
+    FORMAT: ClassVar[int] = 2
+    format_version: int = 2
+    model: str
+    version: str
+    warmup_rows: NonNegativeInt
+    columns: tuple[tuple[str, ...], tuple[str, ...]] | None  # (numeric, categorical)
+    profile_id: str | None  # the reference; None while warming up
+    profile_from_file: bool
+    # Stored only when present, as format 1 did.
+    log: RowLogState | None = Field(None, exclude_if=_absent)  # with the reference
+    regime: RegimeState | None = Field(None, exclude_if=_absent)  # change detection is on
+    learner: LearnerState | None = Field(None, exclude_if=_absent)  # while warming up
+    unmonitored: UnmonitoredState = UnmonitoredState()
+    never_seen: tuple[str, ...] = ()
+    newest_time: float | None = None  # event time of the newest event (None: none yet)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_format_1(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("format_version", 1) == 1:
+            return {**data, "format_version": 2}  # every format-2 field has a default
+        return data
+
+    @property
+    def profile_ids(self) -> tuple[str, ...]:
+        """The references this state names: the version's and its recent regime's."""
+        named = (self.profile_id, None if self.regime is None else self.regime.profile_id)
+        return tuple(profile_id for profile_id in named if profile_id)
+
+    @model_validator(mode="after")
+    def _detecting_has_a_log(self) -> Self:
+        if (self.profile_id is None) != (self.log is None):
+            raise ValueError("a version has a row log exactly when it has a reference (profile_id)")
+        if self.regime is not None and self.profile_id is None:
+            raise ValueError("a version warming up has no recent regime")
+        return self
+
+
 class _RowLog:
     """Partition, offset and event time of recent stream rows, to map windows to data."""
 
@@ -103,7 +163,7 @@ class _RowLog:
         hi = last_row - self.first_row + 1
         return self.records[lo:hi], self.times[lo:hi]
 
-    def snapshot(self) -> tuple[dict[str, object], State]:
+    def snapshot(self) -> tuple[RowLogState, State]:
         # Only where each row came from is kept: a window's evidence is its offsets.
         topics = sorted({r.topic for r in self.records})
         index = {topic: i for i, topic in enumerate(topics)}
@@ -113,18 +173,24 @@ class _RowLog:
             "log/offset": np.array([r.offset for r in self.records], dtype=np.int64),
             "log/time": self.times.copy(),
         }
-        return {"first_row": self.first_row, "topics": topics}, arrays
+        return RowLogState(first_row=self.first_row, topics=tuple(topics)), arrays
 
-    def restore(self, meta: dict[str, object], arrays: State) -> None:
-        topics = [str(t) for t in meta["topics"]]  # type: ignore[attr-defined]
-        self.first_row = int(meta["first_row"])  # type: ignore[call-overload]
+    def restore(self, state: RowLogState, arrays: State) -> None:
+        topic = np.asarray(arrays["log/topic"])
+        times = np.asarray(arrays["log/time"], dtype=np.float64)
+        indexes = topic.dtype.kind in "iu" and (
+            not topic.size or 0 <= topic.min() <= topic.max() < len(state.topics)
+        )
+        if not indexes:
+            raise ValueError(f"row log: topics are not indexes into its {len(state.topics)} topics")
+        if times.shape != topic.shape:
+            raise ValueError(f"row log: {topic.size} rows but {times.size} event times")
+        self.first_row = state.first_row
         self.records = [
-            Record(topics[t], int(p), int(o), None, None, 0, ())
-            for t, p, o in zip(
-                arrays["log/topic"], arrays["log/partition"], arrays["log/offset"], strict=True
-            )
+            Record(state.topics[t], int(p), int(o), None, None, 0, ())
+            for t, p, o in zip(topic, arrays["log/partition"], arrays["log/offset"], strict=True)
         ]
-        self.times = np.asarray(arrays["log/time"], dtype=np.float64)
+        self.times = times
 
 
 class _VersionMonitor:
@@ -312,34 +378,36 @@ class _VersionMonitor:
         self._log.trim()
         return evaluations
 
-    def snapshot(self) -> tuple[dict[str, object], State]:
-        """This version's state as JSON-able metadata and named arrays (no pickle)."""
-        meta: dict[str, object] = {
-            "model": self.model,
-            "version": self.version,
-            "warmup_rows": self._learner.rows,
-            "columns": None
-            if self.columns is None
-            else [list(self.columns.numeric), list(self.columns.categorical)],
-            "profile_id": None if self.profile is None else self.profile.profile_id,
-            "profile_from_file": self.profile_from_file,
-            "unmonitored": self.unmonitored.snapshot(),
-            "never_seen": self.never_seen,
-            "newest_time": self.newest_time if math.isfinite(self.newest_time) else None,
-        }
+    def snapshot(self) -> tuple[MonitorState, State]:
+        """This version's state: typed metadata and named arrays (no pickle)."""
         arrays: State = {}
+        log = regime = learner = None
         if self.columns is None:
-            meta["learner"], arrays = self._learner.snapshot("learner/")
+            learner, arrays = self._learner.snapshot("learner/")
         if self.detectors is not None:
             arrays.update({f"suite/{k}": v for k, v in self.detectors.snapshot().items()})
-            log_meta, log_arrays = self._log.snapshot()
-            meta["log"] = log_meta
+            log, log_arrays = self._log.snapshot()
             arrays.update(log_arrays)
         if self.regime is not None:
-            regime_meta, regime_arrays = self.regime.snapshot()
-            meta["regime"] = regime_meta
+            regime, regime_arrays = self.regime.snapshot()
             arrays.update({f"regime/{k}": v for k, v in regime_arrays.items()})
-        return meta, arrays
+        state = MonitorState(
+            model=self.model,
+            version=self.version,
+            warmup_rows=self._learner.rows,
+            columns=None
+            if self.columns is None
+            else (self.columns.numeric, self.columns.categorical),
+            profile_id=None if self.profile is None else self.profile.profile_id,
+            profile_from_file=self.profile_from_file,
+            log=log,
+            regime=regime,
+            learner=learner,
+            unmonitored=self.unmonitored.snapshot(),
+            never_seen=tuple(self.never_seen),
+            newest_time=self.newest_time if math.isfinite(self.newest_time) else None,
+        )
+        return state, arrays
 
     def columns_status(self) -> dict[str, object]:
         """Monitored columns and the ones that are not, with why (for /status)."""
@@ -373,39 +441,38 @@ class _VersionMonitor:
 
     def restore(
         self,
-        meta: dict[str, object],
+        state: MonitorState,
         arrays: State,
         profile: ReferenceProfile | None,
         captured: Callable[[str], ReferenceProfile],
     ) -> None:
         """Load a `snapshot`; ``profile`` is the reference it names (None while warming up),
         ``captured`` finds a recent regime's reference by id."""
-        columns = cast("list[list[str]] | None", meta["columns"])
-        self.unmonitored.restore(meta.get("unmonitored"))
-        newest = meta.get("newest_time")
-        self.newest_time = float(newest) if isinstance(newest, int | float) else -math.inf
-        rows = int(str(meta["warmup_rows"]))
-        learner = meta.get("learner")
-        if isinstance(learner, dict):
-            self._learner.restore(rows, learner, arrays, "learner/")
-        elif profile is None and columns is not None:
+        self.unmonitored.restore(state.unmonitored)
+        if state.newest_time is not None:
+            self.newest_time = state.newest_time
+        if state.learner is not None:
+            self._learner.restore(state.warmup_rows, state.learner, arrays, "learner/")
+        elif profile is None and state.columns is not None:
             # Format 1: columns fixed by the first batch and rows captured for them.
-            self._learner.restore(rows, *_learner_state(columns, arrays))
-        self.profile_from_file = bool(meta["profile_from_file"])
-        if profile is not None:
-            self._start(profile)
-            self._never_seen = {str(name) for name in cast("list[Any]", meta.get("never_seen", []))}
-            assert self.detectors is not None
-            self.detectors.restore(sub_state(arrays, "suite/"))
-            self._log.restore(meta["log"], arrays)  # type: ignore[arg-type]
-            regime = meta.get("regime")
-            if self.regime is not None and isinstance(regime, dict):
-                regime_id = regime.get("profile_id")
-                regime_profile = captured(str(regime_id)) if regime_id else None
-                self.regime.restore(regime, sub_state(arrays, "regime/"), regime_profile)
+            self._learner.restore(state.warmup_rows, *_learner_state(state.columns, arrays))
+        self.profile_from_file = state.profile_from_file
+        if profile is None or state.log is None:  # warming up (the state has both or neither)
+            return
+        self._start(profile)
+        self._never_seen = set(state.never_seen)
+        assert self.detectors is not None
+        self.detectors.restore(sub_state(arrays, "suite/"))
+        self._log.restore(state.log, arrays)
+        regime = state.regime
+        if self.regime is not None and regime is not None:
+            regime_profile = None if regime.profile_id is None else captured(regime.profile_id)
+            self.regime.restore(regime, sub_state(arrays, "regime/"), regime_profile)
 
 
-def _learner_state(columns: list[list[str]], arrays: State) -> tuple[dict[str, Any], State, str]:
+def _learner_state(
+    columns: tuple[tuple[str, ...], tuple[str, ...]], arrays: State
+) -> tuple[LearnerState, State, str]:
     """A format-1 warm-up capture (fixed columns, numeric and categorical arrays) as the
     state of a `ColumnLearner` that learned those columns."""
     numeric_names, categorical_names = columns
@@ -415,11 +482,11 @@ def _learner_state(columns: list[list[str]], arrays: State) -> tuple[dict[str, A
     missing = np.asarray(
         arrays.get("warmup/categorical/missing", np.empty((rows, 0), dtype=bool)), dtype=bool
     )
-    meta = {
-        "names": [*numeric_names, *categorical_names],
-        "numbers": [rows] * len(numeric_names) + [0] * len(categorical_names),
-        "texts": [0] * len(numeric_names) + [rows] * len(categorical_names),
-    }
+    meta = LearnerState(
+        names=(*numeric_names, *categorical_names),
+        numbers=(rows,) * len(numeric_names) + (0,) * len(categorical_names),
+        texts=(0,) * len(numeric_names) + (rows,) * len(categorical_names),
+    )
     numeric_missing = np.isnan(numbers)
     numeric_texts = np.where(numeric_missing, "", numbers.astype(str))
     state: State = {
@@ -492,6 +559,10 @@ class Monitor:
         limits = self._config.limits
         model, version = group.model, group.version
         versions = self._by_model.get(model)
+        if max(len(model), len(version)) > limits.max_name_chars:
+            # Not logged: the name would be the attacker's to write into the log.
+            which = "model" if len(model) > limits.max_name_chars else "version"
+            return "name_too_long", f"{which} name longer than {limits.max_name_chars} characters"
         if versions is None:
             if len(self._by_model) < limits.max_models:
                 return None
@@ -538,38 +609,35 @@ class Monitor:
         """The model versions whose state lives with ``partition``."""
         return [key for key, monitor in self.versions.items() if monitor.owner == partition]
 
-    def snapshot(
-        self, key: tuple[str, str]
-    ) -> tuple[dict[str, object], State, list[ReferenceProfile]]:
+    def snapshot(self, key: tuple[str, str]) -> tuple[MonitorState, State, list[ReferenceProfile]]:
         """A version's state, plus the references it captured itself (not from a file)."""
         monitor = self.versions[key]
-        meta, arrays = monitor.snapshot()
-        return meta, arrays, monitor.captured()
+        state, arrays = monitor.snapshot()
+        return state, arrays, monitor.captured()
 
     def restore(
         self,
         owner: TopicPartition,
-        meta: dict[str, object],
+        state: MonitorState,
         arrays: State,
         captured: Callable[[str], ReferenceProfile],
     ) -> tuple[str, str]:
         """Recreate a version from a `snapshot`; ``captured`` looks up a captured reference."""
-        model, version = str(meta["model"]), str(meta["version"])
-        profile_id = meta["profile_id"]
+        model, version = state.model, state.version
         profile = None
-        if profile_id is not None:
-            if meta["profile_from_file"]:
+        if state.profile_id is not None:
+            if state.profile_from_file:
                 profile = self._load_profile(model, version)
-                if profile is None or profile.profile_id != profile_id:
+                if profile is None or profile.profile_id != state.profile_id:
                     found = None if profile is None else profile.profile_id
                     raise ValueError(
                         f"checkpoint of {model}/{version} was taken against reference "
-                        f"{profile_id}, but its profile file now holds {found}"
+                        f"{state.profile_id}, but its profile file now holds {found}"
                     )
             else:
-                profile = captured(str(profile_id))
+                profile = captured(state.profile_id)
         monitor = _VersionMonitor(model, version, self._config, None, owner)
-        monitor.restore(meta, arrays, profile, captured)
+        monitor.restore(state, arrays, profile, captured)
         self._add(monitor)
         return model, version
 
@@ -582,4 +650,4 @@ class Monitor:
                 del self._by_model[model]
 
 
-__all__ = ["Evaluation", "Monitor", "MonitorUpdate", "OffsetRange"]
+__all__ = ["Evaluation", "Monitor", "MonitorState", "MonitorUpdate", "OffsetRange", "RowLogState"]

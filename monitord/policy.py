@@ -18,12 +18,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from pydantic import NonNegativeInt, field_serializer
 
 from monitord.alerts import (
     CHANGE_DETECTOR,
     MODEL_DETECTOR,
     Alert,
     AlertBook,
+    AlertRow,
     Column,
     Observation,
 )
@@ -32,11 +34,25 @@ from monitord.config import AlertSettings, Config, ModelSettings, PolicySettings
 from monitord.events import PREDICTION
 from monitord.monitor import Evaluation
 from monitord.retrain import DecisionRecorder, Drifted, RetrainEpisodes, RetrainTrigger
-from monitord.retrain_policy import Retraining
+from monitord.retrain_policy import Retraining, RetrainState
+from monitord.state import Document
 
 ADWIN = "adwin"
 
 Output = Alert | RetrainTrigger
+
+
+class PolicyState(Document):
+    """A model version's policy state in a checkpoint: alert lifecycles and retrain state."""
+
+    alerts: tuple[AlertRow, ...]
+    retrain: RetrainState
+    adwin_cut: tuple[str, ...]  # features ADWIN cut since the last window
+    changed_regime: NonNegativeInt = 0  # absent before change alerts
+
+    @field_serializer("alerts")
+    def _rows(self, alerts: tuple[AlertRow, ...]) -> list[list[object]]:
+        return [row.stored() for row in alerts]
 
 
 @dataclass
@@ -112,24 +128,24 @@ class Policy:
             )
         return self._versions[key]
 
-    def snapshot(self, key: tuple[str, str]) -> dict[str, object] | None:
-        """A model version's alert and episode state, JSON-able (None if never decided)."""
+    def snapshot(self, key: tuple[str, str]) -> PolicyState | None:
+        """A model version's alert and episode state (None if never decided)."""
         state = self._versions.get(key)
         if state is None:
             return None
-        return {
-            "alerts": state.alerts.snapshot(),
-            "retrain": self.retraining.snapshot(key),
-            "adwin_cut": sorted(state.adwin_cut),
-            "changed_regime": state.changed_regime,
-        }
+        return PolicyState(
+            alerts=state.alerts.snapshot(),
+            retrain=self.retraining.snapshot(key),
+            adwin_cut=tuple(sorted(state.adwin_cut)),
+            changed_regime=state.changed_regime,
+        )
 
-    def restore(self, key: tuple[str, str], snapshot: dict[str, object]) -> None:
+    def restore(self, key: tuple[str, str], snapshot: PolicyState) -> None:
         state = self._state(*key)
-        state.alerts.restore(snapshot["alerts"])  # type: ignore[arg-type]
-        self.retraining.restore(key, snapshot["retrain"])  # type: ignore[arg-type]
-        state.adwin_cut = {str(f) for f in snapshot["adwin_cut"]}  # type: ignore[attr-defined]
-        state.changed_regime = int(str(snapshot.get("changed_regime", 0)))
+        state.alerts.restore(snapshot.alerts)
+        self.retraining.restore(key, snapshot.retrain)
+        state.adwin_cut = set(snapshot.adwin_cut)
+        state.changed_regime = snapshot.changed_regime
 
     def drop(self, keys: list[tuple[str, str]]) -> None:
         for key in keys:

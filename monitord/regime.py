@@ -28,14 +28,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Literal
+from typing import Literal, Self
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import NonNegativeInt, model_validator
 
 from detectors.detection import Detection, FloatArray, State, sub_state
 from detectors.profile import ProfileError, ReferenceProfile, build_profile
 from monitord.config import Detection as DetectionSettings
+from monitord.state import StateModel
 from monitord.suite import DetectorSuite, Result
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,24 @@ ADWIN = "adwin"
 CHANGE_TESTS = ("ks", "chi2")
 RegimeResult = tuple[int, str, tuple[str, ...], Detection]
 """(regime number, its reference's profile id, column names, result)."""
+
+
+class RegimeState(StateModel):
+    """A `RegimeTracker`'s stored state (its captured rows and suite are arrays)."""
+
+    phase: Phase
+    number: NonNegativeInt
+    start_row: NonNegativeInt
+    clean_windows: NonNegativeInt
+    suite_start: NonNegativeInt = 0  # absent before regimes counted their suite's rows
+    captured_rows: NonNegativeInt
+    profile_id: str | None  # the regime's reference while testing
+
+    @model_validator(mode="after")
+    def _testing_has_reference(self) -> Self:
+        if self.phase == "testing" and not self.profile_id:
+            raise ValueError("a regime under test needs its reference (profile_id)")
+        return self
 
 
 class Capture:
@@ -274,35 +294,30 @@ class RegimeTracker:
         self._recapture(changed + 1)
         return [item for item in results if item[3].row <= changed], changed
 
-    def snapshot(self) -> tuple[dict[str, object], State]:
-        meta: dict[str, object] = {
-            "phase": self.phase,
-            "number": self.number,
-            "start_row": self.start_row,
-            "clean_windows": self.clean_windows,
-            "suite_start": self.suite_start,
-            "captured_rows": self.capture.rows,
-            "profile_id": self.profile_id or None,
-        }
+    def snapshot(self) -> tuple[RegimeState, State]:
+        state = RegimeState(
+            phase=self.phase,
+            number=self.number,
+            start_row=self.start_row,
+            clean_windows=self.clean_windows,
+            suite_start=self.suite_start,
+            captured_rows=self.capture.rows,
+            profile_id=self.profile_id or None,
+        )
         arrays = self.capture.snapshot("capture/")
         if self.suite is not None:
             arrays.update({f"suite/{k}": v for k, v in self.suite.snapshot().items()})
-        return meta, arrays
+        return state, arrays
 
-    def restore(
-        self, meta: dict[str, object], arrays: State, profile: ReferenceProfile | None
-    ) -> None:
+    def restore(self, state: RegimeState, arrays: State, profile: ReferenceProfile | None) -> None:
         """Load a `snapshot`; ``profile`` is the regime reference it names (if testing)."""
-        phase = str(meta["phase"])
-        if phase not in ("idle", "capturing", "testing"):
-            raise ValueError(f"regime state: unknown phase {phase!r}")
-        self.phase = phase  # type: ignore[assignment]
-        self.number = int(str(meta["number"]))
-        self.start_row = int(str(meta["start_row"]))
-        self.clean_windows = int(str(meta["clean_windows"]))
-        self.suite_start = int(str(meta.get("suite_start", 0)))
+        self.phase = state.phase
+        self.number = state.number
+        self.start_row = state.start_row
+        self.clean_windows = state.clean_windows
+        self.suite_start = state.suite_start
         self.capture = Capture(self.settings.change_reference_events)
-        self.capture.restore(int(str(meta["captured_rows"])), arrays, "capture/")
+        self.capture.restore(state.captured_rows, arrays, "capture/")
         self.profile, self.suite = profile, None
         if self.phase == "testing":
             if profile is None:

@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Literal, Protocol, cast, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
+
+from pydantic import NonNegativeInt
 
 from monitord.alerts import stable_id
 from monitord.config import PolicySettings
 from monitord.events import PREDICTION
 from monitord.monitor import Evaluation, OffsetRange
+from monitord.state import StateModel
 
 Drifted = dict[str, tuple[str, float, float]]
 """Drifted column -> (detector, statistic, threshold) of the first test that flagged it."""
@@ -79,7 +82,8 @@ class DecisionRecorder(Protocol):
 
 @dataclass(frozen=True)
 class Lineage:
-    """The evidence and data range of one window, as a request carries them."""
+    """The evidence and data range of one window, as a request carries them (stored as a
+    dict of these fields: `EpisodeState.latest`)."""
 
     profile_id: str
     statistics: Statistics
@@ -109,40 +113,6 @@ class Lineage:
             start_time=min(e.start_time for e in window),
             end_time=max(e.end_time for e in window),
         )
-
-    def snapshot(self) -> dict[str, object]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def restore(cls, state: dict[str, object]) -> Lineage:
-        data = cast("dict[str, object]", dict(state))
-        offset = cast("dict[str, object]", data["offset"])
-        offsets = cast("list[dict[str, object]]", data["offsets"])
-        statistics = cast("list[list[object]]", data["statistics"])
-        return cls(
-            profile_id=str(data["profile_id"]),
-            statistics=tuple(
-                (str(f), str(d), float(v), float(t))  # type: ignore[arg-type]
-                for f, d, v, t in statistics
-            ),
-            feature_share=float(data["feature_share"]),  # type: ignore[arg-type]
-            windows=int(data["windows"]),  # type: ignore[call-overload]
-            first_row=int(data["first_row"]),  # type: ignore[call-overload]
-            row=int(data["row"]),  # type: ignore[call-overload]
-            offset=_offset_range(offset),
-            offsets=tuple(_offset_range(o) for o in offsets),
-            start_time=float(data["start_time"]),  # type: ignore[arg-type]
-            end_time=float(data["end_time"]),  # type: ignore[arg-type]
-        )
-
-
-def _offset_range(state: dict[str, object]) -> OffsetRange:
-    return OffsetRange(
-        str(state["topic"]),
-        int(state["partition"]),  # type: ignore[call-overload]
-        int(state["first_offset"]),  # type: ignore[call-overload]
-        int(state["last_offset"]),  # type: ignore[call-overload]
-    )
 
 
 def request(
@@ -206,6 +176,21 @@ def manual_request(
     )
 
 
+class EpisodeState(StateModel):
+    """`RetrainEpisodes`' stored state. Fields added after the first checkpoints default
+    to the value a fresh version starts with."""
+
+    drifting_windows: NonNegativeInt
+    clean_windows: NonNegativeInt
+    in_episode: bool
+    cooldown: NonNegativeInt
+    episode_first_row: int  # -1: no episode yet
+    superseded: bool = False
+    blocked: Guard | Literal[""] = ""
+    last_request_row: int = -1
+    latest: Lineage | None = None
+
+
 @dataclass
 class RetrainEpisodes:
     """Episode state of one model version."""
@@ -218,32 +203,33 @@ class RetrainEpisodes:
     cooldown: int = 0
     episode_first_row: int = -1
     superseded: bool = False  # a newer version of the model appeared
-    blocked: str = ""  # the guard that last held the episode's request back
+    blocked: Guard | Literal[""] = ""  # the guard that last held the episode's request back
     last_request_row: int = -1  # the version's row at its last request
     latest: Lineage | None = None  # the last window seen
 
-    _STATE = (
-        "drifting_windows",
-        "clean_windows",
-        "in_episode",
-        "cooldown",
-        "episode_first_row",
-        "superseded",
-        "blocked",
-        "last_request_row",
-    )
+    def snapshot(self) -> EpisodeState:
+        return EpisodeState(
+            drifting_windows=self.drifting_windows,
+            clean_windows=self.clean_windows,
+            in_episode=self.in_episode,
+            cooldown=self.cooldown,
+            episode_first_row=self.episode_first_row,
+            superseded=self.superseded,
+            blocked=self.blocked,
+            last_request_row=self.last_request_row,
+            latest=self.latest,
+        )
 
-    def snapshot(self) -> dict[str, object]:
-        state: dict[str, object] = {name: getattr(self, name) for name in self._STATE}
-        state["latest"] = None if self.latest is None else self.latest.snapshot()
-        return state
-
-    def restore(self, state: dict[str, object]) -> None:
-        for name in self._STATE:
-            if name in state:  # checkpoints from before a field existed keep its default
-                setattr(self, name, type(getattr(self, name))(state[name]))
-        latest = state.get("latest")
-        self.latest = None if latest is None else Lineage.restore(latest)  # type: ignore[arg-type]
+    def restore(self, state: EpisodeState) -> None:
+        self.drifting_windows = state.drifting_windows
+        self.clean_windows = state.clean_windows
+        self.in_episode = state.in_episode
+        self.cooldown = state.cooldown
+        self.episode_first_row = state.episode_first_row
+        self.superseded = state.superseded
+        self.blocked = state.blocked
+        self.last_request_row = state.last_request_row
+        self.latest = state.latest
 
     @property
     def events_since_request(self) -> int:
@@ -328,6 +314,7 @@ class RetrainEpisodes:
 __all__ = [
     "DecisionRecorder",
     "Drifted",
+    "EpisodeState",
     "Guard",
     "Lineage",
     "RetrainEpisodes",

@@ -32,7 +32,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from typing import cast
+
+from pydantic import NonNegativeInt
 
 from monitord.alerts import stable_id
 from monitord.clock import iso
@@ -41,6 +42,7 @@ from monitord.monitor import Evaluation
 from monitord.retrain import (
     DecisionRecorder,
     Drifted,
+    EpisodeState,
     Guard,
     RetrainEpisodes,
     RetrainTrigger,
@@ -48,11 +50,27 @@ from monitord.retrain import (
     manual_request,
     request,
 )
-from monitord.schedule import CronSchedule, utc_day
+from monitord.schedule import CronSchedule, ScheduleState, utc_day
+from monitord.state import StateModel
 
 log = logging.getLogger(__name__)
 
 DAYS_KEPT = 3  # request counts kept per model: today and a margin for late event time
+
+
+class ModelRetrainState(StateModel):
+    """A `ModelRetrain`'s stored state."""
+
+    seq: NonNegativeInt
+    current: str
+    requests: dict[str, NonNegativeInt]
+    schedule: ScheduleState | None
+
+
+class RetrainState(EpisodeState):
+    """A version's retrain state as stored: its episodes and its model's state."""
+
+    model: ModelRetrainState | None = None  # absent before models kept state
 
 
 class ModelRetrain:
@@ -75,25 +93,22 @@ class ModelRetrain:
             del self.requests[old]
         self.seq += 1
 
-    def snapshot(self) -> dict[str, object]:
-        return {
-            "seq": self.seq,
-            "current": self.current,
-            "requests": dict(self.requests),
-            "schedule": None if self.schedule is None else self.schedule.snapshot(),
-        }
+    def snapshot(self) -> ModelRetrainState:
+        return ModelRetrainState(
+            seq=self.seq,
+            current=self.current,
+            requests=dict(self.requests),
+            schedule=None if self.schedule is None else self.schedule.snapshot(),
+        )
 
-    def restore(self, state: dict[str, object]) -> None:
-        seq = int(state["seq"])  # type: ignore[call-overload]
-        if seq < self.seq:
+    def restore(self, state: ModelRetrainState) -> None:
+        if state.seq < self.seq:
             return  # this process knows newer state (another partition's versions)
-        self.seq = seq
-        self.current = str(state["current"])
-        requests = cast("dict[str, int]", state["requests"])
-        self.requests = {str(day): int(n) for day, n in requests.items()}
-        schedule = state.get("schedule")
-        if self.schedule is not None and isinstance(schedule, dict):
-            self.schedule.restore(schedule)
+        self.seq = state.seq
+        self.current = state.current
+        self.requests = dict(state.requests)
+        if self.schedule is not None and state.schedule is not None:
+            self.schedule.restore(state.schedule)
 
 
 class UnknownModelError(LookupError, ValueError):
@@ -332,19 +347,18 @@ class Retraining:
                     out.append(decided)
             return out
 
-    def snapshot(self, key: tuple[str, str]) -> dict[str, object]:
-        """A version's episode state and its model's state, JSON-able."""
+    def snapshot(self, key: tuple[str, str]) -> RetrainState:
+        """A version's episode state and its model's state."""
         with self._lock:
-            state = self._episodes_of(*key).snapshot()
-            state["model"] = self._models[key[0]].snapshot()
-            return state
+            episodes = self._episodes_of(*key).snapshot()
+            return RetrainState(**dict(episodes), model=self._models[key[0]].snapshot())
 
-    def restore(self, key: tuple[str, str], state: dict[str, object]) -> None:
+    def restore(self, key: tuple[str, str], state: RetrainState) -> None:
         with self._lock:
             self._episodes_of(*key).restore(state)
             model = self._models[key[0]]
-            if isinstance(state.get("model"), dict):
-                model.restore(state["model"])  # type: ignore[arg-type]
+            if state.model is not None:
+                model.restore(state.model)
             if not model.current:
                 model.current = key[1]
 
@@ -363,4 +377,10 @@ class Retraining:
                     self._models.pop(name, None)
 
 
-__all__ = ["ModelRetrain", "Retraining", "UnknownModelError"]
+__all__ = [
+    "ModelRetrain",
+    "ModelRetrainState",
+    "RetrainState",
+    "Retraining",
+    "UnknownModelError",
+]

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from apscheduler.triggers.cron import CronTrigger
 
 from monitord.clock import EARLIEST_S, LATEST_S
+from monitord.state import StateModel
 
 _WEEKDAY_NUMBER = re.compile(r"(?<![/\d])\d")  # a digit that is not part of a step (*/2)
 
@@ -57,6 +58,14 @@ def utc_day(seconds: float) -> str:
     return datetime.fromtimestamp(bounded, tz=UTC).date().isoformat()
 
 
+class ScheduleState(StateModel):
+    """A `CronSchedule`'s stored state: the slots taken of its expression."""
+
+    cron: str
+    last_slot: float | None
+    next_slot: float | None
+
+
 class CronSchedule:
     """The slots of one cron expression and which of them were taken.
 
@@ -94,16 +103,15 @@ class CronSchedule:
         fire = self._trigger.get_next_fire_time(None if inclusive else moment, moment)
         return None if fire is None else float(fire.timestamp())
 
-    def snapshot(self) -> dict[str, object]:
-        return {"cron": self.expression, "last_slot": self.last_slot, "next_slot": self.next_slot}
+    def snapshot(self) -> ScheduleState:
+        return ScheduleState(
+            cron=self.expression, last_slot=self.last_slot, next_slot=self.next_slot
+        )
 
-    def restore(self, state: dict[str, object]) -> None:
+    def restore(self, state: ScheduleState) -> None:
         """Load a `snapshot`; one of another expression is ignored (the schedule changed)."""
-        if state.get("cron") != self.expression:
-            return
-        last, following = state.get("last_slot"), state.get("next_slot")
-        self.last_slot = None if last is None else float(last)  # type: ignore[arg-type]
-        self.next_slot = None if following is None else float(following)  # type: ignore[arg-type]
+        if state.cron == self.expression:
+            self.last_slot, self.next_slot = state.last_slot, state.next_slot
 
 
-__all__ = ["CronSchedule", "cron_trigger", "utc_day"]
+__all__ = ["CronSchedule", "ScheduleState", "cron_trigger", "utc_day"]

@@ -143,3 +143,30 @@ def records(draw: st.DrawFn, offset: int = 0) -> Record:
 def batches(draw: st.DrawFn) -> list[Record]:
     count = draw(st.integers(min_value=1, max_value=12))
     return [draw(records(offset)) for offset in range(count)]
+
+
+def _steady(offset: int, value: float) -> Record:
+    event = {
+        "model": "fraud",
+        "model_version": "1",
+        "features": {"amount": value, "country": "DE" if value > 0 else "FR"},
+        "prediction": value / 2,
+    }
+    return Record("in", 0, offset, None, orjson.dumps(event), 1_795_435_200_000 + offset)
+
+
+@st.composite
+def steady_streams(draw: st.DrawFn) -> list[list[Record]]:
+    """Batches of one model's well-formed events, enough to end a short warm-up and fill
+    windows, with hostile records among them."""
+    stream, offset = [], 0
+    for _ in range(draw(st.integers(min_value=3, max_value=8))):
+        batch = []
+        for _ in range(draw(st.integers(min_value=10, max_value=40))):
+            if draw(st.integers(0, 9)) == 0:
+                batch.append(draw(records(offset)))
+            else:
+                batch.append(_steady(offset, draw(st.floats(-3, 3))))
+            offset += 1
+        stream.append(batch)
+    return stream

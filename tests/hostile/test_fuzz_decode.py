@@ -14,16 +14,19 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import orjson
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
 from connectors.stream import Record
 from detectors.profile import CATEGORY_CHARS
 from monitord.clock import EARLIEST_S, LATEST_S
-from monitord.config import EventFields
+from monitord.config import EventFields, parse_config
 from monitord.dead_letter import FRAMING_BYTES, dead_letter, producer_request_bytes
 from monitord.events import Columns, EventGroup, decode
-from tests.hostile.records import batches, corpus_batches
+from monitord.monitor import Monitor, MonitorState
+from tests.hostile.records import batches, corpus_batches, steady_streams
 
 FIELDS = EventFields(max_event_bytes=4096)
 BUDGET = producer_request_bytes(FIELDS) - FRAMING_BYTES
@@ -79,3 +82,37 @@ def test_fuzzed_batches_decode_by_the_rule(records: list[Record]) -> None:
 def test_the_corpus_decodes_by_the_rule(name: str) -> None:
     """Records that once crashed or misled the decode path, kept as regression inputs."""
     check_batch(corpus_batches()[name])
+
+
+MONITORED = parse_config(
+    {
+        "detection": {"warmup_events": 50, "window_size": 20, "window_seconds": None},
+        "events": {"max_event_bytes": 4096},
+        "limits": {"max_models": 2, "max_versions_per_model": 2, "max_columns_per_model": 4},
+    }
+)
+
+
+@given(st.lists(batches(), min_size=1, max_size=12) | steady_streams())
+def test_fuzzed_batches_are_monitored_or_refused_once(stream: list[list[Record]]) -> None:
+    """Monitoring never raises on decoded hostile events, refuses or accepts each row once,
+    and its state survives a checkpoint's JSON at any point."""
+    monitor = Monitor(MONITORED, lambda model, version: None)
+    for records in stream:
+        decoded = decode(records, MONITORED.events, monitor.columns_for)
+        for group in decoded.groups.values():
+            update = monitor.update(group)
+            bad = [b.record.offset for b in update.bad]
+            assert len(set(bad)) == len(bad)
+            assert set(bad) <= {r.offset for r in group.records}
+            assert all(b.reason in REASONS for b in update.bad)
+        for key in list(monitor.versions):
+            state, arrays, captured = monitor.snapshot(key)
+            stored = MonitorState.load(orjson.loads(orjson.dumps(state.dump())), "checkpoint")
+            found = {profile.profile_id: profile for profile in captured}
+            again = Monitor(MONITORED, lambda model, version: None)
+            again.restore(records[0].topic_partition, stored, arrays, found.__getitem__)
+            assert again.versions[key].columns_status() == monitor.versions[key].columns_status()
+
+
+REASONS = {"wrong_type", "model_limit", "version_limit", "name_too_long"}

@@ -12,7 +12,14 @@ import pytest
 
 from connectors.stream import Record
 from detectors.detection import Detection
-from monitord.alerts import CHANGE_DETECTOR, FEATURE_ALERT, MODEL_ALERT, AlertBook, Observation
+from monitord.alerts import (
+    CHANGE_DETECTOR,
+    FEATURE_ALERT,
+    MODEL_ALERT,
+    AlertBook,
+    AlertRow,
+    Observation,
+)
 from monitord.config import AlertSettings, parse_config
 from monitord.monitor import Evaluation, OffsetRange
 from monitord.replay import replay
@@ -176,6 +183,6 @@ def test_observe_clean_folds_a_clean_window_as_observe_does(settings: AlertSetti
 def test_observe_clean_leaves_a_restored_drifted_history_to_observe() -> None:
     # A history that would fire on its own (settings lowered since it was checkpointed).
     book = AlertBook(AlertSettings(fire_windows=1, fire_span=2))
-    book.restore([["x", "ks", [1, 1], False, 0, 0]])
+    book.restore([AlertRow("x", "ks", (True, True), False, 0, 0)])
     assert not book.observe_clean("x", "ks")
     assert book.snapshot() == [["x", "ks", [1, 1], False, 0, 0]]

@@ -18,7 +18,7 @@ from monitord.config import Config, parse_config
 from monitord.daemon import Daemon
 from monitord.events import PREDICTION, decode
 from monitord.metrics import DaemonMetrics
-from monitord.monitor import Monitor, MonitorUpdate
+from monitord.monitor import Monitor, MonitorState, MonitorUpdate
 from monitord.outputs import KafkaPublisher
 
 T0 = 1_790_000_000
@@ -82,7 +82,7 @@ def test_columns_are_learned_from_the_whole_warm_up_by_majority() -> None:
 def test_columns_not_monitored_are_reported_once_with_why(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    config = _config(max_columns_per_model=5, max_column_name_chars=50)
+    config = _config(max_columns_per_model=5, max_name_chars=50)
     long_name = "n" * 51
     warmup = [
         _record(
@@ -259,7 +259,7 @@ def test_a_warm_up_checkpointed_midway_learns_the_same_reference(cut: int) -> No
     if cut:
         meta, arrays, captured = before.snapshot(("m", "unversioned"))
         assert captured == []
-        meta = orjson.loads(orjson.dumps(meta))  # as a checkpoint stores it
+        meta = MonitorState.load(orjson.loads(orjson.dumps(meta.dump())), "checkpoint")
         owner = events[0].topic_partition
         after.restore(owner, meta, arrays, lambda profile_id: pytest.fail("none captured"))
     _feed(after, config, [events[cut:]])
@@ -299,7 +299,10 @@ def test_a_format_1_warm_up_capture_is_restored() -> None:
     }
     restored = Monitor(config, lambda m, v: None)
     restored.restore(
-        events[0].topic_partition, meta, arrays, lambda profile_id: pytest.fail("none captured")
+        events[0].topic_partition,
+        MonitorState.load(meta, "format 1"),
+        arrays,
+        lambda profile_id: pytest.fail("none captured"),
     )
     _feed(restored, config, [events[400:]])
     profile = restored.versions["m", "unversioned"].profile
@@ -320,3 +323,23 @@ def test_a_profiles_columns_never_seen_and_names_it_lacks_are_reported() -> None
     status = monitor.versions["m", "1"].columns_status()
     assert status["never_seen"] == ["y"]
     assert status["not_monitored"] == {"extra": "not_in_reference"}
+
+
+def test_model_and_version_names_past_the_cap_are_dead_lettered_unlogged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = _config(max_name_chars=20)
+    long_model, long_version = "m" * 21, "v" * 21
+    records = [
+        _record(0, {"model": long_model, "features": {"x": 1.0}}),
+        _record(1, {"model": "m", "model_version": long_version, "features": {"x": 1.0}}),
+        _record(2, {"model": "m" * 20, "model_version": "v" * 20, "features": {"x": 1.0}}),
+    ]
+    daemon, sink, _ = _daemon(config, records)
+    with caplog.at_level(logging.DEBUG):
+        daemon.drain()
+    dead = sink.messages("monitord.dead-letter")
+    assert [dict(m.headers)["monitord.error.reason"] for m in dead] == [b"name_too_long"] * 2
+    assert list(daemon.monitor.versions) == [("m" * 20, "v" * 20)]
+    assert long_model not in caplog.text
+    assert long_version not in caplog.text

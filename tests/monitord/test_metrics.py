@@ -126,6 +126,7 @@ def test_exposition_of_known_inputs() -> None:
         'monitord_bad_records_total{reason="missing_features"} 0.0',
         'monitord_bad_records_total{reason="missing_model"} 0.0',
         'monitord_bad_records_total{reason="model_limit"} 0.0',
+        'monitord_bad_records_total{reason="name_too_long"} 0.0',
         'monitord_bad_records_total{reason="not_an_object"} 0.0',
         'monitord_bad_records_total{reason="odd\\nreason"} 1.0',
         'monitord_bad_records_total{reason="oversize"} 0.0',

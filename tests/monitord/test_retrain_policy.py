@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -26,7 +27,7 @@ from monitord.checkpoint import Checkpoint, VersionState, decode, encode
 from monitord.config import ConfigError, parse_config
 from monitord.daemon import Daemon
 from monitord.monitor import Evaluation, OffsetRange
-from monitord.policy import Policy
+from monitord.policy import Policy, PolicyState
 from monitord.retrain import RetrainTrigger, Suppressed
 
 COLUMNS = ("a", "b", "c", "@prediction")
@@ -91,6 +92,18 @@ def make_policy(
 
 def run(policy: Policy, windows: Sequence[list[Evaluation]]) -> list[RetrainTrigger]:
     return [o for w in windows for o in policy.decide(w) if isinstance(o, RetrainTrigger)]
+
+
+def _stored(policy: Policy, key: tuple[str, str]) -> dict[str, Any]:
+    """A version's policy state as a checkpoint stores it."""
+    snapshot = policy.snapshot(key)
+    assert snapshot is not None
+    return snapshot.dump()
+
+
+def _reloaded(policy: Policy, key: tuple[str, str]) -> PolicyState:
+    """A version's policy state through a checkpoint's JSON, as a restart reads it."""
+    return PolicyState.load(json.loads(json.dumps(_stored(policy, key))), "test")
 
 
 def test_daily_cap_holds_back_requests_over_the_cap_until_the_next_utc_day() -> None:
@@ -214,7 +227,7 @@ def test_schedule_fires_each_slot_once_across_a_restart() -> None:
     assert policy.due(T0 + 3 * HOUR + 300) == []
 
     # Restart from the checkpointed state: the 03:00 slot is not fired again.
-    state = json.loads(json.dumps(policy.snapshot(("m", "1"))))
+    state = _reloaded(policy, ("m", "1"))
     restarted = make_policy(models=models)
     restarted.restore(("m", "1"), state)
     assert restarted.due(T0 + 3 * HOUR + 600) == []
@@ -230,7 +243,7 @@ def test_schedule_fires_each_slot_once_across_a_restart() -> None:
     assert early.due(T0 + 1 * HOUR) == []
     run(early, [window(0), window(1, DRIFT)])
     late = make_policy(models=models)
-    late.restore(("m", "1"), json.loads(json.dumps(early.snapshot(("m", "1")))))
+    late.restore(("m", "1"), _reloaded(early, ("m", "1")))
     assert late.due(T0 + 4 * HOUR) == [first]
     assert late.due(T0 + 5 * HOUR) == []
 
@@ -299,7 +312,7 @@ def test_manual_requests_queue_count_toward_the_cap_and_are_never_held_back() ->
 
 
 def _policy_states(policy: Policy, keys: list[tuple[str, str]]) -> list[object]:
-    return [json.loads(json.dumps(policy.snapshot(key))) for key in keys]
+    return [json.loads(json.dumps(_stored(policy, key))) for key in keys]
 
 
 def test_every_piece_of_retrain_state_survives_a_checkpoint() -> None:
@@ -327,14 +340,14 @@ def test_every_piece_of_retrain_state_survives_a_checkpoint() -> None:
         Checkpoint(
             TopicPartition("in", 0),
             5000,
-            [VersionState({}, {}, policy.snapshot(key)) for key in keys],
+            [VersionState({}, {}, _stored(policy, key)) for key in keys],
         )
     )
     restored_recorder = Recorder()
     restored = make_policy(restored_recorder, models)
     for key, version in zip(keys, decode(blob, "test").versions, strict=True):
         assert version.policy is not None
-        restored.restore(key, version.policy)
+        restored.restore(key, PolicyState.load(version.policy, "test"))
 
     states = _policy_states(policy, keys)
     assert _policy_states(restored, keys) == states
