@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from http import HTTPStatus
@@ -357,6 +358,16 @@ def _json(body: Mapping[str, object]) -> bytes:
 class _IPv4Server(ThreadingHTTPServer):
     daemon_threads = True
     admin: AdminServer
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that drops its connection is routine (a scraper giving up, a probe, a
+        flood): a debug line, not socketserver's traceback on stderr. Anything else is
+        logged as an error."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError | TimeoutError):
+            log.debug("admin client %s dropped the connection: %s", client_address, error)
+        else:
+            log.error("admin request from %s failed", client_address, exc_info=True)
 
 
 class _IPv6Server(_IPv4Server):

@@ -2,8 +2,11 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import socket
+import struct
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -237,3 +240,25 @@ def test_admin_section_of_the_config() -> None:
         parse_config({"admin": {"port": 70_000}})
     with pytest.raises(ConfigError, match=r"admin\.max_feature_series"):
         parse_config({"admin": {"max_feature_series": 0}})
+
+
+def test_a_client_resetting_its_connection_leaves_no_traceback(
+    admin: AdminServer, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A keep-alive client that resets its connection (RST) between requests: one debug
+    line, where socketserver printed a traceback to stderr for each (a flood fills it)."""
+    caplog.set_level(logging.DEBUG, logger="monitord.admin")
+    for _ in range(3):
+        client = socket.create_connection(("127.0.0.1", admin.port), timeout=10)
+        client.sendall(b"GET /livez HTTP/1.1\r\nHost: monitord\r\n\r\n")
+        assert client.recv(4096).startswith(b"HTTP/1.1 200")
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()  # linger 0: a reset, while the server waits for the next request
+    deadline, stderr = time.monotonic() + 10, ""
+    while sum("dropped the connection" in r.getMessage() for r in caplog.records) < 3:
+        stderr += capfd.readouterr().err
+        if stderr.count("ConnectionResetError") >= 3:
+            break  # the server handled them by printing tracebacks
+        assert time.monotonic() < deadline, "the server never saw the resets"
+        time.sleep(0.01)
+    assert "Traceback" not in stderr + capfd.readouterr().err
