@@ -100,6 +100,13 @@ class ReceiverBase(BaseModel):
     def _key_with_certificate(self) -> Self:
         if self.key_file is not None and self.cert_file is None:
             raise ValueError("key_file: a client key needs its certificate (cert_file) too")
+        url = getattr(self, "url", None)
+        tls = [k for k in ("ca_file", "cert_file", "key_file") if getattr(self, k) is not None]
+        if not self.verify_hostname:
+            tls.append("verify_hostname")
+        if tls and isinstance(url, str) and url.lower().startswith("http://"):
+            # Settings that could not apply would read as protection the receiver lacks.
+            raise ValueError(f"{tls[0]}: TLS settings need an https:// url (url is http://)")
         return self
 
     def tls_context(self) -> ssl.SSLContext | None:

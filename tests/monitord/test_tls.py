@@ -204,3 +204,11 @@ def test_ssl_against_a_plaintext_listener_times_out_with_a_clear_error(
     assert "no TLS handshake within 2s" in done.stderr
     assert "Traceback" not in done.stderr
     assert elapsed < 2.0 + 10.0, "gave up long after connect_timeout_s"
+
+
+def test_tls_settings_on_a_plain_http_receiver_are_refused() -> None:
+    hook = {"name": "hook", "type": "webhook", "url": "http://hooks.example/", "secret_env": "K"}
+    with pytest.raises(ConfigError) as refused:
+        parse_config({"receivers": [{**hook, "verify_hostname": False}]})
+    assert "receivers.0" in str(refused.value)
+    assert "verify_hostname: TLS settings need an https:// url" in str(refused.value)
