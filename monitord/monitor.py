@@ -31,7 +31,13 @@ from detectors.detection import Detection, FloatArray, State, sub_state
 from detectors.profile import ReferenceProfile, build_profile
 from monitord.config import Config
 from monitord.events import BadRecord, Columns, EventGroup
-from monitord.learning import ColumnLearner, LearnerState, Unmonitored, UnmonitoredState
+from monitord.learning import (
+    MAX_REPORTED,
+    ColumnLearner,
+    LearnerState,
+    Unmonitored,
+    UnmonitoredState,
+)
 from monitord.regime import RegimeResult, RegimeState, RegimeTracker, changes_testable
 from monitord.state import Document, StateModel
 from monitord.suite import DetectorSuite
@@ -411,14 +417,15 @@ class _VersionMonitor:
 
     def columns_status(self) -> dict[str, object]:
         """Monitored columns and the ones that are not, with why (for /status)."""
+        # Counts, and at most MAX_REPORTED names: /status stays small at every limit.
         columns = self.columns
         return {
-            "numeric": [] if columns is None else list(columns.numeric),
-            "categorical": [] if columns is None else list(columns.categorical),
+            "numeric": 0 if columns is None else len(columns.numeric),
+            "categorical": 0 if columns is None else len(columns.categorical),
             "learning": columns is None,
             "not_monitored": dict(self.unmonitored.reasons),
             "not_monitored_more": self.unmonitored.overflow,
-            "never_seen": self.never_seen,
+            "never_seen": self.never_seen[:MAX_REPORTED],
         }
 
     def change_status(self) -> dict[str, object] | None:

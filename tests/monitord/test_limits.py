@@ -112,8 +112,10 @@ def test_columns_not_monitored_are_reported_once_with_why(
         _feed(monitor, config, [warmup[:10], warmup[10:], after, after])
     version = monitor.versions["m", "unversioned"]
     status = version.columns_status()
-    assert status["numeric"] == ["a", "c", PREDICTION]
-    assert status["categorical"] == ["b"]
+    assert version.columns is not None
+    assert version.columns.numeric == ("a", "c", PREDICTION)
+    assert version.columns.categorical == ("b",)
+    assert (status["numeric"], status["categorical"]) == (3, 1)
     assert status["not_monitored"] == {
         PREDICTION: "reserved_name",
         long_name: "name_too_long",
@@ -134,7 +136,7 @@ def test_a_column_without_values_in_the_warm_up_is_reported() -> None:
     monitor = Monitor(config, lambda m, v: None)
     _feed(monitor, config, [events])
     status = monitor.versions["m", "unversioned"].columns_status()
-    assert status["numeric"] == ["a"]
+    assert monitor.versions["m", "unversioned"].profile.numeric_names == ("a",)  # type: ignore[union-attr]
     assert status["not_monitored"] == {PREDICTION: "no_values", "empty": "no_values"}
 
 
