@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
@@ -85,6 +85,19 @@ class Stream:
             sink.flush(timeout_s=60)
 
 
+class Partitioned(Protocol):
+    """A topic of records to consume: a `Stream`, or any other with these three."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partitions(self) -> int: ...
+
+    @property
+    def total(self) -> int: ...
+
+
 def write_toml(path: Path, data: Mapping[str, Any]) -> Path:
     """A minimal TOML writer for test configs: scalars, lists and nested tables."""
 
@@ -117,7 +130,7 @@ def daemon_config(
     tmp: Path,
     name: str,
     bootstrap: str,
-    stream: Stream,
+    stream: Partitioned,
     group: str,
     **sections: Mapping[str, Any],
 ) -> Path:
@@ -214,7 +227,7 @@ class Offsets:
     def __init__(self, bootstrap: str) -> None:
         self._admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
 
-    def committed(self, group: str, stream: Stream) -> int:
+    def committed(self, group: str, stream: Partitioned) -> int:
         """Sum over the stream's partitions of the committed next offsets."""
         partitions = [KafkaTopicPartition(stream.topic, p) for p in range(stream.partitions)]
         offsets = self._admin.list_group_offsets({group: partitions})[group]
@@ -286,7 +299,7 @@ def assert_same_outputs(
 
 
 def finish(
-    daemon: Daemon, offsets: Offsets, group: str, stream: Stream, grace_s: float = 60.0
+    daemon: Daemon, offsets: Offsets, group: str, stream: Partitioned, grace_s: float = 60.0
 ) -> None:
     """Wait until ``group`` committed the whole stream, then SIGTERM ``daemon``: exit 0."""
     until(
