@@ -3,11 +3,11 @@
 A version without a profile learns its columns from all of its warm-up rows, not from its
 first batch: a feature absent from the first events is still monitored, and one string
 among numbers does not make a numeric feature categorical. A column is numeric when its
-numbers outnumber its strings and booleans, else categorical. A warm-up value of the other
-kind (a string in what became a numeric column) is missing in the reference and counted;
-after the warm-up, `monitord.events`' value rule applies to every event (that string makes
-the event ``wrong_type``). A row holding an array or an object is ``wrong_type`` at once,
-whatever the kind.
+numbers outnumber its strings and booleans, else categorical. `monitord.events`' value rule
+applies as soon as a column's values so far are mostly numbers: a string there makes the
+event ``wrong_type``, in the warm-up as after it. A string accepted before that (the first
+value, say) is missing in the reference if the column ends numeric, and counted. A row
+holding an array or an object is ``wrong_type`` at once, whatever the kind.
 
 What is not monitored is reported per version (`Unmonitored`): names past
 ``limits.max_columns_per_model`` (``column_limit``), longer than
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -142,14 +143,7 @@ class ColumnLearner:
             # The prediction first: a column cap never leaves it out.
             items = [(PREDICTION, prediction)] if self._with_prediction else []
             items += features.items()
-            problem = next(
-                (
-                    f"{name!r} holds a JSON {'array' if isinstance(value, list) else 'object'}"
-                    for name, value in items
-                    if isinstance(value, list | dict)
-                ),
-                None,
-            )
+            problem = self._breaks_rule(items)
             if problem is not None:
                 wrong[consumed - 1] = problem
                 continue
@@ -180,6 +174,18 @@ class ColumnLearner:
             self._chunks.append((number_table, text_table))
             self.rows += len(numbers)
         return consumed, wrong
+
+    def _breaks_rule(self, items: list[tuple[str, Any]]) -> str | None:
+        """Why a row breaks the value rule (an array or object anywhere, a string where the
+        values so far are mostly numbers), or None."""
+        for name, value in items:
+            if isinstance(value, list | dict):
+                return f"{name!r} holds a JSON {'array' if isinstance(value, list) else 'object'}"
+            if type(value) is str:
+                j = self.names.get(name)
+                if j is not None and self._numbers[j] > self._texts[j]:
+                    return f"{name!r} holds a JSON string, not a number"
+        return None
 
     def _column(self, name: str, is_prediction: bool) -> int | None:
         """The index of column ``name``, added on first sight; None when it is refused."""
