@@ -6,8 +6,9 @@ reason, so the daemon can dead-letter it and count it without stopping the parti
 (DESIGN.md section 2.1).
 
 Values follow one rule, whatever else is in the batch. A numeric column (the prediction
-too) holds JSON numbers or booleans (true is 1); null or an absent feature is missing; any
-other value, a string such as ``"12.5"`` included, makes the event ``wrong_type``. A
+too) holds JSON numbers or booleans (true is 1) of magnitude at most 1e150; null or an absent
+feature is missing; any other value, a string such as ``"12.5"`` or ``1e300`` included, makes
+the event ``wrong_type``. A
 categorical value is text as `detectors.profile.category_text` makes it (cut to 256
 characters; booleans and numbers as written); an array or object makes the event
 ``wrong_type``. An event time is used when it parses and lies within
@@ -36,6 +37,9 @@ from monitord.clock import EARLIEST_S, LATEST_S, now, parse_event_time
 from monitord.config import EventFields
 
 UNVERSIONED = "unversioned"
+MAX_MAGNITUDE = 1e150
+"""Largest magnitude a numeric value may have: sums of squares of a window's values must
+stay finite (a value of 1e308 made a reference's variance infinite and blinded ADWIN)."""
 PREDICTION = "@prediction"
 """Column name of the model's prediction, monitored like a feature."""
 
@@ -126,6 +130,10 @@ class Columns:
         if PREDICTION in self.categorical:
             j = self.categorical.index(PREDICTION)
             categorical[:, j] = _category_table(predictions, [PREDICTION], wrong)[:, 0]
+        huge = np.abs(numeric) > MAX_MAGNITUDE  # NaN compares False
+        if huge.any():
+            for i, j in zip(*np.nonzero(huge), strict=True):
+                wrong.setdefault(int(i), too_large(self.numeric[j], float(numeric[i, j])))
         return numeric, categorical, wrong
 
     def _numeric_features(self, group: EventGroup, wrong: dict[int, str]) -> FloatArray:
@@ -143,6 +151,11 @@ class Columns:
             _numbers(values, self._numeric_names, row, wrong) for row, values in group.numeric_held
         ]
         return table
+
+
+def too_large(name: str, value: float) -> str:
+    """Why a number breaks the rule by its size."""
+    return f"{name!r} holds {value:.3g}, beyond the +-{MAX_MAGNITUDE:.0e} numbers may reach"
 
 
 def _number_table(

@@ -7,7 +7,8 @@ numbers outnumber its strings and booleans, else categorical. `monitord.events`'
 applies as soon as a column's values so far are mostly numbers: a string there makes the
 event ``wrong_type``, in the warm-up as after it. A string accepted before that (the first
 value, say) is missing in the reference if the column ends numeric, and counted. A row
-holding an array or an object is ``wrong_type`` at once, whatever the kind.
+holding an array, an object or a number beyond ``MAX_MAGNITUDE`` is ``wrong_type`` at
+once, whatever the kind.
 
 What is not monitored is reported per version (`Unmonitored`): names past
 ``limits.max_columns_per_model`` (``column_limit``), longer than
@@ -30,7 +31,7 @@ from pydantic import Field, NonNegativeInt, model_validator
 from detectors.detection import FloatArray, State
 from detectors.profile import category_text
 from monitord.config import LimitSettings
-from monitord.events import PREDICTION, Columns, EventGroup
+from monitord.events import MAX_MAGNITUDE, PREDICTION, Columns, EventGroup, too_large
 from monitord.state import StateModel
 
 log = logging.getLogger(__name__)
@@ -185,6 +186,10 @@ class ColumnLearner:
                 j = self.names.get(name)
                 if j is not None and self._numbers[j] > self._texts[j]:
                     return f"{name!r} holds a JSON string, not a number"
+            elif type(value) is float and abs(value) > MAX_MAGNITUDE:
+                return too_large(name, value)
+            elif type(value) is int and abs(value) > MAX_MAGNITUDE:
+                return too_large(name, float(value))
         return None
 
     def _column(self, name: str, is_prediction: bool) -> int | None:

@@ -341,9 +341,14 @@ KINDS: tuple[Kind, ...] = (
     ),
     Kind(
         "huge numbers",
+        "wrong_type",
+        _value(lambda rng, t: _json(t.features(rng, x=float(rng.choice([1.7e308, -1.7e308]))))),
+    ),
+    Kind(
+        "large but legal numbers",
         None,
         _value(
-            lambda rng, t: _json(t.features(rng, x=float(rng.choice([1.7e308, -1.7e308, 2.0**64]))))
+            lambda rng, t: _json(t.features(rng, x=float(rng.choice([1e150, -1e150, 2.0**64]))))
         ),
         "victim",
     ),

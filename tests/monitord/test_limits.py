@@ -345,3 +345,25 @@ def test_model_and_version_names_past_the_cap_are_dead_lettered_unlogged(
     assert list(daemon.monitor.versions) == [("m" * 20, "v" * 20)]
     assert long_model not in caplog.text
     assert long_version not in caplog.text
+
+
+def test_numbers_beyond_the_magnitude_bound_are_wrong_in_and_after_the_warm_up() -> None:
+    """1.7e308 made a reference's variance infinite (and blinded ADWIN on the column);
+    numbers beyond 1e150 now break the value rule, whether the version is learning or not."""
+    config = _config()
+    rng = np.random.default_rng(12)
+    values = rng.normal(size=1200).tolist()
+    huge = {10: 1.7e308, 500: -1e151, 1100: 1.7e308}
+    events = [
+        _record(i, {"model": "m", "features": {"x": huge.get(i, v)}, "prediction": 1e150})
+        for i, v in enumerate(values)
+    ]
+    monitor = Monitor(config, lambda m, v: None)
+    updates = _feed(monitor, config, [events[:600], events[600:]])
+    bad = {b.record.offset: b.detail for u in updates for b in u.bad}
+    assert set(bad) == set(huge)
+    assert "'x' holds 1.7e+308" in bad[10]
+    profile = monitor.versions["m", "unversioned"].profile
+    assert profile is not None
+    assert np.isfinite(profile.numeric_mean).all()
+    assert np.isfinite(profile.numeric_std).all()
