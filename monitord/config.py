@@ -494,6 +494,18 @@ class Config(_Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _idle_beyond_believed_times(self) -> Config:
+        ahead, idle = self.events.max_time_ahead_s, self.limits.retire_idle_s
+        if idle <= ahead:
+            # Event times up to max_time_ahead_s ahead are believed: a version would look
+            # idle to an event from that far ahead and be retired while live.
+            raise ValueError(
+                f"limits.retire_idle_s: {idle:g} s must exceed events.max_time_ahead_s "
+                f"({ahead:g} s), how far ahead an event time is believed"
+            )
+        return self
+
     def detection_for(self, model: str) -> Detection:
         for settings in self.models:
             if settings.name == model and settings.detection is not None:

@@ -20,6 +20,7 @@ monitored columns that have had no value since (``never_seen``, in `/status` onl
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from typing import Any
@@ -39,13 +40,17 @@ log = logging.getLogger(__name__)
 MAX_REPORTED = 100
 """Unmonitored names kept per version: past it they are only counted (an event can carry
 thousands of names; memory must not grow with them)."""
+MAX_COUNTED = 10_000
+"""Distinct unmonitored names counted per version; past it the count stops growing."""
 
 
 class UnmonitoredState(StateModel):
-    """Stored `Unmonitored`: the names kept, each with why, and how many more there were."""
+    """Stored `Unmonitored`: the names shown, each with why, how many more there were, and
+    the keys of every name counted (to count each once)."""
 
     reasons: dict[str, str] = Field(default_factory=dict)
     overflow: NonNegativeInt = 0
+    seen: tuple[int, ...] = ()
 
 
 class LearnerState(StateModel):
@@ -65,16 +70,20 @@ class LearnerState(StateModel):
 
 class Unmonitored:
     """Names of one version's columns that are not monitored, each with why: at most
-    `MAX_REPORTED` names, the rest counted in ``overflow``."""
+    `MAX_REPORTED` names shown (cut to 80 characters) and logged once, every distinct name
+    counted once, up to `MAX_COUNTED`."""
 
     def __init__(self, model: str, version: str) -> None:
         self.model, self.version = model, version
         self.reasons: dict[str, str] = {}
         self.overflow = 0
+        self._seen: set[int] = set()
 
     def add(self, name: str, reason: str) -> None:
-        if name in self.reasons:
+        key = _name_key(name)
+        if key in self._seen or len(self._seen) >= MAX_COUNTED:
             return
+        self._seen.add(key)
         if len(self.reasons) >= MAX_REPORTED:
             self.overflow += 1
             if self.overflow == 1:
@@ -96,10 +105,19 @@ class Unmonitored:
         return len(self.reasons) + self.overflow
 
     def snapshot(self) -> UnmonitoredState:
-        return UnmonitoredState(reasons=dict(self.reasons), overflow=self.overflow)
+        return UnmonitoredState(
+            reasons=dict(self.reasons), overflow=self.overflow, seen=tuple(sorted(self._seen))
+        )
 
     def restore(self, state: UnmonitoredState) -> None:
         self.reasons, self.overflow = dict(state.reasons), state.overflow
+        self._seen = set(state.seen)
+
+
+def _name_key(name: str) -> int:
+    """A stable 63-bit key of a name (the name may be a megabyte long; the key is not)."""
+    digest = hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest) >> 1
 
 
 class ColumnLearner:
@@ -144,9 +162,13 @@ class ColumnLearner:
             # The prediction first: a column cap never leaves it out.
             items = [(PREDICTION, prediction)] if self._with_prediction else []
             items += features.items()
-            problem = self._breaks_rule(items)
+            problem, voted = self._breaks_rule(items)
             if problem is not None:
                 wrong[consumed - 1] = problem
+                if voted is not None:
+                    # A refused string still votes: numbers leading by one value must not
+                    # refuse a categorical column's strings for ever.
+                    self._texts[voted] += 1
                 continue
             row: dict[int, tuple[float, str | None, bool]] = {}
             for position, (name, value) in enumerate(items):
@@ -176,21 +198,21 @@ class ColumnLearner:
             self.rows += len(numbers)
         return consumed, wrong
 
-    def _breaks_rule(self, items: list[tuple[str, Any]]) -> str | None:
-        """Why a row breaks the value rule (an array or object anywhere, a string where the
-        values so far are mostly numbers), or None."""
+    def _breaks_rule(self, items: list[tuple[str, Any]]) -> tuple[str | None, int | None]:
+        """Why a row breaks the value rule (an array or object anywhere, a number beyond
+        `MAX_MAGNITUDE`, a string where a column's numbers outnumber its strings), or None;
+        and the column a refused string votes in."""
         for name, value in items:
             if isinstance(value, list | dict):
-                return f"{name!r} holds a JSON {'array' if isinstance(value, list) else 'object'}"
+                kind = "array" if isinstance(value, list) else "object"
+                return f"{name!r} holds a JSON {kind}", None
             if type(value) is str:
                 j = self.names.get(name)
                 if j is not None and self._numbers[j] > self._texts[j]:
-                    return f"{name!r} holds a JSON string, not a number"
-            elif type(value) is float and abs(value) > MAX_MAGNITUDE:
-                return too_large(name, value)
-            elif type(value) is int and abs(value) > MAX_MAGNITUDE:
-                return too_large(name, float(value))
-        return None
+                    return f"{name!r} holds a JSON string, not a number", j
+            elif type(value) in (int, float) and abs(value) > MAX_MAGNITUDE:
+                return too_large(name, float(value)), None
+        return None, None
 
     def _column(self, name: str, is_prediction: bool) -> int | None:
         """The index of column ``name``, added on first sight; None when it is refused."""
@@ -261,33 +283,64 @@ class ColumnLearner:
         if not self.rows:
             return meta, {}
         numbers, texts = self._table()
-        missing = texts == None  # noqa: E711 (elementwise test for None)
-        # Object arrays would need pickle: texts are stored as text plus a missing mask.
-        return meta, {
-            f"{prefix}numbers": numbers,
-            f"{prefix}texts": np.where(missing, "", texts).astype(str),
-            f"{prefix}missing": np.asarray(missing, dtype=np.bool_),
-        }
+        return meta, {f"{prefix}numbers": numbers, **encode_texts(texts, prefix)}
 
     def restore(self, rows: int, state: LearnerState, arrays: State, prefix: str) -> None:
         """Load a `snapshot` of ``rows`` rows; arrays that do not fit it are refused."""
         width = len(state.names)
         if rows:
             numbers = np.asarray(arrays[f"{prefix}numbers"], dtype=np.float64)
-            texts = np.asarray(arrays[f"{prefix}texts"]).astype(object)
-            missing = np.asarray(arrays[f"{prefix}missing"], dtype=np.bool_)
-            if not numbers.shape == texts.shape == missing.shape == (rows, width):
+            codes = np.asarray(arrays[f"{prefix}codes"])
+            if not numbers.shape == codes.shape == (rows, width):
                 raise ValueError(
-                    f"warm-up rows: expected ({rows}, {width}) arrays, got {numbers.shape}, "
-                    f"{texts.shape} and {missing.shape}"
+                    f"warm-up rows: expected ({rows}, {width}) arrays, got {numbers.shape} "
+                    f"and {codes.shape}"
                 )
-            texts[missing] = None
+            texts = _decoded(arrays, codes, prefix)
         self.names = {name: j for j, name in enumerate(state.names)}
         self._numbers, self._texts = list(state.numbers), list(state.texts)
         self.rows = rows
         self._chunks.clear()
         if rows:
             self._chunks.append((numbers, texts))
+
+
+def encode_texts(texts: npt.NDArray[np.object_], prefix: str) -> State:
+    """Texts (None: missing) as arrays: each distinct text once (UTF-8 bytes and end
+    offsets) and a code per cell (-1: missing). Exact for any text, and as large as the
+    distinct texts, where a numpy string array is as wide as the longest text in every cell
+    and drops trailing NULs."""
+    index: dict[str, int] = {}
+    flat = texts.reshape(-1).tolist()
+    codes = np.fromiter(
+        (-1 if text is None else index.setdefault(text, len(index)) for text in flat),
+        np.int32,
+        len(flat),
+    ).reshape(texts.shape)
+    encoded = [text.encode("utf-8", "surrogatepass") for text in index]
+    ends = np.cumsum([len(b) for b in encoded], dtype=np.int64)
+    blob = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+    return {
+        f"{prefix}codes": codes,
+        f"{prefix}vocabulary": blob,
+        f"{prefix}vocabulary_ends": ends,
+    }
+
+
+def _decoded(arrays: State, codes: npt.NDArray[Any], prefix: str) -> npt.NDArray[np.object_]:
+    blob = np.asarray(arrays[f"{prefix}vocabulary"], dtype=np.uint8).tobytes()
+    ends = np.asarray(arrays[f"{prefix}vocabulary_ends"], dtype=np.int64)
+    starts = np.concatenate([np.zeros(min(1, ends.size), np.int64), ends[:-1]])
+    if codes.dtype.kind not in "iu" or (ends.size and ends[-1] != len(blob)):
+        raise ValueError("warm-up rows: texts do not match their vocabulary")
+    if codes.size and not -1 <= codes.min() <= codes.max() < len(ends):
+        raise ValueError("warm-up rows: a text code outside the vocabulary")
+    vocabulary = [
+        blob[a:b].decode("utf-8", "surrogatepass") for a, b in zip(starts, ends, strict=True)
+    ]
+    texts = np.empty(codes.shape, dtype=object)
+    texts.reshape(-1)[:] = [None if c < 0 else vocabulary[c] for c in codes.reshape(-1).tolist()]
+    return texts
 
 
 def _both_kinds(value: object) -> tuple[float, str | None, bool]:
@@ -300,4 +353,12 @@ def _both_kinds(value: object) -> tuple[float, str | None, bool]:
     return math.nan, category_text(value), False
 
 
-__all__ = ["MAX_REPORTED", "ColumnLearner", "LearnerState", "Unmonitored", "UnmonitoredState"]
+__all__ = [
+    "MAX_COUNTED",
+    "MAX_REPORTED",
+    "ColumnLearner",
+    "LearnerState",
+    "Unmonitored",
+    "UnmonitoredState",
+    "encode_texts",
+]

@@ -29,6 +29,7 @@ from pydantic import Field, NonNegativeInt, model_validator
 from connectors.stream import Record, TopicPartition, one_partition
 from detectors.detection import Detection, FloatArray, State, sub_state
 from detectors.profile import ReferenceProfile, build_profile
+from monitord.clock import now
 from monitord.config import Config
 from monitord.events import BadRecord, Columns, EventGroup
 from monitord.learning import (
@@ -37,6 +38,7 @@ from monitord.learning import (
     LearnerState,
     Unmonitored,
     UnmonitoredState,
+    encode_texts,
 )
 from monitord.regime import RegimeResult, RegimeState, RegimeTracker, changes_testable
 from monitord.state import Document, StateModel
@@ -315,6 +317,9 @@ class _VersionMonitor:
         return MonitorUpdate(evaluations, bad, newest, self.detectors.late_rows - late)
 
     def _seen(self, newest: float) -> None:
+        # No later than the wall clock allows: a producer's clock must not make this
+        # version look live for ever, nor (see Monitor._believable) others idle.
+        newest = min(newest, now() + self._config.events.max_time_ahead_s)
         self.newest_time = max(self.newest_time, newest)  # NaN (no time) leaves it
 
     def _note_columns(
@@ -494,12 +499,13 @@ def _learner_state(
         numbers=(rows,) * len(numeric_names) + (0,) * len(categorical_names),
         texts=(0,) * len(numeric_names) + (rows,) * len(categorical_names),
     )
-    numeric_missing = np.isnan(numbers)
-    numeric_texts = np.where(numeric_missing, "", numbers.astype(str))
+    # Numbers' texts only matter to a column that turns categorical: these never do.
+    numeric_texts = np.full((rows, len(numeric_names)), None, dtype=object)
+    category_texts = texts.astype(object)
+    category_texts[missing] = None
     state: State = {
         "learner/numbers": np.hstack([numbers, np.full((rows, len(categorical_names)), np.nan)]),
-        "learner/texts": np.hstack([numeric_texts, texts]).astype(str),
-        "learner/missing": np.hstack([numeric_missing, missing]),
+        **encode_texts(np.hstack([numeric_texts, category_texts]), "learner/"),
     }
     return meta, state, "learner/"
 
@@ -543,56 +549,49 @@ class Monitor:
         key = (group.model, group.version)
         monitor = self.versions.get(key)
         retired: dict[tuple[str, str], TopicPartition] = {}
+        refused: list[BadRecord] = []
         if monitor is None:
-            refusal = self._admit(group, retired)
+            refusal, first = self._admit(group, retired)
             if refusal is not None:
                 reason, detail = refusal
-                bad = [BadRecord(record, reason, detail) for record in group.records]
-                return MonitorUpdate([], bad, refused=True)
+                refused = [BadRecord(record, reason, detail) for record in group.records[:first]]
+            if first == len(group):
+                return MonitorUpdate([], refused, refused=True)
+            if first:
+                group = group.rows_from(first)
             profile = self._load_profile(group.model, group.version)
             owner = group.records[0].topic_partition
             monitor = _VersionMonitor(*key, self._config, profile, owner)
             self._add(monitor)
         update = monitor.update(group)
+        update.bad[:0] = refused
         update.retired = retired
         update.not_monitored = monitor.unmonitored.count
         return update
 
     def _admit(
         self, group: EventGroup, retired: dict[tuple[str, str], TopicPartition]
-    ) -> tuple[str, str] | None:
-        """None when a new version may be monitored (retiring an idle one of its model if
-        that makes room, into ``retired``), else the refusal's reason and detail."""
+    ) -> tuple[tuple[str, str] | None, int]:
+        """Whether a new version may be monitored: ``(None, 0)`` when it may; else the
+        refusal's reason and detail, and the first row (if any) from which it may, because
+        an idle version of its model was retired then (into ``retired``). Rows are judged in
+        order, so where batches are cut does not matter."""
         limits = self._config.limits
         model, version = group.model, group.version
         versions = self._by_model.get(model)
         if max(len(model), len(version)) > limits.max_name_chars:
             # Not logged: the name would be the attacker's to write into the log.
             which = "model" if len(model) > limits.max_name_chars else "version"
-            return "name_too_long", f"{which} name longer than {limits.max_name_chars} characters"
+            detail = f"{which} name longer than {limits.max_name_chars} characters"
+            return ("name_too_long", detail), len(group)
         if versions is None:
             if len(self._by_model) < limits.max_models:
-                return None
+                return None, 0
             refusal = "model_limit", f"{limits.max_models} models are monitored (limits.max_models)"
+            first = len(group)
         elif len(versions) < limits.max_versions_per_model:
-            return None
+            return None, 0
         else:
-            idle = min((self.versions[model, v] for v in versions), key=lambda m: m.newest_time)
-            arriving = float(group.event_times()[0].max())
-            if idle.newest_time <= arriving - limits.retire_idle_s:
-                log.warning(
-                    "%s/%s retired after %.0f s without events, to monitor %s/%s "
-                    "(limits.max_versions_per_model = %d)",
-                    model,
-                    idle.version,
-                    arriving - idle.newest_time,
-                    model,
-                    version,
-                    limits.max_versions_per_model,
-                )
-                retired[model, idle.version] = idle.owner
-                self.drop([(model, idle.version)])
-                return None
             refusal = (
                 "version_limit",
                 (
@@ -601,12 +600,36 @@ class Monitor:
                     "(limits.max_versions_per_model)"
                 ),
             )
-        if len(self._refusals_logged) < MAX_LOGGED_REFUSALS and (
-            (model, version) not in self._refusals_logged
+            idle = min((self.versions[model, v] for v in versions), key=lambda m: m.newest_time)
+            arriving = np.maximum.accumulate(self._believable(group.event_times()[0]))
+            room = np.flatnonzero(idle.newest_time <= arriving - limits.retire_idle_s)
+            first = int(room[0]) if room.size else len(group)
+            if first < len(group):
+                log.warning(
+                    "%s/%s retired after %.0f s without events, to monitor %s/%s "
+                    "(limits.max_versions_per_model = %d)",
+                    model,
+                    idle.version,
+                    arriving[first] - idle.newest_time,
+                    model,
+                    version,
+                    limits.max_versions_per_model,
+                )
+                retired[model, idle.version] = idle.owner
+                self.drop([(model, idle.version)])
+        if (
+            first
+            and len(self._refusals_logged) < MAX_LOGGED_REFUSALS
+            and ((model, version) not in self._refusals_logged)
         ):
             self._refusals_logged.add((model, version))
             log.warning("events of %s/%s refused: %s", model, version, refusal[1])
-        return refusal
+        return (refusal if first else None), first
+
+    def _believable(self, times: FloatArray) -> FloatArray:
+        """Event times no later than the wall clock allows (``events.max_time_ahead_s``): a
+        producer's clock must not make live versions look idle."""
+        return np.minimum(times, now() + self._config.events.max_time_ahead_s)
 
     def _add(self, monitor: _VersionMonitor) -> None:
         self.versions[monitor.model, monitor.version] = monitor

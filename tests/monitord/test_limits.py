@@ -4,6 +4,7 @@ caps on models, versions and columns that refuse with a reason instead of growin
 from __future__ import annotations
 
 import logging
+import time
 import tracemalloc
 from typing import Any
 
@@ -24,10 +25,11 @@ from monitord.outputs import KafkaPublisher
 T0 = 1_790_000_000
 
 
-def _config(**limits: Any) -> Config:
+def _config(max_time_ahead_s: float = 3600.0, **limits: Any) -> Config:
     return parse_config(
         {
             "detection": {"warmup_events": 1000, "window_size": 500},
+            "events": {"max_time_ahead_s": max_time_ahead_s},
             "limits": limits,
         }
     )
@@ -174,7 +176,7 @@ def test_models_past_the_cap_are_dead_lettered_and_logged_once(
 
 
 def test_a_version_idle_long_enough_is_retired_for_a_new_one() -> None:
-    config = _config(max_versions_per_model=2, retire_idle_s=3600)
+    config = _config(max_versions_per_model=2, retire_idle_s=3600, max_time_ahead_s=60)
 
     def events(version: str, start: int, count: int, at: int) -> list[Record]:
         return [
@@ -367,3 +369,128 @@ def test_numbers_beyond_the_magnitude_bound_are_wrong_in_and_after_the_warm_up()
     assert profile is not None
     assert np.isfinite(profile.numeric_mean).all()
     assert np.isfinite(profile.numeric_std).all()
+
+
+def test_a_number_first_does_not_lock_a_categorical_column() -> None:
+    """A refused string still votes: one number before a categorical column's strings
+    refuses at most one of them, and the warm-up ends with the column categorical."""
+    config = _config()
+    events = [_record(0, {"model": "m", "features": {"country": 0}})] + [
+        _record(i, {"model": "m", "features": {"country": "DE" if i % 3 else "FR"}})
+        for i in range(1, 2000)
+    ]
+    monitor = Monitor(config, lambda m, v: None)
+    updates = _feed(monitor, config, [events])
+    assert sum(len(u.bad) for u in updates) == 1
+    version = monitor.versions["m", "unversioned"]
+    assert not version.warming_up
+    assert version.columns is not None
+    assert version.columns.categorical == ("country",)
+
+
+def test_a_future_clock_cannot_retire_live_versions() -> None:
+    """Event and record times from year 9999 are clamped to the wall clock (plus what is
+    believed ahead) before they count for idleness."""
+    config = _config(max_versions_per_model=2, retire_idle_s=86_400, max_time_ahead_s=60)
+    now_s = int(time.time())
+
+    def event(offset: int, version: str, at: float | str, record_ms: int) -> Record:
+        value = {"model": "m", "model_version": version, "timestamp": at, "features": {"x": 1}}
+        return Record("in", 0, offset, None, orjson.dumps(value), record_ms)
+
+    live = [event(i, str(1 + i % 2), now_s - 100 + i, (now_s - 100 + i) * 1000) for i in range(20)]
+    attack = [
+        event(20, "3", "9999-12-30T00:00:00Z", -1),  # no record time, event time in 9999
+        event(21, "4", "9999-12-30T00:00:00Z", 253_402_000_000_000),  # both in year 9999
+    ]
+    monitor = Monitor(config, lambda m, v: None)
+    updates = _feed(monitor, config, [live, attack])
+    assert sorted(monitor.versions) == [("m", "1"), ("m", "2")]
+    assert [b.reason for u in updates for b in u.bad] == ["version_limit", "version_limit"]
+
+
+def test_admission_does_not_depend_on_where_batches_are_cut() -> None:
+    config = _config(max_versions_per_model=1, retire_idle_s=3600, max_time_ahead_s=60)
+    events = [
+        Record(
+            "in",
+            0,
+            i,
+            None,
+            orjson.dumps(
+                {
+                    "model": "m",
+                    "model_version": "1" if i < 200 else "2",
+                    "timestamp": T0 + (i if i < 200 else 199 + (i - 199) * 60),
+                    "features": {"x": float(i % 17)},
+                }
+            ),
+            0,
+        )
+        for i in range(1400)
+    ]
+    outcomes = []
+    for size in (1, 7, 100, 1400):
+        monitor = Monitor(config, lambda m, v: None)
+        updates = _feed(monitor, config, [events[i : i + size] for i in range(0, 1400, size)])
+        refused = sorted(b.record.offset for u in updates for b in u.bad)
+        profile = monitor.versions["m", "2"].profile
+        outcomes.append((refused, None if profile is None else profile.profile_id))
+    assert outcomes[0][0] == list(range(200, 259))  # v1 idle an hour from row 259 on
+    assert all(outcome == outcomes[0] for outcome in outcomes)
+
+
+def test_unmonitored_names_are_logged_and_counted_once_each(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = _config()
+    names = ["q" * 200, *(f"extra{j}" for j in range(150))]
+    warmup = [_record(i, {"model": "m", "features": {"x": float(i)}}) for i in range(1000)]
+    later = [
+        _record(1000 + i, {"model": "m", "features": {"x": 1.0, **dict.fromkeys(names, 1)}})
+        for i in range(50)
+    ]
+    monitor = Monitor(config, lambda m, v: None)
+    with caplog.at_level(logging.WARNING, logger="monitord.learning"):
+        _feed(monitor, config, [warmup, *[[record] for record in later]])
+    unmonitored = monitor.versions["m", "unversioned"].unmonitored
+    warned = [r for r in caplog.records if "is not monitored" in r.getMessage()]
+    assert len(warned) == 100  # the first MAX_REPORTED names, once each
+    # Once each: the 128 names a group reports (MAX_EXTRA_NAMES) and the prediction,
+    # which had no value in the warm-up.
+    assert unmonitored.count == 129
+
+
+def test_a_warm_up_checkpoint_stores_each_distinct_text_once_and_exactly() -> None:
+    """One 256-character category once made every cell of a warm-up's text array 256
+    characters wide (about 1 GB at 1,000 x 1,000), and numpy's strings dropped trailing
+    NULs, so a restored warm-up built another reference."""
+    config = _config()
+    texts = ["a", "a\x00", "\x00", "z" * 256]
+    events = [
+        _record(
+            i,
+            {
+                "model": "m",
+                "features": {**{f"f{j}": float(j + i) for j in range(200)}, "c": texts[i % 4]},
+            },
+        )
+        for i in range(1000)
+    ]
+    whole = Monitor(config, lambda m, v: None)
+    _feed(whole, config, [events])
+    before = Monitor(config, lambda m, v: None)
+    _feed(before, config, [events[:999]])
+    state, arrays, _ = before.snapshot(("m", "unversioned"))
+    assert sum(array.nbytes for array in arrays.values()) < 4 * 2**20  # ~1.6 MB of numbers
+    after = Monitor(config, lambda m, v: None)
+    stored = MonitorState.load(orjson.loads(orjson.dumps(state.dump())), "checkpoint")
+    after.restore(events[0].topic_partition, stored, arrays, lambda p: pytest.fail("none"))
+    _feed(after, config, [events[999:]])
+    expected, got = (
+        whole.versions["m", "unversioned"].profile,
+        after.versions["m", "unversioned"].profile,
+    )
+    assert expected is not None
+    assert got is not None
+    assert got.profile_id == expected.profile_id

@@ -127,7 +127,7 @@ def test_a_format_1_checkpoint_restores_to_the_same_decisions(
     now, then = _stored(new), _stored(old)
     (detecting, _), (learning, _) = now
     assert {k: detecting[k] for k in FORMAT_2_MONITOR_FIELDS & detecting.keys()} == {
-        "unmonitored": {"reasons": {}, "overflow": 0},
+        "unmonitored": {"reasons": {}, "overflow": 0, "seen": []},
         "never_seen": [],
         "newest_time": 3799.0,
     }
