@@ -785,9 +785,14 @@ class KafkaSink:
         self._bootstrap = bootstrap
         self._pending: list[Any] = []  # kafka-python futures since the last flush
         self._closed = False
-        self._producer = _connect(
+        self._unacknowledged_since: float | None = None  # first flush that timed out
+        self._producer: Any = self._connect_producer()
+
+    def _connect_producer(self) -> Any:
+        s = self._settings
+        return _connect(
             KafkaProducer,
-            bootstrap,
+            self._bootstrap,
             s.connect_timeout_s,
             acks="all",
             client_id=s.client_id,
@@ -816,6 +821,8 @@ class KafkaSink:
         """Queue a message; ``partition`` overrides the key's partition (changelogs), and
         ``timestamp_ms`` the producer's clock (a forwarded record keeps its own)."""
         self._check_open()
+        if self._producer is None:  # replaced after it stopped delivering (see `flush`)
+            self._producer = self._connect_producer()
         try:
             future = self._producer.send(
                 topic,
@@ -846,16 +853,30 @@ class KafkaSink:
                 with contextlib.suppress(Exception):  # failures are read off the futures below
                     future.get(timeout=max(0.0, deadline - time.monotonic()))
         undelivered = sum(1 for f in self._pending if not f.is_done)
+        now = time.monotonic()
         if undelivered:
+            since = self._unacknowledged_since = self._unacknowledged_since or now - timeout_s
+            if now - since < self._settings.request_timeout_ms / 1000:
+                raise DeliveryFailed(
+                    f"{undelivered} message(s) not acknowledged by {self._bootstrap} "
+                    f"within {timeout_s:g}s",
+                    retriable=True,
+                    pending=True,
+                )
+            # Past the request timeout: the producer may be wedged for good. A broker that
+            # came back without its log does not know the producer's id, and kafka-python
+            # retries that id until the delivery timeout, then stops sending at all.
+            self._replace_producer()
             raise DeliveryFailed(
-                f"{undelivered} message(s) not acknowledged by {self._bootstrap} "
-                f"within {timeout_s:g}s",
+                f"{undelivered} message(s) not acknowledged by {self._bootstrap} within "
+                f"{now - since:.0f}s; sending them again from a new producer",
                 retriable=True,
-                pending=True,
             )
+        self._unacknowledged_since = None
         sent, self._pending = self._pending, []
         failed = [f.exception for f in sent if f.failed()]
         if failed:
+            self._replace_producer()  # its state may be what failed them
             raise DeliveryFailed(
                 f"{len(failed)} of {len(sent)} message(s) were not delivered to "
                 f"{self._bootstrap}; first error: {failed[0]}",
@@ -866,15 +887,8 @@ class KafkaSink:
         if self._closed:
             return
         self._closed = True
-        try:
-            self._producer.close(timeout=self._settings.close_timeout_s)
-        except kafka_errors.KafkaTimeoutError:
-            # kafka-python raises here, before stopping its network thread, when messages
-            # are still unsent; drop them and stop the thread as close() should have.
-            sender = self._producer._sender
-            sender.force_close()
-            sender.join(self._settings.close_timeout_s)
-            self._producer.close(timeout=0)
+        if self._producer is not None:
+            self._close_producer(self._settings.close_timeout_s)
         lost = sum(1 for f in self._pending if not f.succeeded())
         if lost:
             log.warning("%d message(s) sent to %s were not delivered before close", lost, self)
@@ -892,6 +906,23 @@ class KafkaSink:
 
     def __repr__(self) -> str:
         return f"KafkaSink({self._bootstrap})"
+
+    def _replace_producer(self) -> None:
+        """Drop the producer and what it holds; the next `send` connects a new one."""
+        log.warning("%s: replacing the producer; unflushed messages are sent again", self)
+        self._close_producer(0.0)
+        self._producer, self._pending, self._unacknowledged_since = None, [], None
+
+    def _close_producer(self, timeout_s: float) -> None:
+        try:
+            self._producer.close(timeout=timeout_s)
+        except kafka_errors.KafkaTimeoutError:
+            # kafka-python raises here, before stopping its network thread, when messages
+            # are still unsent; drop them and stop the thread as close() should have.
+            sender = self._producer._sender
+            sender.force_close()
+            sender.join(self._settings.close_timeout_s)
+            self._producer.close(timeout=0)
 
     def _check_open(self) -> None:
         if self._closed:
