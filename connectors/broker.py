@@ -143,6 +143,13 @@ class EmbeddedBroker:
             self._log.close()
             self._log = None
 
+    def kill(self) -> None:
+        """Kill the broker at once (SIGKILL), as a crash would; `stop` asks it to shut down."""
+        process = self._running_process()
+        self._signal(process, signal.SIGKILL)
+        process.wait(timeout=5)
+        self.stop()  # forget the process, close the log
+
     def pause(self) -> None:
         """Freeze the broker (SIGSTOP): connections stay open but nothing is answered."""
         self._signal(self._running_process(), signal.SIGSTOP)

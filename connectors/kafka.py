@@ -40,6 +40,7 @@ from connectors.stream import (
     ConnectorError,
     DeliveryFailed,
     Headers,
+    OffsetReset,
     RebalanceCallback,
     Record,
     TopicPartition,
@@ -244,9 +245,15 @@ _Result = TypeVar("_Result")
 
 
 def _connect(
-    factory: Callable[..., _Client], bootstrap: str, timeout_s: float, **config: Any
+    factory: Callable[..., _Client],
+    bootstrap: str,
+    timeout_s: float,
+    *,
+    clients: list[Any] | None = None,
+    **config: Any,
 ) -> _Client:
-    """Build a kafka-python client, bounding the initial bootstrap to `timeout_s`."""
+    """Build a kafka-python client, bounding the initial bootstrap to `timeout_s`; the
+    network clients it builds are appended to ``clients`` (their connection state)."""
     servers = [server.strip() for server in bootstrap.split(",") if server.strip()]
     _require(bool(servers), "bootstrap", "give at least one host:port")
     context = config.get("ssl_context")
@@ -254,7 +261,7 @@ def _connect(
         # kafka-python waits for a TLS handshake without a deadline: a plaintext listener
         # never answers one, and the daemon would hang at startup without a word.
         _tls_handshake(servers, bootstrap, context, config["security_protocol"], timeout_s)
-    clients: list[Any] = []
+    clients = [] if clients is None else clients
 
     def net_client(**kwargs: Any) -> Any:
         client = KafkaNetClient(**kwargs)
@@ -404,6 +411,19 @@ class _Caller:
         self._frame.close()
 
 
+OFFSET_LOOKUP_TIMEOUT_MS = 5000
+"""Longest wait for a partition's log bounds when its offset is out of range."""
+
+
+def _position(consumer: Any, ktp: Any) -> int | None:
+    # The subscription state, not consumer.position(): that one blocks to look up a missing
+    # position (committed offset, then a reset), where this check only wants to read it.
+    state = consumer._subscription.assignment.get(ktp)
+    if state is None or state.position is None:
+        return None
+    return int(state.position.offset)
+
+
 def _ours(partitions: Any) -> set[TopicPartition]:
     return {TopicPartition(tp.topic, tp.partition) for tp in partitions}
 
@@ -455,15 +475,20 @@ class KafkaSource:
         self._closed = False
         self._caller = _Caller()
         self._drained = False  # the last poll took everything kafka-python had fetched
+        self._resets: list[OffsetReset] = []  # moves made inside poll(), not reported yet
+        self._network: list[Any] = []  # kafka-python's network client: connection state
         self._consumer = _connect(
             KafkaConsumer,
             bootstrap,
             s.connect_timeout_s,
+            clients=self._network,
             group_id=group_id,
             client_id=s.client_id,
             enable_auto_commit=False,
             allow_auto_create_topics=False,
-            auto_offset_reset=s.auto_offset_reset,
+            # kafka-python would move an offset out of range with an info line only; with
+            # "none" it raises, and `_out_of_range` moves it by the same rule, visibly.
+            auto_offset_reset="none",
             fetch_min_bytes=s.fetch_min_bytes,
             fetch_max_wait_ms=s.fetch_max_wait_ms,
             fetch_max_bytes=s.fetch_max_bytes,
@@ -475,10 +500,20 @@ class KafkaSource:
             request_timeout_ms=s.request_timeout_ms,
             **s.security.client_config(),
         )
-        self._consumer.subscribe(list(topics), listener=_Listener(self))
+        self._bootstrap, self._topics = bootstrap, tuple(topics)
+        self._subscribed: tuple[str, ...] = ()
+        self._missing: tuple[str, ...] = ()
+        try:
+            self._subscribe_existing()
+        except BaseException:
+            self._consumer.close(autocommit=False, timeout_ms=0)
+            raise
 
     def poll(self, timeout_s: float, max_records: int) -> list[Record]:
         self._check_open()
+        if not self._subscribed:  # no input topic exists yet (see `missing_topics`)
+            threading.Event().wait(timeout_s)
+            return []
         if timeout_s <= 0 and self._drained:
             # Nothing is fetched yet: kafka-python would only wait 0 ms for the fetch in
             # flight and leave a reference cycle behind (see _Caller) holding it, for the
@@ -493,6 +528,16 @@ class KafkaSource:
                     max_records=max_records,
                 )
             )
+        except kafka_errors.NoOffsetForPartitionError as exc:
+            self._raise_callback_error()
+            self._start_by_rule(exc.args[0] if exc.args else ())
+            return []
+        except kafka_errors.OffsetOutOfRangeError as exc:
+            self._raise_callback_error()
+            positions = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+            for ktp, offset in positions.items():
+                self._out_of_range(ktp, int(offset))
+            return []
         except kafka_errors.KafkaError as exc:
             self._raise_callback_error()
             raise ConnectorError(
@@ -556,6 +601,8 @@ class KafkaSource:
         the broker is stalled; this tells the two apart (for readiness).
         """
         self._check_open()
+        if self._missing:
+            self._subscribe_existing()
         # Before the group assigned anything there is nothing to ask about; a join in
         # progress (readiness: not assigned) would also hold the coordinator's answer.
         assigned = sorted(self._consumer.assignment())
@@ -570,6 +617,44 @@ class KafkaSource:
         self._check_open()
         _require(offset >= 0, "offset", f"must be >= 0, got {offset}")
         self._consumer.seek(KafkaTopicPartition(partition.topic, partition.partition), offset)
+
+    def reset_positions(self) -> list[OffsetReset]:
+        """Move partitions whose next offset lies beyond the end of their log (see
+        `Source.reset_positions`); also return the moves `poll` made.
+
+        The end is the high watermark of the last fetch at the partition's position: some
+        brokers (Tansu) answer a fetch past the end with no records and no error, which
+        would leave the partition stalled there for good.
+        """
+        if self._closed:
+            return []
+        for ktp in self._consumer.assignment():
+            position = _position(self._consumer, ktp)
+            highwater = self._consumer.highwater(ktp)
+            if position is not None and highwater is not None and position > highwater:
+                self._out_of_range(ktp, position, log_end=highwater)
+        moves, self._resets = self._resets, []
+        return moves
+
+    def missing_topics(self) -> tuple[str, ...]:
+        """Topics to read that did not exist when last looked for (at start, then at each
+        `probe` while any is missing); they are read from once they appear."""
+        return self._missing
+
+    def unreachable(self) -> str | None:
+        """Why no broker is reachable: no connection to any broker of the cluster (the
+        group coordinator included) is up. None before the first metadata answer."""
+        if self._closed or not self._network:
+            return None
+        network = self._network[0]
+        nodes = [broker.node_id for broker in network.cluster.brokers()]
+        if not nodes:
+            return None
+        # kafka-python talks to the group coordinator on a connection of its own.
+        coordinator = getattr(getattr(self._consumer, "_coordinator", None), "coordinator_id", None)
+        if any(network.connected(node) for node in [*nodes, coordinator] if node is not None):
+            return None
+        return f"no connection to any broker of {self._describe}"
 
     def close(self) -> None:
         if self._closed:
@@ -599,6 +684,61 @@ class KafkaSource:
 
     def __repr__(self) -> str:
         return f"KafkaSource({self._describe})"
+
+    def _subscribe_existing(self) -> None:
+        """Subscribe to those of the topics that exist and remember the others.
+
+        Subscribing to a missing topic would leave the group idle without a word, or make
+        a broker that creates topics on a metadata request (Tansu does, whatever the
+        client asks) create it with its default partition count."""
+        settings = self._settings
+        counts = partition_counts(
+            self._bootstrap,
+            self._topics,
+            security=settings.security,
+            timeout_s=settings.connect_timeout_s,
+        )
+        existing = tuple(topic for topic in self._topics if topic in counts)
+        missing = tuple(topic for topic in self._topics if topic not in counts)
+        if missing != self._missing and missing:
+            log.warning("input topics %s do not exist at %s", ", ".join(missing), self._bootstrap)
+        if existing != self._subscribed and existing:
+            self._consumer.subscribe(list(existing), listener=_Listener(self))
+        self._subscribed, self._missing = existing, missing
+
+    def _start_by_rule(self, partitions: Any) -> None:
+        """Partitions without a committed offset or a checkpoint: start where the rule says."""
+        if not partitions:
+            return
+        if self._settings.auto_offset_reset == "earliest":
+            self._consumer.seek_to_beginning(*partitions)
+        else:
+            self._consumer.seek_to_end(*partitions)
+
+    def _out_of_range(self, ktp: Any, offset: int, log_end: int | None = None) -> None:
+        """Move ``ktp``, whose next ``offset`` lies outside its log, to the log's start or end
+        (``auto_offset_reset``) and queue the move for `reset_positions`.
+
+        The log's bounds are asked for here (a network call, only on this rare path);
+        ``log_end`` is the high watermark when the caller knows it, since some brokers
+        answer ListOffsets(latest) below the true end. If the broker does not answer, the
+        partition stays where it is and the next fetch or check tries again.
+        """
+        timeout_ms = min(self._settings.request_timeout_ms, OFFSET_LOOKUP_TIMEOUT_MS)
+        try:
+            log_start = int(self._consumer.beginning_offsets([ktp], timeout_ms)[ktp])
+            if log_end is None:
+                log_end = int(self._consumer.end_offsets([ktp], timeout_ms)[ktp])
+        except kafka_errors.KafkaError as exc:
+            log.warning("%s: cannot read the bounds of %s yet: %s", self, ktp, exc)
+            return
+        if log_start <= offset <= log_end:
+            return  # a stale answer: the offset is readable after all
+        rule = self._settings.auto_offset_reset
+        reset_to = log_start if rule == "earliest" else log_end
+        self._consumer.seek(ktp, reset_to)
+        tp = TopicPartition(ktp.topic, ktp.partition)
+        self._resets.append(OffsetReset(tp, offset, log_start, log_end, rule, reset_to))
 
     def _commit_in_callback(self, offsets: dict[Any, Any]) -> None:
         if self._callback_lost:
@@ -645,9 +785,14 @@ class KafkaSink:
         self._bootstrap = bootstrap
         self._pending: list[Any] = []  # kafka-python futures since the last flush
         self._closed = False
-        self._producer = _connect(
+        self._unacknowledged_since: float | None = None  # first flush that timed out
+        self._producer: Any = self._connect_producer()
+
+    def _connect_producer(self) -> Any:
+        s = self._settings
+        return _connect(
             KafkaProducer,
-            bootstrap,
+            self._bootstrap,
             s.connect_timeout_s,
             acks="all",
             client_id=s.client_id,
@@ -676,6 +821,8 @@ class KafkaSink:
         """Queue a message; ``partition`` overrides the key's partition (changelogs), and
         ``timestamp_ms`` the producer's clock (a forwarded record keeps its own)."""
         self._check_open()
+        if self._producer is None:  # replaced after it stopped delivering (see `flush`)
+            self._producer = self._connect_producer()
         try:
             future = self._producer.send(
                 topic,
@@ -706,16 +853,30 @@ class KafkaSink:
                 with contextlib.suppress(Exception):  # failures are read off the futures below
                     future.get(timeout=max(0.0, deadline - time.monotonic()))
         undelivered = sum(1 for f in self._pending if not f.is_done)
+        now = time.monotonic()
         if undelivered:
+            since = self._unacknowledged_since = self._unacknowledged_since or now - timeout_s
+            if now - since < self._settings.request_timeout_ms / 1000:
+                raise DeliveryFailed(
+                    f"{undelivered} message(s) not acknowledged by {self._bootstrap} "
+                    f"within {timeout_s:g}s",
+                    retriable=True,
+                    pending=True,
+                )
+            # Past the request timeout: the producer may be wedged for good. A broker that
+            # came back without its log does not know the producer's id, and kafka-python
+            # retries that id until the delivery timeout, then stops sending at all.
+            self._replace_producer()
             raise DeliveryFailed(
-                f"{undelivered} message(s) not acknowledged by {self._bootstrap} "
-                f"within {timeout_s:g}s",
+                f"{undelivered} message(s) not acknowledged by {self._bootstrap} within "
+                f"{now - since:.0f}s; sending them again from a new producer",
                 retriable=True,
-                pending=True,
             )
+        self._unacknowledged_since = None
         sent, self._pending = self._pending, []
         failed = [f.exception for f in sent if f.failed()]
         if failed:
+            self._replace_producer()  # its state may be what failed them
             raise DeliveryFailed(
                 f"{len(failed)} of {len(sent)} message(s) were not delivered to "
                 f"{self._bootstrap}; first error: {failed[0]}",
@@ -726,15 +887,8 @@ class KafkaSink:
         if self._closed:
             return
         self._closed = True
-        try:
-            self._producer.close(timeout=self._settings.close_timeout_s)
-        except kafka_errors.KafkaTimeoutError:
-            # kafka-python raises here, before stopping its network thread, when messages
-            # are still unsent; drop them and stop the thread as close() should have.
-            sender = self._producer._sender
-            sender.force_close()
-            sender.join(self._settings.close_timeout_s)
-            self._producer.close(timeout=0)
+        if self._producer is not None:
+            self._close_producer(self._settings.close_timeout_s)
         lost = sum(1 for f in self._pending if not f.succeeded())
         if lost:
             log.warning("%d message(s) sent to %s were not delivered before close", lost, self)
@@ -752,6 +906,23 @@ class KafkaSink:
 
     def __repr__(self) -> str:
         return f"KafkaSink({self._bootstrap})"
+
+    def _replace_producer(self) -> None:
+        """Drop the producer and what it holds; the next `send` connects a new one."""
+        log.warning("%s: replacing the producer; unflushed messages are sent again", self)
+        self._close_producer(0.0)
+        self._producer, self._pending, self._unacknowledged_since = None, [], None
+
+    def _close_producer(self, timeout_s: float) -> None:
+        try:
+            self._producer.close(timeout=timeout_s)
+        except kafka_errors.KafkaTimeoutError:
+            # kafka-python raises here, before stopping its network thread, when messages
+            # are still unsent; drop them and stop the thread as close() should have.
+            sender = self._producer._sender
+            sender.force_close()
+            sender.join(self._settings.close_timeout_s)
+            self._producer.close(timeout=0)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -15,6 +15,7 @@ from connectors.stream import (
     ConnectorError,
     DeliveryFailed,
     Headers,
+    OffsetReset,
     RebalanceCallback,
     Record,
     TopicPartition,
@@ -135,6 +136,18 @@ class MemorySource:
     def probe(self, timeout_s: float) -> None:
         """Always answers: memory has no outage (see `Source.probe`)."""
         self._check_open()
+
+    def reset_positions(self) -> list[OffsetReset]:
+        """Never moves: a memory log keeps every record it was given."""
+        return []
+
+    def missing_topics(self) -> tuple[str, ...]:
+        """None: a memory log holds whatever topics its records name."""
+        return ()
+
+    def unreachable(self) -> str | None:
+        """Always reachable: memory has no outage."""
+        return None
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
         self._check_open()

@@ -60,6 +60,30 @@ def one_partition(records: Sequence[Record]) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class OffsetReset:
+    """A partition moved because the offset it was to be read from lies outside its log.
+
+    Worked example: a checkpoint says to read ``events[0]`` from offset 27000, but the broker
+    came back without its log and the partition now holds offsets 0..119 (log start 0, log
+    end 120, the next offset to be written). 27000 is beyond the end: with the rule
+    ``earliest`` reading goes on from 0, with ``latest`` from 120. An offset below the log
+    start (retention deleted records not read yet) moves the same way.
+    """
+
+    partition: TopicPartition
+    offset: int  # the offset that could not be read
+    log_start: int
+    log_end: int
+    rule: str  # "earliest" or "latest"
+    reset_to: int
+
+    @property
+    def reason(self) -> str:
+        """``beyond_end`` or ``before_start``: a label value for metrics."""
+        return "beyond_end" if self.offset > self.log_end else "before_start"
+
+
 RebalanceCallback = Callable[[set[TopicPartition]], None]
 """Called with the partitions gained (`on_assigned`) or lost (`on_revoked`).
 
@@ -107,6 +131,22 @@ class Source(Protocol):
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
         """Read an assigned ``partition`` from ``offset`` next (e.g. a checkpoint's offset)."""
+        ...
+
+    def reset_positions(self) -> list[OffsetReset]:
+        """Move every assigned partition whose next offset lies outside its log to the log's
+        start or end, as the source's offset-reset rule says, and return the moves (with
+        those `poll` made since the last call). Cheap: no network call unless one moves."""
+        ...
+
+    def missing_topics(self) -> tuple[str, ...]:
+        """Topics to read that do not exist (as last seen; no network call); called from
+        other threads (readiness)."""
+        ...
+
+    def unreachable(self) -> str | None:
+        """Why the broker cannot be reached right now, judged without a network call, or
+        None. Called from other threads (readiness), so it only reads state."""
         ...
 
     def close(self) -> None:

@@ -76,6 +76,7 @@ class Health:
         )
         if not self._conditions:
             raise ValueError("conditions: name at least one readiness condition")
+        self._watches: dict[str, Callable[[], str | None]] = {}
 
     def heartbeat(self, at: float | None = None) -> None:
         """The main loop completed an iteration (at ``at``, default now)."""
@@ -97,6 +98,17 @@ class Health:
                 )
             self._conditions[name] = (ok, reason)
 
+    def watch(self, name: str, problem: Callable[[], str | None]) -> None:
+        """Ask ``problem()`` at every readiness question: a reason it returns fails condition
+        ``name`` whatever was last reported, so a loop that is blocked (a commit waiting on
+        a dead broker) cannot keep /readyz at 200. It must be cheap and thread-safe."""
+        with self._lock:
+            if name not in self._conditions:
+                raise ValueError(
+                    f"unknown readiness condition {name!r}; known: {sorted(self._conditions)}"
+                )
+            self._watches[name] = problem
+
     def livez(self, now: float | None = None) -> tuple[bool, str]:
         """Whether the loop made progress within ``liveness_timeout_s``, and why not."""
         at = self._clock() if now is None else now
@@ -112,11 +124,14 @@ class Health:
     def readyz(self) -> tuple[bool, list[str]]:
         """Whether every condition holds, and ``"name: reason"`` of each that does not."""
         with self._lock:
-            reasons = [
-                f"{name}: {reason or 'not ready'}"
-                for name, (ok, reason) in self._conditions.items()
-                if not ok
-            ]
+            conditions, watches = dict(self._conditions), dict(self._watches)
+        reasons = []
+        for name, (ok, reason) in conditions.items():
+            watched = watches[name]() if name in watches else None
+            if watched is not None:
+                reasons.append(f"{name}: {watched}")
+            elif not ok:
+                reasons.append(f"{name}: {reason or 'not ready'}")
         return not reasons, reasons
 
 

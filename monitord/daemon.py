@@ -70,12 +70,17 @@ class HealthReport(Protocol):
 
     def set_condition(self, name: str, ok: bool, reason: str = "") -> None: ...
 
+    def watch(self, name: str, problem: Callable[[], str | None]) -> None: ...
+
 
 class _Unobserved:
     def heartbeat(self) -> None:
         pass
 
     def set_condition(self, name: str, ok: bool, reason: str = "") -> None:
+        pass
+
+    def watch(self, name: str, problem: Callable[[], str | None]) -> None:
         pass
 
 
@@ -136,6 +141,10 @@ class Daemon:
         self._touched: set[TopicPartition] = set()  # partitions a rebalance moved meanwhile
         self._unrestored: set[TopicPartition] = set()  # assigned, checkpoint not loaded yet
         self.health: HealthReport = health or _Unobserved()
+        # Asked at each /readyz from the admin thread: a dead broker shows within a second
+        # even while the loop waits on it (a commit or a flush can block for 30 s).
+        self.health.watch("broker", source.unreachable)
+        self.health.watch("assigned", self._missing_topics)
         self.metrics = metrics
         kafka = config.kafka
         self._internal = kafka.internal_topic if kafka.repartition else None
@@ -144,6 +153,7 @@ class Daemon:
     def step(self, timeout_s: float = 0.5) -> tuple[int, list[Output]]:
         """Process one polled batch; returns how many records it held and its outputs."""
         limit = self.config.kafka.consumer.max_poll_records
+        self._reset_positions()
         records = self.source.poll(timeout_s, limit)
         if not records:
             requested = self.policy.due(time.time())  # scheduled and manual retrain requests
@@ -230,6 +240,57 @@ class Daemon:
             )
             metrics.batch(len(records), time.perf_counter() - started)
         return len(records), outputs
+
+    def _missing_topics(self) -> str | None:
+        missing = self.source.missing_topics()
+        if not missing:
+            return None
+        names = ", ".join(repr(topic) for topic in missing)
+        return f"input topics {names} do not exist: create them or correct kafka.input_topics"
+
+    def _reset_positions(self) -> None:
+        """Report partitions the source moved because their offset lay outside the log.
+
+        Runs before each poll, so no record read from the new offset is folded before the
+        move is known. The partition's detector state is kept: with the broker's log lost,
+        the state is all that remains of the history before it. The new offset is
+        checkpointed at once, so a restart does not meet the same offset again."""
+        moves = self.source.reset_positions()
+        for move in moves:
+            tp = move.partition
+            where = "beyond the log's end" if move.reason == "beyond_end" else "before its start"
+            cause = (
+                "the topic was recreated or the broker lost its log"
+                if move.reason == "beyond_end"
+                else "retention deleted records not read yet"
+            )
+            log.error(
+                "%s: offset %d is %s (log start %d, end %d): %s; reading from offset %d "
+                "(kafka.auto_offset_reset = %s), detector state kept",
+                tp,
+                move.offset,
+                where,
+                move.log_start,
+                move.log_end,
+                cause,
+                move.reset_to,
+                move.rule,
+                extra={
+                    "topic": tp.topic,
+                    "partition": tp.partition,
+                    "offset": move.offset,
+                    "log_start": move.log_start,
+                    "log_end": move.log_end,
+                    "reset_to": move.reset_to,
+                },
+            )
+            if tp in self._processed:
+                self._processed[tp] = move.reset_to  # checkpointed below
+            self._uncommitted.pop(tp, None)  # never commit the offset that was out of range
+            if self.metrics is not None:
+                self.metrics.offset_reset(tp.topic, tp.partition, move.reason)
+        if moves:
+            self.checkpoint({move.partition for move in moves})
 
     def _hold_unrestored(self, records: list[Record]) -> list[Record]:
         """Retry the checkpoints that could not be loaded; a partition still without its

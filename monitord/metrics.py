@@ -119,6 +119,7 @@ class DaemonMetrics:
         self._firing: dict[str, set[FiringKey]] = {}
         self._triggers: dict[tuple[str, str], int] = {}
         self._lag: dict[tuple[str, int], int] = {}
+        self._offset_resets: dict[tuple[str, int, str], int] = {}
         self._checkpoint: float | None = None
         self._heartbeat: float | None = None
         self._ready = False
@@ -224,6 +225,12 @@ class DaemonMetrics:
         with self._lock:
             self._lag = dict(by_partition)
 
+    def offset_reset(self, topic: str, partition: int, reason: str) -> None:
+        """A partition's offset lay outside its log (``reason``) and was moved."""
+        key = (topic, partition, reason)
+        with self._lock:
+            self._offset_resets[key] = self._offset_resets.get(key, 0) + 1
+
     def checkpointed(self, at: float) -> None:
         with self._lock:
             self._checkpoint = at
@@ -295,6 +302,15 @@ class DaemonMetrics:
         )
         for (topic, partition), records in sorted(self._lag.items()):
             lag.add_metric((topic, str(partition)), records)
+        resets = _counter(
+            "monitord_offset_resets",
+            "Partitions moved because their offset lay outside the log (beyond_end: the topic "
+            "was recreated or the broker lost its log; before_start: retention), by the rule "
+            "kafka.auto_offset_reset.",
+            ("topic", "partition", "reason"),
+        )
+        for (topic, partition, reason), n in sorted(self._offset_resets.items()):
+            resets.add_metric((topic, str(partition), reason), n)
         duration = HistogramMetricFamily(
             "monitord_batch_duration_seconds",
             "Time to process one polled batch.",
@@ -377,6 +393,7 @@ class DaemonMetrics:
             unmonitored,
             bad,
             lag,
+            resets,
             duration,
             last_event,
             last_seen,

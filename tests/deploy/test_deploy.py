@@ -60,6 +60,7 @@ CATALOGUE = [
     Metric("monitord_columns_not_monitored", "gauge", ("model",)),
     Metric("monitord_bad_records_total", "counter", ("reason",)),
     Metric("monitord_consumer_lag_records", "gauge", ("topic", "partition")),
+    Metric("monitord_offset_resets_total", "counter", ("topic", "partition", "reason")),
     Metric("monitord_batch_duration_seconds", "histogram"),
     Metric("monitord_last_event_timestamp_seconds", "gauge", ("model",)),
     Metric("monitord_model_last_seen_timestamp_seconds", "gauge", ("model",)),

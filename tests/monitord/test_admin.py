@@ -116,6 +116,25 @@ def test_readyz_lists_what_is_missing(admin: AdminServer, health: Health) -> Non
     assert request(admin, "/readyz")[::2] == (200, b"ok\n")
 
 
+def test_a_watched_problem_fails_its_condition_whatever_was_reported(
+    admin: AdminServer, health: Health
+) -> None:
+    problem: list[str] = []
+    health.watch("broker", lambda: problem[0] if problem else None)
+    for condition in ("config", "assigned", "state_restored", "broker"):
+        health.set_condition(condition, True, "")
+    assert request(admin, "/readyz")[::2] == (200, b"ok\n")
+    problem.append("no connection to any broker")  # the loop has not noticed (blocked)
+    status, _, body = request(admin, "/readyz")
+    assert (status, json.loads(body)["reasons"]) == (503, ["broker: no connection to any broker"])
+    problem.clear()
+    health.set_condition("broker", False, "commit failed")  # what the loop saw stays
+    status, _, body = request(admin, "/readyz")
+    assert (status, json.loads(body)["reasons"]) == (503, ["broker: commit failed"])
+    with pytest.raises(ValueError, match="unknown readiness condition 'brokr'"):
+        health.watch("brokr", lambda: None)
+
+
 def test_unknown_condition_is_refused(health: Health) -> None:
     with pytest.raises(ValueError, match="unknown readiness condition 'brokr'"):
         health.set_condition("brokr", True, "")

@@ -23,7 +23,7 @@ import pytest
 
 from connectors.broker import EmbeddedBroker, free_port
 from connectors.kafka import KafkaProducerSettings, KafkaSink, ensure_topics, read_topic
-from connectors.stream import Record, Source, TopicPartition
+from connectors.stream import OffsetReset, Record, Source, TopicPartition
 from monitord.cli import main
 from monitord.config import Config, parse_config
 from monitord.daemon import Daemon
@@ -389,6 +389,15 @@ class RecordingSource:
 
     def probe(self, timeout_s: float) -> None:
         self.inner.probe(timeout_s)
+
+    def reset_positions(self) -> list[OffsetReset]:
+        return self.inner.reset_positions()
+
+    def missing_topics(self) -> tuple[str, ...]:
+        return self.inner.missing_topics()
+
+    def unreachable(self) -> str | None:
+        return self.inner.unreachable()
 
     def end_offsets(self) -> dict[TopicPartition, int]:
         return self.inner.end_offsets()

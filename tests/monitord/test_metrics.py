@@ -112,6 +112,9 @@ def test_exposition_of_known_inputs() -> None:
     )
     metrics.outputs([alert("fraud", "resolved")])
     metrics.lag({("events", 1): 7, ("events", 0): 0})
+    metrics.offset_reset("events", 1, "beyond_end")
+    metrics.offset_reset("events", 1, "beyond_end")
+    metrics.offset_reset("events", 0, "before_start")
     metrics.checkpointed(1_800_000_001.0)
     metrics.heartbeat(1_800_000_002.5)
     metrics.ready(True)
@@ -134,6 +137,8 @@ def test_exposition_of_known_inputs() -> None:
         'monitord_bad_records_total{reason="wrong_type"} 0.0',
         'monitord_consumer_lag_records{partition="0",topic="events"} 0.0',
         'monitord_consumer_lag_records{partition="1",topic="events"} 7.0',
+        'monitord_offset_resets_total{partition="0",reason="before_start",topic="events"} 1.0',
+        'monitord_offset_resets_total{partition="1",reason="beyond_end",topic="events"} 2.0',
         'monitord_batch_duration_seconds_bucket{le="0.005"} 0.0',
         'monitord_batch_duration_seconds_bucket{le="0.01"} 0.0',
         'monitord_batch_duration_seconds_bucket{le="0.025"} 1.0',
@@ -182,6 +187,7 @@ def test_every_family_has_help_and_type_even_before_data() -> None:
         ["monitord_columns_not_monitored", "gauge"],
         ["monitord_bad_records_total", "counter"],
         ["monitord_consumer_lag_records", "gauge"],
+        ["monitord_offset_resets_total", "counter"],
         ["monitord_batch_duration_seconds", "histogram"],
         ["monitord_last_event_timestamp_seconds", "gauge"],
         ["monitord_model_last_seen_timestamp_seconds", "gauge"],
