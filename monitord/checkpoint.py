@@ -36,6 +36,7 @@ from connectors.kafka import KafkaSecurity, KafkaSink, read_topic
 from connectors.sqlite import open_durable, write
 from connectors.stream import TopicPartition
 from detectors.detection import State, sub_state
+from detectors.npz import read_npz
 from detectors.profile import ProfileError, ReferenceProfile
 from monitord.monitor import MonitorState
 from monitord.state import StateError, StateModel
@@ -117,8 +118,7 @@ def encode(checkpoint: Checkpoint) -> bytes:
 def decode(blob: bytes, source: str) -> Checkpoint:
     """Read an `encode` result; ``source`` names it in errors."""
     try:
-        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
+        arrays = read_npz(blob, source)
         data = json.loads(bytes(arrays.pop("meta")).decode())
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{source}: not a readable monitord checkpoint ({exc})") from exc
