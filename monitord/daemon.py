@@ -86,6 +86,9 @@ BACKOFF_S = (0.5, 10.0)
 PROBE_INTERVAL_S = 5.0
 """How often an idle loop checks that the broker still answers (readiness)."""
 
+STORING_CHECKPOINTS = "storing checkpoints"
+"""The state_dir fault of a checkpoint that could not be stored (retried every interval)."""
+
 
 @dataclass
 class Stats:
@@ -335,9 +338,11 @@ class Daemon:
 
     def _checkpoint_due(self) -> bool:
         settings = self.config.checkpoint
+        waited = self._clock() - self._last_checkpoint >= settings.interval_s
+        if STORING_CHECKPOINTS in self._state_faults:
+            return waited  # a failed one is tried again, new events or not (an idle stream)
         return self._events_since_checkpoint >= settings.interval_events or (
-            self._events_since_checkpoint > 0
-            and self._clock() - self._last_checkpoint >= settings.interval_s
+            self._events_since_checkpoint > 0 and waited
         )
 
     def checkpoint(self, partitions: set[TopicPartition] | None = None) -> None:
@@ -371,11 +376,17 @@ class Daemon:
         try:
             self.store.save(checkpoints, profiles)
         except StorageUnavailable as exc:
-            # Nothing is committed past the last stored checkpoint; the next one (an interval
+            # Nothing is committed past the last stored checkpoint; the next try (an interval
             # later) stores the state of then, so a disk that has room again catches up.
-            self._state_fault("storing checkpoints", exc)
+            if STORING_CHECKPOINTS in self._state_faults:
+                log.warning(
+                    "checkpoint not stored again (%s); next try in %gs",
+                    exc,
+                    self.config.checkpoint.interval_s,
+                )
+            self._state_fault(STORING_CHECKPOINTS, exc)
             return
-        self._state_stored("storing checkpoints")
+        self._state_stored(STORING_CHECKPOINTS)
         self._saved_profiles.update(p.profile_id for p in profiles)
         self._checkpointed.update(moved)
         self.stats.checkpoints += 1

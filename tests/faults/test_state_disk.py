@@ -204,14 +204,22 @@ def test_a_full_state_dir_stops_commits_then_recovers(
         stalled = offsets.committed(full_group, stream)
         assert stalled == sum(stored_offsets(disk / "checkpoints.sqlite").values())
         assert stalled < stream.total
-        if not audit:  # the loop went on past the stored checkpoint, in memory only
+        if not audit:  # the loop goes on past the stored checkpoint, in memory only
             until(
-                lambda: int(json.loads(get(admin + "/status")[1])["events"]) > stalled,
-                "events processed past the stored checkpoint",
+                lambda: int(json.loads(get(admin + "/status")[1])["events"]) == stream.total,
+                "the whole stream processed in memory",
                 TIMEOUT_S,
                 daemon,
             )
             assert offsets.committed(full_group, stream) == stalled
+            # Idle from now on: a checkpoint is tried again without new events to ask for it.
+            tries = daemon.log.read_text().count("checkpoint not stored again")
+            until(
+                lambda: daemon.log.read_text().count("checkpoint not stored again") > tries,
+                "a checkpoint tried again while idle",
+                TIMEOUT_S,
+                daemon,
+            )
         filler.unlink()
         until(lambda: readiness(admin) == (200, []), "ready again", TIMEOUT_S, daemon)
         finish(uninterrupted, offsets, reference_group, stream)
