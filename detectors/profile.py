@@ -38,6 +38,7 @@ import numpy.typing as npt
 from detectors.dependence import Dependence, estimate_dependence
 from detectors.dependence import notes as dependence_notes
 from detectors.detection import FloatArray, IntArray
+from detectors.npz import read_npz
 
 FORMAT = "monitord-profile"
 FORMAT_VERSION = 2
@@ -160,8 +161,7 @@ class ReferenceProfile:
     def from_bytes(cls, data: bytes, source: str = "<bytes>") -> ReferenceProfile:
         """Load a profile written by `to_bytes`; ``source`` names it in errors."""
         try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-                arrays = {name: npz[name] for name in npz.files}
+            arrays = read_npz(data, source)
         except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
             raise ProfileError(
                 f"{source}: not a readable monitord profile ({exc}); it may be truncated or "
@@ -173,6 +173,11 @@ class ReferenceProfile:
             meta = json.loads(bytes(arrays.pop("meta")).decode())
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ProfileError(f"{source}: metadata is not valid JSON ({exc})") from exc
+        if not isinstance(meta, dict):
+            raise ProfileError(
+                f"{source}: metadata is a JSON {type(meta).__name__}, not an object; not a "
+                "monitord profile"
+            )
         if meta.get("format") != FORMAT:
             raise ProfileError(f"{source}: format is {meta.get('format')!r}, not {FORMAT!r}")
         if meta.get("format_version") not in READABLE_VERSIONS:

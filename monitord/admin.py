@@ -49,12 +49,17 @@ CONDITIONS = ("config", "assigned", "state_restored", "broker")
 """Readiness conditions: config loaded, partitions assigned (or legitimately idle), state
 restored from the checkpoint, broker reachable."""
 
+FAULTS = ("state_dir",)
+"""Readiness conditions that hold until a fault is reported: ``state_dir`` writable (a full
+or read-only disk stops checkpoints, commits and the audit log)."""
+
 
 class Health:
     """Liveness and readiness, updated by the daemon, read by the admin endpoint.
 
-    Every condition starts not ready ("not reported yet"). Liveness counts from
-    construction until the first heartbeat, so a slow start is not a dead daemon.
+    Every condition starts not ready ("not reported yet"), except the ``faults``, which
+    start ready. Liveness counts from construction until the first heartbeat, so a slow
+    start is not a dead daemon.
     """
 
     def __init__(
@@ -62,6 +67,7 @@ class Health:
         liveness_timeout_s: float = 60.0,
         *,
         conditions: Iterable[str] = CONDITIONS,
+        faults: Iterable[str] = FAULTS,
         clock: Callable[[], float] = wall_clock,
     ) -> None:
         if liveness_timeout_s <= 0:
@@ -76,6 +82,7 @@ class Health:
         )
         if not self._conditions:
             raise ValueError("conditions: name at least one readiness condition")
+        self._conditions.update(dict.fromkeys(faults, (True, "")))
         self._watches: dict[str, Callable[[], str | None]] = {}
 
     def heartbeat(self, at: float | None = None) -> None:
@@ -489,4 +496,12 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("admin endpoint: %s %s", self.address_string(), format % args)
 
 
-__all__ = ["CONDITIONS", "LOOPBACK", "AdminServer", "Health", "RequestRetrain", "TokenBucket"]
+__all__ = [
+    "CONDITIONS",
+    "FAULTS",
+    "LOOPBACK",
+    "AdminServer",
+    "Health",
+    "RequestRetrain",
+    "TokenBucket",
+]

@@ -12,6 +12,7 @@ recent history.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,10 +20,12 @@ from pathlib import Path
 
 import orjson
 
-from connectors.sqlite import open_durable, write
+from connectors.sqlite import DurableFile, StorageUnavailable, write
 from monitord.alerts import Alert
 from monitord.policy import Output
 from monitord.retrain import Suppressed
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -55,36 +58,52 @@ class Decision:
 
 
 class AuditLog:
-    """Decisions in one SQLite file; `publish` records, the queries read."""
+    """Decisions in one SQLite file; `publish` records, the queries read.
+
+    While the file cannot be written (disk full, read-only), `publish` and `flush` raise
+    `connectors.sqlite.StorageUnavailable` and the daemon retries the batch; decisions the
+    policy holds back (`record`) are kept until a write succeeds, never dropped.
+    """
 
     def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = open_durable(path)
-        self._db.executescript(_SCHEMA)
+        self._file = DurableFile(path, _SCHEMA)
         self._clock = clock
+        self._held: list[tuple[object, ...]] = []  # suppressed decisions not yet written
         self._closed = False
+        try:
+            self._file.connection()
+        except StorageUnavailable as exc:
+            log.error("%s; decisions are recorded once it can be written", exc)
 
     def publish(self, outputs: list[Output]) -> None:
         now = self._clock()
         rows = [_row(output, now) for output in outputs]
-        if not rows:  # most batches decide nothing: no empty transaction for them
+        if not rows and not self._held:  # most batches decide nothing: no empty transaction
             return
-        with write(self._db) as db:  # one transaction per batch
-            db.executemany(
-                "INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
-            )
+        self._write(rows)
 
     def record(self, decisions: list[Suppressed]) -> None:
-        """Record retrain requests the policy held back (`DecisionRecorder`)."""
+        """Record retrain requests the policy held back (`DecisionRecorder`); while the file
+        cannot be written they wait for the next `flush` (the policy must not fail)."""
         now = self._clock()
-        rows = [_suppressed_row(decision, now) for decision in decisions]
-        with write(self._db) as db:
-            db.executemany(
-                "INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
-            )
+        self._held += [_suppressed_row(decision, now) for decision in decisions]
+        try:
+            self._write([])
+        except StorageUnavailable as exc:
+            log.warning("%s; %d held-back decisions wait for the next write", exc, len(self._held))
 
     def flush(self) -> None:
-        """Each `publish` is committed already."""
+        """Write decisions `record` could not; each `publish` is committed already."""
+        if self._held:
+            self._write([])
+
+    def _write(self, rows: list[tuple[object, ...]]) -> None:
+        with write(self._file.connection()) as db:  # one transaction per batch
+            db.executemany(
+                "INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                self._held + rows,
+            )
+        self._held.clear()
 
     def active(self) -> list[Decision]:
         """Label sets whose latest transition is *firing*, oldest first."""
@@ -96,7 +115,7 @@ class AuditLog:
                   WHERE kind = 'alert' GROUP BY label_set) latest ON d.rowid = latest.last
             WHERE d.status = 'firing' ORDER BY d.recorded_at, d.rowid
         """
-        return [_decision(row) for row in self._db.execute(query)]
+        return [_decision(row) for row in self._file.connection().execute(query)]
 
     def history(self, limit: int = 50) -> list[Decision]:
         """The latest ``limit`` decisions, newest first."""
@@ -104,12 +123,12 @@ class AuditLog:
             SELECT id, recorded_at, kind, status, model, version, label_set, summary
             FROM decisions ORDER BY rowid DESC LIMIT ?
         """
-        return [_decision(row) for row in self._db.execute(query, (limit,))]
+        return [_decision(row) for row in self._file.connection().execute(query, (limit,))]
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._db.close()
+            self._file.close()
 
 
 def _row(output: Output, now: float) -> tuple[object, ...]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sqlite3
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,9 +34,10 @@ import numpy as np
 from pydantic import Field, NonNegativeInt
 
 from connectors.kafka import KafkaSecurity, KafkaSink, read_topic
-from connectors.sqlite import open_durable, write
+from connectors.sqlite import DurableFile, StorageUnavailable, write
 from connectors.stream import TopicPartition
 from detectors.detection import State, sub_state
+from detectors.npz import read_npz
 from detectors.profile import ProfileError, ReferenceProfile
 from monitord.monitor import MonitorState
 from monitord.state import StateError, StateModel
@@ -117,8 +119,7 @@ def encode(checkpoint: Checkpoint) -> bytes:
 def decode(blob: bytes, source: str) -> Checkpoint:
     """Read an `encode` result; ``source`` names it in errors."""
     try:
-        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
+        arrays = read_npz(blob, source)
         data = json.loads(bytes(arrays.pop("meta")).decode())
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{source}: not a readable monitord checkpoint ({exc})") from exc
@@ -164,19 +165,33 @@ class CheckpointStore(Protocol):
     def close(self) -> None: ...
 
 
+_LOCAL_SCHEMA = """
+CREATE TABLE IF NOT EXISTS checkpoints (topic TEXT, partition INTEGER, next_offset INTEGER,
+    blob BLOB, PRIMARY KEY (topic, partition));
+CREATE TABLE IF NOT EXISTS profiles (id TEXT PRIMARY KEY, blob BLOB);
+"""
+
+
 class LocalStore:
-    """Checkpoints in one SQLite file; a save of several partitions is one transaction."""
+    """Checkpoints in one SQLite file; a save of several partitions is one transaction.
+
+    A file that cannot be opened or written (disk full, read-only) raises
+    `connectors.sqlite.StorageUnavailable` from `save` and `load`, and is opened again at
+    the next call: the daemon waits for its disk rather than exit.
+    """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = open_durable(path)  # a committed save survives kill -9 and power loss
-        with write(self._db) as db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS checkpoints (topic TEXT, partition INTEGER, "
-                "next_offset INTEGER, blob BLOB, PRIMARY KEY (topic, partition))"
-            )
-            db.execute("CREATE TABLE IF NOT EXISTS profiles (id TEXT PRIMARY KEY, blob BLOB)")
+        # A committed save survives kill -9 and power loss.
+        self._file = DurableFile(path, _LOCAL_SCHEMA)
+        try:
+            self._file.connection()
+        except StorageUnavailable as exc:
+            log.error("%s; checkpoints wait until it can be written", exc)
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        return self._file.connection()
 
     def save(self, checkpoints: list[Checkpoint], profiles: list[ReferenceProfile]) -> None:
         with write(self._db) as db:
@@ -193,15 +208,15 @@ class LocalStore:
                 )
 
     def load(self, partition: TopicPartition) -> Checkpoint | None:
-        row = self._db.execute(
+        row = self._read(
             "SELECT blob FROM checkpoints WHERE topic = ? AND partition = ?",
             (partition.topic, partition.partition),
-        ).fetchone()
+        )
         return None if row is None else decode(row[0], f"{self.path} [{partition}]")
 
     def load_profile(self, partition: TopicPartition, profile_id: str) -> ReferenceProfile:
         del partition  # one file holds every partition's references
-        row = self._db.execute("SELECT blob FROM profiles WHERE id = ?", (profile_id,)).fetchone()
+        row = self._read("SELECT blob FROM profiles WHERE id = ?", (profile_id,))
         if row is None:
             raise CheckpointError(f"{self.path}: captured reference {profile_id} is missing")
         try:
@@ -209,8 +224,14 @@ class LocalStore:
         except ProfileError as exc:
             raise CheckpointError(str(exc)) from exc
 
+    def _read(self, query: str, parameters: tuple[object, ...]) -> Any:
+        try:
+            return self._db.execute(query, parameters).fetchone()
+        except sqlite3.OperationalError as exc:
+            raise StorageUnavailable(f"{self.path}: not readable ({exc})") from None
+
     def close(self) -> None:
-        self._db.close()
+        self._file.close()
 
 
 CHECKPOINT_KEY = "checkpoint/"

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from connectors.sqlite import StorageUnavailable
 from connectors.stream import (
     CommitFailed,
     ConnectorError,
@@ -90,6 +91,9 @@ BACKOFF_S = (0.5, 10.0)
 PROBE_INTERVAL_S = 5.0
 """How often an idle loop checks that the broker still answers (readiness)."""
 
+STORING_CHECKPOINTS = "storing checkpoints"
+"""The state_dir fault of a checkpoint that could not be stored (retried every interval)."""
+
 
 @dataclass
 class Stats:
@@ -149,6 +153,7 @@ class Daemon:
         kafka = config.kafka
         self._internal = kafka.internal_topic if kafka.repartition else None
         self._sources = SourceOffsets()
+        self._state_faults: dict[str, str] = {}  # what fails in state_dir, and why
 
     def step(self, timeout_s: float = 0.5) -> tuple[int, list[Output]]:
         """Process one polled batch; returns how many records it held and its outputs."""
@@ -371,13 +376,17 @@ class Daemon:
                 # Still in flight: wait for them again. Lost: send everything again.
                 resend = not (isinstance(exc, DeliveryFailed) and exc.pending)
                 self._undelivered = True
-                self.health.set_condition("broker", False, f"outputs not delivered: {exc}")
+                if isinstance(exc, StorageUnavailable):
+                    self._state_fault("recording outputs", exc)
+                else:
+                    self.health.set_condition("broker", False, f"outputs not delivered: {exc}")
                 if not self._back_off(attempt, f"outputs not delivered ({exc})"):
                     return False
                 attempt += 1
                 continue
             self._undelivered = False
             self.health.set_condition("broker", True)
+            self._state_stored("recording outputs")
             return True
 
     def _back_off(self, attempt: int, what: str) -> bool:
@@ -390,9 +399,11 @@ class Daemon:
 
     def _checkpoint_due(self) -> bool:
         settings = self.config.checkpoint
+        waited = self._clock() - self._last_checkpoint >= settings.interval_s
+        if STORING_CHECKPOINTS in self._state_faults:
+            return waited  # a failed one is tried again, new events or not (an idle stream)
         return self._events_since_checkpoint >= settings.interval_events or (
-            self._events_since_checkpoint > 0
-            and self._clock() - self._last_checkpoint >= settings.interval_s
+            self._events_since_checkpoint > 0 and waited
         )
 
     def checkpoint(self, partitions: set[TopicPartition] | None = None) -> None:
@@ -423,7 +434,20 @@ class Daemon:
                 versions.append(VersionState(state.dump(), arrays, stored))
                 profiles += [p for p in captured if p.profile_id not in self._saved_profiles]
             checkpoints.append(Checkpoint(tp, offset, versions, now, self._sources.snapshot(tp)))
-        self.store.save(checkpoints, profiles)
+        try:
+            self.store.save(checkpoints, profiles)
+        except StorageUnavailable as exc:
+            # Nothing is committed past the last stored checkpoint; the next try (an interval
+            # later) stores the state of then, so a disk that has room again catches up.
+            if STORING_CHECKPOINTS in self._state_faults:
+                log.warning(
+                    "checkpoint not stored again (%s); next try in %gs",
+                    exc,
+                    self.config.checkpoint.interval_s,
+                )
+            self._state_fault(STORING_CHECKPOINTS, exc)
+            return
+        self._state_stored(STORING_CHECKPOINTS)
         self._saved_profiles.update(p.profile_id for p in profiles)
         self._checkpointed.update(moved)
         self.stats.checkpoints += 1
@@ -449,6 +473,23 @@ class Daemon:
             self.health.set_condition("broker", False, f"commit failed: {exc}")
             return
         self._uncommitted.clear()
+
+    def _state_fault(self, what: str, exc: StorageUnavailable) -> None:
+        """``what`` failed in state_dir: not ready, saying why, until it works again."""
+        if what not in self._state_faults:
+            log.error("state_dir: %s failed (%s); retrying, not ready meanwhile", what, exc)
+        self._state_faults[what] = str(exc)
+        self._report_state_dir()
+
+    def _state_stored(self, what: str) -> None:
+        """``what`` worked in state_dir: the fault it had, if any, is over."""
+        if self._state_faults.pop(what, None) is not None:
+            log.info("state_dir: %s works again", what)
+            self._report_state_dir()
+
+    def _report_state_dir(self) -> None:
+        reason = "; ".join(f"{what}: {why}" for what, why in self._state_faults.items())
+        self.health.set_condition("state_dir", not self._state_faults, reason)
 
     def on_assigned(self, partitions: set[TopicPartition]) -> None:
         """Rebalance callback: restore each partition's state and read on from its offset."""
@@ -477,8 +518,11 @@ class Daemon:
             except ConnectorError as exc:
                 # The store is unreachable: the partition waits (see `_hold_unrestored`).
                 log.warning("%s: cannot load its checkpoint yet (%s)", tp, exc)
+                if isinstance(exc, StorageUnavailable):
+                    self._state_fault("reading checkpoints", exc)
                 self._unrestored.add(tp)
                 continue
+            self._state_stored("reading checkpoints")
             self._unrestored.discard(tp)
             if checkpoint is None:
                 continue
@@ -548,10 +592,14 @@ class Daemon:
             try:
                 self.step()
                 attempt = 0
+                self._state_stored("writing state")
             except ConnectorError as exc:
                 if not exc.retriable:
                     raise
-                self.health.set_condition("broker", False, str(exc))
+                if isinstance(exc, StorageUnavailable):
+                    self._state_fault("writing state", exc)
+                else:
+                    self.health.set_condition("broker", False, str(exc))
                 self._back_off(attempt, str(exc))
                 attempt += 1
             self.health.heartbeat()

@@ -32,6 +32,7 @@ import orjson
 from connectors.http import Receiver
 from connectors.outbox import Dispatcher, Outbox
 from connectors.pagerduty import dedup_key
+from connectors.sqlite import StorageUnavailable
 from connectors.tls import TlsFileError
 from monitord.alerts import Alert
 from monitord.cloudevent import encode
@@ -69,6 +70,9 @@ def build_receivers(
 
 
 log = logging.getLogger(__name__)
+
+MAX_STALLED_PAUSE_S = 30.0
+"""Longest wait between delivery rounds while the outbox cannot be written."""
 
 
 @dataclass
@@ -233,16 +237,32 @@ class Delivery:
             for (receiver, _), active in self._active.items()
         ]
         temporary = path.with_suffix(".tmp")
-        temporary.write_bytes(orjson.dumps(rows))
-        os.replace(temporary, path)  # atomic: a crash leaves the old or the new state
+        try:
+            temporary.write_bytes(orjson.dumps(rows))
+            os.replace(temporary, path)  # atomic: a crash leaves the old or the new state
+        except OSError as exc:  # a full or read-only state_dir: the batch is retried
+            raise StorageUnavailable(f"{path}: not written ({exc.strerror})") from None
 
     def deliver_due(self) -> None:
         """Try every due message once now (the thread's step; tests call it directly)."""
         self._dispatcher.run_due(self._clock())
 
     def _deliver(self) -> None:
-        while not self._stop.wait(self._interval):
-            self.deliver_due()
+        pause, stalled = self._interval, False
+        while not self._stop.wait(pause):
+            try:
+                self.deliver_due()
+            except StorageUnavailable as exc:
+                # An outcome could not be recorded: its message stays due and is sent again
+                # (same id) once the outbox can be written. Back off meanwhile, as each round
+                # sends it again; the thread must not die of it.
+                if not stalled:
+                    log.error("%s; deliveries are retried until it can be written", exc)
+                stalled, pause = True, min(MAX_STALLED_PAUSE_S, pause * 2)
+                continue
+            if stalled:
+                log.info("the outbox can be written again; delivering")
+            stalled, pause = False, self._interval
 
     def close(self) -> None:
         """Stop the delivering thread; pending messages stay in the outbox for next time."""

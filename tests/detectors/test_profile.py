@@ -226,3 +226,36 @@ def test_a_profile_of_categorical_features_only() -> None:
         [profile.categories[0].index("a"), 3],
         [-1, profile.categories[1].index("c")],
     ]
+
+
+def _with_member(data: bytes, name: str, content: bytes) -> bytes:
+    """The container ``data`` with member ``name`` replaced by raw ``content``."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as old, zipfile.ZipFile(out, "w") as new:
+        for info in old.infolist():
+            new.writestr(info, content if info.filename == name else old.read(info))
+    return out.getvalue()
+
+
+def test_metadata_that_is_not_an_object_is_refused() -> None:
+    listed = io.BytesIO()
+    np.save(listed, np.frombuffer(b"[1, 2]", dtype=np.uint8))
+    data = _with_member(_profile().to_bytes(), "meta.npy", listed.getvalue())
+    with pytest.raises(ProfileError, match=r"ref\.npz: metadata is a JSON list, not an object"):
+        ReferenceProfile.from_bytes(data, "ref.npz")
+
+
+def test_a_header_claiming_64_gib_is_refused_before_allocating() -> None:
+    header = io.BytesIO()
+    shape = (8 * 1024**3,)  # float64: 64 GiB
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": shape}
+    )
+    member = header.getvalue() + bytes(64)
+    data = _with_member(_profile().to_bytes(), "numeric_rows.npy", member)
+    with pytest.raises(
+        ProfileError,
+        match=r"ref\.npz: numeric_rows\.npy: header claims shape \(8589934592,\) of float64 "
+        r"\(64\.0 GiB\) but the member holds 64 bytes",
+    ):
+        ReferenceProfile.from_bytes(data, "ref.npz")

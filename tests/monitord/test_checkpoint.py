@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -217,6 +218,28 @@ def test_foreign_and_newer_formats_are_refused(
     monkeypatch.undo()
     with pytest.raises(CheckpointError, match=message):
         decode(blob, "store [in-0]")
+
+
+def test_a_negative_offset_is_refused_naming_the_field() -> None:
+    blob = encode(_checkpoint())
+    with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+        meta = orjson.loads(bytes(npz["meta"]))
+    meta["next_offset"] = -7
+    with zipfile.ZipFile(io.BytesIO(blob)) as old:
+        members = {info.filename: old.read(info) for info in old.infolist()}
+    stored = io.BytesIO()
+    np.save(stored, np.frombuffer(orjson.dumps(meta), dtype=np.uint8))
+    members["meta.npy"] = stored.getvalue()
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as new:
+        for name, content in members.items():
+            new.writestr(name, content)
+    with pytest.raises(
+        CheckpointError,
+        match=r"store \[in-0\]: next_offset: .*greater than or "
+        r"equal to 0 \(got -7\)",
+    ):
+        decode(out.getvalue(), "store [in-0]")
 
 
 def test_pickled_content_is_refused(tmp_path: Path) -> None:
