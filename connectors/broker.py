@@ -151,9 +151,19 @@ class EmbeddedBroker:
         self.stop()  # forget the process, close the log
 
     def pause(self) -> None:
-        """Freeze the broker (SIGSTOP): connections stay open but nothing is answered."""
-        self._signal(self._running_process(), signal.SIGSTOP)
+        """Freeze the broker (SIGSTOP): connections stay open but nothing is answered.
+
+        Returns once every thread of the broker is stopped: the signal is delivered
+        asynchronously, and on a loaded machine a thread still running could answer a
+        request sent just after this returned."""
+        process = self._running_process()
+        self._signal(process, signal.SIGSTOP)
         self._paused = True
+        deadline = time.monotonic() + 10.0
+        while not _all_threads_stopped(process.pid):
+            if time.monotonic() > deadline:
+                raise ConnectorError(f"{self!r} did not stop within 10 s of SIGSTOP")
+            time.sleep(0.001)
 
     def resume(self) -> None:
         """Undo `pause()`."""
@@ -236,6 +246,23 @@ class EmbeddedBroker:
         # The process group id equals the pid because of start_new_session.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signum)
+
+
+def _all_threads_stopped(pid: int) -> bool:
+    """Whether every thread of process ``pid`` is stopped (state T), per /proc; True where
+    /proc does not tell (SIGSTOP is then as synchronous as the platform makes it)."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return True
+    for task in tasks:
+        try:
+            state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue  # the thread ended meanwhile
+        if state not in ("T", "t"):
+            return False
+    return True
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:
