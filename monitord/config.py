@@ -400,6 +400,12 @@ class LimitSettings(_Section):
     max_columns_per_model: int = Field(
         1_000, ge=1, description="columns a version learns in its warm-up; the rest refused"
     )
+    max_categories_per_column: int = Field(
+        1_000,
+        ge=1,
+        description="distinct categories a captured reference keeps per column (the most "
+        "frequent); the rest count as unseen",
+    )
     max_name_chars: int = Field(
         256,
         ge=1,

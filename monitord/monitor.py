@@ -244,7 +244,13 @@ class _VersionMonitor:
         self.detectors = DetectorSuite(profile, self.detection)
         if self.detection.change_detection and changes_testable(profile, self.detection):
             names = (profile.numeric_names, profile.categorical_names)
-            self.regime = RegimeTracker(self.model, self.version, names, self.detection)
+            self.regime = RegimeTracker(
+                self.model,
+                self.version,
+                names,
+                self.detection,
+                self._config.limits.max_categories_per_column,
+            )
 
     def update(self, group: EventGroup) -> MonitorUpdate:
         times, untimed = group.event_times()
@@ -280,6 +286,20 @@ class _VersionMonitor:
                 set_aside,
             )
         names = (self.columns.numeric, self.columns.categorical)
+        most = self._config.limits.max_categories_per_column
+        for j, name in enumerate(names[1]):
+            distinct = len(set(categorical[:, j].tolist()) - {None})
+            if distinct > most:
+                log.warning(
+                    "%s/%s: column %r has %d distinct categories in the warm-up; the %d most "
+                    "frequent are kept, the rest count as unseen "
+                    "(limits.max_categories_per_column)",
+                    self.model,
+                    self.version,
+                    name,
+                    distinct,
+                    most,
+                )
         self._start(
             build_profile(
                 self.model,
@@ -289,6 +309,7 @@ class _VersionMonitor:
                 names[1],
                 categorical,
                 self.detection.psi_bins,
+                max_categories=most,
             )
         )
         self._never_seen = set()  # every learned column had values in the warm-up

@@ -100,12 +100,22 @@ class Capture:
         version: str,
         names: tuple[tuple[str, ...], tuple[str, ...]],
         n_bins: int,
+        max_categories: int = 1000,
     ) -> ReferenceProfile:
         """The captured rows as a reference profile (the capture is emptied)."""
         numeric, categorical = self._arrays()
         self._numeric.clear()
         self._categorical.clear()
-        return build_profile(model, version, names[0], numeric, names[1], categorical, n_bins)
+        return build_profile(
+            model,
+            version,
+            names[0],
+            numeric,
+            names[1],
+            categorical,
+            n_bins,
+            max_categories=max_categories,
+        )
 
     def _arrays(self) -> tuple[FloatArray, npt.NDArray[np.object_]]:
         return np.concatenate(self._numeric), np.concatenate(self._categorical)
@@ -142,8 +152,10 @@ class RegimeTracker:
         version: str,
         names: tuple[tuple[str, ...], tuple[str, ...]],
         settings: DetectionSettings,
+        max_categories: int = 1000,
     ) -> None:
         self.model, self.version, self.names, self.settings = model, version, names, settings
+        self.max_categories = max_categories  # per column of a regime's reference
         self.phase: Phase = "idle"
         self.number = 0  # regimes captured so far; results belong to regime `number`
         self.start_row = 0  # version stream row of the regime's first captured row
@@ -239,7 +251,11 @@ class RegimeTracker:
         elif self.phase == "capturing" and self.capture.complete:
             try:
                 self.profile = self.capture.profile(
-                    self.model, self.version, self.names, self.settings.psi_bins
+                    self.model,
+                    self.version,
+                    self.names,
+                    self.settings.psi_bins,
+                    self.max_categories,
                 )
             except ProfileError as exc:  # e.g. a column without a value in the whole capture
                 log.warning(

@@ -494,3 +494,22 @@ def test_a_warm_up_checkpoint_stores_each_distinct_text_once_and_exactly() -> No
     assert expected is not None
     assert got is not None
     assert got.profile_id == expected.profile_id
+
+
+def test_distinct_categories_past_the_cap_count_as_unseen_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = _config(max_categories_per_column=10)
+    events = [
+        _record(i, {"model": "m", "features": {"x": float(i), "id": f"u{i % 50}"}})
+        for i in range(1200)
+    ]
+    monitor = Monitor(config, lambda m, v: None)
+    with caplog.at_level(logging.WARNING, logger="monitord.monitor"):
+        _feed(monitor, config, [events[:600], events[600:]])
+    profile = monitor.versions["m", "unversioned"].profile
+    assert profile is not None
+    assert len(profile.categories[0]) == 10
+    warned = [r.getMessage() for r in caplog.records if "distinct categories" in r.getMessage()]
+    assert len(warned) == 1
+    assert "'id' has 50 distinct categories" in warned[0]
