@@ -30,7 +30,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from connectors.stream import ConnectorError
 
@@ -78,6 +78,7 @@ class ReceiverError(ConnectorError):
         self.retry_after_s = retry_after_s
 
 
+@runtime_checkable
 class Receiver(Protocol):
     """Delivers one outbox payload to one destination; holds that destination's secrets."""
 

@@ -273,9 +273,5 @@ class Delivery:
         self._outbox.close()
 
 
-AlertDelivery = Delivery
-"""The former name, from when only alerts went through the outbox."""
-
-
 def _matches(receiver: ReceiverSettings, labels: Mapping[str, str]) -> bool:
     return all(labels.get(name) in accepted for name, accepted in receiver.match.items())

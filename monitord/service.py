@@ -24,7 +24,7 @@ from monitord.checkpoint import ChangelogStore, CheckpointStore, LocalStore
 from monitord.config import Config, ConfigError
 from monitord.daemon import Daemon
 from monitord.dead_letter import producer_request_bytes
-from monitord.delivery import AlertDelivery, build_receivers
+from monitord.delivery import Delivery, build_receivers
 from monitord.metrics import DaemonMetrics, check_cardinality
 from monitord.outputs import JsonLinesPublisher, KafkaPublisher, Publisher
 from monitord.reference import profile_loader
@@ -223,11 +223,11 @@ def audit_path(config: Config) -> Path:
     return config.state_dir / "audit.sqlite"
 
 
-def alert_delivery(config: Config, connectors: Mapping[str, Receiver]) -> AlertDelivery:
+def alert_delivery(config: Config, connectors: Mapping[str, Receiver]) -> Delivery:
     """Alert delivery to the configured receivers through the outbox in ``state_dir``."""
     config.state_dir.mkdir(parents=True, exist_ok=True)
     outbox = Outbox(config.state_dir / "outbox.sqlite")
-    return AlertDelivery(
+    return Delivery(
         config.receivers,
         outbox,
         connectors,

@@ -17,7 +17,7 @@ from connectors.outbox import Outbox
 from connectors.stream import Record
 from monitord.config import Config, parse_config
 from monitord.daemon import Daemon
-from monitord.delivery import AlertDelivery, build_receivers
+from monitord.delivery import Delivery, build_receivers
 from tests.servers import Recorded, RecordingServer
 
 ROUTING_KEY = "R0UT1NGKEY0123456789ABCDEFGHIJKL"
@@ -36,7 +36,7 @@ def _records() -> list[Record]:
 
 def _deliver(
     config: Config, environ: dict[str, str], clock: Callable[[], float] | None = None
-) -> AlertDelivery:
+) -> Delivery:
     """Run the daemon over the records, then deliver everything the outbox holds.
 
     The default clock ticks 10 s per reading, so ids of time-bucketed re-sends are fixed.
@@ -44,7 +44,7 @@ def _deliver(
     ticks = iter(float(t) for t in range(1_000_000, 2_000_000, 10))
     config.state_dir.mkdir(parents=True)
     outbox = Outbox(config.state_dir / "outbox.sqlite")
-    delivery = AlertDelivery(
+    delivery = Delivery(
         config.receivers,
         outbox,
         build_receivers(config.receivers, environ),
@@ -120,7 +120,7 @@ def test_alerts_reach_a_real_alertmanager_then_resolve(
     config.state_dir.mkdir(parents=True)
     records = _records()
     source = MemorySource(records[:9_000])  # stationary, then the drift: no recovery yet
-    delivery = AlertDelivery(  # the real clock: Alertmanager drops alerts dated 1970
+    delivery = Delivery(  # the real clock: Alertmanager drops alerts dated 1970
         config.receivers,
         Outbox(config.state_dir / "outbox.sqlite"),
         build_receivers(config.receivers, {}),
@@ -176,7 +176,7 @@ def test_alertmanager_resends_survive_a_restart(tmp_path: Path) -> None:
     state = tmp_path / "resend.json"
     now = [1_000_000.0]
     config.state_dir.mkdir(parents=True)
-    first = AlertDelivery(
+    first = Delivery(
         config.receivers,
         Outbox(config.state_dir / "outbox.sqlite"),
         {},
@@ -191,7 +191,7 @@ def test_alertmanager_resends_survive_a_restart(tmp_path: Path) -> None:
 
     now[0] += 61
     outbox = Outbox(config.state_dir / "outbox.sqlite")
-    second = AlertDelivery(config.receivers, outbox, {}, clock=lambda: now[0], resend_state=state)
+    second = Delivery(config.receivers, outbox, {}, clock=lambda: now[0], resend_state=state)
     assert set(second._active) == active
     before = outbox.pending()
     second.flush()

@@ -24,7 +24,7 @@ from connectors.stream import Record
 from detectors.detection import Detection
 from monitord.alerts import Alert, AlertBook, Observation
 from monitord.config import AlertSettings
-from monitord.delivery import AlertDelivery, build_receivers
+from monitord.delivery import Delivery, build_receivers
 from monitord.monitor import Evaluation, OffsetRange
 from monitord.receivers.alertmanager import RESEND_HORIZON, AlertmanagerSettings
 from tests.servers import Recorded, RecordingServer
@@ -64,13 +64,13 @@ def _transitions() -> tuple[Alert, Alert]:
     return firing, resolved
 
 
-def _delivery(tmp_path: Path, alertmanager: str) -> AlertDelivery:
+def _delivery(tmp_path: Path, alertmanager: str) -> Delivery:
     receivers = (
         AlertmanagerSettings(
             name="am", type="alertmanager", url=alertmanager, resend_interval_s=INTERVAL_S
         ),
     )
-    return AlertDelivery(
+    return Delivery(
         receivers,
         Outbox(tmp_path / "outbox.sqlite"),
         build_receivers(receivers, {}),
