@@ -176,3 +176,6 @@ class AirflowReceiver:
     def _secrets(self) -> tuple[str, ...]:
         password = self._credentials[1] if self._credentials else None
         return tuple(s for s in (self._token, password, self._jwt) if s)
+
+
+__all__ = ["HASHED_PREFIX", "MAX_RUN_ID", "RUN_ID_PREFIX", "AirflowReceiver", "run_id"]

@@ -98,3 +98,6 @@ class AlertmanagerReceiver:
         error = classify(response, self._target, secrets=self._secrets)
         if error is not None:
             raise error
+
+
+__all__ = ["AlertmanagerReceiver", "PostableAlert", "encode_alerts", "postable_alert", "rfc3339"]

@@ -133,3 +133,6 @@ class ArgoReceiver:
         )
         if error is not None:
             raise error
+
+
+__all__ = ["LABEL", "MAX_NAME", "ArgoReceiver", "label_value", "workflow_name"]

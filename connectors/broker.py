@@ -269,3 +269,6 @@ def _kill(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
+
+
+__all__ = ["EmbeddedBroker", "free_port", "tansu_binary"]

@@ -377,3 +377,25 @@ def _reason(reason: object) -> str:
         text = str(reason)
         return f"{type(reason).__name__}: {text}" if text else type(reason).__name__
     return str(reason)
+
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "REDACTED",
+    "CloudEvent",
+    "HttpResponse",
+    "Receiver",
+    "ReceiverError",
+    "classify",
+    "decode_event",
+    "get",
+    "json_answer",
+    "post",
+    "post_json",
+    "redact_secrets",
+    "redact_url",
+    "request_secrets",
+    "retry_after_seconds",
+    "url_secrets",
+    "validate_url",
+]

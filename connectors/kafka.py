@@ -1076,3 +1076,18 @@ def _admin(bootstrap: str, timeout_s: float, security: KafkaSecurity | None) -> 
         request_timeout_ms=int(timeout_s * 1000),
         **(security or KafkaSecurity()).client_config(),
     )
+
+
+__all__ = [
+    "OFFSET_LOOKUP_TIMEOUT_MS",
+    "KafkaConsumerSettings",
+    "KafkaProducerSettings",
+    "KafkaSecurity",
+    "KafkaSink",
+    "KafkaSource",
+    "crc32c_accelerated",
+    "ensure_topics",
+    "partition_counts",
+    "read_topic",
+    "wait_for_broker",
+]

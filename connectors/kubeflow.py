@@ -171,3 +171,6 @@ class KubeflowReceiver:
         error = classify(response, target, secrets=(self._token,) if self._token else ())
         if error is not None:
             raise error
+
+
+__all__ = ["DISPLAY_NAME_PREFIX", "KubeflowReceiver", "display_name", "name_filter"]

@@ -294,3 +294,6 @@ class MemorySink:
     def _check_open(self) -> None:
         if self._closed:
             raise ConnectorError("MemorySink is closed")
+
+
+__all__ = ["MemorySink", "MemorySource", "Message"]

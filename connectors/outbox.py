@@ -364,3 +364,14 @@ class Dispatcher:
         except ConnectorError as error:
             return ReceiverError(str(error), retriable=error.retriable)
         return None
+
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Attempt",
+    "DispatchReport",
+    "Dispatcher",
+    "Outbox",
+    "OutboxItem",
+    "State",
+]

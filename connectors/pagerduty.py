@@ -113,3 +113,14 @@ def _decode(payload: bytes) -> dict[str, object]:
             retriable=False,
         )
     return event
+
+
+__all__ = [
+    "ACTIONS",
+    "EVENTS_URL",
+    "SEVERITIES",
+    "PagerDutyReceiver",
+    "dedup_key",
+    "resolve",
+    "trigger",
+]

@@ -126,3 +126,6 @@ class PrefectReceiver:
 
     def _secrets(self) -> tuple[str, ...]:
         return (self._api_key,) if self._api_key else ()
+
+
+__all__ = ["RUN_NAME_PREFIX", "PrefectReceiver"]

@@ -77,3 +77,6 @@ class SlackReceiver:
         error = classify(response, self._target, secrets=url_secrets(self._url))
         if error is not None:
             raise error
+
+
+__all__ = ["SlackReceiver", "message"]

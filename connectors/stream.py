@@ -227,3 +227,19 @@ class CommitFailed(ConnectorError):  # noqa: N818  # reads as a state
     """
 
     retriable = True
+
+
+__all__ = [
+    "BrokerUnavailable",
+    "CommitFailed",
+    "ConnectorError",
+    "DeliveryFailed",
+    "Headers",
+    "OffsetReset",
+    "RebalanceCallback",
+    "Record",
+    "Sink",
+    "Source",
+    "TopicPartition",
+    "one_partition",
+]

@@ -70,3 +70,6 @@ def readable(parameter: str, path: Path) -> None:
         raise TlsFileError(parameter, f"{path} is not a file")
     if not os.access(path, os.R_OK):
         raise TlsFileError(parameter, f"{path} is not readable by this user")
+
+
+__all__ = ["TlsFileError", "client_context", "readable"]

@@ -107,3 +107,6 @@ class WebhookReceiver:
         )
         if error is not None:
             raise error
+
+
+__all__ = ["SIGNATURE_HEADER", "TIMESTAMP_HEADER", "WebhookReceiver", "sign", "verify"]

@@ -453,3 +453,6 @@ class ADWIN:
             and (w.tick >= 0).all()
             and (w.tick < self._params[1]).all()
         )
+
+
+__all__ = ["ADWIN", "ROW_CAPACITY"]

@@ -113,3 +113,6 @@ class BlockMeanADWIN:
         self._rows = int(state.get("block_rows", np.array(0)))
         if self._sum.shape != (n,) or self._count.shape != (n,) or not 0 <= self._rows < self.block:
             raise ValueError("BlockMeanADWIN state: partial block does not fit this detector")
+
+
+__all__ = ["BlockMeanADWIN"]

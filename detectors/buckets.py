@@ -86,3 +86,6 @@ class CategoryBuckets:
         flat = np.minimum(codes, self.n_categories) + self.offsets
         counts = np.bincount(flat[observed], minlength=self.reference_counts.shape[0])
         return counts, observed.sum(axis=0)
+
+
+__all__ = ["CategoryBuckets"]

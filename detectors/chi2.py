@@ -180,3 +180,6 @@ class Chi2Test:
     def evaluate(self, window: WindowView) -> Detection:
         statistic, _, p_value, n_observed = _chi2(np.asarray(window.rows), self._layout)
         return window_detection(self.name, window, statistic, self.thresholds, n_observed, p_value)
+
+
+__all__ = ["Chi2Test", "chi2_statistic"]

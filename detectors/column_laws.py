@@ -264,3 +264,6 @@ def _categorical_statistics(
         return chi2[:, 0], psi[:, 0]
 
     return statistics
+
+
+__all__ = ["MAX_COUNT_CELLS", "ColumnLaws", "Thresholds"]

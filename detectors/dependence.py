@@ -351,3 +351,19 @@ def _autocorrelation(series: FloatArray) -> FloatArray:
         result[0] = 1.0
         return result
     return np.asarray(covariance / covariance[0])
+
+
+__all__ = [
+    "GATE_LAGS",
+    "GATE_LEVEL",
+    "GRID",
+    "MAX_ROWS",
+    "MIN_EFFECTIVE_ROWS",
+    "QUARTILES",
+    "SHORT_EFFECTIVE_ROWS",
+    "TOP_CATEGORIES",
+    "Dependence",
+    "estimate_dependence",
+    "inflation_curve",
+    "notes",
+]

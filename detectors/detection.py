@@ -150,3 +150,21 @@ def check_thresholds(thresholds: npt.ArrayLike | SizedThresholds, n_features: in
             f"thresholds: expected shape ({n_features},), one per feature, got {values.shape}"
         )
     return read_only(values)
+
+
+__all__ = [
+    "BoolArray",
+    "Detection",
+    "Detector",
+    "DetectorInputError",
+    "FloatArray",
+    "IntArray",
+    "Limits",
+    "SizedThresholds",
+    "State",
+    "check_batch",
+    "check_thresholds",
+    "limits_for",
+    "read_only",
+    "sub_state",
+]

@@ -291,3 +291,6 @@ class KSTest:
             win_n,
             ks_pvalues(statistic, self._ref_n, win_n) if self.p_values else None,
         )
+
+
+__all__ = ["BACKGROUND_MIN_VALUES", "EXACT_MAX_N", "KSTest", "ks_pvalues", "ks_statistic"]

@@ -399,3 +399,20 @@ def _log_binomial(a: FloatArray | float, b: float) -> FloatArray:
     return np.asarray(
         special.gammaln(a + 1.0) - special.gammaln(b + 1.0) - special.gammaln(a - b + 1.0)
     )
+
+
+__all__ = [
+    "DRAWS",
+    "INDEPENDENT",
+    "MAX_SHAPE",
+    "PERSISTENT",
+    "TAIL",
+    "CountLaws",
+    "TailLaw",
+    "ar_coefficient",
+    "ks_isf",
+    "ks_sf",
+    "out_of_range_isf",
+    "rate_count_isf",
+    "simulate_counts",
+]

@@ -450,3 +450,17 @@ def _from_parts(
         dependence_rows=dependence.n_rows,
         content_hash=str(meta["content_hash"]),  # verified by the caller
     )
+
+
+__all__ = [
+    "CATEGORY_CHARS",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "MAX_DEPENDENCE_ROWS",
+    "MISSING_CODE",
+    "READABLE_VERSIONS",
+    "ProfileError",
+    "ReferenceProfile",
+    "build_profile",
+    "category_text",
+]

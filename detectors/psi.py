@@ -199,3 +199,6 @@ class CategoricalPSITest:
     def evaluate(self, window: WindowView) -> Detection:
         statistic, n_observed = _categorical_psi(np.asarray(window.rows), self.buckets)
         return window_detection(self.name, window, statistic, self.thresholds, n_observed)
+
+
+__all__ = ["SHARE_FLOOR", "CategoricalPSITest", "PSITest", "psi_categorical", "psi_numeric"]

@@ -205,3 +205,13 @@ class OutOfRangeTest:
         n_observed, outside = _finite_and_outside(rows, self.numeric_min, self.numeric_max)
         rate = _share(outside, n_observed)
         return window_detection(self.name, window, rate, self.thresholds, n_observed)
+
+
+__all__ = [
+    "RATE_FLOOR",
+    "CategoricalMissingRateTest",
+    "MissingRateTest",
+    "OutOfRangeTest",
+    "UnseenRateTest",
+    "binomial_rate_thresholds",
+]

@@ -301,3 +301,14 @@ def chi2_and_psi(
 def _towards(observed: FloatArray, expected: FloatArray) -> FloatArray:
     diff = expected - observed
     return np.asarray(observed + np.minimum(0.5, np.abs(diff)) * np.sign(diff))
+
+
+__all__ = [
+    "INT32_MAX",
+    "LANES",
+    "CategoricalResampler",
+    "NumericResampler",
+    "chi2_and_psi",
+    "draw_rows",
+    "lane_counts",
+]

@@ -313,3 +313,6 @@ def _grown(array: npt.NDArray[_T], capacity: int) -> npt.NDArray[_T]:
 
 
 Window = CountWindow | EventTimeWindow | HybridWindow
+
+
+__all__ = ["CountWindow", "EventTimeWindow", "HybridWindow", "Window", "WindowView"]

@@ -122,3 +122,12 @@ class WindowedDetector:
 
 def _done(detection: Detection) -> Callable[[], Detection]:
     return lambda: detection
+
+
+__all__ = [
+    "IN_FLIGHT_WINDOWS",
+    "BackgroundWindowTest",
+    "WindowTest",
+    "WindowedDetector",
+    "window_detection",
+]

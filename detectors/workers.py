@@ -71,3 +71,6 @@ class WorkerPool:
             wait(helpers)
         for helper in helpers:
             helper.result()
+
+
+__all__ = ["MAX_THREADS", "T", "WorkerPool", "usable_cpus"]

@@ -385,3 +385,21 @@ def _named(columns: tuple[Column, ...]) -> str:
     ]
     more = len(ranked) - len(shown)
     return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+
+
+__all__ = [
+    "CHANGE_ALERT",
+    "CHANGE_DETECTOR",
+    "FEATURE_ALERT",
+    "MAX_EVIDENCE_COLUMNS",
+    "MODEL_ALERT",
+    "MODEL_DETECTOR",
+    "Alert",
+    "AlertBook",
+    "AlertRow",
+    "Column",
+    "Labels",
+    "Observation",
+    "Severity",
+    "stable_id",
+]

@@ -183,3 +183,6 @@ def _suppressed_row(decision: Suppressed, now: float) -> tuple[object, ...]:
 def _decision(row: tuple[str, float, str, str, str, str, str, str]) -> Decision:
     id_, at, kind, status, model, version, labels, summary = row
     return Decision(id_, at, kind, status, model, version, orjson.loads(labels), summary)
+
+
+__all__ = ["AuditLog", "Decision"]

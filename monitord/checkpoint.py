@@ -312,3 +312,21 @@ class ChangelogStore:
 
     def close(self) -> None:
         self._sink.close()
+
+
+__all__ = [
+    "CHECKPOINT_KEY",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "PROFILE_KEY",
+    "ChangelogStore",
+    "Checkpoint",
+    "CheckpointError",
+    "CheckpointMeta",
+    "CheckpointStore",
+    "LocalStore",
+    "StoredVersion",
+    "VersionState",
+    "decode",
+    "encode",
+]

@@ -347,3 +347,6 @@ def _demo(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+__all__ = ["DEFAULT_CONFIG", "main"]

@@ -62,3 +62,6 @@ def now() -> float:
 def monotonic() -> float:
     """Seconds from an arbitrary start that never run backwards: for rates and timeouts."""
     return time.monotonic()
+
+
+__all__ = ["EARLIEST_S", "LATEST_S", "iso", "monotonic", "now", "parse_event_time"]

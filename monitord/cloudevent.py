@@ -37,3 +37,6 @@ def envelope(output: Output) -> dict[str, Any]:
 
 def encode(output: Output) -> bytes:
     return orjson.dumps(envelope(output))
+
+
+__all__ = ["ALERT_TYPE", "RETRAIN_TYPE", "SOURCE", "encode", "envelope"]

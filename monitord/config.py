@@ -651,3 +651,31 @@ def masked(config: Config) -> dict[str, Any]:
         if dumped[section].get(name) is not None:
             dumped[section][name] = "********"
     return dumped
+
+
+__all__ = [
+    "MIN_REFERENCE_ROWS",
+    "MIN_WINDOW_ROWS",
+    "RESERVED_LABELS",
+    "SECRET_ENV",
+    "AdminSettings",
+    "AlertSettings",
+    "CheckpointSettings",
+    "Config",
+    "ConfigError",
+    "ConsumerSettings",
+    "Detection",
+    "DetectorName",
+    "EventFields",
+    "KafkaSettings",
+    "LimitSettings",
+    "LoggingSettings",
+    "ModelSettings",
+    "OutputSettings",
+    "PolicySettings",
+    "ShutdownSettings",
+    "TopicName",
+    "load_config",
+    "masked",
+    "parse_config",
+]

@@ -699,3 +699,15 @@ def _next_offsets(records: list[Record]) -> dict[TopicPartition, int]:
         return {last_record.topic_partition: last_record.offset + 1}
     last = {(r.topic, r.partition): r.offset for r in records}
     return {TopicPartition(t, p): offset + 1 for (t, p), offset in last.items()}
+
+
+__all__ = [
+    "BACKOFF_S",
+    "GC_THRESHOLDS",
+    "PROBE_INTERVAL_S",
+    "STORING_CHECKPOINTS",
+    "Daemon",
+    "HealthReport",
+    "Stats",
+    "tune_garbage_collector",
+]

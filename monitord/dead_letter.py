@@ -64,3 +64,17 @@ def dead_letter(bad: BadRecord, budget: int) -> tuple[bytes | None, bytes, Heade
 def _size(key: bytes | None, headers: list[tuple[str, bytes]], value: bytes) -> int:
     header_bytes = sum(len(k.encode()) + len(v) + HEADER_FRAMING_BYTES for k, v in headers)
     return len(key or b"") + header_bytes + len(value)
+
+
+__all__ = [
+    "ERROR_HEADERS",
+    "FRAMING_BYTES",
+    "HEADER_FRAMING_BYTES",
+    "HEADROOM_BYTES",
+    "MAX_DETAIL_BYTES",
+    "MAX_KEPT_BYTES",
+    "TRUNCATED_HEADER",
+    "VALUE_BYTES_HEADER",
+    "dead_letter",
+    "producer_request_bytes",
+]

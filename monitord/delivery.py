@@ -275,3 +275,6 @@ class Delivery:
 
 def _matches(receiver: ReceiverSettings, labels: Mapping[str, str]) -> bool:
     return all(labels.get(name) in accepted for name, accepted in receiver.match.items())
+
+
+__all__ = ["MAX_STALLED_PAUSE_S", "Delivery", "build_receivers"]

@@ -164,3 +164,6 @@ def _run(
             f"(topics {kafka.alert_topic}, {kafka.trigger_topic}, {kafka.dead_letter_topic})"
         )
     return 0
+
+
+__all__ = ["MODELS", "ConsolePublisher", "run_demo"]

@@ -434,3 +434,18 @@ def _reject(record: Record, fields: EventFields) -> BadRecord:
     if not isinstance(model, str) or not model:
         return BadRecord(record, "missing_model", f"field {fields.model!r} missing or empty")
     return BadRecord(record, "missing_features", f"field {fields.features!r} is not an object")
+
+
+__all__ = [
+    "MAX_EXTRA_NAMES",
+    "MAX_MAGNITUDE",
+    "PREDICTION",
+    "UNVERSIONED",
+    "BadRecord",
+    "Columns",
+    "ColumnsLookup",
+    "DecodedBatch",
+    "EventGroup",
+    "decode",
+    "too_large",
+]

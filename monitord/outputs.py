@@ -86,3 +86,6 @@ class JsonLinesPublisher:
     def close(self) -> None:
         if self._owned:
             self._stream.close()
+
+
+__all__ = ["FLUSH_TIMEOUT_S", "JsonLinesPublisher", "KafkaPublisher", "Publisher", "summary"]

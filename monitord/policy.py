@@ -249,3 +249,6 @@ class Policy:
     def _end_change(state: _VersionPolicy, evaluation: Evaluation) -> Alert | None:
         state.changed_regime = 0
         return state.alerts.end(Observation("", CHANGE_DETECTOR, False, 0.0, math.nan, evaluation))
+
+
+__all__ = ["ADWIN", "Output", "Policy", "PolicyState"]

@@ -80,3 +80,6 @@ def _writable_directory(path: Path, key: str) -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         action = "write to" if existing == path else f"create {path} in"
         raise ConfigError(f"{key}: cannot {action} {existing} (permission denied)")
+
+
+__all__ = ["Preflight", "preflight"]

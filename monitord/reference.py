@@ -112,3 +112,13 @@ def profile_loader(config: Config) -> ProfileLoader:
         return None if path is None else load_profile(path)
 
     return load
+
+
+__all__ = [
+    "RESERVED",
+    "load_profile",
+    "profile_from_rows",
+    "profile_loader",
+    "save_profile",
+    "supported",
+]

@@ -363,3 +363,15 @@ def _window_outcomes(results: list[Result]) -> list[tuple[int, bool]]:
         if result.detector != ADWIN:
             outcomes[result.row] = outcomes.get(result.row, False) or result.any_drift
     return sorted(outcomes.items())
+
+
+__all__ = [
+    "ADWIN",
+    "CHANGE_TESTS",
+    "Capture",
+    "Phase",
+    "RegimeResult",
+    "RegimeState",
+    "RegimeTracker",
+    "changes_testable",
+]

@@ -104,3 +104,6 @@ class SourceOffsets:
 
     def drop(self, partition: TopicPartition) -> None:
         self._seen.pop(partition, None)
+
+
+__all__ = ["SOURCE_HEADERS", "Forward", "SourceOffsets", "forwards"]

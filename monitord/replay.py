@@ -122,3 +122,6 @@ def write_dead_letters(letters: Sequence[Message], path: Path) -> None:
                 "event": letter.value.decode(errors="replace"),
             }
             handle.write(orjson.dumps(line) + b"\n")
+
+
+__all__ = ["events_from_rows", "replay", "write_dead_letters"]

@@ -233,3 +233,16 @@ def alert_delivery(config: Config, connectors: Mapping[str, Receiver]) -> Delive
         connectors,
         resend_state=config.state_dir / "alertmanager-resend.json",
     )
+
+
+__all__ = [
+    "CHANGELOG_MAX_MESSAGE_BYTES",
+    "alert_delivery",
+    "audit_path",
+    "build_kafka_daemon",
+    "changelog_topic",
+    "checkpoint_store",
+    "ensure_co_partitioned",
+    "kafka_security",
+    "observability",
+]

@@ -230,3 +230,14 @@ def calibrate_suite(profile: ReferenceProfile, settings: DetectionSettings) -> C
         FalseAlarmBudget(settings.false_alarm_budget_events),
         tests=tests,
     )
+
+
+__all__ = [
+    "ADWIN_NAME",
+    "QUALITY_TESTS",
+    "DetectorSuite",
+    "Result",
+    "adwin_block",
+    "calibrate_suite",
+    "window",
+]

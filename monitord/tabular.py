@@ -128,3 +128,6 @@ def _read_parquet(path: Path) -> list[Row]:
     table = pq.read_table(path)
     rows: list[Row] = table.to_pylist()
     return rows
+
+
+__all__ = ["BadLine", "DataError", "Row", "read_rows", "read_rows_keeping_bad_lines"]

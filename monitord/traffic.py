@@ -81,3 +81,6 @@ class TrafficGenerator:
             }
             for i, prediction in enumerate(score.tolist())
         ]
+
+
+__all__ = ["COUNTRIES", "COUNTRY_P", "DRIFTED_COUNTRY_P", "PLANS", "TrafficGenerator"]

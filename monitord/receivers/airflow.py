@@ -56,3 +56,6 @@ class AirflowSettings(ReceiverBase):
             token=secret or None,
             tls=self.tls_context(),
         )
+
+
+__all__ = ["AirflowSettings"]

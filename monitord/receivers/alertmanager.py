@@ -56,3 +56,6 @@ class AlertmanagerSettings(ReceiverBase):
     @property
     def resend(self) -> Resend:
         return Resend(self.resend_interval_s, self.resolved_resend_s)
+
+
+__all__ = ["RESEND_HORIZON", "AlertmanagerSettings"]

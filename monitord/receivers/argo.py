@@ -33,3 +33,6 @@ class ArgoSettings(ReceiverBase):
             cluster_template=self.cluster_template,
             tls=self.tls_context(),
         )
+
+
+__all__ = ["ArgoSettings"]

@@ -35,3 +35,6 @@ class KubeflowSettings(ReceiverBase):
             token=read(environ, self.secret_env) or None,
             tls=self.tls_context(),
         )
+
+
+__all__ = ["KubeflowSettings"]

@@ -51,3 +51,6 @@ class PagerDutySettings(ReceiverBase):
             alert.severity,
             {**annotations, **labels},
         )
+
+
+__all__ = ["PagerDutySettings"]

@@ -35,3 +35,6 @@ class PrefectSettings(ReceiverBase):
             api_key=read(environ, self.secret_env) or None,
             tls=self.tls_context(),
         )
+
+
+__all__ = ["PrefectSettings"]

@@ -173,3 +173,6 @@ class ReceiverBase(BaseModel):
 def read(environ: Mapping[str, str], variable: str | None) -> str:
     """The value of the environment variable an optional ``*_env`` key names ("" unset)."""
     return environ.get(variable, "") if variable else ""
+
+
+__all__ = ["EventKind", "ReceiverBase", "Resend", "read"]

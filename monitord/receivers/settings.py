@@ -50,3 +50,6 @@ def _keys_of_other_types(data: Any) -> Any:
 ReceiverSettings = Annotated[
     _Types, Field(discriminator="type"), BeforeValidator(_keys_of_other_types)
 ]
+
+
+__all__ = ["TYPES", "ReceiverSettings"]

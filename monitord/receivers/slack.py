@@ -40,3 +40,6 @@ class SlackSettings(ReceiverBase):
             ":rotating_light: FIRING" if alert.status == "firing" else ":white_check_mark: RESOLVED"
         )
         return message(f"{mark} {annotations['summary']}", {**labels, **annotations})
+
+
+__all__ = ["SlackSettings"]

@@ -24,3 +24,6 @@ class WebhookSettings(ReceiverBase):
 
     def connector(self, environ: Mapping[str, str]) -> WebhookReceiver:
         return WebhookReceiver(self.url, environ[self.secret_env].encode(), tls=self.tls_context())
+
+
+__all__ = ["WebhookSettings"]
