@@ -12,7 +12,7 @@ import dataclasses
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,13 +33,6 @@ from tests.faults.harness import (
 
 READY_WITHIN_S = 5.0
 """How soon after the broker dies `/readyz` must say so (the issue's bound)."""
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
-    """A broker of this test alone: stopping the shared one would break other tests."""
-    with EmbeddedBroker(log_path=tmp_path / "tansu.log") as running:
-        yield running
 
 
 def metric(url: str, name: str) -> dict[str, float]:

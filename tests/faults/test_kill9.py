@@ -4,7 +4,7 @@ uninterrupted run's (same ids, same detection rows and evidence), DESIGN.md sect
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +25,6 @@ from tests.faults.harness import (
 
 KILLS = 10
 STREAM_TIMEOUT_S = 180.0
-
-
-@pytest.fixture
-def offsets(broker: EmbeddedBroker) -> Iterator[Offsets]:
-    reader = Offsets(broker.bootstrap)
-    yield reader
-    reader.close()
 
 
 @pytest.mark.kafka

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,13 +27,6 @@ from tests.faults.harness import (
 )
 
 STALL_S = 30.0
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
-    """A broker of this test alone: stalling the shared one would stall other tests."""
-    with EmbeddedBroker(log_path=tmp_path / "tansu.log") as running:
-        yield running
 
 
 @pytest.mark.kafka

@@ -137,13 +137,6 @@ def readiness(admin: str) -> tuple[int, list[str]]:
     return status, [] if status == 200 else list(json.loads(body)["reasons"])
 
 
-@pytest.fixture
-def offsets(broker: EmbeddedBroker) -> Iterator[Offsets]:
-    reader = Offsets(broker.bootstrap)
-    yield reader
-    reader.close()
-
-
 @pytest.mark.kafka
 @pytest.mark.slow
 @pytest.mark.parametrize(
