@@ -56,6 +56,21 @@ MODEL_DETECTOR = "any"
 """The detector label of the incident: any test may count."""
 CHANGE_DETECTOR = "change"
 """The detector label of a change against the recent regime."""
+PERFORMANCE_DETECTOR = "performance"
+"""A window of labelled rows tested for degradation (`monitord.performance`)."""
+ERROR_CHANGE_DETECTOR = "error_change"
+"""A change point of the error stream (ADWIN over the per-row misses)."""
+COVERAGE_DETECTOR = "label_coverage"
+"""Too few predictions labelled within the expected delay."""
+LATENCY_DETECTOR = "latency_slo"
+"""A window's p99 inference latency above the SLO."""
+PERFORMANCE_ALERTS = {
+    PERFORMANCE_DETECTOR: "MonitordPerformanceDegraded",
+    ERROR_CHANGE_DETECTOR: "MonitordErrorRateChange",
+    COVERAGE_DETECTOR: "MonitordLabelCoverage",
+    LATENCY_DETECTOR: "MonitordLatencySLO",
+}
+"""Model-level alerts about how the model serves rather than what it is sent."""
 MAX_EVIDENCE_COLUMNS = 20
 """Columns an incident's annotations name (its data carries every one)."""
 
@@ -95,6 +110,8 @@ class Alert:
     annotations: Labels
     columns: tuple[Column, ...] = ()  # incident and change: every column that moved
     regime_profile_id: str | None = None  # change: the recent regime's reference
+    # Performance: the window's metrics, the reference's (reference_*) and the label delay.
+    evidence: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -114,10 +131,14 @@ class Observation:
     def alertname(self) -> str:
         if self.feature:
             return FEATURE_ALERT
+        if self.detector in PERFORMANCE_ALERTS:
+            return PERFORMANCE_ALERTS[self.detector]
         return CHANGE_ALERT if self.detector == CHANGE_DETECTOR else MODEL_ALERT
 
     @property
     def severity(self) -> Severity:
+        if self.detector in PERFORMANCE_ALERTS:
+            return "critical" if self.detector == PERFORMANCE_DETECTOR else "warning"
         if self.feature:
             return "critical" if self.feature == PREDICTION else "warning"
         return "critical" if self.critical in (None, True) else "warning"
@@ -307,6 +328,7 @@ class AlertBook:
             annotations=self._annotations(status, observation),
             columns=observation.columns,
             regime_profile_id=evaluation.regime_profile_id,
+            evidence=evaluation.evidence,
         )
 
     def _annotations(self, status: str, observation: Observation) -> Labels:
@@ -322,6 +344,8 @@ class AlertBook:
                 f"Drift {status} on {observation.feature} of {version}: {observation.detector} "
                 f"statistic {observation.statistic:.4g} (threshold {observation.threshold:.4g})"
             )
+        elif observation.detector in PERFORMANCE_ALERTS:
+            summary = _performance_summary(status, version, observation)
         elif observation.detector == CHANGE_DETECTOR:
             summary = f"Change {status} on {version}" + (
                 f": {_count(observation)} moved against the recent regime"
@@ -344,11 +368,15 @@ class AlertBook:
             "window_end": iso(evaluation.end_time),
             "reference_id": evaluation.profile_id,
         }
-        if observation.feature:
+        if observation.feature or observation.detector in PERFORMANCE_ALERTS:
             annotations["statistic"] = f"{observation.statistic:.6g}"
             if not math.isnan(observation.threshold):
                 annotations["threshold"] = f"{observation.threshold:.6g}"
+        if observation.feature:
             annotations["incident"] = f"{MODEL_ALERT} {version}"
+        elif observation.detector in PERFORMANCE_ALERTS:
+            annotations["labelled_rows"] = annotations.pop("window_rows")
+            annotations.update((k, f"{v:.6g}") for k, v in evaluation.evidence if math.isfinite(v))
         else:
             annotations["columns"] = named
         if evaluation.regime_profile_id:
@@ -358,6 +386,32 @@ class AlertBook:
         if self.settings.dashboard_url:
             annotations["dashboard_url"] = self.settings.dashboard_url
         return tuple(sorted(annotations.items()))
+
+
+def _performance_summary(status: str, version: str, observation: Observation) -> str:
+    what = {
+        PERFORMANCE_DETECTOR: "Performance degraded",
+        ERROR_CHANGE_DETECTOR: "Error rate changed",
+        COVERAGE_DETECTOR: "Label coverage low",
+        LATENCY_DETECTOR: "Latency above SLO",
+    }[observation.detector]
+    evaluation = observation.evaluation
+    metric = evaluation.features[0] if evaluation.features else ""
+    if observation.detector == ERROR_CHANGE_DETECTOR:
+        detail = f"error rate change point (means {observation.statistic:.4g} apart)"
+    else:
+        detail = f"{metric} {observation.statistic:.4g} (threshold {observation.threshold:.4g})"
+    evidence = dict(evaluation.evidence)
+    reference = evidence.get("reference_miss_rate")
+    if reference is not None and observation.detector == PERFORMANCE_DETECTOR:
+        detail += f", reference {reference:.4g}"
+    shown = [
+        f"{name} {value:.4g}"
+        for name, value in evaluation.evidence
+        if not name.startswith("reference_") and math.isfinite(value)
+    ]
+    summary = f"{what} {status} on {version}: {detail}"
+    return summary + (f"; {', '.join(shown)}" if shown else "")
 
 
 def _count(observation: Observation) -> str:
@@ -390,10 +444,15 @@ def _named(columns: tuple[Column, ...]) -> str:
 __all__ = [
     "CHANGE_ALERT",
     "CHANGE_DETECTOR",
+    "COVERAGE_DETECTOR",
+    "ERROR_CHANGE_DETECTOR",
     "FEATURE_ALERT",
+    "LATENCY_DETECTOR",
     "MAX_EVIDENCE_COLUMNS",
     "MODEL_ALERT",
     "MODEL_DETECTOR",
+    "PERFORMANCE_ALERTS",
+    "PERFORMANCE_DETECTOR",
     "Alert",
     "AlertBook",
     "AlertRow",

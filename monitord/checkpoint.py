@@ -59,6 +59,9 @@ class VersionState:
     monitor: dict[str, object]  # a stored `MonitorState` (validated when restored)
     arrays: State
     policy: dict[str, object] | None  # a stored `PolicyState`, None before its first window
+    # A stored `monitord.performance.PerformanceState` (its arrays are ``performance/...``
+    # in ``arrays``), None before the version's first label.
+    performance: dict[str, object] | None = None
 
 
 @dataclass
@@ -68,6 +71,7 @@ class Checkpoint:
     versions: list[VersionState]
     written_at: float = 0.0
     sources: dict[str, int] = field(default_factory=dict)  # repartitioned: source offsets
+    join: bytes | None = None  # the partition's `monitord.labels.JoinStore`, as JSON
 
 
 class StoredVersion(StateModel):
@@ -75,6 +79,7 @@ class StoredVersion(StateModel):
 
     monitor: dict[str, Any]  # `monitord.monitor.MonitorState`
     policy: dict[str, Any] | None  # `monitord.policy.PolicyState`
+    performance: dict[str, Any] | None = None  # `monitord.performance.PerformanceState`
 
 
 class CheckpointMeta(StateModel):
@@ -100,7 +105,8 @@ def encode(checkpoint: Checkpoint) -> bytes:
         next_offset=checkpoint.next_offset,
         written_at=checkpoint.written_at,
         versions=tuple(
-            StoredVersion(monitor=v.monitor, policy=v.policy) for v in checkpoint.versions
+            StoredVersion(monitor=v.monitor, policy=v.policy, performance=v.performance)
+            for v in checkpoint.versions
         ),
         sources=checkpoint.sources,
     )
@@ -112,6 +118,8 @@ def encode(checkpoint: Checkpoint) -> bytes:
     buffer = io.BytesIO()
     # Uncompressed: window contents are floats that hardly compress, and time matters here.
     entries["meta"] = np.frombuffer(json.dumps(meta.model_dump()).encode(), dtype=np.uint8)
+    if checkpoint.join is not None:
+        entries["join"] = np.frombuffer(checkpoint.join, dtype=np.uint8)
     np.savez(buffer, **entries)
     return buffer.getvalue()
 
@@ -121,6 +129,7 @@ def decode(blob: bytes, source: str) -> Checkpoint:
     try:
         arrays = read_npz(blob, source)
         data = json.loads(bytes(arrays.pop("meta")).decode())
+        join = arrays.pop("join", None)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{source}: not a readable monitord checkpoint ({exc})") from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT:
@@ -135,7 +144,9 @@ def decode(blob: bytes, source: str) -> Checkpoint:
     except StateError as exc:
         raise CheckpointError(str(exc)) from None
     versions = [
-        VersionState(version.monitor, sub_state(arrays, f"{i}/"), version.policy)
+        VersionState(
+            version.monitor, sub_state(arrays, f"{i}/"), version.policy, version.performance
+        )
         for i, version in enumerate(meta.versions)
     ]
     return Checkpoint(
@@ -144,6 +155,7 @@ def decode(blob: bytes, source: str) -> Checkpoint:
         versions,
         meta.written_at,
         dict(meta.sources),
+        None if join is None else bytes(join),
     )
 
 

@@ -182,6 +182,9 @@ class EventFields(_Section):
     features: str = "features"
     prediction: str = "prediction"
     label: str = "label"
+    latency: str = Field(
+        "latency_ms", description="inference latency in milliseconds, monitored when present"
+    )
     max_event_bytes: int = Field(1_000_000, gt=0)
     max_time_ahead_s: float = Field(
         3600.0,
@@ -278,6 +281,77 @@ class Detection(_Section):
     def min_rows(self) -> int:
         """Rows a window closed by time needs (at most the window's size)."""
         return min(self.window_min_rows, self.window_size)
+
+
+class LabelSettings(_Section):
+    """Ground truth: labels inline in inference events or on topics of their own, joined to
+    their prediction by event id (README, "Labels and model performance")."""
+
+    topics: tuple[str, ...] = Field(
+        (),
+        description="topics of label records {event_id, label[, model, timestamp]}, keyed "
+        "and partitioned like the inference topic",
+    )
+    max_pending: int = Field(
+        200_000,
+        ge=1,
+        description="predictions (and labels come before them) waiting per input partition; "
+        "beyond it the oldest are evicted, counted",
+    )
+    max_delay_s: float = Field(
+        7 * 86400.0,
+        gt=0,
+        description="event time a prediction waits for its label before it is evicted",
+    )
+    expected_delay_s: float = Field(
+        3600.0, gt=0, description="label coverage: a prediction labelled within this is covered"
+    )
+    min_coverage: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of predictions labelled within expected_delay_s below which "
+        "MonitordLabelCoverage fires (0: never)",
+    )
+    coverage_window: int = Field(1000, ge=MIN_WINDOW_ROWS, description="predictions per check")
+    remember_joined: int = Field(
+        200_000, ge=0, description="event ids joined kept per partition to tell duplicates"
+    )
+
+
+class PerformanceSettings(_Section):
+    """How the model's performance is tested once labels arrive."""
+
+    enabled: bool = True
+    task: Literal["auto", "classification", "regression"] = Field(
+        "auto", description="auto: inferred from the first labelled rows, and logged"
+    )
+    positive_class: str = Field(
+        "1", description='class of precision, recall and F1 (true and 1 read as "1")'
+    )
+    window_size: int = Field(
+        200, ge=MIN_WINDOW_ROWS, description="labelled rows per performance window"
+    )
+    warmup_labels: int = Field(
+        1000,
+        ge=MIN_REFERENCE_ROWS,
+        description="labelled rows taken as the reference performance when the profile holds none",
+    )
+    false_alarm_budget_labels: float | None = Field(
+        None,
+        gt=0,
+        description="expected labelled rows between false degradation alarms (default: "
+        "detection.false_alarm_budget_events)",
+    )
+    error_change: bool = Field(True, description="ADWIN over the error stream (change points)")
+    retrain_on_degradation: bool = Field(
+        True,
+        description="performance degraded for policy.retrain_consecutive_windows windows in "
+        "a row requests a retrain",
+    )
+    latency_slo_ms: float | None = Field(
+        None, gt=0, description="MonitordLatencySLO fires when a window's p99 exceeds this"
+    )
 
 
 class ModelSettings(_Section):
@@ -473,6 +547,8 @@ class Config(_Section):
     checkpoint: CheckpointSettings = CheckpointSettings()
     shutdown: ShutdownSettings = ShutdownSettings()
     limits: LimitSettings = LimitSettings()
+    labels: LabelSettings = LabelSettings()
+    performance: PerformanceSettings = PerformanceSettings()
 
     @model_validator(mode="after")
     def _outputs_are_not_inputs(self) -> Config:
@@ -498,6 +574,20 @@ class Config(_Section):
                 "would read its own output back (a dead letter becomes a bad record, again "
                 "and again): give outputs topics of their own"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _label_topics_are_their_own(self) -> Config:
+        kafka = self.kafka
+        outputs = {kafka.dead_letter_topic, kafka.alert_topic, kafka.trigger_topic}
+        for topic in self.labels.topics:
+            if topic in kafka.input_topics:
+                raise ValueError(
+                    f"labels.topics: {topic!r} is also in kafka.input_topics; a label record "
+                    "is not an inference event: keep labels on topics of their own"
+                )
+            if topic in outputs:
+                raise ValueError(f"labels.topics: {topic!r} is one of monitord's output topics")
         return self
 
     @model_validator(mode="after")
@@ -668,10 +758,12 @@ __all__ = [
     "DetectorName",
     "EventFields",
     "KafkaSettings",
+    "LabelSettings",
     "LimitSettings",
     "LoggingSettings",
     "ModelSettings",
     "OutputSettings",
+    "PerformanceSettings",
     "PolicySettings",
     "ShutdownSettings",
     "TopicName",

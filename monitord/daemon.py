@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -33,15 +34,18 @@ from connectors.stream import (
     TopicPartition,
     one_partition,
 )
+from detectors.detection import sub_state
 from detectors.profile import ReferenceProfile
 from monitord.alerts import Alert
 from monitord.checkpoint import Checkpoint, CheckpointError, CheckpointStore, VersionState
 from monitord.config import Config
 from monitord.dead_letter import FRAMING_BYTES, dead_letter, producer_request_bytes
-from monitord.events import BadRecord, decode
+from monitord.events import BadRecord, EventGroup, decode
+from monitord.labels import Joined, LabelJoin
 from monitord.metrics import DaemonMetrics
-from monitord.monitor import Monitor, MonitorState, ProfileLoader
+from monitord.monitor import Evaluation, Monitor, MonitorState, MonitorUpdate, ProfileLoader
 from monitord.outputs import FLUSH_TIMEOUT_S, Publisher
+from monitord.performance import Performance
 from monitord.policy import Output, Policy, PolicyState
 from monitord.repartition import Forward, SourceOffsets, forwards
 from monitord.retrain import DecisionRecorder
@@ -128,6 +132,10 @@ class Daemon:
         self.publishers = publishers
         self.store = store
         self.monitor = Monitor(config, load_profile)
+        self.joins = LabelJoin(config.labels, config.events, config.limits.max_name_chars)
+        self.performance = Performance(config)
+        self._dirty: set[TopicPartition] = set()  # state changed, offset maybe not
+        self._label_next: dict[TopicPartition, int] = {}  # label partitions: next to poll
         recorders = [p for p in publishers if isinstance(p, DecisionRecorder)]
         self.policy = Policy.from_config(config, recorder=recorders[0] if recorders else None)
         self.stats = Stats()
@@ -160,7 +168,7 @@ class Daemon:
         limit = self.config.kafka.consumer.max_poll_records
         self._reset_positions()
         records = self.source.poll(timeout_s, limit)
-        if not records:
+        if not records and not self._labels_due():
             requested = self.policy.due(time.time())  # scheduled and manual retrain requests
             if requested and self._deliver(list(requested), []):
                 self._count(0, [], list(requested))
@@ -197,6 +205,7 @@ class Daemon:
             if not records:
                 return polled, []  # read again once restored: not idle
         requested = self.policy.due(time.time())
+        records, label_records = self.joins.split(records)
         to_monitor, forwarded, bad = records, list[Forward](), list[BadRecord]()
         if self._internal is not None:
             to_monitor, forwarded, bad = self._repartition(records)
@@ -204,6 +213,7 @@ class Daemon:
         bad += decoded.bad
         evaluations = []
         metrics = self.metrics
+        pairs: list[Joined] = []
         for group in decoded.groups.values():
             update = self.monitor.update(group)
             evaluations += update.evaluations
@@ -212,6 +222,7 @@ class Daemon:
                 self._retire(update.retired)
             if update.refused:  # no series nor counts for what a limit keeps out
                 continue
+            pairs += self._predictions(group, update)
             good = len(group) - len(update.bad)
             self.stats.per_model[group.model] += good
             if metrics is not None:
@@ -219,22 +230,34 @@ class Daemon:
                     group.model, good, update.newest_time, update.late, update.untimed
                 )
                 metrics.columns_not_monitored(group.model, group.version, update.not_monitored)
+        label_pairs, label_bad = self._labels(label_records)
+        bad += label_bad
+        evaluations += self._performance(pairs + label_pairs)
         outputs = self.policy.decide(evaluations) + list(requested)
+        polled = len(records) + len(label_records)
         if not self._deliver(outputs, bad, forwarded):
-            return len(records), outputs  # stopping: the batch is processed again on restart
-        self._count(len(records), bad, outputs)
-        processed = _next_offsets(records)
+            return polled, outputs  # stopping: the batch is processed again on restart
+        self._count(polled, bad, outputs)
+        processed = _next_offsets(records) if records else {}
+        processed.update(self._label_offsets(label_records))
         self._processed.update(processed)
         if self.store is None:
             self.source.commit(processed)
         else:
-            self._events_since_checkpoint += len(records)
+            self._events_since_checkpoint += polled
             if self._checkpoint_due():
                 self.checkpoint()
         if metrics is not None:
             metrics.evaluations(evaluations)
             metrics.outputs(outputs)
             metrics.bad_records(Counter(b.reason for b in bad))
+            if self.joins.topics or pairs or label_pairs:
+                metrics.labels(
+                    self.joins.take_counts(),
+                    [p.label_time - p.prediction_time for p in pairs + label_pairs],
+                    self.joins.pending(),
+                    self.joins.gate.held(),
+                )
             ends = self.source.end_offsets()
             metrics.lag(
                 {
@@ -243,8 +266,71 @@ class Daemon:
                     if tp in self._processed
                 }
             )
-            metrics.batch(len(records), time.perf_counter() - started)
-        return len(records), outputs
+            metrics.batch(polled, time.perf_counter() - started)
+        return polled, outputs
+
+    def _predictions(self, group: EventGroup, update: MonitorUpdate) -> list[Joined]:
+        """A group's monitored events to the join: inline labels pair at once, the rest
+        wait for theirs (label topics)."""
+        if not self.joins.topics and group.labels.count(None) == len(group):
+            return []
+        skip: set[int] = set()
+        if update.bad:
+            refused = {id(b.record) for b in update.bad}
+            skip = {i for i, record in enumerate(group.records) if id(record) in refused}
+        times, _ = group.event_times()
+        return self.joins.predictions(group.model, group.version, group, times, skip)
+
+    def _labels(self, records: list[Record]) -> tuple[list[Joined], list[BadRecord]]:
+        """Fold the label records whose predictions are in (`monitord.labels.LabelGate`)."""
+        if not self.joins.topics:
+            return [], []
+        pairs, bad, again = self.joins.labels(records, self._watermark_ms())
+        for tp, offset in again.items():
+            self.source.seek(tp, offset)
+        return pairs, bad
+
+    def _labels_due(self) -> bool:
+        """Whether held label records may be folded now (an idle poll does it)."""
+        oldest = self.joins.gate.oldest_ms()
+        return oldest is not None and oldest < self._watermark_ms()
+
+    def _watermark_ms(self) -> float:
+        """Record time every inference partition of this consumer is read past: a label
+        older than it has its prediction in a join store, if it has one here. A partition
+        read to its end does not hold labels back."""
+        ends = self.source.end_offsets()
+        mark = math.inf
+        for tp in self.source.assignment():
+            if tp.topic in self.joins.topics:
+                continue
+            end, done = ends.get(tp), self._processed.get(tp, 0)
+            if end is not None and done >= end:
+                continue
+            mark = min(mark, self.joins.seen_ms.get(tp, -math.inf))
+        return mark
+
+    def _label_offsets(self, records: list[Record]) -> dict[TopicPartition, int]:
+        """Next offsets of the label partitions: a held record is not processed yet."""
+        if records:
+            self._label_next.update(_next_offsets(records))
+        out = {}
+        for tp, next_offset in self._label_next.items():
+            held = self.joins.first_held(tp)
+            out[tp] = next_offset if held is None else held
+        return out
+
+    def _performance(self, pairs: list[Joined]) -> list[Evaluation]:
+        """Fold joined pairs into their versions' performance; their partitions' state
+        changed (checkpointed even if no offset of theirs moved)."""
+        if not pairs:
+            return []
+        evaluations = self.performance.update(pairs)
+        for key in {(pair.model, pair.version) for pair in pairs}:
+            monitor = self.monitor.versions.get(key)
+            if monitor is not None:
+                self._dirty.add(monitor.owner)
+        return evaluations
 
     def _missing_topics(self) -> str | None:
         missing = self.source.missing_topics()
@@ -413,10 +499,12 @@ class Daemon:
         """
         if self.store is None or self._undelivered:
             return
+        dirty = self._dirty | self.joins.changed()
         moved = {
             tp: offset
             for tp, offset in self._processed.items()
-            if (partitions is None or tp in partitions) and self._checkpointed.get(tp) != offset
+            if (partitions is None or tp in partitions)
+            and (self._checkpointed.get(tp) != offset or tp in dirty)
         }
         if partitions is None:
             self._events_since_checkpoint = 0
@@ -431,9 +519,26 @@ class Daemon:
                 state, arrays, captured = self.monitor.snapshot(key)
                 policy = self.policy.snapshot(key)
                 stored = None if policy is None else policy.dump()
-                versions.append(VersionState(state.dump(), arrays, stored))
+                performance = self.performance.snapshot(key)
+                if performance is not None:
+                    arrays = {
+                        **arrays,
+                        **{f"performance/{k}": v for k, v in performance[1].items()},
+                    }
+                versions.append(
+                    VersionState(
+                        state.dump(),
+                        arrays,
+                        stored,
+                        None if performance is None else performance[0],
+                    )
+                )
                 profiles += [p for p in captured if p.profile_id not in self._saved_profiles]
-            checkpoints.append(Checkpoint(tp, offset, versions, now, self._sources.snapshot(tp)))
+            checkpoints.append(
+                Checkpoint(
+                    tp, offset, versions, now, self._sources.snapshot(tp), self.joins.snapshot(tp)
+                )
+            )
         try:
             self.store.save(checkpoints, profiles)
         except StorageUnavailable as exc:
@@ -450,6 +555,8 @@ class Daemon:
         self._state_stored(STORING_CHECKPOINTS)
         self._saved_profiles.update(p.profile_id for p in profiles)
         self._checkpointed.update(moved)
+        self._dirty -= set(moved)
+        self.joins.saved(moved)
         self.stats.checkpoints += 1
         self.stats.last_checkpoint = now
         if self.metrics is not None:
@@ -532,6 +639,10 @@ class Daemon:
                 except (CheckpointError, ValueError, KeyError) as exc:
                     log.error("%s: cannot restore a model version (%s); it starts afresh", tp, exc)
             self._sources.restore(tp, checkpoint.sources)
+            if checkpoint.join is not None:
+                self.joins.restore(tp, checkpoint.join)
+            if tp.topic in self.joins.topics:
+                self._label_next[tp] = checkpoint.next_offset
             self.source.seek(tp, checkpoint.next_offset)
             self._processed[tp] = self._checkpointed[tp] = checkpoint.next_offset
             log.info(
@@ -558,6 +669,9 @@ class Daemon:
         key = self.monitor.restore(tp, monitor, version.arrays, captured)
         if policy is not None:
             self.policy.restore(key, policy)
+        if version.performance is not None:
+            arrays = sub_state(version.arrays, "performance/")
+            self.performance.restore(key, version.performance, arrays)
 
     def on_revoked(self, partitions: set[TopicPartition]) -> None:
         """Rebalance callback: checkpoint what moved, then forget the partitions' state."""
@@ -574,7 +688,11 @@ class Daemon:
         keys = [key for tp in partitions for key in self.monitor.owned_by(tp)]
         self.monitor.drop(keys)
         self.policy.drop(keys)
+        self.performance.drop(keys)
+        self.joins.drop(partitions)
+        self._dirty -= partitions
         for tp in partitions:
+            self._label_next.pop(tp, None)
             self._processed.pop(tp, None)
             self._checkpointed.pop(tp, None)
             self._uncommitted.pop(tp, None)
@@ -608,6 +726,7 @@ class Daemon:
         """Forget retired versions' policy state; their partitions' next checkpoint, due
         now, no longer holds them."""
         self.policy.drop(list(retired))
+        self.performance.drop(list(retired))
         if self.metrics is not None:
             self.metrics.retired(retired)
         for partition in retired.values():

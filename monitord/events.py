@@ -250,6 +250,9 @@ class EventGroup:
     categorical_rows: list[tuple[Any, ...]] = field(default_factory=list)
     predictions: list[Any] = field(default_factory=list)
     stamps: list[Any] = field(default_factory=list)  # the events' own timestamps, raw
+    event_ids: list[Any] = field(default_factory=list)  # raw, None where absent
+    labels: list[Any] = field(default_factory=list)  # inline labels, raw, None where absent
+    latencies: list[Any] = field(default_factory=list)  # raw, None where absent
     records: list[Record] = field(default_factory=list)
     # Feature names the known columns do not hold (at most MAX_EXTRA_NAMES of them).
     extra_names: dict[str, None] = field(default_factory=dict)
@@ -268,6 +271,9 @@ class EventGroup:
             self.features[start:],
             predictions=self.predictions[start:],
             stamps=self.stamps[start:],
+            event_ids=self.event_ids[start:],
+            labels=self.labels[start:],
+            latencies=self.latencies[start:],
             records=self.records[start:],
         )
 
@@ -342,6 +348,7 @@ def decode(
     bad: list[BadRecord] = []
     f_model, f_version, f_features = fields.model, fields.model_version, fields.features
     f_prediction, f_time, limit = fields.prediction, fields.timestamp, fields.max_event_bytes
+    f_id, f_label, f_latency = fields.event_id, fields.label, fields.latency
     ahead = fields.max_time_ahead_s
     loads = orjson.loads
     model_now = version_now = ""  # the current group's; no event has an empty model
@@ -353,6 +360,11 @@ def decode(
     keep_features, keep_numeric = group.features.append, group.numeric_values.extend
     keep_prediction, keep_stamp = group.predictions.append, group.stamps.append
     keep_record, has_categorical = group.records.append, False
+    keep_id, keep_label, keep_latency = (
+        group.event_ids.append,
+        group.labels.append,
+        group.latencies.append,
+    )
     # The loop is the hot path: one try for the well-formed case, exact type checks, and the
     # last group and its columns reused (a partition's consecutive events usually share a
     # model). Records that fail are examined again by _reject, off the hot path, for the
@@ -388,6 +400,8 @@ def decode(
             keep_features, keep_numeric = group.features.append, group.numeric_values.extend
             keep_prediction, keep_stamp = group.predictions.append, group.stamps.append
             keep_record = group.records.append
+            keep_id, keep_label = group.event_ids.append, group.labels.append
+            keep_latency = group.latencies.append
         if columns is None:
             keep_features(features)
         else:
@@ -413,6 +427,9 @@ def decode(
                     group.categorical_rows.append(columns.rows(features)[1])
         keep_prediction(event.get(f_prediction))
         keep_stamp(event.get(f_time))
+        keep_id(event.get(f_id))
+        keep_label(event.get(f_label))
+        keep_latency(event.get(f_latency))
         keep_record(record)
     return DecodedBatch(groups, bad)
 

@@ -38,7 +38,7 @@ from prometheus_client.core import (
 
 from connectors.outbox import SCHEMA_VERSION
 from detectors.profile import ReferenceProfile
-from monitord.alerts import Alert
+from monitord.alerts import PERFORMANCE_ALERTS, Alert
 from monitord.clock import now
 from monitord.config import Config, ConfigError
 from monitord.config import Detection as DetectionSettings
@@ -63,8 +63,13 @@ BAD_RECORD_REASONS = (
     "model_limit",
     "version_limit",
     "name_too_long",
+    "missing_event_id",
+    "missing_label",
 )
 """Reasons exposed at 0 from the start, so the first bad record shows as an increase."""
+
+LABEL_DELAY_BUCKETS = (1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 86400.0, 7 * 86400.0)
+"""Bounds (seconds) of the label delay histogram: a second to a week."""
 
 DELIVERY_OUTCOMES = ("delivered", "retry", "failed")
 
@@ -120,6 +125,12 @@ class DaemonMetrics:
         self._triggers: dict[tuple[str, str], int] = {}
         self._lag: dict[tuple[str, int], int] = {}
         self._offset_resets: dict[tuple[str, int, str], int] = {}
+        self._labels: dict[tuple[str, str], int] = {}
+        self._label_delay_buckets = [0] * (len(LABEL_DELAY_BUCKETS) + 1)
+        self._label_delay_sum = 0.0
+        self._join_pending = 0
+        self._labels_held = 0
+        self._performance: dict[tuple[str, str, str], float] = {}
         self._checkpoint: float | None = None
         self._heartbeat: float | None = None
         self._ready = False
@@ -172,6 +183,24 @@ class DaemonMetrics:
             for key in keys:
                 self._unmonitored.pop(key, None)
 
+    def labels(
+        self,
+        outcomes: Mapping[tuple[str, str], int],
+        delays_s: Sequence[float],
+        pending: int,
+        held: int,
+    ) -> None:
+        """A batch's join outcomes per (model, outcome), the delays of the labels joined,
+        and the join's size now (predictions and early labels waiting; label records held)."""
+        with self._lock:
+            for key, n in outcomes.items():
+                self._labels[key] = self._labels.get(key, 0) + n
+            for delay in delays_s:
+                if math.isfinite(delay):
+                    self._label_delay_buckets[bisect.bisect_left(LABEL_DELAY_BUCKETS, delay)] += 1
+                    self._label_delay_sum += delay
+            self._join_pending, self._labels_held = pending, held
+
     def evaluations(self, evaluations: Sequence[Evaluation]) -> None:
         """The latest statistic and threshold of every evaluated feature (within the cap),
         against the version's reference (the drift gauges; a recent regime's tests would
@@ -183,6 +212,11 @@ class DaemonMetrics:
                     continue
                 model, result = evaluation.model, evaluation.result
                 detector = result.detector
+                if detector in PERFORMANCE_ALERTS:
+                    for name, value in evaluation.evidence:
+                        if not name.startswith("reference_") and math.isfinite(value):
+                            self._performance[model, evaluation.version, name] = value
+                    continue
                 statistics, thresholds = result.statistic.tolist(), result.threshold.tolist()
                 for feature, statistic, threshold in zip(
                     evaluation.features, statistics, thresholds, strict=True
@@ -379,6 +413,41 @@ class DaemonMetrics:
         ready = GaugeMetricFamily(
             "monitord_ready", "1 when the daemon is ready (see /readyz), else 0.", value=self._ready
         )
+        labels_total = _counter(
+            "monitord_labels",
+            "Label join outcomes per model: joined, duplicate, conflicting, late (its "
+            "prediction was evicted), orphan (no such prediction; model '' when the label "
+            "names none), evicted (a prediction given up unlabelled), unjoinable (a prediction "
+            "without an event id), duplicate_prediction.",
+            ("model", "outcome"),
+        )
+        for (model, outcome), n in sorted(self._labels.items()):
+            labels_total.add_metric((model, outcome), n)
+        delay = HistogramMetricFamily(
+            "monitord_label_delay_seconds",
+            "Event time from a prediction to its label, per joined label.",
+            buckets=_cumulative(LABEL_DELAY_BUCKETS, self._label_delay_buckets),
+            sum_value=self._label_delay_sum,
+        )
+        pending = _gauge(
+            "monitord_label_join_pending",
+            "Predictions and early labels waiting in the join stores of this consumer.",
+        )
+        pending.add_metric((), self._join_pending)
+        held = _gauge(
+            "monitord_label_records_held",
+            "Label records read but held until the inference partitions are read past them.",
+        )
+        held.add_metric((), self._labels_held)
+        performance = _gauge(
+            "monitord_model_performance",
+            "Performance of the last window of labelled rows per model version (accuracy, "
+            "error_rate, precision, recall, f1, log_loss, calibration_error; mae, rmse, bias; "
+            "label_delay_p50_s).",
+            ("model", "model_version", "metric"),
+        )
+        for key, value in sorted(self._performance.items()):
+            performance.add_metric(key, value)
         dropped = CounterMetricFamily(
             "monitord_metric_series_dropped",
             "Per-feature series updates refused by the cardinality cap (admin.max_feature_series).",
@@ -405,17 +474,27 @@ class DaemonMetrics:
             checkpoint,
             heartbeat,
             ready,
+            labels_total,
+            delay,
+            pending,
+            held,
+            performance,
             dropped,
         ]
 
     def _histogram_buckets(self) -> list[tuple[str, float]]:
-        cumulative = 0
-        buckets: list[tuple[str, float]] = []
-        for bound, n in zip(BATCH_BUCKETS, self._batch_buckets, strict=False):
-            cumulative += n
-            buckets.append((repr(bound), cumulative))
-        buckets.append(("+Inf", cumulative + self._batch_buckets[-1]))
-        return buckets
+        return _cumulative(BATCH_BUCKETS, self._batch_buckets)
+
+
+def _cumulative(bounds: Sequence[float], counts: Sequence[int]) -> list[tuple[str, float]]:
+    """Prometheus histogram buckets from per-bucket counts (the last: above every bound)."""
+    cumulative = 0
+    buckets: list[tuple[str, float]] = []
+    for bound, n in zip(bounds, counts, strict=False):
+        cumulative += n
+        buckets.append((repr(bound), cumulative))
+    buckets.append(("+Inf", cumulative + counts[-1]))
+    return buckets
 
 
 class OutboxCollector:

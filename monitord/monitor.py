@@ -70,6 +70,8 @@ class Evaluation:
     end_time: float
     regime: int = 0  # 0: against the version's reference; k: against the k-th recent regime
     regime_profile_id: str | None = None  # the recent regime's reference (regime > 0)
+    # Performance windows: the window's metrics, the reference's and the label delay.
+    evidence: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass

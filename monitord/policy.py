@@ -18,28 +18,43 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from pydantic import NonNegativeInt, field_serializer
+from pydantic import Field, NonNegativeInt, field_serializer
 
 from monitord.alerts import (
     CHANGE_DETECTOR,
+    ERROR_CHANGE_DETECTOR,
     MODEL_DETECTOR,
+    PERFORMANCE_ALERTS,
+    PERFORMANCE_DETECTOR,
     Alert,
     AlertBook,
     AlertRow,
     Column,
     Observation,
+    stable_id,
 )
 from monitord.clock import now as wall_clock
 from monitord.config import AlertSettings, Config, ModelSettings, PolicySettings
 from monitord.events import PREDICTION
-from monitord.monitor import Evaluation
-from monitord.retrain import DecisionRecorder, Drifted, RetrainEpisodes, RetrainTrigger
+from monitord.monitor import Evaluation, OffsetRange
+from monitord.retrain import (
+    DecisionRecorder,
+    Drifted,
+    Lineage,
+    RetrainEpisodes,
+    RetrainTrigger,
+    request,
+)
 from monitord.retrain_policy import Retraining, RetrainState
 from monitord.state import Document
 
 ADWIN = "adwin"
 
 Output = Alert | RetrainTrigger
+
+
+def _unset(value: object) -> bool:
+    return not value
 
 
 class PolicyState(Document):
@@ -49,6 +64,11 @@ class PolicyState(Document):
     retrain: RetrainState
     adwin_cut: tuple[str, ...]  # features ADWIN cut since the last window
     changed_regime: NonNegativeInt = 0  # absent before change alerts
+    # Absent before performance monitoring: degraded windows in a row, whether the
+    # degradation under way has asked for its request, an error change since the last window.
+    degraded_windows: NonNegativeInt = Field(0, exclude_if=_unset)
+    degradation_requested: bool = Field(False, exclude_if=_unset)
+    error_changed: bool = Field(False, exclude_if=_unset)
 
     @field_serializer("alerts")
     def _rows(self, alerts: tuple[AlertRow, ...]) -> list[list[object]]:
@@ -61,6 +81,9 @@ class _VersionPolicy:
     retrain: RetrainEpisodes
     adwin_cut: set[str] = field(default_factory=set)  # features ADWIN cut since the last window
     changed_regime: int = 0  # the regime whose window fired the change alert (0: none)
+    degraded_windows: int = 0  # performance windows degraded in a row
+    degradation_requested: bool = False  # the degradation under way asked for a retrain
+    error_changed: bool = False  # an error-stream change point since the last window
 
 
 class Policy:
@@ -74,9 +97,11 @@ class Policy:
         *,
         models: Sequence[ModelSettings] = (),
         recorder: DecisionRecorder | None = None,
+        retrain_on_degradation: bool = True,
     ) -> None:
         self.alert_settings, self.settings, self.config_hash = alerts, policy, config_hash
         self._versions: dict[tuple[str, str], _VersionPolicy] = {}
+        self.retrain_on_degradation = retrain_on_degradation
         self.retraining = Retraining(policy, config_hash, models, recorder)
 
     @classmethod
@@ -89,6 +114,7 @@ class Policy:
             config.config_hash,
             models=config.models,
             recorder=recorder,
+            retrain_on_degradation=config.performance.retrain_on_degradation,
         )
 
     def due(self, now: float) -> list[RetrainTrigger]:
@@ -104,6 +130,9 @@ class Policy:
     def decide(self, evaluations: list[Evaluation]) -> list[Output]:
         """Outputs for a batch of evaluations (in row order per model version)."""
         outputs: list[Output] = []
+        serving = [e for e in evaluations if e.result.detector in PERFORMANCE_ALERTS]
+        if serving:
+            evaluations = [e for e in evaluations if e.result.detector not in PERFORMANCE_ALERTS]
 
         def window_of(e: Evaluation) -> tuple[str, str, int, int, bool]:
             return e.model, e.version, e.regime, e.result.row, e.result.detector == ADWIN
@@ -118,6 +147,8 @@ class Policy:
                     outputs += self._cuts(state, evaluation)
             else:
                 outputs += self._window(state, list(group))
+        for evaluation in serving:
+            outputs += self._serving(self._state(evaluation.model, evaluation.version), evaluation)
         return outputs
 
     def _state(self, model: str, version: str) -> _VersionPolicy:
@@ -138,6 +169,9 @@ class Policy:
             retrain=self.retraining.snapshot(key),
             adwin_cut=tuple(sorted(state.adwin_cut)),
             changed_regime=state.changed_regime,
+            degraded_windows=state.degraded_windows,
+            degradation_requested=state.degradation_requested,
+            error_changed=state.error_changed,
         )
 
     def restore(self, key: tuple[str, str], snapshot: PolicyState) -> None:
@@ -146,6 +180,9 @@ class Policy:
         self.retraining.restore(key, snapshot.retrain)
         state.adwin_cut = set(snapshot.adwin_cut)
         state.changed_regime = snapshot.changed_regime
+        state.degraded_windows = snapshot.degraded_windows
+        state.degradation_requested = snapshot.degradation_requested
+        state.error_changed = snapshot.error_changed
 
     def drop(self, keys: list[tuple[str, str]]) -> None:
         for key in keys:
@@ -244,6 +281,100 @@ class Policy:
                 state.changed_regime = first.regime
             outputs.append(fired)
         return [o for o in outputs if o is not None]
+
+    def _serving(self, state: _VersionPolicy, evaluation: Evaluation) -> list[Output]:
+        """A performance window, an error-stream change point, a coverage or a latency
+        check: alert lifecycles; degraded performance is also a retrain reason."""
+        result = evaluation.result
+        detector = result.detector
+        statistic, threshold = float(result.statistic[0]), float(result.threshold[0])
+        drifted = bool(result.drifted[0])
+        outputs: list[Output | None] = []
+        if detector == ERROR_CHANGE_DETECTOR:
+            state.error_changed = True
+            return [
+                o
+                for o in [
+                    state.alerts.observe(
+                        Observation("", detector, True, statistic, math.nan, evaluation)
+                    )
+                ]
+                if o is not None
+            ]
+        outputs.append(
+            state.alerts.observe(
+                Observation("", detector, drifted, statistic, threshold, evaluation)
+            )
+        )
+        if detector == PERFORMANCE_DETECTOR:
+            if not state.error_changed and ERROR_CHANGE_DETECTOR in {
+                d for _, d in state.alerts.states
+            }:
+                quiet = Observation("", ERROR_CHANGE_DETECTOR, False, 0.0, math.nan, evaluation)
+                outputs.append(state.alerts.observe(quiet))
+            state.error_changed = False
+            outputs.append(self._degradation(state, evaluation, drifted))
+        return [o for o in outputs if o is not None]
+
+    def _degradation(
+        self, state: _VersionPolicy, evaluation: Evaluation, degraded: bool
+    ) -> RetrainTrigger | None:
+        """Degraded for ``retrain_consecutive_windows`` windows in a row asks for one
+        retrain per degradation (the guards of `Retraining` apply)."""
+        settings = self.retraining.settings_for(evaluation.model)
+        if not degraded:
+            state.degraded_windows = 0
+            state.degradation_requested = False
+            return None
+        state.degraded_windows += 1
+        needed = settings.retrain_consecutive_windows
+        if state.degradation_requested or state.degraded_windows < needed:
+            return None
+        if not self.retrain_on_degradation:
+            return None
+        state.degradation_requested = True
+        result = evaluation.result
+        metric = evaluation.features[0]
+        value, limit = float(result.statistic[0]), float(result.threshold[0])
+        evidence = dict(evaluation.evidence)
+        record = evaluation.last_record
+        lineage = Lineage(
+            profile_id=evaluation.profile_id,
+            statistics=((metric, PERFORMANCE_DETECTOR, value, limit),),
+            feature_share=0.0,
+            windows=state.degraded_windows,
+            first_row=result.first_row,
+            row=result.row,
+            offset=OffsetRange(record.topic, record.partition, record.offset, record.offset),
+            offsets=evaluation.offsets,
+            start_time=evaluation.start_time,
+            end_time=evaluation.end_time,
+        )
+        reference = evidence.get("reference_miss_rate", math.nan)
+        delay = evidence.get("label_delay_p50_s", math.nan)
+        detail = (
+            f"{metric} {value:.4g} above {limit:.4g} (reference {reference:.4g}) for "
+            f"{state.degraded_windows} windows of labelled rows in a row; median label delay "
+            f"{delay:.4g} s"
+        )
+        trigger = request(
+            stable_id(
+                evaluation.model,
+                evaluation.version,
+                "performance",
+                evaluation.profile_id,
+                result.first_row,
+                result.row,
+            ),
+            "performance",
+            evaluation.model,
+            evaluation.version,
+            lineage,
+            self.config_hash,
+            detail=detail,
+            evidence=evaluation.evidence,
+        )
+        return self.retraining.propose(trigger)
 
     @staticmethod
     def _end_change(state: _VersionPolicy, evaluation: Evaluation) -> Alert | None:

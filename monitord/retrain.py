@@ -1,9 +1,9 @@
 """Retrain requests and drift episodes.
 
-`RetrainTrigger` is a request with its lineage: model, version, reason (drift, schedule or
-manual), the statistics and features that fired, the reference profile id, the data range
-(offsets and event-time range) of the deciding window, and the config hash. Its id is the
-idempotency key. `Suppressed` is a request the policy held back, with the guard that did.
+`RetrainTrigger` is a request with its lineage: model, version, reason (drift, performance,
+schedule or manual), the statistics and features that fired, the reference profile id, the
+data range (offsets and event-time range) of the deciding window, and the config hash. Its
+id is the idempotency key. `Suppressed` is a request the policy held back, with the guard that did.
 
 A window of a model version is *material* when at least ``retrain_feature_share`` of its
 monitored columns drifted (in any window test) or, with ``retrain_on_prediction``, when its
@@ -31,7 +31,7 @@ from monitord.state import StateModel
 Drifted = dict[str, tuple[str, float, float]]
 """Drifted column -> (detector, statistic, threshold) of the first test that flagged it."""
 
-Reason = Literal["drift", "schedule", "manual"]
+Reason = Literal["drift", "schedule", "manual", "performance"]
 Guard = Literal["cooldown", "min_events", "daily_cap"]
 Statistics = tuple[tuple[str, str, float, float], ...]  # (feature, detector, value, threshold)
 
@@ -61,6 +61,8 @@ class RetrainTrigger:
     config_hash: str
     detail: str = ""  # the rule that fired, the cron slot, or the operator's reason
     requested_at: float | None = None  # schedule: the slot; manual: when it was asked for
+    # Performance: the deciding window's metrics, the reference's and the label delay.
+    evidence: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,7 @@ def request(
     *,
     detail: str = "",
     requested_at: float | None = None,
+    evidence: tuple[tuple[str, float], ...] = (),
 ) -> RetrainTrigger:
     """A request carrying ``lineage`` (None: no window of the version seen; the data range
     is then empty and its times are ``requested_at``)."""
@@ -140,6 +143,7 @@ def request(
         config_hash=config_hash,
         detail=detail,
         requested_at=requested_at,
+        evidence=evidence,
         **{f.name: getattr(lineage, f.name) for f in dataclasses.fields(lineage)},
     )
 

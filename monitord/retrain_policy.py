@@ -181,6 +181,16 @@ class Retraining:
                 return None
             return self._decide(state, episodes, candidate, utc_day(candidate.end_time))
 
+    def propose(self, trigger: RetrainTrigger) -> RetrainTrigger | None:
+        """A request a version's own rule made (performance degraded), under the guards;
+        None when held back (recorded) or the version was superseded by a newer one."""
+        with self._lock:
+            state = self._model(trigger.model)
+            episodes = self._episodes_of(trigger.model, trigger.version)
+            if episodes.superseded:
+                return None
+            return self._decide(state, episodes, trigger, utc_day(trigger.end_time))
+
     def _switch(self, model: str, version: str) -> None:
         for (name, other), episodes in self._episodes.items():
             if name == model and other != version:
@@ -217,7 +227,8 @@ class Retraining:
         day: str,
     ) -> tuple[Guard, str] | None:
         settings = state.settings
-        if trigger.reason == "drift" and episodes is not None and episodes.cooldown > 0:
+        automatic = trigger.reason in ("drift", "performance")
+        if automatic and episodes is not None and episodes.cooldown > 0:
             return "cooldown", (
                 f"{episodes.cooldown} more window(s) of cooldown after the last request of "
                 f"{trigger.model}/{trigger.version}"

@@ -118,6 +118,8 @@ def test_exposition_of_known_inputs() -> None:
     metrics.checkpointed(1_800_000_001.0)
     metrics.heartbeat(1_800_000_002.5)
     metrics.ready(True)
+    metrics.labels({("fraud", "joined"): 3, ("", "orphan"): 1}, [5.0, 30.0, 7200.0], 12, 4)
+    metrics.labels({("fraud", "joined"): 1}, [float("nan")], 10, 0)
     python = platform.python_version()
     assert samples(metrics.exposition()) == [
         f'monitord_build_info{{python="{python}",version="1.2.3"}} 1.0',
@@ -126,7 +128,9 @@ def test_exposition_of_known_inputs() -> None:
         'monitord_model_events_total{model="say \\"hi\\""} 3.0',
         'monitord_bad_records_total{reason="empty"} 0.0',
         'monitord_bad_records_total{reason="invalid_json"} 3.0',
+        'monitord_bad_records_total{reason="missing_event_id"} 0.0',
         'monitord_bad_records_total{reason="missing_features"} 0.0',
+        'monitord_bad_records_total{reason="missing_label"} 0.0',
         'monitord_bad_records_total{reason="missing_model"} 0.0',
         'monitord_bad_records_total{reason="model_limit"} 0.0',
         'monitord_bad_records_total{reason="name_too_long"} 0.0',
@@ -171,6 +175,22 @@ def test_exposition_of_known_inputs() -> None:
         "monitord_checkpoint_last_success_timestamp_seconds 1.800000001e+09",
         "monitord_loop_heartbeat_timestamp_seconds 1.8000000025e+09",
         "monitord_ready 1.0",
+        'monitord_labels_total{model="",outcome="orphan"} 1.0',
+        'monitord_labels_total{model="fraud",outcome="joined"} 4.0',
+        'monitord_label_delay_seconds_bucket{le="1.0"} 0.0',
+        'monitord_label_delay_seconds_bucket{le="10.0"} 1.0',
+        'monitord_label_delay_seconds_bucket{le="60.0"} 2.0',
+        'monitord_label_delay_seconds_bucket{le="300.0"} 2.0',
+        'monitord_label_delay_seconds_bucket{le="900.0"} 2.0',
+        'monitord_label_delay_seconds_bucket{le="3600.0"} 2.0',
+        'monitord_label_delay_seconds_bucket{le="14400.0"} 3.0',
+        'monitord_label_delay_seconds_bucket{le="86400.0"} 3.0',
+        'monitord_label_delay_seconds_bucket{le="604800.0"} 3.0',
+        'monitord_label_delay_seconds_bucket{le="+Inf"} 3.0',
+        "monitord_label_delay_seconds_count 3.0",
+        "monitord_label_delay_seconds_sum 7235.0",
+        "monitord_label_join_pending 10.0",
+        "monitord_label_records_held 0.0",
         "monitord_metric_series_dropped_total 0.0",
     ]
 
@@ -199,6 +219,11 @@ def test_every_family_has_help_and_type_even_before_data() -> None:
         ["monitord_checkpoint_last_success_timestamp_seconds", "gauge"],
         ["monitord_loop_heartbeat_timestamp_seconds", "gauge"],
         ["monitord_ready", "gauge"],
+        ["monitord_labels_total", "counter"],
+        ["monitord_label_delay_seconds", "histogram"],
+        ["monitord_label_join_pending", "gauge"],
+        ["monitord_label_records_held", "gauge"],
+        ["monitord_model_performance", "gauge"],
         ["monitord_metric_series_dropped_total", "counter"],
     ]
     assert "monitord_ready 0.0" in samples(text.encode())

@@ -1,0 +1,272 @@
+"""Model performance from predictions joined to their labels: scoring, metrics, the null.
+
+Every labelled row becomes a *miss* (1) or not (0), whatever the task:
+
+- **classification**: the predicted class is not the label. A prediction is a class (text,
+  integer, boolean) or, for a binary label, the probability of `Scoring.positive` (the
+  class is then the positive one at 0.5 or above);
+- **regression**: the absolute error exceeds the reference's 90th percentile of it.
+
+The miss rate is what degradation is tested on: one test per window, a count against the
+calibrated beta-binomial law of `detectors.nulls.rate_count_isf` with the reference's
+sampling error and serial dependence, so heavy-tailed regression errors cannot set off a
+false alarm the way a mean of them would, and the error stream an ADWIN watches holds values
+in [0, 1], as its bound assumes. The other metrics (`window_metrics`: accuracy, precision,
+recall, F1, log loss and calibration error; MAE, RMSE and bias) are evidence, not tests.
+
+Class texts follow one rule: booleans read as ``"1"``/``"0"``, integral numbers without a
+fraction (``1.0`` is ``"1"``), text as written.
+
+>>> scoring = Scoring.infer([0.9, 0.2, 0.7], [1, 0, 0], "1")
+>>> scoring.task, scoring.probabilistic
+('classification', True)
+>>> scoring.misses([0.9, 0.2, 0.7], [True, 0, 0]).tolist()
+[0.0, 0.0, 1.0]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from detectors.dependence import GRID, Dependence, inflation_curve
+from detectors.detection import FloatArray
+from detectors.nulls import rate_count_isf
+
+Task = Literal["classification", "regression"]
+
+MISS_QUANTILE = 0.9
+"""A regression row misses when its absolute error exceeds this quantile of the reference's."""
+CALIBRATION_BINS = 10
+LOG_LOSS_EPSILON = 1e-15
+
+
+def class_text(value: object) -> str | None:
+    """The class a JSON value names (None: no value).
+
+    >>> class_text(True), class_text(1.0), class_text(2), class_text("cat"), class_text(None)
+    ('1', '1', '2', 'cat', None)
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return value if isinstance(value, str) else str(value)
+
+
+def _number(value: object) -> float:
+    """A JSON number as a float; NaN for anything else (booleans too)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+        return number if math.isfinite(number) else math.nan
+    return math.nan
+
+
+def numbers(values: Sequence[Any]) -> FloatArray:
+    return np.fromiter(map(_number, values), np.float64, len(values))
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How a (prediction, label) pair is scored: the task, whether predictions are
+    probabilities of ``positive``, and (regression) the absolute error that is a miss."""
+
+    task: Task
+    positive: str
+    probabilistic: bool = False
+    miss_above: float = math.inf  # regression: absolute errors above this are misses
+
+    @classmethod
+    def infer(
+        cls,
+        predictions: Sequence[Any],
+        labels: Sequence[Any],
+        positive: str,
+        task: Task | Literal["auto"] = "auto",
+    ) -> Scoring:
+        """The scoring the rows call for (``task`` forces the task).
+
+        Classification when a prediction or label is text or a boolean, when every
+        prediction is a whole number (classes), or when predictions lie in [0, 1] and labels
+        are two classes (probabilities); regression otherwise.
+        """
+        predicted = [p for p in predictions if p is not None]
+        if task == "auto":
+            task = _infer_task(predicted, [label for label in labels if label is not None])
+        if task == "regression":
+            return cls("regression", positive)
+        values = numbers(predicted)
+        fractional = bool(len(values)) and bool(np.any(values != np.floor(values)))
+        unit = bool(len(values)) and bool(np.all((values >= 0) & (values <= 1)))
+        classes = {class_text(label) for label in labels} - {None}
+        probabilistic = fractional and unit and len(classes) <= 2
+        return cls("classification", positive, probabilistic)
+
+    def with_reference(self, predictions: Sequence[Any], labels: Sequence[Any]) -> Scoring:
+        """This scoring with its miss threshold taken from reference rows (regression)."""
+        if self.task != "regression":
+            return self
+        errors = np.abs(numbers(predictions) - numbers(labels))
+        errors = errors[np.isfinite(errors)]
+        above = float(np.quantile(errors, MISS_QUANTILE)) if errors.size else math.inf
+        return Scoring(self.task, self.positive, False, above)
+
+    def predicted_classes(self, predictions: Sequence[Any]) -> list[str | None]:
+        if not self.probabilistic:
+            return [class_text(p) for p in predictions]
+        negative = "0" if self.positive != "0" else "1"
+        values = numbers(predictions)
+        return [
+            None if math.isnan(v) else (self.positive if v >= 0.5 else negative) for v in values
+        ]
+
+    def misses(self, predictions: Sequence[Any], labels: Sequence[Any]) -> FloatArray:
+        """``(n,)`` 1.0 where a row misses, 0.0 where not, NaN where it cannot be scored
+        (no label, no prediction, or not a number where the task needs one)."""
+        if self.task == "regression":
+            errors = np.abs(numbers(predictions) - numbers(labels))
+            return np.where(np.isnan(errors), math.nan, (errors > self.miss_above) * 1.0)
+        predicted = self.predicted_classes(predictions)
+        out = np.empty(len(predicted))
+        for i, (p, label) in enumerate(zip(predicted, labels, strict=True)):
+            actual = class_text(label)
+            out[i] = math.nan if p is None or actual is None else float(p != actual)
+        return out
+
+
+def _infer_task(predictions: list[Any], labels: list[Any]) -> Task:
+    def textual(value: object) -> bool:
+        return isinstance(value, str | bool)
+
+    if any(map(textual, predictions)) or any(map(textual, labels)):
+        return "classification"
+    values = numbers(predictions)
+    values = values[np.isfinite(values)]
+    if not values.size or np.all(values == np.floor(values)):
+        return "classification"  # whole numbers: classes
+    label_values = numbers(labels)
+    binary = set(label_values[np.isfinite(label_values)].tolist()) <= {0.0, 1.0}
+    if np.all((values >= 0) & (values <= 1)) and binary:
+        return "classification"  # probabilities of a binary label
+    return "regression"
+
+
+def window_metrics(
+    scoring: Scoring, predictions: Sequence[Any], labels: Sequence[Any]
+) -> dict[str, float]:
+    """The performance of scored rows, for people: classification accuracy, error rate,
+    precision, recall and F1 of the positive class (log loss and expected calibration error
+    with probabilities); regression MAE, RMSE and bias (mean of prediction - label).
+    Rows that cannot be scored are left out; a metric without rows is NaN."""
+    if scoring.task == "regression":
+        errors = numbers(predictions) - numbers(labels)
+        errors = errors[np.isfinite(errors)]
+        if not errors.size:
+            return {"mae": math.nan, "rmse": math.nan, "bias": math.nan}
+        return {
+            "mae": float(np.mean(np.abs(errors))),
+            "rmse": float(np.sqrt(np.mean(errors**2))),
+            "bias": float(np.mean(errors)),
+        }
+    predicted = scoring.predicted_classes(predictions)
+    actual = [class_text(label) for label in labels]
+    pairs = [(p, a) for p, a in zip(predicted, actual, strict=True) if p is not None and a]
+    positive = scoring.positive
+    hits = sum(p == a for p, a in pairs)
+    true_positive = sum(p == a == positive for p, a in pairs)
+    said_positive = sum(p == positive for p, _ in pairs)
+    is_positive = sum(a == positive for _, a in pairs)
+    precision = true_positive / said_positive if said_positive else math.nan
+    recall = true_positive / is_positive if is_positive else math.nan
+    both = precision + recall
+    metrics = {
+        "accuracy": hits / len(pairs) if pairs else math.nan,
+        "error_rate": 1.0 - hits / len(pairs) if pairs else math.nan,
+        "precision": precision,
+        "recall": recall,
+        "f1": 2 * precision * recall / both if both > 0 else math.nan,
+    }
+    if scoring.probabilistic:
+        metrics.update(_probability_metrics(numbers(predictions), actual, positive))
+    return metrics
+
+
+def _probability_metrics(
+    probabilities: FloatArray, actual: list[str | None], positive: str
+) -> dict[str, float]:
+    known = np.isfinite(probabilities) & np.array([a is not None for a in actual], dtype=bool)
+    if not known.any():
+        return {"log_loss": math.nan, "calibration_error": math.nan}
+    p = np.clip(probabilities[known], LOG_LOSS_EPSILON, 1.0 - LOG_LOSS_EPSILON)
+    y = np.array([a == positive for a, k in zip(actual, known, strict=True) if k], dtype=float)
+    log_loss = float(-np.mean(y * np.log(p) + (1.0 - y) * np.log(1.0 - p)))
+    # Expected calibration error over equal-width bins of the predicted probability.
+    bins = np.minimum((p * CALIBRATION_BINS).astype(np.int64), CALIBRATION_BINS - 1)
+    counts = np.bincount(bins, minlength=CALIBRATION_BINS)
+    gap = np.bincount(bins, weights=p - y, minlength=CALIBRATION_BINS)
+    return {"log_loss": log_loss, "calibration_error": float(np.abs(gap).sum() / counts.sum())}
+
+
+@dataclass(frozen=True, eq=False)
+class PerformanceReference:
+    """The reference performance: its scoring, miss rate and metrics, and the serial
+    dependence of its misses (rows of a stream are seldom independent)."""
+
+    scoring: Scoring
+    rows: int  # scored reference rows
+    miss_rate: float
+    metrics: dict[str, float]
+    dependence: Dependence  # of the miss series, one column
+
+    @classmethod
+    def build(
+        cls, scoring: Scoring, predictions: Sequence[Any], labels: Sequence[Any]
+    ) -> PerformanceReference:
+        """The reference of scored rows (in stream order: their dependence counts)."""
+        scoring = scoring.with_reference(predictions, labels)
+        misses = scoring.misses(predictions, labels)
+        misses = misses[np.isfinite(misses)]
+        if misses.size >= 2 and misses.std() > 0:
+            curve = inflation_curve(misses)
+        else:  # constant misses (a perfect model): nothing to estimate
+            curve = np.ones(GRID.shape[0])
+        return cls(
+            scoring,
+            int(misses.size),
+            float(misses.mean()) if misses.size else 0.0,
+            window_metrics(scoring, predictions, labels),
+            Dependence(curve[None, :], int(misses.size)),
+        )
+
+    def miss_limit(self, window_rows: int, level: float) -> int:
+        """Most misses a window of ``window_rows`` scored rows may hold without surprise at
+        ``level`` (the chance a stationary window exceeds it)."""
+        depth = -math.log(max(level, 1e-300))
+        dependence = self.dependence.tail_equivalent(depth)
+        reference_effective = self.rows / float(dependence.at(max(self.rows, 1))[0])
+        limit = rate_count_isf(
+            level,
+            np.array([self.miss_rate]),
+            np.array([reference_effective]),
+            np.array([float(window_rows)]),
+            dependence.at(window_rows),
+        )
+        return int(limit[0])
+
+
+__all__ = [
+    "CALIBRATION_BINS",
+    "MISS_QUANTILE",
+    "PerformanceReference",
+    "Scoring",
+    "Task",
+    "class_text",
+    "numbers",
+    "window_metrics",
+]

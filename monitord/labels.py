@@ -1,0 +1,515 @@
+"""Labels joined to their predictions: label records, the join store, the label gate.
+
+A label arrives inline in its inference event (``events.label``) or later as a record of
+its own on a label topic (``labels.topics``): a JSON object with the prediction's
+``event_id``, the ``label`` and optionally the ``model`` and a ``timestamp``. Label topics
+are keyed and partitioned like the inference topic, so partition ``p`` of each lands on the
+consumer holding the other's ``p`` (Kafka's range assignment, equal partition counts).
+
+`JoinStore` (one per inference partition, checkpointed with it) keeps the predictions that
+wait for a label, the labels that came before their prediction, and the event ids already
+joined or given up (to tell a duplicate or a conflicting label from an orphan), each
+bounded (``labels.max_pending``, ``labels.max_delay_s``, ``labels.remember_joined``); what
+a bound pushes out is counted. A label whose prediction is held by another consumer (topics
+not co-partitioned) waits as an early label until it is evicted: an orphan, counted.
+
+`LabelGate` makes the join independent of how polls interleave the two topics: a label
+record is folded only once every inference partition of this consumer is read past the
+label's record time (or read to its end), so its prediction, written before it, is already
+in the store. A restart or a slow fetch therefore joins the same pairs in the same order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from connectors.stream import Record, TopicPartition
+from detectors.detection import FloatArray
+from monitord.clock import parse_event_time
+from monitord.config import EventFields, LabelSettings
+from monitord.events import BadRecord, EventGroup
+
+JOIN_OUTCOMES = (
+    "joined",  # a label met its prediction
+    "duplicate",  # the same label again for a prediction already joined
+    "conflicting",  # a different label for a prediction already joined (the first stands)
+    "late",  # the prediction had been evicted (age or size) before its label came
+    "orphan",  # no such prediction: evicted as an early label, or never seen
+    "evicted",  # a prediction given up unlabelled (age or size)
+    "unjoinable",  # a prediction without an event id, with label topics configured
+    "duplicate_prediction",  # an event id seen before: the first prediction stands
+)
+"""Outcomes counted per model; those of a label without its prediction (orphan, duplicate,
+conflicting, late) under the empty model: a label's own model name is unchecked input."""
+
+GIVEN_UP = "\x00evicted"
+"""What `JoinStore.done` holds for a prediction evicted unlabelled."""
+
+
+@dataclass(frozen=True)
+class Label:
+    """One label record, decoded."""
+
+    event_id: str
+    label: Any
+    model: str | None
+    time: float  # seconds: the label's own time, else its record's
+    record: Record
+
+
+@dataclass(frozen=True)
+class Joined:
+    """A prediction and its label."""
+
+    model: str
+    version: str
+    prediction: Any
+    label: Any
+    prediction_time: float
+    label_time: float
+    partition: TopicPartition  # the prediction's
+    offset: int
+    record: Record  # the record whose arrival made the pair (the label's, or the event's)
+
+
+def decode_labels(
+    records: list[Record], fields: EventFields, max_id_chars: int
+) -> tuple[list[Label], list[BadRecord]]:
+    """Label records in order, and the ones that are not labels (with a reason)."""
+    labels: list[Label] = []
+    bad: list[BadRecord] = []
+    f_id, f_label, f_model, f_time = fields.event_id, fields.label, fields.model, fields.timestamp
+    for record in records:
+        value = record.value
+        if value is None:
+            bad.append(BadRecord(record, "empty", "record has no value"))
+            continue
+        if len(value) > fields.max_event_bytes:
+            detail = f"{len(value)} bytes > {fields.max_event_bytes}"
+            bad.append(BadRecord(record, "oversize", detail))
+            continue
+        try:
+            event = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            bad.append(BadRecord(record, "invalid_json", str(exc)))
+            continue
+        if type(event) is not dict:
+            bad.append(BadRecord(record, "not_an_object", f"got {type(event).__name__}"))
+            continue
+        event_id = _event_id(event.get(f_id), max_id_chars)
+        if event_id is None:
+            detail = f"field {f_id!r} missing, empty, not text or a whole number, or too long"
+            bad.append(BadRecord(record, "missing_event_id", detail))
+            continue
+        label = event.get(f_label)
+        if label is None or isinstance(label, list | dict):
+            bad.append(
+                BadRecord(record, "missing_label", f"field {f_label!r} missing or not a value")
+            )
+            continue
+        model = event.get(f_model)
+        labels.append(
+            Label(
+                event_id,
+                label,
+                model if type(model) is str and model else None,
+                _label_time(event.get(f_time), record),
+                record,
+            )
+        )
+    return labels, bad
+
+
+def _event_id(value: object, max_chars: int) -> str | None:
+    if type(value) is int:
+        return str(value)
+    if type(value) is str and value and len(value) <= max_chars:
+        return value
+    return None
+
+
+def _label_time(stamp: object, record: Record) -> float:
+    own = math.nan if stamp is None else parse_event_time(stamp)
+    if math.isfinite(own):
+        return own
+    return record.timestamp_ms / 1000.0 if record.timestamp_ms > 0 else math.nan
+
+
+# A pending prediction: (model, version, prediction, event time, offset).
+PendingPrediction = tuple[str, str, Any, float, int]
+# A label waiting for its prediction: (label, model or "", label time, the label's record).
+EarlyLabel = tuple[Any, str, float, Record]
+
+
+@dataclass
+class JoinStore:
+    """What one inference partition's predictions wait with (module docstring)."""
+
+    partition: TopicPartition
+    max_pending: int
+    max_delay_s: float
+    remember: int
+    pending: dict[str, PendingPrediction] = field(default_factory=dict)  # oldest first
+    early: dict[str, EarlyLabel] = field(default_factory=dict)  # oldest first
+    done: dict[str, str] = field(default_factory=dict)  # event id -> label text or GIVEN_UP
+    changed: bool = False  # since the last checkpoint, without an offset moving maybe
+
+    def add(
+        self,
+        event_id: str,
+        pending: PendingPrediction,
+        record: Record,
+        counts: Counter[tuple[str, str]],
+    ) -> Joined | None:
+        """A prediction: joined with its early label if one waits, else pending."""
+        self.changed = True
+        early = self.early.pop(event_id, None)
+        model = pending[0]
+        if early is not None and early[1] in ("", model):
+            label, _, label_time, _ = early
+            self._remember(event_id, _text(label))
+            counts[model, "joined"] += 1
+            return Joined(
+                model,
+                pending[1],
+                pending[2],
+                label,
+                pending[3],
+                label_time,
+                self.partition,
+                pending[4],
+                record,
+            )
+        if early is not None:  # the label names another model: it was no label of this one
+            counts["", "orphan"] += 1
+        if event_id in self.pending or event_id in self.done:
+            counts[model, "duplicate_prediction"] += 1
+            return None
+        self.pending[event_id] = pending
+        if len(self.pending) > self.max_pending:
+            oldest = next(iter(self.pending))
+            self._give_up(oldest, counts)
+        return None
+
+    def take(self, label: Label, counts: Counter[tuple[str, str]]) -> Joined | bool | None:
+        """The label's prediction if it waits here (joined); False if this store knows the
+        event id as done (counted); None if it knows nothing of it."""
+        found = self.pending.get(label.event_id)
+        if found is not None and label.model in (None, found[0]):
+            if label.time - found[3] > self.max_delay_s:  # waited too long: given up
+                self._give_up(label.event_id, counts)
+                counts[found[0], "late"] += 1
+                return False
+            del self.pending[label.event_id]
+            self.changed = True
+            self._remember(label.event_id, _text(label.label))
+            counts[found[0], "joined"] += 1
+            return Joined(
+                found[0],
+                found[1],
+                found[2],
+                label.label,
+                found[3],
+                label.time,
+                self.partition,
+                found[4],
+                label.record,
+            )
+        seen = self.done.get(label.event_id)
+        if seen is None:
+            return None
+        model = ""  # a label's own model name is not counted under: it is unchecked input
+        if seen == GIVEN_UP:
+            counts[model, "late"] += 1
+        elif seen == _text(label.label):
+            counts[model, "duplicate"] += 1
+        else:
+            counts[model, "conflicting"] += 1
+        return False
+
+    def wait(self, label: Label, counts: Counter[tuple[str, str]]) -> None:
+        """Keep a label whose prediction has not come (yet)."""
+        self.changed = True
+        if label.event_id in self.early:
+            counts["", "duplicate"] += 1
+            return
+        self.early[label.event_id] = (label.label, label.model or "", label.time, label.record)
+        if len(self.early) > self.max_pending:
+            oldest = next(iter(self.early))
+            del self.early[oldest]
+            counts["", "orphan"] += 1
+
+    def expire(self, now: float, counts: Counter[tuple[str, str]]) -> None:
+        """Give up predictions and early labels older than ``max_delay_s`` at event time
+        ``now`` (the newest label time seen)."""
+        cutoff = now - self.max_delay_s
+        while self.pending:
+            event_id, pending = next(iter(self.pending.items()))
+            if not pending[3] < cutoff:
+                break
+            self._give_up(event_id, counts)
+        while self.early:
+            event_id, early = next(iter(self.early.items()))
+            if not early[2] < cutoff:
+                break
+            del self.early[event_id]
+            self.changed = True
+            counts["", "orphan"] += 1
+
+    def _give_up(self, event_id: str, counts: Counter[tuple[str, str]]) -> None:
+        pending = self.pending.pop(event_id)
+        self.changed = True
+        counts[pending[0], "evicted"] += 1
+        self._remember(event_id, GIVEN_UP)
+
+    def _remember(self, event_id: str, text: str) -> None:
+        if self.remember <= 0:
+            return
+        self.done[event_id] = text
+        while len(self.done) > self.remember:
+            del self.done[next(iter(self.done))]
+
+    def snapshot(self) -> bytes:
+        """The store as one JSON document (record fields of early labels included)."""
+        early = [
+            [event_id, label, model, time, [*record[:3], record.timestamp_ms]]
+            for event_id, (label, model, time, record) in self.early.items()
+        ]
+        return orjson.dumps(
+            {
+                "pending": [[k, *v] for k, v in self.pending.items()],
+                "early": early,
+                "done": list(self.done.items()),
+            },
+            option=orjson.OPT_SERIALIZE_NUMPY,
+        )
+
+    def restore(self, blob: bytes) -> None:
+        data = orjson.loads(blob)
+        self.pending = {
+            row[0]: (row[1], row[2], row[3], _float(row[4]), row[5]) for row in data["pending"]
+        }
+        self.early = {
+            row[0]: (
+                row[1],
+                row[2],
+                _float(row[3]),
+                Record(row[4][0], row[4][1], row[4][2], None, None, row[4][3]),
+            )
+            for row in data["early"]
+        }
+        self.done = dict(data["done"])
+        self.changed = False
+
+
+def _float(value: object) -> float:
+    return math.nan if value is None else float(value)  # type: ignore[arg-type]
+
+
+def _text(label: Any) -> str:
+    return orjson.dumps(label).decode()
+
+
+class LabelGate:
+    """Holds label records until the inference partitions are read past their time."""
+
+    def __init__(self, max_held: int = 100_000) -> None:
+        self.max_held = max_held
+        self._held: dict[TopicPartition, deque[Record]] = {}
+
+    def hold(self, records: Iterable[Record]) -> dict[TopicPartition, int]:
+        """Queue ``records``; returns label partitions to read again from an offset (their
+        queue was full: the newest records are dropped, unread, to come again)."""
+        again: dict[TopicPartition, int] = {}
+        for record in records:
+            tp = record.topic_partition
+            queue = self._held.setdefault(tp, deque())
+            if tp in again:
+                continue
+            if len(queue) >= self.max_held:
+                again[tp] = record.offset
+                continue
+            queue.append(record)
+        return again
+
+    def release(self, watermark_ms: float) -> list[Record]:
+        """Held records whose time is before ``watermark_ms``, in order per partition."""
+        out: list[Record] = []
+        for queue in self._held.values():
+            while queue and queue[0].timestamp_ms < watermark_ms:
+                out.append(queue.popleft())
+        return out
+
+    def oldest_ms(self) -> int | None:
+        """Record time of the oldest held record (None: nothing held)."""
+        heads = [queue[0].timestamp_ms for queue in self._held.values() if queue]
+        return min(heads) if heads else None
+
+    def first_held(self, tp: TopicPartition) -> int | None:
+        queue = self._held.get(tp)
+        return queue[0].offset if queue else None
+
+    def held(self) -> int:
+        return sum(len(queue) for queue in self._held.values())
+
+    def drop(self, partitions: Iterable[TopicPartition]) -> None:
+        for tp in partitions:
+            self._held.pop(tp, None)
+
+
+class LabelJoin:
+    """Every join store of this consumer, the label gate and the outcome counts: what the
+    daemon asks to fold predictions and labels (one owner for the join's state)."""
+
+    def __init__(self, settings: LabelSettings, fields: EventFields, max_id_chars: int) -> None:
+        self.settings, self.fields, self.max_id_chars = settings, fields, max_id_chars
+        self.topics = frozenset(settings.topics)
+        self.stores: dict[TopicPartition, JoinStore] = {}
+        self.gate = LabelGate()
+        self.counts: Counter[tuple[str, str]] = Counter()  # (model, outcome), drained by metrics
+        self.newest_label_s = -math.inf
+        self.seen_ms: dict[TopicPartition, int] = {}  # newest record time per inference partition
+
+    def store(self, tp: TopicPartition) -> JoinStore:
+        found = self.stores.get(tp)
+        if found is None:
+            settings = self.settings
+            found = self.stores[tp] = JoinStore(
+                tp, settings.max_pending, settings.max_delay_s, settings.remember_joined
+            )
+        return found
+
+    def split(self, records: list[Record]) -> tuple[list[Record], list[Record]]:
+        """``(inference records, label records)`` of a batch."""
+        if not self.topics:
+            return records, []
+        topics = self.topics
+        labels = [r for r in records if r.topic in topics]
+        if not labels:
+            return records, []
+        return [r for r in records if r.topic not in topics], labels
+
+    def predictions(
+        self, model: str, version: str, group: EventGroup, times: FloatArray, skip: set[int]
+    ) -> list[Joined]:
+        """Fold a group's monitored events (rows not in ``skip``): inline labels join at
+        once; with label topics, the others wait for theirs by event id."""
+        joined: list[Joined] = []
+        with_topics = bool(self.topics)
+        counts = self.counts
+        for i, (record, label) in enumerate(zip(group.records, group.labels, strict=True)):
+            if i in skip:
+                continue
+            prediction, time = group.predictions[i], float(times[i])
+            tp = record.topic_partition
+            if label is not None and not isinstance(label, list | dict):
+                counts[model, "joined"] += 1
+                joined.append(
+                    Joined(model, version, prediction, label, time, time, tp, record.offset, record)
+                )
+                continue
+            if not with_topics:
+                continue
+            event_id = _event_id(group.event_ids[i], self.max_id_chars)
+            if event_id is None:
+                counts[model, "unjoinable"] += 1
+                continue
+            early = self._early_store(event_id)
+            if early is not None:  # its label came first: hand the label to this store
+                self.store(tp).early[event_id] = early.early.pop(event_id)
+                early.changed = True
+            pair = self.store(tp).add(
+                event_id, (model, version, prediction, time, record.offset), record, counts
+            )
+            if pair is not None:
+                joined.append(pair)
+        for record in group.records[-1:]:
+            self.seen_ms[record.topic_partition] = record.timestamp_ms
+        return joined
+
+    def _early_store(self, event_id: str) -> JoinStore | None:
+        for store in self.stores.values():
+            if event_id in store.early:
+                return store
+        return None
+
+    def labels(
+        self, records: list[Record], watermark_ms: float
+    ) -> tuple[list[Joined], list[BadRecord], dict[TopicPartition, int]]:
+        """Hold ``records``, fold the held labels older than ``watermark_ms``; returns the
+        pairs, the bad label records and label partitions to read again (`LabelGate.hold`)."""
+        again = self.gate.hold(records)
+        released = self.gate.release(watermark_ms)
+        labels, bad = decode_labels(released, self.fields, self.max_id_chars)
+        joined: list[Joined] = []
+        counts = self.counts
+        for label in labels:
+            self.newest_label_s = max(self.newest_label_s, label.time)
+            outcome: Joined | bool | None = None
+            for store in self.stores.values():
+                outcome = store.take(label, counts)
+                if outcome is not None:
+                    break
+            if isinstance(outcome, Joined):
+                joined.append(outcome)
+            elif outcome is None:  # no prediction yet: it waits with its own partition
+                self.store(label.record.topic_partition).wait(label, counts)
+        if labels and math.isfinite(self.newest_label_s):
+            for store in self.stores.values():
+                store.expire(self.newest_label_s, counts)
+        return joined, bad, again
+
+    def first_held(self, tp: TopicPartition) -> int | None:
+        return self.gate.first_held(tp)
+
+    def take_counts(self) -> Counter[tuple[str, str]]:
+        """The outcomes counted since the last call."""
+        counts, self.counts = self.counts, Counter()
+        return counts
+
+    def changed(self) -> set[TopicPartition]:
+        """Partitions whose store changed since `saved`."""
+        return {tp for tp, store in self.stores.items() if store.changed}
+
+    def snapshot(self, tp: TopicPartition) -> bytes | None:
+        store = self.stores.get(tp)
+        return None if store is None else store.snapshot()
+
+    def saved(self, partitions: Iterable[TopicPartition]) -> None:
+        for tp in partitions:
+            store = self.stores.get(tp)
+            if store is not None:
+                store.changed = False
+
+    def restore(self, tp: TopicPartition, blob: bytes) -> None:
+        self.store(tp).restore(blob)
+
+    def drop(self, partitions: Iterable[TopicPartition]) -> None:
+        partitions = list(partitions)
+        for tp in partitions:
+            self.stores.pop(tp, None)
+            self.seen_ms.pop(tp, None)
+        self.gate.drop(partitions)
+
+    def pending(self) -> int:
+        return sum(len(store.pending) + len(store.early) for store in self.stores.values())
+
+
+__all__ = [
+    "GIVEN_UP",
+    "JOIN_OUTCOMES",
+    "EarlyLabel",
+    "JoinStore",
+    "Joined",
+    "Label",
+    "LabelGate",
+    "LabelJoin",
+    "PendingPrediction",
+    "decode_labels",
+]

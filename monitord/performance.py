@@ -1,0 +1,349 @@
+"""Model performance per model version: windows of labelled rows and the error stream.
+
+Each joined (prediction, label) pair (`monitord.labels`) is one row of the version's
+*performance stream*, in join order. The first ``performance.warmup_labels`` rows are the
+reference performance (`detectors.performance.PerformanceReference`; the task, when
+``auto``, is inferred from them and logged). After them, every ``performance.window_size``
+rows make one window, tested for degradation: its misses against the most the reference
+allows at the window's share of the false-alarm budget (``performance.false_alarm_budget_labels``
+labelled rows between false alarms). Each window carries its metrics, the reference's and
+the label delay as evidence. An ADWIN over the miss stream (identical to river's ADWIN with
+the same delta, fed block means when the reference's misses are serially dependent) marks
+change points in the error rate, from the first labelled row on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+from pydantic import NonNegativeInt
+
+from connectors.stream import Record
+from detectors.block_means import BlockMeanADWIN
+from detectors.detection import Detection, FloatArray, State, sub_state
+from detectors.nulls import INDEPENDENT
+from detectors.performance import PerformanceReference, Scoring, window_metrics
+from monitord.alerts import ERROR_CHANGE_DETECTOR, PERFORMANCE_DETECTOR, stable_id
+from monitord.config import Config, PerformanceSettings
+from monitord.labels import Joined
+from monitord.monitor import Evaluation, OffsetRange
+from monitord.state import Document
+
+log = logging.getLogger(__name__)
+
+ERROR_STREAM = "@error"
+
+# A row as kept: prediction, label, topic, partition, offset, prediction time, label time.
+Row = tuple[Any, Any, str, int, int, float, float]
+
+
+class PerformanceState(Document):
+    """A version's performance state beside its arrays (rows as JSON, the ADWIN)."""
+
+    rows: NonNegativeInt  # rows of the performance stream so far
+    window_first_row: NonNegativeInt
+    adwin_block: int | None = None  # None: no error-stream ADWIN (yet)
+
+
+def _row(pair: Joined) -> Row:
+    return (
+        pair.prediction,
+        pair.label,
+        pair.partition.topic,
+        pair.partition.partition,
+        pair.offset,
+        pair.prediction_time,
+        pair.label_time,
+    )
+
+
+class VersionPerformance:
+    """One model version's performance stream (module docstring)."""
+
+    def __init__(
+        self,
+        model: str,
+        version: str,
+        settings: PerformanceSettings,
+        budget_labels: float,
+        delta: float,
+    ) -> None:
+        self.model, self.version, self.settings = model, version, settings
+        self.budget_labels, self.delta = budget_labels, delta
+        self.reference: PerformanceReference | None = None
+        self.reference_id = ""
+        self.reference_rows: list[Row] = []  # the warm-up, then the reference
+        self.window: list[Row] = []
+        self.window_first_row = 0
+        self.rows = 0
+        self.adwin: BlockMeanADWIN | None = None
+        self._limit: int | None = None
+        self.last: dict[str, float] = {}  # the last window's metrics (for /status, metrics)
+
+    @property
+    def warming_up(self) -> bool:
+        return self.reference is None
+
+    def update(self, pairs: Sequence[Joined]) -> list[Evaluation]:
+        """Fold joined pairs in (in join order); the evaluations they complete."""
+        evaluations: list[Evaluation] = []
+        records = [pair.record for pair in pairs]
+        rows = [_row(pair) for pair in pairs]
+        start = 0
+        if self.reference is None:
+            take = self.settings.warmup_labels - len(self.reference_rows)
+            self.reference_rows += rows[:take]
+            start = min(take, len(rows))
+            self.rows += start
+            if len(self.reference_rows) < self.settings.warmup_labels:
+                return []
+            evaluations += self._start(records[start - 1] if start else records[-1])
+        if start < len(rows):
+            evaluations += self._fold(rows[start:], records[start:])
+        evaluations.sort(key=lambda e: (e.result.row, e.result.detector != ERROR_CHANGE_DETECTOR))
+        return evaluations
+
+    def _start(self, record: Record) -> list[Evaluation]:
+        """The warm-up is complete: build the reference, start the error-stream ADWIN."""
+        reference = self._build_reference()
+        log.info(
+            "%s/%s: reference performance from %d labelled rows: %s%s, %s",
+            self.model,
+            self.version,
+            len(self.reference_rows),
+            reference.scoring.task,
+            " (probabilities)" if reference.scoring.probabilistic else "",
+            ", ".join(f"{k} {v:.4g}" for k, v in reference.metrics.items()),
+            extra={"model": self.model, "model_version": self.version},
+        )
+        if not self.settings.error_change:
+            return []
+        self.adwin = BlockMeanADWIN(1, self._block(), self.delta)
+        # The warm-up rows are the error stream's start: a change during them counts too.
+        rows = self.reference_rows
+        misses = reference.scoring.misses([r[0] for r in rows], [r[1] for r in rows])
+        keep = np.flatnonzero(np.isfinite(misses))
+        return self._error_changes(misses[keep], [rows[i] for i in keep], 0, record)
+
+    def _build_reference(self) -> PerformanceReference:
+        predictions = [row[0] for row in self.reference_rows]
+        labels = [row[1] for row in self.reference_rows]
+        settings = self.settings
+        scoring = Scoring.infer(predictions, labels, settings.positive_class, settings.task)
+        self.reference = reference = PerformanceReference.build(scoring, predictions, labels)
+        self.reference_id = stable_id(
+            "performance", self.model, self.version, orjson.dumps([predictions, labels]).hex()
+        )
+        self._limit = reference.miss_limit(settings.window_size, self._level())
+        self.window_first_row = self.rows
+        return reference
+
+    def _level(self) -> float:
+        return min(self.settings.window_size / self.budget_labels, 0.5)
+
+    def _block(self) -> int:
+        assert self.reference is not None
+        inflation = float(self.reference.dependence.inflation[0, -1])
+        return 1 if inflation <= INDEPENDENT else math.ceil(2.0 * inflation)
+
+    def _fold(self, rows: list[Row], records: list[Record]) -> list[Evaluation]:
+        reference = self.reference
+        assert reference is not None
+        misses = reference.scoring.misses([r[0] for r in rows], [r[1] for r in rows])
+        scored = np.isfinite(misses)
+        if not scored.all():  # a row that cannot be scored is no row of the stream
+            keep = np.flatnonzero(scored)
+            rows, records = [rows[i] for i in keep], [records[i] for i in keep]
+            misses = misses[keep]
+        first = self.rows
+        evaluations = self._error_changes(misses, rows, first, records)
+        size = self.settings.window_size
+        i = 0
+        while i < len(rows):
+            take = min(size - len(self.window), len(rows) - i)
+            self.window += rows[i : i + take]
+            i += take
+            self.rows += take
+            if len(self.window) == size:
+                evaluations.append(self._test(records[i - 1]))
+                self.window, self.window_first_row = [], self.rows
+        return evaluations
+
+    def _error_changes(
+        self, misses: FloatArray, rows: list[Row], first_row: int, records: list[Record] | Record
+    ) -> list[Evaluation]:
+        """Change points of the error stream among ``rows`` (stream rows from ``first_row``);
+        ``records`` aligns with ``rows``, or is the one record that brought them all."""
+        if self.adwin is None or not len(rows):
+            return []
+        out = []
+        for detection in self.adwin.update(np.asarray(misses, dtype=np.float64)[:, None]):
+            at = min(max(detection.row - first_row, 0), len(rows) - 1)
+            result = dataclasses.replace(detection, detector=ERROR_CHANGE_DETECTOR)
+            record = records[at] if isinstance(records, list) else records
+            out.append(self._evaluation((ERROR_STREAM,), result, rows[: at + 1], record))
+        return out
+
+    def _test(self, record: Record) -> Evaluation:
+        reference, limit = self.reference, self._limit
+        assert reference is not None
+        assert limit is not None
+        predictions = [row[0] for row in self.window]
+        labels = [row[1] for row in self.window]
+        scoring = reference.scoring
+        misses = scoring.misses(predictions, labels)
+        n = len(self.window)
+        count = float(np.nansum(misses))
+        metrics = window_metrics(scoring, predictions, labels)
+        self.last = metrics
+        result = Detection(
+            PERFORMANCE_DETECTOR,
+            self.window_first_row,
+            self.rows - 1,
+            np.array([count / n]),
+            np.array([limit / n]),
+            np.array([count > limit]),
+            None,
+            np.array([n], dtype=np.int64),
+        )
+        delays = np.array([row[6] - row[5] for row in self.window], dtype=np.float64)
+        delays = delays[np.isfinite(delays)]
+        evidence = [
+            *((name, value) for name, value in metrics.items()),
+            *((f"reference_{name}", value) for name, value in reference.metrics.items()),
+            ("reference_miss_rate", reference.miss_rate),
+            ("label_delay_p50_s", float(np.median(delays)) if delays.size else math.nan),
+        ]
+        metric = "error_rate" if scoring.task == "classification" else "large_error_rate"
+        return self._evaluation((metric,), result, self.window, record, tuple(evidence))
+
+    def _evaluation(
+        self,
+        features: tuple[str, ...],
+        result: Detection,
+        rows: Sequence[Row],
+        record: Record,
+        evidence: tuple[tuple[str, float], ...] = (),
+    ) -> Evaluation:
+        times = [row[5] for row in rows if math.isfinite(row[5])] or [math.nan]
+        return Evaluation(
+            self.model,
+            self.version,
+            self.reference_id,
+            features,
+            result,
+            _offset_ranges(rows),
+            record,
+            min(times),
+            max(times),
+            evidence=evidence,
+        )
+
+    def snapshot(self) -> tuple[PerformanceState, State]:
+        state = PerformanceState(
+            rows=self.rows,
+            window_first_row=self.window_first_row,
+            adwin_block=None if self.adwin is None else self.adwin.block,
+        )
+        blob = orjson.dumps({"reference": self.reference_rows, "window": self.window})
+        arrays: State = {"rows": np.frombuffer(blob, dtype=np.uint8)}
+        if self.adwin is not None:
+            arrays.update({f"adwin/{k}": v for k, v in self.adwin.snapshot().items()})
+        return state, arrays
+
+    def restore(self, state: PerformanceState, arrays: State) -> None:
+        data = orjson.loads(bytes(arrays["rows"]))
+        self.reference_rows = [_stored_row(row) for row in data["reference"]]
+        self.window = [_stored_row(row) for row in data["window"]]
+        self.rows = 0
+        self.reference = self.adwin = None
+        if len(self.reference_rows) >= self.settings.warmup_labels:
+            self._build_reference()
+        self.rows, self.window_first_row = state.rows, state.window_first_row
+        if state.adwin_block is not None:
+            self.adwin = BlockMeanADWIN(1, state.adwin_block, self.delta)
+            self.adwin.restore(sub_state(arrays, "adwin/"))
+
+
+def _stored_row(row: list[Any]) -> Row:
+    nan = math.nan
+    return (
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        nan if row[5] is None else row[5],
+        nan if row[6] is None else row[6],
+    )
+
+
+def _offset_ranges(rows: Sequence[Row]) -> tuple[OffsetRange, ...]:
+    ranges: dict[tuple[str, int], tuple[int, int]] = {}
+    for row in rows:
+        key, offset = (row[2], row[3]), row[4]
+        low, high = ranges.get(key, (offset, offset))
+        ranges[key] = (min(low, offset), max(high, offset))
+    return tuple(OffsetRange(t, p, low, high) for (t, p), (low, high) in sorted(ranges.items()))
+
+
+__all__ = [
+    "ERROR_STREAM",
+    "Performance",
+    "PerformanceState",
+    "VersionPerformance",
+]
+
+
+class Performance:
+    """The performance streams of every model version (one owner for their state)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.versions: dict[tuple[str, str], VersionPerformance] = {}
+
+    def _version(self, model: str, version: str) -> VersionPerformance:
+        key = (model, version)
+        found = self.versions.get(key)
+        if found is None:
+            detection = self.config.detection_for(model)
+            settings = self.config.performance
+            budget = settings.false_alarm_budget_labels or detection.false_alarm_budget_events
+            found = self.versions[key] = VersionPerformance(
+                model, version, settings, budget, detection.adwin_delta
+            )
+        return found
+
+    def update(self, pairs: Sequence[Joined]) -> list[Evaluation]:
+        """Fold joined pairs in, per model version in join order."""
+        if not pairs or not self.config.performance.enabled:
+            return []
+        by_version: dict[tuple[str, str], list[Joined]] = {}
+        for pair in pairs:
+            by_version.setdefault((pair.model, pair.version), []).append(pair)
+        evaluations: list[Evaluation] = []
+        for (model, version), group in by_version.items():
+            evaluations += self._version(model, version).update(group)
+        return evaluations
+
+    def snapshot(self, key: tuple[str, str]) -> tuple[dict[str, object], State] | None:
+        found = self.versions.get(key)
+        if found is None:
+            return None
+        state, arrays = found.snapshot()
+        return state.model_dump(), arrays
+
+    def restore(self, key: tuple[str, str], document: object, arrays: State) -> None:
+        """Restore a version's stream (`StateError` if the document is not one)."""
+        state = PerformanceState.load(document, f"performance state of {key[0]}/{key[1]}")
+        self._version(*key).restore(state, arrays)
+
+    def drop(self, keys: Sequence[tuple[str, str]]) -> None:
+        for key in keys:
+            self.versions.pop(key, None)
