@@ -754,6 +754,7 @@ class Daemon:
                 "partition": str(monitor.owner),
                 "alerts_firing": firing.get((model, version), []),
                 "columns": monitor.columns_status(),
+                "performance": self._performance_status(model, version),
             }
         return {
             "events": self.stats.events,
@@ -761,7 +762,27 @@ class Daemon:
             "assigned": sorted(str(tp) for tp in self.source.assignment()),
             "checkpoints": self.stats.checkpoints,
             "last_checkpoint": self.stats.last_checkpoint or None,
+            "labels": {
+                "topics": list(self.joins.topics),
+                "pending": self.joins.pending(),
+                "held": self.joins.gate.held(),
+            },
             "models": models,
+        }
+
+    def _performance_status(self, model: str, version: str) -> dict[str, object] | None:
+        """A version's performance stream for /status (None: no label joined yet)."""
+        found = self.performance.versions.get((model, version))
+        if found is None:
+            return None
+        reference = found.reference
+        return {
+            "status": "warming up" if reference is None else "monitoring",
+            "labelled_rows": found.rows,
+            "task": None if reference is None else reference.scoring.task,
+            "reference_id": found.reference_id or None,
+            "reference": None if reference is None else reference.metrics,
+            "last_window": found.last or None,
         }
 
     @property
