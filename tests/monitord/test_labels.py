@@ -1,0 +1,258 @@
+"""Labels joined to predictions, and model performance, through the daemon loop in memory."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from connectors.stream import Record, TopicPartition
+from monitord.alerts import Alert
+from monitord.config import Config, parse_config
+from monitord.labels import JoinStore, Label, decode_labels
+from monitord.retrain import RetrainTrigger
+from tests.monitord.recorded import RecordedRun
+
+T0 = 1_700_000_000.0
+CHANGE = 6000
+
+
+def _concept_stream(
+    n: int, change: int | None, seed: int = 3
+) -> tuple[list[dict[str, object]], np.ndarray]:
+    """Stationary features; the label's rule moves at ``change`` while the model keeps the
+    old one (pure concept drift), with 10 % label noise."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 10, (n, 3))
+    rows = np.arange(n)
+    limit = np.where(rows < (n if change is None else change), 8.0, 5.5)
+    labels = (x[:, 0] + x[:, 1] <= limit) ^ (rng.random(n) < 0.1)
+    events = [
+        {
+            "model": "m",
+            "event_id": f"e{i}",
+            "timestamp": T0 + i,
+            "features": {"a": float(x[i, 0]), "b": float(x[i, 1]), "c": float(x[i, 2])},
+            "prediction": int(x[i, 0] + x[i, 1] <= 8.0),
+        }
+        for i in range(n)
+    ]
+    return events, labels
+
+
+def _records(
+    events: list[dict[str, object]],
+    labels: np.ndarray,
+    *,
+    inline: bool = False,
+    max_delay: int = 500,
+    seed: int = 5,
+) -> list[Record]:
+    """Inference records, and (unless ``inline``) label records delayed by up to
+    ``max_delay`` events, shuffled by their delay."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, event in enumerate(events):
+        body = {**event, "label": bool(labels[i])} if inline else event
+        out.append(Record("in", 0, i, b"m", orjson.dumps(body), int((T0 + i) * 1000)))
+    if inline:
+        return out
+    arrival = np.arange(len(events)) + rng.integers(0, max_delay + 1, len(events))
+    for k, i in enumerate(np.argsort(arrival, kind="stable")):
+        label = {"event_id": f"e{i}", "label": bool(labels[i])}
+        stamp = int((T0 + arrival[i] + 1) * 1000)
+        out.append(Record("labels", 0, k, b"m", orjson.dumps(label), stamp))
+    return out
+
+
+def _config(**performance: object) -> Config:
+    return parse_config(
+        {
+            "labels": {"topics": ["labels"]},
+            "performance": performance,
+            "kafka": {"consumer": {"max_poll_records": 700}},
+        }
+    )
+
+
+def _performance_outputs(run: RecordedRun) -> list[Alert | RetrainTrigger]:
+    return [
+        o
+        for o in run.outputs
+        if isinstance(o, RetrainTrigger)
+        or dict(o.labels)["alertname"] in ("MonitordPerformanceDegraded", "MonitordErrorRateChange")
+    ]
+
+
+def test_concept_drift_on_stable_inputs_alerts_and_requests_a_retrain() -> None:
+    events, labels = _concept_stream(12_000, CHANGE)
+    run = RecordedRun(_config(), _records(events, labels)).drain()
+    found = _performance_outputs(run)
+    alerts = [o for o in found if isinstance(o, Alert) and o.status == "firing"]
+    names = {dict(a.labels)["alertname"] for a in alerts}
+    assert names == {"MonitordPerformanceDegraded", "MonitordErrorRateChange"}
+    # The change is at labelled row CHANGE (labels arrive shuffled, but rows are joined in
+    # order of their labels): nothing fires before it.
+    assert min(a.row for a in alerts) >= CHANGE - 500
+    degraded = next(a for a in alerts if dict(a.labels)["alertname"].endswith("Degraded"))
+    evidence = dict(degraded.evidence)
+    assert evidence["reference_miss_rate"] < 0.15 < evidence["error_rate"]
+    assert degraded.severity == "critical"
+    (request,) = [o for o in found if isinstance(o, RetrainTrigger)]
+    assert request.reason == "performance"
+    assert request.statistics[0][:2] == ("error_rate", "performance")
+    assert "label delay" in request.detail
+    assert dict(request.evidence)["accuracy"] < dict(request.evidence)["reference_accuracy"]
+    # Input drift saw nothing: the features and the prediction are stationary.
+    assert not [o for o in run.outputs if o not in found]
+    status = run.daemon.status()
+    performance = status["models"]["m"]["unversioned"]["performance"]  # type: ignore[index]
+    assert performance["labelled_rows"] == 12_000
+    assert performance["task"] == "classification"
+    assert status["labels"] == {"topics": ["labels"], "pending": 0, "held": 0}
+
+
+def test_a_stationary_stream_with_labels_is_quiet() -> None:
+    events, labels = _concept_stream(12_000, None)
+    run = RecordedRun(_config(), _records(events, labels)).drain()
+    assert run.outputs == []
+    assert [e.result.detector for e in run.evaluations].count("performance") == 55
+
+
+def test_inline_labels_are_joined_without_a_label_topic() -> None:
+    events, labels = _concept_stream(12_000, CHANGE)
+    config = parse_config({"kafka": {"consumer": {"max_poll_records": 700}}})
+    run = RecordedRun(config, _records(events, labels, inline=True)).drain()
+    found = _performance_outputs(run)
+    assert {type(o).__name__ for o in found} == {"Alert", "RetrainTrigger"}
+    # Inline labels are joined in event order: the first alert follows the change closely.
+    assert CHANGE <= min(o.row for o in found if isinstance(o, Alert)) <= CHANGE + 1000
+
+
+def test_a_crash_and_restore_joins_every_label_once_with_the_same_outputs(
+    tmp_path: Path,
+) -> None:
+    events, labels = _concept_stream(12_000, CHANGE)
+    records = _records(events, labels, max_delay=2000)
+    whole = RecordedRun(_config(), records, tmp_path / "whole.sqlite").drain()
+    expected = [o.id for o in whole.outputs]
+    assert expected
+
+    path = tmp_path / "crashed.sqlite"
+    first = RecordedRun(_config(), records, path)
+    first.steps(9)
+    first.daemon.checkpoint()
+    first.steps(4)  # folded, never checkpointed: lost with the crash, read again
+    first.crash()
+    committed = first.source.committed
+    second = RecordedRun(_config(), records, path, committed=committed).drain()
+    ids = [o.id for o in first.outputs] + [o.id for o in second.outputs]
+    assert list(dict.fromkeys(ids)) == expected
+    performance = second.daemon.performance.versions["m", "unversioned"]
+    assert performance.rows == 12_000  # every label joined, none twice
+    assert second.daemon.joins.pending() == 0
+
+
+def test_bad_label_records_are_dead_lettered_with_their_reason() -> None:
+    events, labels = _concept_stream(100, None)
+    good = _records(events, labels)
+    bad_values = [
+        b"{",
+        b"[1]",
+        b'{"label": 1}',
+        b'{"event_id": "e1"}',
+        b'{"event_id": [1], "label": 0}',
+    ]
+    bad = [
+        Record("labels", 0, 100 + k, None, value, int((T0 + 200) * 1000))
+        for k, value in enumerate(bad_values)
+    ]
+    run = RecordedRun(_config(), good + bad).drain()
+    reasons = Counter(
+        dict(m.headers)["monitord.error.reason"].decode()
+        for m in run.sink.messages("monitord.dead-letter")
+    )
+    assert reasons == {
+        "invalid_json": 1,
+        "not_an_object": 1,
+        "missing_event_id": 2,
+        "missing_label": 1,
+    }
+    assert run.daemon.performance.versions["m", "unversioned"].rows == 100
+
+
+def test_labels_wait_until_the_inference_partition_is_read_past_them() -> None:
+    """A label polled before its prediction is held, not counted as an orphan."""
+    events, labels = _concept_stream(2000, None)
+    records = _records(events, labels, max_delay=0)
+    label_records = [r for r in records if r.topic == "labels"]
+    inference = [r for r in records if r.topic == "in"]
+    # The label topic comes first in the source, and polls are small.
+    config = parse_config(
+        {"labels": {"topics": ["labels"]}, "kafka": {"consumer": {"max_poll_records": 50}}}
+    )
+    run = RecordedRun(config, label_records + inference).drain()
+    counts = Counter(run.daemon.joins.take_counts())
+    assert run.daemon.performance.versions["m", "unversioned"].rows == 2000
+    assert counts["", "orphan"] == 0
+
+
+def _store(max_pending: int = 3, max_delay_s: float = 100.0) -> JoinStore:
+    return JoinStore(TopicPartition("in", 0), max_pending, max_delay_s, remember=10)
+
+
+def _label(event_id: str, value: object, time: float = 10.0) -> Label:
+    return Label(event_id, value, None, time, Record("labels", 0, 0, None, b"", 0))
+
+
+def test_join_store_counts_duplicates_conflicts_late_and_evicted_labels() -> None:
+    store, counts = _store(), Counter[tuple[str, str]]()
+    record = Record("in", 0, 0, None, b"", 0)
+    for i in range(4):  # one more than max_pending: the oldest is evicted
+        assert store.add(f"e{i}", ("m", "1", 0.5, float(i), i), record, counts) is None
+    assert store.take(_label("e1", 1), counts) is not None
+    assert store.take(_label("e1", 1), counts) is False  # the same label again
+    assert store.take(_label("e1", 0), counts) is False  # another label for it
+    assert store.take(_label("e0", 1), counts) is False  # its prediction was evicted
+    assert store.take(_label("e9", 1), counts) is None  # never seen here
+    assert store.take(_label("e2", 1, time=500.0), counts) is False  # waited too long
+    assert counts == {
+        ("m", "evicted"): 2,
+        ("m", "joined"): 1,
+        ("", "duplicate"): 1,
+        ("", "conflicting"): 1,
+        ("", "late"): 1,
+        ("m", "late"): 1,
+    }
+
+
+def test_an_early_label_waits_for_its_prediction_and_survives_a_snapshot() -> None:
+    store, counts = _store(), Counter[tuple[str, str]]()
+    store.wait(_label("e7", "cat"), counts)
+    copy = _store()
+    copy.restore(store.snapshot())
+    joined = copy.add("e7", ("m", "1", "dog", 5.0, 42), Record("in", 0, 42, None, b"", 0), counts)
+    assert joined is not None
+    assert (joined.label, joined.prediction, joined.offset) == ("cat", "dog", 42)
+    copy.expire(1e9, counts)
+    assert counts == {("m", "joined"): 1}
+
+
+def test_label_records_decode_by_the_configured_fields() -> None:
+    fields = parse_config({"events": {"event_id": "id", "label": "y"}}).events
+    records = [
+        Record("labels", 0, 0, None, b'{"id": 12, "y": 0.5, "timestamp": 1700000100}', 5),
+        Record("labels", 0, 1, None, b'{"id": "' + b"x" * 300 + b'", "y": 1}', 5),
+    ]
+    labels, bad = decode_labels(records, fields, max_id_chars=256)
+    assert [(lab.event_id, lab.label, lab.time) for lab in labels] == [("12", 0.5, 1700000100.0)]
+    assert [b.reason for b in bad] == ["missing_event_id"]
+
+
+@pytest.mark.parametrize("topic", ["in", "monitord.alerts"])
+def test_a_label_topic_must_be_its_own(topic: str) -> None:
+    with pytest.raises(ValueError, match=r"labels\.topics"):
+        parse_config({"kafka": {"input_topics": ["in"]}, "labels": {"topics": [topic]}})
