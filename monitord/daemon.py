@@ -233,6 +233,13 @@ class Daemon:
         label_pairs, label_bad = self._labels(label_records)
         bad += label_bad
         evaluations += self._performance(pairs + label_pairs)
+        last = (label_records or records)[-1:]
+        if self.joins.topics and last:
+            # Due once every label up to then is read: both kinds of partition are past it.
+            read = min(self._watermark_ms(), self._watermark_ms(labels=True))
+            verdicts = self.joins.sweep(read)
+            evaluations += self.performance.coverage(verdicts, last[0])
+            self._touched_versions({(model, version) for model, version, _ in verdicts})
         outputs = self.policy.decide(evaluations) + list(requested)
         polled = len(records) + len(label_records)
         if not self._deliver(outputs, bad, forwarded):
@@ -295,16 +302,18 @@ class Daemon:
         oldest = self.joins.gate.oldest_ms()
         return oldest is not None and oldest < self._watermark_ms()
 
-    def _watermark_ms(self) -> float:
-        """Record time every inference partition of this consumer is read past: a label
-        older than it has its prediction in a join store, if it has one here. A partition
-        read to its end does not hold labels back."""
+    def _watermark_ms(self, labels: bool = False) -> float:
+        """Record time every inference partition of this consumer is read past (with
+        ``labels``: every label partition): a label older than it has its prediction in a
+        join store, if it has one here. A partition read to its end holds nothing back."""
         ends = self.source.end_offsets()
         mark = math.inf
         for tp in self.source.assignment():
-            if tp.topic in self.joins.topics:
+            if (tp.topic in self.joins.topics) != labels:
                 continue
             end, done = ends.get(tp), self._processed.get(tp, 0)
+            if labels:
+                done = self._label_next.get(tp, 0)
             if end is not None and done >= end:
                 continue
             mark = min(mark, self.joins.seen_ms.get(tp, -math.inf))
@@ -326,11 +335,15 @@ class Daemon:
         if not pairs:
             return []
         evaluations = self.performance.update(pairs)
-        for key in {(pair.model, pair.version) for pair in pairs}:
+        self._touched_versions({(pair.model, pair.version) for pair in pairs})
+        return evaluations
+
+    def _touched_versions(self, keys: set[tuple[str, str]]) -> None:
+        """These versions' performance state changed: checkpoint their partitions."""
+        for key in keys:
             monitor = self.monitor.versions.get(key)
             if monitor is not None:
                 self._dirty.add(monitor.owner)
-        return evaluations
 
     def _missing_topics(self) -> str | None:
         missing = self.source.missing_topics()

@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 
 from connectors.stream import Record, TopicPartition
@@ -159,6 +160,13 @@ class JoinStore:
     early: dict[str, EarlyLabel] = field(default_factory=dict)  # oldest first
     done: dict[str, str] = field(default_factory=dict)  # event id -> label text or GIVEN_UP
     changed: bool = False  # since the last checkpoint, without an offset moving maybe
+    expected_delay_s: float = math.inf  # label coverage: labelled within this is covered
+    newest: float = -math.inf  # event time of the newest prediction added
+    # Pending predictions by time, for coverage; those past expected_delay_s unlabelled.
+    due: deque[tuple[float, str]] = field(default_factory=deque)
+    overdue: set[str] = field(default_factory=set)
+    # Where each prediction's coverage verdict goes, in order: (model, version, covered).
+    coverage: list[tuple[str, str, bool]] = field(default_factory=list)
 
     def add(
         self,
@@ -175,6 +183,7 @@ class JoinStore:
             label, _, label_time, _ = early
             self._remember(event_id, _text(label))
             counts[model, "joined"] += 1
+            self.coverage.append((model, pending[1], True))
             return Joined(
                 model,
                 pending[1],
@@ -192,6 +201,8 @@ class JoinStore:
             counts[model, "duplicate_prediction"] += 1
             return None
         self.pending[event_id] = pending
+        self.due.append((pending[3], event_id))
+        self.newest = max(self.newest, pending[3])
         if len(self.pending) > self.max_pending:
             oldest = next(iter(self.pending))
             self._give_up(oldest, counts)
@@ -210,6 +221,7 @@ class JoinStore:
             self.changed = True
             self._remember(label.event_id, _text(label.label))
             counts[found[0], "joined"] += 1
+            self._covered(label.event_id, found, label.time - found[3] <= self.expected_delay_s)
             return Joined(
                 found[0],
                 found[1],
@@ -267,6 +279,32 @@ class JoinStore:
         self.changed = True
         counts[pending[0], "evicted"] += 1
         self._remember(event_id, GIVEN_UP)
+        self._covered(event_id, pending, False)
+
+    def _covered(self, event_id: str, pending: PendingPrediction, covered: bool) -> None:
+        """A prediction's coverage verdict, once: a prediction already found overdue has
+        had it."""
+        if event_id in self.overdue:
+            self.overdue.discard(event_id)
+        else:
+            self.coverage.append((pending[0], pending[1], covered))
+
+    def sweep(self, now: float) -> None:
+        """Predictions still unlabelled ``expected_delay_s`` before event time ``now`` are
+        not covered (each told once; they keep waiting for their label)."""
+        cutoff = now - self.expected_delay_s
+        due = self.due
+        while due and due[0][0] < cutoff:
+            _, event_id = due.popleft()
+            pending = self.pending.get(event_id)
+            if pending is not None and event_id not in self.overdue:
+                self.overdue.add(event_id)
+                self.changed = True
+                self.coverage.append((pending[0], pending[1], False))
+        # Entries of predictions joined or evicted since are dropped as they come up; bound
+        # the rest by the store's own size.
+        while len(due) > 2 * self.max_pending + 1:
+            due.popleft()
 
     def _remember(self, event_id: str, text: str) -> None:
         if self.remember <= 0:
@@ -286,6 +324,9 @@ class JoinStore:
                 "pending": [[k, *v] for k, v in self.pending.items()],
                 "early": early,
                 "done": list(self.done.items()),
+                "due": [[t, e] for t, e in self.due if e in self.pending],
+                "overdue": sorted(self.overdue),
+                "newest": self.newest if math.isfinite(self.newest) else None,
             },
             option=orjson.OPT_SERIALIZE_NUMPY,
         )
@@ -305,6 +346,10 @@ class JoinStore:
             for row in data["early"]
         }
         self.done = dict(data["done"])
+        self.due = deque((_float(t), e) for t, e in data.get("due", ()))
+        self.overdue = set(data.get("overdue", ()))
+        newest = data.get("newest")
+        self.newest = -math.inf if newest is None else float(newest)
         self.changed = False
 
 
@@ -374,14 +419,21 @@ class LabelJoin:
         self.gate = LabelGate()
         self.counts: Counter[tuple[str, str]] = Counter()  # (model, outcome), drained by metrics
         self.newest_label_s = -math.inf
-        self.seen_ms: dict[TopicPartition, int] = {}  # newest record time per inference partition
+        self.newest_prediction_s = -math.inf
+        self.seen_ms: dict[TopicPartition, int] = {}  # time of the last record read per partition
+        self.coverage: list[tuple[str, str, bool]] = []  # verdicts in order, drained by the daemon
 
     def store(self, tp: TopicPartition) -> JoinStore:
         found = self.stores.get(tp)
         if found is None:
             settings = self.settings
             found = self.stores[tp] = JoinStore(
-                tp, settings.max_pending, settings.max_delay_s, settings.remember_joined
+                tp,
+                settings.max_pending,
+                settings.max_delay_s,
+                settings.remember_joined,
+                expected_delay_s=settings.expected_delay_s,
+                coverage=self.coverage,
             )
         return found
 
@@ -431,6 +483,8 @@ class LabelJoin:
                 joined.append(pair)
         for record in group.records[-1:]:
             self.seen_ms[record.topic_partition] = record.timestamp_ms
+        if with_topics and len(times):
+            self.newest_prediction_s = max(self.newest_prediction_s, float(np.nanmax(times)))
         return joined
 
     def _early_store(self, event_id: str) -> JoinStore | None:
@@ -445,6 +499,8 @@ class LabelJoin:
         """Hold ``records``, fold the held labels older than ``watermark_ms``; returns the
         pairs, the bad label records and label partitions to read again (`LabelGate.hold`)."""
         again = self.gate.hold(records)
+        for record in records[-1:] if len({r.partition for r in records}) == 1 else records:
+            self.seen_ms[record.topic_partition] = record.timestamp_ms
         released = self.gate.release(watermark_ms)
         labels, bad = decode_labels(released, self.fields, self.max_id_chars)
         joined: list[Joined] = []
@@ -468,6 +524,18 @@ class LabelJoin:
     def first_held(self, tp: TopicPartition) -> int | None:
         return self.gate.first_held(tp)
 
+    def sweep(self, watermark_ms: float) -> list[tuple[str, str, bool]]:
+        """Coverage verdicts since the last call, in order: predictions are overdue once
+        the inference stream's event time is ``expected_delay_s`` past them (and every
+        label older than that has been folded: no later than ``watermark_ms``)."""
+        now = min(self.newest_prediction_s, watermark_ms / 1000.0)
+        if self.topics and math.isfinite(now):
+            for store in self.stores.values():
+                store.sweep(now)
+        verdicts = self.coverage[:]
+        self.coverage.clear()  # the stores share this list: clear it in place
+        return verdicts
+
     def take_counts(self) -> Counter[tuple[str, str]]:
         """The outcomes counted since the last call."""
         counts, self.counts = self.counts, Counter()
@@ -488,7 +556,9 @@ class LabelJoin:
                 store.changed = False
 
     def restore(self, tp: TopicPartition, blob: bytes) -> None:
-        self.store(tp).restore(blob)
+        store = self.store(tp)
+        store.restore(blob)
+        self.newest_prediction_s = max(self.newest_prediction_s, store.newest)
 
     def drop(self, partitions: Iterable[TopicPartition]) -> None:
         partitions = list(partitions)

@@ -29,7 +29,12 @@ from detectors.block_means import BlockMeanADWIN
 from detectors.detection import Detection, FloatArray, State, sub_state
 from detectors.nulls import INDEPENDENT
 from detectors.performance import PerformanceReference, Scoring, window_metrics
-from monitord.alerts import ERROR_CHANGE_DETECTOR, PERFORMANCE_DETECTOR, stable_id
+from monitord.alerts import (
+    COVERAGE_DETECTOR,
+    ERROR_CHANGE_DETECTOR,
+    PERFORMANCE_DETECTOR,
+    stable_id,
+)
 from monitord.config import Config, PerformanceSettings
 from monitord.labels import Joined
 from monitord.monitor import Evaluation, OffsetRange
@@ -49,6 +54,9 @@ class PerformanceState(Document):
     rows: NonNegativeInt  # rows of the performance stream so far
     window_first_row: NonNegativeInt
     adwin_block: int | None = None  # None: no error-stream ADWIN (yet)
+    coverage_windows: NonNegativeInt = 0  # label coverage windows completed
+    coverage_due: NonNegativeInt = 0  # predictions due in the current coverage window
+    coverage_missed: NonNegativeInt = 0  # of which not labelled within the expected delay
 
 
 def _row(pair: Joined) -> Row:
@@ -85,6 +93,7 @@ class VersionPerformance:
         self.adwin: BlockMeanADWIN | None = None
         self._limit: int | None = None
         self.last: dict[str, float] = {}  # the last window's metrics (for /status, metrics)
+        self.coverage_windows = self.coverage_due = self.coverage_missed = 0
 
     @property
     def warming_up(self) -> bool:
@@ -231,7 +240,7 @@ class VersionPerformance:
         record: Record,
         evidence: tuple[tuple[str, float], ...] = (),
     ) -> Evaluation:
-        times = [row[5] for row in rows if math.isfinite(row[5])] or [math.nan]
+        times = [row[5] for row in rows if math.isfinite(row[5])] or [record.timestamp_ms / 1e3]
         return Evaluation(
             self.model,
             self.version,
@@ -245,11 +254,45 @@ class VersionPerformance:
             evidence=evidence,
         )
 
+    def coverage(
+        self, verdicts: Sequence[bool], window: int, least: float, record: Record
+    ) -> list[Evaluation]:
+        """Fold coverage verdicts (labelled within the expected delay or not, in order);
+        every ``window`` of them is checked against the ``least`` share covered."""
+        evaluations = []
+        for covered in verdicts:
+            self.coverage_due += 1
+            self.coverage_missed += not covered
+            if self.coverage_due < window:
+                continue
+            missed = self.coverage_missed / window
+            first = self.coverage_windows * window
+            result = Detection(
+                COVERAGE_DETECTOR,
+                first,
+                first + window - 1,
+                np.array([missed]),
+                np.array([1.0 - least]),
+                np.array([missed > 1.0 - least]),
+                None,
+                np.array([window], dtype=np.int64),
+            )
+            evidence = (("label_coverage", 1.0 - missed), ("min_coverage", least))
+            evaluations.append(
+                self._evaluation(("unlabelled_share",), result, (), record, evidence)
+            )
+            self.coverage_windows += 1
+            self.coverage_due = self.coverage_missed = 0
+        return evaluations
+
     def snapshot(self) -> tuple[PerformanceState, State]:
         state = PerformanceState(
             rows=self.rows,
             window_first_row=self.window_first_row,
             adwin_block=None if self.adwin is None else self.adwin.block,
+            coverage_windows=self.coverage_windows,
+            coverage_due=self.coverage_due,
+            coverage_missed=self.coverage_missed,
         )
         blob = orjson.dumps({"reference": self.reference_rows, "window": self.window})
         arrays: State = {"rows": np.frombuffer(blob, dtype=np.uint8)}
@@ -266,6 +309,8 @@ class VersionPerformance:
         if len(self.reference_rows) >= self.settings.warmup_labels:
             self._build_reference()
         self.rows, self.window_first_row = state.rows, state.window_first_row
+        self.coverage_windows = state.coverage_windows
+        self.coverage_due, self.coverage_missed = state.coverage_due, state.coverage_missed
         if state.adwin_block is not None:
             self.adwin = BlockMeanADWIN(1, state.adwin_block, self.delta)
             self.adwin.restore(sub_state(arrays, "adwin/"))
@@ -330,6 +375,24 @@ class Performance:
         evaluations: list[Evaluation] = []
         for (model, version), group in by_version.items():
             evaluations += self._version(model, version).update(group)
+        return evaluations
+
+    def coverage(
+        self, verdicts: Sequence[tuple[str, str, bool]], record: Record
+    ) -> list[Evaluation]:
+        """Fold label coverage verdicts ``(model, version, covered)`` in order (checked
+        only with ``labels.min_coverage`` set)."""
+        labels = self.config.labels
+        if not verdicts or labels.min_coverage <= 0:
+            return []
+        by_version: dict[tuple[str, str], list[bool]] = {}
+        for model, version, covered in verdicts:
+            by_version.setdefault((model, version), []).append(covered)
+        evaluations: list[Evaluation] = []
+        for (model, version), flags in by_version.items():
+            evaluations += self._version(model, version).coverage(
+                flags, labels.coverage_window, labels.min_coverage, record
+            )
         return evaluations
 
     def snapshot(self, key: tuple[str, str]) -> tuple[dict[str, object], State] | None:

@@ -256,3 +256,28 @@ def test_label_records_decode_by_the_configured_fields() -> None:
 def test_a_label_topic_must_be_its_own(topic: str) -> None:
     with pytest.raises(ValueError, match=r"labels\.topics"):
         parse_config({"kafka": {"input_topics": ["in"]}, "labels": {"topics": [topic]}})
+
+
+def test_labels_that_stop_coming_fire_the_coverage_alert() -> None:
+    events, labels = _concept_stream(12_000, None)
+    records = [
+        r
+        for r in _records(events, labels, max_delay=200)
+        if r.topic == "in" or int(orjson.loads(r.value or b"{}")["event_id"][1:]) < 6000
+    ]
+    config = parse_config(
+        {
+            "labels": {
+                "topics": ["labels"],
+                "expected_delay_s": 300,
+                "min_coverage": 0.9,
+                "coverage_window": 500,
+            },
+            "kafka": {"consumer": {"max_poll_records": 700}},
+        }
+    )
+    run = RecordedRun(config, records).drain()
+    (alert,) = [o for o in run.outputs if isinstance(o, Alert)]
+    assert dict(alert.labels)["alertname"] == "MonitordLabelCoverage"
+    assert (alert.status, alert.severity, alert.first_row) == ("firing", "warning", 6000)
+    assert dict(alert.evidence)["label_coverage"] == 0.0
