@@ -108,13 +108,16 @@ class Scoring:
         probabilistic = fractional and unit and len(classes) <= 2
         return cls("classification", positive, probabilistic)
 
-    def with_reference(self, predictions: Sequence[Any], labels: Sequence[Any]) -> Scoring:
-        """This scoring with its miss threshold taken from reference rows (regression)."""
+    def with_reference(
+        self, predictions: Sequence[Any], labels: Sequence[Any], quantile: float = MISS_QUANTILE
+    ) -> Scoring:
+        """This scoring with its miss threshold taken from reference rows (regression): the
+        ``quantile`` of their absolute errors."""
         if self.task != "regression":
             return self
         errors = np.abs(numbers(predictions) - numbers(labels))
         errors = errors[np.isfinite(errors)]
-        above = float(np.quantile(errors, MISS_QUANTILE)) if errors.size else math.inf
+        above = float(np.quantile(errors, quantile)) if errors.size else math.inf
         return Scoring(self.task, self.positive, False, above)
 
     def predicted_classes(self, predictions: Sequence[Any]) -> list[str | None]:
@@ -226,10 +229,15 @@ class PerformanceReference:
 
     @classmethod
     def build(
-        cls, scoring: Scoring, predictions: Sequence[Any], labels: Sequence[Any]
+        cls,
+        scoring: Scoring,
+        predictions: Sequence[Any],
+        labels: Sequence[Any],
+        quantile: float = MISS_QUANTILE,
     ) -> PerformanceReference:
-        """The reference of scored rows (in stream order: their dependence counts)."""
-        scoring = scoring.with_reference(predictions, labels)
+        """The reference of scored rows (in stream order: their dependence counts); a
+        regression row misses above the ``quantile`` of the reference's absolute errors."""
+        scoring = scoring.with_reference(predictions, labels, quantile)
         misses = scoring.misses(predictions, labels)
         misses = misses[np.isfinite(misses)]
         if misses.size >= 2 and misses.std() > 0:

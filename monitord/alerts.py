@@ -64,11 +64,14 @@ COVERAGE_DETECTOR = "label_coverage"
 """Too few predictions labelled within the expected delay."""
 LATENCY_DETECTOR = "latency_slo"
 """A window's p99 inference latency above the SLO."""
+LATENCY_DEGRADED_DETECTOR = "latency"
+"""A window's latency tail beyond what the reference's allows."""
 PERFORMANCE_ALERTS = {
     PERFORMANCE_DETECTOR: "MonitordPerformanceDegraded",
     ERROR_CHANGE_DETECTOR: "MonitordErrorRateChange",
     COVERAGE_DETECTOR: "MonitordLabelCoverage",
     LATENCY_DETECTOR: "MonitordLatencySLO",
+    LATENCY_DEGRADED_DETECTOR: "MonitordLatencyDegraded",
 }
 """Model-level alerts about how the model serves rather than what it is sent."""
 MAX_EVIDENCE_COLUMNS = 20
@@ -394,6 +397,7 @@ def _performance_summary(status: str, version: str, observation: Observation) ->
         ERROR_CHANGE_DETECTOR: "Error rate changed",
         COVERAGE_DETECTOR: "Label coverage low",
         LATENCY_DETECTOR: "Latency above SLO",
+        LATENCY_DEGRADED_DETECTOR: "Latency degraded",
     }[observation.detector]
     evaluation = observation.evaluation
     metric = evaluation.features[0] if evaluation.features else ""
@@ -447,6 +451,7 @@ __all__ = [
     "COVERAGE_DETECTOR",
     "ERROR_CHANGE_DETECTOR",
     "FEATURE_ALERT",
+    "LATENCY_DEGRADED_DETECTOR",
     "LATENCY_DETECTOR",
     "MAX_EVIDENCE_COLUMNS",
     "MODEL_ALERT",

@@ -42,6 +42,7 @@ from monitord.config import Config
 from monitord.dead_letter import FRAMING_BYTES, dead_letter, producer_request_bytes
 from monitord.events import BadRecord, EventGroup, decode
 from monitord.labels import Joined, LabelJoin
+from monitord.latency import latencies
 from monitord.metrics import DaemonMetrics
 from monitord.monitor import Evaluation, Monitor, MonitorState, MonitorUpdate, ProfileLoader
 from monitord.outputs import FLUSH_TIMEOUT_S, Publisher
@@ -222,7 +223,9 @@ class Daemon:
                 self._retire(update.retired)
             if update.refused:  # no series nor counts for what a limit keeps out
                 continue
-            pairs += self._predictions(group, update)
+            joined, latency = self._predictions(group, update)
+            pairs += joined
+            evaluations += latency
             good = len(group) - len(update.bad)
             self.stats.per_model[group.model] += good
             if metrics is not None:
@@ -276,17 +279,30 @@ class Daemon:
             metrics.batch(polled, time.perf_counter() - started)
         return polled, outputs
 
-    def _predictions(self, group: EventGroup, update: MonitorUpdate) -> list[Joined]:
-        """A group's monitored events to the join: inline labels pair at once, the rest
-        wait for theirs (label topics)."""
-        if not self.joins.topics and group.labels.count(None) == len(group):
-            return []
+    def _predictions(
+        self, group: EventGroup, update: MonitorUpdate
+    ) -> tuple[list[Joined], list[Evaluation]]:
+        """A group's monitored events to the join (inline labels pair at once, the rest
+        wait for theirs) and to the latency stream."""
+        n = len(group)
+        labelled = bool(self.joins.topics) or group.labels.count(None) < n
+        timed = group.latencies.count(None) < n
+        if not (labelled or timed):
+            return [], []
         skip: set[int] = set()
         if update.bad:
             refused = {id(b.record) for b in update.bad}
             skip = {i for i, record in enumerate(group.records) if id(record) in refused}
         times, _ = group.event_times()
-        return self.joins.predictions(group.model, group.version, group, times, skip)
+        model, version = group.model, group.version
+        pairs = self.joins.predictions(model, version, group, times, skip) if labelled else []
+        evaluations = []
+        if timed:
+            values = latencies(group.latencies)
+            values[list(skip)] = math.nan
+            evaluations = self.performance.latencies(model, version, values, times, group.records)
+            self._touched_versions({(model, version)})
+        return pairs, evaluations
 
     def _labels(self, records: list[Record]) -> tuple[list[Joined], list[BadRecord]]:
         """Fold the label records whose predictions are in (`monitord.labels.LabelGate`)."""

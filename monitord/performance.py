@@ -37,6 +37,7 @@ from monitord.alerts import (
 )
 from monitord.config import Config, PerformanceSettings
 from monitord.labels import Joined
+from monitord.latency import LatencyState, VersionLatency
 from monitord.monitor import Evaluation, OffsetRange
 from monitord.state import Document
 
@@ -57,6 +58,7 @@ class PerformanceState(Document):
     coverage_windows: NonNegativeInt = 0  # label coverage windows completed
     coverage_due: NonNegativeInt = 0  # predictions due in the current coverage window
     coverage_missed: NonNegativeInt = 0  # of which not labelled within the expected delay
+    latency: LatencyState | None = None  # the latency stream, arrays under latency/
 
 
 def _row(pair: Joined) -> Row:
@@ -94,6 +96,7 @@ class VersionPerformance:
         self._limit: int | None = None
         self.last: dict[str, float] = {}  # the last window's metrics (for /status, metrics)
         self.coverage_windows = self.coverage_due = self.coverage_missed = 0
+        self.latency: VersionLatency | None = None
 
     @property
     def warming_up(self) -> bool:
@@ -286,6 +289,9 @@ class VersionPerformance:
         return evaluations
 
     def snapshot(self) -> tuple[PerformanceState, State]:
+        latency_state, latency_arrays = (
+            (None, {}) if self.latency is None else self.latency.snapshot()
+        )
         state = PerformanceState(
             rows=self.rows,
             window_first_row=self.window_first_row,
@@ -293,11 +299,13 @@ class VersionPerformance:
             coverage_windows=self.coverage_windows,
             coverage_due=self.coverage_due,
             coverage_missed=self.coverage_missed,
+            latency=None if self.latency is None else latency_state,
         )
         blob = orjson.dumps({"reference": self.reference_rows, "window": self.window})
         arrays: State = {"rows": np.frombuffer(blob, dtype=np.uint8)}
         if self.adwin is not None:
             arrays.update({f"adwin/{k}": v for k, v in self.adwin.snapshot().items()})
+        arrays.update({f"latency/{k}": v for k, v in latency_arrays.items()})
         return state, arrays
 
     def restore(self, state: PerformanceState, arrays: State) -> None:
@@ -311,6 +319,8 @@ class VersionPerformance:
         self.rows, self.window_first_row = state.rows, state.window_first_row
         self.coverage_windows = state.coverage_windows
         self.coverage_due, self.coverage_missed = state.coverage_due, state.coverage_missed
+        if state.latency is not None and self.latency is not None:
+            self.latency.restore(state.latency, sub_state(arrays, "latency/"))
         if state.adwin_block is not None:
             self.adwin = BlockMeanADWIN(1, state.adwin_block, self.delta)
             self.adwin.restore(sub_state(arrays, "adwin/"))
@@ -365,6 +375,31 @@ class Performance:
             )
         return found
 
+    def latencies(
+        self,
+        model: str,
+        version: str,
+        values: FloatArray,
+        times: FloatArray,
+        records: Sequence[Record],
+    ) -> list[Evaluation]:
+        """Fold a version's monitored events' latencies (NaN: none) in event order."""
+        found = self._version(model, version)
+        if found.latency is None:
+            found.latency = self._latency(model, version)
+        return found.latency.update(values, times, records)
+
+    def _latency(self, model: str, version: str) -> VersionLatency:
+        detection = self.config.detection_for(model)
+        return VersionLatency(
+            model,
+            version,
+            detection.warmup_events,
+            detection.window_size,
+            min(detection.window_size / detection.false_alarm_budget_events, 0.5),
+            self.config.performance.latency_slo_ms,
+        )
+
     def update(self, pairs: Sequence[Joined]) -> list[Evaluation]:
         """Fold joined pairs in, per model version in join order."""
         if not pairs or not self.config.performance.enabled:
@@ -405,7 +440,10 @@ class Performance:
     def restore(self, key: tuple[str, str], document: object, arrays: State) -> None:
         """Restore a version's stream (`StateError` if the document is not one)."""
         state = PerformanceState.load(document, f"performance state of {key[0]}/{key[1]}")
-        self._version(*key).restore(state, arrays)
+        found = self._version(*key)
+        if state.latency is not None:
+            found.latency = self._latency(*key)
+        found.restore(state, arrays)
 
     def drop(self, keys: Sequence[tuple[str, str]]) -> None:
         for key in keys:

@@ -281,3 +281,71 @@ def test_labels_that_stop_coming_fire_the_coverage_alert() -> None:
     assert dict(alert.labels)["alertname"] == "MonitordLabelCoverage"
     assert (alert.status, alert.severity, alert.first_row) == ("firing", "warning", 6000)
     assert dict(alert.evidence)["label_coverage"] == 0.0
+
+
+def _latency_records(n: int, slow_from: int, seed: int = 11) -> list[Record]:
+    rng = np.random.default_rng(seed)
+    # Heavy-tailed latencies (lognormal); from slow_from on, a tenth of requests are 5x slower.
+    latency = np.exp(rng.normal(3.0, 0.5, n))
+    slow = (np.arange(n) >= slow_from) & (rng.random(n) < 0.1)
+    latency[slow] *= 5
+    return [
+        Record(
+            "in",
+            0,
+            i,
+            b"m",
+            orjson.dumps(
+                {
+                    "model": "m",
+                    "timestamp": T0 + i,
+                    "features": {"a": float(rng.normal())},
+                    "latency_ms": float(latency[i]),
+                }
+            ),
+            int((T0 + i) * 1000),
+        )
+        for i in range(n)
+    ]
+
+
+def test_a_slower_tail_fires_latency_degraded_and_the_slo() -> None:
+    config = parse_config(
+        {"performance": {"latency_slo_ms": 150.0}, "kafka": {"consumer": {"max_poll_records": 700}}}
+    )
+    run = RecordedRun(config, _latency_records(8000, 5000)).drain()
+    fired = {
+        dict(o.labels)["alertname"]: o
+        for o in run.outputs
+        if isinstance(o, Alert) and o.status == "firing"
+    }
+    assert set(fired) == {"MonitordLatencyDegraded", "MonitordLatencySLO"}
+    for alert in fired.values():
+        assert alert.first_row >= 5000 - 1000  # latency rows: the warm-up's 1000 included
+        evidence = dict(alert.evidence)
+        assert evidence["latency_p99_ms"] > 150 > evidence["reference_latency_p99_ms"]
+
+
+def test_steady_heavy_tailed_latency_is_quiet() -> None:
+    run = RecordedRun(parse_config({}), _latency_records(20_000, 20_000)).drain()
+    assert run.outputs == []
+    windows = [e for e in run.evaluations if e.result.detector == "latency"]
+    assert len(windows) == 38
+
+
+def test_latency_windows_restore_from_a_checkpoint(tmp_path: Path) -> None:
+    config = parse_config(
+        {"performance": {"latency_slo_ms": 150.0}, "kafka": {"consumer": {"max_poll_records": 700}}}
+    )
+    records = _latency_records(8000, 5000)
+    whole = RecordedRun(config, records, tmp_path / "whole.sqlite").drain()
+    first = RecordedRun(config, records, tmp_path / "crashed.sqlite")
+    first.steps(5)
+    first.daemon.checkpoint()
+    first.crash()
+    second = RecordedRun(
+        config, records, tmp_path / "crashed.sqlite", committed=first.source.committed
+    ).drain()
+    ids = list(dict.fromkeys(o.id for o in first.outputs + second.outputs))
+    assert ids == [o.id for o in whole.outputs]
+    assert ids
