@@ -66,12 +66,19 @@ LATENCY_DETECTOR = "latency_slo"
 """A window's p99 inference latency above the SLO."""
 LATENCY_DEGRADED_DETECTOR = "latency"
 """A window's latency tail beyond what the reference's allows."""
+QUIET_DETECTOR = "volume_quiet"
+"""A model without events for volume.quiet_after_s."""
+FLOOD_DETECTOR = "volume_flood"
+"""A model's events above volume.max_events_per_s."""
+VOLUME_DETECTORS = frozenset({QUIET_DETECTOR, FLOOD_DETECTOR})
 PERFORMANCE_ALERTS = {
     PERFORMANCE_DETECTOR: "MonitordPerformanceDegraded",
     ERROR_CHANGE_DETECTOR: "MonitordErrorRateChange",
     COVERAGE_DETECTOR: "MonitordLabelCoverage",
     LATENCY_DETECTOR: "MonitordLatencySLO",
     LATENCY_DEGRADED_DETECTOR: "MonitordLatencyDegraded",
+    QUIET_DETECTOR: "MonitordModelQuiet",
+    FLOOD_DETECTOR: "MonitordModelFlood",
 }
 """Model-level alerts about how the model serves rather than what it is sent."""
 MAX_EVIDENCE_COLUMNS = 20
@@ -398,6 +405,8 @@ def _performance_summary(status: str, version: str, observation: Observation) ->
         COVERAGE_DETECTOR: "Label coverage low",
         LATENCY_DETECTOR: "Latency above SLO",
         LATENCY_DEGRADED_DETECTOR: "Latency degraded",
+        QUIET_DETECTOR: "Model quiet",
+        FLOOD_DETECTOR: "Model flooding",
     }[observation.detector]
     evaluation = observation.evaluation
     metric = evaluation.features[0] if evaluation.features else ""
@@ -451,6 +460,7 @@ __all__ = [
     "COVERAGE_DETECTOR",
     "ERROR_CHANGE_DETECTOR",
     "FEATURE_ALERT",
+    "FLOOD_DETECTOR",
     "LATENCY_DEGRADED_DETECTOR",
     "LATENCY_DETECTOR",
     "MAX_EVIDENCE_COLUMNS",
@@ -458,6 +468,8 @@ __all__ = [
     "MODEL_DETECTOR",
     "PERFORMANCE_ALERTS",
     "PERFORMANCE_DETECTOR",
+    "QUIET_DETECTOR",
+    "VOLUME_DETECTORS",
     "Alert",
     "AlertBook",
     "AlertRow",

@@ -354,6 +354,18 @@ class PerformanceSettings(_Section):
     )
 
 
+class VolumeSettings(_Section):
+    """Event volume per model as alerts (off by default: normal traffic is the operator's
+    to say)."""
+
+    quiet_after_s: float | None = Field(
+        None, gt=0, description="MonitordModelQuiet after this long without events (wall clock)"
+    )
+    max_events_per_s: float | None = Field(
+        None, gt=0, description="MonitordModelFlood when a minute's rate exceeds this"
+    )
+
+
 class ModelSettings(_Section):
     name: str
     profiles: dict[str, Path] = Field(
@@ -549,6 +561,7 @@ class Config(_Section):
     limits: LimitSettings = LimitSettings()
     labels: LabelSettings = LabelSettings()
     performance: PerformanceSettings = PerformanceSettings()
+    volume: VolumeSettings = VolumeSettings()
 
     @model_validator(mode="after")
     def _outputs_are_not_inputs(self) -> Config:
@@ -767,6 +780,7 @@ __all__ = [
     "PolicySettings",
     "ShutdownSettings",
     "TopicName",
+    "VolumeSettings",
     "load_config",
     "masked",
     "parse_config",

@@ -50,6 +50,7 @@ from monitord.performance import Performance
 from monitord.policy import Output, Policy, PolicyState
 from monitord.repartition import Forward, SourceOffsets, forwards
 from monitord.retrain import DecisionRecorder
+from monitord.volume import VolumeWatch
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,7 @@ class Daemon:
         self.store = store
         self.monitor = Monitor(config, load_profile)
         self.joins = LabelJoin(config.labels, config.events, config.limits.max_name_chars)
+        self.volume = VolumeWatch(config.volume)
         self.performance = Performance(config)
         self._dirty: set[TopicPartition] = set()  # state changed, offset maybe not
         self._label_next: dict[TopicPartition, int] = {}  # label partitions: next to poll
@@ -170,18 +172,19 @@ class Daemon:
         self._reset_positions()
         records = self.source.poll(timeout_s, limit)
         if not records and not self._labels_due():
-            requested = self.policy.due(time.time())  # scheduled and manual retrain requests
-            if requested and self._deliver(list(requested), []):
-                self._count(0, [], list(requested))
+            # Scheduled and manual retrain requests; models gone quiet.
+            due: list[Output] = [*self.policy.due(time.time()), *self._volume()]
+            if due and self._deliver(due, []):
+                self._count(0, [], due)
                 if self.metrics is not None:
-                    self.metrics.outputs(requested)
+                    self.metrics.outputs(due)
             if self._checkpoint_due():
                 self.checkpoint()
             if self._clock() - self._last_probe >= PROBE_INTERVAL_S:
                 self._last_probe = self._clock()
                 self.source.probe(PROBE_INTERVAL_S)  # raises while the broker is away
                 self.health.set_condition("broker", True)
-            return 0, list(requested)
+            return 0, due
         self._last_probe = self._clock()
         started = time.perf_counter()
         # Top the batch up with what is already fetched (no waiting), so the per-batch flush
@@ -228,6 +231,7 @@ class Daemon:
             evaluations += latency
             good = len(group) - len(update.bad)
             self.stats.per_model[group.model] += good
+            self.volume.seen(group.model, group.version, good, group.records[-1], time.time())
             if metrics is not None:
                 metrics.model_events(
                     group.model, good, update.newest_time, update.late, update.untimed
@@ -243,7 +247,7 @@ class Daemon:
             verdicts = self.joins.sweep(read)
             evaluations += self.performance.coverage(verdicts, last[0])
             self._touched_versions({(model, version) for model, version, _ in verdicts})
-        outputs = self.policy.decide(evaluations) + list(requested)
+        outputs = self.policy.decide(evaluations) + list(requested) + self._volume()
         polled = len(records) + len(label_records)
         if not self._deliver(outputs, bad, forwarded):
             return polled, outputs  # stopping: the batch is processed again on restart
@@ -278,6 +282,12 @@ class Daemon:
             )
             metrics.batch(polled, time.perf_counter() - started)
         return polled, outputs
+
+    def _volume(self) -> list[Output]:
+        """Volume alerts due now (`monitord.volume`)."""
+        if not self.volume.enabled:
+            return []
+        return self.policy.decide(self.volume.check(time.time()))
 
     def _predictions(
         self, group: EventGroup, update: MonitorUpdate

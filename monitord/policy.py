@@ -26,6 +26,7 @@ from monitord.alerts import (
     MODEL_DETECTOR,
     PERFORMANCE_ALERTS,
     PERFORMANCE_DETECTOR,
+    VOLUME_DETECTORS,
     Alert,
     AlertBook,
     AlertRow,
@@ -290,6 +291,11 @@ class Policy:
         statistic, threshold = float(result.statistic[0]), float(result.threshold[0])
         drifted = bool(result.drifted[0])
         outputs: list[Output | None] = []
+        if detector in VOLUME_DETECTORS:  # transitions, each one news
+            observation = Observation("", detector, drifted, statistic, threshold, evaluation)
+            book = state.alerts
+            change = book.event(observation) if drifted else book.end(observation)
+            return [] if change is None else [change]
         if detector == ERROR_CHANGE_DETECTOR:
             state.error_changed = True
             return [

@@ -13,7 +13,9 @@ from connectors.stream import Record, TopicPartition
 from monitord.alerts import Alert
 from monitord.config import Config, parse_config
 from monitord.labels import JoinStore, Label, decode_labels
+from monitord.policy import Policy
 from monitord.retrain import RetrainTrigger
+from monitord.volume import VolumeWatch
 from tests.monitord.recorded import RecordedRun
 
 T0 = 1_700_000_000.0
@@ -349,3 +351,26 @@ def test_latency_windows_restore_from_a_checkpoint(tmp_path: Path) -> None:
     ids = list(dict.fromkeys(o.id for o in first.outputs + second.outputs))
     assert ids == [o.id for o in whole.outputs]
     assert ids
+
+
+def test_a_quiet_model_fires_until_its_next_event_and_a_flood_until_a_calm_minute() -> None:
+    config = parse_config({"volume": {"quiet_after_s": 600, "max_events_per_s": 1}})
+    watch, policy = VolumeWatch(config.volume), Policy.from_config(config)
+    record = Record("in", 0, 7, b"m", b"{}", 0)
+
+    def transitions(now: float) -> list[tuple[str, str]]:
+        return [
+            (dict(o.labels)["alertname"], o.status)
+            for o in policy.decide(watch.check(now))
+            if isinstance(o, Alert)
+        ]
+
+    watch.seen("m", "2", 100, record, 1000.0)
+    assert transitions(1059.0) == []
+    assert transitions(1061.0) == [("MonitordModelFlood", "firing")]  # 100 in 61 s
+    assert transitions(1100.0) == []  # a minute not over yet
+    assert transitions(1599.0) == [("MonitordModelFlood", "resolved")]  # none since 1061
+    assert transitions(1600.0) == [("MonitordModelQuiet", "firing")]
+    assert transitions(1700.0) == []  # still quiet: one alert per episode
+    watch.seen("m", "2", 5, record, 1800.0)
+    assert transitions(1801.0) == [("MonitordModelQuiet", "resolved")]
