@@ -21,6 +21,7 @@ in the store. A restart or a slow fetch therefore joins the same pairs in the sa
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import Counter, deque
 from collections.abc import Iterable
@@ -32,6 +33,7 @@ import orjson
 
 from connectors.stream import Record, TopicPartition
 from detectors.detection import FloatArray
+from detectors.profile import CATEGORY_CHARS
 from monitord.clock import parse_event_time
 from monitord.config import EventFields, LabelSettings
 from monitord.events import BadRecord, EventGroup
@@ -114,12 +116,14 @@ def decode_labels(
                 BadRecord(record, "missing_label", f"field {f_label!r} missing or not a value")
             )
             continue
+        if type(label) is str and len(label) > CATEGORY_CHARS:
+            label = label[:CATEGORY_CHARS]  # a class is its first characters, as a category
         model = event.get(f_model)
         labels.append(
             Label(
                 event_id,
                 label,
-                model if type(model) is str and model else None,
+                model if type(model) is str and 0 < len(model) <= max_id_chars else None,
                 _label_time(event.get(f_time), record),
                 record,
             )
@@ -251,7 +255,11 @@ class JoinStore:
         if label.event_id in self.early:
             counts["", "duplicate"] += 1
             return
-        self.early[label.event_id] = (label.label, label.model or "", label.time, label.record)
+        record = label.record  # its position only: the bytes are not kept
+        where = Record(
+            record.topic, record.partition, record.offset, None, None, record.timestamp_ms
+        )
+        self.early[label.event_id] = (label.label, label.model or "", label.time, where)
         if len(self.early) > self.max_pending:
             oldest = next(iter(self.early))
             del self.early[oldest]
@@ -358,7 +366,8 @@ def _float(value: object) -> float:
 
 
 def _text(label: Any) -> str:
-    return orjson.dumps(label).decode()
+    """What a joined id remembers of its label: enough to tell the same label from another."""
+    return hashlib.blake2b(orjson.dumps(label), digest_size=8).hexdigest()
 
 
 class LabelGate:
@@ -459,6 +468,8 @@ class LabelJoin:
             if i in skip:
                 continue
             prediction, time = group.predictions[i], float(times[i])
+            if type(prediction) is str and len(prediction) > CATEGORY_CHARS:
+                prediction = prediction[:CATEGORY_CHARS]
             tp = record.topic_partition
             if label is not None and not isinstance(label, list | dict):
                 counts[model, "joined"] += 1
