@@ -9,7 +9,13 @@ per round, in alternating order; events/s are medians over the rounds, with thei
 Prints events/s and RSS for each and the ratios; the last line is the RESULT summary, whose
 daemon figure is the default configuration's (checkpoints on).
 
-    python benchmarks/e2e.py [--quick] [--rounds N]   # --quick: about a minute
+With ``--labels`` every event is labelled by a record on a second, co-partitioned topic
+(``{"event_id", "label"}``, produced after the events): every reader then reads both
+topics, the floor decodes the label records too (id and label out of each), and the
+daemon joins every label to its prediction and monitors performance. Events/s counts
+inference events; each reader's time covers both topics.
+
+    python benchmarks/e2e.py [--quick] [--rounds N] [--labels]   # --quick: about a minute
 """
 
 from __future__ import annotations
@@ -52,6 +58,21 @@ FETCH = {
 }
 
 
+LABELS = "bench-labels"
+
+
+def produce_labels(bootstrap: str, n: int, seed: int = 2) -> None:
+    """A label for every event: the prediction's value plus noise (a regression)."""
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(scale=0.1, size=n)
+    values = np.random.default_rng(1).normal(size=(n, len(FEATURES)))[:, 0] + noise
+    sink = KafkaSink(bootstrap, settings=KafkaProducerSettings(linger_ms=20, batch_size=1 << 20))
+    for i, label in enumerate(values.tolist()):
+        sink.send(LABELS, b"bench", orjson.dumps({"event_id": f"e{i}", "label": label}))
+    sink.flush(60)
+    sink.close()
+
+
 def produce(bootstrap: str, topic: str, n: int, seed: int = 1) -> None:
     rng = np.random.default_rng(seed)
     values = rng.normal(size=(n, len(FEATURES)))
@@ -72,16 +93,23 @@ def produce(bootstrap: str, topic: str, n: int, seed: int = 1) -> None:
     sink.close()
 
 
-def raw_consume(bootstrap: str, topic: str, n: int, handle: Callable[[list[bytes]], None]) -> float:
-    """Seconds for a group-less consumer to read ``n`` records, passing each batch on."""
+def raw_consume(
+    bootstrap: str, topics: list[str], n: int, handle: Callable[[str, list[bytes]], None]
+) -> float:
+    """Seconds for a group-less consumer to read ``n`` records of ``topics``, passing each
+    batch on with its topic."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **FETCH)
-    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+    partitions = [
+        TopicPartition(topic, p)
+        for topic in topics
+        for p in sorted(consumer.partitions_for_topic(topic))
+    ]
     consumer.assign(partitions)
     consumer.seek_to_beginning()
     seen, start = 0, time.perf_counter()
     while seen < n:
-        for records in consumer.poll(timeout_ms=500).values():
-            handle([r.value for r in records])
+        for tp, records in consumer.poll(timeout_ms=500).items():
+            handle(tp.topic, [r.value for r in records])
             seen += len(records)
     elapsed = time.perf_counter() - start
     consumer.close()
@@ -91,13 +119,17 @@ def raw_consume(bootstrap: str, topic: str, n: int, handle: Callable[[list[bytes
 _FEATURE_VALUES = operator.itemgetter(*FEATURES)
 
 
-def decode_to_arrays(values: list[bytes]) -> None:
-    """The floor: parse each event and pull its features into one float array per batch."""
+def decode_to_arrays(topic: str, values: list[bytes]) -> None:
+    """The floor: parse each event and pull its features into one float array per batch
+    (a label record: its id and label into a list)."""
     loads, get = orjson.loads, _FEATURE_VALUES
+    if topic == LABELS:
+        [(label["event_id"], label["label"]) for label in map(loads, values)]
+        return
     np.array([get(loads(v)["features"]) for v in values], dtype=np.float64)
 
 
-def daemon_consume(bootstrap: str, topic: str, n: int, store: str) -> float:
+def daemon_consume(bootstrap: str, topic: str, n: int, store: str, labels: bool) -> float:
     """Seconds for the daemon to process ``n`` records, from its first polled batch.
 
     ``store`` is `checkpoint.store`; checkpoint intervals are the defaults. Each run starts
@@ -120,19 +152,24 @@ def daemon_consume(bootstrap: str, topic: str, n: int, store: str) -> float:
                 "detection": {"warmup_events": 5000, "window_size": 1000},
                 "checkpoint": {"store": store},
                 "state_dir": state_dir,
+                "labels": {"topics": [LABELS] if labels else []},
             }
         )
+        records = 2 * n if labels else n
         daemon = build_kafka_daemon(config)
         try:
             while daemon.stats.events == 0:
                 daemon.step(0.5)  # the group join is not part of the measurement
             start_events, start = daemon.stats.events, time.perf_counter()
-            while daemon.stats.events < n:
+            while daemon.stats.events < records or daemon.joins.gate.held():
                 daemon.step(0.5)
             elapsed = time.perf_counter() - start
+            if labels:
+                joined = sum(v.rows for v in daemon.performance.versions.values())
+                assert joined == n, f"{joined} of {n} labels joined"
         finally:
             daemon.close()
-    return elapsed * n / (n - start_events)
+    return elapsed * records / (records - start_events)
 
 
 def rss_mb() -> float:
@@ -155,6 +192,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="200k events instead of 1M")
     parser.add_argument("--rounds", type=int, default=5, help="runs of each reader (default 5)")
+    parser.add_argument("--labels", action="store_true", help="every event labelled on a topic")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds: give at least 1")
@@ -165,21 +203,26 @@ def main() -> None:
     print(f"gc thresholds {gc.get_threshold()} for every reader")
     print(
         f"crc32c accelerated: {crc32c_accelerated()}; events: {n}; features: {len(FEATURES)}; "
-        f"rounds: {args.rounds}"
+        f"rounds: {args.rounds}; labels: {'on a second topic' if args.labels else 'none'}"
     )
     # SIGTERM (a timeout, a CI cancel) unwinds like Ctrl-C, so the broker is stopped too.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     with EmbeddedBroker() as broker:
         topic = "bench-events"
-        ensure_topics(broker.bootstrap, {topic: 1})
+        topics = [topic, LABELS] if args.labels else [topic]
+        ensure_topics(broker.bootstrap, dict.fromkeys(topics, 1))
         started = time.perf_counter()
         produce(broker.bootstrap, topic, n)
+        if args.labels:
+            produce_labels(broker.bootstrap, n)
         print(f"produced in {time.perf_counter() - started:.1f} s")
+        total, labels = n * len(topics), args.labels
+        bootstrap = broker.bootstrap
         runs: dict[str, Callable[[], float]] = {
-            "raw": lambda: raw_consume(broker.bootstrap, topic, n, lambda batch: None),
-            "floor": lambda: raw_consume(broker.bootstrap, topic, n, decode_to_arrays),
-            "daemon_off": lambda: daemon_consume(broker.bootstrap, topic, n, "none"),
-            "daemon": lambda: daemon_consume(broker.bootstrap, topic, n, "local"),
+            "raw": lambda: raw_consume(bootstrap, topics, total, lambda topic, batch: None),
+            "floor": lambda: raw_consume(bootstrap, topics, total, decode_to_arrays),
+            "daemon_off": lambda: daemon_consume(bootstrap, topic, n, "none", labels),
+            "daemon": lambda: daemon_consume(bootstrap, topic, n, "local", labels),
         }
         rates: dict[str, list[float]] = {name: [] for name in runs}
         rss: dict[str, float] = {}
