@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,6 +29,8 @@ from monitord.delivery import Delivery, build_receivers
 from monitord.metrics import DaemonMetrics, check_cardinality
 from monitord.outputs import JsonLinesPublisher, KafkaPublisher, Publisher
 from monitord.reference import profile_loader
+
+log = logging.getLogger(__name__)
 
 
 def kafka_security(config: Config) -> KafkaSecurity:
@@ -68,6 +71,9 @@ def build_kafka_daemon(
     topics = list(kafka.input_topics)
     if kafka.repartition:
         topics.append(ensure_co_partitioned(config, kafka.internal_topic, security))
+    if config.labels.topics:
+        _check_label_partitions(config, security)
+        topics += config.labels.topics
     c = kafka.consumer
     daemon: Daemon | None = None  # the rebalance callbacks fire inside poll(), once it exists
 
@@ -213,6 +219,29 @@ def ensure_co_partitioned(
             "many partitions as the input (or choose a new topic name)"
         )
     return topic
+
+
+def _check_label_partitions(config: Config, security: KafkaSecurity) -> None:
+    """Warn when a label topic cannot be co-partitioned with the input (its labels join only
+    where their prediction's partition happens to be read by the same replica)."""
+    kafka = config.kafka
+    counts = partition_counts(
+        kafka.bootstrap_servers,
+        [*kafka.input_topics, *config.labels.topics],
+        security=security,
+        timeout_s=kafka.connect_timeout_s,
+    )
+    inputs = {counts[t] for t in kafka.input_topics if t in counts}
+    for topic in config.labels.topics:
+        if topic in counts and inputs and inputs != {counts[topic]}:
+            log.warning(
+                "label topic %r has %d partitions, the input topics %s: labels join their "
+                "prediction only when both partitions are read by the same replica; give "
+                "the label topic as many partitions as the input, keyed alike",
+                topic,
+                counts[topic],
+                sorted(inputs),
+            )
 
 
 def changelog_topic(config: Config) -> str:
