@@ -51,6 +51,11 @@ JOIN_OUTCOMES = (
 """Outcomes counted per model; those of a label without its prediction (orphan, duplicate,
 conflicting, late) under the empty model: a label's own model name is unchecked input."""
 
+MAX_HELD_BYTES = 64 * 1024 * 1024
+"""Most a consumer holds of label records read ahead of their predictions."""
+HELD_COST = 200
+"""Bytes a held record costs besides its value (the record tuple, its deque slot)."""
+
 GIVEN_UP = "\x00evicted"
 """What `JoinStore.done` holds for a prediction evicted unlabelled."""
 
@@ -371,25 +376,32 @@ def _text(label: Any) -> str:
 
 
 class LabelGate:
-    """Holds label records until the inference partitions are read past their time."""
+    """Holds label records until the inference partitions are read past their time.
 
-    def __init__(self, max_held: int = 100_000) -> None:
-        self.max_held = max_held
+    What it holds is bounded in bytes (`MAX_HELD_BYTES` of record values and `HELD_COST`
+    per record): past it, a partition's newer records are dropped unread and its position
+    moved back to the first of them, to be read again once the held ones are folded.
+    """
+
+    def __init__(self, max_bytes: int = MAX_HELD_BYTES) -> None:
+        self.max_bytes = max_bytes
         self._held: dict[TopicPartition, deque[Record]] = {}
+        self._bytes = 0
 
     def hold(self, records: Iterable[Record]) -> dict[TopicPartition, int]:
-        """Queue ``records``; returns label partitions to read again from an offset (their
-        queue was full: the newest records are dropped, unread, to come again)."""
+        """Queue ``records``; returns label partitions to read again from an offset (the
+        gate was full: their newest records are dropped, unread, to come again)."""
         again: dict[TopicPartition, int] = {}
         for record in records:
             tp = record.topic_partition
-            queue = self._held.setdefault(tp, deque())
             if tp in again:
                 continue
-            if len(queue) >= self.max_held:
+            cost = HELD_COST + len(record.value or b"")
+            if self._bytes + cost > self.max_bytes:
                 again[tp] = record.offset
                 continue
-            queue.append(record)
+            self._held.setdefault(tp, deque()).append(record)
+            self._bytes += cost
         return again
 
     def release(self, watermark_ms: float) -> list[Record]:
@@ -397,7 +409,9 @@ class LabelGate:
         out: list[Record] = []
         for queue in self._held.values():
             while queue and queue[0].timestamp_ms < watermark_ms:
-                out.append(queue.popleft())
+                record = queue.popleft()
+                self._bytes -= HELD_COST + len(record.value or b"")
+                out.append(record)
         return out
 
     def oldest_ms(self) -> int | None:
@@ -414,7 +428,8 @@ class LabelGate:
 
     def drop(self, partitions: Iterable[TopicPartition]) -> None:
         for tp in partitions:
-            self._held.pop(tp, None)
+            for record in self._held.pop(tp, ()):
+                self._bytes -= HELD_COST + len(record.value or b"")
 
 
 class LabelJoin:
@@ -510,8 +525,10 @@ class LabelJoin:
         """Hold ``records``, fold the held labels older than ``watermark_ms``; returns the
         pairs, the bad label records and label partitions to read again (`LabelGate.hold`)."""
         again = self.gate.hold(records)
-        for record in records[-1:] if len({r.partition for r in records}) == 1 else records:
-            self.seen_ms[record.topic_partition] = record.timestamp_ms
+        for record in records:  # how far each label partition is read, what was kept of it
+            tp = record.topic_partition
+            if tp not in again or record.offset < again[tp]:
+                self.seen_ms[tp] = record.timestamp_ms
         released = self.gate.release(watermark_ms)
         labels, bad = decode_labels(released, self.fields, self.max_id_chars)
         joined: list[Joined] = []
@@ -584,7 +601,9 @@ class LabelJoin:
 
 __all__ = [
     "GIVEN_UP",
+    "HELD_COST",
     "JOIN_OUTCOMES",
+    "MAX_HELD_BYTES",
     "EarlyLabel",
     "JoinStore",
     "Joined",
