@@ -75,6 +75,12 @@ CATALOGUE = [
     Metric("monitord_loop_heartbeat_timestamp_seconds", "gauge"),
     Metric("monitord_ready", "gauge"),
     Metric("monitord_metric_series_dropped_total", "counter"),
+    # Issue #13: labels joined to predictions, and performance per model version.
+    Metric("monitord_labels_total", "counter", ("model", "outcome")),
+    Metric("monitord_label_delay_seconds", "histogram"),
+    Metric("monitord_label_join_pending", "gauge"),
+    Metric("monitord_label_records_held", "gauge"),
+    Metric("monitord_model_performance", "gauge", ("model", "model_version", "metric")),
 ]
 
 CONTRACT_ALERTS = {
@@ -542,9 +548,14 @@ def test_dashboard_shows_what_an_operator_needs() -> None:
         "monitord_alerts_firing",
         "monitord_outbox_pending_messages",
         "monitord_checkpoint_last_success_timestamp_seconds",
+        "monitord_model_performance",
+        "monitord_labels_total",
+        "monitord_label_delay_seconds",
+        "monitord_label_join_pending",
+        "monitord_label_records_held",
     } <= used
     variables = {var["name"]: var for var in data["templating"]["list"]}
-    assert {"datasource", "model", "feature"} <= set(variables)
+    assert {"datasource", "model", "feature", "metric"} <= set(variables)
     panels = data["panels"]
     ids = [panel["id"] for panel in panels]
     assert len(ids) == len(set(ids))
@@ -564,6 +575,11 @@ def test_dashboard_shows_what_an_operator_needs() -> None:
     assert 'feature="$feature"' in queried
     assert '"$model"' in queried
     assert metric_names(queried) == {"monitord_drift_statistic", "monitord_drift_threshold"}
+    (per_metric,) = [p for p in panels if p.get("repeat") == "metric"]
+    queried = " ".join(t["expr"] for t in per_metric["targets"])
+    assert 'metric="$metric"' in queried
+    assert '"$model"' in queried
+    assert metric_names(queried) == {"monitord_model_performance"}
 
 
 def test_rules_are_the_contract_alerts_with_routing_labels() -> None:
