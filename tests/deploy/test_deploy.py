@@ -91,6 +91,10 @@ CONTRACT_ALERTS = {
     "MonitordOutboxBacklog",
     "MonitordNoEventsFromModel",
     "MonitordNotReady",
+    # Issue #13: the label join's health.
+    "MonitordLabelsNotJoining",
+    "MonitordLabelJoinEvicting",
+    "MonitordLabelsHeld",
 }
 
 INSTALL = {
