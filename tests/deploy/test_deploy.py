@@ -24,7 +24,14 @@ from typing import Any
 import pytest
 import yaml
 
-from monitord.alerts import CHANGE_ALERT, FEATURE_ALERT, MODEL_ALERT
+from monitord.alerts import (
+    CHANGE_ALERT,
+    ERROR_CHANGE_DETECTOR,
+    FEATURE_ALERT,
+    MODEL_ALERT,
+    PERFORMANCE_ALERTS,
+    PERFORMANCE_DETECTOR,
+)
 from monitord.config import Config, load_config, parse_config
 
 pytestmark = pytest.mark.deploy
@@ -645,9 +652,25 @@ def test_alertmanager_routes_health_to_sre_and_drift_to_the_team() -> None:
     assert routed_to(ALERTMANAGER, change) == "ml-team-chat"
 
 
+def test_alertmanager_routes_performance_alerts_to_the_team() -> None:
+    """Every model-level alert monitord sends (performance, latency, labels, volume) reaches
+    the ML team; only performance degradation, critical, pages."""
+    for detector, alertname in PERFORMANCE_ALERTS.items():
+        severity = "critical" if detector == PERFORMANCE_DETECTOR else "warning"
+        labels = {
+            "alertname": alertname,
+            "model": "fraud-scorer",
+            "model_version": "7",
+            "detector": detector,
+            "severity": severity,
+        }
+        pager = severity == "critical"
+        assert routed_to(ALERTMANAGER, labels) == ("ml-team-pager" if pager else "ml-team-chat")
+
+
 def test_alertmanager_inhibits_feature_alerts_under_the_model_alert() -> None:
     config = yaml.safe_load(ALERTMANAGER.read_text())
-    known = CONTRACT_ALERTS | {FEATURE_ALERT, MODEL_ALERT}
+    known = CONTRACT_ALERTS | {FEATURE_ALERT, MODEL_ALERT} | set(PERFORMANCE_ALERTS.values())
     pairs = []
     for rule in config["inhibit_rules"]:
         sides = []
@@ -661,6 +684,17 @@ def test_alertmanager_inhibits_feature_alerts_under_the_model_alert() -> None:
             sides.append(names)
         pairs.append((sides[0], sides[1], rule["equal"]))
     assert ({MODEL_ALERT}, {FEATURE_ALERT}, ["model", "model_version"]) in pairs
+    performance, error_change = (
+        PERFORMANCE_ALERTS[detector] for detector in (PERFORMANCE_DETECTOR, ERROR_CHANGE_DETECTOR)
+    )
+    assert ({performance}, {error_change}, ["model", "model_version"]) in pairs
+    # A hung replica's held labels are its stall, not a second problem.
+    assert any(
+        "MonitordStalled" in source
+        and "MonitordLabelsHeld" in target
+        and equal == ["job", "instance"]
+        for source, target, equal in pairs
+    )
 
 
 def test_pods_agree_with_their_config_map() -> None:
