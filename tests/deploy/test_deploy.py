@@ -24,7 +24,14 @@ from typing import Any
 import pytest
 import yaml
 
-from monitord.alerts import CHANGE_ALERT, FEATURE_ALERT, MODEL_ALERT
+from monitord.alerts import (
+    CHANGE_ALERT,
+    ERROR_CHANGE_DETECTOR,
+    FEATURE_ALERT,
+    MODEL_ALERT,
+    PERFORMANCE_ALERTS,
+    PERFORMANCE_DETECTOR,
+)
 from monitord.config import Config, load_config, parse_config
 
 pytestmark = pytest.mark.deploy
@@ -75,6 +82,12 @@ CATALOGUE = [
     Metric("monitord_loop_heartbeat_timestamp_seconds", "gauge"),
     Metric("monitord_ready", "gauge"),
     Metric("monitord_metric_series_dropped_total", "counter"),
+    # Issue #13: labels joined to predictions, and performance per model version.
+    Metric("monitord_labels_total", "counter", ("model", "outcome")),
+    Metric("monitord_label_delay_seconds", "histogram"),
+    Metric("monitord_label_join_pending", "gauge"),
+    Metric("monitord_label_records_held", "gauge"),
+    Metric("monitord_model_performance", "gauge", ("model", "model_version", "metric")),
 ]
 
 CONTRACT_ALERTS = {
@@ -85,6 +98,10 @@ CONTRACT_ALERTS = {
     "MonitordOutboxBacklog",
     "MonitordNoEventsFromModel",
     "MonitordNotReady",
+    # Issue #13: the label join's health.
+    "MonitordLabelsNotJoining",
+    "MonitordLabelJoinEvicting",
+    "MonitordLabelsHeld",
 }
 
 INSTALL = {
@@ -542,9 +559,14 @@ def test_dashboard_shows_what_an_operator_needs() -> None:
         "monitord_alerts_firing",
         "monitord_outbox_pending_messages",
         "monitord_checkpoint_last_success_timestamp_seconds",
+        "monitord_model_performance",
+        "monitord_labels_total",
+        "monitord_label_delay_seconds",
+        "monitord_label_join_pending",
+        "monitord_label_records_held",
     } <= used
     variables = {var["name"]: var for var in data["templating"]["list"]}
-    assert {"datasource", "model", "feature"} <= set(variables)
+    assert {"datasource", "model", "feature", "metric"} <= set(variables)
     panels = data["panels"]
     ids = [panel["id"] for panel in panels]
     assert len(ids) == len(set(ids))
@@ -564,6 +586,11 @@ def test_dashboard_shows_what_an_operator_needs() -> None:
     assert 'feature="$feature"' in queried
     assert '"$model"' in queried
     assert metric_names(queried) == {"monitord_drift_statistic", "monitord_drift_threshold"}
+    (per_metric,) = [p for p in panels if p.get("repeat") == "metric"]
+    queried = " ".join(t["expr"] for t in per_metric["targets"])
+    assert 'metric="$metric"' in queried
+    assert '"$model"' in queried
+    assert metric_names(queried) == {"monitord_model_performance"}
 
 
 def test_rules_are_the_contract_alerts_with_routing_labels() -> None:
@@ -625,9 +652,25 @@ def test_alertmanager_routes_health_to_sre_and_drift_to_the_team() -> None:
     assert routed_to(ALERTMANAGER, change) == "ml-team-chat"
 
 
+def test_alertmanager_routes_performance_alerts_to_the_team() -> None:
+    """Every model-level alert monitord sends (performance, latency, labels, volume) reaches
+    the ML team; only performance degradation, critical, pages."""
+    for detector, alertname in PERFORMANCE_ALERTS.items():
+        severity = "critical" if detector == PERFORMANCE_DETECTOR else "warning"
+        labels = {
+            "alertname": alertname,
+            "model": "fraud-scorer",
+            "model_version": "7",
+            "detector": detector,
+            "severity": severity,
+        }
+        pager = severity == "critical"
+        assert routed_to(ALERTMANAGER, labels) == ("ml-team-pager" if pager else "ml-team-chat")
+
+
 def test_alertmanager_inhibits_feature_alerts_under_the_model_alert() -> None:
     config = yaml.safe_load(ALERTMANAGER.read_text())
-    known = CONTRACT_ALERTS | {FEATURE_ALERT, MODEL_ALERT}
+    known = CONTRACT_ALERTS | {FEATURE_ALERT, MODEL_ALERT} | set(PERFORMANCE_ALERTS.values())
     pairs = []
     for rule in config["inhibit_rules"]:
         sides = []
@@ -641,6 +684,17 @@ def test_alertmanager_inhibits_feature_alerts_under_the_model_alert() -> None:
             sides.append(names)
         pairs.append((sides[0], sides[1], rule["equal"]))
     assert ({MODEL_ALERT}, {FEATURE_ALERT}, ["model", "model_version"]) in pairs
+    performance, error_change = (
+        PERFORMANCE_ALERTS[detector] for detector in (PERFORMANCE_DETECTOR, ERROR_CHANGE_DETECTOR)
+    )
+    assert ({performance}, {error_change}, ["model", "model_version"]) in pairs
+    # A hung replica's held labels are its stall, not a second problem.
+    assert any(
+        "MonitordStalled" in source
+        and "MonitordLabelsHeld" in target
+        and equal == ["job", "instance"]
+        for source, target, equal in pairs
+    )
 
 
 def test_pods_agree_with_their_config_map() -> None:
