@@ -88,7 +88,10 @@ def _parser() -> argparse.ArgumentParser:
         help="run the detection path over a file, without Kafka",
         description="Decode -> monitor -> policy over a CSV, JSONL or Parquet file. Prints every "
         "alert and retrain request as one JSON object per line; `row` is the 0-based input row "
-        "whose arrival made it fire.",
+        "whose arrival made it fire (a row of --labels when a label's arrival did). Labels, "
+        "for performance monitoring, come from the label column of the rows or from --labels, "
+        "joined by event id: a row's id is its event_id column, or its 0-based row index when "
+        "the file has no event_id column.",
     )
     replay.add_argument("data", type=Path)
     replay.add_argument("--model", help="model name for rows without one (default: file stem)")
@@ -97,6 +100,18 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--warmup", type=int, help="rows captured as reference without --profile")
     replay.add_argument("--config", type=Path, help="TOML config for detection and policy")
     replay.add_argument("--prediction-column", default="prediction")
+    replay.add_argument(
+        "--label-column",
+        metavar="NAME",
+        help="the label's column, in the file and in --labels (default: events.label, 'label')",
+    )
+    replay.add_argument(
+        "--labels",
+        type=Path,
+        metavar="LABELS_FILE",
+        help="labels joined by event id: rows of event_id and the label column (optional "
+        "model, timestamp), read as records of a label topic after the file's events",
+    )
     replay.add_argument(
         "--dead-letters", type=Path, help="write bad rows here, one JSON object per line"
     )
@@ -209,6 +224,8 @@ def _replay(args: argparse.Namespace) -> int:
         profile_path=args.profile,
         prediction_column=args.prediction_column,
         dead_letters_path=args.dead_letters,
+        label_column=args.label_column,
+        labels_path=args.labels,
     )
     return 0
 

@@ -1,0 +1,184 @@
+"""`monitord replay` with labels: a concept drift is a performance alert and a retrain
+request with its evidence, a stationary file is silent, inline or joined by event id."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from monitord.cli import main
+
+ROWS, CHANGE = 4000, 2000
+
+
+def _concept(n: int, change_at: int, seed: int) -> list[dict[str, float | int]]:
+    """Stationary features; the label is x1 + x2 <= 8 before ``change_at`` and <= 6 from it,
+    the prediction the old rule throughout, 5% of labels flipped (noise)."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.0, 8.0, size=(n, 2)).round(4)
+    total = x.sum(axis=1)
+    label = (total <= np.where(np.arange(n) < change_at, 8.0, 6.0)).astype(int)
+    label = np.where(rng.random(n) < 0.05, 1 - label, label)
+    prediction = (total <= 8.0).astype(int)
+    return [
+        {"x1": float(a), "x2": float(b), "prediction": int(p), "label": int(y)}
+        for (a, b), p, y in zip(x.tolist(), prediction.tolist(), label.tolist(), strict=True)
+    ]
+
+
+def _csv(path: Path, rows: list[dict[str, float | int]], columns: list[str]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _replay(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[list[dict[str, object]], str]:
+    assert main(["replay", *args, "--model", "m"]) == 0
+    captured = capsys.readouterr()
+    return [json.loads(line) for line in captured.out.splitlines()], captured.err
+
+
+@pytest.fixture(scope="module")
+def drift() -> list[dict[str, float | int]]:
+    return _concept(ROWS, CHANGE, seed=1)
+
+
+def _decisions(outputs: list[dict[str, object]]) -> list[tuple[object, ...]]:
+    return [
+        (o["kind"], o.get("detector", o.get("reason")), o.get("status"), o["first_row"], o["row"])
+        for o in outputs
+    ]
+
+
+def test_concept_drift_prints_the_performance_alert_and_the_retrain_request(
+    drift: list[dict[str, float | int]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _csv(tmp_path / "drift.csv", drift, ["x1", "x2", "prediction", "label"])
+    outputs, err = _replay(capsys, str(data))
+    # The first 1000 labelled rows are the reference; windows of 200 follow. The window of
+    # rows 2000-2199 is the first after the change: it fires; the next one, the second
+    # degraded in a row, asks for a retrain. Features and predictions never move.
+    assert {o["feature"] for o in outputs if o["kind"] == "alert"} == {""}
+    (alert,) = [o for o in outputs if o.get("detector") == "performance"]
+    assert (alert["status"], alert["severity"]) == ("firing", "critical")
+    assert (alert["first_row"], alert["row"]) == (CHANGE, CHANGE + 199)
+    assert dict(alert["labels"])["alertname"] == "MonitordPerformanceDegraded"
+    evidence = dict(alert["evidence"])
+    assert evidence["error_rate"] == pytest.approx(alert["statistic"])
+    assert alert["statistic"] > alert["threshold"]
+    # About 5% misses before (the noise); about 22% more after (6 < x1 + x2 <= 8).
+    assert evidence["reference_error_rate"] < 0.06
+    assert evidence["error_rate"] > 0.25
+    assert evidence["reference_miss_rate"] == pytest.approx(evidence["reference_error_rate"])
+    assert evidence["label_delay_p50_s"] == 0.0  # inline: labelled as predicted
+    assert {"accuracy", "precision", "recall", "f1"} <= evidence.keys()
+    assert alert["offsets"] == [
+        {"topic": "drift.csv", "partition": 0, "first_offset": CHANGE, "last_offset": CHANGE + 199}
+    ]
+
+    (retrain,) = [o for o in outputs if o["kind"] == "retrain"]
+    assert (retrain["reason"], retrain["row"], retrain["windows"]) == (
+        "performance",
+        CHANGE + 399,
+        2,
+    )
+    ((metric, detector, value, limit),) = retrain["statistics"]
+    assert (metric, detector, limit) == ("error_rate", "performance", alert["threshold"])
+    assert value == pytest.approx(dict(retrain["evidence"])["error_rate"])
+    assert value > limit
+    assert str(retrain["detail"]).startswith("error_rate ")
+    assert "for 2 windows of labelled rows in a row" in str(retrain["detail"])
+    assert dict(retrain["evidence"]).keys() == evidence.keys()
+    assert f"labels joined to {ROWS} of {ROWS} rows" in err
+
+
+def test_stationary_file_prints_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = _concept(ROWS, ROWS, seed=2)
+    data = _csv(tmp_path / "stationary.csv", rows, ["x1", "x2", "prediction", "label"])
+    outputs, err = _replay(capsys, str(data))
+    assert outputs == []
+    assert f"labels joined to {ROWS} of {ROWS} rows" in err
+    assert "not tested" not in err  # 15 windows of labelled rows tested, none degraded
+
+
+def test_labels_file_joined_by_event_id_decides_as_inline_labels(
+    drift: list[dict[str, float | int]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inline = _csv(tmp_path / "inline.csv", drift, ["x1", "x2", "prediction", "label"])
+    expected, _ = _replay(capsys, str(inline))
+
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "event_id": f"req-{i}",
+                    "features": {"x1": row["x1"], "x2": row["x2"]},
+                    "prediction": row["prediction"],
+                }
+            )
+            + "\n"
+            for i, row in enumerate(drift)
+        )
+    )
+    labels = tmp_path / "labels.csv"
+    _csv(
+        labels,
+        [{"event_id": f"req-{i}", "y": row["label"]} for i, row in enumerate(drift)],
+        ["event_id", "y"],
+    )
+    outputs, err = _replay(capsys, str(events), "--labels", str(labels), "--label-column", "y")
+    assert _decisions(outputs) == _decisions(expected)
+    (retrain,) = [o for o in outputs if o["kind"] == "retrain"]
+    assert retrain["reason"] == "performance"
+    assert (
+        retrain["evidence"][:-1]
+        == next(o for o in expected if o["kind"] == "retrain")["evidence"][:-1]
+    )  # the same windows; only the label delay differs
+    assert dict(retrain["evidence"])["label_delay_p50_s"] is None  # no label times: unknown
+    assert f"labels joined to {ROWS} of {ROWS} rows" in err
+
+
+def test_row_index_ids_orphans_and_bad_label_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = _concept(1200, 1200, seed=4)
+    data = _csv(tmp_path / "traffic.csv", rows, ["x1", "x2", "prediction"])  # no event_id
+    labels = tmp_path / "labels.jsonl"
+    lines = [json.dumps({"event_id": i, "label": row["label"]}) for i, row in enumerate(rows)]
+    lines[5:5] = [
+        json.dumps({"event_id": 1_000_000, "label": 1}),  # no such prediction
+        json.dumps({"label": 1}),  # no event id
+        "{not json",
+    ]
+    labels.write_text("\n".join(lines[:-100]) + "\n")  # the last 100 rows unlabelled
+    letters = tmp_path / "dead.jsonl"
+    args = ["--labels", str(labels), "--dead-letters", str(letters)]
+    outputs, err = _replay(capsys, str(data), *args)
+    assert outputs == []
+    assert "2 of 1103 label rows dead-lettered (invalid_json 1, missing_event_id 1)" in err
+    assert "labels joined to 1100 of 1200 rows; not joined: orphan 1" in err
+    written = [json.loads(line) for line in letters.read_text().splitlines()]
+    assert [(w["file"], w["row"], w["reason"]) for w in written] == [
+        ("labels.jsonl", 6, "missing_event_id"),
+        ("labels.jsonl", 7, "invalid_json"),
+    ]
+
+
+def test_too_few_labels_say_why_performance_was_not_tested(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = _concept(600, 600, seed=5)
+    data = _csv(tmp_path / "short.csv", rows, ["x1", "x2", "prediction", "label"])
+    outputs, err = _replay(capsys, str(data))
+    assert outputs == []
+    assert (
+        "m/1: 600 labelled rows, fewer than performance.warmup_labels (1000): performance "
+        "not tested" in err
+    )
