@@ -8,9 +8,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 
+from monitord.alerts import stable_id
 from monitord.cli import main
+from monitord.reference import load_profile
 
 ROWS, CHANGE = 4000, 2000
 
@@ -182,3 +185,62 @@ def test_too_few_labels_say_why_performance_was_not_tested(
         "m/1: 600 labelled rows, fewer than performance.warmup_labels (1000): performance "
         "not tested" in err
     )
+
+
+def test_a_profile_with_labels_tests_performance_from_the_first_labelled_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train = _csv(
+        tmp_path / "train.csv", _concept(2000, 2000, seed=6), ["x1", "x2", "prediction", "label"]
+    )
+    build = ["reference", "build", str(train), "--model", "m", "--version", "1"]
+    labelled, plain = tmp_path / "labelled.npz", tmp_path / "plain.npz"
+    assert main([*build, "--label-column", "label", "--out", str(labelled)]) == 0
+    assert "2000 (prediction, label) pairs" in capsys.readouterr().out
+    assert main([*build, "--out", str(plain)]) == 0
+    assert "pairs" not in capsys.readouterr().out
+
+    # 900 rows, the relation changing at row 400: within what would be the warm-up.
+    traffic = _csv(
+        tmp_path / "traffic.csv", _concept(900, 400, seed=7), ["x1", "x2", "prediction", "label"]
+    )
+    outputs, err = _replay(capsys, str(traffic), "--profile", str(labelled))
+    pairs = load_profile(labelled).performance_pairs
+    reference_id = stable_id(
+        "performance", "m", "1", orjson.dumps([[p for p, _ in pairs], [y for _, y in pairs]]).hex()
+    )
+    (alert,) = [o for o in outputs if o.get("detector") == "performance"]
+    # Windows of 200 labelled rows from row 0: 0-199, 200-399, then 400-599 fires.
+    assert (alert["status"], alert["first_row"], alert["row"]) == ("firing", 400, 599)
+    assert alert["profile_id"] == dict(alert["annotations"])["reference_id"] == reference_id
+    assert dict(alert["evidence"])["reference_error_rate"] < 0.06
+    (retrain,) = [o for o in outputs if o["kind"] == "retrain"]
+    assert (retrain["reason"], retrain["row"], retrain["profile_id"]) == (
+        "performance",
+        799,
+        reference_id,
+    )
+    assert "not tested" not in err
+
+    # Without labels in the profile, the first 1000 labelled rows are the reference.
+    outputs, err = _replay(capsys, str(traffic), "--profile", str(plain))
+    assert outputs == []
+    assert "m/1: 900 labelled rows, fewer than performance.warmup_labels (1000)" in err
+
+
+def test_reference_build_refuses_a_label_column_it_cannot_use(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = _concept(300, 300, seed=8)
+    columns = ["x1", "x2", "prediction", "label"]
+    out = ["--model", "m", "--version", "1", "--out", str(tmp_path / "p.npz")]
+    train = _csv(tmp_path / "train.csv", rows, columns)
+    assert main(["reference", "build", str(train), *out, "--label", "y"]) == 2
+    assert "label column 'y': no row has it" in capsys.readouterr().err
+    few_labels = [{**r, "label": r["label"] if i < 20 else ""} for i, r in enumerate(rows)]
+    few = _csv(tmp_path / "few.csv", few_labels, columns)
+    assert main(["reference", "build", str(few), *out, "--label", "label"]) == 2
+    assert "20 rows have a prediction and a label; a reference performance needs at least 50" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "p.npz").exists()
