@@ -207,6 +207,12 @@ def label_summary(daemon: Daemon, n_rows: int) -> list[str]:
     if outcomes:
         line += "; not joined: " + ", ".join(f"{o} {n}" for o, n in sorted(outcomes.items()))
     lines = [line]
+    if outcomes["late"]:
+        lines.append(
+            f"{outcomes['late']} labels came more than labels.max_delay_s "
+            f"({daemon.config.labels.max_delay_s:g} s) after their prediction; an event "
+            "without a timestamp is at time 0 (1970), a label with one at its own"
+        )
     needed = daemon.config.performance.warmup_labels
     for (model, version), stream in sorted(daemon.performance.versions.items()):
         if stream.warming_up:

@@ -244,3 +244,22 @@ def test_reference_build_refuses_a_label_column_it_cannot_use(
         capsys.readouterr().err
     )
     assert not (tmp_path / "p.npz").exists()
+
+
+def test_labels_timed_long_after_untimed_events_are_explained(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = _concept(300, 300, seed=9)
+    data = _csv(tmp_path / "traffic.csv", rows, ["x1", "x2", "prediction"])
+    labels = tmp_path / "labels.jsonl"
+    stamp = "2026-11-23T00:00:00Z"  # the events have no timestamp: they are at 1970
+    labels.write_text(
+        "".join(
+            json.dumps({"event_id": i, "label": row["label"], "timestamp": stamp}) + "\n"
+            for i, row in enumerate(rows)
+        )
+    )
+    outputs, err = _replay(capsys, str(data), "--labels", str(labels))
+    assert outputs == []
+    assert "labels joined to 0 of 300 rows; not joined: evicted 300, late 300" in err
+    assert "300 labels came more than labels.max_delay_s (604800 s) after their prediction" in err
