@@ -187,7 +187,7 @@ def replay(
                 f"monitord: {reasons.total()} of {count} {noun} dead-lettered ({listed}); {where}",
                 file=sys.stderr,
             )
-    if label_topic is not None or daemon.performance.versions:
+    if label_topic is not None or daemon.joins.counts:  # labels given, or found inline
         for line in label_summary(daemon, len(rows)):
             print(f"monitord: {line}", file=sys.stderr)
     return daemon
@@ -215,7 +215,7 @@ def label_summary(daemon: Daemon, n_rows: int) -> list[str]:
         )
     needed = daemon.config.performance.warmup_labels
     for (model, version), stream in sorted(daemon.performance.versions.items()):
-        if stream.warming_up:
+        if stream.warming_up and stream.reference_rows:  # not a latency stream only
             lines.append(
                 f"{model}/{version}: {len(stream.reference_rows)} labelled rows, fewer than "
                 f"performance.warmup_labels ({needed}): performance not tested"
