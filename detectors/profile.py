@@ -9,14 +9,19 @@ A profile is built once from training or validation data and holds, per feature:
 - categorical: the category vocabulary (most frequent first), their frequencies and the
   missing rate;
 - every column: its serial dependence (`detectors.dependence`), estimated from the rows in
-  the order given (time order for a captured reference) before any subsampling.
+  the order given (time order for a captured reference) before any subsampling;
+- optionally, the reference performance: the first (prediction, label) pairs of the rows, in
+  order, as raw values (numbers, text or booleans), from which a version's performance
+  stream takes its reference instead of waiting for labelled traffic.
 
 A content hash (SHA-256 over every stored array and the metadata) identifies the profile.
 `to_bytes`/`from_bytes` use a versioned ``.npz`` container read with ``allow_pickle=False``;
 a corrupt, truncated, tampered or unsupported payload raises `ProfileError` naming the
 source and the problem. Format 1 (before dependence was stored) still loads: its dependence
-is estimated from the stored sample. Reading and writing files is the caller's job: this
-package does no I/O.
+is estimated from the stored sample. Format 3 is format 2 with the reference pairs (one JSON
+document stored as bytes); a profile without pairs is written as format 2, so its id is the
+one format 2 gave it. Reading and writing files is the caller's job: this package does no
+I/O.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import zipfile
 from collections import Counter
 from collections.abc import Sequence
@@ -41,8 +47,9 @@ from detectors.detection import FloatArray, IntArray
 from detectors.npz import read_npz
 
 FORMAT = "monitord-profile"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+"""The newest format: a profile is written in the oldest one that holds it (`written_format`)."""
+READABLE_VERSIONS = (1, 2, 3)
 MISSING_CODE = -1
 CATEGORY_CHARS = 256
 """Categorical values are compared by their first 256 characters (`category_text`): a fixed
@@ -84,11 +91,13 @@ class ReferenceProfile:
     categorical_missing_rate: FloatArray  # (c,)
     dependence_inflation: FloatArray  # (p + c, len(dependence.GRID)), see `dependence`
     dependence_rows: int  # rows the dependence was estimated from
+    # The reference's (prediction, label) pairs in row order, raw values; () if none.
+    performance_pairs: tuple[tuple[Any, Any], ...] = ()
     content_hash: str = field(default="")
 
     def __post_init__(self) -> None:
         if not self.content_hash:
-            object.__setattr__(self, "content_hash", _hash(self))
+            object.__setattr__(self, "content_hash", _hash(self, written_format(self)))
 
     @property
     def profile_id(self) -> str:
@@ -151,7 +160,10 @@ class ReferenceProfile:
     def to_bytes(self) -> bytes:
         """Serialize to the versioned ``.npz`` container (no pickle)."""
         buffer = io.BytesIO()
-        entries: dict[str, Any] = {**_arrays(self), "meta": _meta_array(self)}
+        entries: dict[str, Any] = {
+            **_arrays(self, written_format(self)),
+            "meta": _meta_array(self),
+        }
         # Uncompressed: sampled float values barely deflate (under a tenth), and deflating
         # them cost a daemon about 20 ms per captured reference. Both kinds load alike.
         np.savez(buffer, **entries)
@@ -210,6 +222,7 @@ def build_profile(
     n_bins: int = 10,
     max_rows: int = 5000,
     max_categories: int = 1000,
+    performance_pairs: Sequence[tuple[Any, Any]] = (),
 ) -> ReferenceProfile:
     """Build a profile from a reference sample.
 
@@ -219,7 +232,11 @@ def build_profile(
         n_bins: PSI bins per numeric feature (reference quantiles).
         max_rows: rows kept in the sample; above it a deterministic subsample is taken.
         max_categories: most frequent categories kept per feature; rarer ones count as unseen.
+        performance_pairs: the reference's (prediction, label) pairs in row order: text,
+            booleans or finite numbers; the first ``max_rows`` are kept (their order is
+            their serial dependence).
     """
+    pairs = _checked_pairs(performance_pairs)[:max_rows]
     numeric = np.asarray(numeric, dtype=np.float64)
     if numeric.ndim != 2 or numeric.shape[1] != len(numeric_names):
         raise ProfileError(
@@ -300,9 +317,28 @@ def build_profile(
             "category_rows": codes,
             "dependence_inflation": dependence.inflation,
             "dependence_rows": dependence.n_rows,
+            "performance_pairs": pairs,
             "content_hash": "",
         }
     )
+
+
+def _checked_pairs(pairs: Sequence[tuple[Any, Any]]) -> tuple[tuple[Any, Any], ...]:
+    out = []
+    for i, pair in enumerate(pairs):
+        if len(pair) != 2 or not all(map(_is_raw_value, pair)):
+            raise ProfileError(
+                f"performance_pairs[{i}]: expected (prediction, label), each text, a boolean "
+                f"or a finite number; got {pair!r:.200}"
+            )
+        out.append((pair[0], pair[1]))
+    return tuple(out)
+
+
+def _is_raw_value(value: object) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, str | bool | int)
 
 
 _FIELDS = tuple(ReferenceProfile.__dataclass_fields__)
@@ -361,6 +397,11 @@ def category_text(value: object) -> str | None:
     return text[:CATEGORY_CHARS]
 
 
+def written_format(profile: ReferenceProfile) -> int:
+    """The format ``profile`` is written in: 3 with performance pairs, else 2."""
+    return 3 if profile.performance_pairs else 2
+
+
 def _meta(profile: ReferenceProfile, version: int = FORMAT_VERSION) -> dict[str, object]:
     meta: dict[str, object] = {
         "format": FORMAT,
@@ -384,7 +425,25 @@ def _arrays(
     arrays: dict[str, npt.NDArray[np.generic]] = {f: getattr(profile, f) for f in fields}
     for j, counts in enumerate(profile.category_counts):
         arrays[f"category_counts_{j}"] = counts
+    if version >= 3 and profile.performance_pairs:
+        arrays["performance_pairs"] = _pairs_array(profile.performance_pairs)
     return arrays
+
+
+def _pairs_array(pairs: tuple[tuple[Any, Any], ...]) -> npt.NDArray[np.uint8]:
+    """The pairs as one JSON document: raw values keep their type (text, number, boolean),
+    and a document read back is written back byte for byte, so the hash verifies."""
+    text = json.dumps([list(pair) for pair in pairs], separators=(",", ":"), allow_nan=False)
+    return np.frombuffer(text.encode(), dtype=np.uint8)
+
+
+def _pairs(array: npt.NDArray[np.generic]) -> tuple[tuple[Any, Any], ...]:
+    pairs = json.loads(bytes(np.asarray(array, dtype=np.uint8)).decode())
+    if not isinstance(pairs, list) or not all(
+        isinstance(pair, list) and len(pair) == 2 for pair in pairs
+    ):
+        raise ValueError("performance_pairs is not a list of (prediction, label) pairs")
+    return _checked_pairs([tuple(pair) for pair in pairs])
 
 
 def _hash(profile: ReferenceProfile, version: int = FORMAT_VERSION) -> str:
@@ -399,10 +458,15 @@ def _hash(profile: ReferenceProfile, version: int = FORMAT_VERSION) -> str:
 
 
 def _meta_array(profile: ReferenceProfile) -> npt.NDArray[np.uint8]:
-    # Written as the current format, hashed as such: a profile read from format 1 keeps its
-    # old id in memory and gets a new one when written again. The notes follow from the
-    # arrays (outside the hash), for whoever reads the file.
-    meta = {**_meta(profile), "content_hash": _hash(profile), "notes": profile.notes}
+    # Written as the format that holds it, hashed as such: a profile read from format 1
+    # keeps its old id in memory and gets a new one when written again. The notes follow
+    # from the arrays (outside the hash), for whoever reads the file.
+    version = written_format(profile)
+    meta = {
+        **_meta(profile, version),
+        "content_hash": _hash(profile, version),
+        "notes": profile.notes,
+    }
     return np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
 
 
@@ -418,6 +482,8 @@ def _from_parts(
     if rows.ndim != 2 or rows.shape[1] != len(numeric_names):
         raise ValueError(f"numeric_rows has shape {rows.shape}")
     codes = np.asarray(arrays["category_rows"], dtype=np.int64)
+    # Only format 3 hashes the pairs: in an older file they would go unverified.
+    with_pairs = meta["format_version"] == 3 and "performance_pairs" in arrays
     if "dependence_inflation" in arrays:  # format 2
         dependence = Dependence(
             np.asarray(arrays["dependence_inflation"], dtype=np.float64),
@@ -448,6 +514,7 @@ def _from_parts(
         categorical_missing_rate=np.asarray(arrays["categorical_missing_rate"], dtype=np.float64),
         dependence_inflation=dependence.inflation,
         dependence_rows=dependence.n_rows,
+        performance_pairs=_pairs(arrays["performance_pairs"]) if with_pairs else (),
         content_hash=str(meta["content_hash"]),  # verified by the caller
     )
 
@@ -463,4 +530,5 @@ __all__ = [
     "ReferenceProfile",
     "build_profile",
     "category_text",
+    "written_format",
 ]

@@ -72,13 +72,22 @@ def _parser() -> argparse.ArgumentParser:
         "build",
         help="build a reference profile from a CSV, JSONL or Parquet file",
         description="Profile training/validation data for one model version. The column named "
-        "by --prediction-column is monitored as the model's prediction.",
+        "by --prediction-column is monitored as the model's prediction. With --label-column, "
+        "the profile also holds the reference performance, the rows' (prediction, label) "
+        "pairs: a version with this profile tests its performance from its first labelled row "
+        "instead of taking performance.warmup_labels of them as the reference.",
     )
     build.add_argument("data", type=Path, help="CSV, JSONL or Parquet file")
     build.add_argument("--model", required=True)
     build.add_argument("--version", required=True)
     build.add_argument("--out", type=Path, help="profile file (default profiles/MODEL@VERSION.npz)")
     build.add_argument("--prediction-column", default="prediction")
+    build.add_argument(
+        "--label-column",
+        "--label",
+        metavar="COLUMN",
+        help="the label's column: store the reference (prediction, label) pairs (default: none)",
+    )
     build.add_argument("--bins", type=int, default=10, help="PSI bins per numeric feature")
     build.add_argument("--max-rows", type=int, default=5000, help="rows kept in the sample")
     build.set_defaults(handler=_reference_build)
@@ -88,7 +97,10 @@ def _parser() -> argparse.ArgumentParser:
         help="run the detection path over a file, without Kafka",
         description="Decode -> monitor -> policy over a CSV, JSONL or Parquet file. Prints every "
         "alert and retrain request as one JSON object per line; `row` is the 0-based input row "
-        "whose arrival made it fire.",
+        "whose arrival made it fire (a row of --labels when a label's arrival did). Labels, "
+        "for performance monitoring, come from the label column of the rows or from --labels, "
+        "joined by event id: a row's id is its event_id column, or its 0-based row index when "
+        "the file has no event_id column.",
     )
     replay.add_argument("data", type=Path)
     replay.add_argument("--model", help="model name for rows without one (default: file stem)")
@@ -97,6 +109,18 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--warmup", type=int, help="rows captured as reference without --profile")
     replay.add_argument("--config", type=Path, help="TOML config for detection and policy")
     replay.add_argument("--prediction-column", default="prediction")
+    replay.add_argument(
+        "--label-column",
+        metavar="NAME",
+        help="the label's column, in the file and in --labels (default: events.label, 'label')",
+    )
+    replay.add_argument(
+        "--labels",
+        type=Path,
+        metavar="LABELS_FILE",
+        help="labels joined by event id: rows of event_id and the label column (optional "
+        "model, timestamp), read as records of a label topic after the file's events",
+    )
     replay.add_argument(
         "--dead-letters", type=Path, help="write bad rows here, one JSON object per line"
     )
@@ -172,14 +196,18 @@ def _reference_build(args: argparse.Namespace) -> int:
         args.model,
         args.version,
         prediction_column=args.prediction_column,
+        label_column=args.label_column,
         n_bins=args.bins,
         max_rows=args.max_rows,
     )
     out = args.out or Path("profiles") / f"{args.model}@{args.version}.npz"
     save_profile(supported(profile, str(args.data)), out)
+    pairs = len(profile.performance_pairs)
     print(
         f"wrote {out}: {profile.n_rows} rows, {len(profile.numeric_names)} numeric and "
-        f"{len(profile.categorical_names)} categorical columns, id {profile.profile_id}"
+        f"{len(profile.categorical_names)} categorical columns"
+        + (f", {pairs} (prediction, label) pairs" if pairs else "")
+        + f", id {profile.profile_id}"
     )
     for note in profile.notes:
         print(f"note: {note}")
@@ -209,6 +237,8 @@ def _replay(args: argparse.Namespace) -> int:
         profile_path=args.profile,
         prediction_column=args.prediction_column,
         dead_letters_path=args.dead_letters,
+        label_column=args.label_column,
+        labels_path=args.labels,
     )
     return 0
 

@@ -136,7 +136,7 @@ class Daemon:
         self.monitor = Monitor(config, load_profile)
         self.joins = LabelJoin(config.labels, config.events, config.limits.max_name_chars)
         self.volume = VolumeWatch(config.volume)
-        self.performance = Performance(config)
+        self.performance = Performance(config, load_profile)
         self._dirty: set[TopicPartition] = set()  # state changed, offset maybe not
         self._label_next: dict[TopicPartition, int] = {}  # label partitions: next to poll
         recorders = [p for p in publishers if isinstance(p, DecisionRecorder)]

@@ -3,13 +3,16 @@
 Each joined (prediction, label) pair (`monitord.labels`) is one row of the version's
 *performance stream*, in join order. The first ``performance.warmup_labels`` rows are the
 reference performance (`detectors.performance.PerformanceReference`; the task, when
-``auto``, is inferred from them and logged). After them, every ``performance.window_size``
-rows make one window, tested for degradation: its misses against the most the reference
-allows at the window's share of the false-alarm budget (``performance.false_alarm_budget_labels``
-labelled rows between false alarms). Each window carries its metrics, the reference's and
-the label delay as evidence. An ADWIN over the miss stream (identical to river's ADWIN with
-the same delta, fed block means when the reference's misses are serially dependent) marks
-change points in the error rate, from the first labelled row on.
+``auto``, is inferred from them and logged), unless the version's profile holds reference
+(prediction, label) pairs (`monitord reference build --label-column`): those are the
+reference then, and the stream is tested from its first row. After them, every
+``performance.window_size`` rows make one window, tested for degradation: its misses
+against the most the reference allows at the window's share of the false-alarm budget
+(``performance.false_alarm_budget_labels`` labelled rows between false alarms). Each
+window carries its metrics, the reference's and the label delay as evidence. An ADWIN over
+the miss stream (identical to river's ADWIN with the same delta, fed block means when the
+reference's misses are serially dependent) marks change points in the error rate, from the
+first labelled row on.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from monitord.alerts import (
 from monitord.config import Config, PerformanceSettings
 from monitord.labels import Joined
 from monitord.latency import LatencyState, VersionLatency
-from monitord.monitor import Evaluation, OffsetRange
+from monitord.monitor import Evaluation, OffsetRange, ProfileLoader
 from monitord.state import Document
 
 log = logging.getLogger(__name__)
@@ -83,12 +86,21 @@ class VersionPerformance:
         settings: PerformanceSettings,
         budget_labels: float,
         delta: float,
+        reference: Sequence[tuple[Any, Any]] = (),
     ) -> None:
+        """``reference``: (prediction, label) pairs of a profile, the reference performance
+        from the start (none: the first ``settings.warmup_labels`` rows of the stream)."""
         self.model, self.version, self.settings = model, version, settings
         self.budget_labels, self.delta = budget_labels, delta
         self.reference: PerformanceReference | None = None
         self.reference_id = ""
-        self.reference_rows: list[Row] = []  # the warm-up, then the reference
+        # The warm-up, then the reference; a profile's pairs are rows of no partition.
+        nan = math.nan
+        self.reference_rows: list[Row] = [
+            (prediction, label, "", -1, i, nan, nan)
+            for i, (prediction, label) in enumerate(reference)
+        ]
+        self.from_profile = bool(reference)
         self.window: list[Row] = []
         self.window_first_row = 0
         self.rows = 0
@@ -97,6 +109,19 @@ class VersionPerformance:
         self.last: dict[str, float] = {}  # the last window's metrics (for /status, metrics)
         self.coverage_windows = self.coverage_due = self.coverage_missed = 0
         self.latency: VersionLatency | None = None
+        if self.from_profile:
+            built = self._build_reference()
+            log.info(
+                "%s/%s: reference performance from the profile's %d labelled rows: %s, %s",
+                model,
+                version,
+                len(reference),
+                built.scoring.task,
+                ", ".join(f"{k} {v:.4g}" for k, v in built.metrics.items()),
+                extra={"model": model, "model_version": version},
+            )
+            if settings.error_change:  # the error stream starts with the stream, at row 0
+                self.adwin = BlockMeanADWIN(1, self._block(), delta)
 
     @property
     def warming_up(self) -> bool:
@@ -301,7 +326,9 @@ class VersionPerformance:
             coverage_missed=self.coverage_missed,
             latency=None if self.latency is None else latency_state,
         )
-        blob = orjson.dumps({"reference": self.reference_rows, "window": self.window})
+        # A profile's pairs are not stored again: the profile is (`restore` keeps them).
+        reference = [] if self.from_profile else self.reference_rows
+        blob = orjson.dumps({"reference": reference, "window": self.window})
         arrays: State = {"rows": np.frombuffer(blob, dtype=np.uint8)}
         if self.adwin is not None:
             arrays.update({f"adwin/{k}": v for k, v in self.adwin.snapshot().items()})
@@ -310,11 +337,13 @@ class VersionPerformance:
 
     def restore(self, state: PerformanceState, arrays: State) -> None:
         data = orjson.loads(bytes(arrays["rows"]))
-        self.reference_rows = [_stored_row(row) for row in data["reference"]]
+        if data["reference"] or not self.from_profile:  # a warm-up's rows
+            self.reference_rows = [_stored_row(row) for row in data["reference"]]
+            self.from_profile = False
         self.window = [_stored_row(row) for row in data["window"]]
         self.rows = 0
         self.reference = self.adwin = None
-        if len(self.reference_rows) >= self.settings.warmup_labels:
+        if self.from_profile or len(self.reference_rows) >= self.settings.warmup_labels:
             self._build_reference()
         self.rows, self.window_first_row = state.rows, state.window_first_row
         self.coverage_windows = state.coverage_windows
@@ -359,8 +388,10 @@ __all__ = [
 class Performance:
     """The performance streams of every model version (one owner for their state)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, load_profile: ProfileLoader | None = None) -> None:
+        """``load_profile``: the monitor's, for the reference pairs a profile may hold."""
         self.config = config
+        self._load_profile = load_profile
         self.versions: dict[tuple[str, str], VersionPerformance] = {}
 
     def _version(self, model: str, version: str) -> VersionPerformance:
@@ -370,8 +401,14 @@ class Performance:
             detection = self.config.detection_for(model)
             settings = self.config.performance
             budget = settings.false_alarm_budget_labels or detection.false_alarm_budget_events
+            profile = None if self._load_profile is None else self._load_profile(model, version)
             found = self.versions[key] = VersionPerformance(
-                model, version, settings, budget, detection.adwin_delta
+                model,
+                version,
+                settings,
+                budget,
+                detection.adwin_delta,
+                profile.performance_pairs if profile is not None else (),
             )
         return found
 

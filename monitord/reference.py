@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -12,7 +14,7 @@ from detectors.profile import ProfileError, ReferenceProfile, build_profile
 from monitord.config import MIN_REFERENCE_ROWS, Config
 from monitord.events import PREDICTION
 from monitord.monitor import ProfileLoader
-from monitord.tabular import Row
+from monitord.tabular import DataError, Row
 
 RESERVED = ("model", "model_version", "event_id", "timestamp", "label")
 
@@ -23,17 +25,21 @@ def profile_from_rows(
     version: str,
     *,
     prediction_column: str | None = "prediction",
+    label_column: str | None = None,
     n_bins: int = 10,
     max_rows: int = 5000,
 ) -> ReferenceProfile:
-    """A profile of ``rows``; the prediction column is monitored as ``@prediction``."""
+    """A profile of ``rows``; the prediction column is monitored as ``@prediction``. With
+    ``label_column``, the profile also holds the reference performance: the (prediction,
+    label) pairs of the rows that have both, in order (the first ``max_rows``)."""
     columns: dict[str, None] = {}
     for row in rows:
         columns.update(dict.fromkeys(row))
+    pairs = [] if label_column is None else _pairs(rows, columns, prediction_column, label_column)
     numeric: list[str] = []
     categorical: list[str] = []
     for column in columns:
-        if column in RESERVED:
+        if column in RESERVED or column == label_column:
             continue
         values = [row.get(column) for row in rows]
         present = [v for v in values if v is not None]
@@ -55,7 +61,36 @@ def profile_from_rows(
         categorical_values,
         n_bins=n_bins,
         max_rows=max_rows,
+        performance_pairs=pairs,
     )
+
+
+def _pairs(
+    rows: list[Row], columns: dict[str, None], prediction_column: str | None, label_column: str
+) -> list[tuple[Any, Any]]:
+    """The (prediction, label) pairs of the rows holding both (a finite number, text or a
+    boolean each): the reference performance."""
+    for name, option in ((label_column, "label"), (prediction_column, "prediction")):
+        if name is None or name not in columns:
+            raise DataError(
+                f"{option} column {name!r}: no row has it; a reference performance needs each "
+                "row's prediction and label (--prediction-column, --label-column)"
+            )
+    assert prediction_column is not None
+    pairs = [(row.get(prediction_column), row.get(label_column)) for row in rows]
+    kept = [pair for pair in pairs if all(map(_is_value, pair))]
+    if len(kept) < MIN_REFERENCE_ROWS:
+        raise DataError(
+            f"label column {label_column!r}: {len(kept)} rows have a prediction and a label; a "
+            f"reference performance needs at least {MIN_REFERENCE_ROWS}"
+        )
+    return kept
+
+
+def _is_value(value: object) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, str | bool | int)
 
 
 def _number(value: object) -> float:
@@ -79,12 +114,19 @@ def load_profile(path: Path) -> ReferenceProfile:
 
 
 def supported(profile: ReferenceProfile, source: str) -> ReferenceProfile:
-    """``profile``, if its size is in the range the thresholds are validated for."""
+    """``profile``, if its size (and its reference performance's) is in the range the
+    thresholds are validated for."""
     if profile.n_rows < MIN_REFERENCE_ROWS:
         raise ProfileError(
             f"{source}: {profile.n_rows} reference rows; monitord's thresholds are validated "
             f"from {MIN_REFERENCE_ROWS} rows (benchmarks/calibration.py): build the reference "
             "from more data"
+        )
+    labelled = len(profile.performance_pairs)
+    if 0 < labelled < MIN_REFERENCE_ROWS:
+        raise ProfileError(
+            f"{source}: {labelled} reference (prediction, label) pairs; a reference "
+            f"performance needs at least {MIN_REFERENCE_ROWS}: build it from more labelled rows"
         )
     return profile
 

@@ -3,7 +3,7 @@
 CSV cells are typed per column: a column whose non-empty cells all parse as numbers is
 numeric, otherwise categorical; an empty cell is missing. A JSONL line is either a flat
 object (one row) or an inference event, whose ``features`` are flattened into the row next
-to its ``prediction``.
+to its ``prediction``, ``label`` and ``event_id``.
 """
 
 from __future__ import annotations
@@ -98,7 +98,15 @@ def _read_jsonl(path: Path, fields: EventFields) -> list[Row | BadLine]:
         features = obj.get(fields.features)
         if isinstance(features, dict):
             row = dict(features)
-            for key in (fields.prediction, fields.timestamp, fields.model, fields.model_version):
+            kept = (
+                fields.prediction,
+                fields.label,
+                fields.event_id,
+                fields.timestamp,
+                fields.model,
+                fields.model_version,
+            )
+            for key in kept:
                 if key in obj:
                     row[key] = obj[key]
             rows.append(row)

@@ -171,7 +171,7 @@ def test_format_2_stores_the_dependence() -> None:
     with np.load(io.BytesIO(profile.to_bytes()), allow_pickle=False) as npz:
         meta = json.loads(bytes(npz["meta"]).decode())
         stored = npz["dependence_inflation"]
-    assert meta["format_version"] == FORMAT_VERSION == 2
+    assert meta["format_version"] == 2 < FORMAT_VERSION  # format 3 only with labels
     assert meta["dependence_rows"] == 2000
     assert stored.shape == (3, GRID.shape[0])
     assert float(stored[0, -1]) > 5.0  # the AR(1) column
@@ -259,3 +259,89 @@ def test_a_header_claiming_64_gib_is_refused_before_allocating() -> None:
         r"\(64\.0 GiB\) but the member holds 64 bytes",
     ):
         ReferenceProfile.from_bytes(data, "ref.npz")
+
+
+PAIRS = [
+    (0.91, 1),
+    (0.12, 0),
+    ("cat", "dog"),
+    (True, False),
+    (3, 2.5),
+    (1e-300, "\u00e9\U0001f600"),
+]
+
+
+def _with_pairs(
+    pairs: list[tuple[object, object]] = PAIRS, max_rows: int = 5000
+) -> ReferenceProfile:
+    rng = np.random.default_rng(2)
+    return build_profile(
+        "m", "7", ["x"], rng.normal(size=(300, 1)), max_rows=max_rows, performance_pairs=pairs
+    )
+
+
+def test_performance_pairs_are_stored_as_format_3_and_keep_their_types() -> None:
+    profile = _with_pairs()
+    data = profile.to_bytes()
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        assert json.loads(bytes(npz["meta"]).decode())["format_version"] == 3
+        assert npz["performance_pairs"].dtype == np.uint8  # one JSON document, no pickle
+    loaded = ReferenceProfile.from_bytes(data, "p.npz")
+    assert loaded.performance_pairs == tuple(PAIRS)
+    assert [type(v) for pair in loaded.performance_pairs for v in pair] == [
+        type(v) for pair in PAIRS for v in pair
+    ]
+    assert loaded.content_hash == profile.content_hash == _hash(profile, 3)
+    assert ReferenceProfile.from_bytes(loaded.to_bytes(), "again.npz").content_hash == (
+        profile.content_hash
+    )
+    # The pairs are content: the same features without them are another profile.
+    assert _with_pairs([]).content_hash != profile.content_hash
+
+
+def test_a_profile_without_pairs_keeps_the_id_format_2_gave_it() -> None:
+    profile = _with_pairs([])
+    assert profile.performance_pairs == ()
+    assert profile.content_hash == _hash(profile, 2)
+    loaded = ReferenceProfile.from_bytes(profile.to_bytes(), "p.npz")
+    assert (loaded.performance_pairs, loaded.content_hash) == ((), profile.content_hash)
+
+
+def test_tampered_pairs_fail_the_hash_check() -> None:
+    data = _with_pairs().to_bytes()
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        entries = {name: npz[name] for name in npz.files}
+    text = bytes(entries["performance_pairs"]).decode().replace("[0.12,0]", "[0.12,1]")
+    entries["performance_pairs"] = np.frombuffer(text.encode(), dtype=np.uint8)
+    out = io.BytesIO()
+    np.savez(out, **entries)
+    with pytest.raises(ProfileError, match=r"p\.npz: content hash mismatch"):
+        ReferenceProfile.from_bytes(out.getvalue(), "p.npz")
+    # Pairs slipped into a format 2 file are not read: format 2 does not verify them.
+    plain = _with_pairs([]).to_bytes()
+    with np.load(io.BytesIO(plain), allow_pickle=False) as npz:
+        entries = {name: npz[name] for name in npz.files}
+    entries["performance_pairs"] = np.frombuffer(b"[[1,1]]", dtype=np.uint8)
+    out = io.BytesIO()
+    np.savez(out, **entries)
+    assert ReferenceProfile.from_bytes(out.getvalue(), "p.npz").performance_pairs == ()
+
+
+def test_pairs_that_are_not_pairs_of_values_are_refused() -> None:
+    with pytest.raises(ProfileError, match=r"performance_pairs\[1\]: expected"):
+        _with_pairs([(1, 1), (float("nan"), 1)])
+    with pytest.raises(ProfileError, match=r"performance_pairs\[0\]: expected"):
+        _with_pairs([(None, 1)])
+    data = _with_pairs().to_bytes()
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        entries = {name: npz[name] for name in npz.files}
+    entries["performance_pairs"] = np.frombuffer(b'{"a": 1}', dtype=np.uint8)
+    out = io.BytesIO()
+    np.savez(out, **entries)
+    with pytest.raises(ProfileError, match=r"incomplete or inconsistent.*performance_pairs"):
+        ReferenceProfile.from_bytes(out.getvalue(), "p.npz")
+
+
+def test_the_first_pairs_are_kept_in_order() -> None:
+    pairs = [(i % 2, i % 3 == 0) for i in range(500)]
+    assert _with_pairs(pairs, max_rows=100).performance_pairs == tuple(pairs[:100])
