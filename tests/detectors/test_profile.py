@@ -3,6 +3,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -272,7 +273,7 @@ PAIRS = [
 
 
 def _with_pairs(
-    pairs: list[tuple[object, object]] = PAIRS, max_rows: int = 5000
+    pairs: Sequence[tuple[object, object]] = PAIRS, max_rows: int = 5000
 ) -> ReferenceProfile:
     rng = np.random.default_rng(2)
     return build_profile(

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -33,7 +35,7 @@ def _concept(n: int, change_at: int, seed: int) -> list[dict[str, float | int]]:
     ]
 
 
-def _csv(path: Path, rows: list[dict[str, float | int]], columns: list[str]) -> Path:
+def _csv(path: Path, rows: Sequence[Mapping[str, object]], columns: list[str]) -> Path:
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, columns, extrasaction="ignore")
         writer.writeheader()
@@ -41,7 +43,7 @@ def _csv(path: Path, rows: list[dict[str, float | int]], columns: list[str]) -> 
     return path
 
 
-def _replay(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[list[dict[str, object]], str]:
+def _replay(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[list[dict[str, Any]], str]:
     assert main(["replay", *args, "--model", "m"]) == 0
     captured = capsys.readouterr()
     return [json.loads(line) for line in captured.out.splitlines()], captured.err
