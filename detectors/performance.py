@@ -63,12 +63,23 @@ def class_text(value: object) -> str | None:
 def _number(value: object) -> float:
     """A JSON number as a float; NaN for anything else (booleans too)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float
+            return math.nan
         return number if math.isfinite(number) else math.nan
     return math.nan
 
 
 def numbers(values: Sequence[Any]) -> FloatArray:
+    """JSON numbers as floats, NaN for anything else (booleans, text, null, non-finite)."""
+    if all(type(v) is float or type(v) is int for v in values):  # the common case, in C
+        try:
+            out = np.array(values, dtype=np.float64)
+        except OverflowError:  # an integer beyond any float
+            return np.fromiter(map(_number, values), np.float64, len(values))
+        out[~np.isfinite(out)] = math.nan
+        return out
     return np.fromiter(map(_number, values), np.float64, len(values))
 
 

@@ -26,7 +26,7 @@ import math
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -71,9 +71,8 @@ class Label:
     record: Record
 
 
-@dataclass(frozen=True)
-class Joined:
-    """A prediction and its label."""
+class Joined(NamedTuple):
+    """A prediction and its label (a named tuple: one is built per joined label)."""
 
     model: str
     version: str
@@ -371,8 +370,24 @@ def _float(value: object) -> float:
 
 
 def _text(label: Any) -> str:
-    """What a joined id remembers of its label: enough to tell the same label from another."""
-    return hashlib.blake2b(orjson.dumps(label), digest_size=8).hexdigest()
+    """What a joined id remembers of its label: enough to tell the same label from another
+    (the label's JSON when short, else an 8-byte hash of it)."""
+    text = orjson.dumps(label)
+    if len(text) <= 24:
+        return text.decode()
+    return hashlib.blake2b(text, digest_size=8).hexdigest()
+
+
+def _runs(records: Iterable[Record]) -> list[tuple[TopicPartition, list[Record]]]:
+    """``records`` cut into runs of one partition each, in order."""
+    runs: list[tuple[TopicPartition, list[Record]]] = []
+    where: tuple[str, int] = ("", -1)
+    for record in records:
+        if (record.topic, record.partition) != where:
+            where = (record.topic, record.partition)
+            runs.append((record.topic_partition, []))
+        runs[-1][1].append(record)
+    return runs
 
 
 class LabelGate:
@@ -392,16 +407,17 @@ class LabelGate:
         """Queue ``records``; returns label partitions to read again from an offset (the
         gate was full: their newest records are dropped, unread, to come again)."""
         again: dict[TopicPartition, int] = {}
-        for record in records:
-            tp = record.topic_partition
-            if tp in again:
-                continue
-            cost = HELD_COST + len(record.value or b"")
-            if self._bytes + cost > self.max_bytes:
-                again[tp] = record.offset
-                continue
-            self._held.setdefault(tp, deque()).append(record)
-            self._bytes += cost
+        for tp, run in _runs(records):
+            queue = self._held.setdefault(tp, deque())
+            for record in run:
+                if tp in again:
+                    break
+                cost = HELD_COST + len(record.value or b"")
+                if self._bytes + cost > self.max_bytes:
+                    again[tp] = record.offset
+                    break
+                queue.append(record)
+                self._bytes += cost
         return again
 
     def release(self, watermark_ms: float) -> list[Record]:
@@ -479,13 +495,19 @@ class LabelJoin:
         joined: list[Joined] = []
         with_topics = bool(self.topics)
         counts = self.counts
+        where: tuple[str, int] = ("", -1)
+        tp, store = TopicPartition("", -1), None
+        event_ids, predictions = group.event_ids, group.predictions
+        time_list = times.tolist()
         for i, (record, label) in enumerate(zip(group.records, group.labels, strict=True)):
             if i in skip:
                 continue
-            prediction, time = group.predictions[i], float(times[i])
+            prediction, time = predictions[i], time_list[i]
             if type(prediction) is str and len(prediction) > CATEGORY_CHARS:
                 prediction = prediction[:CATEGORY_CHARS]
-            tp = record.topic_partition
+            if (record.topic, record.partition) != where:  # a new partition: its store
+                where = (record.topic, record.partition)
+                tp, store = record.topic_partition, None
             if label is not None and not isinstance(label, list | dict):
                 counts[model, "joined"] += 1
                 joined.append(
@@ -494,15 +516,18 @@ class LabelJoin:
                 continue
             if not with_topics:
                 continue
-            event_id = _event_id(group.event_ids[i], self.max_id_chars)
+            event_id = _event_id(event_ids[i], self.max_id_chars)
             if event_id is None:
                 counts[model, "unjoinable"] += 1
                 continue
-            early = self._early_store(event_id)
-            if early is not None:  # its label came first: hand the label to this store
-                self.store(tp).early[event_id] = early.early.pop(event_id)
-                early.changed = True
-            pair = self.store(tp).add(
+            if store is None:
+                store = self.store(tp)
+            if self._early:  # a label may have come first: hand it to this store
+                early = self._early_store(event_id)
+                if early is not None and early is not store:
+                    store.early[event_id] = early.early.pop(event_id)
+                    early.changed = True
+            pair = store.add(
                 event_id, (model, version, prediction, time, record.offset), record, counts
             )
             if pair is not None:
@@ -512,6 +537,11 @@ class LabelJoin:
         if with_topics and len(times):
             self.newest_prediction_s = max(self.newest_prediction_s, float(np.nanmax(times)))
         return joined
+
+    @property
+    def _early(self) -> bool:
+        """Whether any label waits for its prediction."""
+        return any(store.early for store in self.stores.values())
 
     def _early_store(self, event_id: str) -> JoinStore | None:
         for store in self.stores.values():
@@ -525,10 +555,11 @@ class LabelJoin:
         """Hold ``records``, fold the held labels older than ``watermark_ms``; returns the
         pairs, the bad label records and label partitions to read again (`LabelGate.hold`)."""
         again = self.gate.hold(records)
-        for record in records:  # how far each label partition is read, what was kept of it
-            tp = record.topic_partition
-            if tp not in again or record.offset < again[tp]:
-                self.seen_ms[tp] = record.timestamp_ms
+        for tp, run in _runs(records):  # how far each label partition is read, and kept
+            cut = again.get(tp)
+            kept = run if cut is None else [r for r in run if r.offset < cut]
+            if kept:
+                self.seen_ms[tp] = kept[-1].timestamp_ms
         released = self.gate.release(watermark_ms)
         labels, bad = decode_labels(released, self.fields, self.max_id_chars)
         joined: list[Joined] = []

@@ -185,7 +185,10 @@ def latencies(values: Sequence[object]) -> FloatArray:
     out = np.full(len(values), math.nan)
     for i, value in enumerate(values):
         if isinstance(value, int | float) and not isinstance(value, bool):
-            out[i] = value
+            try:
+                out[i] = value
+            except OverflowError:  # an integer beyond any float: no latency
+                continue
     return out
 
 
