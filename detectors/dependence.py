@@ -274,6 +274,12 @@ def _dependent(values: FloatArray, present: npt.NDArray[np.bool_]) -> bool:
     return any(_ljung_box(series) < GATE_LEVEL / 2 for series in candidates)
 
 
+def serially_dependent(series: FloatArray) -> bool:
+    """Whether one series (e.g. a model's misses, 0 and 1) fails the gate of the module
+    docstring: serial correlation at lag 1 or over the first `GATE_LAGS` lags."""
+    return series.shape[0] >= 8 and _ljung_box(series) < GATE_LEVEL / 2
+
+
 def _ljung_box(series: FloatArray) -> float:
     """The smaller p-value of the Ljung-Box test at lag 1 (most powerful against AR(1)) and
     over the first `GATE_LAGS` lags (other short-range dependence)."""
@@ -366,4 +372,5 @@ __all__ = [
     "estimate_dependence",
     "inflation_curve",
     "notes",
+    "serially_dependent",
 ]

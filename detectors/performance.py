@@ -26,6 +26,7 @@ fraction (``1.0`` is ``"1"``), text as written.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from detectors.dependence import GRID, Dependence, inflation_curve
+from detectors.dependence import GRID, Dependence, inflation_curve, serially_dependent
 from detectors.detection import FloatArray
 from detectors.nulls import rate_count_isf
 
@@ -227,6 +228,17 @@ def _probability_metrics(
     return {"log_loss": log_loss, "calibration_error": float(np.abs(gap).sum() / counts.sum())}
 
 
+def miss_dependence(misses: FloatArray) -> Dependence:
+    """The serial dependence of a miss series: none unless the gate of
+    `detectors.dependence` finds it (the estimator alone reads dependence into independent
+    rows), else its inflation curve."""
+    if misses.size >= 2 and misses.std() > 0 and serially_dependent(misses):
+        curve = inflation_curve(misses)
+    else:  # independent, or constant (a perfect model): nothing to estimate
+        curve = np.ones(GRID.shape[0])
+    return Dependence(curve[None, :], int(misses.size))
+
+
 @dataclass(frozen=True, eq=False)
 class PerformanceReference:
     """The reference performance: its scoring, miss rate and metrics, and the serial
@@ -251,17 +263,19 @@ class PerformanceReference:
         scoring = scoring.with_reference(predictions, labels, quantile)
         misses = scoring.misses(predictions, labels)
         misses = misses[np.isfinite(misses)]
-        if misses.size >= 2 and misses.std() > 0:
-            curve = inflation_curve(misses)
-        else:  # constant misses (a perfect model): nothing to estimate
-            curve = np.ones(GRID.shape[0])
         return cls(
             scoring,
             int(misses.size),
             float(misses.mean()) if misses.size else 0.0,
             window_metrics(scoring, predictions, labels),
-            Dependence(curve[None, :], int(misses.size)),
+            miss_dependence(misses),
         )
+
+    def refined(self, misses: FloatArray) -> PerformanceReference:
+        """This reference with the dependence of a longer stretch of stationary misses
+        (the reference's and the windows' since that were not degraded, in order): a
+        thousand rows underestimate persistent misses, and the limits with them."""
+        return dataclasses.replace(self, dependence=miss_dependence(misses))
 
     def miss_limit(self, window_rows: int, level: float) -> int:
         """Most misses a window of ``window_rows`` scored rows may hold without surprise at
@@ -286,6 +300,7 @@ __all__ = [
     "Scoring",
     "Task",
     "class_text",
+    "miss_dependence",
     "numbers",
     "window_metrics",
 ]

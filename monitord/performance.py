@@ -29,6 +29,7 @@ from pydantic import NonNegativeInt
 
 from connectors.stream import Record
 from detectors.block_means import BlockMeanADWIN
+from detectors.dependence import Dependence
 from detectors.detection import Detection, FloatArray, State, sub_state
 from detectors.nulls import INDEPENDENT
 from detectors.performance import PerformanceReference, Scoring, window_metrics
@@ -47,6 +48,8 @@ from monitord.state import Document
 log = logging.getLogger(__name__)
 
 ERROR_STREAM = "@error"
+HISTORY_ROWS = 20_000
+"""Most stationary misses kept to learn their serial dependence from."""
 
 # A row as kept: prediction, label, topic, partition, offset, prediction time, label time.
 Row = tuple[Any, Any, str, int, int, float, float]
@@ -62,6 +65,8 @@ class PerformanceState(Document):
     coverage_due: NonNegativeInt = 0  # predictions due in the current coverage window
     coverage_missed: NonNegativeInt = 0  # of which not labelled within the expected delay
     latency: LatencyState | None = None  # the latency stream, arrays under latency/
+    refined_at: NonNegativeInt = 0  # misses kept when the dependence was last estimated
+    kept_since: NonNegativeInt = 0  # window rows since
 
 
 def _row(pair: Joined) -> Row:
@@ -109,6 +114,10 @@ class VersionPerformance:
         self.last: dict[str, float] = {}  # the last window's metrics (for /status, metrics)
         self.coverage_windows = self.coverage_due = self.coverage_missed = 0
         self.latency: VersionLatency | None = None
+        # Misses of the reference and the clean windows since, for the null's dependence.
+        self.history: list[int] = []
+        self.refined_at = 0  # history rows when the dependence was last estimated
+        self.kept_since = 0  # window rows since then
         if self.from_profile:
             built = self._build_reference()
             log.info(
@@ -179,7 +188,29 @@ class VersionPerformance:
         )
         self._limit = reference.miss_limit(settings.window_size, self._level())
         self.window_first_row = self.rows
+        misses = reference.scoring.misses(predictions, labels)
+        self.history = misses[np.isfinite(misses)].astype(np.uint8).tolist()
+        self.refined_at = len(self.history)
         return reference
+
+    def _learn(self, misses: FloatArray, degraded: bool) -> None:
+        """Keep a clean window's misses, and refine the reference's dependence each time
+        the stationary misses kept have doubled (up to `HISTORY_ROWS`, then every as many
+        new rows): the null is learned from more than the warm-up."""
+        reference = self.reference
+        if degraded or reference is None:
+            return
+        self.history += misses[np.isfinite(misses)].astype(np.uint8).tolist()
+        if len(self.history) > HISTORY_ROWS:
+            del self.history[: len(self.history) - HISTORY_ROWS]
+        self.refined_at = min(self.refined_at, HISTORY_ROWS)
+        if len(self.history) < 2 * self.refined_at and len(self.history) < HISTORY_ROWS:
+            return
+        if len(self.history) == HISTORY_ROWS and self.kept_since < HISTORY_ROWS:
+            return
+        self.reference = reference.refined(np.asarray(self.history, dtype=np.float64))
+        self._limit = self.reference.miss_limit(self.settings.window_size, self._level())
+        self.refined_at, self.kept_since = len(self.history), 0
 
     def _level(self) -> float:
         return min(self.settings.window_size / self.budget_labels, 0.5)
@@ -239,6 +270,8 @@ class VersionPerformance:
         count = float(np.nansum(misses))
         metrics = window_metrics(scoring, predictions, labels)
         self.last = metrics
+        self.kept_since += n
+        self._learn(misses, count > limit)
         result = Detection(
             PERFORMANCE_DETECTOR,
             self.window_first_row,
@@ -325,11 +358,18 @@ class VersionPerformance:
             coverage_due=self.coverage_due,
             coverage_missed=self.coverage_missed,
             latency=None if self.latency is None else latency_state,
+            refined_at=self.refined_at,
+            kept_since=self.kept_since,
         )
         # A profile's pairs are not stored again: the profile is (`restore` keeps them).
         reference = [] if self.from_profile else self.reference_rows
         blob = orjson.dumps({"reference": reference, "window": self.window})
-        arrays: State = {"rows": np.frombuffer(blob, dtype=np.uint8)}
+        arrays: State = {
+            "rows": np.frombuffer(blob, dtype=np.uint8),
+            "history": np.asarray(self.history, dtype=np.uint8),
+        }
+        if self.reference is not None and self.reference.dependence.n_rows != self.reference.rows:
+            arrays["dependence"] = self.reference.dependence.inflation
         if self.adwin is not None:
             arrays.update({f"adwin/{k}": v for k, v in self.adwin.snapshot().items()})
         arrays.update({f"latency/{k}": v for k, v in latency_arrays.items()})
@@ -348,6 +388,15 @@ class VersionPerformance:
         self.rows, self.window_first_row = state.rows, state.window_first_row
         self.coverage_windows = state.coverage_windows
         self.coverage_due, self.coverage_missed = state.coverage_due, state.coverage_missed
+        if self.reference is not None and "history" in arrays:
+            self.history = [int(v) for v in arrays["history"]]
+            self.refined_at, self.kept_since = state.refined_at, state.kept_since
+            if "dependence" in arrays:  # refined since the reference: that estimate
+                dependence = Dependence(
+                    np.asarray(arrays["dependence"], dtype=np.float64), state.refined_at
+                )
+                self.reference = dataclasses.replace(self.reference, dependence=dependence)
+                self._limit = self.reference.miss_limit(self.settings.window_size, self._level())
         if state.latency is not None and self.latency is not None:
             self.latency.restore(state.latency, sub_state(arrays, "latency/"))
         if state.adwin_block is not None:
