@@ -72,9 +72,12 @@ def _number(value: object) -> float:
     return math.nan
 
 
+_NUMBER_TYPES = frozenset({float, int})
+
+
 def numbers(values: Sequence[Any]) -> FloatArray:
     """JSON numbers as floats, NaN for anything else (booleans, text, null, non-finite)."""
-    if all(type(v) is float or type(v) is int for v in values):  # the common case, in C
+    if set(map(type, values)) <= _NUMBER_TYPES:  # the common case, in C
         try:
             out = np.array(values, dtype=np.float64)
         except OverflowError:  # an integer beyond any float

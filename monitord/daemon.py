@@ -19,7 +19,7 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -237,14 +237,21 @@ class Daemon:
                     group.model, good, update.newest_time, update.late, update.untimed
                 )
                 metrics.columns_not_monitored(group.model, group.version, update.not_monitored)
-        label_pairs, label_bad = self._labels(label_records)
+        # This batch is read: a partition it read to its end holds no label back.
+        read = {
+            tp: n
+            for part in (records, label_records)
+            if part
+            for tp, n in _next_offsets(part).items()
+        }
+        label_pairs, label_bad = self._labels(label_records, read)
         bad += label_bad
         evaluations += self._performance(pairs + label_pairs)
         last = (label_records or records)[-1:]
         if self.joins.topics and last:
             # Due once every label up to then is read: both kinds of partition are past it.
-            read = min(self._watermark_ms(), self._watermark_ms(labels=True))
-            verdicts = self.joins.sweep(read)
+            read_ms = min(self._watermark_ms(read), self._watermark_ms(read, labels=True))
+            verdicts = self.joins.sweep(read_ms)
             evaluations += self.performance.coverage(verdicts, last[0])
             self._touched_versions({(model, version) for model, version, _ in verdicts})
         outputs = self.policy.decide(evaluations) + list(requested) + self._volume()
@@ -314,11 +321,14 @@ class Daemon:
             self._touched_versions({(model, version)})
         return pairs, evaluations
 
-    def _labels(self, records: list[Record]) -> tuple[list[Joined], list[BadRecord]]:
-        """Fold the label records whose predictions are in (`monitord.labels.LabelGate`)."""
+    def _labels(
+        self, records: list[Record], read: Mapping[TopicPartition, int]
+    ) -> tuple[list[Joined], list[BadRecord]]:
+        """Fold the label records whose predictions are in (`monitord.labels.LabelGate`);
+        ``read``: the next offsets of the batch's partitions."""
         if not self.joins.topics:
             return [], []
-        pairs, bad, again = self.joins.labels(records, self._watermark_ms())
+        pairs, bad, again = self.joins.labels(records, self._watermark_ms(read))
         for tp, offset in again.items():
             self.source.seek(tp, offset)
         return pairs, bad
@@ -328,18 +338,21 @@ class Daemon:
         oldest = self.joins.gate.oldest_ms()
         return oldest is not None and oldest < self._watermark_ms()
 
-    def _watermark_ms(self, labels: bool = False) -> float:
+    def _watermark_ms(
+        self, read: Mapping[TopicPartition, int] | None = None, labels: bool = False
+    ) -> float:
         """Record time every inference partition of this consumer is read past (with
         ``labels``: every label partition): a label older than it has its prediction in a
-        join store, if it has one here. A partition read to its end holds nothing back."""
+        join store, if it has one here. A partition read to its end (``read``: the next
+        offsets of the batch at hand) holds nothing back."""
         ends = self.source.end_offsets()
         mark = math.inf
+        read = read or {}
         for tp in self.source.assignment():
             if (tp.topic in self.joins.topics) != labels:
                 continue
-            end, done = ends.get(tp), self._processed.get(tp, 0)
-            if labels:
-                done = self._label_next.get(tp, 0)
+            done = read.get(tp) or (self._label_next if labels else self._processed).get(tp, 0)
+            end = ends.get(tp)
             if end is not None and done >= end:
                 continue
             mark = min(mark, self.joins.seen_ms.get(tp, -math.inf))
