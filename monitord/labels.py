@@ -51,6 +51,8 @@ JOIN_OUTCOMES = (
 """Outcomes counted per model; those of a label without its prediction (orphan, duplicate,
 conflicting, late) under the empty model: a label's own model name is unchecked input."""
 
+_INT_LOW, _INT_HIGH = -(2**63), 2**63 - 1
+"""Integers stored as they are (JSON writers refuse wider ones): others become floats."""
 COMPACT_SLACK = 1024
 """Order entries of departed ids tolerated beyond twice the live ones before compacting."""
 MAX_HELD_BYTES = 64 * 1024 * 1024
@@ -116,6 +118,11 @@ def decode_labels(
         if kind is str:
             if len(label) > CATEGORY_CHARS:
                 label = label[:CATEGORY_CHARS]  # a class is its first characters
+        elif kind is int and not _INT_LOW <= label <= _INT_HIGH:
+            label = storable(label)
+            if label is None:
+                bad.append(_reject_label(record, fields, max_id_chars))
+                continue
         elif kind is not float and kind is not int and kind is not bool:
             bad.append(_reject_label(record, fields, max_id_chars))
             continue
@@ -129,6 +136,17 @@ def decode_labels(
             time = _label_time(stamp, record)
         keep(Label(event_id, label, model, time, record))
     return labels, bad
+
+
+def storable(value: Any) -> Any:
+    """``value`` as a checkpoint can store it: an integer beyond 64 bits as a float (None
+    when no float holds it either); anything else as it is."""
+    if type(value) is int and not _INT_LOW <= value <= _INT_HIGH:
+        try:
+            return float(value)
+        except OverflowError:
+            return None
+    return value
 
 
 def _reject_label(record: Record, fields: EventFields, max_id_chars: int) -> BadRecord:
@@ -151,7 +169,9 @@ def _reject_label(record: Record, fields: EventFields, max_id_chars: int) -> Bad
         )
         return BadRecord(record, "missing_event_id", detail)
     return BadRecord(
-        record, "missing_label", f"field {fields.label!r} missing, null, an array or an object"
+        record,
+        "missing_label",
+        f"field {fields.label!r} missing, null, an array, an object or a number beyond 1e308",
     )
 
 
@@ -570,9 +590,15 @@ class LabelJoin:
             prediction, time = predictions[i], time_list[i]
             if type(prediction) is str and len(prediction) > CATEGORY_CHARS:
                 prediction = prediction[:CATEGORY_CHARS]
+            elif type(prediction) is int:
+                prediction = storable(prediction)
             if (record.topic, record.partition) != where:  # a new partition: its store
                 where = (record.topic, record.partition)
                 tp, store = record.topic_partition, None
+            if type(label) is str and len(label) > CATEGORY_CHARS:
+                label = label[:CATEGORY_CHARS]
+            elif type(label) is int:
+                label = storable(label)
             if label is not None and not isinstance(label, list | dict):
                 counts[model, "joined"] += 1
                 joined.append(
@@ -626,37 +652,121 @@ class LabelJoin:
             if kept:
                 self.seen_ms[tp] = kept[-1].timestamp_ms
         released = self.gate.release(watermark_ms)
-        labels, bad = decode_labels(released, self.fields, self.max_id_chars)
         joined: list[Joined] = []
-        counts = self.counts
-        stores, longest = list(self.stores.values()), self.settings.max_delay_s
-        for label in labels:
-            self.newest_label_s = max(self.newest_label_s, label.time)
-            event_id, found = label.event_id, None
-            for store in stores:  # the common case first: its prediction waits, in time
-                found = store.pending.get(event_id)
-                if found is not None:
-                    break
-            if (
-                found is not None
-                and (label.model is None or label.model == found[0])
-                and not label.time - found[3] > longest
-            ):
-                joined.append(store.join(label, found, counts))
-                continue
-            outcome: Joined | bool | None = None
-            for store in stores:
-                outcome = store.take(label, counts)
-                if outcome is not None:
-                    break
-            if isinstance(outcome, Joined):
-                joined.append(outcome)
-            elif outcome is None:  # no prediction yet: it waits with its own partition
-                self.store(label.record.topic_partition).wait(label, counts)
-        if labels and math.isfinite(self.newest_label_s):
-            for store in self.stores.values():
-                store.expire(self.newest_label_s, counts)
+        bad: list[BadRecord] = []
+        if released:
+            self._fold(released, joined, bad)
         return joined, bad, again
+
+    def _fold(self, records: list[Record], joined: list[Joined], bad: list[BadRecord]) -> None:
+        """Fold released label records in order: the common case (a well-formed label
+        naming no model and no time, whose prediction waits) inline, any other through
+        `decode_labels` and `_fold_label`. This loop runs once per label."""
+        fields, max_chars = self.fields, self.max_id_chars
+        f_id, f_label, f_model, f_time = (
+            fields.event_id,
+            fields.label,
+            fields.model,
+            fields.timestamp,
+        )
+        limit, loads, longest = fields.max_event_bytes, orjson.loads, self.settings.max_delay_s
+        stores = list(self.stores.values())
+        single = stores[0] if len(stores) == 1 and not stores[0].track_coverage else None
+        joins: Counter[str] = Counter()
+        newest = self.newest_label_s
+        for record in records:
+            value = record.value
+            found = None
+            try:
+                if len(value) > limit:  # type: ignore[arg-type]
+                    raise ValueError
+                event = loads(value)  # type: ignore[arg-type]
+                event_id, label = event[f_id], event[f_label]
+                plain = (
+                    single is not None
+                    and type(event_id) is str
+                    and 0 < len(event_id) <= max_chars
+                    and (
+                        type(label) is float
+                        or type(label) is bool
+                        or (type(label) is int and _INT_LOW <= label <= _INT_HIGH)
+                        or (type(label) is str and len(label) <= 24)
+                    )
+                    and f_model not in event
+                    and f_time not in event
+                    and record.timestamp_ms > 0
+                )
+            except (TypeError, ValueError, KeyError, IndexError):
+                plain = False
+            if plain:
+                assert single is not None
+                found = single.pending.get(event_id)
+            time = record.timestamp_ms / 1000.0
+            if found is None or time - found[3] > longest:
+                labels, refused = decode_labels([record], fields, max_chars)
+                bad += refused
+                for one in labels:
+                    newest = max(newest, one.time)
+                    self.newest_label_s = newest
+                    self._fold_label(one, stores, joined)
+                continue
+            assert single is not None
+            newest = max(newest, time)
+            # JoinStore.join, inlined (no coverage tracked: `single` says so).
+            del single.pending[event_id]
+            joins[found[0]] += 1
+            if single.remember > 0:
+                if event_id not in single.done:
+                    single.done_order.append(event_id)
+                single.done[event_id] = label
+                if len(single.done_order) > single.remember:
+                    single.done.pop(single.done_order.popleft(), None)
+            joined.append(
+                Joined(
+                    found[0],
+                    found[1],
+                    found[2],
+                    label,
+                    found[3],
+                    time,
+                    single.partition,
+                    found[4],
+                    record,
+                )
+            )
+        if single is not None and joins:
+            single.changed = True
+        for model, n in joins.items():
+            self.counts[model, "joined"] += n
+        self.newest_label_s = newest
+        if math.isfinite(newest):
+            for store in self.stores.values():
+                store.expire(newest, self.counts)
+
+    def _fold_label(self, label: Label, stores: list[JoinStore], joined: list[Joined]) -> None:
+        """One decoded label: joined, counted as done, or kept waiting for its prediction."""
+        counts, event_id, found = self.counts, label.event_id, None
+        for store in stores:  # the common case first: its prediction waits, in time
+            found = store.pending.get(event_id)
+            if found is not None:
+                break
+        if (
+            found is not None
+            and (label.model is None or label.model == found[0])
+            and not label.time - found[3] > self.settings.max_delay_s
+        ):
+            joined.append(store.join(label, found, counts))
+            return
+        outcome: Joined | bool | None = None
+        for store in stores:
+            outcome = store.take(label, counts)
+            if outcome is not None:
+                break
+        if isinstance(outcome, Joined):
+            joined.append(outcome)
+        elif outcome is None:  # no prediction yet: it waits with its own partition
+            self.store(label.record.topic_partition).wait(label, counts)
+            stores[:] = list(self.stores.values())  # that store may be new
 
     def first_held(self, tp: TopicPartition) -> int | None:
         return self.gate.first_held(tp)
@@ -721,4 +831,5 @@ __all__ = [
     "LabelJoin",
     "PendingPrediction",
     "decode_labels",
+    "storable",
 ]

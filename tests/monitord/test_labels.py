@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -374,3 +375,31 @@ def test_a_quiet_model_fires_until_its_next_event_and_a_flood_until_a_calm_minut
     assert transitions(1700.0) == []  # still quiet: one alert per episode
     watch.seen("m", "2", 5, record, 1800.0)
     assert transitions(1801.0) == [("MonitordModelQuiet", "resolved")]
+
+
+def test_numbers_beyond_64_bits_are_stored_as_floats_or_refused(tmp_path: Path) -> None:
+    """JSON allows any integer; a checkpoint's JSON writer takes 64 bits."""
+
+    def event(i: int) -> bytes:
+        body = {
+            "model": "m",
+            "event_id": f"e{i}",
+            "timestamp": T0 + i,
+            "features": {"a": float(i % 7)},
+            "prediction": 10**30 if i % 2 else 2**64,
+            **({"label": 10**30} if i % 3 == 0 else {}),
+        }
+        return json.dumps(body).encode()
+
+    records = [Record("in", 0, i, b"m", event(i), int((T0 + i) * 1000)) for i in range(3000)]
+    stamp = int((T0 + 5000) * 1000)
+    for k, value in enumerate([b"1" + b"0" * 400, b"100000000000000000000"]):
+        label = b'{"event_id": "e%d", "label": %s}' % (k + 1, value)
+        records.append(Record("labels", 0, k, None, label, stamp))
+    run = RecordedRun(_config(), records, tmp_path / "store.sqlite").drain()
+    run.daemon.checkpoint()  # the join store and the performance rows are written as JSON
+    reasons = [m.headers for m in run.sink.messages("monitord.dead-letter")]
+    # 1e400 is beyond what the JSON reader takes: not JSON it can use.
+    assert [dict(h)["monitord.error.reason"] for h in reasons] == [b"invalid_json"]
+    # Inline labels on every third event, and e2's label: 1,000 inline + 1 from the topic.
+    assert run.daemon.performance.versions["m", "unversioned"].rows == 1001
