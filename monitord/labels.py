@@ -584,9 +584,10 @@ class LabelJoin:
         event_ids, predictions = group.event_ids, group.predictions
         time_list = times.tolist()
         early_waits = self._early  # only labels add early labels: not this loop
-        for i, (record, label) in enumerate(zip(group.records, group.labels, strict=True)):
+        for i, (record, given) in enumerate(zip(group.records, group.labels, strict=True)):
             if i in skip:
                 continue
+            label = given
             prediction, time = predictions[i], time_list[i]
             if type(prediction) is str and len(prediction) > CATEGORY_CHARS:
                 prediction = prediction[:CATEGORY_CHARS]
