@@ -233,7 +233,7 @@ class VersionPerformance:
             rows, records = [rows[i] for i in keep], [records[i] for i in keep]
             misses = misses[keep]
         first = self.rows
-        evaluations = self._error_changes(misses, rows, first, records)
+        evaluations = self._error_changes(misses, rows, first, records, self.window)
         size = self.settings.window_size
         i = 0
         while i < len(rows):
@@ -247,19 +247,37 @@ class VersionPerformance:
         return evaluations
 
     def _error_changes(
-        self, misses: FloatArray, rows: list[Row], first_row: int, records: list[Record] | Record
+        self,
+        misses: FloatArray,
+        rows: list[Row],
+        first_row: int,
+        records: list[Record] | Record,
+        before: Sequence[Row] = (),
     ) -> list[Evaluation]:
         """Change points of the error stream among ``rows`` (stream rows from ``first_row``);
-        ``records`` aligns with ``rows``, or is the one record that brought them all."""
+        ``records`` aligns with ``rows``, or is the one record that brought them all;
+        ``before``: the open window's rows that precede ``rows``."""
         if self.adwin is None or not len(rows):
             return []
         out = []
+        held = [*before, *rows]  # stream rows from first_row - len(before)
         for detection in self.adwin.update(np.asarray(misses, dtype=np.float64)[:, None]):
             at = min(max(detection.row - first_row, 0), len(rows) - 1)
             result = dataclasses.replace(detection, detector=ERROR_CHANGE_DETECTOR)
             record = records[at] if isinstance(records, list) else records
-            out.append(self._evaluation((ERROR_STREAM,), result, rows[: at + 1], record))
+            start = max(self._change_start(detection) - first_row + len(before), 0)
+            span = held[start : len(before) + at + 1]
+            out.append(self._evaluation((ERROR_STREAM,), result, span, record))
         return out
+
+    def _change_start(self, detection: Detection) -> int:
+        """First stream row of a change's data range: its block's first row, but not before
+        the window its last row falls in (a closed window's rows are not held), so that the
+        range is the same whatever batches brought the rows."""
+        start, size = self.window_first_row, self.settings.window_size
+        if detection.row < start:  # in the reference: all of it is held
+            return detection.first_row
+        return max(detection.first_row, start + (detection.row - start) // size * size)
 
     def _test(self, record: Record) -> Evaluation:
         reference, limit = self.reference, self._limit

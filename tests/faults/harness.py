@@ -283,8 +283,9 @@ def assert_same_outputs(
     def brief(data: dict[str, Any]) -> tuple[Any, ...]:
         return tuple(data.get(k) for k in ("model", "feature", "detector", "status", "row"))
 
-    missing = sorted(brief(expected[k]) for k in set(expected) - set(got))
-    extra = sorted(brief(got[k]) for k in set(got) - set(expected))
+    # Sorted as text: a retrain request has no feature nor detector (None).
+    missing = sorted((brief(expected[k]) for k in set(expected) - set(got)), key=str)
+    extra = sorted((brief(got[k]) for k in set(got) - set(expected)), key=str)
     assert (missing, extra) == ([], []), "(missing, unexpected)"
     differing = {
         key: {

@@ -1,0 +1,69 @@
+"""A version's performance stream: what it evaluates does not depend on how the joined pairs
+are batched (a restart or another poll interleaving batches them differently)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from connectors.stream import Record, TopicPartition
+from monitord.config import parse_config
+from monitord.labels import Joined
+from monitord.performance import Performance
+
+T0 = 1_700_000_000.0
+
+
+def _pairs(n: int = 6000, change: int = 3000, seed: int = 11) -> list[Joined]:
+    """Joined pairs of a classifier whose labels' rule moves at pair ``change``."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.0, 10.0, (n, 2))
+    limit = np.where(np.arange(n) < change, 8.0, 5.5)
+    labels = (x[:, 0] + x[:, 1] <= limit) ^ (rng.random(n) < 0.1)
+    predictions = x[:, 0] + x[:, 1] <= 8.0
+    partition = TopicPartition("in", 0)
+    return [
+        Joined(
+            "m",
+            "1",
+            int(predictions[i]),
+            bool(labels[i]),
+            T0 + i,
+            T0 + i + 60.0,
+            partition,
+            i,
+            Record("labels", 0, i, b"m", b"{}", int((T0 + i + 60.0) * 1000)),
+        )
+        for i in range(n)
+    ]
+
+
+def _evaluations(pairs: list[Joined], batch: int) -> list[tuple[Any, ...]]:
+    performance = Performance(parse_config({}))
+    found = []
+    for start in range(0, len(pairs), batch):
+        for e in performance.update(pairs[start : start + batch]):
+            result = e.result
+            found.append(
+                (
+                    result.detector,
+                    result.first_row,
+                    result.row,
+                    e.offsets,
+                    e.start_time,
+                    e.end_time,
+                    e.last_record.offset,
+                    e.evidence,
+                )
+            )
+    return found
+
+
+@pytest.mark.parametrize("batch", [1, 37, 250])
+def test_evaluations_do_not_depend_on_the_batches(batch: int) -> None:
+    pairs = _pairs()
+    whole = _evaluations(pairs, len(pairs))
+    assert {e[0] for e in whole} == {"performance", "error_change"}
+    assert _evaluations(pairs, batch) == whole
