@@ -18,8 +18,11 @@ first labelled row on.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
+import operator
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -69,6 +72,9 @@ class PerformanceState(Document):
     kept_since: NonNegativeInt = 0  # window rows since
 
 
+_VERSION = operator.itemgetter(0, 1)  # of a `Joined`: (model, version)
+
+
 def _row(pair: Joined) -> Row:
     return (
         pair.prediction,
@@ -115,7 +121,7 @@ class VersionPerformance:
         self.coverage_windows = self.coverage_due = self.coverage_missed = 0
         self.latency: VersionLatency | None = None
         # Misses of the reference and the clean windows since, for the null's dependence.
-        self.history: list[int] = []
+        self.history: deque[int] = deque(maxlen=HISTORY_ROWS)
         self.refined_at = 0  # history rows when the dependence was last estimated
         self.kept_since = 0  # window rows since then
         if self.from_profile:
@@ -189,7 +195,7 @@ class VersionPerformance:
         self._limit = reference.miss_limit(settings.window_size, self._level())
         self.window_first_row = self.rows
         misses = reference.scoring.misses(predictions, labels)
-        self.history = misses[np.isfinite(misses)].astype(np.uint8).tolist()
+        self.history = deque(misses[np.isfinite(misses)].astype(np.uint8).tolist(), HISTORY_ROWS)
         self.refined_at = len(self.history)
         return reference
 
@@ -200,9 +206,7 @@ class VersionPerformance:
         reference = self.reference
         if degraded or reference is None:
             return
-        self.history += misses[np.isfinite(misses)].astype(np.uint8).tolist()
-        if len(self.history) > HISTORY_ROWS:
-            del self.history[: len(self.history) - HISTORY_ROWS]
+        self.history.extend(misses[np.isfinite(misses)].astype(np.uint8).tolist())
         self.refined_at = min(self.refined_at, HISTORY_ROWS)
         if len(self.history) < 2 * self.refined_at and len(self.history) < HISTORY_ROWS:
             return
@@ -410,7 +414,7 @@ class VersionPerformance:
         self.coverage_windows = state.coverage_windows
         self.coverage_due, self.coverage_missed = state.coverage_due, state.coverage_missed
         if self.reference is not None and "history" in arrays:
-            self.history = [int(v) for v in arrays["history"]]
+            self.history = deque(arrays["history"].tolist(), HISTORY_ROWS)
             self.refined_at, self.kept_since = state.refined_at, state.kept_since
             if "dependence" in arrays:  # refined since the reference: that estimate
                 dependence = Dependence(
@@ -512,8 +516,8 @@ class Performance:
         if not pairs or not self.config.performance.enabled:
             return []
         by_version: dict[tuple[str, str], list[Joined]] = {}
-        for pair in pairs:
-            by_version.setdefault((pair.model, pair.version), []).append(pair)
+        for key, run in itertools.groupby(pairs, _VERSION):  # runs of one version, in C
+            by_version.setdefault(key, []).extend(run)
         evaluations: list[Evaluation] = []
         for (model, version), group in by_version.items():
             evaluations += self._version(model, version).update(group)
