@@ -210,6 +210,8 @@ class Daemon:
                 return polled, []  # read again once restored: not idle
         requested = self.policy.due(time.time())
         records, label_records = self.joins.split(records)
+        if self.joins.topics:
+            self.joins.read(records)
         to_monitor, forwarded, bad = records, list[Forward](), list[BadRecord]()
         if self._internal is not None:
             to_monitor, forwarded, bad = self._repartition(records)
@@ -244,14 +246,13 @@ class Daemon:
             if part
             for tp, n in _next_offsets(part).items()
         }
-        label_pairs, label_bad = self._labels(label_records, read)
+        label_pairs, label_bad, turned_away = self._labels(label_records, read)
         bad += label_bad
         evaluations += self._performance(pairs + label_pairs)
         last = (label_records or records)[-1:]
         if self.joins.topics and last:
             # Due once every label up to then is read: both kinds of partition are past it.
-            read_ms = min(self._watermark_ms(read), self._watermark_ms(read, labels=True))
-            verdicts = self.joins.sweep(read_ms)
+            verdicts = self.joins.sweep(self._read_past_ms(read))
             evaluations += self.performance.coverage(verdicts, last[0])
             self._touched_versions({(model, version) for model, version, _ in verdicts})
         outputs = self.policy.decide(evaluations) + list(requested) + self._volume()
@@ -260,7 +261,7 @@ class Daemon:
             return polled, outputs  # stopping: the batch is processed again on restart
         self._count(polled, bad, outputs)
         processed = _next_offsets(records) if records else {}
-        processed.update(self._label_offsets(label_records))
+        processed.update(self._label_offsets(label_records, turned_away))
         self._processed.update(processed)
         if self.store is None:
             self.source.commit(processed)
@@ -322,21 +323,29 @@ class Daemon:
         return pairs, evaluations
 
     def _labels(
-        self, records: list[Record], read: Mapping[TopicPartition, int]
-    ) -> tuple[list[Joined], list[BadRecord]]:
+        self, records: list[Record], read: dict[TopicPartition, int]
+    ) -> tuple[list[Joined], list[BadRecord], dict[TopicPartition, int]]:
         """Fold the label records whose predictions are in (`monitord.labels.LabelGate`);
-        ``read``: the next offsets of the batch's partitions."""
+        ``read``: the next offsets of the batch's partitions (updated where the full gate
+        turned records away: those partitions are read again from there). Also returns
+        those offsets: not processed."""
         if not self.joins.topics:
-            return [], []
-        pairs, bad, again = self.joins.labels(records, self._watermark_ms(read))
+            return [], [], {}
+        again = self.joins.hold(records)
         for tp, offset in again.items():
             self.source.seek(tp, offset)
-        return pairs, bad
+        read.update(again)
+        pairs, bad = self.joins.fold(self._read_past_ms(read))
+        return pairs, bad, again
 
     def _labels_due(self) -> bool:
         """Whether held label records may be folded now (an idle poll does it)."""
         oldest = self.joins.gate.oldest_ms()
-        return oldest is not None and oldest < self._watermark_ms()
+        return oldest is not None and oldest < self._read_past_ms({})
+
+    def _read_past_ms(self, read: Mapping[TopicPartition, int]) -> float:
+        """Record time every partition, inference and label, is read past."""
+        return min(self._watermark_ms(read), self._watermark_ms(read, labels=True))
 
     def _watermark_ms(
         self, read: Mapping[TopicPartition, int] | None = None, labels: bool = False
@@ -358,10 +367,14 @@ class Daemon:
             mark = min(mark, self.joins.seen_ms.get(tp, -math.inf))
         return mark
 
-    def _label_offsets(self, records: list[Record]) -> dict[TopicPartition, int]:
-        """Next offsets of the label partitions: a held record is not processed yet."""
+    def _label_offsets(
+        self, records: list[Record], turned_away: Mapping[TopicPartition, int]
+    ) -> dict[TopicPartition, int]:
+        """Next offsets of the label partitions: a held record is not processed yet, nor
+        one the full gate turned away."""
         if records:
             self._label_next.update(_next_offsets(records))
+            self._label_next.update(turned_away)
         out = {}
         for tp, next_offset in self._label_next.items():
             held = self.joins.first_held(tp)

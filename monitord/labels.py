@@ -22,6 +22,7 @@ in the store. A restart or a slow fetch therefore joins the same pairs in the sa
 from __future__ import annotations
 
 import hashlib
+import heapq
 import math
 from collections import Counter, deque
 from collections.abc import Iterable
@@ -34,7 +35,7 @@ import orjson
 from connectors.stream import Record, TopicPartition
 from detectors.detection import FloatArray
 from detectors.profile import CATEGORY_CHARS
-from monitord.clock import parse_event_time
+from monitord.clock import now, parse_event_time
 from monitord.config import EventFields, LabelSettings
 from monitord.events import BadRecord, EventGroup
 
@@ -57,7 +58,7 @@ COMPACT_SLACK = 1024
 """Order entries of departed ids tolerated beyond twice the live ones before compacting."""
 MAX_HELD_BYTES = 64 * 1024 * 1024
 """Most a consumer holds of label records read ahead of their predictions."""
-HELD_COST = 200
+HELD_COST = 300
 """Bytes a held record costs besides its value (the record tuple, its deque slot)."""
 
 GIVEN_UP = None
@@ -96,6 +97,7 @@ def decode_labels(
     bad: list[BadRecord] = []
     f_id, f_label, f_model, f_time = fields.event_id, fields.label, fields.model, fields.timestamp
     limit, loads, keep = fields.max_event_bytes, orjson.loads, labels.append
+    ahead = fields.max_time_ahead_s
     for record in records:
         # The hot path: one try for the well-formed case, exact type checks; a record that
         # fails is examined again by _reject_label for the precise reason.
@@ -133,7 +135,7 @@ def decode_labels(
         if stamp is None and record.timestamp_ms > 0:
             time = record.timestamp_ms / 1000.0
         else:
-            time = _label_time(stamp, record)
+            time = _label_time(stamp, record, ahead)
         keep(Label(event_id, label, model, time, record))
     return labels, bad
 
@@ -183,11 +185,16 @@ def _event_id(value: object, max_chars: int) -> str | None:
     return None
 
 
-def _label_time(stamp: object, record: Record) -> float:
+def _label_time(stamp: object, record: Record, max_ahead_s: float) -> float:
+    """A label's time by the events' rule: its own when it parses and lies within
+    ``max_ahead_s`` of its record's time, else its record's (NaN: none known)."""
     own = math.nan if stamp is None else parse_event_time(stamp)
-    if math.isfinite(own):
+    record_s = record.timestamp_ms / 1000.0
+    if not 0 < record_s <= now() + max_ahead_s:  # no time, or one not believed
+        record_s = math.nan
+    if math.isfinite(own) and not own > record_s + max_ahead_s:
         return own
-    return record.timestamp_ms / 1000.0 if record.timestamp_ms > 0 else math.nan
+    return record_s
 
 
 # A pending prediction: (model, version, prediction, event time, offset).
@@ -476,58 +483,77 @@ def _runs(records: Iterable[Record]) -> list[tuple[TopicPartition, list[Record]]
 class LabelGate:
     """Holds label records until the inference partitions are read past their time.
 
+    A held record's *gate time* is the latest believable record time of its partition so
+    far (a record time after the wall clock plus ``max_ahead_s``, or none, is not
+    believed), so gate times never go back within a partition and one record stamped in
+    the year 2100 cannot hold back those behind it. `release` hands out, merged across
+    partitions by (gate time, topic, partition, offset), the records before a watermark
+    every partition is read past: the same records in the same order however the polls
+    fell.
+
     What it holds is bounded in bytes (`MAX_HELD_BYTES` of record values and `HELD_COST`
     per record): past it, a partition's newer records are dropped unread and its position
     moved back to the first of them, to be read again once the held ones are folded.
     """
 
-    def __init__(self, max_bytes: int = MAX_HELD_BYTES) -> None:
-        self.max_bytes = max_bytes
-        self._held: dict[TopicPartition, deque[Record]] = {}
+    def __init__(self, max_bytes: int = MAX_HELD_BYTES, max_ahead_s: float = 3600.0) -> None:
+        self.max_bytes, self.max_ahead_s = max_bytes, max_ahead_s
+        self._held: dict[TopicPartition, deque[tuple[float, Record]]] = {}
         self._bytes = 0
+        self.gate_ms: dict[TopicPartition, float] = {}  # a partition's latest gate time
 
     def hold(self, records: Iterable[Record]) -> dict[TopicPartition, int]:
         """Queue ``records``; returns label partitions to read again from an offset (the
         gate was full: their newest records are dropped, unread, to come again)."""
         again: dict[TopicPartition, int] = {}
+        latest_ms = (now() + self.max_ahead_s) * 1000.0
         for tp, run in _runs(records):
             queue = self._held.setdefault(tp, deque())
+            gate = self.gate_ms.get(tp, -math.inf)
             for record in run:
-                if tp in again:
-                    break
                 cost = HELD_COST + len(record.value or b"")
                 if self._bytes + cost > self.max_bytes:
                     again[tp] = record.offset
                     break
-                queue.append(record)
+                stamp = record.timestamp_ms
+                if gate < stamp <= latest_ms:
+                    gate = float(stamp)
+                queue.append((gate, record))
                 self._bytes += cost
+            self.gate_ms[tp] = gate
         return again
 
     def release(self, watermark_ms: float) -> list[Record]:
-        """Held records whose time is before ``watermark_ms``, in order per partition."""
-        out: list[Record] = []
+        """Held records whose gate time is before ``watermark_ms``, merged in order."""
+        ready = []
         for queue in self._held.values():
-            while queue and queue[0].timestamp_ms < watermark_ms:
-                record = queue.popleft()
+            taken = []
+            while queue and queue[0][0] < watermark_ms:
+                gate, record = queue.popleft()
                 self._bytes -= HELD_COST + len(record.value or b"")
-                out.append(record)
-        return out
+                taken.append((gate, record.topic, record.partition, record.offset, record))
+            if taken:
+                ready.append(taken)
+        if len(ready) == 1:
+            return [item[4] for item in ready[0]]
+        return [item[4] for item in heapq.merge(*ready, key=lambda item: item[:4])]
 
-    def oldest_ms(self) -> int | None:
-        """Record time of the oldest held record (None: nothing held)."""
-        heads = [queue[0].timestamp_ms for queue in self._held.values() if queue]
+    def oldest_ms(self) -> float | None:
+        """Gate time of the oldest held record (None: nothing held)."""
+        heads = [queue[0][0] for queue in self._held.values() if queue]
         return min(heads) if heads else None
 
     def first_held(self, tp: TopicPartition) -> int | None:
         queue = self._held.get(tp)
-        return queue[0].offset if queue else None
+        return queue[0][1].offset if queue else None
 
     def held(self) -> int:
         return sum(len(queue) for queue in self._held.values())
 
     def drop(self, partitions: Iterable[TopicPartition]) -> None:
         for tp in partitions:
-            for record in self._held.pop(tp, ()):
+            self.gate_ms.pop(tp, None)
+            for _, record in self._held.pop(tp, ()):
                 self._bytes -= HELD_COST + len(record.value or b"")
 
 
@@ -539,12 +565,13 @@ class LabelJoin:
         self.settings, self.fields, self.max_id_chars = settings, fields, max_id_chars
         self.topics = frozenset(settings.topics)
         self.stores: dict[TopicPartition, JoinStore] = {}
-        self.gate = LabelGate()
+        self.gate = LabelGate(max_ahead_s=fields.max_time_ahead_s)
         self.counts: Counter[tuple[str, str]] = Counter()  # (model, outcome), drained by metrics
         self.newest_label_s = -math.inf
         self.newest_prediction_s = -math.inf
-        self.seen_ms: dict[TopicPartition, int] = {}  # time of the last record read per partition
+        self.seen_ms: dict[TopicPartition, float] = {}  # how far each partition is read (ms)
         self.coverage: list[tuple[str, str, bool]] = []  # verdicts in order, drained by the daemon
+        self._restored = False  # a store was restored: early labels may meet predictions
 
     def store(self, tp: TopicPartition) -> JoinStore:
         found = self.stores.get(tp)
@@ -624,8 +651,12 @@ class LabelJoin:
             )
             if pair is not None:
                 joined.append(pair)
-        for record in group.records[-1:]:
-            self.seen_ms[record.topic_partition] = record.timestamp_ms
+        untimed = [i for i, record in enumerate(group.records) if record.timestamp_ms <= 0]
+        for i in untimed:  # a record without a time: its event's tells how far it is read
+            tp = group.records[i].topic_partition
+            stamp = time_list[i] * 1000.0
+            if stamp > self.seen_ms.get(tp, -math.inf):
+                self.seen_ms[tp] = stamp
         if with_topics and len(times):
             self.newest_prediction_s = max(self.newest_prediction_s, float(np.nanmax(times)))
         return joined
@@ -641,23 +672,61 @@ class LabelJoin:
                 return store
         return None
 
-    def labels(
-        self, records: list[Record], watermark_ms: float
-    ) -> tuple[list[Joined], list[BadRecord], dict[TopicPartition, int]]:
-        """Hold ``records``, fold the held labels older than ``watermark_ms``; returns the
-        pairs, the bad label records and label partitions to read again (`LabelGate.hold`)."""
+    def read(self, records: Iterable[Record]) -> None:
+        """Inference records polled (good or bad): how far each partition is read, as the
+        latest believable record time (a time after the wall clock plus
+        ``events.max_time_ahead_s`` is not; an untimed record counts by its event's time,
+        in `predictions`)."""
+        latest_ms = (now() + self.fields.max_time_ahead_s) * 1000.0
+        seen = self.seen_ms
+        for tp, run in _runs(records):
+            stamps = [r.timestamp_ms for r in run if 0 < r.timestamp_ms <= latest_ms]
+            if stamps and max(stamps) > seen.get(tp, -math.inf):
+                seen[tp] = max(stamps)
+
+    def hold(self, records: list[Record]) -> dict[TopicPartition, int]:
+        """Hold polled label records at the gate; returns label partitions to read again
+        from an offset (the full gate turned them away)."""
         again = self.gate.hold(records)
-        for tp, run in _runs(records):  # how far each label partition is read, and kept
-            cut = again.get(tp)
-            kept = run if cut is None else [r for r in run if r.offset < cut]
-            if kept:
-                self.seen_ms[tp] = kept[-1].timestamp_ms
-        released = self.gate.release(watermark_ms)
+        self.seen_ms.update(self.gate.gate_ms)  # a label partition is read to its gate time
+        return again
+
+    def fold(self, watermark_ms: float) -> tuple[list[Joined], list[BadRecord]]:
+        """Fold the held labels before ``watermark_ms`` (every partition, inference and
+        label, read past it), in gate order; labels that waited for predictions a restored
+        partition brings back meet them first."""
         joined: list[Joined] = []
         bad: list[BadRecord] = []
+        if self._restored:
+            self._restored = False
+            self._rematch(joined)
+        released = self.gate.release(watermark_ms)
         if released:
             self._fold(released, joined, bad)
-        return joined, bad, again
+        return joined, bad
+
+    def _rematch(self, joined: list[Joined]) -> None:
+        """Early labels of every store against the pending predictions of every store, in
+        the order the labels came (after a restore: the two may be in different stores)."""
+        stores = list(self.stores.values())
+        waiting = sorted(
+            (time, event_id, store)
+            for store in stores
+            for time, event_id in store.early_order
+            if event_id in store.early
+        )
+        for _, event_id, store in waiting:
+            early = store.early.get(event_id)
+            if early is None:
+                continue
+            for other in stores:
+                found = other.pending.get(event_id)
+                if found is not None and early[1] in ("", found[0]):
+                    del store.early[event_id]
+                    store.changed = True
+                    label = Label(event_id, early[0], early[1] or None, early[2], early[3])
+                    joined.append(other.join(label, found, self.counts))
+                    break
 
     def _fold(self, records: list[Record], joined: list[Joined], bad: list[BadRecord]) -> None:
         """Fold released label records in order: the common case (a well-formed label
@@ -673,6 +742,7 @@ class LabelJoin:
         limit, loads, longest = fields.max_event_bytes, orjson.loads, self.settings.max_delay_s
         stores = list(self.stores.values())
         single = stores[0] if len(stores) == 1 and not stores[0].track_coverage else None
+        latest_ms = (now() + fields.max_time_ahead_s) * 1000.0
         joins: Counter[str] = Counter()
         newest = self.newest_label_s
         for record in records:
@@ -695,7 +765,7 @@ class LabelJoin:
                     )
                     and f_model not in event
                     and f_time not in event
-                    and record.timestamp_ms > 0
+                    and 0 < record.timestamp_ms <= latest_ms
                 )
             except (TypeError, ValueError, KeyError, IndexError):
                 plain = False
@@ -740,9 +810,12 @@ class LabelJoin:
         for model, n in joins.items():
             self.counts[model, "joined"] += n
         self.newest_label_s = newest
-        if math.isfinite(newest):
+        # The clock predictions expire by: no later than both streams have got, nor than the
+        # wall clock allows, so one label or record stamped far ahead cannot expire them all.
+        clock = min(newest, self.newest_prediction_s, now() + self.fields.max_time_ahead_s)
+        if math.isfinite(clock):
             for store in self.stores.values():
-                store.expire(newest, self.counts)
+                store.expire(clock, self.counts)
 
     def _fold_label(self, label: Label, stores: list[JoinStore], joined: list[Joined]) -> None:
         """One decoded label: joined, counted as done, or kept waiting for its prediction."""
@@ -806,6 +879,7 @@ class LabelJoin:
     def restore(self, tp: TopicPartition, blob: bytes) -> None:
         store = self.store(tp)
         store.restore(blob)
+        self._restored = True
         self.newest_prediction_s = max(self.newest_prediction_s, store.newest)
 
     def drop(self, partitions: Iterable[TopicPartition]) -> None:

@@ -82,11 +82,6 @@ def _stream(seed: int, n: int, partitions: int, early: float) -> list[Record]:
     return records
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="one label's own timestamp (any instant up to 9999) becomes newest_label_s, and "
-    "JoinStore.expire gives up every prediction older than it minus max_delay_s, now and later",
-)
 def test_a_label_stamped_in_the_far_future_does_not_evict_the_pending_predictions() -> None:
     n = 600
     labels = [
@@ -100,13 +95,6 @@ def test_a_label_stamped_in_the_far_future_does_not_evict_the_pending_prediction
     assert _joined(run) >= n - 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="Daemon._label_offsets takes the next offset after every polled label record, "
-    "also those LabelGate.hold turned away (and seeked back to): when the partition's held "
-    "queue is empty after the release, offsets of records never folded are committed",
-)
 def test_label_records_turned_away_by_a_full_gate_are_not_committed() -> None:
     n = 100
     pad = "x" * 900
@@ -118,12 +106,6 @@ def test_label_records_turned_away_by_a_full_gate_are_not_committed() -> None:
     assert _joined(run) == n
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LabelGate.release pops a partition's records only from its head while the head is "
-    "older than the watermark: one record stamped in the future holds back every later label "
-    "of its partition until every inference partition is read to its end",
-)
 def test_a_label_record_stamped_in_the_future_does_not_hold_back_its_partition() -> None:
     year_2100_ms = 4_102_444_800_000
     labels = [_label(i, i, time_ms=year_2100_ms if i == 10 else None) for i in range(300)]
@@ -134,12 +116,6 @@ def test_a_label_record_stamped_in_the_future_does_not_hold_back_its_partition()
 
 
 @pytest.mark.parametrize("inference", ["bad_records", "no_record_times"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="LabelJoin.seen_ms moves only in LabelJoin.predictions, from each monitored "
-    "group's last record: an inference partition of bad records, or of records without a "
-    "time (-1), keeps the watermark at -inf or -1 and every label waits",
-)
 def test_labels_are_folded_whatever_else_an_inference_partition_carries(inference: str) -> None:
     n = 20_000
     if inference == "bad_records":
@@ -155,12 +131,6 @@ def test_labels_are_folded_whatever_else_an_inference_partition_carries(inferenc
     assert _joined(run) == 300
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LabelGate.release hands out each label partition's released records in turn "
-    "(dict order): how the partitions interleave in a version's stream depends on where the "
-    "batches fell, so a restart orders the rows differently",
-)
 def test_labels_of_one_model_on_several_partitions_keep_their_order_across_a_crash(
     tmp_path: Path,
 ) -> None:
@@ -195,12 +165,6 @@ def test_early_labels_keep_their_place_in_the_stream_across_a_crash(tmp_path: Pa
     assert _rows(second) == _rows(uninterrupted)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="early labels are matched only when a prediction is added (JoinStore.add): the "
-    "pending predictions a restored store brings back never meet the labels folded while "
-    "their partition was elsewhere, and those labels end as orphans",
-)
 def test_predictions_restored_by_a_rebalance_meet_the_labels_folded_meanwhile(
     tmp_path: Path,
 ) -> None:

@@ -247,7 +247,15 @@ def test_an_early_label_waits_for_its_prediction_and_survives_a_snapshot() -> No
 def test_label_records_decode_by_the_configured_fields() -> None:
     fields = parse_config({"events": {"event_id": "id", "label": "y"}}).events
     records = [
-        Record("labels", 0, 0, None, b'{"id": 12, "y": 0.5, "timestamp": 1700000100}', 5),
+        # The label's own time, within events.max_time_ahead_s of its record's, is used.
+        Record(
+            "labels",
+            0,
+            0,
+            None,
+            b'{"id": 12, "y": 0.5, "timestamp": 1700000100}',
+            1_700_000_000_000,
+        ),
         Record("labels", 0, 1, None, b'{"id": "' + b"x" * 300 + b'", "y": 1}', 5),
     ]
     labels, bad = decode_labels(records, fields, max_id_chars=256)
@@ -403,3 +411,10 @@ def test_numbers_beyond_64_bits_are_stored_as_floats_or_refused(tmp_path: Path) 
     assert [dict(h)["monitord.error.reason"] for h in reasons] == [b"invalid_json"]
     # Inline labels on every third event, and e2's label: 1,000 inline + 1 from the topic.
     assert run.daemon.performance.versions["m", "unversioned"].rows == 1001
+
+
+def test_a_label_time_far_ahead_of_its_record_is_not_believed() -> None:
+    fields = parse_config({}).events
+    stamp = b'{"event_id": "a", "label": 1, "timestamp": "9000-01-01T00:00:00Z"}'
+    labels, _ = decode_labels([Record("labels", 0, 0, None, stamp, 1_700_000_000_000)], fields, 256)
+    assert [label.time for label in labels] == [1_700_000_000.0]
