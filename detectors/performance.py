@@ -296,9 +296,75 @@ class PerformanceReference:
         return int(limit[0])
 
 
+@dataclass(frozen=True, eq=False)
+class LabelShare:
+    """Label drift, as one share tested both ways: of labels that are the positive class
+    (else the reference's most frequent class) for classification, of labels above the
+    reference's median for regression; with the reference's sampling error and the
+    dependence of its indicator series, as the misses are."""
+
+    scoring: Scoring
+    name: str  # what the share is of, for people
+    cut: float  # regression: the reference's median
+    rows: int
+    rate: float
+    dependence: Dependence
+
+    @classmethod
+    def build(cls, scoring: Scoring, labels: Sequence[Any]) -> LabelShare:
+        if scoring.task == "regression":
+            values = numbers(labels)
+            values = values[np.isfinite(values)]
+            cut = float(np.median(values)) if values.size else math.nan
+            name = f"labels above {cut:.4g}"
+            share = cls(scoring, name, cut, 0, 0.0, Dependence.independent(1))
+        else:
+            classes = [c for c in (class_text(label) for label in labels) if c is not None]
+            top = scoring.positive
+            if top not in classes and classes:
+                top = max(sorted(set(classes)), key=classes.count)
+            share = cls(
+                Scoring(scoring.task, top),
+                f"class {top}",
+                math.nan,
+                0,
+                0.0,
+                Dependence.independent(1),
+            )
+        indicator = share.indicator(labels)
+        indicator = indicator[np.isfinite(indicator)]
+        return dataclasses.replace(
+            share,
+            rows=int(indicator.size),
+            rate=float(indicator.mean()) if indicator.size else 0.0,
+            dependence=miss_dependence(indicator),
+        )
+
+    def indicator(self, labels: Sequence[Any]) -> FloatArray:
+        """``(n,)`` 1.0 where a label is counted, 0.0 where not, NaN where unusable."""
+        if self.scoring.task == "regression":
+            values = numbers(labels)
+            return np.where(np.isnan(values), math.nan, (values > self.cut) * 1.0)
+        positive = self.scoring.positive
+        texts = [class_text(label) for label in labels]
+        return np.array([math.nan if t is None else float(t == positive) for t in texts])
+
+    def limits(self, window_rows: int, level: float) -> tuple[int, int]:
+        """Fewest and most counted labels a window of ``window_rows`` may hold without
+        surprise at ``level`` (split between the two tails)."""
+        depth = -math.log(max(level / 2, 1e-300))
+        dependence = self.dependence.tail_equivalent(depth)
+        effective = np.array([self.rows / float(dependence.at(max(self.rows, 1))[0])])
+        window, tau = np.array([float(window_rows)]), dependence.at(window_rows)
+        high = rate_count_isf(level / 2, np.array([self.rate]), effective, window, tau)
+        low = rate_count_isf(level / 2, np.array([1.0 - self.rate]), effective, window, tau)
+        return window_rows - int(low[0]), int(high[0])
+
+
 __all__ = [
     "CALIBRATION_BINS",
     "MISS_QUANTILE",
+    "LabelShare",
     "PerformanceReference",
     "Scoring",
     "Task",

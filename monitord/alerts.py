@@ -66,6 +66,9 @@ LATENCY_DETECTOR = "latency_slo"
 """A window's p99 inference latency above the SLO."""
 LATENCY_DEGRADED_DETECTOR = "latency"
 """A window's latency tail beyond what the reference's allows."""
+LABEL_DRIFT_DETECTOR = "label_drift"
+"""The labels' distribution against the reference's (the share of a class, or above the
+reference's median)."""
 QUIET_DETECTOR = "volume_quiet"
 """A model without events for volume.quiet_after_s."""
 FLOOD_DETECTOR = "volume_flood"
@@ -79,6 +82,7 @@ PERFORMANCE_ALERTS = {
     LATENCY_DEGRADED_DETECTOR: "MonitordLatencyDegraded",
     QUIET_DETECTOR: "MonitordModelQuiet",
     FLOOD_DETECTOR: "MonitordModelFlood",
+    LABEL_DRIFT_DETECTOR: "MonitordLabelDrift",
 }
 """Model-level alerts about how the model serves rather than what it is sent."""
 MAX_EVIDENCE_COLUMNS = 20
@@ -406,6 +410,7 @@ def _performance_summary(status: str, version: str, observation: Observation) ->
         LATENCY_DETECTOR: "Latency above SLO",
         LATENCY_DEGRADED_DETECTOR: "Latency degraded",
         QUIET_DETECTOR: "Model quiet",
+        LABEL_DRIFT_DETECTOR: "Label drift",
         FLOOD_DETECTOR: "Model flooding",
     }[observation.detector]
     evaluation = observation.evaluation
@@ -461,6 +466,7 @@ __all__ = [
     "ERROR_CHANGE_DETECTOR",
     "FEATURE_ALERT",
     "FLOOD_DETECTOR",
+    "LABEL_DRIFT_DETECTOR",
     "LATENCY_DEGRADED_DETECTOR",
     "LATENCY_DETECTOR",
     "MAX_EVIDENCE_COLUMNS",

@@ -344,6 +344,11 @@ class PerformanceSettings(_Section):
         "detection.false_alarm_budget_events)",
     )
     error_change: bool = Field(True, description="ADWIN over the error stream (change points)")
+    label_drift: bool = Field(
+        True,
+        description="test each window's labels against the reference's (it shares the "
+        "window's false-alarm budget with the degradation test)",
+    )
     retrain_on_degradation: bool = Field(
         True,
         description="performance degraded for policy.retrain_consecutive_windows windows in "

@@ -35,10 +35,11 @@ from detectors.block_means import BlockMeanADWIN
 from detectors.dependence import Dependence
 from detectors.detection import Detection, FloatArray, State, sub_state
 from detectors.nulls import PERSISTENT
-from detectors.performance import PerformanceReference, Scoring, window_metrics
+from detectors.performance import LabelShare, PerformanceReference, Scoring, window_metrics
 from monitord.alerts import (
     COVERAGE_DETECTOR,
     ERROR_CHANGE_DETECTOR,
+    LABEL_DRIFT_DETECTOR,
     PERFORMANCE_DETECTOR,
     stable_id,
 )
@@ -117,6 +118,8 @@ class VersionPerformance:
         self.rows = 0
         self.adwin: BlockMeanADWIN | None = None
         self._limit: int | None = None
+        self.label_share: LabelShare | None = None
+        self._share_limits = (0, 0)
         self.last: dict[str, float] = {}  # the last window's metrics (for /status, metrics)
         self.coverage_windows = self.coverage_due = self.coverage_missed = 0
         self.latency: VersionLatency | None = None
@@ -193,6 +196,10 @@ class VersionPerformance:
             "performance", self.model, self.version, orjson.dumps([predictions, labels]).hex()
         )
         self._limit = reference.miss_limit(settings.window_size, self._level())
+        self.label_share = None
+        if settings.label_drift:
+            self.label_share = share = LabelShare.build(reference.scoring, labels)
+            self._share_limits = share.limits(settings.window_size, self._level())
         self.window_first_row = self.rows
         misses = reference.scoring.misses(predictions, labels)
         self.history = deque(misses[np.isfinite(misses)].astype(np.uint8).tolist(), HISTORY_ROWS)
@@ -217,7 +224,10 @@ class VersionPerformance:
         self.refined_at, self.kept_since = len(self.history), 0
 
     def _level(self) -> float:
-        return min(self.settings.window_size / self.budget_labels, 0.5)
+        """Each window test's share of the budget: degradation and, when on, label drift
+        split a window's level (labelled rows between false alarms, per model version)."""
+        tests = 2 if self.settings.label_drift else 1
+        return min(self.settings.window_size / self.budget_labels / tests, 0.5)
 
     def _block(self) -> int:
         assert self.reference is not None
@@ -247,6 +257,8 @@ class VersionPerformance:
             self.rows += take
             if len(self.window) == size:
                 evaluations.append(self._test(records[i - 1]))
+                if self.label_share is not None:
+                    evaluations.append(self._label_drift(self.label_share, records[i - 1]))
                 self.window, self.window_first_row = [], self.rows
         return evaluations
 
@@ -317,6 +329,38 @@ class VersionPerformance:
         ]
         metric = "error_rate" if scoring.task == "classification" else "large_error_rate"
         return self._evaluation((metric,), result, self.window, record, tuple(evidence))
+
+    def _label_drift(self, share: LabelShare, record: Record) -> Evaluation:
+        """The window's labels against the reference's: its share of counted labels
+        outside the limits, either way. The statistic is the distance from the reference's
+        expected count in units of the limit's distance (above 1: drifted)."""
+        counted = share.indicator([row[1] for row in self.window])
+        n = int(np.isfinite(counted).sum())
+        count = float(np.nansum(counted))
+        low, high = self._share_limits
+        expected = share.rate * n
+        statistic = max(
+            (count - expected) / max(high - expected, 1e-9),
+            (expected - count) / max(expected - low, 1e-9),
+            0.0,
+        )
+        result = Detection(
+            LABEL_DRIFT_DETECTOR,
+            self.window_first_row,
+            self.rows - 1,
+            np.array([statistic]),
+            np.array([1.0]),
+            np.array([count > high or count < low]),
+            None,
+            np.array([n], dtype=np.int64),
+        )
+        evidence = (
+            ("label_share", count / n if n else math.nan),
+            ("reference_label_share", share.rate),
+            ("label_share_low", low / max(n, 1)),
+            ("label_share_high", high / max(n, 1)),
+        )
+        return self._evaluation((share.name,), result, self.window, record, evidence)
 
     def _evaluation(
         self,

@@ -260,7 +260,8 @@ def test_kill9_while_joining_labels_joins_each_once_with_the_same_outputs(
     assert performance(finals["crashed"]) == performance(finals["reference"])
 
     # The performance outputs are there: per model both alerts fire and a retrain is asked
-    # for because of performance (the inputs are stationary: no drift alert).
+    # for because of performance; the labels' share moves with their rule (label drift).
+    # The inputs are stationary: no drift alert.
     expected = published(broker.bootstrap, reference_group)
     found = Counter(
         (dict(data["labels"])["alertname"], data["status"])
@@ -269,7 +270,18 @@ def test_kill9_while_joining_labels_joins_each_once_with_the_same_outputs(
         for data in expected.values()
     )
     models = stream.models
-    assert found == {
+    shifts = [
+        (data["model"], data["first_row"], data["status"])
+        for data in expected.values()
+        if "labels" in data and dict(data["labels"])["alertname"] == "MonitordLabelDrift"
+    ]
+    # Label drift fires for every model once its labels moved (at labelled row ~2,850 of
+    # 5,700); where the shift sits near the limit, its lifecycle may resolve and fire again.
+    assert {model for model, _, status in shifts if status == "firing"} == {
+        f"m{i}" for i in range(models)
+    }
+    assert min(row for _, row, _ in shifts) >= stream.change * 0.9
+    assert +Counter({k: v for k, v in found.items() if k[0] != "MonitordLabelDrift"}) == {
         ("MonitordPerformanceDegraded", "firing"): models,
         ("MonitordErrorRateChange", "firing"): models,
         ("MonitordErrorRateChange", "resolved"): models,

@@ -109,8 +109,14 @@ def test_concept_drift_on_stable_inputs_alerts_and_requests_a_retrain() -> None:
     assert request.statistics[0][:2] == ("error_rate", "performance")
     assert "label delay" in request.detail
     assert dict(request.evidence)["accuracy"] < dict(request.evidence)["reference_accuracy"]
-    # Input drift saw nothing: the features and the prediction are stationary.
-    assert not [o for o in run.outputs if o not in found]
+    # Input drift saw nothing: the features and the prediction are stationary. The labels
+    # moved (the positive class went from 0.37 of them to 0.21): that is label drift.
+    (shift,) = [o for o in run.outputs if o not in found]
+    assert isinstance(shift, Alert)
+    assert dict(shift.labels)["alertname"] == "MonitordLabelDrift"
+    assert shift.first_row >= CHANGE - 500
+    evidence = dict(shift.evidence)
+    assert evidence["label_share"] < evidence["label_share_low"] < evidence["reference_label_share"]
     status = run.daemon.status()
     performance = status["models"]["m"]["unversioned"]["performance"]  # type: ignore[index]
     assert performance["labelled_rows"] == 12_000
