@@ -13,10 +13,12 @@ bounded (``labels.max_pending``, ``labels.max_delay_s``, ``labels.remember_joine
 a bound pushes out is counted. A label whose prediction is held by another consumer (topics
 not co-partitioned) waits as an early label until it is evicted: an orphan, counted.
 
-`LabelGate` makes the join independent of how polls interleave the two topics: a label
-record is folded only once every inference partition of this consumer is read past the
-label's record time (or read to its end), so its prediction, written before it, is already
-in the store. A restart or a slow fetch therefore joins the same pairs in the same order.
+`LabelGate` makes the join independent of how polls interleave the topics: a label record
+is folded only once every partition of this consumer, inference and label, is read past the
+label's record time (or read to its end), merged across label partitions by time, so its
+prediction, written before it, is already in the store. A restart or a slow fetch therefore
+joins the same pairs in the same order, except a label stamped before its prediction (a
+producer's clock behind), which joins when its prediction is read.
 """
 
 from __future__ import annotations
