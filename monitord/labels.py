@@ -226,6 +226,7 @@ class JoinStore:
     expected_delay_s: float = math.inf  # label coverage: labelled within this is covered
     track_coverage: bool = True  # off: no verdicts (labels.min_coverage = 0)
     newest: float = -math.inf  # event time of the newest prediction added
+    label_clock: float = -math.inf  # the newest label time when last stored (expiry clock)
     # Arrival order (time, event id); an entry whose id has left since is skipped.
     pending_order: deque[tuple[float, str]] = field(default_factory=deque)
     early_order: deque[tuple[float, str]] = field(default_factory=deque)
@@ -429,6 +430,7 @@ class JoinStore:
                 "due": [[t, e] for t, e in self.due if e in self.pending],
                 "overdue": sorted(self.overdue),
                 "newest": self.newest if math.isfinite(self.newest) else None,
+                "label_clock": self.label_clock if math.isfinite(self.label_clock) else None,
             },
             option=orjson.OPT_SERIALIZE_NUMPY,
         )
@@ -455,6 +457,8 @@ class JoinStore:
         self.overdue = set(data.get("overdue", ()))
         newest = data.get("newest")
         self.newest = -math.inf if newest is None else float(newest)
+        clock = data.get("label_clock")
+        self.label_clock = -math.inf if clock is None else float(clock)
         self.changed = False
 
 
@@ -870,7 +874,10 @@ class LabelJoin:
 
     def snapshot(self, tp: TopicPartition) -> bytes | None:
         store = self.stores.get(tp)
-        return None if store is None else store.snapshot()
+        if store is None:
+            return None
+        store.label_clock = self.newest_label_s
+        return store.snapshot()
 
     def saved(self, partitions: Iterable[TopicPartition]) -> None:
         for tp in partitions:
@@ -883,6 +890,7 @@ class LabelJoin:
         store.restore(blob)
         self._restored = True
         self.newest_prediction_s = max(self.newest_prediction_s, store.newest)
+        self.newest_label_s = max(self.newest_label_s, store.label_clock)
 
     def drop(self, partitions: Iterable[TopicPartition]) -> None:
         partitions = list(partitions)

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from pydantic import NonNegativeInt
+from pydantic import Field, NonNegativeInt
 
 from connectors.stream import Record
 from detectors.block_means import BlockMeanADWIN
@@ -69,6 +69,7 @@ class PerformanceState(Document):
     coverage_due: NonNegativeInt = 0  # predictions due in the current coverage window
     coverage_missed: NonNegativeInt = 0  # of which not labelled within the expected delay
     latency: LatencyState | None = None  # the latency stream, arrays under latency/
+    last: dict[str, float] = Field(default_factory=dict)  # the last window's metrics
     refined_at: NonNegativeInt = 0  # misses kept when the dependence was last estimated
     kept_since: NonNegativeInt = 0  # window rows since
 
@@ -429,6 +430,7 @@ class VersionPerformance:
             latency=None if self.latency is None else latency_state,
             refined_at=self.refined_at,
             kept_since=self.kept_since,
+            last={k: v for k, v in self.last.items() if math.isfinite(v)},
         )
         # A profile's pairs are not stored again: the profile is (`restore` keeps them).
         reference = [] if self.from_profile else self.reference_rows
@@ -457,6 +459,7 @@ class VersionPerformance:
         self.rows, self.window_first_row = state.rows, state.window_first_row
         self.coverage_windows = state.coverage_windows
         self.coverage_due, self.coverage_missed = state.coverage_due, state.coverage_missed
+        self.last = dict(state.last)
         if self.reference is not None and "history" in arrays:
             self.history = deque(arrays["history"].tolist(), HISTORY_ROWS)
             self.refined_at, self.kept_since = state.refined_at, state.kept_since
