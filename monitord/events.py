@@ -434,19 +434,28 @@ def decode(
     return DecodedBatch(groups, bad)
 
 
-def _reject(record: Record, fields: EventFields) -> BadRecord:
-    """Why ``record`` is not an inference event (it failed the fast path of `decode`)."""
+def json_object(record: Record, max_bytes: int) -> dict[str, Any] | BadRecord:
+    """``record``'s value as a JSON object, or why it is none: empty, larger than
+    ``max_bytes``, not JSON, or not an object (the reasons every kind of record shares)."""
     value = record.value
     if value is None:
         return BadRecord(record, "empty", "record has no value")
-    if len(value) > fields.max_event_bytes:
-        return BadRecord(record, "oversize", f"{len(value)} bytes > {fields.max_event_bytes}")
+    if len(value) > max_bytes:
+        return BadRecord(record, "oversize", f"{len(value)} bytes > {max_bytes}")
     try:
         event = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         return BadRecord(record, "invalid_json", str(exc))
     if not isinstance(event, dict):
         return BadRecord(record, "not_an_object", f"got {type(event).__name__}")
+    return event
+
+
+def _reject(record: Record, fields: EventFields) -> BadRecord:
+    """Why ``record`` is not an inference event (it failed the fast path of `decode`)."""
+    event = json_object(record, fields.max_event_bytes)
+    if isinstance(event, BadRecord):
+        return event
     model = event.get(fields.model)
     if not isinstance(model, str) or not model:
         return BadRecord(record, "missing_model", f"field {fields.model!r} missing or empty")
@@ -464,5 +473,6 @@ __all__ = [
     "DecodedBatch",
     "EventGroup",
     "decode",
+    "json_object",
     "too_large",
 ]

@@ -39,7 +39,7 @@ from detectors.detection import FloatArray
 from detectors.profile import CATEGORY_CHARS
 from monitord.clock import now, parse_event_time
 from monitord.config import EventFields, LabelSettings
-from monitord.events import BadRecord, EventGroup
+from monitord.events import BadRecord, EventGroup, json_object
 
 JOIN_OUTCOMES = (
     "joined",  # a label met its prediction
@@ -155,17 +155,9 @@ def storable(value: Any) -> Any:
 
 def _reject_label(record: Record, fields: EventFields, max_id_chars: int) -> BadRecord:
     """Why ``record`` is not a label record (it failed the fast path of `decode_labels`)."""
-    value = record.value
-    if value is None:
-        return BadRecord(record, "empty", "record has no value")
-    if len(value) > fields.max_event_bytes:
-        return BadRecord(record, "oversize", f"{len(value)} bytes > {fields.max_event_bytes}")
-    try:
-        event = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        return BadRecord(record, "invalid_json", str(exc))
-    if type(event) is not dict:
-        return BadRecord(record, "not_an_object", f"got {type(event).__name__}")
+    event = json_object(record, fields.max_event_bytes)
+    if isinstance(event, BadRecord):
+        return event
     if _event_id(event.get(fields.event_id), max_id_chars) is None:
         detail = (
             f"field {fields.event_id!r} missing, empty, not text or a whole number, or longer "

@@ -37,7 +37,7 @@ from monitord.alerts import (
 from monitord.clock import now as wall_clock
 from monitord.config import AlertSettings, Config, ModelSettings, PolicySettings
 from monitord.events import PREDICTION
-from monitord.monitor import Evaluation, OffsetRange
+from monitord.monitor import Evaluation
 from monitord.retrain import (
     DecisionRecorder,
     Drifted,
@@ -343,19 +343,8 @@ class Policy:
         metric = evaluation.features[0]
         value, limit = float(result.statistic[0]), float(result.threshold[0])
         evidence = dict(evaluation.evidence)
-        record = evaluation.last_record
-        lineage = Lineage(
-            profile_id=evaluation.profile_id,
-            statistics=((metric, PERFORMANCE_DETECTOR, value, limit),),
-            feature_share=0.0,
-            windows=state.degraded_windows,
-            first_row=result.first_row,
-            row=result.row,
-            offset=OffsetRange(record.topic, record.partition, record.offset, record.offset),
-            offsets=evaluation.offsets,
-            start_time=evaluation.start_time,
-            end_time=evaluation.end_time,
-        )
+        drifted = {metric: (PERFORMANCE_DETECTOR, value, limit)}
+        lineage = Lineage.of([evaluation], drifted, 0.0, state.degraded_windows)
         reference = evidence.get("reference_miss_rate", math.nan)
         delay = evidence.get("label_delay_p50_s", math.nan)
         detail = (

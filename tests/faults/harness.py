@@ -85,6 +85,15 @@ class Stream:
             sink.flush(timeout_s=60)
 
 
+@dataclass(frozen=True)
+class Topic:
+    """A topic's name, partitions and record count: what `finish` waits for."""
+
+    topic: str
+    partitions: int
+    total: int
+
+
 class Partitioned(Protocol):
     """A topic of records to consume: a `Stream`, or any other with these three."""
 

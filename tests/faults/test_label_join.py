@@ -23,6 +23,7 @@ from connectors.kafka import KafkaSink, ensure_topics
 from tests.faults.harness import (
     FAST_CONSUMER,
     Offsets,
+    Topic,
     admin_url,
     assert_same_outputs,
     daemon_config,
@@ -35,15 +36,6 @@ from tests.faults.harness import (
 KILLS = 6
 STREAM_TIMEOUT_S = 120.0
 T0 = 1_700_000_000.0
-
-
-@dataclass(frozen=True)
-class Topic:
-    """A topic to consume, as `Offsets.committed` reads it."""
-
-    topic: str
-    partitions: int
-    total: int
 
 
 @dataclass(frozen=True)

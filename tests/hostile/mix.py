@@ -30,20 +30,11 @@ import numpy as np
 import orjson
 
 from connectors.kafka import KafkaProducerSettings, KafkaSink, ensure_topics
-from tests.faults.harness import Stream
+from tests.faults.harness import Stream, Topic
 from tests.hostile.kinds import CATEGORIES, KINDS, VICTIM, Kind, Made, Target
 
 T0 = 1_700_000_000  # harness.Stream's first event time (seconds)
 COMPARED, PLAIN_VICTIM = -1, -2  # slot values; a kind's slot is its index in KINDS
-
-
-@dataclass(frozen=True)
-class Topic:
-    """A topic's name, partitions and record count (what `harness.finish` waits for)."""
-
-    topic: str
-    partitions: int
-    total: int
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from monitord.repartition import SOURCE_HEADERS
 from tests.faults.harness import (
     Daemon,
     Offsets,
+    Topic,
     admin_url,
     assert_same_outputs,
     daemon_config,
@@ -41,7 +42,7 @@ from tests.faults.harness import (
     until,
 )
 from tests.hostile.kinds import KINDS, VICTIM, Kind, Target
-from tests.hostile.mix import T0, Mix, Topic, record_rng
+from tests.hostile.mix import T0, Mix, record_rng
 
 PEAK_RSS_MIB = 512
 """Peak resident memory of `monitord run` over the hostile traffic (README, "Input events")."""
