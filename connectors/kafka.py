@@ -17,7 +17,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar
@@ -617,6 +617,21 @@ class KafkaSource:
         self._check_open()
         _require(offset >= 0, "offset", f"must be >= 0, got {offset}")
         self._consumer.seek(KafkaTopicPartition(partition.topic, partition.partition), offset)
+
+    def pause(self, partitions: Iterable[TopicPartition]) -> None:
+        self._check_open()
+        self._consumer.pause(*self._assigned(partitions))
+
+    def resume(self, partitions: Iterable[TopicPartition]) -> None:
+        self._check_open()
+        self._consumer.resume(*self._assigned(partitions))
+
+    def _assigned(self, partitions: Iterable[TopicPartition]) -> list[Any]:
+        """kafka-python's partitions of those of ``partitions`` still assigned (it raises
+        for others)."""
+        assigned = self._consumer.assignment()
+        wanted = (KafkaTopicPartition(tp.topic, tp.partition) for tp in partitions)
+        return [ktp for ktp in wanted if ktp in assigned]
 
     def reset_positions(self) -> list[OffsetReset]:
         """Move partitions whose next offset lies beyond the end of their log (see

@@ -43,6 +43,7 @@ class MemorySource:
         self._target: set[TopicPartition] = set()  # what the next poll() will have assigned
         self._assigned: set[TopicPartition] = set()
         self._positions: dict[TopicPartition, int] = {}  # next offset to return
+        self._paused: set[TopicPartition] = set()
         self._committed: dict[TopicPartition, int] = dict(committed or {})
         self._commits: list[dict[TopicPartition, int]] = []
         self._on_assigned = on_assigned
@@ -97,6 +98,8 @@ class MemorySource:
         self._turn += 1
         polled: list[Record] = []
         for tp in partitions[start:] + partitions[:start]:
+            if tp in self._paused:
+                continue
             room = max_records - len(polled)
             if room == 0:
                 break
@@ -157,6 +160,20 @@ class MemorySource:
             raise ValueError(f"offset: must be >= 0, got {offset}")
         self._positions[partition] = offset
 
+    def pause(self, partitions: Iterable[TopicPartition]) -> None:
+        self._check_open()
+        for tp in partitions:
+            if tp not in self._assigned:
+                raise ValueError(f"partition: {tp} is not assigned to this source")
+            self._paused.add(tp)
+
+    def resume(self, partitions: Iterable[TopicPartition]) -> None:
+        self._paused -= set(partitions)
+
+    def paused(self) -> frozenset[TopicPartition]:
+        """The partitions `pause`d and not resumed (for tests)."""
+        return frozenset(self._paused)
+
     def close(self) -> None:
         """Give up every partition (calling `on_revoked`, as Kafka does); idempotent."""
         if self._closed:
@@ -201,6 +218,7 @@ class MemorySource:
             if self._on_revoked is not None:
                 self._on_revoked(set(revoked))
             self._assigned -= revoked
+            self._paused -= revoked
             for tp in revoked:
                 del self._positions[tp]
         added = self._target - self._assigned

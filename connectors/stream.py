@@ -7,7 +7,7 @@ takes offsets to commit, a `Sink` takes messages and confirms delivery on `flush
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -131,6 +131,16 @@ class Source(Protocol):
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
         """Read an assigned ``partition`` from ``offset`` next (e.g. a checkpoint's offset)."""
+        ...
+
+    def pause(self, partitions: Iterable[TopicPartition]) -> None:
+        """Return no records of these assigned partitions (nor fetch them) until `resume`;
+        their positions stay. A pause outlives a rebalance that keeps the partition: the
+        caller resumes what it revokes."""
+        ...
+
+    def resume(self, partitions: Iterable[TopicPartition]) -> None:
+        """Read paused partitions again, from their positions (unassigned ones: ignored)."""
         ...
 
     def reset_positions(self) -> list[OffsetReset]:

@@ -334,9 +334,28 @@ class Daemon:
         again = self.joins.hold(records)
         for tp, offset in again.items():
             self.source.seek(tp, offset)
+        if again:  # not fetched again and again while the gate is full
+            self.source.pause(again)
         read.update(again)
         pairs, bad = self.joins.fold(self._read_past_ms(read))
+        self._reopen(read)
         return pairs, bad, again
+
+    def _reopen(self, read: Mapping[TopicPartition, int]) -> None:
+        """Resume the label partitions the full gate turned away once it has room for
+        them: a quarter of it free, or any room when nothing held can be folded until they
+        are read further (the label partitions hold the watermark back)."""
+        gate = self.joins.gate
+        if not gate.turned_away:
+            return
+        if not gate.roomy():
+            stalled = not self._labels_due() and self._watermark_ms(
+                read, labels=True
+            ) <= self._watermark_ms(read)
+            if not (stalled and gate.has_room()):
+                return
+        self.source.resume(gate.turned_away)
+        gate.turned_away.clear()
 
     def _labels_due(self) -> bool:
         """Whether held label records may be folded now (an idle poll does it)."""
@@ -754,6 +773,8 @@ class Daemon:
         self.monitor.drop(keys)
         self.policy.drop(keys)
         self.performance.drop(keys)
+        # A pause outlives a rebalance that keeps the partition; its gate state does not.
+        self.source.resume(partitions & self.joins.gate.turned_away)
         self.joins.drop(partitions)
         self._dirty -= partitions
         for tp in partitions:

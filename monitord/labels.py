@@ -491,7 +491,8 @@ class LabelGate:
 
     What it holds is bounded in bytes (`MAX_HELD_BYTES` of record values and `HELD_COST`
     per record): past it, a partition's newer records are dropped unread and its position
-    moved back to the first of them, to be read again once the held ones are folded.
+    moved back to the first of them (the partition is `turned_away`, and the reader pauses
+    it rather than fetch the same records again), to be read again once there is room.
     """
 
     def __init__(self, max_bytes: int = MAX_HELD_BYTES, max_ahead_s: float = 3600.0) -> None:
@@ -499,6 +500,7 @@ class LabelGate:
         self._held: dict[TopicPartition, deque[tuple[float, Record]]] = {}
         self._bytes = 0
         self.gate_ms: dict[TopicPartition, float] = {}  # a partition's latest gate time
+        self.turned_away: set[TopicPartition] = set()  # partitions to read again when roomy
 
     def hold(self, records: Iterable[Record]) -> dict[TopicPartition, int]:
         """Queue ``records``; returns label partitions to read again from an offset (the
@@ -512,6 +514,7 @@ class LabelGate:
                 cost = HELD_COST + len(record.value or b"")
                 if self._bytes + cost > self.max_bytes:
                     again[tp] = record.offset
+                    self.turned_away.add(tp)
                     break
                 stamp = record.timestamp_ms
                 if gate < stamp <= latest_ms:
@@ -536,6 +539,14 @@ class LabelGate:
             return [item[4] for item in ready[0]]
         return [item[4] for item in heapq.merge(*ready, key=lambda item: item[:4])]
 
+    def roomy(self) -> bool:
+        """At least a quarter of the gate is free: worth reading turned-away partitions."""
+        return self._bytes <= self.max_bytes * 3 // 4
+
+    def has_room(self) -> bool:
+        """Room for one more small record."""
+        return self._bytes + 2 * HELD_COST <= self.max_bytes
+
     def oldest_ms(self) -> float | None:
         """Gate time of the oldest held record (None: nothing held)."""
         heads = [queue[0][0] for queue in self._held.values() if queue]
@@ -551,6 +562,7 @@ class LabelGate:
     def drop(self, partitions: Iterable[TopicPartition]) -> None:
         for tp in partitions:
             self.gate_ms.pop(tp, None)
+            self.turned_away.discard(tp)
             for _, record in self._held.pop(tp, ()):
                 self._bytes -= HELD_COST + len(record.value or b"")
 

@@ -106,6 +106,36 @@ def test_label_records_turned_away_by_a_full_gate_are_not_committed() -> None:
     assert _joined(run) == n
 
 
+def test_a_full_gate_pauses_its_label_partition_instead_of_reading_it_again() -> None:
+    # Labels stamped after every prediction (a backlog read from the start): none can be
+    # folded before the inference partition is read to its end, so the gate fills.
+    n, pad = 300, "x" * 900
+    predictions = [_prediction(i) for i in range(3000)]
+    late_ms = int((T0 + 4000) * 1000)
+    labels = [_label(i, i, time_ms=late_ms + i, pad=pad) for i in range(n)]
+    run = RecordedRun(_config(max_poll_records=100), predictions + labels)
+    run.daemon.joins.gate = LabelGate(max_bytes=64 * 1024)  # about 50 of the labels
+    polled: Counter[str] = Counter()
+    paused_while_full = 0
+    poll = run.source.poll
+
+    def counting(timeout_s: float, max_records: int) -> list[Record]:
+        nonlocal paused_while_full
+        records = poll(timeout_s, max_records)
+        polled.update(record.topic for record in records)
+        paused_while_full += TopicPartition("labels", 0) in run.source.paused()
+        return records
+
+    run.source.poll = counting  # type: ignore[method-assign]
+    run.drain()
+    assert _joined(run) == n
+    assert paused_while_full > 0
+    # Read again only after the gate made room (about 50 labels a time, so each label at
+    # most twice), not at each poll while the inference partition is read (thousands).
+    assert polled["labels"] <= 2 * n, polled
+    assert not run.source.paused()
+
+
 def test_a_label_record_stamped_in_the_future_does_not_hold_back_its_partition() -> None:
     year_2100_ms = 4_102_444_800_000
     labels = [_label(i, i, time_ms=year_2100_ms if i == 10 else None) for i in range(300)]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -386,6 +386,12 @@ class RecordingSource:
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
         self.inner.seek(partition, offset)
+
+    def pause(self, partitions: Iterable[TopicPartition]) -> None:
+        self.inner.pause(partitions)
+
+    def resume(self, partitions: Iterable[TopicPartition]) -> None:
+        self.inner.resume(partitions)
 
     def probe(self, timeout_s: float) -> None:
         self.inner.probe(timeout_s)
