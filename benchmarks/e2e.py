@@ -44,7 +44,7 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 from connectors.broker import EmbeddedBroker
 from connectors.kafka import KafkaProducerSettings, KafkaSink, crc32c_accelerated, ensure_topics
 from monitord.config import parse_config
-from monitord.daemon import Daemon, tune_garbage_collector
+from monitord.daemon import Daemon, limit_blas_threads, tune_garbage_collector
 from monitord.service import build_kafka_daemon
 
 FEATURES = [f"f{j:02d}" for j in range(20)]
@@ -202,6 +202,7 @@ def main() -> None:
     # The daemon tunes the collector at startup (`monitord run`); every reader here gets
     # the same setting, so the ratios compare code, not GC settings.
     tune_garbage_collector()
+    limit_blas_threads()  # as `monitord run` does
     print(f"gc thresholds {gc.get_threshold()} for every reader")
     print(
         f"crc32c accelerated: {crc32c_accelerated()}; events: {n}; features: {len(FEATURES)}; "

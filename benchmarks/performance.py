@@ -95,7 +95,7 @@ from connectors.memory import MemorySink, MemorySource  # noqa: E402
 from connectors.stream import Record  # noqa: E402
 from monitord.alerts import ERROR_CHANGE_DETECTOR, PERFORMANCE_DETECTOR, Alert  # noqa: E402
 from monitord.config import parse_config  # noqa: E402
-from monitord.daemon import Daemon  # noqa: E402
+from monitord.daemon import Daemon, limit_blas_threads  # noqa: E402
 from monitord.outputs import KafkaPublisher  # noqa: E402
 
 Array = npt.NDArray[np.float64]
@@ -608,6 +608,7 @@ def main() -> None:
     size.add_argument("--quick", action="store_true", help="5 seeds, shorter stationary runs")
     size.add_argument("--smoke", action="store_true", help="the smallest run (for tests)")
     args = parser.parse_args()
+    limit_blas_threads()  # as `monitord run` does
     mode = MODES["smoke" if args.smoke else "quick" if args.quick else "full"]
     started = time.perf_counter()
     todo = sorted(tasks(mode), key=lambda t: -t.segment * len(t.schedule))

@@ -26,8 +26,11 @@ DEFAULT_CONFIG = Path("config.toml")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from monitord.daemon import limit_blas_threads  # noqa: PLC0415
+
     parser = _parser()
     args = parser.parse_args(argv)
+    limit_blas_threads()  # every command runs detectors: small BLAS calls, no threads
     try:
         code: int = args.handler(args)
         return code
