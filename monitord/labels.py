@@ -414,12 +414,14 @@ class JoinStore:
             [event_id, label, model, time, [*record[:3], record.timestamp_ms]]
             for event_id, (label, model, time, record) in self.early.items()
         ]
+        # Dictionaries as JSON objects (their order is their arrival order): no list per
+        # entry to build, at up to 200,000 entries each.
         return orjson.dumps(
             {
-                "pending": [[k, *v] for k, v in self.pending.items()],
+                "pending": self.pending,
                 "early": early,
-                "done": [[e, self.done[e]] for e in self.done_order if e in self.done],
-                "due": [[t, e] for t, e in self.due if e in self.pending],
+                "done": self.done,
+                "due": [entry for entry in self.due if entry[1] in self.pending],
                 "overdue": sorted(self.overdue),
                 "newest": self.newest if math.isfinite(self.newest) else None,
                 "label_clock": self.label_clock if math.isfinite(self.label_clock) else None,
@@ -429,8 +431,11 @@ class JoinStore:
 
     def restore(self, blob: bytes) -> None:
         data = orjson.loads(blob)
+        pending = data["pending"]
+        if isinstance(pending, list):  # the first format: [event id, *entry] rows
+            pending = {row[0]: row[1:] for row in pending}
         self.pending = {
-            row[0]: (row[1], row[2], row[3], _float(row[4]), row[5]) for row in data["pending"]
+            e: (row[0], row[1], row[2], _float(row[3]), row[4]) for e, row in pending.items()
         }
         self.early = {
             row[0]: (
@@ -441,7 +446,7 @@ class JoinStore:
             )
             for row in data["early"]
         }
-        self.done = dict(data["done"])
+        self.done = dict(data["done"])  # an object, or [event id, label] rows at first
         self.done_order = deque(self.done)
         self.pending_order = deque((p[3], e) for e, p in self.pending.items())
         self.early_order = deque((early[2], e) for e, early in self.early.items())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from connectors.stream import Record, TopicPartition
 from monitord.alerts import Alert
 from monitord.config import Config, parse_config
-from monitord.labels import JoinStore, Label, decode_labels
+from monitord.labels import Joined, JoinStore, Label, decode_labels
 from monitord.policy import Policy
 from monitord.retrain import RetrainTrigger
 from monitord.volume import VolumeWatch
@@ -248,6 +249,35 @@ def test_an_early_label_waits_for_its_prediction_and_survives_a_snapshot() -> No
     assert (joined.label, joined.prediction, joined.offset) == ("cat", "dog", 42)
     copy.expire(1e9, counts)
     assert counts == {("m", "joined"): 1}
+
+
+def test_a_join_store_of_the_first_checkpoint_format_restores() -> None:
+    # Written before pending and done were stored as JSON objects: rows of [id, *entry].
+    first = orjson.dumps(
+        {
+            "pending": [["e1", "m", "1", "dog", 5.0, 41], ["e2", "m", "1", "cat", None, 42]],
+            "early": [],
+            "done": [["e0", "dog"]],
+            "due": [[5.0, "e1"]],
+            "overdue": [],
+            "newest": 5.0,
+            "label_clock": None,
+        }
+    )
+    store, counts = _store(), Counter[tuple[str, str]]()
+    store.restore(first)
+    again = _store()
+    again.restore(store.snapshot())
+    for restored in (store, again):
+        assert list(restored.pending) == ["e1", "e2"]
+        assert restored.pending["e1"] == ("m", "1", "dog", 5.0, 41)
+        assert math.isnan(restored.pending["e2"][3])
+        assert (list(restored.done), list(restored.due)) == (["e0"], [(5.0, "e1")])
+    joined = again.take(_label("e1", "cat"), counts)
+    assert isinstance(joined, Joined)
+    assert (joined.prediction, joined.label, joined.offset) == ("dog", "cat", 41)
+    assert again.take(_label("e0", "dog"), counts) is False  # remembered as joined
+    assert counts == {("m", "joined"): 1, ("", "duplicate"): 1}
 
 
 def test_label_records_decode_by_the_configured_fields() -> None:
