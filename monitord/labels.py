@@ -26,8 +26,9 @@ from __future__ import annotations
 import hashlib
 import heapq
 import math
+import operator
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -171,6 +172,32 @@ def _reject_label(record: Record, fields: EventFields, max_id_chars: int) -> Bad
     )
 
 
+_TOPIC, _PARTITION, _OFFSET = (operator.itemgetter(i) for i in range(3))  # of a `Record`
+
+
+def _plain_ids(values: Sequence[object], max_chars: int) -> bool:
+    """Every value an event id as it is (text of 1 to ``max_chars`` characters)."""
+    return (
+        set(map(type, values)) == {str}
+        and min(map(len, values)) > 0  # type: ignore[arg-type]
+        and max(map(len, values)) <= max_chars  # type: ignore[arg-type]
+    )
+
+
+def _stored_as_is(values: Sequence[Any]) -> bool:
+    """Every value a prediction a store keeps as it is (no class text to cut, no integer
+    beyond 64 bits)."""
+    types = set(map(type, values))
+    if not types <= {float, int, str, bool, type(None)}:
+        return False
+    if int in types:
+        ints = [value for value in values if type(value) is int]
+        if min(ints) < _INT_LOW or max(ints) > _INT_HIGH:
+            return False
+    texts = [value for value in values if type(value) is str] if str in types else []
+    return not texts or max(map(len, texts)) <= CATEGORY_CHARS
+
+
 def _event_id(value: object, max_chars: int) -> str | None:
     if type(value) is int:
         return str(value)
@@ -274,6 +301,37 @@ class JoinStore:
         if len(self.pending) > self.max_pending:
             self._give_up(self._oldest(self.pending_order, self.pending), counts)
         return None
+
+    def add_all(
+        self,
+        model: str,
+        version: str,
+        rows: Iterable[tuple[str, Any, float, int]],
+        counts: Counter[tuple[str, str]],
+    ) -> None:
+        """Predictions ``(event id, prediction, event time, offset)`` of one model version,
+        as `add` would take each while no early label waits here (the common case, without
+        a call per prediction)."""
+        assert not self.early
+        self.changed = True
+        pending, done, order, limit = self.pending, self.done, self.pending_order, self.max_pending
+        due = self.due if self.track_coverage else None
+        newest = self.newest
+        for event_id, prediction, time, offset in rows:
+            if event_id in pending or event_id in done:
+                counts[model, "duplicate_prediction"] += 1
+                continue
+            pending[event_id] = (model, version, prediction, time, offset)
+            entry = (time, event_id)
+            order.append(entry)
+            if due is not None:
+                due.append(entry)
+            newest = max(newest, time)  # a NaN time leaves it
+            if len(pending) > limit:
+                self._give_up(self._oldest(order, pending), counts)
+        self.newest = newest
+        if len(order) > 2 * len(pending) + COMPACT_SLACK:
+            self._compact()
 
     def _compact(self) -> None:
         """Drop the order entries of ids that left (joined), which would otherwise stay
@@ -618,6 +676,14 @@ class LabelJoin:
     ) -> list[Joined]:
         """Fold a group's monitored events (rows not in ``skip``): inline labels join at
         once; with label topics, the others wait for theirs by event id."""
+        no_labels = group.labels.count(None) == len(group)
+        if (
+            self.topics
+            and no_labels
+            and not self._early
+            and self._pending(model, version, group, times, skip)
+        ):
+            return []
         joined: list[Joined] = []
         with_topics = bool(self.topics)
         counts = self.counts
@@ -666,15 +732,42 @@ class LabelJoin:
             )
             if pair is not None:
                 joined.append(pair)
-        untimed = [i for i, record in enumerate(group.records) if record.timestamp_ms <= 0]
-        for i in untimed:  # a record without a time: its event's tells how far it is read
-            tp = group.records[i].topic_partition
-            stamp = time_list[i] * 1000.0
-            if stamp > self.seen_ms.get(tp, -math.inf):
-                self.seen_ms[tp] = stamp
+        self._seen_untimed(group, time_list)
         if with_topics and len(times):
             self.newest_prediction_s = max(self.newest_prediction_s, float(np.nanmax(times)))
         return joined
+
+    def _pending(
+        self, model: str, version: str, group: EventGroup, times: FloatArray, skip: set[int]
+    ) -> bool:
+        """`predictions` of a group without inline labels while no early label waits, in
+        the common case (one partition, every event id and prediction usable as it is),
+        checked by column and added to the store at once; False (nothing done) otherwise."""
+        records = group.records
+        if not (
+            records
+            and not skip
+            and len(set(map(_TOPIC, records))) == len(set(map(_PARTITION, records))) == 1
+            and _plain_ids(group.event_ids, self.max_id_chars)
+            and _stored_as_is(group.predictions)
+        ):
+            return False
+        time_list = times.tolist()
+        ids, offsets = group.event_ids, map(_OFFSET, records)
+        rows = zip(ids, group.predictions, time_list, offsets, strict=True)
+        store = self.store(records[0].topic_partition)
+        store.add_all(model, version, rows, self.counts)
+        self._seen_untimed(group, time_list)
+        self.newest_prediction_s = max(self.newest_prediction_s, float(np.nanmax(times)))
+        return True
+
+    def _seen_untimed(self, group: EventGroup, time_list: list[float]) -> None:
+        """A record without a time: its event's tells how far its partition is read."""
+        for i, record in enumerate(group.records):
+            if record.timestamp_ms <= 0:
+                tp, stamp = record.topic_partition, time_list[i] * 1000.0
+                if stamp > self.seen_ms.get(tp, -math.inf):
+                    self.seen_ms[tp] = stamp
 
     @property
     def _early(self) -> bool:
