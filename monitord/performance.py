@@ -75,6 +75,12 @@ class PerformanceState(Document):
 
 
 _VERSION = operator.itemgetter(0, 1)  # of a `Joined`: (model, version)
+# Of a `Row`: its (topic, partition), offset and prediction time.
+_PARTITION, _OFFSET, _PREDICTION_TIME = (
+    operator.itemgetter(2, 3),
+    operator.itemgetter(4),
+    operator.itemgetter(5),
+)
 
 
 def _row(pair: Joined) -> Row:
@@ -371,7 +377,10 @@ class VersionPerformance:
         record: Record,
         evidence: tuple[tuple[str, float], ...] = (),
     ) -> Evaluation:
-        times = [row[5] for row in rows if math.isfinite(row[5])] or [record.timestamp_ms / 1e3]
+        times = np.fromiter(map(_PREDICTION_TIME, rows), np.float64, len(rows))
+        times = times[np.isfinite(times)]
+        if not times.size:
+            times = np.array([record.timestamp_ms / 1e3])
         return Evaluation(
             self.model,
             self.version,
@@ -380,8 +389,8 @@ class VersionPerformance:
             result,
             _offset_ranges(rows),
             record,
-            min(times),
-            max(times),
+            float(times.min()),
+            float(times.max()),
             evidence=evidence,
         )
 
@@ -490,6 +499,11 @@ def _stored_row(row: list[Any]) -> Row:
 
 
 def _offset_ranges(rows: Sequence[Row]) -> tuple[OffsetRange, ...]:
+    partitions = set(map(_PARTITION, rows))
+    if len(partitions) == 1:  # the common case, without a step per row in Python
+        ((topic, partition),) = partitions
+        offsets = list(map(_OFFSET, rows))
+        return (OffsetRange(topic, partition, min(offsets), max(offsets)),)
     ranges: dict[tuple[str, int], tuple[int, int]] = {}
     for row in rows:
         key, offset = (row[2], row[3]), row[4]
