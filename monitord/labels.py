@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import itertools
 import math
 import operator
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import orjson
@@ -172,7 +173,15 @@ def _reject_label(record: Record, fields: EventFields, max_id_chars: int) -> Bad
     )
 
 
-_TOPIC, _PARTITION, _OFFSET = (operator.itemgetter(i) for i in range(3))  # of a `Record`
+# Of a `Record`: its topic, partition, offset, value and time.
+_TOPIC, _PARTITION, _OFFSET = (operator.itemgetter(i) for i in range(3))
+_VALUE, _TIMESTAMP = operator.itemgetter(4), operator.itemgetter(5)
+# Of a `PendingPrediction`.
+_PENDING_MODEL, _PENDING_VERSION, _PENDING_PREDICTION, _PENDING_TIME, _PENDING_OFFSET = (
+    operator.itemgetter(i) for i in range(5)
+)
+FOLD_CHUNK = 256
+"""Label records folded by column at a time: an odd one sends only its chunk label by label."""
 
 
 def _plain_ids(values: Sequence[object], max_chars: int) -> bool:
@@ -181,6 +190,19 @@ def _plain_ids(values: Sequence[object], max_chars: int) -> bool:
         set(map(type, values)) == {str}
         and min(map(len, values)) > 0  # type: ignore[arg-type]
         and max(map(len, values)) <= max_chars  # type: ignore[arg-type]
+    )
+
+
+def _plain_labels(values: Sequence[Any]) -> bool:
+    """Every value a label the join keeps and remembers as it is (a number within 64 bits,
+    a boolean, or text of at most 24 characters)."""
+    types = set(map(type, values))
+    if not types <= {float, int, str, bool}:
+        return False
+    ints = [value for value in values if type(value) is int] if int in types else []
+    texts = [value for value in values if type(value) is str] if str in types else []
+    return (not ints or (min(ints) >= _INT_LOW and max(ints) <= _INT_HIGH)) and (
+        not texts or max(map(len, texts)) <= 24
     )
 
 
@@ -837,9 +859,105 @@ class LabelJoin:
                     break
 
     def _fold(self, records: list[Record], joined: list[Joined], bad: list[BadRecord]) -> None:
-        """Fold released label records in order: the common case (a well-formed label
-        naming no model and no time, whose prediction waits) inline, any other through
-        `decode_labels` and `_fold_label`. This loop runs once per label."""
+        """Fold released label records in order, a chunk at a time: a chunk of the common
+        case (well-formed labels naming no model and no time, whose predictions wait in
+        the one store) by column (`_fold_plain`), any other label by label (`_fold_one`)."""
+        stores = list(self.stores.values())
+        # The one store predictions wait in (another may hold early labels only, as the
+        # label partition's store does once a label came before its prediction).
+        waiting = [store for store in stores if store.pending]
+        single = waiting[0] if len(waiting) == 1 and not waiting[0].track_coverage else None
+        latest_ms = (now() + self.fields.max_time_ahead_s) * 1000.0
+        for first in range(0, len(records), FOLD_CHUNK):
+            chunk = records[first : first + FOLD_CHUNK]
+            if single is None or not self._fold_plain(chunk, single, latest_ms, joined):
+                self._fold_each(chunk, stores, single, latest_ms, joined, bad)
+        # The clock predictions expire by: no later than both streams have got, nor than the
+        # wall clock allows, so one label or record stamped far ahead cannot expire them all.
+        clock = min(
+            self.newest_label_s, self.newest_prediction_s, now() + self.fields.max_time_ahead_s
+        )
+        if math.isfinite(clock):
+            for store in self.stores.values():
+                store.expire(clock, self.counts)
+
+    def _fold_plain(
+        self, records: list[Record], store: JoinStore, latest_ms: float, joined: list[Joined]
+    ) -> bool:
+        """Join a chunk of label records by column if every one is the common case (as
+        `_fold_each` would, label by label); False (nothing done) if any is not."""
+        fields = self.fields
+        try:
+            if max(map(len, map(_VALUE, records))) > fields.max_event_bytes:
+                return False
+            events = list(map(orjson.loads, map(_VALUE, records)))
+        except (TypeError, ValueError):  # no value, or not JSON
+            return False
+        if set(map(type, events)) != {dict}:
+            return False
+        f_model, f_time = fields.model, fields.timestamp
+        if any(f_model in event or f_time in event for event in events):
+            return False
+        ids = [event.get(fields.event_id) for event in events]
+        labels = [event.get(fields.label) for event in events]
+        stamps = list(map(_TIMESTAMP, records))
+        if not (
+            _plain_ids(ids, self.max_id_chars)
+            and _plain_labels(labels)
+            and min(stamps) > 0
+            and max(stamps) <= latest_ms
+            and len(set(ids)) == len(ids)  # a label twice is a duplicate: counted one by one
+        ):
+            return False
+        pending = store.pending
+        looked_up = list(map(pending.get, ids))
+        if None in looked_up:
+            return False
+        found = cast(list[PendingPrediction], looked_up)
+        times = np.array(stamps, dtype=np.float64) / 1000.0
+        waited = times - np.fromiter(map(_PENDING_TIME, found), np.float64, len(found))
+        if np.any(waited > self.settings.max_delay_s):  # given up on: counted one by one
+            return False
+        # Committed from here: each label joins its prediction, as `JoinStore.join` does.
+        for event_id in ids:
+            del pending[event_id]
+        store.changed = True
+        if store.remember > 0:
+            done = store.done
+            store.done_order.extend(e for e in ids if e not in done)
+            done.update(zip(ids, labels, strict=True))
+            while len(store.done_order) > store.remember:
+                done.pop(store.done_order.popleft(), None)
+        counts = self.counts
+        for model, n in Counter(map(_PENDING_MODEL, found)).items():
+            counts[model, "joined"] += n
+        self.newest_label_s = max(self.newest_label_s, float(times.max()))
+        rows = zip(
+            map(_PENDING_MODEL, found),
+            map(_PENDING_VERSION, found),
+            map(_PENDING_PREDICTION, found),
+            labels,
+            map(_PENDING_TIME, found),
+            times.tolist(),
+            itertools.repeat(store.partition),
+            map(_PENDING_OFFSET, found),
+            records,
+            strict=False,  # the repeat is endless
+        )
+        joined.extend(map(tuple.__new__, itertools.repeat(Joined), rows))
+        return True
+
+    def _fold_each(
+        self,
+        records: list[Record],
+        stores: list[JoinStore],
+        single: JoinStore | None,
+        latest_ms: float,
+        joined: list[Joined],
+        bad: list[BadRecord],
+    ) -> None:
+        """Fold label records one by one: the common case inline, any other through
+        `decode_labels` and `_fold_label`."""
         fields, max_chars = self.fields, self.max_id_chars
         f_id, f_label, f_model, f_time = (
             fields.event_id,
@@ -848,9 +966,6 @@ class LabelJoin:
             fields.timestamp,
         )
         limit, loads, longest = fields.max_event_bytes, orjson.loads, self.settings.max_delay_s
-        stores = list(self.stores.values())
-        single = stores[0] if len(stores) == 1 and not stores[0].track_coverage else None
-        latest_ms = (now() + fields.max_time_ahead_s) * 1000.0
         joins: Counter[str] = Counter()
         newest = self.newest_label_s
         for record in records:
@@ -918,12 +1033,6 @@ class LabelJoin:
         for model, n in joins.items():
             self.counts[model, "joined"] += n
         self.newest_label_s = newest
-        # The clock predictions expire by: no later than both streams have got, nor than the
-        # wall clock allows, so one label or record stamped far ahead cannot expire them all.
-        clock = min(newest, self.newest_prediction_s, now() + self.fields.max_time_ahead_s)
-        if math.isfinite(clock):
-            for store in self.stores.values():
-                store.expire(clock, self.counts)
 
     def _fold_label(self, label: Label, stores: list[JoinStore], joined: list[Joined]) -> None:
         """One decoded label: joined, counted as done, or kept waiting for its prediction."""

@@ -6,6 +6,7 @@ import json
 import math
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -14,7 +15,7 @@ import pytest
 from connectors.stream import Record, TopicPartition
 from monitord.alerts import Alert
 from monitord.config import Config, parse_config
-from monitord.labels import Joined, JoinStore, Label, decode_labels
+from monitord.labels import Joined, JoinStore, Label, LabelJoin, decode_labels
 from monitord.policy import Policy
 from monitord.retrain import RetrainTrigger
 from monitord.volume import VolumeWatch
@@ -164,6 +165,70 @@ def test_a_crash_and_restore_joins_every_label_once_with_the_same_outputs(
     performance = second.daemon.performance.versions["m", "unversioned"]
     assert performance.rows == 12_000  # every label joined, none twice
     assert second.daemon.joins.pending() == 0
+
+
+def test_labels_fold_by_column_exactly_as_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Most chunks are the common case; some carry a duplicate, an orphan, a label naming
+    # its model, one naming its time, bad JSON, a long text label or one waiting too long.
+    events, labels = _concept_stream(6000, 3000)
+    records = _records(events, labels, max_delay=300)
+    odd: dict[int, bytes] = {
+        100: b'{"event_id": "e5", "label": true}',  # e5's label again
+        700: b'{"event_id": "nobody", "label": true}',
+        1500: b'{"event_id": "e1490", "label": false, "model": "m"}',
+        2300: b'{"event_id": "e2290", "label": true, "timestamp": 1700002290}',
+        3100: b"{not json",
+        3900: b'{"event_id": "e3890", "label": "a label of more than twenty-four chars"}',
+        4700: b'{"event_id": "e4690", "label": true}',
+    }
+    labelled = [r for r in records if r.topic == "labels"]
+    changed = [
+        r._replace(value=odd[r.offset], timestamp_ms=r.timestamp_ms + 400_000 * (r.offset == 4700))
+        if r.offset in odd
+        else r
+        for r in labelled
+    ]
+    stream = [r for r in records if r.topic == "in"] + changed
+
+    config = parse_config(
+        {
+            "labels": {"topics": ["labels"], "max_delay_s": 600.0},
+            "kafka": {"consumer": {"max_poll_records": 700}},
+        }
+    )
+
+    def run() -> RecordedRun:
+        return RecordedRun(config, stream).drain()
+
+    taken: list[bool] = []
+    fold_plain = LabelJoin._fold_plain
+
+    def spied(*args: Any) -> bool:
+        taken.append(fold_plain(*args))
+        return taken[-1]
+
+    with monkeypatch.context() as patched:
+        patched.setattr("monitord.labels.LabelJoin._fold_plain", spied)
+        by_column = run()
+    assert 0 < taken.count(False) < taken.count(True)  # both ways taken
+    with monkeypatch.context() as patched:
+        patched.setattr("monitord.labels.LabelJoin._fold_plain", lambda *args: False)
+        one_by_one = run()
+    performance = [
+        r.daemon.performance.versions["m", "unversioned"] for r in (by_column, one_by_one)
+    ]
+    assert performance[0].rows == performance[1].rows > 5000
+    assert performance[0].reference_rows == performance[1].reference_rows
+    assert performance[0].window == performance[1].window
+    assert [o.id for o in by_column.outputs] == [o.id for o in one_by_one.outputs]
+    assert [(e.features, e.result.row, e.offsets) for e in by_column.evaluations] == [
+        (e.features, e.result.row, e.offsets) for e in one_by_one.evaluations
+    ]
+    assert by_column.daemon.joins.counts == one_by_one.daemon.joins.counts
+    assert by_column.daemon.joins.counts["m", "joined"] > 5000
+    assert by_column.sink.messages() == one_by_one.sink.messages()  # dead letters too
+    stores = [r.daemon.joins.stores[TopicPartition("in", 0)] for r in (by_column, one_by_one)]
+    assert stores[0].snapshot() == stores[1].snapshot()
 
 
 def test_bad_label_records_are_dead_lettered_with_their_reason() -> None:
