@@ -611,18 +611,26 @@ class LabelGate:
 
     def release(self, watermark_ms: float) -> list[Record]:
         """Held records whose gate time is before ``watermark_ms``, merged in order."""
-        ready = []
+        ready: list[list[tuple[float, Record]]] = []
         for queue in self._held.values():
-            taken = []
-            while queue and queue[0][0] < watermark_ms:
-                gate, record = queue.popleft()
-                self._bytes -= HELD_COST + len(record.value or b"")
-                taken.append((gate, record.topic, record.partition, record.offset, record))
-            if taken:
-                ready.append(taken)
+            if not queue or not queue[0][0] < watermark_ms:
+                continue
+            if queue[-1][0] < watermark_ms:  # all of it (a backlog read past at once)
+                taken = list(queue)
+                queue.clear()
+            else:
+                taken = []
+                while queue[0][0] < watermark_ms:
+                    taken.append(queue.popleft())
+            self._bytes -= HELD_COST * len(taken) + sum(
+                len(record.value or b"") for _, record in taken
+            )
+            ready.append(taken)
         if len(ready) == 1:
-            return [item[4] for item in ready[0]]
-        return [item[4] for item in heapq.merge(*ready, key=lambda item: item[:4])]
+            return [record for _, record in ready[0]]
+        # Gate times never go back within a partition: each list is in order already.
+        merged = heapq.merge(*ready, key=lambda item: (item[0], *item[1][:3]))
+        return [record for _, record in merged]
 
     def roomy(self) -> bool:
         """At least a quarter of the gate is free: worth reading turned-away partitions."""

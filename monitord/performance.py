@@ -83,15 +83,27 @@ _PARTITION, _OFFSET, _PREDICTION_TIME = (
 )
 
 
-def _row(pair: Joined) -> Row:
-    return (
-        pair.prediction,
-        pair.label,
-        pair.partition.topic,
-        pair.partition.partition,
-        pair.offset,
-        pair.prediction_time,
-        pair.label_time,
+_PREDICTION, _LABEL, _PREDICTED_AT, _LABELLED_AT, _PAIR_PARTITION, _PAIR_OFFSET, _RECORD = (
+    operator.itemgetter(i) for i in range(2, 9)
+)  # of a `Joined`
+_TOPIC_NAME, _PARTITION_NUMBER = operator.attrgetter("topic"), operator.attrgetter("partition")
+
+
+def _rows(pairs: Sequence[Joined]) -> list[Row]:
+    """The pairs as rows of the performance stream (built by column, without a Python
+    call per pair)."""
+    partitions = list(map(_PAIR_PARTITION, pairs))
+    return list(
+        zip(
+            map(_PREDICTION, pairs),
+            map(_LABEL, pairs),
+            map(_TOPIC_NAME, partitions),
+            map(_PARTITION_NUMBER, partitions),
+            map(_PAIR_OFFSET, pairs),
+            map(_PREDICTED_AT, pairs),
+            map(_LABELLED_AT, pairs),
+            strict=True,
+        )
     )
 
 
@@ -155,8 +167,8 @@ class VersionPerformance:
     def update(self, pairs: Sequence[Joined]) -> list[Evaluation]:
         """Fold joined pairs in (in join order); the evaluations they complete."""
         evaluations: list[Evaluation] = []
-        records = [pair.record for pair in pairs]
-        rows = [_row(pair) for pair in pairs]
+        records = list(map(_RECORD, pairs))
+        rows = _rows(pairs)
         start = 0
         if self.reference is None:
             take = self.settings.warmup_labels - len(self.reference_rows)
