@@ -30,8 +30,9 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from monitord.cron import CronExpression
 from monitord.receivers import ReceiverSettings
-from monitord.schedule import cron_trigger
+from monitord.schedule import DEFAULT_ZONE, time_zone
 
 SECRET_ENV = {"kafka.sasl_password": "MONITORD_KAFKA_SASL_PASSWORD"}
 
@@ -381,15 +382,33 @@ class ModelSettings(_Section):
         None, description="replaces [policy] for this model (unset keys take the defaults)"
     )
     retrain_schedule: str | None = Field(
-        None, description="cron expression (UTC) of scheduled retrains, e.g. '0 3 * * *'"
+        None,
+        description="crontab expression of scheduled retrains, e.g. '0 3 * * 1-5' or '@daily'",
+    )
+    retrain_schedule_timezone: str = Field(
+        DEFAULT_ZONE, description="IANA time zone the schedule is read in, e.g. 'Europe/Berlin'"
     )
 
     @field_validator("retrain_schedule")
     @classmethod
     def _cron(cls, value: str | None) -> str | None:
         if value is not None:
-            cron_trigger(value)  # raises ValueError with advice
+            CronExpression.parse(value)  # raises CronError (a ValueError) with advice
         return value
+
+    @field_validator("retrain_schedule_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        time_zone(value)  # raises ValueError with advice
+        return value
+
+    @model_validator(mode="after")
+    def _zone_of_a_schedule(self) -> ModelSettings:
+        if "retrain_schedule_timezone" in self.model_fields_set and self.retrain_schedule is None:
+            raise ValueError(
+                "retrain_schedule_timezone: there is no retrain_schedule for it to apply to"
+            )
+        return self
 
 
 class AlertSettings(_Section):
