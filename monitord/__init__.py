@@ -3,8 +3,9 @@
 Data flows in four hops: `Source.poll` -> `events.decode` -> `Monitor.update` ->
 `Policy.decide`, then publish, flush and commit (see `daemon`). Modules:
 
-- `config`: TOML -> validated, frozen settings; `preflight`: the startup checks `run` and
-  `check` share; `clock`: all time handling
+- `config`: TOML -> validated, frozen settings (`environment`: the ``MONITORD_*``
+  overrides; `schema`: what a key path holds, relative paths); `preflight`: the startup
+  checks `run` and `check` share; `clock`: all time handling
 - `receivers`: one module per receiver type (settings, connector, payloads); `delivery`:
   the outbox between the policy and the receivers
 - `events`: records -> per-model-version groups + bad records

@@ -445,7 +445,7 @@ def test_policy_settings_per_model_and_schedules_are_validated_at_startup() -> N
         }
     )
     assert config.policy_for("m").retrain_on_prediction is True
-    assert config.policy_for("m").retrain_daily_cap is None  # [models.policy] replaces [policy]
+    assert config.policy_for("m").retrain_daily_cap == 5  # merged over [policy] key by key
     assert config.policy_for("other").retrain_daily_cap == 5
     bad = {
         "0 3 * *": "has 4 fields; a cron expression has 5",
