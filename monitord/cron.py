@@ -12,9 +12,9 @@ The syntax and meaning are those of Vixie/Debian cron (``man 5 crontab``):
 - when both day-of-month and day-of-week are restricted, a day matches if *either* matches;
   a field starting with ``*`` (``*`` or ``*/2``) counts as unrestricted, as in Debian cron.
 
-Time zones and daylight saving time, as Debian cron does them: an expression with a fixed
-minute and hour (``30 2 * * *``, neither field starting with ``*``) names a wall-clock time
-and fires once on each matching day: a time skipped when clocks go forward fires at the
+Time zones and daylight saving time, as Debian cron does them: an expression whose minute
+and hour fields do not start with ``*`` (``30 2 * * *``) names wall-clock times, each
+firing once on each matching day: a time skipped when clocks go forward fires at the
 first minute after the gap (03:00), a time repeated when they go back fires the first time
 only. Any other expression (``*/15 * * * *``, ``0 * * * *``) fires at every real instant
 whose local time matches: in a repeated hour twice, in a skipped hour not at all.
@@ -81,7 +81,7 @@ class CronExpression:
     months: frozenset[int]
     weekdays: frozenset[int]
     either_day: bool  # both day fields restricted: a day matches if either matches
-    wall_clock: bool  # fixed minute and hour: one slot a day whatever the clocks do
+    wall_clock: bool  # minute and hour not starting with *: wall-clock times, once a day
 
     @classmethod
     def parse(cls, text: str) -> CronExpression:

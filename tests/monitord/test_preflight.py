@@ -6,6 +6,7 @@ Both run the same checks (`monitord.preflight`), so a config `check` accepts doe
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -181,6 +182,13 @@ def test_alerts_finds_the_audit_log_from_any_directory_and_through_monitord_conf
     monkeypatch.setenv("MONITORD_CONFIG", "../etc/config.toml")
     assert main(["alerts"]) == 0
     assert capsys.readouterr().out.startswith("0 active alert(s)")
+    monkeypatch.setenv("MONITORD_KAFKA__GROUP_ID", "replicas")
+    assert main(["check"]) == 0
+    checked = capsys.readouterr()
+    assert json.loads(checked.out)["kafka"]["group_id"] == "replicas"
+    assert json.loads(checked.out)["state_dir"] == str(etc / "state")
+    assert "kafka.group_id is set by MONITORD_KAFKA__GROUP_ID" in checked.err
+    assert "../etc/config.toml is valid" in checked.err
     monkeypatch.setenv("MONITORD_CONFIG", "../etc/missing.toml")
     assert main(["check"]) == 2
     assert "../etc/missing.toml: no such config file" in capsys.readouterr().err
