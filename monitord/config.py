@@ -32,7 +32,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from monitord.cron import CronExpression
-from monitord.environment import PREFIX, apply, overrides, parse_value
+from monitord.environment import apply, overrides, parse_value
 from monitord.receivers import ReceiverSettings
 from monitord.schedule import DEFAULT_ZONE, time_zone
 from monitord.schema import annotations_at, is_text, resolve_paths, with_base
@@ -775,9 +775,19 @@ def _apply_environment(
     data: dict[str, Any], environ: Mapping[str, str]
 ) -> tuple[dict[str, str], list[str]]:
     """Apply the ``MONITORD_*`` overrides to ``data``; the key path each set -> its
-    variable, and the problems (each naming its variable)."""
-    known = set(SECRET_ENV.values()) | _named_variables(data)
-    known |= {v for k, v in environ.items() if k.startswith(PREFIX) and k.endswith("_ENV")}
+    variable, and the problems (each naming its variable).
+
+    A variable a ``*_env`` key names is a secret, not a key, also when the environment
+    sets that key (``MONITORD_RECEIVERS__0__SECRET_ENV``): a trial run finds those."""
+    known = set(SECRET_ENV.values())
+    trial = json.loads(json.dumps(data))
+    _override(trial, environ, known)
+    return _override(data, environ, known | _named_variables(data) | _named_variables(trial))
+
+
+def _override(
+    data: dict[str, Any], environ: Mapping[str, str], known: set[str]
+) -> tuple[dict[str, str], list[str]]:
     sources: dict[str, str] = {}
     problems: list[str] = []
     secrets = {tuple(key.split(".")): variable for key, variable in SECRET_ENV.items()}

@@ -176,6 +176,10 @@ def test_variables_a_config_names_as_secrets_are_not_keys() -> None:
     parse_config({"receivers": [receiver]}, environ=environ)
     with pytest.raises(ConfigError, match="MONITORD_WEBHOOK_KEY"):
         parse_config({}, environ=environ)  # no receiver names it: a typo of a key?
+    # A receiver given by the environment names its secret too.
+    inline = "[{ " + ", ".join(f'{k} = "{v}"' for k, v in receiver.items()) + " }]"
+    config = parse_config({}, environ={**environ, "MONITORD_RECEIVERS": inline})
+    assert config.receivers[0].secret_variable == "MONITORD_WEBHOOK_KEY"
 
 
 def test_every_problem_is_listed_at_once() -> None:
