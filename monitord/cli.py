@@ -198,13 +198,25 @@ def _config_or_default(path: Path | None) -> Config:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from monitord.clock import iso, now  # noqa: PLC0415
     from monitord.preflight import preflight  # noqa: PLC0415
+    from monitord.schedule import CronSchedule  # noqa: PLC0415
 
     path, config = _required_config(args.config)
     preflight(config)
     print(json.dumps(masked(config), indent=2, sort_keys=True))
     for key, variable in sorted(config.from_environment.items()):
         print(f"monitord: {key} is set by {variable}", file=sys.stderr)
+    for i, model in enumerate(config.models):
+        if model.retrain_schedule is not None:
+            schedule = CronSchedule(model.retrain_schedule, model.retrain_schedule_timezone)
+            slot = schedule.next_after(now())
+            when = "never within 50 years" if slot is None else iso(slot)
+            print(
+                f"monitord: models.{i}.retrain_schedule of {model.name} is "
+                f"{schedule.description}: next slot {when}",
+                file=sys.stderr,
+            )
     print(f"monitord: {path} is valid (config hash {config.config_hash})", file=sys.stderr)
     return 0
 

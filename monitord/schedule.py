@@ -99,6 +99,11 @@ class CronSchedule:
             slot = following
         return slot
 
+    def next_after(self, seconds: float) -> float | None:
+        """The first slot after the instant ``seconds``, taken or not (None: none within
+        `monitord.cron.SEARCH_YEARS`)."""
+        return self._after(seconds)
+
     def take(self, slot: float) -> None:
         """Mark ``slot`` and every slot before it as taken (fired or suppressed)."""
         self.last_slot = slot

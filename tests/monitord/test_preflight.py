@@ -7,6 +7,7 @@ Both run the same checks (`monitord.preflight`), so a config `check` accepts doe
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from connectors.broker import free_port
 from monitord.audit import AuditLog
 from monitord.cli import main
+from monitord.clock import iso
 
 
 def run_and_check(
@@ -171,7 +173,10 @@ def test_alerts_finds_the_audit_log_from_any_directory_and_through_monitord_conf
 ) -> None:
     etc = tmp_path / "etc"
     (etc / "state").mkdir(parents=True)
-    (etc / "config.toml").write_text('state_dir = "state"\n')
+    (etc / "config.toml").write_text(
+        'state_dir = "state"\n[[models]]\nname = "m"\nretrain_schedule = "@yearly"\n'
+        'retrain_schedule_timezone = "Asia/Tokyo"\n'
+    )
     AuditLog(etc / "state" / "audit.sqlite").close()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -189,6 +194,13 @@ def test_alerts_finds_the_audit_log_from_any_directory_and_through_monitord_conf
     assert json.loads(checked.out)["state_dir"] == str(etc / "state")
     assert "kafka.group_id is set by MONITORD_KAFKA__GROUP_ID" in checked.err
     assert "../etc/config.toml is valid" in checked.err
+    # New Year in Tokyo is 15:00 UTC on 31 December.
+    today = datetime.now(UTC)
+    new_year = datetime(today.year, 12, 31, 15, tzinfo=UTC)
+    if new_year <= today:
+        new_year = new_year.replace(year=today.year + 1)
+    schedule = "models.0.retrain_schedule of m is '@yearly' (Asia/Tokyo)"
+    assert f"{schedule}: next slot {iso(new_year.timestamp())}" in checked.err
     monkeypatch.setenv("MONITORD_CONFIG", "../etc/missing.toml")
     assert main(["check"]) == 2
     assert "../etc/missing.toml: no such config file" in capsys.readouterr().err
