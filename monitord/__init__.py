@@ -3,14 +3,16 @@
 Data flows in four hops: `Source.poll` -> `events.decode` -> `Monitor.update` ->
 `Policy.decide`, then publish, flush and commit (see `daemon`). Modules:
 
-- `config`: TOML -> validated, frozen settings; `preflight`: the startup checks `run` and
-  `check` share; `clock`: all time handling
+- `config`: TOML -> validated, frozen settings (`environment`: the ``MONITORD_*``
+  overrides; `schema`: what a key path holds, relative paths); `preflight`: the startup
+  checks `run` and `check` share; `clock`: all time handling
 - `receivers`: one module per receiver type (settings, connector, payloads); `delivery`:
   the outbox between the policy and the receivers
 - `events`: records -> per-model-version groups + bad records
 - `monitor`, `suite`: each model version's reference and detectors
 - `policy`: alerts and retrain requests (`retrain`: drift episodes; `retrain_policy`:
-  guards, schedules, manual requests; `schedule`: cron slots); `cloudevent`, `outputs`:
+  guards, schedules, manual requests; `schedule`: the slots taken; `cron`: crontab
+  expressions); `cloudevent`, `outputs`:
   how they leave; `manual`: `monitord retrain` through the admin endpoint or directly
 - `daemon`, `service`: the loop and its Kafka wiring; `replay`, `demo`, `cli`: entry points
 - `checkpoint`: each partition's state with the offset it covers; `state`: the typed,

@@ -18,11 +18,13 @@ from pydantic import ValidationError
 from connectors.stream import ConnectorError
 from detectors.profile import ProfileError
 from monitord.config import Config, ConfigError, Detection, load_config, masked, parse_config
+from monitord.environment import CONFIG_FILE
 from monitord.tabular import DataError
 
 log = logging.getLogger("monitord")
 
 DEFAULT_CONFIG = Path("config.toml")
+CONFIG_HELP = f"TOML config file (default ${CONFIG_FILE}, else {DEFAULT_CONFIG})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -57,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Consume inference events and publish alerts and "
         "retrain requests until SIGTERM/SIGINT.",
     )
-    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="TOML config file")
+    run.add_argument("--config", type=Path, help=CONFIG_HELP)
     run.set_defaults(handler=_run)
 
     check = commands.add_parser(
@@ -66,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Exit 0 if the config is valid (secrets masked "
         "in the printout), non-zero with the reasons otherwise.",
     )
-    check.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="TOML config file")
+    check.add_argument("--config", type=Path, help=CONFIG_HELP)
     check.set_defaults(handler=_check)
 
     reference = commands.add_parser("reference", help="reference profiles")
@@ -110,7 +112,11 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--version", default="1", help="model version for rows without one")
     replay.add_argument("--profile", type=Path, help="reference profile (default: first rows)")
     replay.add_argument("--warmup", type=int, help="rows captured as reference without --profile")
-    replay.add_argument("--config", type=Path, help="TOML config for detection and policy")
+    replay.add_argument(
+        "--config",
+        type=Path,
+        help=f"TOML config for detection and policy (default ${CONFIG_FILE}, else none)",
+    )
     replay.add_argument("--prediction-column", default="prediction")
     replay.add_argument(
         "--label-column",
@@ -135,7 +141,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Read the audit log in the config's state_dir: label sets currently "
         "firing, then the latest alert transitions and retrain requests.",
     )
-    alerts.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="TOML config file")
+    alerts.add_argument("--config", type=Path, help=CONFIG_HELP)
     alerts.add_argument("--history", type=int, default=20, help="recent decisions to show")
     alerts.set_defaults(handler=_alerts)
 
@@ -150,9 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     retrain.add_argument("model", help="the model to retrain")
     retrain.add_argument("--reason", required=True, help="why (goes to the audit log and payload)")
     retrain.add_argument("--version", help="model version (default: the daemon's current one)")
-    retrain.add_argument(
-        "--config", type=Path, help="TOML config file (default config.toml if present)"
-    )
+    retrain.add_argument("--config", type=Path, help=f"{CONFIG_HELP}, if present")
     retrain.add_argument("--url", help="the daemon's admin endpoint (default from admin.*)")
     retrain.add_argument(
         "--direct", action="store_true", help="publish without the daemon (needs --version)"
@@ -167,25 +171,53 @@ def _parser() -> argparse.ArgumentParser:
         "status, alerts and retrain requests as they happen.",
     )
     demo.add_argument("--duration", type=float, default=60.0, help="seconds to run (default 60)")
-    demo.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    demo.add_argument("--config", type=Path, help=f"{CONFIG_HELP}; defaults if none")
     demo.add_argument("--rate", type=int, default=4000, help="events per second in total")
     demo.set_defaults(handler=_demo)
     return parser
 
 
+def _config_path(given: Path | None, *, fallback: Path | None = DEFAULT_CONFIG) -> Path | None:
+    """The config file: ``--config``, else ``$MONITORD_CONFIG``, else ``fallback``."""
+    if given is not None:
+        return given
+    named = os.environ.get(CONFIG_FILE)
+    return Path(named) if named else fallback
+
+
+def _required_config(given: Path | None) -> tuple[Path, Config]:
+    path = _config_path(given) or DEFAULT_CONFIG
+    return path, load_config(path)
+
+
 def _config_or_default(path: Path | None) -> Config:
+    """The config of ``path``, or the defaults (with the environment's overrides)."""
     if path is None:
         return parse_config({})
     return load_config(path)
 
 
 def _check(args: argparse.Namespace) -> int:
+    from monitord.clock import iso, now  # noqa: PLC0415
     from monitord.preflight import preflight  # noqa: PLC0415
+    from monitord.schedule import CronSchedule  # noqa: PLC0415
 
-    config = load_config(args.config)
+    path, config = _required_config(args.config)
     preflight(config)
     print(json.dumps(masked(config), indent=2, sort_keys=True))
-    print(f"monitord: {args.config} is valid (config hash {config.config_hash})", file=sys.stderr)
+    for key, variable in sorted(config.from_environment.items()):
+        print(f"monitord: {key} is set by {variable}", file=sys.stderr)
+    for i, model in enumerate(config.models):
+        if model.retrain_schedule is not None:
+            schedule = CronSchedule(model.retrain_schedule, model.retrain_schedule_timezone)
+            slot = schedule.next_after(now())
+            when = "never within 50 years" if slot is None else iso(slot)
+            print(
+                f"monitord: models.{i}.retrain_schedule of {model.name} is "
+                f"{schedule.description}: next slot {when}",
+                file=sys.stderr,
+            )
+    print(f"monitord: {path} is valid (config hash {config.config_hash})", file=sys.stderr)
     return 0
 
 
@@ -220,7 +252,7 @@ def _reference_build(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     from monitord.replay import replay  # noqa: PLC0415
 
-    config = _config_or_default(args.config)
+    config = _config_or_default(_config_path(args.config, fallback=None))
     if args.warmup is not None:
         # Validated like the config file's key: a warm-up below the supported range fails.
         try:
@@ -251,7 +283,7 @@ def _alerts(args: argparse.Namespace) -> int:
     from monitord.clock import iso  # noqa: PLC0415
     from monitord.service import audit_path  # noqa: PLC0415
 
-    path = audit_path(load_config(args.config))
+    path = audit_path(_required_config(args.config)[1])
     if not path.exists():
         print(f"no audit log at {path} yet: the daemon has decided nothing with this config")
         return 0
@@ -276,8 +308,8 @@ def _retrain(args: argparse.Namespace) -> int:
     from monitord.clock import now  # noqa: PLC0415
     from monitord.manual import admin_url, post_retrain, publish_direct  # noqa: PLC0415
 
-    path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
-    config = _config_or_default(path)
+    default = DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
+    config = _config_or_default(_config_path(args.config, fallback=default))
     try:
         if not args.direct:
             url = args.url or admin_url(config)
@@ -309,10 +341,12 @@ def _run(args: argparse.Namespace) -> int:
     from monitord.preflight import preflight  # noqa: PLC0415
     from monitord.service import build_kafka_daemon, observability  # noqa: PLC0415
 
-    config = load_config(args.config)
+    _, config = _required_config(args.config)
     preflight(config)  # the checks `check` makes, before the broker is asked anything
     configure_logging(config.logging.format, config.logging.level)
     register_config_secrets(config, os.environ)
+    for key, variable in sorted(config.from_environment.items()):
+        log.info("config key %s set by %s", key, variable)
     health, metrics = observability(config)
     daemon = build_kafka_daemon(config, health=health, metrics=metrics)
     admin = None
@@ -374,7 +408,8 @@ def _run(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from monitord.demo import run_demo  # noqa: PLC0415
 
-    config = load_config(args.config) if args.config.exists() else parse_config({})
+    default = DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
+    config = _config_or_default(_config_path(args.config, fallback=default))
     return run_demo(config, duration_s=args.duration, rate=args.rate)
 
 

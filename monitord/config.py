@@ -16,13 +16,14 @@ import tomllib
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, cast, get_args
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -30,8 +31,11 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from monitord.cron import CronExpression
+from monitord.environment import apply, overrides, parse_value
 from monitord.receivers import ReceiverSettings
-from monitord.schedule import cron_trigger
+from monitord.schedule import DEFAULT_ZONE, time_zone
+from monitord.schema import annotations_at, is_text, resolve_paths, with_base
 
 SECRET_ENV = {"kafka.sasl_password": "MONITORD_KAFKA_SASL_PASSWORD"}
 
@@ -376,20 +380,40 @@ class ModelSettings(_Section):
     profiles: dict[str, Path] = Field(
         default_factory=dict, description="model_version -> reference profile file"
     )
-    detection: Detection | None = None
+    detection: Detection | None = Field(
+        None, description="keys that differ from [detection] for this model (merged over it)"
+    )
     policy: PolicySettings | None = Field(
-        None, description="replaces [policy] for this model (unset keys take the defaults)"
+        None, description="keys that differ from [policy] for this model (merged over it)"
     )
     retrain_schedule: str | None = Field(
-        None, description="cron expression (UTC) of scheduled retrains, e.g. '0 3 * * *'"
+        None,
+        description="crontab expression of scheduled retrains, e.g. '0 3 * * 1-5' or '@daily'",
+    )
+    retrain_schedule_timezone: str = Field(
+        DEFAULT_ZONE, description="IANA time zone the schedule is read in, e.g. 'Europe/Berlin'"
     )
 
     @field_validator("retrain_schedule")
     @classmethod
     def _cron(cls, value: str | None) -> str | None:
         if value is not None:
-            cron_trigger(value)  # raises ValueError with advice
+            CronExpression.parse(value)  # raises CronError (a ValueError) with advice
         return value
+
+    @field_validator("retrain_schedule_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        time_zone(value)  # raises ValueError with advice
+        return value
+
+    @model_validator(mode="after")
+    def _zone_of_a_schedule(self) -> ModelSettings:
+        if "retrain_schedule_timezone" in self.model_fields_set and self.retrain_schedule is None:
+            raise ValueError(
+                "retrain_schedule_timezone: there is no retrain_schedule for it to apply to"
+            )
+        return self
 
 
 class AlertSettings(_Section):
@@ -568,6 +592,31 @@ class Config(_Section):
     performance: PerformanceSettings = PerformanceSettings()
     volume: VolumeSettings = VolumeSettings()
 
+    _base_dir: Path | None = PrivateAttr(None)  # the config file's directory
+    _from_environment: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @property
+    def from_environment(self) -> dict[str, str]:
+        """Key path -> the ``MONITORD_*`` variable that set it (`monitord.environment`)."""
+        return dict(self._from_environment)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_sections_over_global(cls, data: Any) -> Any:
+        """A model's [models.detection] and [models.policy] are merged key by key over the
+        global [detection] and [policy]: a key the model leaves out is the global value."""
+        if not isinstance(data, dict) or not isinstance(data.get("models"), list):
+            return data
+        models = []
+        for entry in data["models"]:
+            model = dict(entry) if isinstance(entry, dict) else entry
+            for section in PER_MODEL_SECTIONS if isinstance(model, dict) else ():
+                own, shared = model.get(section), data.get(section)
+                if isinstance(own, dict) and isinstance(shared, dict):
+                    model[section] = _merged(shared, own)
+            models.append(model)
+        return {**data, "models": models}
+
     @model_validator(mode="after")
     def _outputs_are_not_inputs(self) -> Config:
         # An output topic that is also read back loops: every dead letter is read as a bad
@@ -652,58 +701,175 @@ class Config(_Section):
             mode="json",
             include={"events", "detection", "models", "profile_dir", "alerts", "policy"},
         )
+        if self._base_dir is not None:
+            # Profile paths as the file wrote them: where the file lies decides nothing.
+            deciding = _relative(deciding, f"{self._base_dir}{os.sep}")
         text = json.dumps(deciding, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Config:
-    """Validate a parsed TOML mapping; secrets are taken from ``environ``."""
+PER_MODEL_SECTIONS = ("detection", "policy")
+"""Sections a [[models]] entry may hold its own keys of, merged over the global ones."""
+
+
+def _merged(shared: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(shared)
+    for key, value in own.items():
+        inner = merged.get(key)
+        both_tables = isinstance(inner, dict) and isinstance(value, dict)
+        merged[key] = _merged(cast(dict[str, Any], inner), value) if both_tables else value
+    return merged
+
+
+def _relative(data: Any, prefix: str) -> Any:
+    """``data`` with strings under the directory ``prefix`` written relative to it."""
+    if isinstance(data, str):
+        return data.removeprefix(prefix)
+    if isinstance(data, dict):
+        return {key: _relative(value, prefix) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_relative(value, prefix) for value in data]
+    return data
+
+
+def parse_config(
+    data: Mapping[str, Any],
+    environ: Mapping[str, str] | None = None,
+    *,
+    base_dir: Path | None = None,
+) -> Config:
+    """Validate a parsed TOML mapping with the ``MONITORD_*`` variables of ``environ``
+    applied (`monitord.environment`) and secrets taken from it.
+
+    Relative paths of the environment are resolved against the working directory, the
+    mapping's and the defaults' (``state_dir``) against ``base_dir``, the config file's
+    directory; without a ``base_dir`` they stay relative (to the working directory)."""
     environ = os.environ if environ is None else environ
-    data = copied = dict(json.loads(json.dumps(data, default=str)))  # private, mutable copy
+    copied = dict(json.loads(json.dumps(data, default=str)))  # private, mutable copy
     for key, variable in SECRET_ENV.items():
         section, name = key.split(".")
-        if name in data.get(section, {}):
+        if name in copied.get(section, {}):
             raise ConfigError(
                 f"{key}: secrets must not be written in the config file; set the environment "
                 f"variable {variable} instead"
             )
+    sources, problems = _apply_environment(copied, environ)
+    for key, variable in SECRET_ENV.items():
+        section, name = key.split(".")
         if variable in environ:
             copied.setdefault(section, {})[name] = environ[variable]
     try:
-        return Config.model_validate(copied)
+        config = Config.model_validate(copied)
     except ValidationError as exc:
-        raise ConfigError(_explain(exc)) from None
+        problems += _explain(exc, sources)
+    if problems:
+        raise ConfigError("\n".join(f"  {problem}" for problem in problems))
+    config._from_environment = sources
+    if base_dir is not None:  # the file's paths and the defaults: the environment's are absolute
+        config = with_base(config, base_dir)
+        config._base_dir = base_dir  # where relative paths were resolved from
+    return config
+
+
+def _apply_environment(
+    data: dict[str, Any], environ: Mapping[str, str]
+) -> tuple[dict[str, str], list[str]]:
+    """Apply the ``MONITORD_*`` overrides to ``data``; the key path each set -> its
+    variable, and the problems (each naming its variable).
+
+    A variable a ``*_env`` key names is a secret, not a key, also when the environment
+    sets that key (``MONITORD_RECEIVERS__0__SECRET_ENV``): a trial run finds those."""
+    known = set(SECRET_ENV.values())
+    trial = json.loads(json.dumps(data))
+    _override(trial, environ, known)
+    return _override(data, environ, known | _named_variables(data) | _named_variables(trial))
+
+
+def _override(
+    data: dict[str, Any], environ: Mapping[str, str], known: set[str]
+) -> tuple[dict[str, str], list[str]]:
+    sources: dict[str, str] = {}
+    problems: list[str] = []
+    secrets = {tuple(key.split(".")): variable for key, variable in SECRET_ENV.items()}
+    cwd = Path.cwd()
+    for override in overrides(environ, known):
+        secret = next((v for k, v in secrets.items() if override.keys[: len(k)] == k), None)
+        if secret is not None:
+            problems.append(
+                f"{override.variable}: {override.path} is a secret; set it in {secret} instead"
+            )
+            continue
+        annotations = annotations_at(Config, override.keys)
+        value = parse_value(override.text, as_text=is_text(annotations))
+        value = resolve_paths(value, annotations, cwd)
+        problem = apply(data, override, value)
+        if problem is not None:
+            problems.append(problem)
+        sources[override.path] = override.variable
+    return sources, problems
+
+
+def _named_variables(data: object) -> set[str]:
+    """The variables the ``*_env`` keys of parsed config ``data`` name (secrets)."""
+    if isinstance(data, dict):
+        named = {v for k, v in data.items() if str(k).endswith("_env") and isinstance(v, str)}
+        return named.union(*(_named_variables(value) for value in data.values()))
+    if isinstance(data, list):
+        return set().union(*(_named_variables(value) for value in data))
+    return set()
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
-    """Read and validate a TOML config file."""
+    """Read and validate a TOML config file (see `parse_config`)."""
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
     try:
-        return parse_config(data, environ)
+        # Lexically absolute, symlinks kept: a Kubernetes ConfigMap's file is a symlink into
+        # a dated directory, and state_dir = "state" means beside the link, not in there.
+        base_dir = Path(os.path.abspath(path)).parent
+        return parse_config(data, environ, base_dir=base_dir)
     except ConfigError as exc:
         raise ConfigError(f"{path}: invalid configuration\n{exc}") from None
 
 
-def _explain(exc: ValidationError) -> str:
+def _explain(exc: ValidationError, sources: Mapping[str, str]) -> list[str]:
+    """Each validation error as ``key.path: problem``, with the variable that set the key
+    when one did; an error repeated for a model only because its section inherits the
+    global one is said once, at the global key."""
+    errors = exc.errors()
+    said = {(_located(e["loc"])[0], e["msg"]) for e in errors}
     lines = []
-    for error in exc.errors():
+    for error in errors:
         path = _located(error["loc"])[0]
+        inherited = re.sub(r"^models\.\d+\.(detection|policy)\b", r"\1", path)
+        if inherited != path and (inherited, error["msg"]) in said:
+            continue
         if not path:  # a check across sections: its message names the keys
-            lines.append(f"  {error['msg'].removeprefix('Value error, ')}")
+            line = error["msg"].removeprefix("Value error, ")
         elif error["type"] == "extra_forbidden":
             parent = _located(error["loc"][:-1])[1]
             allowed = ", ".join(sorted(parent.model_fields)) if parent else "see config.toml"
-            lines.append(f"  {path}: unknown key; allowed keys here: {allowed}")
+            line = f"{path}: unknown key; allowed keys here: {allowed}"
         elif error["type"] in ("union_tag_invalid", "union_tag_not_found"):
-            lines.append(f"  {path}.{_tag_problem(error)}")
+            line = f"{path}.{_tag_problem(error)}"
         else:
-            lines.append(f"  {path}: {error['msg']} (got {error.get('input')!r})")
-    return "\n".join(lines)
+            line = f"{path}: {error['msg']} (got {error.get('input')!r})"
+        lines.append(line + _source(path, sources))
+    return lines
+
+
+def _source(path: str, sources: Mapping[str, str]) -> str:
+    """`` (from MONITORD_...)`` when an environment variable set ``path`` or what holds it."""
+    for key, variable in sources.items():
+        if path == key or path.startswith(f"{key}.") or key.startswith(f"{path}."):
+            return f" (from {variable})"
+    return ""
 
 
 def _tag_problem(error: ErrorDetails) -> str:
@@ -764,6 +930,7 @@ def masked(config: Config) -> dict[str, Any]:
 __all__ = [
     "MIN_REFERENCE_ROWS",
     "MIN_WINDOW_ROWS",
+    "PER_MODEL_SECTIONS",
     "RESERVED_LABELS",
     "SECRET_ENV",
     "AdminSettings",

@@ -46,26 +46,33 @@ from monitord.retrain import RetrainTrigger
 def build_receivers(
     settings: Sequence[ReceiverSettings], environ: Mapping[str, str] | None = None
 ) -> dict[str, Receiver]:
-    """One connector per configured receiver, secrets read from the environment."""
+    """One connector per configured receiver, secrets read from the environment; one
+    `ConfigError` listing every receiver's problems."""
     environ = os.environ if environ is None else environ
     receivers: dict[str, Receiver] = {}
+    problems: list[str] = []
     for i, receiver in enumerate(settings):
-        for key, variable in receiver.variables().items():
-            if not environ.get(variable):
-                raise ConfigError(
-                    f"receivers.{i}.{key}: the environment variable {variable} is not set "
-                    f"(receiver {receiver.name!r})"
-                )
+        unset = [
+            f"receivers.{i}.{key}: the environment variable {variable} is not set "
+            f"(receiver {receiver.name!r})"
+            for key, variable in receiver.variables().items()
+            if not environ.get(variable)
+        ]
         if receiver.name in receivers:
-            raise ConfigError(f"receivers.{i}.name: {receiver.name!r} is used twice")
+            unset.append(f"receivers.{i}.name: {receiver.name!r} is used twice")
+        problems += unset
+        if unset:
+            continue
         try:
             receivers[receiver.name] = receiver.connector(environ)
         except TlsFileError as exc:
-            raise ConfigError(
+            problems.append(
                 f"receivers.{i}.{exc.parameter}: {exc.reason} (receiver {receiver.name!r})"
-            ) from None
+            )
         except ValueError as exc:
-            raise ConfigError(f"receivers.{i} ({receiver.name!r}): {exc}") from None
+            problems.append(f"receivers.{i} ({receiver.name!r}): {exc}")
+    if problems:
+        raise ConfigError("\n".join(problems))
     return receivers
 
 

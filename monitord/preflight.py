@@ -12,7 +12,7 @@ the cap, the JSON-lines output and `state_dir` writable. Each refusal is a
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,28 +36,69 @@ class Preflight:
 
 
 def preflight(config: Config, environ: Mapping[str, str] | None = None) -> Preflight:
-    """Run every startup check that needs no broker; raise `ConfigError` naming the key."""
+    """Run every startup check that needs no broker; one `ConfigError` listing every
+    problem found, each naming its key, so one round of fixes is enough."""
     environ = os.environ if environ is None else environ
+    problems: list[str] = []
+
+    def check(step: Callable[[], object]) -> None:
+        try:
+            step()
+        except ConfigError as exc:
+            problems.extend(line.strip() for line in str(exc).splitlines())
+
+    check(lambda: _kafka_tls(config))
+    receivers: dict[str, Receiver] = {}
+    check(lambda: receivers.update(build_receivers(config.receivers, environ)))  # TLS too
+    profiles_loaded = _load_profiles(config, problems)
+    series = 0
+    if profiles_loaded:  # the series count loads them again; a broken one is said above
+
+        def count() -> None:
+            nonlocal series
+            series = check_cardinality(config)
+
+        check(count)
+    if config.outputs.jsonl_path is not None:
+        path = config.outputs.jsonl_path
+        check(lambda: _writable_file(path, "outputs.jsonl_path"))
+    check(lambda: _writable_directory(config.state_dir, "state_dir"))
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
+    if problems:
+        listed = "\n".join(f"  {problem}" for problem in problems)
+        raise ConfigError(f"{len(problems)} problems, each stops `monitord run`:\n{listed}")
+    return Preflight(receivers, series)
+
+
+def _kafka_tls(config: Config) -> None:
     try:
         kafka_security(config).ssl_context()
     except TlsFileError as exc:
         key = {"ca_file": "ssl_cafile", "cert_file": "ssl_certfile", "key_file": "ssl_keyfile"}
         raise ConfigError(f"kafka.{key[exc.parameter]}: {exc.reason}") from None
-    receivers = build_receivers(config.receivers, environ)  # their TLS files too
+
+
+def _load_profiles(config: Config, problems: list[str]) -> bool:
+    """Load every configured profile (each model's, every file in profile_dir); False
+    (and the problems added) when one cannot be used."""
+    before = len(problems)
     for i, model in enumerate(config.models):
         for version, path in model.profiles.items():
             try:
                 load_profile(path)
             except ProfileError as exc:
-                raise ConfigError(f"models.{i}.profiles.{version}: {exc}") from None
-    try:
-        series = check_cardinality(config)  # also loads every profile in profile_dir
-    except ProfileError as exc:
-        raise ConfigError(f"profile_dir: {exc}") from None
-    if config.outputs.jsonl_path is not None:
-        _writable_file(config.outputs.jsonl_path, "outputs.jsonl_path")
-    _writable_directory(config.state_dir, "state_dir")
-    return Preflight(receivers, series)
+                problems.append(f"models.{i}.profiles.{version}: {exc}")
+    profile_dir = config.profile_dir
+    if profile_dir is not None and not profile_dir.is_dir():
+        problems.append(f"profile_dir: {profile_dir} is not a directory")
+    elif profile_dir is not None:
+        for path in sorted(profile_dir.glob("*@*.npz")):
+            try:
+                load_profile(path)
+            except ProfileError as exc:
+                problems.append(f"profile_dir: {exc}")
+    return len(problems) == before
 
 
 def _writable_file(path: Path, key: str) -> None:

@@ -3,8 +3,9 @@ under one set of guards.
 
 **Drift.** Each model version's `RetrainEpisodes` proposes a request when an episode opens.
 
-**Schedule.** ``[[models]] retrain_schedule`` (cron, UTC) asks for one request per slot
-(`monitord.schedule`) for the model's current version; id from model, version and the slot.
+**Schedule.** ``[[models]] retrain_schedule`` (crontab, in ``retrain_schedule_timezone``,
+default UTC) asks for one request per slot (`monitord.schedule`) for the model's current
+version; id from model, version and the slot.
 
 **Manual.** `Retraining.request_manual` (admin endpoint) queues a request for a version
 (default: the current one); id from model, version and a request id (default: the time).
@@ -50,7 +51,7 @@ from monitord.retrain import (
     manual_request,
     request,
 )
-from monitord.schedule import CronSchedule, ScheduleState, utc_day
+from monitord.schedule import DEFAULT_ZONE, CronSchedule, ScheduleState, utc_day
 from monitord.state import StateModel
 
 log = logging.getLogger(__name__)
@@ -76,16 +77,20 @@ class RetrainState(EpisodeState):
 class ModelRetrain:
     """Per-model state: the current version, requests per UTC day and the schedule."""
 
-    def __init__(self, settings: PolicySettings, schedule: str | None) -> None:
+    def __init__(
+        self, settings: PolicySettings, schedule: str | None, zone: str = DEFAULT_ZONE
+    ) -> None:
         self.settings = settings
-        self._expression = schedule
+        self._expression, self._zone = schedule, zone
         self.reset()
 
     def reset(self) -> None:
         self.current = ""  # the version whose first window came last
         self.seq = 0  # bumped by every change: the newest of several snapshots wins
         self.requests: dict[str, int] = {}  # UTC day -> requests sent
-        self.schedule = None if self._expression is None else CronSchedule(self._expression)
+        self.schedule = (
+            None if self._expression is None else CronSchedule(self._expression, self._zone)
+        )
 
     def count(self, day: str) -> None:
         self.requests[day] = self.requests.get(day, 0) + 1
@@ -147,8 +152,15 @@ class Retraining:
         state = self._models.get(name)
         if state is None:
             configured = self._configured.get(name)
-            schedule = None if configured is None else configured.retrain_schedule
-            state = self._models[name] = ModelRetrain(self.settings_for(name), schedule)
+            if configured is None:
+                state = ModelRetrain(self.settings_for(name), None)
+            else:
+                state = ModelRetrain(
+                    self.settings_for(name),
+                    configured.retrain_schedule,
+                    configured.retrain_schedule_timezone,
+                )
+            self._models[name] = state
         return state
 
     def episodes(self, model: str, version: str) -> RetrainEpisodes:
@@ -350,7 +362,7 @@ class Retraining:
                     state.current,
                     None if episodes is None else episodes.latest,
                     self.config_hash,
-                    detail=f"cron {schedule.expression!r}, slot {iso(slot)}",
+                    detail=f"cron {schedule.description}, slot {iso(slot)}",
                     requested_at=slot,
                 )
                 decided = self._decide(state, episodes, trigger, utc_day(slot))

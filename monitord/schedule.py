@@ -1,9 +1,11 @@
-"""Scheduled retrains: the slots of a cron expression (UTC), each taken at most once.
+"""Scheduled retrains: the slots of a crontab expression in a time zone, each taken at most
+once.
 
-APScheduler 3.x's `CronTrigger` computes fire times; nothing runs in the background. The
-caller passes the time (`CronSchedule.due(now)`), so the daemon checks once per loop
-iteration and tests move a clock instead of sleeping. Slots missed while the daemon was
-down are coalesced: only the latest one fires.
+`monitord.cron` computes the slots (crontab semantics, daylight saving time as Debian
+cron); nothing runs in the background. The caller passes the time
+(`CronSchedule.due(now)`), so the daemon checks once per loop iteration and tests move a
+clock instead of sleeping. Slots missed while the daemon was down are coalesced: only the
+latest one fires.
 
 Also the UTC day of an instant, which the daily cap of retrain requests counts by.
 """
@@ -11,42 +13,30 @@ Also the UTC day of an instant, which the daily cap of retrain requests counts b
 from __future__ import annotations
 
 import math
-import re
 from datetime import UTC, datetime
-
-from apscheduler.triggers.cron import CronTrigger
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from monitord.clock import EARLIEST_S, LATEST_S
+from monitord.cron import CronExpression
 from monitord.state import StateModel
 
-_WEEKDAY_NUMBER = re.compile(r"(?<![/\d])\d")  # a digit that is not part of a step (*/2)
+DEFAULT_ZONE = "UTC"
 
 
-def cron_trigger(expression: str) -> CronTrigger:
-    """The trigger of a 5-field crontab expression in UTC; ValueError with advice if invalid.
-
-    Weekdays must be written as names (``mon-fri``, ``sun``): APScheduler 3 numbers them
-    from Monday = 0, where crontab has Sunday = 0, so a number would fire on the wrong day.
-    """
-    fields = expression.split()
-    if len(fields) != 5:
-        raise ValueError(
-            f"{expression!r} has {len(fields)} fields; a cron expression has 5: minute hour "
-            "day-of-month month day-of-week, e.g. '0 3 * * *' (03:00 UTC daily)"
-        )
-    if _WEEKDAY_NUMBER.search(fields[4]):
-        raise ValueError(
-            f"{expression!r}: write the day of week as names (mon, tue, ..., sun, or a range "
-            "such as mon-fri): APScheduler 3 counts weekday numbers from Monday = 0, unlike "
-            "crontab's Sunday = 0"
-        )
+def time_zone(name: str) -> ZoneInfo:
+    """The IANA time zone ``name`` (``Europe/Berlin``); ValueError with advice if unknown."""
     try:
-        trigger = CronTrigger.from_crontab(expression, timezone=UTC)
-    except ValueError as exc:
-        raise ValueError(f"{expression!r} is not a valid cron expression: {exc}") from None
-    if trigger.get_next_fire_time(None, datetime(2000, 1, 1, tzinfo=UTC)) is None:
-        raise ValueError(f"{expression!r} never fires (no such date)")
-    return trigger
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        if not available_timezones():
+            raise ValueError(
+                f"{name!r}: this system has no time zone database; install the tzdata "
+                "package (the operating system's, or `pip install tzdata`)"
+            ) from None
+        raise ValueError(
+            f"{name!r} is not an IANA time zone; write a name such as 'UTC', "
+            "'Europe/Berlin' or 'America/New_York'"
+        ) from None
 
 
 def utc_day(seconds: float) -> str:
@@ -59,7 +49,9 @@ def utc_day(seconds: float) -> str:
 
 
 class ScheduleState(StateModel):
-    """A `CronSchedule`'s stored state: the slots taken of its expression."""
+    """A `CronSchedule`'s stored state: the slots taken of its expression. ``cron`` is the
+    expression, prefixed with ``CRON_TZ=<zone> `` in a zone other than UTC (a schedule in
+    UTC stores what monitord stored before time zones)."""
 
     cron: str
     last_slot: float | None
@@ -67,17 +59,33 @@ class ScheduleState(StateModel):
 
 
 class CronSchedule:
-    """The slots of one cron expression and which of them were taken.
+    """The slots of one cron expression in a time zone, and which of them were taken.
 
     The first `due` anchors the schedule: slots before it never fire (a daemon started at
     10:00 does not fire the 03:00 slot of the same day).
     """
 
-    def __init__(self, expression: str) -> None:
-        self.expression = expression
-        self._trigger = cron_trigger(expression)
+    def __init__(self, expression: str, zone: str = DEFAULT_ZONE) -> None:
+        self.expression, self.zone = expression, zone
+        self._cron = CronExpression.parse(expression)
+        self._zone = time_zone(zone)
         self.last_slot: float | None = None  # the latest slot taken
         self.next_slot: float | None = None  # the first slot not taken; None before `due`
+
+    @property
+    def identity(self) -> str:
+        """The expression and its zone, as stored: another identity is another schedule."""
+        return (
+            self.expression
+            if self.zone == DEFAULT_ZONE
+            else f"CRON_TZ={self.zone} {self.expression}"
+        )
+
+    @property
+    def description(self) -> str:
+        """``'0 3 * * *'``, or ``'0 3 * * *' (Europe/Berlin)`` outside UTC."""
+        zone = "" if self.zone == DEFAULT_ZONE else f" ({self.zone})"
+        return f"{self.expression!r}{zone}"
 
     def due(self, now: float) -> float | None:
         """The latest slot at or before ``now`` not taken yet (None if there is none)."""
@@ -91,27 +99,30 @@ class CronSchedule:
             slot = following
         return slot
 
+    def next_after(self, seconds: float) -> float | None:
+        """The first slot after the instant ``seconds``, taken or not (None: none within
+        `monitord.cron.SEARCH_YEARS`)."""
+        return self._after(seconds)
+
     def take(self, slot: float) -> None:
         """Mark ``slot`` and every slot before it as taken (fired or suppressed)."""
         self.last_slot = slot
         self.next_slot = self._after(slot)
 
     def _after(self, seconds: float, *, inclusive: bool = False) -> float | None:
-        moment = datetime.fromtimestamp(seconds, tz=UTC)
-        # With no previous fire time APScheduler returns the first slot >= now; with one,
-        # the first slot strictly after it.
-        fire = self._trigger.get_next_fire_time(None if inclusive else moment, moment)
+        # Slots fall on whole minutes: the first at or after t is the first after t - 1 ms.
+        moment = datetime.fromtimestamp(seconds - (0.001 if inclusive else 0.0), tz=UTC)
+        fire = self._cron.next_after(moment, self._zone)
         return None if fire is None else float(fire.timestamp())
 
     def snapshot(self) -> ScheduleState:
-        return ScheduleState(
-            cron=self.expression, last_slot=self.last_slot, next_slot=self.next_slot
-        )
+        return ScheduleState(cron=self.identity, last_slot=self.last_slot, next_slot=self.next_slot)
 
     def restore(self, state: ScheduleState) -> None:
-        """Load a `snapshot`; one of another expression is ignored (the schedule changed)."""
-        if state.cron == self.expression:
+        """Load a `snapshot`; one of another expression or zone is ignored (the schedule
+        changed)."""
+        if state.cron == self.identity:
             self.last_slot, self.next_slot = state.last_slot, state.next_slot
 
 
-__all__ = ["CronSchedule", "ScheduleState", "cron_trigger", "utc_day"]
+__all__ = ["DEFAULT_ZONE", "CronSchedule", "ScheduleState", "time_zone", "utc_day"]

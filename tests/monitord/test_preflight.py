@@ -6,12 +6,16 @@ Both run the same checks (`monitord.preflight`), so a config `check` accepts doe
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from connectors.broker import free_port
+from monitord.audit import AuditLog
 from monitord.cli import main
+from monitord.clock import iso
 
 
 def run_and_check(
@@ -133,3 +137,70 @@ def test_check_refuses_what_run_would(
         assert key in err, (command, err)
         assert "Traceback" not in err
         assert "short" not in err  # the secret itself is never repeated
+
+
+def test_check_lists_every_problem_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TEST_PREFLIGHT_UNSET", raising=False)
+    monkeypatch.setenv("TEST_PREFLIGHT_KEY", "short")  # below the HMAC key's 32 bytes
+    (tmp_path / "broken.npz").write_bytes(b"garbage")
+    toml = (
+        'profile_dir = "no-such-dir"\n'
+        '[[models]]\nname = "m"\nprofiles = { "7" = "missing.npz", "8" = "broken.npz" }\n'
+        + WEBHOOK
+        + 'secret_env = "TEST_PREFLIGHT_KEY"\n'
+        + '[[receivers]]\nname = "page"\ntype = "pagerduty"\nsecret_env = "TEST_PREFLIGHT_UNSET"\n'
+        + f"[kafka]\n{unreachable()}"
+    )
+    answers = run_and_check(tmp_path, capsys, toml)
+    for command, (code, err) in answers.items():
+        assert code == 2, (command, err)
+        assert "5 problems" in err, (command, err)
+        for key in (
+            "profile_dir: ",
+            "models.0.profiles.7: ",
+            "models.0.profiles.8: ",
+            "receivers.0 ('hook'): ",
+            "receivers.1.secret_env: the environment variable TEST_PREFLIGHT_UNSET is not set",
+        ):
+            assert f"\n  {key}" in err, (command, key, err)
+        assert "short" not in err
+
+
+def test_alerts_finds_the_audit_log_from_any_directory_and_through_monitord_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    etc = tmp_path / "etc"
+    (etc / "state").mkdir(parents=True)
+    (etc / "config.toml").write_text(
+        'state_dir = "state"\n[[models]]\nname = "m"\nretrain_schedule = "@yearly"\n'
+        'retrain_schedule_timezone = "Asia/Tokyo"\n'
+    )
+    AuditLog(etc / "state" / "audit.sqlite").close()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("MONITORD_CONFIG", raising=False)
+    assert main(["alerts", "--config", str(etc / "config.toml")]) == 0
+    assert capsys.readouterr().out.startswith("0 active alert(s)")
+    monkeypatch.setenv("MONITORD_CONFIG", "../etc/config.toml")
+    assert main(["alerts"]) == 0
+    assert capsys.readouterr().out.startswith("0 active alert(s)")
+    monkeypatch.setenv("MONITORD_KAFKA__GROUP_ID", "replicas")
+    assert main(["check"]) == 0
+    checked = capsys.readouterr()
+    assert json.loads(checked.out)["kafka"]["group_id"] == "replicas"
+    assert json.loads(checked.out)["state_dir"] == str(etc / "state")
+    assert "kafka.group_id is set by MONITORD_KAFKA__GROUP_ID" in checked.err
+    assert "../etc/config.toml is valid" in checked.err
+    # New Year in Tokyo is 15:00 UTC on 31 December.
+    today = datetime.now(UTC)
+    new_year = datetime(today.year, 12, 31, 15, tzinfo=UTC)
+    if new_year <= today:
+        new_year = new_year.replace(year=today.year + 1)
+    schedule = "models.0.retrain_schedule of m is '@yearly' (Asia/Tokyo)"
+    assert f"{schedule}: next slot {iso(new_year.timestamp())}" in checked.err
+    monkeypatch.setenv("MONITORD_CONFIG", "../etc/missing.toml")
+    assert main(["check"]) == 2
+    assert "../etc/missing.toml: no such config file" in capsys.readouterr().err

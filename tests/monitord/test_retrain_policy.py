@@ -248,6 +248,42 @@ def test_schedule_fires_each_slot_once_across_a_restart() -> None:
     assert late.due(T0 + 5 * HOUR) == []
 
 
+def test_a_schedule_in_a_time_zone_fires_at_its_local_time_across_a_restart() -> None:
+    # Weekdays at 03:00 in Berlin (02:00 UTC in winter); T0 is Monday 2026-11-23.
+    models = [
+        {
+            "name": "m",
+            "retrain_schedule": "0 3 * * 1-5",
+            "retrain_schedule_timezone": "Europe/Berlin",
+        }
+    ]
+    policy = make_policy(models=models)
+    assert policy.due(T0) == []
+    run(policy, [window(0)])
+    assert policy.due(T0 + 2 * HOUR - 1) == []
+    (first,) = policy.due(T0 + 2 * HOUR)
+    assert first.detail == "cron '0 3 * * 1-5' (Europe/Berlin), slot 2026-11-23T02:00:00.000Z"
+    state = _reloaded(policy, ("m", "1"))
+    stored = state.retrain.model
+    assert stored is not None
+    assert stored.schedule is not None
+    assert stored.schedule.cron == "CRON_TZ=Europe/Berlin 0 3 * * 1-5"
+    restarted = make_policy(models=models)
+    restarted.restore(("m", "1"), state)
+    assert restarted.due(T0 + 3 * HOUR) == []  # the slot was taken before the restart
+    # Friday's slot fires, then Saturday and Sunday have none: Monday 2026-11-30 is next.
+    (friday,) = restarted.due(T0 + 4 * DAY + 2 * HOUR)
+    assert friday.requested_at == T0 + 4 * DAY + 2 * HOUR
+    assert restarted.due(T0 + 6 * DAY + 23 * HOUR) == []
+    (monday,) = restarted.due(T0 + 7 * DAY + 2 * HOUR)
+    assert monday.requested_at == T0 + 7 * DAY + 2 * HOUR
+    # The same expression in another zone is another schedule: the stored slots are not its.
+    utc = make_policy(models=[{"name": "m", "retrain_schedule": "0 3 * * 1-5"}])
+    utc.restore(("m", "1"), state)
+    # Anchored afresh at 03:00 UTC, a slot itself (with Berlin's state, the next was Tuesday's).
+    assert [t.requested_at for t in utc.due(T0 + 3 * HOUR)] == [T0 + 3 * HOUR]
+
+
 def test_a_due_slot_waits_for_a_version_and_guards_apply() -> None:
     models = [{"name": "m", "retrain_schedule": "*/15 * * * *"}]
     recorder = Recorder()
@@ -409,11 +445,11 @@ def test_policy_settings_per_model_and_schedules_are_validated_at_startup() -> N
         }
     )
     assert config.policy_for("m").retrain_on_prediction is True
-    assert config.policy_for("m").retrain_daily_cap is None  # [models.policy] replaces [policy]
+    assert config.policy_for("m").retrain_daily_cap == 5  # merged over [policy] key by key
     assert config.policy_for("other").retrain_daily_cap == 5
     bad = {
         "0 3 * *": "has 4 fields; a cron expression has 5",
-        "0 3 * * 1-5": "write the day of week as names",
+        "0 3 * * 8": "day-of-week 8 is outside 0-7",
         "0 25 * * *": "is not a valid cron expression",
         "0 0 30 2 *": "never fires",
     }
@@ -422,6 +458,24 @@ def test_policy_settings_per_model_and_schedules_are_validated_at_startup() -> N
             parse_config({"models": [{"name": "m", "retrain_schedule": expression}]})
         assert "models.0.retrain_schedule" in str(error.value)
         assert advice in str(error.value)
+    with pytest.raises(ConfigError) as error:
+        parse_config(
+            {
+                "models": [
+                    {
+                        "name": "m",
+                        "retrain_schedule": "@daily",
+                        "retrain_schedule_timezone": "Europe/Berln",
+                    }
+                ]
+            }
+        )
+    assert (
+        "models.0.retrain_schedule_timezone: Value error, 'Europe/Berln' is not an IANA time zone"
+        in str(error.value)
+    )
+    with pytest.raises(ConfigError, match="there is no retrain_schedule for it to apply to"):
+        parse_config({"models": [{"name": "m", "retrain_schedule_timezone": "Europe/Berlin"}]})
     with pytest.raises(ConfigError, match=r"policy.retrain_daily_cap"):
         parse_config({"policy": {"retrain_daily_cap": 0}})
     with pytest.raises(ConfigError) as error:
