@@ -57,7 +57,21 @@ def preflight(config: Config, environ: Mapping[str, str] | None = None) -> Prefl
     if config.outputs.jsonl_path is not None:
         _writable_file(config.outputs.jsonl_path, "outputs.jsonl_path")
     _writable_directory(config.state_dir, "state_dir")
+    _registry(config, environ)
     return Preflight(receivers, series)
+
+
+def _registry(config: Config, environ: Mapping[str, str]) -> None:
+    registry = config.registry
+    if registry is None:
+        return
+    if registry.token_env is not None and not environ.get(registry.token_env):
+        raise ConfigError(
+            f"registry.token_env: the environment variable {registry.token_env} is not set "
+            "(it holds the tracking server's bearer token)"
+        )
+    cache = registry.cache_dir or config.state_dir / "registry"
+    _writable_directory(cache, "registry.cache_dir")
 
 
 def _writable_file(path: Path, key: str) -> None:
