@@ -34,6 +34,8 @@ ROWS, WINDOW = 2000, 500
 FAST_CONSUMER = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
 SETTLE_S = 60.0
 
+pytestmark = pytest.mark.registry
+
 
 def training_data(path: Path, x_mean: float, seed: int) -> Path:
     """``ROWS`` training rows: "x" around ``x_mean``, "y" the same for every version."""
