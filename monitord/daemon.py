@@ -145,7 +145,7 @@ class Daemon:
         self.publishers = publishers
         self.store = store
         self.monitor = Monitor(config, load_profile, registry)
-        self._registry = registry
+        self.registry = registry
         self.joins = LabelJoin(config.labels, config.events, config.limits.max_name_chars)
         self.volume = VolumeWatch(config.volume)
         self.performance = Performance(config, load_profile)
@@ -909,8 +909,8 @@ class Daemon:
         if self.store is not None:
             self.store.close()
             self.store = None
-        if self._registry is not None:
-            self._registry.close()
+        if self.registry is not None:
+            self.registry.close()
 
 
 def _reference_kind(from_file: bool, provenance: Provenance | None) -> str:

@@ -142,7 +142,7 @@ def identity(profile: ReferenceProfile | None) -> str | None:
 
 
 def registry_of(daemon: Daemon) -> RegistryReferences:
-    found = daemon._registry
+    found = daemon.registry
     assert isinstance(found, RegistryReferences)
     return found
 
