@@ -582,6 +582,12 @@ class RegistrySettings(_Section):
                 f"{value!r} is not an http(s) URL; write the tracking server's address, "
                 "such as 'http://127.0.0.1:5000'"
             )
+        if parsed.username or parsed.password or parsed.query:
+            # The URI is logged and carried in every alert's provenance: no secrets in it.
+            raise ValueError(
+                "credentials or a query in the URL would be logged and sent with every "
+                "alert; write the bare server address and put a token in token_env"
+            )
         return value.rstrip("/")
 
     @field_validator("artifact_path")

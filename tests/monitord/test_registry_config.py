@@ -33,6 +33,8 @@ def test_defaults_name_the_profile_artifact_and_bound_every_wait() -> None:
     [
         ({"tracking_uri": "mlflow:5000"}, "registry.tracking_uri: Value error, 'mlflow:5000' is"),
         ({"tracking_uri": "file:///mlruns"}, "is not an http(s) URL"),
+        ({"tracking_uri": "https://u:p@mlflow"}, "registry.tracking_uri: Value error, credentials"),
+        ({"tracking_uri": "https://mlflow/?token=t"}, "put a token in token_env"),
         ({"type": "sagemaker"}, "registry.type: Input should be 'mlflow'"),
         ({"artifact_path": "/etc/passwd"}, "registry.artifact_path: Value error, '/etc/passwd'"),
         ({"artifact_path": "a/../b.npz"}, "write a path inside the run's artifacts"),
