@@ -11,7 +11,8 @@ PROMTOOL := /usr/bin/promtool
 SYSTEMD_ANALYZE := /usr/bin/systemd-analyze
 IPROUTE := /usr/sbin/ip
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Prefect 3 and Airflow 3 for tests/orchestrators, each in a virtualenv of its own.
+# Prefect 3 and Airflow 3 for tests/orchestrators, MLflow 3 for tests/registry, each in a
+# virtualenv of its own.
 ORCHESTRATORS := $(or $(MONITORD_ORCHESTRATORS_DIR),.orchestrators)/.installed
 
 .PHONY: demo test setup lint

@@ -48,6 +48,7 @@ from monitord.clock import iso
 from monitord.config import AlertSettings
 from monitord.events import PREDICTION
 from monitord.monitor import Evaluation, OffsetRange
+from monitord.provenance import Provenance
 
 FEATURE_ALERT = "MonitordFeatureDrift"
 MODEL_ALERT = "MonitordModelDrift"
@@ -126,6 +127,7 @@ class Alert:
     regime_profile_id: str | None = None  # change: the recent regime's reference
     # Performance: the window's metrics, the reference's (reference_*) and the label delay.
     evidence: tuple[tuple[str, float], ...] = ()
+    registry: Provenance | None = None  # the reference's model registry version and artifact
 
 
 @dataclass(frozen=True)
@@ -343,6 +345,7 @@ class AlertBook:
             columns=observation.columns,
             regime_profile_id=evaluation.regime_profile_id,
             evidence=evaluation.evidence,
+            registry=evaluation.registry,
         )
 
     def _annotations(self, status: str, observation: Observation) -> Labels:
@@ -395,6 +398,9 @@ class AlertBook:
             annotations["columns"] = named
         if evaluation.regime_profile_id:
             annotations["regime_reference_id"] = evaluation.regime_profile_id
+        if evaluation.registry is not None:
+            annotations["reference_uri"] = evaluation.registry.model_uri
+            annotations["reference_registry"] = evaluation.registry.tracking_uri
         if self.settings.runbook_url:
             annotations["runbook_url"] = self.settings.runbook_url
         if self.settings.dashboard_url:

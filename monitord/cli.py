@@ -16,7 +16,7 @@ from types import FrameType
 from pydantic import ValidationError
 
 from connectors.stream import ConnectorError
-from detectors.profile import ProfileError
+from detectors.profile import ProfileError, ReferenceProfile
 from monitord.config import Config, ConfigError, Detection, load_config, masked, parse_config
 from monitord.environment import CONFIG_FILE
 from monitord.tabular import DataError
@@ -95,6 +95,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--bins", type=int, default=10, help="PSI bins per numeric feature")
     build.add_argument("--max-rows", type=int, default=5000, help="rows kept in the sample")
+    build.add_argument(
+        "--mlflow",
+        action="store_true",
+        help="also log the profile to the run of MLflow model version models:/MODEL/VERSION, "
+        "where the daemon's [registry] finds it",
+    )
+    build.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking server (default: [registry] of --config, else MLFLOW_TRACKING_URI)",
+    )
+    build.add_argument(
+        "--config", type=Path, help="config whose [registry] names the server and artifact path"
+    )
     build.set_defaults(handler=_reference_build)
 
     replay = commands.add_parser(
@@ -246,7 +259,39 @@ def _reference_build(args: argparse.Namespace) -> int:
     )
     for note in profile.notes:
         print(f"note: {note}")
+    if args.mlflow:
+        _log_to_mlflow(args, profile)
     return 0
+
+
+def _log_to_mlflow(args: argparse.Namespace, profile: ReferenceProfile) -> None:
+    from connectors.mlflow import MlflowClient  # noqa: PLC0415
+    from monitord.config import RegistrySettings  # noqa: PLC0415
+    from monitord.registry import log_profile  # noqa: PLC0415
+
+    settings = load_config(args.config).registry if args.config else None
+    uri = args.tracking_uri or (settings and settings.tracking_uri)
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise ConfigError(
+            "--mlflow: no tracking server: pass --tracking-uri, a --config with [registry], "
+            "or set MLFLOW_TRACKING_URI"
+        )
+    try:
+        settings = RegistrySettings.model_validate(
+            {**(settings.model_dump() if settings else {}), "tracking_uri": uri}
+        )
+    except ValidationError as exc:
+        raise ConfigError(f"--tracking-uri: {exc.errors()[0]['msg']}") from None
+    token = os.environ.get(settings.token_env) if settings.token_env else None
+    client = MlflowClient(
+        settings.tracking_uri,
+        timeout_s=settings.timeout_s,
+        max_bytes=settings.max_profile_bytes,
+        token=token or os.environ.get("MLFLOW_TRACKING_TOKEN"),
+    )
+    logged = log_profile(client, profile, settings.artifact_path)
+    print(f"logged to {logged.model_uri} at {logged.tracking_uri}: {logged.artifact_uri}")
 
 
 def _replay(args: argparse.Namespace) -> int:

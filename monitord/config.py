@@ -572,6 +572,60 @@ class OutputSettings(_Section):
     audit: bool = Field(True, description="record every decision in state_dir/audit.sqlite")
 
 
+class RegistrySettings(_Section):
+    """A model registry holding each model version's reference profile (``[registry]``).
+
+    A version seen in the stream with no profile file gets its reference from the version's
+    run artifact ``artifact_path``; fetched profiles are cached in ``cache_dir``."""
+
+    type: Literal["mlflow"] = Field("mlflow", description="the registry's kind")
+    tracking_uri: str = Field(description="the tracking server, e.g. http://mlflow:5000")
+    artifact_path: str = Field(
+        "monitord/profile.npz", min_length=1, description="the profile, in the run's artifacts"
+    )
+    timeout_s: float = Field(5.0, gt=0, le=300, description="each HTTP request")
+    wait_s: float = Field(
+        5.0, ge=0, le=300, description="how long a new version waits for its first fetch"
+    )
+    retries: int = Field(5, ge=0, le=100, description="fetch attempts after a failed one")
+    retry_backoff_s: float = Field(
+        2.0, gt=0, description="first pause between attempts; doubles, up to 300 s"
+    )
+    max_profile_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    cache_dir: Path | None = Field(None, description="default <state_dir>/registry")
+    token_env: str | None = Field(
+        None, min_length=1, description="environment variable holding a bearer token"
+    )
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parsed = urllib.parse.urlsplit(value)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(
+                f"{value!r} is not an http(s) URL; write the tracking server's address, "
+                "such as 'http://127.0.0.1:5000'"
+            )
+        if parsed.username or parsed.password or parsed.query:
+            # The URI is logged and carried in every alert's provenance: no secrets in it.
+            raise ValueError(
+                "credentials or a query in the URL would be logged and sent with every "
+                "alert; write the bare server address and put a token in token_env"
+            )
+        return value.rstrip("/")
+
+    @field_validator("artifact_path")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        parts = value.strip("/").split("/")
+        if value.startswith("/") or ".." in parts or "" in parts:
+            raise ValueError(
+                f"{value!r}: write a path inside the run's artifacts, such as "
+                "'monitord/profile.npz'"
+            )
+        return value
+
+
 class Config(_Section):
     kafka: KafkaSettings = KafkaSettings()
     events: EventFields = EventFields()
@@ -591,6 +645,7 @@ class Config(_Section):
     labels: LabelSettings = LabelSettings()
     performance: PerformanceSettings = PerformanceSettings()
     volume: VolumeSettings = VolumeSettings()
+    registry: RegistrySettings | None = None
 
     _base_dir: Path | None = PrivateAttr(None)  # the config file's directory
     _from_environment: dict[str, str] = PrivateAttr(default_factory=dict)
@@ -950,6 +1005,7 @@ __all__ = [
     "OutputSettings",
     "PerformanceSettings",
     "PolicySettings",
+    "RegistrySettings",
     "ShutdownSettings",
     "TopicName",
     "VolumeSettings",

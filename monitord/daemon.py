@@ -47,10 +47,18 @@ from monitord.events import BadRecord, EventGroup, decode
 from monitord.labels import Joined, LabelJoin
 from monitord.latency import latencies
 from monitord.metrics import DaemonMetrics
-from monitord.monitor import Evaluation, Monitor, MonitorState, MonitorUpdate, ProfileLoader
+from monitord.monitor import (
+    Evaluation,
+    LateReferences,
+    Monitor,
+    MonitorState,
+    MonitorUpdate,
+    ProfileLoader,
+)
 from monitord.outputs import FLUSH_TIMEOUT_S, Publisher
 from monitord.performance import Performance
 from monitord.policy import Output, Policy, PolicyState
+from monitord.provenance import Provenance
 from monitord.repartition import Forward, SourceOffsets, forwards
 from monitord.retrain import DecisionRecorder
 from monitord.volume import VolumeWatch
@@ -151,13 +159,17 @@ class Daemon:
         clock: Callable[[], float] = time.monotonic,
         health: HealthReport | None = None,
         metrics: DaemonMetrics | None = None,
+        registry: LateReferences | None = None,
     ) -> None:
+        """``registry``: references that come after a version's first sight, and their
+        provenance (`monitord.registry`); the daemon closes it."""
         self.config = config
         self.source = source
         self.dead_letters = dead_letters
         self.publishers = publishers
         self.store = store
-        self.monitor = Monitor(config, load_profile)
+        self.monitor = Monitor(config, load_profile, registry)
+        self.registry = registry
         self.joins = LabelJoin(config.labels, config.events, config.limits.max_name_chars)
         self.volume = VolumeWatch(config.volume)
         self.performance = Performance(config, load_profile)
@@ -856,7 +868,10 @@ class Daemon:
             profile = monitor.profile
             models.setdefault(model, {})[version] = {
                 "reference_id": None if profile is None else profile.profile_id,
-                "reference": "file" if monitor.profile_from_file else "warm-up capture",
+                "reference": _reference_kind(monitor.profile_from_file, monitor.provenance),
+                "reference_uri": None
+                if monitor.provenance is None
+                else monitor.provenance.model_uri,
                 "reference_notes": [] if profile is None else profile.notes,
                 "status": "warming up" if monitor.warming_up else "monitoring",
                 "change_detection": monitor.change_status(),
@@ -939,6 +954,14 @@ class Daemon:
         if self.store is not None:
             self.store.close()
             self.store = None
+        if self.registry is not None:
+            self.registry.close()
+
+
+def _reference_kind(from_file: bool, provenance: Provenance | None) -> str:
+    if provenance is not None:
+        return "registry"
+    return "file" if from_file else "warm-up capture"
 
 
 def _next_offsets(records: list[Record]) -> dict[TopicPartition, int]:

@@ -20,7 +20,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Protocol, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -40,6 +40,7 @@ from monitord.learning import (
     UnmonitoredState,
     encode_texts,
 )
+from monitord.provenance import Provenance
 from monitord.regime import RegimeResult, RegimeState, RegimeTracker, changes_testable
 from monitord.state import Document, StateModel
 from monitord.suite import DetectorSuite
@@ -72,6 +73,7 @@ class Evaluation:
     regime_profile_id: str | None = None  # the recent regime's reference (regime > 0)
     # Performance windows: the window's metrics, the reference's and the label delay.
     evidence: tuple[tuple[str, float], ...] = ()
+    registry: Provenance | None = None  # the reference came from a model registry
 
 
 @dataclass
@@ -217,6 +219,7 @@ class _VersionMonitor:
         self.model, self.version, self._config = model, version, config
         self.owner = owner  # the partition whose checkpoint holds this version's state
         self.profile_from_file = profile is not None
+        self.provenance: Provenance | None = None  # the profile is a model registry's
         self.detection = config.detection_for(model)
         self.unmonitored = Unmonitored(model, version)
         self._learner = ColumnLearner(
@@ -238,6 +241,14 @@ class _VersionMonitor:
     @property
     def warming_up(self) -> bool:
         return self.detectors is None
+
+    def adopt(self, profile: ReferenceProfile, provenance: Provenance | None) -> None:
+        """Detect against ``profile`` from the next row on, in place of the warm-up or the
+        reference so far (a registry's profile that came late, or changed)."""
+        self._log = _RowLog(self.detection.window_size + self.detection.step)
+        self.regime = None
+        self._start(profile)
+        self.profile_from_file, self.provenance = True, provenance
 
     def _start(self, profile: ReferenceProfile) -> None:
         self.profile = profile
@@ -407,6 +418,7 @@ class _VersionMonitor:
                     end_time=end_time,
                     regime=regime,
                     regime_profile_id=regime_profile_id or None,
+                    registry=self.provenance,
                 )
             )
         self._log.trim()
@@ -549,6 +561,20 @@ def _offset_ranges(records: list[Record]) -> tuple[OffsetRange, ...]:
 
 ProfileLoader = Callable[[str, str], ReferenceProfile | None]
 
+
+class LateReferences(Protocol):
+    """References known after a version's first sight, and where they came from: a model
+    registry (`monitord.registry.RegistryReferences`)."""
+
+    def arrived(self, model: str, version: str) -> ReferenceProfile | None:
+        """A profile that replaces the version's reference now (asked once per batch)."""
+        ...
+
+    def provenance(self, profile_id: str) -> Provenance | None: ...
+
+    def close(self) -> None: ...
+
+
 MAX_LOGGED_REFUSALS = 1_000
 """Refused model versions logged by name; past it refusals are only counted (dead letters)."""
 
@@ -556,9 +582,12 @@ MAX_LOGGED_REFUSALS = 1_000
 class Monitor:
     """All model versions seen in the stream; creates a version's monitor on first sight."""
 
-    def __init__(self, config: Config, load_profile: ProfileLoader) -> None:
+    def __init__(
+        self, config: Config, load_profile: ProfileLoader, late: LateReferences | None = None
+    ) -> None:
         self._config = config
         self._load_profile = load_profile
+        self._late = late
         self.versions: dict[tuple[str, str], _VersionMonitor] = {}
         self._by_model: dict[str, list[str]] = {}  # the versions of each model
         self._refusals_logged: set[tuple[str, str]] = set()
@@ -585,12 +614,33 @@ class Monitor:
             profile = self._load_profile(group.model, group.version)
             owner = group.records[0].topic_partition
             monitor = _VersionMonitor(*key, self._config, profile, owner)
+            monitor.provenance = self._provenance(profile)
+            if profile is None:
+                log.info(
+                    "%s/%s: no reference profile%s: warming up on its first %d events",
+                    *key,
+                    " (file or registry)" if self._late is not None else " file",
+                    monitor.detection.warmup_events,
+                )
             self._add(monitor)
+        elif self._late is not None:
+            self._adopt_late(monitor)
         update = monitor.update(group)
         update.bad[:0] = refused
         update.retired = retired
         update.not_monitored = monitor.unmonitored.count
         return update
+
+    def _provenance(self, profile: ReferenceProfile | None) -> Provenance | None:
+        if profile is None or self._late is None:
+            return None
+        return self._late.provenance(profile.profile_id)
+
+    def _adopt_late(self, monitor: _VersionMonitor) -> None:
+        assert self._late is not None
+        profile = self._late.arrived(monitor.model, monitor.version)
+        if profile is not None:
+            monitor.adopt(profile, self._provenance(profile))
 
     def _admit(
         self, group: EventGroup, retired: dict[tuple[str, str], TopicPartition]
@@ -691,6 +741,8 @@ class Monitor:
                 profile = captured(state.profile_id)
         monitor = _VersionMonitor(model, version, self._config, None, owner)
         monitor.restore(state, arrays, profile, captured)
+        if state.profile_from_file:
+            monitor.provenance = self._provenance(profile)
         self._add(monitor)
         return model, version
 
@@ -703,4 +755,12 @@ class Monitor:
                 del self._by_model[model]
 
 
-__all__ = ["Evaluation", "Monitor", "MonitorState", "MonitorUpdate", "OffsetRange", "RowLogState"]
+__all__ = [
+    "Evaluation",
+    "LateReferences",
+    "Monitor",
+    "MonitorState",
+    "MonitorUpdate",
+    "OffsetRange",
+    "RowLogState",
+]

@@ -63,6 +63,7 @@ def preflight(config: Config, environ: Mapping[str, str] | None = None) -> Prefl
         path = config.outputs.jsonl_path
         check(lambda: _writable_file(path, "outputs.jsonl_path"))
     check(lambda: _writable_directory(config.state_dir, "state_dir"))
+    check(lambda: _registry(config, environ))
     if len(problems) == 1:
         raise ConfigError(problems[0])
     if problems:
@@ -99,6 +100,19 @@ def _load_profiles(config: Config, problems: list[str]) -> bool:
             except ProfileError as exc:
                 problems.append(f"profile_dir: {exc}")
     return len(problems) == before
+
+
+def _registry(config: Config, environ: Mapping[str, str]) -> None:
+    registry = config.registry
+    if registry is None:
+        return
+    if registry.token_env is not None and not environ.get(registry.token_env):
+        raise ConfigError(
+            f"registry.token_env: the environment variable {registry.token_env} is not set "
+            "(it holds the tracking server's bearer token)"
+        )
+    cache = registry.cache_dir or config.state_dir / "registry"
+    _writable_directory(cache, "registry.cache_dir")
 
 
 def _writable_file(path: Path, key: str) -> None:

@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Annotated, Literal, Protocol, runtime_checkable
 
-from pydantic import NonNegativeInt
+from pydantic import Field, NonNegativeInt
 
 from monitord.alerts import stable_id
 from monitord.config import PolicySettings
 from monitord.events import PREDICTION
 from monitord.monitor import Evaluation, OffsetRange
+from monitord.provenance import Provenance
 from monitord.state import StateModel
 
 Drifted = dict[str, tuple[str, float, float]]
@@ -63,6 +64,7 @@ class RetrainTrigger:
     requested_at: float | None = None  # schedule: the slot; manual: when it was asked for
     # Performance: the deciding window's metrics, the reference's and the label delay.
     evidence: tuple[tuple[str, float], ...] = ()
+    registry: Provenance | None = None  # the reference's model registry version and artifact
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,10 @@ class DecisionRecorder(Protocol):
     def record(self, decisions: list[Suppressed]) -> None: ...
 
 
+def _absent(value: object) -> bool:
+    return value is None
+
+
 @dataclass(frozen=True)
 class Lineage:
     """The evidence and data range of one window, as a request carries them (stored as a
@@ -97,6 +103,8 @@ class Lineage:
     offsets: tuple[OffsetRange, ...]
     start_time: float
     end_time: float
+    # Where the reference came from (a model registry); stored only when there is one.
+    registry: Annotated[Provenance | None, Field(exclude_if=_absent)] = None
 
     @classmethod
     def of(cls, window: list[Evaluation], drifted: Drifted, share: float, windows: int) -> Lineage:
@@ -114,6 +122,7 @@ class Lineage:
             offsets=widest.offsets,
             start_time=min(e.start_time for e in window),
             end_time=max(e.end_time for e in window),
+            registry=first.registry,
         )
 
 

@@ -28,7 +28,7 @@ from monitord.dead_letter import producer_request_bytes
 from monitord.delivery import Delivery, build_receivers
 from monitord.metrics import DaemonMetrics, check_cardinality
 from monitord.outputs import JsonLinesPublisher, KafkaPublisher, Publisher
-from monitord.reference import profile_loader
+from monitord.registry import references_loader, registry_references
 
 log = logging.getLogger(__name__)
 
@@ -140,15 +140,17 @@ def build_kafka_daemon(
         source.close()
         sink.close()
         raise
+    registry = registry_references(config)
     daemon = Daemon(
         config,
         source,
         sink,
         publishers,
-        profile_loader(config),
+        references_loader(config, registry),
         store,
         health=health,
         metrics=metrics,
+        registry=registry,
     )
     return daemon
 

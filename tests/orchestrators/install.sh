@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
-# Installs the real orchestrators the tests in this folder run against, each in a virtualenv
-# of its own (their dependencies conflict with ours and with each other):
+# Installs the real orchestrators (and the model registry) the tests run against, each in a
+# virtualenv of its own (their dependencies conflict with ours and with each other):
 #   $MONITORD_ORCHESTRATORS_DIR/prefect   Prefect 3 (`prefect server start`, SQLite)
 #   $MONITORD_ORCHESTRATORS_DIR/airflow   Airflow 3 (`airflow standalone`, SQLite)
+#   $MONITORD_ORCHESTRATORS_DIR/mlflow    MLflow 3 (`mlflow server`, SQLite; tests/registry)
 # Default directory: .orchestrators/ at the repository root (git-ignored). `make test` runs
 # this script; run it by hand after changing the pins below.
 #
 # Idempotent: a virtualenv whose stamp holds exactly the requirements and constraints below is
-# left alone; any other (missing, half-installed, other pins) is rebuilt from scratch. The two
+# left alone; any other (missing, half-installed, other pins) is rebuilt from scratch. They
 # install in parallel.
 #
 # Pins: Airflow's supported way to pin its dependencies is its published constraint file per
-# Airflow and Python version. Both orchestrators are pinned the same way here, with the full
+# Airflow and Python version. All three are pinned the same way here, with the full
 # set of versions that resolved and passed tests/orchestrators on CPython 3.11 (Linux):
 # refresh them by installing the new top-level versions without constraints, running the
-# tests, then pasting `pip freeze` of each virtualenv below.
+# tests, then pasting `pip freeze` of each virtualenv below. (MLflow 3.18.0 needed an
+# mlflow-tracing 3.18.0 the index did not have yet: 3.17.2 is pinned.)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -268,6 +270,99 @@ zipp==4.1.2
 PINS
 )
 
+MLFLOW_REQUIREMENT="mlflow==3.17.2"
+MLFLOW_CONSTRAINTS=$(
+    cat <<'PINS'
+aiohappyeyeballs==2.7.1
+aiohttp==3.14.5
+aiosignal==1.4.0
+alembic==1.20.1
+annotated-doc==0.0.7
+annotated-types==0.8.0
+anyio==4.16.0
+attrs==26.1.0
+blinker==1.9.0
+cachetools==7.3.3
+certifi==2026.10.19.post1
+cffi==2.1.1
+charset-normalizer==3.5.3
+click==8.5.1
+cloudpickle==3.1.3
+contourpy==1.3.3
+cryptography==50.0.2
+cycler==0.12.1
+databricks-sdk==0.167.0
+docker==7.2.0
+fastapi==0.165.0
+Flask==3.1.3
+flask-cors==6.0.5
+fonttools==4.68.0
+frozenlist==1.8.0
+gitdb==4.0.12
+GitPython==3.2.1
+google-auth==2.63.0
+graphene==3.4.3
+graphql-core==3.2.14
+graphql-relay==3.2.0
+gunicorn==26.2.0
+h11==0.16.0
+huey==3.5.4
+idna==3.20
+importlib_metadata==9.1.0
+itsdangerous==2.2.0
+Jinja2==3.1.6
+joblib==1.6.0
+kiwisolver==1.5.1
+Mako==1.4.3
+MarkupSafe==3.0.4
+matplotlib==3.11.2
+mlflow==3.17.2
+mlflow-skinny==3.17.2
+mlflow-tracing==3.17.2
+multidict==7.2.1
+narwhals==2.29.0
+numpy==2.4.6
+opentelemetry-api==1.45.2
+opentelemetry-proto==1.45.2
+opentelemetry-sdk==1.45.2
+opentelemetry-semantic-conventions==0.66b2
+packaging==26.4
+pandas==3.1.1
+pillow==13.0.0
+prettytable==3.19.0
+propcache==0.5.4
+protobuf==7.36.2
+pyarrow==25.0.1
+pyasn1==0.6.5
+pyasn1_modules==0.4.2
+pycparser==3.12
+pydantic==2.14.4
+pydantic_core==2.50.5
+pyparsing==3.3.3
+python-dateutil==2.9.0.post0
+python-dotenv==1.2.4
+PyYAML==6.0.4
+requests==2.34.2
+scikit-learn==1.9.1
+scipy==1.17.1
+six==1.17.0
+skops==0.16.0
+smmap==5.0.3
+SQLAlchemy==2.1.9
+sqlparse==0.6.1
+starlette==1.10.0
+threadpoolctl==3.8.0
+typing-inspection==0.4.5
+typing_extensions==4.16.0
+urllib3==2.8.0
+uvicorn==0.55.0
+wcwidth==0.9.4
+Werkzeug==3.1.9
+yarl==1.25.1
+zipp==4.1.2
+PINS
+)
+
 # install NAME REQUIREMENT CONSTRAINTS
 install() {
     local name=$1 requirement=$2 constraints=$3
@@ -293,7 +388,10 @@ install prefect "$PREFECT_REQUIREMENT" "$PREFECT_CONSTRAINTS" &
 prefect=$!
 install airflow "$AIRFLOW_REQUIREMENT" "$AIRFLOW_CONSTRAINTS" &
 airflow=$!
+install mlflow "$MLFLOW_REQUIREMENT" "$MLFLOW_CONSTRAINTS" &
+mlflow=$!
 status=0
 wait "$prefect" || status=1
 wait "$airflow" || status=1
+wait "$mlflow" || status=1
 exit $status
