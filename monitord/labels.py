@@ -23,6 +23,7 @@ producer's clock behind), which joins when its prediction is read.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import heapq
 import itertools
@@ -348,7 +349,8 @@ class JoinStore:
             order.append(entry)
             if due is not None:
                 due.append(entry)
-            newest = max(newest, time)  # a NaN time leaves it
+            if time > newest:  # noqa: PLR1730 (a comparison, cheaper than a call a row; NaN: no)
+                newest = time
             if len(pending) > limit:
                 self._give_up(self._oldest(order, pending), counts)
         self.newest = newest
@@ -551,8 +553,12 @@ def _remembered(label: Any) -> Any:
     return "#" + hashlib.blake2b(label.encode(), digest_size=8).hexdigest()
 
 
-def _runs(records: Iterable[Record]) -> list[tuple[TopicPartition, list[Record]]]:
+def _runs(records: list[Record]) -> list[tuple[TopicPartition, list[Record]]]:
     """``records`` cut into runs of one partition each, in order."""
+    if not records:
+        return []
+    if len(set(map(_PARTITION, records))) == len(set(map(_TOPIC, records))) == 1:
+        return [(records[0].topic_partition, records)]  # the common case, checked in C
     runs: list[tuple[TopicPartition, list[Record]]] = []
     where: tuple[str, int] = ("", -1)
     for record in records:
@@ -587,26 +593,35 @@ class LabelGate:
         self.gate_ms: dict[TopicPartition, float] = {}  # a partition's latest gate time
         self.turned_away: set[TopicPartition] = set()  # partitions to read again when roomy
 
-    def hold(self, records: Iterable[Record]) -> dict[TopicPartition, int]:
+    def hold(self, records: list[Record]) -> dict[TopicPartition, int]:
         """Queue ``records``; returns label partitions to read again from an offset (the
         gate was full: their newest records are dropped, unread, to come again)."""
         again: dict[TopicPartition, int] = {}
         latest_ms = (now() + self.max_ahead_s) * 1000.0
         for tp, run in _runs(records):
             queue = self._held.setdefault(tp, deque())
-            gate = self.gate_ms.get(tp, -math.inf)
-            for record in run:
-                cost = HELD_COST + len(record.value or b"")
-                if self._bytes + cost > self.max_bytes:
-                    again[tp] = record.offset
-                    self.turned_away.add(tp)
-                    break
-                stamp = record.timestamp_ms
-                if gate < stamp <= latest_ms:
-                    gate = float(stamp)
-                queue.append((gate, record))
-                self._bytes += cost
-            self.gate_ms[tp] = gate
+            # What fits: the records whose running total of costs stays within the bound.
+            costs = itertools.accumulate(
+                HELD_COST + len(value or b"") for value in map(_VALUE, run)
+            )
+            totals = list(costs)
+            fits = bisect.bisect_right(totals, self.max_bytes - self._bytes)
+            if fits < len(run):
+                again[tp] = run[fits].offset
+                self.turned_away.add(tp)
+            if not fits:
+                self.gate_ms.setdefault(tp, -math.inf)
+                continue
+            # Gate times: the running maximum of the believable record times (a record
+            # stamped after the wall clock allows, or not at all, keeps its predecessor's).
+            stamps = (
+                float(stamp) if stamp <= latest_ms else -math.inf
+                for stamp in map(_TIMESTAMP, run[:fits])
+            )
+            gates = list(itertools.accumulate(stamps, max, initial=self.gate_ms.get(tp, -math.inf)))
+            queue.extend(zip(gates[1:], run[:fits], strict=True))
+            self.gate_ms[tp] = gates[-1]
+            self._bytes += totals[fits - 1]
         return again
 
     def release(self, watermark_ms: float) -> list[Record]:
@@ -810,7 +825,7 @@ class LabelJoin:
                 return store
         return None
 
-    def read(self, records: Iterable[Record]) -> None:
+    def read(self, records: list[Record]) -> None:
         """Inference records polled (good or bad): how far each partition is read, as the
         latest believable record time (a time after the wall clock plus
         ``events.max_time_ahead_s`` is not; an untimed record counts by its event's time,
