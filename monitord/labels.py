@@ -357,6 +357,20 @@ class JoinStore:
         if len(order) > 2 * len(pending) + COMPACT_SLACK:
             self._compact()
 
+    def joined(self, event_ids: list[str], labels: list[Any]) -> None:
+        """Labels met these pending predictions (plain labels, no coverage tracked: what
+        `join` does for each, at once)."""
+        pending = self.pending
+        for event_id in event_ids:
+            del pending[event_id]
+        self.changed = True
+        if self.remember > 0:
+            done = self.done
+            self.done_order.extend(e for e in event_ids if e not in done)
+            done.update(zip(event_ids, labels, strict=True))
+            while len(self.done_order) > self.remember:
+                done.pop(self.done_order.popleft(), None)
+
     def _compact(self) -> None:
         """Drop the order entries of ids that left (joined), which would otherwise stay
         until their time expires: rebuilt from the dictionaries' own insertion order."""
@@ -786,22 +800,30 @@ class LabelJoin:
         self, model: str, version: str, group: EventGroup, times: FloatArray, skip: set[int]
     ) -> bool:
         """`predictions` of a group without inline labels while no early label waits, in
-        the common case (one partition, every event id and prediction usable as it is),
-        checked by column and added to the store at once; False (nothing done) otherwise."""
+        the common case (every event id and prediction usable as it is), checked by column
+        and added to each partition's store a run at a time; False (nothing done) if not."""
         records = group.records
         if not (
             records
             and not skip
-            and len(set(map(_TOPIC, records))) == len(set(map(_PARTITION, records))) == 1
             and _plain_ids(group.event_ids, self.max_id_chars)
             and _stored_as_is(group.predictions)
         ):
             return False
         time_list = times.tolist()
-        ids, offsets = group.event_ids, map(_OFFSET, records)
-        rows = zip(ids, group.predictions, time_list, offsets, strict=True)
-        store = self.store(records[0].topic_partition)
-        store.add_all(model, version, rows, self.counts)
+        ids, predictions, offsets = group.event_ids, group.predictions, list(map(_OFFSET, records))
+        start = 0
+        for tp, run in _runs(records):  # each partition's run to its store
+            end = start + len(run)
+            rows = zip(
+                ids[start:end],
+                predictions[start:end],
+                time_list[start:end],
+                offsets[start:end],
+                strict=True,
+            )
+            self.store(tp).add_all(model, version, rows, self.counts)
+            start = end
         self._seen_untimed(group, time_list)
         self.newest_prediction_s = max(self.newest_prediction_s, float(np.nanmax(times)))
         return True
@@ -883,17 +905,18 @@ class LabelJoin:
 
     def _fold(self, records: list[Record], joined: list[Joined], bad: list[BadRecord]) -> None:
         """Fold released label records in order, a chunk at a time: a chunk of the common
-        case (well-formed labels naming no model and no time, whose predictions wait in
-        the one store) by column (`_fold_plain`), any other label by label (`_fold_one`)."""
+        case (well-formed labels naming no model and no time, whose predictions wait) by
+        column (`_fold_plain`), any other label by label (`_fold_each`)."""
         stores = list(self.stores.values())
-        # The one store predictions wait in (another may hold early labels only, as the
-        # label partition's store does once a label came before its prediction).
-        waiting = [store for store in stores if store.pending]
-        single = waiting[0] if len(waiting) == 1 and not waiting[0].track_coverage else None
+        # The stores predictions wait in, in the order `_fold_label` looks (another may
+        # hold early labels only, as a label partition's store does once a label came
+        # before its prediction). Coverage verdicts are given label by label.
+        waiting = [store for store in stores if store.pending and not store.track_coverage]
+        single = waiting[0] if len(waiting) == 1 else None
         latest_ms = (now() + self.fields.max_time_ahead_s) * 1000.0
         for first in range(0, len(records), FOLD_CHUNK):
             chunk = records[first : first + FOLD_CHUNK]
-            if single is None or not self._fold_plain(chunk, single, latest_ms, joined):
+            if not waiting or not self._fold_plain(chunk, waiting, latest_ms, joined):
                 self._fold_each(chunk, stores, single, latest_ms, joined, bad)
         # The clock predictions expire by: no later than both streams have got, nor than the
         # wall clock allows, so one label or record stamped far ahead cannot expire them all.
@@ -905,7 +928,11 @@ class LabelJoin:
                 store.expire(clock, self.counts)
 
     def _fold_plain(
-        self, records: list[Record], store: JoinStore, latest_ms: float, joined: list[Joined]
+        self,
+        records: list[Record],
+        waiting: list[JoinStore],
+        latest_ms: float,
+        joined: list[Joined],
     ) -> bool:
         """Join a chunk of label records by column if every one is the common case (as
         `_fold_each` would, label by label); False (nothing done) if any is not."""
@@ -932,25 +959,33 @@ class LabelJoin:
             and len(set(ids)) == len(ids)  # a label twice is a duplicate: counted one by one
         ):
             return False
-        pending = store.pending
-        looked_up = list(map(pending.get, ids))
-        if None in looked_up:
-            return False
+        looked_up = list(map(waiting[0].pending.get, ids))
+        owners: list[JoinStore] | None = None  # None: every prediction in the first store
+        if None in looked_up:  # in another store (first found, as `_fold_label` looks)
+            owners = [waiting[0]] * len(ids)
+            for i in [i for i, hit in enumerate(looked_up) if hit is None]:
+                for store in waiting[1:]:
+                    looked_up[i] = store.pending.get(ids[i])
+                    if looked_up[i] is not None:
+                        owners[i] = store
+                        break
+                else:
+                    return False
         found = cast(list[PendingPrediction], looked_up)
         times = np.array(stamps, dtype=np.float64) / 1000.0
         waited = times - np.fromiter(map(_PENDING_TIME, found), np.float64, len(found))
         if np.any(waited > self.settings.max_delay_s):  # given up on: counted one by one
             return False
         # Committed from here: each label joins its prediction, as `JoinStore.join` does.
-        for event_id in ids:
-            del pending[event_id]
-        store.changed = True
-        if store.remember > 0:
-            done = store.done
-            store.done_order.extend(e for e in ids if e not in done)
-            done.update(zip(ids, labels, strict=True))
-            while len(store.done_order) > store.remember:
-                done.pop(store.done_order.popleft(), None)
+        if owners is None:
+            waiting[0].joined(ids, labels)
+            partitions: Iterable[TopicPartition] = itertools.repeat(waiting[0].partition)
+        else:
+            for store in waiting:
+                mine = [i for i, owner in enumerate(owners) if owner is store]
+                if mine:
+                    store.joined([ids[i] for i in mine], [labels[i] for i in mine])
+            partitions = [owner.partition for owner in owners]
         counts = self.counts
         for model, n in Counter(map(_PENDING_MODEL, found)).items():
             counts[model, "joined"] += n
@@ -962,10 +997,10 @@ class LabelJoin:
             labels,
             map(_PENDING_TIME, found),
             times.tolist(),
-            itertools.repeat(store.partition),
+            partitions,
             map(_PENDING_OFFSET, found),
             records,
-            strict=False,  # the repeat is endless
+            strict=False,  # a repeat is endless
         )
         joined.extend(map(tuple.__new__, itertools.repeat(Joined), rows))
         return True

@@ -167,9 +167,13 @@ def test_a_crash_and_restore_joins_every_label_once_with_the_same_outputs(
     assert second.daemon.joins.pending() == 0
 
 
-def test_labels_fold_by_column_exactly_as_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("partitions", [1, 2])
+def test_labels_fold_by_column_exactly_as_one_by_one(
+    monkeypatch: pytest.MonkeyPatch, partitions: int
+) -> None:
     # Most chunks are the common case; some carry a duplicate, an orphan, a label naming
     # its model, one naming its time, bad JSON, a long text label or one waiting too long.
+    # Predictions are added by column, or one by one, too.
     events, labels = _concept_stream(6000, 3000)
     records = _records(events, labels, max_delay=300)
     odd: dict[int, bytes] = {
@@ -188,7 +192,11 @@ def test_labels_fold_by_column_exactly_as_one_by_one(monkeypatch: pytest.MonkeyP
         else r
         for r in labelled
     ]
-    stream = [r for r in records if r.topic == "in"] + changed
+    stream = [
+        # Spread over the partitions (labels co-partitioned with their predictions' events).
+        r._replace(partition=r.offset % partitions, offset=r.offset // partitions)
+        for r in [r for r in records if r.topic == "in"] + changed
+    ]
 
     config = parse_config(
         {
@@ -213,6 +221,7 @@ def test_labels_fold_by_column_exactly_as_one_by_one(monkeypatch: pytest.MonkeyP
     assert 0 < taken.count(False) < taken.count(True)  # both ways taken
     with monkeypatch.context() as patched:
         patched.setattr("monitord.labels.LabelJoin._fold_plain", lambda *args: False)
+        patched.setattr("monitord.labels.LabelJoin._pending", lambda *args: False)
         one_by_one = run()
     performance = [
         r.daemon.performance.versions["m", "unversioned"] for r in (by_column, one_by_one)
@@ -227,8 +236,11 @@ def test_labels_fold_by_column_exactly_as_one_by_one(monkeypatch: pytest.MonkeyP
     assert by_column.daemon.joins.counts == one_by_one.daemon.joins.counts
     assert by_column.daemon.joins.counts["m", "joined"] > 5000
     assert by_column.sink.messages() == one_by_one.sink.messages()  # dead letters too
-    stores = [r.daemon.joins.stores[TopicPartition("in", 0)] for r in (by_column, one_by_one)]
-    assert stores[0].snapshot() == stores[1].snapshot()
+    stores = [r.daemon.joins.stores for r in (by_column, one_by_one)]
+    assert list(stores[0]) == list(stores[1])
+    assert TopicPartition("in", partitions - 1) in stores[0]
+    for tp, store in stores[0].items():
+        assert store.snapshot() == stores[1][tp].snapshot(), tp
 
 
 def test_bad_label_records_are_dead_lettered_with_their_reason() -> None:
