@@ -10,7 +10,7 @@ import orjson
 from connectors.stream import Sink
 from monitord.alerts import Alert
 from monitord.clock import iso
-from monitord.cloudevent import ALERT_TYPE, RETRAIN_TYPE, encode
+from monitord.cloudevent import KAFKA_HEADERS, encode
 from monitord.policy import Output
 
 
@@ -30,7 +30,10 @@ unreachable and waits again (the messages stay in flight meanwhile)."""
 
 
 class KafkaPublisher:
-    """CloudEvents keyed by model: alerts to one topic, retrain requests to another."""
+    """CloudEvents keyed by model: alerts to one topic, retrain requests to another.
+
+    Structured mode (`monitord.cloudevent`): the record's value is the whole event, its
+    only header ``content-type: application/cloudevents+json; charset=utf-8``."""
 
     def __init__(
         self, sink: Sink, alert_topic: str, trigger_topic: str, timeout_s: float = FLUSH_TIMEOUT_S
@@ -40,15 +43,11 @@ class KafkaPublisher:
 
     def publish(self, outputs: list[Output]) -> None:
         for output in outputs:
-            alert = isinstance(output, Alert)
             self._sink.send(
-                self._alert_topic if alert else self._trigger_topic,
+                self._alert_topic if isinstance(output, Alert) else self._trigger_topic,
                 output.model.encode(),
                 encode(output),
-                [
-                    ("ce_type", (ALERT_TYPE if alert else RETRAIN_TYPE).encode()),
-                    ("ce_id", output.id.encode()),
-                ],
+                KAFKA_HEADERS,
             )
 
     def flush(self) -> None:
