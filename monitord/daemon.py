@@ -913,8 +913,9 @@ class Daemon:
     def _dead_letter(self, bad: list[BadRecord]) -> None:
         topic = self.config.kafka.dead_letter_topic
         budget = producer_request_bytes(self.config.events) - FRAMING_BYTES
+        group = self.config.kafka.group_id
         for item in bad:
-            key, value, headers = dead_letter(item, budget)
+            key, value, headers = dead_letter(item, budget, group)
             self.dead_letters.send(topic, key, value, headers)
 
     def _count(self, n_records: int, bad: list[BadRecord], outputs: list[Output]) -> None:

@@ -343,6 +343,16 @@ def test_bad_records_are_dead_lettered_and_processing_continues(
         assert headers["monitord.source.topic"] == topics.events.encode()
         assert headers["monitord.source.partition"] == str(original.partition).encode()
         assert headers["monitord.source.offset"] == str(original.offset).encode()
+        # Kafka Connect's dead-letter headers, which DLQ tooling reads.
+        assert headers["__connect.errors.topic"] == topics.events.encode()
+        assert headers["__connect.errors.partition"] == str(original.partition).encode()
+        assert headers["__connect.errors.offset"] == str(original.offset).encode()
+        assert headers["__connect.errors.connector.name"] == config.kafka.group_id.encode()
+        assert headers["__connect.errors.exception.class.name"] == (
+            f"monitord.events.BadRecord.{reason}".encode()
+        )
+        message = headers["__connect.errors.exception.message"]
+        assert message == f"{reason}: ".encode() + headers["monitord.error.detail"]
 
 
 @pytest.mark.kafka
