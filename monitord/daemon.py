@@ -260,7 +260,12 @@ class Daemon:
             self.volume.seen(group.model, group.version, good, group.records[-1], time.time())
             if metrics is not None:
                 metrics.model_events(
-                    group.model, good, update.newest_time, update.late, update.untimed
+                    group.model,
+                    group.version,
+                    good,
+                    update.newest_time,
+                    update.late,
+                    update.untimed,
                 )
                 metrics.columns_not_monitored(group.model, group.version, update.not_monitored)
         # This batch is read: a partition it read to its end holds no label back.

@@ -71,20 +71,21 @@ def test_metrics_follow_the_stream() -> None:
     daemon, _, _, metrics = _daemon()
     daemon.step()
     samples = _samples(metrics)
+    m = 'model="m",model_version="unversioned"'
     assert samples["monitord_events_consumed_total"] == 1000
     assert samples['monitord_bad_records_total{reason="invalid_json"}'] == 1
-    assert samples['monitord_model_events_total{model="m"}'] == 999
+    assert samples[f"monitord_model_events_total{{{m}}}"] == 999
     assert samples['monitord_consumer_lag_records{partition="0",topic="in"}'] == 2000
-    assert samples['monitord_last_event_timestamp_seconds{model="m"}'] == 1_700_000_999
+    assert samples[f"monitord_last_event_timestamp_seconds{{{m}}}"] == 1_700_000_999
     daemon.drain()
     samples = _samples(metrics)
     assert samples["monitord_events_consumed_total"] == 3000
     assert samples['monitord_consumer_lag_records{partition="0",topic="in"}'] == 0
     assert samples["monitord_batch_duration_seconds_count"] == 3
-    ks_x = samples['monitord_drift_statistic{detector="ks",feature="x",model="m"}']
-    assert ks_x > samples['monitord_drift_threshold{detector="ks",feature="x",model="m"}']
-    assert samples['monitord_alert_transitions_total{model="m",status="firing"}'] >= 1
-    assert samples['monitord_alerts_firing{model="m"}'] >= 1
+    ks_x = samples[f'monitord_drift_statistic{{detector="ks",feature="x",{m}}}']
+    assert ks_x > samples[f'monitord_drift_threshold{{detector="ks",feature="x",{m}}}']
+    assert samples[f'monitord_alert_transitions_total{{{m},status="firing"}}'] >= 1
+    assert samples[f"monitord_alerts_firing{{{m}}}"] >= 1
 
 
 def test_readiness_waits_for_assignment_and_restored_state(tmp_path: Path) -> None:
