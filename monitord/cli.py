@@ -345,9 +345,12 @@ def _run(args: argparse.Namespace) -> int:
         print(f"monitord: error: shutdown exceeded {grace_s:g}s; exiting now", file=sys.stderr)
         os._exit(4)
 
+    received: list[int] = []  # the signal that stopped us (logged by the main thread)
+
     def stop(signum: int, frame: FrameType | None) -> None:
         if daemon.stopping.is_set():
             return
+        received.append(signum)
         daemon.stopping.set()  # the loop finishes its batch, then close() drains
         watchdog = threading.Timer(grace_s, overdue)
         watchdog.daemon = True
@@ -357,6 +360,12 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, stop)
     try:
         daemon.run()
+        if received:
+            log.info(
+                "%s received: draining within shutdown.grace_s (%gs)",
+                signal.Signals(received[0]).name,
+                grace_s,
+            )
     finally:
         daemon.close()
         if admin is not None:
@@ -373,8 +382,12 @@ def _run(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from monitord.demo import run_demo  # noqa: PLC0415
+    from monitord.logs import configure_logging  # noqa: PLC0415
 
     config = load_config(args.config) if args.config.exists() else parse_config({})
+    # The operator's log as text on standard error, beside the console lines on standard
+    # output (`2>/dev/null` hides it).
+    configure_logging("text", config.logging.level)
     return run_demo(config, duration_s=args.duration, rate=args.rate)
 
 

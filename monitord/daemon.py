@@ -42,13 +42,18 @@ from detectors.profile import ReferenceProfile
 from monitord.alerts import Alert
 from monitord.checkpoint import Checkpoint, CheckpointError, CheckpointStore, VersionState
 from monitord.config import Config
-from monitord.dead_letter import FRAMING_BYTES, dead_letter, producer_request_bytes
+from monitord.dead_letter import (
+    FRAMING_BYTES,
+    DeadLetterLog,
+    dead_letter,
+    producer_request_bytes,
+)
 from monitord.events import BadRecord, EventGroup, decode
 from monitord.labels import Joined, LabelJoin
 from monitord.latency import latencies
 from monitord.metrics import DaemonMetrics
 from monitord.monitor import Evaluation, Monitor, MonitorState, MonitorUpdate, ProfileLoader
-from monitord.outputs import FLUSH_TIMEOUT_S, Publisher
+from monitord.outputs import FLUSH_TIMEOUT_S, Publisher, log_outputs
 from monitord.performance import Performance
 from monitord.policy import Output, Policy, PolicyState
 from monitord.repartition import Forward, SourceOffsets, forwards
@@ -189,6 +194,8 @@ class Daemon:
         self._internal = kafka.internal_topic if kafka.repartition else None
         self._sources = SourceOffsets()
         self._state_faults: dict[str, str] = {}  # what fails in state_dir, and why
+        self._dead_letter_log = DeadLetterLog(kafka.dead_letter_topic)
+        self._closed = False
 
     def step(self, timeout_s: float = 0.5) -> tuple[int, list[Output]]:
         """Process one polled batch; returns how many records it held and its outputs."""
@@ -196,6 +203,7 @@ class Daemon:
         self._reset_positions()
         records = self.source.poll(timeout_s, limit)
         if not records and not self._labels_due():
+            self._dead_letter_log.update([], time.monotonic())  # a burst's summary, if due
             # Scheduled and manual retrain requests; models gone quiet.
             due: list[Output] = [*self.policy.due(time.time()), *self._volume()]
             if due and self._deliver(due, []):
@@ -713,6 +721,8 @@ class Daemon:
 
     def on_assigned(self, partitions: set[TopicPartition]) -> None:
         """Rebalance callback: restore each partition's state and read on from its offset."""
+        names = _names(partitions)
+        log.info("partitions assigned: %s", ", ".join(names) or "none", extra={"partitions": names})
         self._generation += 1
         self._touched |= partitions
         if self.store is None:
@@ -788,6 +798,8 @@ class Daemon:
 
     def on_revoked(self, partitions: set[TopicPartition]) -> None:
         """Rebalance callback: checkpoint what moved, then forget the partitions' state."""
+        names = _names(partitions)
+        log.info("partitions revoked: %s", ", ".join(names), extra={"partitions": names})
         self._generation += 1
         self._touched |= partitions
         try:
@@ -924,6 +936,9 @@ class Daemon:
             self.dead_letters.send(topic, key, value, headers)
 
     def _count(self, n_records: int, bad: list[BadRecord], outputs: list[Output]) -> None:
+        """Count a delivered batch, and log its outputs and dead letters."""
+        log_outputs(outputs)
+        self._dead_letter_log.update(bad, time.monotonic())
         self.stats.events += n_records
         self.stats.bad_records.update(b.reason for b in bad)
         for output in outputs:
@@ -937,6 +952,10 @@ class Daemon:
 
     def close(self) -> None:
         """Checkpoint, leave the group, then release outputs; safe to call more than once."""
+        first = not self._closed
+        self._closed = True
+        if first:
+            log.info("shutting down: checkpointing, leaving the consumer group, flushing outputs")
         self.checkpoint()
         self.source.close()  # revokes every partition: nothing left to checkpoint
         for publisher in self.publishers:
@@ -945,6 +964,24 @@ class Daemon:
         if self.store is not None:
             self.store.close()
             self.store = None
+        if first:
+            self._dead_letter_log.flush(time.monotonic())
+            stats = self.stats
+            log.info(
+                "stopped: %d records, %d alerts fired, %d resolved, %d retrain requests, "
+                "%d dead letters%s",
+                stats.events,
+                stats.alerts_firing,
+                stats.alerts_resolved,
+                stats.triggers,
+                sum(stats.bad_records.values()),
+                "" if self.clean else "; the last batch's outputs were not delivered",
+                extra={"records": stats.events, "clean": self.clean},
+            )
+
+
+def _names(partitions: set[TopicPartition]) -> list[str]:
+    return [str(tp) for tp in sorted(partitions, key=lambda tp: (tp.topic, tp.partition))]
 
 
 def _next_offsets(records: list[Record]) -> dict[TopicPartition, int]:

@@ -18,6 +18,9 @@ and headers are dropped first if they are large, then the value is cut to what f
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
+
 from connectors.stream import Headers
 from monitord.config import EventFields
 from monitord.events import BadRecord
@@ -93,6 +96,62 @@ def dead_letter(
     return key, value, (*theirs, *ours, *notes)
 
 
+log = logging.getLogger(__name__)
+
+BURST_LOG_INTERVAL_S = 60.0
+"""Dead letters are logged at once, then summed up at most once per this interval."""
+
+
+class DeadLetterLog:
+    """Logs dead letters without flooding: the first at once, then at most one summary per
+    `interval_s` (counts by reason, the latest record's place and why), so a producer
+    sending garbage by the thousand costs a line a minute.
+
+    `update` is called once per batch, with the batch's bad records (none: only a summary
+    that came due is written)."""
+
+    def __init__(self, topic: str, interval_s: float = BURST_LOG_INTERVAL_S) -> None:
+        self._topic, self._interval_s = topic, interval_s
+        self._held: Counter[str] = Counter()
+        self._latest: BadRecord | None = None
+        self._last_line: float | None = None
+
+    def update(self, bad: list[BadRecord], now: float) -> None:
+        if bad:
+            self._held.update(item.reason for item in bad)
+            self._latest = bad[-1]
+        if self._last_line is None or now - self._last_line >= self._interval_s:
+            self.flush(now)
+
+    def flush(self, now: float) -> None:
+        """Write the summary of what is held now, due or not (at shutdown)."""
+        if not self._held or self._latest is None:
+            return
+        total, latest = sum(self._held.values()), self._latest.record
+        since = "" if self._last_line is None else f" in the last {now - self._last_line:.0f}s"
+        reasons = ", ".join(f"{reason}: {n}" for reason, n in self._held.most_common())
+        log.warning(
+            "%d records dead-lettered to %s%s (%s); latest %s[%d]@%d: %s",
+            total,
+            self._topic,
+            since,
+            reasons,
+            latest.topic,
+            latest.partition,
+            latest.offset,
+            self._latest.detail[:200],
+            extra={
+                "dead_letters": total,
+                "reasons": dict(self._held),
+                "topic": latest.topic,
+                "partition": latest.partition,
+                "offset": latest.offset,
+            },
+        )
+        self._held.clear()
+        self._latest, self._last_line = None, now
+
+
 def _size(key: bytes | None, headers: list[tuple[str, bytes]], value: bytes) -> int:
     header_bytes = sum(len(k.encode()) + len(v) + HEADER_FRAMING_BYTES for k, v in headers)
     return len(key or b"") + header_bytes + len(value)
@@ -100,6 +159,7 @@ def _size(key: bytes | None, headers: list[tuple[str, bytes]], value: bytes) -> 
 
 __all__ = [
     "BAD_RECORD_CLASS",
+    "BURST_LOG_INTERVAL_S",
     "CONNECT_HEADERS",
     "CONNECT_PREFIX",
     "ERROR_HEADERS",
@@ -110,6 +170,7 @@ __all__ = [
     "MAX_KEPT_BYTES",
     "TRUNCATED_HEADER",
     "VALUE_BYTES_HEADER",
+    "DeadLetterLog",
     "dead_letter",
     "producer_request_bytes",
 ]
