@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from connectors.stream import ConnectorError
 from detectors.profile import ProfileError
+from monitord.audit import STATUSES, Decision
 from monitord.config import Config, ConfigError, Detection, load_config, masked, parse_config
 from monitord.tabular import DataError
 
@@ -48,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="monitord",
         description="Streaming drift monitoring and retraining triggers for ML models on Kafka.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=_version(), help="print the version and exit"
     )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
@@ -133,10 +137,28 @@ def _parser() -> argparse.ArgumentParser:
         "alerts",
         help="list active alerts and recent decisions",
         description="Read the audit log in the config's state_dir: label sets currently "
-        "firing, then the latest alert transitions and retrain requests.",
+        "firing, then the latest alert transitions and retrain requests. --state firing shows "
+        "only what fires now; another --state only the latest decisions in that state.",
     )
     alerts.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="TOML config file")
-    alerts.add_argument("--history", type=int, default=20, help="recent decisions to show")
+    alerts.add_argument(
+        "--history", type=_positive, default=20, help="recent decisions to show (default 20)"
+    )
+    alerts.add_argument(
+        "--model", action="append", default=[], help="only this model (repeat for more)"
+    )
+    alerts.add_argument(
+        "--state",
+        choices=STATUSES,
+        help="firing: the label sets firing now; resolved, requested (retrain), suppressed "
+        "(retrain held back): the latest decisions in that state",
+    )
+    alerts.add_argument(
+        "--json",
+        action="store_true",
+        help='one JSON object on standard output: {"active": [...], "history": [...]} '
+        "(the lists shown)",
+    )
     alerts.set_defaults(handler=_alerts)
 
     retrain = commands.add_parser(
@@ -253,23 +275,76 @@ def _alerts(args: argparse.Namespace) -> int:
 
     path = audit_path(load_config(args.config))
     if not path.exists():
-        print(f"no audit log at {path} yet: the daemon has decided nothing with this config")
+        if args.json:
+            print(json.dumps({"active": [], "history": []}))
+        print(
+            f"no audit log at {path} yet: the daemon has decided nothing with this config",
+            file=sys.stderr if args.json else sys.stdout,
+        )
         return 0
     audit = AuditLog(path)
     try:
-        active = audit.active()
+        active = audit.active(args.model) if args.state in (None, "firing") else None
+        history = None
+        if args.state != "firing":
+            statuses = [args.state] if args.state else []
+            history = audit.history(args.history, args.model, statuses)
+    finally:
+        audit.close()
+    if args.json:
+        shown = {"active": active, "history": history}
+        document = {
+            key: [_decision_json(d) for d in decisions]
+            for key, decisions in shown.items()
+            if decisions is not None
+        }
+        print(json.dumps(document, indent=2))
+        return 0
+    if active is not None:
         print(f"{len(active)} active alert(s)")
         for decision in active:
             print(f"  since {iso(decision.recorded_at)}  {decision.summary}")
-        print(f"latest {args.history} decision(s)")
-        for decision in audit.history(args.history):
+    if history is not None:
+        print(f"latest {args.history} decision(s)" + (f" {args.state}" if args.state else ""))
+        for decision in history:
             print(
                 f"  {iso(decision.recorded_at)}  {decision.kind:7} {decision.status:9} "
                 f"{decision.summary}"
             )
-    finally:
-        audit.close()
     return 0
+
+
+def _decision_json(decision: Decision) -> dict[str, object]:
+    from monitord.clock import iso  # noqa: PLC0415
+
+    return {
+        "id": decision.id,
+        "recorded_at": iso(decision.recorded_at),
+        "kind": decision.kind,
+        "status": decision.status,
+        "model": decision.model,
+        "model_version": decision.version,
+        "labels": decision.labels,
+        "summary": decision.summary,
+    }
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _version() -> str:
+    from importlib import metadata  # noqa: PLC0415
+    from platform import python_version  # noqa: PLC0415
+
+    try:
+        version = metadata.version("monitord")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return f"monitord {version} (Python {python_version()})"
 
 
 def _retrain(args: argparse.Namespace) -> int:
