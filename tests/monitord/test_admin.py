@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import logging
@@ -228,10 +229,13 @@ def test_live_scrape_passes_promtool(tmp_path: Path, health: Health) -> None:
     metrics.batch(1000, 0.05)
     metrics.bad_records({"invalid_json": 3})
     metrics.model_events("fraud", "1", 997, 1_700_000_000.0)
+    metrics.model_events("fraud", "2", 3, 1_700_000_000.0)  # a canary beside version 1
+    canary = dataclasses.replace(_evaluation("fraud", "ks", ("amount", "age")), version="2")
     metrics.evaluations(
         [
             _evaluation("fraud", "ks", ("amount", "age")),
             _evaluation("fraud", "adwin", ("@prediction",)),
+            canary,
         ]
     )
     metrics.lag({("events", 0): 12})
@@ -242,6 +246,11 @@ def test_live_scrape_passes_promtool(tmp_path: Path, health: Health) -> None:
     outbox.close()
     assert status == 200
     assert b'monitord_outbox_pending_messages{receiver="alertmanager"} 1.0' in body
+    for version in (b"1", b"2"):
+        drift = (
+            b'monitord_drift_statistic{detector="ks",feature="age",model="fraud",model_version="'
+        )
+        assert drift + version + b'"}' in body
     checked = subprocess.run(
         [str(PROMTOOL), "check", "metrics"],
         input=body,

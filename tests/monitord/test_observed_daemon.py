@@ -116,3 +116,33 @@ def test_status_lists_each_model_version() -> None:
     assert version["status"] == "monitoring"
     assert version["reference"] == "warm-up capture"
     assert {"feature": "x", "detector": "ks"} in version["alerts_firing"]
+
+
+def test_two_live_versions_of_a_model_keep_series_of_their_own() -> None:
+    """A canary (version 2) beside the stable version 1, interleaved on one partition; only
+    the canary's x drifts."""
+    rng = np.random.default_rng(6)
+    values = rng.normal(size=(6000, 2))
+    versions = np.where(np.arange(6000) % 3 == 0, "2", "1")
+    values[(versions == "2") & (np.arange(6000) >= 3000), 0] += 3.0
+    events = [
+        orjson.dumps({"model": "m", "model_version": v, "features": {"x": a, "y": b}})
+        for v, (a, b) in zip(versions.tolist(), values.tolist(), strict=True)
+    ]
+    records = [Record("in", 0, i, b"m", e, 0) for i, e in enumerate(events)]
+    config = parse_config({"detection": {"warmup_events": 1000, "window_size": 500}})
+    metrics = DaemonMetrics()
+    daemon = Daemon(
+        config, MemorySource(records), MemorySink(), [], lambda m, v: None, metrics=metrics
+    )
+    daemon.drain()
+    samples = _samples(metrics)
+    stable, canary = (f'model="m",model_version="{v}"' for v in ("1", "2"))
+    assert samples[f"monitord_model_events_total{{{stable}}}"] == 4000
+    assert samples[f"monitord_model_events_total{{{canary}}}"] == 2000
+    ks = 'monitord_drift_statistic{{detector="ks",feature="x",{}}}'
+    threshold = 'monitord_drift_threshold{{detector="ks",feature="x",{}}}'
+    assert samples[ks.format(canary)] > samples[threshold.format(canary)]
+    assert samples[ks.format(stable)] < samples[threshold.format(stable)]
+    assert samples[f"monitord_alerts_firing{{{canary}}}"] >= 1
+    assert samples[f"monitord_alerts_firing{{{stable}}}"] == 0
