@@ -13,7 +13,7 @@ with an existing library (``standardwebhooks`` and its ports, Svix)::
 where the key is the base64 secret after its ``whsec_`` prefix, decoded (`standard_key`).
 
 ``"monitord"`` (the default, for receivers written against it; the receiving side must check
-both headers):
+both headers, `verify` does)::
 
     X-Monitord-Timestamp: <unix seconds, integer>
     X-Monitord-Signature: sha256=<hex HMAC-SHA256(secret, f"{timestamp}.".encode() + body)>
