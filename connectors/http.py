@@ -34,6 +34,10 @@ from typing import Protocol, runtime_checkable
 
 from connectors.stream import ConnectorError
 
+CLOUDEVENTS_JSON = "application/cloudevents+json; charset=utf-8"
+"""The media type of a CloudEvent in structured mode, JSON format (the HTTP and Kafka
+bindings' ``content-type``): SDKs read the whole event from the body, not from headers."""
+
 MAX_BODY_BYTES = 64 * 1024
 """Responses are read up to this size: receivers answer with short acknowledgements."""
 
@@ -380,6 +384,7 @@ def _reason(reason: object) -> str:
 
 
 __all__ = [
+    "CLOUDEVENTS_JSON",
     "MAX_BODY_BYTES",
     "REDACTED",
     "CloudEvent",

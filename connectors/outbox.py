@@ -209,6 +209,14 @@ class Outbox:
             row = db.execute("SELECT count(*) FROM outbox WHERE state = 'pending'").fetchone()
         return int(row[0])
 
+    def pending_by_receiver(self) -> dict[str, int]:
+        """How many messages wait for each receiver that has any."""
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT receiver, count(*) FROM outbox WHERE state = 'pending' GROUP BY receiver"
+            ).fetchall()
+        return {str(receiver): int(n) for receiver, n in rows}
+
     def history(self, limit: int = 100) -> list[Attempt]:
         """The latest delivery attempts, newest first."""
         with self._transaction() as db:

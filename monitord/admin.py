@@ -5,7 +5,8 @@ behind them.
 and named readiness conditions. `AdminServer` serves it with the metrics on a
 `ThreadingHTTPServer` in a daemon thread, so a slow scrape never stalls the loop.
 
-- ``GET /metrics``: Prometheus text exposition 0.0.4 (`DaemonMetrics`).
+- ``GET /metrics``: Prometheus text exposition 0.0.4 (`DaemonMetrics`), or OpenMetrics 1.0
+  when the Accept header asks for ``application/openmetrics-text`` (as Prometheus does).
 - ``GET /livez``: 200 ``ok`` while the loop made progress within ``liveness_timeout_s``,
   else 503 with ``{"live": false, "reason": ...}``.
 - ``GET /readyz``: 200 ``ok`` when every condition holds, else 503 with
@@ -36,8 +37,6 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 from urllib.parse import urlsplit
-
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from monitord.clock import monotonic
 from monitord.clock import now as wall_clock
@@ -272,15 +271,17 @@ class AdminServer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def respond(self, path: str) -> tuple[HTTPStatus, str, bytes]:
-        """Status, content type and body for a GET of ``path``."""
+    def respond(self, path: str, accept: str = "") -> tuple[HTTPStatus, str, bytes]:
+        """Status, content type and body for a GET of ``path`` (``accept``: the request's
+        Accept header, which may ask /metrics for OpenMetrics)."""
         if path == "/metrics":
             ready, _ = self.health.readyz()
             self.metrics.ready(ready)
             beat = self.health.last_heartbeat
             if beat is not None:
                 self.metrics.heartbeat(beat)
-            return HTTPStatus.OK, CONTENT_TYPE_PLAIN_0_0_4, self.metrics.exposition()
+            exposition, content_type = self.metrics.scrape(accept)
+            return HTTPStatus.OK, content_type, exposition
         if path == "/livez":
             live, reason = self.health.livez()
             if live:
@@ -461,7 +462,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.METHOD_NOT_ALLOWED, _TEXT, b"POST only\n", body=body)
             return
         try:
-            status, content_type, payload = self.server.admin.respond(path)
+            accept = self.headers.get("Accept", "")
+            status, content_type, payload = self.server.admin.respond(path, accept)
         except Exception:
             log.exception("admin endpoint: %s failed", path)
             status, content_type = HTTPStatus.INTERNAL_SERVER_ERROR, _TEXT

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,30 +105,50 @@ class AuditLog:
             )
         self._held.clear()
 
-    def active(self) -> list[Decision]:
-        """Label sets whose latest transition is *firing*, oldest first."""
-        query = """
+    def active(self, models: Sequence[str] = ()) -> list[Decision]:
+        """Label sets whose latest transition is *firing*, oldest first (of ``models``
+        only, if any are named)."""
+        where, parameters = _where(models, (), prefix="d.")
+        query = f"""
             SELECT d.id, d.recorded_at, d.kind, d.status, d.model, d.version, d.label_set,
                    d.summary
             FROM decisions d
             JOIN (SELECT label_set, MAX(rowid) AS last FROM decisions
                   WHERE kind = 'alert' GROUP BY label_set) latest ON d.rowid = latest.last
-            WHERE d.status = 'firing' ORDER BY d.recorded_at, d.rowid
+            WHERE d.status = 'firing' {where} ORDER BY d.recorded_at, d.rowid
         """
-        return [_decision(row) for row in self._file.connection().execute(query)]
+        rows = self._file.connection().execute(query, parameters)
+        return [_decision(row) for row in rows]
 
-    def history(self, limit: int = 50) -> list[Decision]:
-        """The latest ``limit`` decisions, newest first."""
-        query = """
+    def history(
+        self, limit: int = 50, models: Sequence[str] = (), statuses: Sequence[str] = ()
+    ) -> list[Decision]:
+        """The latest ``limit`` decisions, newest first (of ``models`` and with one of
+        ``statuses`` only, where given)."""
+        where, parameters = _where(models, statuses)
+        query = f"""
             SELECT id, recorded_at, kind, status, model, version, label_set, summary
-            FROM decisions ORDER BY rowid DESC LIMIT ?
+            FROM decisions WHERE 1 = 1 {where} ORDER BY rowid DESC LIMIT ?
         """
-        return [_decision(row) for row in self._file.connection().execute(query, (limit,))]
+        rows = self._file.connection().execute(query, (*parameters, limit))
+        return [_decision(row) for row in rows]
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
             self._file.close()
+
+
+def _where(
+    models: Sequence[str], statuses: Sequence[str], prefix: str = ""
+) -> tuple[str, tuple[str, ...]]:
+    """``AND`` clauses (placeholders only, never values) selecting models and statuses."""
+    clauses = [
+        f"AND {prefix}{column} IN ({', '.join('?' * len(values))})"
+        for column, values in (("model", models), ("status", statuses))
+        if values
+    ]
+    return " ".join(clauses), (*models, *statuses)
 
 
 def _row(output: Output, now: float) -> tuple[object, ...]:
@@ -185,4 +205,8 @@ def _decision(row: tuple[str, float, str, str, str, str, str, str]) -> Decision:
     return Decision(id_, at, kind, status, model, version, orjson.loads(labels), summary)
 
 
-__all__ = ["AuditLog", "Decision"]
+STATUSES = ("firing", "resolved", "requested", "suppressed")
+"""The status of a decision: an alert's transition, or a retrain request's fate."""
+
+
+__all__ = ["STATUSES", "AuditLog", "Decision"]

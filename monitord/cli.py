@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from connectors.stream import ConnectorError
 from detectors.profile import ProfileError, ReferenceProfile
+from monitord.audit import STATUSES, Decision
 from monitord.config import Config, ConfigError, Detection, load_config, masked, parse_config
 from monitord.environment import CONFIG_FILE
 from monitord.tabular import DataError
@@ -50,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="monitord",
         description="Streaming drift monitoring and retraining triggers for ML models on Kafka.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=_version(), help="print the version and exit"
     )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
@@ -152,10 +156,28 @@ def _parser() -> argparse.ArgumentParser:
         "alerts",
         help="list active alerts and recent decisions",
         description="Read the audit log in the config's state_dir: label sets currently "
-        "firing, then the latest alert transitions and retrain requests.",
+        "firing, then the latest alert transitions and retrain requests. --state firing shows "
+        "only what fires now; another --state only the latest decisions in that state.",
     )
     alerts.add_argument("--config", type=Path, help=CONFIG_HELP)
-    alerts.add_argument("--history", type=int, default=20, help="recent decisions to show")
+    alerts.add_argument(
+        "--history", type=_positive, default=20, help="recent decisions to show (default 20)"
+    )
+    alerts.add_argument(
+        "--model", action="append", default=[], help="only this model (repeat for more)"
+    )
+    alerts.add_argument(
+        "--state",
+        choices=STATUSES,
+        help="firing: the label sets firing now; resolved, requested (retrain), suppressed "
+        "(retrain held back): the latest decisions in that state",
+    )
+    alerts.add_argument(
+        "--json",
+        action="store_true",
+        help='one JSON object on standard output: {"active": [...], "history": [...]} '
+        "(the lists shown)",
+    )
     alerts.set_defaults(handler=_alerts)
 
     retrain = commands.add_parser(
@@ -330,23 +352,76 @@ def _alerts(args: argparse.Namespace) -> int:
 
     path = audit_path(_required_config(args.config)[1])
     if not path.exists():
-        print(f"no audit log at {path} yet: the daemon has decided nothing with this config")
+        if args.json:
+            print(json.dumps({"active": [], "history": []}))
+        print(
+            f"no audit log at {path} yet: the daemon has decided nothing with this config",
+            file=sys.stderr if args.json else sys.stdout,
+        )
         return 0
     audit = AuditLog(path)
     try:
-        active = audit.active()
+        active = audit.active(args.model) if args.state in (None, "firing") else None
+        history = None
+        if args.state != "firing":
+            statuses = [args.state] if args.state else []
+            history = audit.history(args.history, args.model, statuses)
+    finally:
+        audit.close()
+    if args.json:
+        shown = {"active": active, "history": history}
+        document = {
+            key: [_decision_json(d) for d in decisions]
+            for key, decisions in shown.items()
+            if decisions is not None
+        }
+        print(json.dumps(document, indent=2))
+        return 0
+    if active is not None:
         print(f"{len(active)} active alert(s)")
         for decision in active:
             print(f"  since {iso(decision.recorded_at)}  {decision.summary}")
-        print(f"latest {args.history} decision(s)")
-        for decision in audit.history(args.history):
+    if history is not None:
+        print(f"latest {args.history} decision(s)" + (f" {args.state}" if args.state else ""))
+        for decision in history:
             print(
                 f"  {iso(decision.recorded_at)}  {decision.kind:7} {decision.status:9} "
                 f"{decision.summary}"
             )
-    finally:
-        audit.close()
     return 0
+
+
+def _decision_json(decision: Decision) -> dict[str, object]:
+    from monitord.clock import iso  # noqa: PLC0415
+
+    return {
+        "id": decision.id,
+        "recorded_at": iso(decision.recorded_at),
+        "kind": decision.kind,
+        "status": decision.status,
+        "model": decision.model,
+        "model_version": decision.version,
+        "labels": decision.labels,
+        "summary": decision.summary,
+    }
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _version() -> str:
+    from importlib import metadata  # noqa: PLC0415
+    from platform import python_version  # noqa: PLC0415
+
+    try:
+        version = metadata.version("monitord")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return f"monitord {version} (Python {python_version()})"
 
 
 def _retrain(args: argparse.Namespace) -> int:
@@ -424,9 +499,12 @@ def _run(args: argparse.Namespace) -> int:
         print(f"monitord: error: shutdown exceeded {grace_s:g}s; exiting now", file=sys.stderr)
         os._exit(4)
 
+    received: list[int] = []  # the signal that stopped us (logged by the main thread)
+
     def stop(signum: int, frame: FrameType | None) -> None:
         if daemon.stopping.is_set():
             return
+        received.append(signum)
         daemon.stopping.set()  # the loop finishes its batch, then close() drains
         watchdog = threading.Timer(grace_s, overdue)
         watchdog.daemon = True
@@ -436,6 +514,12 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, stop)
     try:
         daemon.run()
+        if received:
+            log.info(
+                "%s received: draining within shutdown.grace_s (%gs)",
+                signal.Signals(received[0]).name,
+                grace_s,
+            )
     finally:
         daemon.close()
         if admin is not None:
@@ -452,9 +536,13 @@ def _run(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from monitord.demo import run_demo  # noqa: PLC0415
+    from monitord.logs import configure_logging  # noqa: PLC0415
 
     default = DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
     config = _config_or_default(_config_path(args.config, fallback=default))
+    # The operator's log as text on standard error, beside the console lines on standard
+    # output (`2>/dev/null` hides it).
+    configure_logging("text", config.logging.level)
     return run_demo(config, duration_s=args.duration, rate=args.rate)
 
 

@@ -1,4 +1,12 @@
-"""All CloudEvents 1.0 construction in one place (structured JSON mode)."""
+"""All CloudEvents 1.0 construction in one place: structured content mode, JSON format.
+
+Every output is one JSON object holding the whole event (``specversion``, ``id``,
+``source``, ``type``, ``subject``, ``time``, ``datacontenttype`` and ``data``), sent with
+``content-type: application/cloudevents+json; charset=utf-8``: on Kafka as a record header
+(`KAFKA_HEADERS`, no ``ce_*`` headers, which would mark binary mode), over HTTP as the
+Content-Type. The CloudEvents SDKs' ``from_kafka`` and ``from_http`` read it as it is, and
+a consumer reading the body as JSON sees the same object as before.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from connectors.http import CLOUDEVENTS_JSON
 from monitord.alerts import Alert
 from monitord.clock import iso
 from monitord.policy import Output
@@ -15,6 +24,8 @@ from monitord.retrain import RetrainTrigger
 SOURCE = "monitord"
 ALERT_TYPE = "io.monitord.drift.alert"
 RETRAIN_TYPE = "io.monitord.retrain.requested"
+KAFKA_HEADERS = (("content-type", CLOUDEVENTS_JSON.encode()),)
+"""The record headers of a structured-mode CloudEvent (Kafka protocol binding, 3.2)."""
 
 
 def envelope(output: Output) -> dict[str, Any]:
@@ -39,4 +50,12 @@ def encode(output: Output) -> bytes:
     return orjson.dumps(envelope(output))
 
 
-__all__ = ["ALERT_TYPE", "RETRAIN_TYPE", "SOURCE", "encode", "envelope"]
+__all__ = [
+    "ALERT_TYPE",
+    "CLOUDEVENTS_JSON",
+    "KAFKA_HEADERS",
+    "RETRAIN_TYPE",
+    "SOURCE",
+    "encode",
+    "envelope",
+]

@@ -42,7 +42,12 @@ from detectors.profile import ReferenceProfile
 from monitord.alerts import Alert
 from monitord.checkpoint import Checkpoint, CheckpointError, CheckpointStore, VersionState
 from monitord.config import Config
-from monitord.dead_letter import FRAMING_BYTES, dead_letter, producer_request_bytes
+from monitord.dead_letter import (
+    FRAMING_BYTES,
+    DeadLetterLog,
+    dead_letter,
+    producer_request_bytes,
+)
 from monitord.events import BadRecord, EventGroup, decode
 from monitord.labels import Joined, LabelJoin
 from monitord.latency import latencies
@@ -55,7 +60,7 @@ from monitord.monitor import (
     MonitorUpdate,
     ProfileLoader,
 )
-from monitord.outputs import FLUSH_TIMEOUT_S, Publisher
+from monitord.outputs import FLUSH_TIMEOUT_S, Publisher, log_outputs
 from monitord.performance import Performance
 from monitord.policy import Output, Policy, PolicyState
 from monitord.provenance import Provenance
@@ -201,6 +206,8 @@ class Daemon:
         self._internal = kafka.internal_topic if kafka.repartition else None
         self._sources = SourceOffsets()
         self._state_faults: dict[str, str] = {}  # what fails in state_dir, and why
+        self._dead_letter_log = DeadLetterLog(kafka.dead_letter_topic)
+        self._closed = False
 
     def step(self, timeout_s: float = 0.5) -> tuple[int, list[Output]]:
         """Process one polled batch; returns how many records it held and its outputs."""
@@ -208,6 +215,7 @@ class Daemon:
         self._reset_positions()
         records = self.source.poll(timeout_s, limit)
         if not records and not self._labels_due():
+            self._dead_letter_log.update([], time.monotonic())  # a burst's summary, if due
             # Scheduled and manual retrain requests; models gone quiet.
             due: list[Output] = [*self.policy.due(time.time()), *self._volume()]
             if due and self._deliver(due, []):
@@ -272,7 +280,12 @@ class Daemon:
             self.volume.seen(group.model, group.version, good, group.records[-1], time.time())
             if metrics is not None:
                 metrics.model_events(
-                    group.model, good, update.newest_time, update.late, update.untimed
+                    group.model,
+                    group.version,
+                    good,
+                    update.newest_time,
+                    update.late,
+                    update.untimed,
                 )
                 metrics.columns_not_monitored(group.model, group.version, update.not_monitored)
         # This batch is read: a partition it read to its end holds no label back.
@@ -720,6 +733,8 @@ class Daemon:
 
     def on_assigned(self, partitions: set[TopicPartition]) -> None:
         """Rebalance callback: restore each partition's state and read on from its offset."""
+        names = _names(partitions)
+        log.info("partitions assigned: %s", ", ".join(names) or "none", extra={"partitions": names})
         self._generation += 1
         self._touched |= partitions
         if self.store is None:
@@ -795,6 +810,8 @@ class Daemon:
 
     def on_revoked(self, partitions: set[TopicPartition]) -> None:
         """Rebalance callback: checkpoint what moved, then forget the partitions' state."""
+        names = _names(partitions)
+        log.info("partitions revoked: %s", ", ".join(names), extra={"partitions": names})
         self._generation += 1
         self._touched |= partitions
         try:
@@ -928,11 +945,15 @@ class Daemon:
     def _dead_letter(self, bad: list[BadRecord]) -> None:
         topic = self.config.kafka.dead_letter_topic
         budget = producer_request_bytes(self.config.events) - FRAMING_BYTES
+        group = self.config.kafka.group_id
         for item in bad:
-            key, value, headers = dead_letter(item, budget)
+            key, value, headers = dead_letter(item, budget, group)
             self.dead_letters.send(topic, key, value, headers)
 
     def _count(self, n_records: int, bad: list[BadRecord], outputs: list[Output]) -> None:
+        """Count a delivered batch, and log its outputs and dead letters."""
+        log_outputs(outputs)
+        self._dead_letter_log.update(bad, time.monotonic())
         self.stats.events += n_records
         self.stats.bad_records.update(b.reason for b in bad)
         for output in outputs:
@@ -946,6 +967,10 @@ class Daemon:
 
     def close(self) -> None:
         """Checkpoint, leave the group, then release outputs; safe to call more than once."""
+        first = not self._closed
+        self._closed = True
+        if first:
+            log.info("shutting down: checkpointing, leaving the consumer group, flushing outputs")
         self.checkpoint()
         self.source.close()  # revokes every partition: nothing left to checkpoint
         for publisher in self.publishers:
@@ -956,12 +981,30 @@ class Daemon:
             self.store = None
         if self.registry is not None:
             self.registry.close()
+        if first:
+            self._dead_letter_log.flush(time.monotonic())
+            stats = self.stats
+            log.info(
+                "stopped: %d records, %d alerts fired, %d resolved, %d retrain requests, "
+                "%d dead letters%s",
+                stats.events,
+                stats.alerts_firing,
+                stats.alerts_resolved,
+                stats.triggers,
+                sum(stats.bad_records.values()),
+                "" if self.clean else "; the last batch's outputs were not delivered",
+                extra={"records": stats.events, "clean": self.clean},
+            )
 
 
 def _reference_kind(from_file: bool, provenance: Provenance | None) -> str:
     if provenance is not None:
         return "registry"
     return "file" if from_file else "warm-up capture"
+
+
+def _names(partitions: set[TopicPartition]) -> list[str]:
+    return [str(tp) for tp in sorted(partitions, key=lambda tp: (tp.topic, tp.partition))]
 
 
 def _next_offsets(records: list[Record]) -> dict[TopicPartition, int]:

@@ -81,6 +81,49 @@ log = logging.getLogger(__name__)
 MAX_STALLED_PAUSE_S = 30.0
 """Longest wait between delivery rounds while the outbox cannot be written."""
 
+BACKLOG_LOG_FROM = 10
+"""A receiver's backlog is logged when it reaches this many messages, then at each tenfold."""
+
+
+class BacklogWatch:
+    """Logs a receiver's outbox backlog as it grows (10, 100, 1000... messages waiting) and
+    once when it has drained: a receiver that is down shows in the log within a few
+    messages, without a line per message."""
+
+    def __init__(self) -> None:
+        self._reported: dict[str, int] = {}  # receiver -> the level last logged
+
+    def update(self, pending: Mapping[str, int]) -> None:
+        for receiver in sorted(pending.keys() | self._reported.keys()):
+            waiting, reported = pending.get(receiver, 0), self._reported.get(receiver, 0)
+            if waiting == 0:
+                if reported:
+                    del self._reported[receiver]
+                    log.info(
+                        "outbox backlog for receiver %r drained",
+                        receiver,
+                        extra={"receiver": receiver, "pending": 0},
+                    )
+                continue
+            level = _level(waiting)
+            if level > reported:
+                self._reported[receiver] = level
+                log.warning(
+                    "outbox backlog for receiver %r grew to %d messages: it does not take "
+                    "them as fast as they come (see the delivery errors above)",
+                    receiver,
+                    waiting,
+                    extra={"receiver": receiver, "pending": waiting},
+                )
+
+
+def _level(waiting: int) -> int:
+    """The largest of 10, 100, 1000... at most ``waiting`` (0 below the first)."""
+    level, next_level = 0, BACKLOG_LOG_FROM
+    while waiting >= next_level:
+        level, next_level = next_level, next_level * 10
+    return level
+
 
 @dataclass
 class _Active:
@@ -118,6 +161,7 @@ class Delivery:
         self._receivers = tuple(receivers)
         self._outbox, self._clock = outbox, clock
         self._dispatcher = Dispatcher(outbox, connectors)
+        self._backlog = BacklogWatch()
         self._by_name = {receiver.name: receiver for receiver in receivers}
         # (receiver name, label set) -> the alert to keep Alertmanager informed of
         self._active: dict[tuple[str, tuple[tuple[str, str], ...]], _Active] = {}
@@ -251,8 +295,10 @@ class Delivery:
             raise StorageUnavailable(f"{path}: not written ({exc.strerror})") from None
 
     def deliver_due(self) -> None:
-        """Try every due message once now (the thread's step; tests call it directly)."""
+        """Try every due message once now (the thread's step; tests call it directly), then
+        log the backlog if it grew or drained."""
         self._dispatcher.run_due(self._clock())
+        self._backlog.update(self._outbox.pending_by_receiver())
 
     def _deliver(self) -> None:
         pause, stalled = self._interval, False
@@ -284,4 +330,4 @@ def _matches(receiver: ReceiverSettings, labels: Mapping[str, str]) -> bool:
     return all(labels.get(name) in accepted for name, accepted in receiver.match.items())
 
 
-__all__ = ["MAX_STALLED_PAUSE_S", "Delivery", "build_receivers"]
+__all__ = ["BACKLOG_LOG_FROM", "MAX_STALLED_PAUSE_S", "BacklogWatch", "Delivery", "build_receivers"]

@@ -7,7 +7,6 @@ and each model's state; alerts and retrain requests are printed as they fire.
 
 from __future__ import annotations
 
-import math
 import signal
 import sys
 import threading
@@ -20,6 +19,7 @@ from connectors.kafka import KafkaProducerSettings, KafkaSink, ensure_topics
 from monitord.alerts import Alert
 from monitord.config import Config
 from monitord.daemon import Daemon, tune_garbage_collector
+from monitord.outputs import describe
 from monitord.policy import Output
 from monitord.service import build_kafka_daemon
 from monitord.traffic import TrafficGenerator
@@ -37,24 +37,9 @@ class ConsolePublisher:
         for output in outputs:
             if isinstance(output, Alert):
                 mark = "ALERT  " if output.status == "firing" else "RESOLVE"
-                if output.columns or not output.feature:  # an incident or a change
-                    moved = ", ".join(sorted({column[0] for column in output.columns}))
-                    detail = f"columns {moved or 'back to normal'}"
-                elif math.isnan(output.threshold):  # an ADWIN change point
-                    detail = f"change point, means {output.statistic:.3f} apart"
-                else:
-                    detail = f"{output.statistic:.3f} (threshold {output.threshold:.3f})"
-                line = (
-                    f"{mark} {output.severity:8} {output.model}/{output.version} "
-                    f"{output.feature} {output.detector}: {detail}"
-                )
+                line = f"{mark} {describe(output)}"
             else:
-                line = (
-                    f"RETRAIN {output.model}/{output.version}: "
-                    f"{len(output.drifted_features)} columns drifted "
-                    f"({output.feature_share:.0%}) for {output.windows} windows -> "
-                    f"request {output.id[:12]}"
-                )
+                line = f"RETRAIN {describe(output)} -> request {output.id[:12]}"
             print(line, file=self._stream, flush=True)
 
     def flush(self) -> None:

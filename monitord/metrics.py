@@ -6,11 +6,19 @@ private `CollectorRegistry`. Keeping the numbers ourselves rather than in client
 instruments costs one lock per call instead of one per series, lets the cap refuse a
 series before it exists, and exposes no ``_created`` companion series.
 
-Per-feature series (``monitord_drift_statistic`` and ``monitord_drift_threshold``, labelled
-model, feature and detector) are capped: past ``max_feature_series`` label sets no new one
-is created, and every refused update adds one to ``monitord_metric_series_dropped_total``.
-`check_cardinality` refuses at startup a configuration whose reference profiles alone
-exceed the cap.
+Every series about one model version carries ``model`` and ``model_version``, so two live
+versions (a canary beside the stable one) never overwrite each other; dashboards and rules
+aggregate ``by (model)`` where the version does not matter. Their number is bounded by
+``limits.max_models`` times ``limits.max_versions_per_model``, and a version retired by that
+limit takes its series with it. Per-feature series (``monitord_drift_statistic`` and
+``monitord_drift_threshold``, labelled model, model_version, feature and detector) are
+capped: past ``max_feature_series`` label sets no new one is created, and every refused
+update adds one to ``monitord_metric_series_dropped_total``. `check_cardinality` refuses at
+startup a configuration whose reference profiles alone exceed the cap.
+
+The registry also holds the standard ``process_*`` (Linux) and ``python_*`` collectors of
+the client library. `scrape` answers the Prometheus text format, or OpenMetrics when
+the scrape's ``Accept`` header asks for it.
 
 `OutboxCollector` reads delivery outcomes and the backlog from the outbox file when
 scraped, so they stay right across restarts and whichever thread delivers.
@@ -27,14 +35,23 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.exposition import choose_encoder
 
 from connectors.outbox import SCHEMA_VERSION
 from detectors.profile import ReferenceProfile
@@ -73,18 +90,23 @@ LABEL_DELAY_BUCKETS = (1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 86400.
 
 DELIVERY_OUTCOMES = ("delivered", "retry", "failed")
 
-SeriesKey = tuple[str, str, str]
-"""(model, feature, detector) of one per-feature series."""
+VersionKey = tuple[str, str]
+"""(model, model version): the labels every per-version series starts with."""
 
-FiringKey = tuple[str, str, str]
-"""(model version, feature, detector) of one firing alert label set of a model."""
+SeriesKey = tuple[str, str, str, str]
+"""(model, model version, feature, detector) of one per-feature series."""
+
+FiringKey = tuple[str, str]
+"""(feature, detector) of one firing alert label set of a model version."""
+
+VERSION_LABELS = ("model", "model_version")
 
 
 class DaemonMetrics:
     """The daemon's metric catalogue; thread-safe, cheap to update once per batch.
 
     Args:
-        max_feature_series: cap on model/feature/detector label sets.
+        max_feature_series: cap on model/version/feature/detector label sets.
         registry: where to register (a new private registry by default), as `registry`.
         outbox: the outbox SQLite file, for delivery and backlog metrics (None: not shown).
         receivers: configured receiver names, shown at 0 before their first message.
@@ -112,17 +134,17 @@ class DaemonMetrics:
         self._batch_buckets = [0] * (len(BATCH_BUCKETS) + 1)  # last: above every bound
         self._batch_sum = 0.0
         self._bad = dict.fromkeys(BAD_RECORD_REASONS, 0)
-        self._model_events: dict[str, int] = {}
-        self._late: dict[str, int] = {}
-        self._untimed: dict[str, int] = {}
-        self._unmonitored: dict[tuple[str, str], int] = {}
-        self._last_event: dict[str, float] = {}
-        self._last_seen: dict[str, float] = {}
+        self._model_events: dict[VersionKey, int] = {}
+        self._late: dict[VersionKey, int] = {}
+        self._untimed: dict[VersionKey, int] = {}
+        self._unmonitored: dict[VersionKey, int] = {}
+        self._last_event: dict[VersionKey, float] = {}
+        self._last_seen: dict[VersionKey, float] = {}
         self._drift: dict[SeriesKey, tuple[float, float]] = {}
         self._dropped = 0
-        self._transitions: dict[tuple[str, str], int] = {}
-        self._firing: dict[str, set[FiringKey]] = {}
-        self._triggers: dict[tuple[str, str], int] = {}
+        self._transitions: dict[tuple[str, str, str], int] = {}
+        self._firing: dict[VersionKey, set[FiringKey]] = {}
+        self._triggers: dict[tuple[str, str, str], int] = {}
         self._lag: dict[tuple[str, int], int] = {}
         self._offset_resets: dict[tuple[str, int, str], int] = {}
         self._labels: dict[tuple[str, str], int] = {}
@@ -136,6 +158,7 @@ class DaemonMetrics:
         self._ready = False
         self.registry = registry if registry is not None else CollectorRegistry()
         self.registry.register(self)
+        _register_runtime_collectors(self.registry)
         if outbox is not None:
             self.registry.register(OutboxCollector(outbox, receivers))
 
@@ -154,22 +177,29 @@ class DaemonMetrics:
                 self._bad[reason] = self._bad.get(reason, 0) + n
 
     def model_events(
-        self, model: str, n: int, newest_event_time: float, late: int = 0, untimed: int = 0
+        self,
+        model: str,
+        version: str,
+        n: int,
+        newest_event_time: float,
+        late: int = 0,
+        untimed: int = 0,
     ) -> None:
-        """``n`` events of ``model`` were processed, ``late`` of them out of order by more
-        than a window's time and ``untimed`` with an unusable time of their own; the newest
-        has this event time (NaN: unknown)."""
+        """``n`` events of ``model``/``version`` were processed, ``late`` of them out of order
+        by more than a window's time and ``untimed`` with an unusable time of their own; the
+        newest has this event time (NaN: unknown)."""
         seen = self._clock()
+        key = (model, version)
         with self._lock:
-            self._model_events[model] = self._model_events.get(model, 0) + n
+            self._model_events[key] = self._model_events.get(key, 0) + n
             if late:
-                self._late[model] = self._late.get(model, 0) + late
+                self._late[key] = self._late.get(key, 0) + late
             if untimed:
-                self._untimed[model] = self._untimed.get(model, 0) + untimed
-            self._last_seen[model] = seen
+                self._untimed[key] = self._untimed.get(key, 0) + untimed
+            self._last_seen[key] = seen
             if not math.isnan(newest_event_time):
-                previous = self._last_event.get(model, -math.inf)
-                self._last_event[model] = max(previous, newest_event_time)
+                previous = self._last_event.get(key, -math.inf)
+                self._last_event[key] = max(previous, newest_event_time)
 
     def columns_not_monitored(self, model: str, version: str, count: int) -> None:
         """``count`` names seen in ``model``/``version``'s events are not monitored."""
@@ -178,10 +208,32 @@ class DaemonMetrics:
                 self._unmonitored[model, version] = count
 
     def retired(self, keys: Iterable[tuple[str, str]]) -> None:
-        """Versions no longer monitored (limits.max_versions_per_model)."""
+        """Versions no longer monitored (limits.max_versions_per_model): their series go,
+        so that versions coming and going never grow the exposition."""
+        gone = set(keys)
+        if not gone:
+            return
         with self._lock:
-            for key in keys:
-                self._unmonitored.pop(key, None)
+            for series in (
+                self._model_events,
+                self._late,
+                self._untimed,
+                self._unmonitored,
+                self._last_event,
+                self._last_seen,
+                self._firing,
+            ):
+                for key in gone & series.keys():
+                    del series[key]
+            keyed: tuple[dict[Any, Any], ...] = (
+                self._drift,
+                self._transitions,
+                self._triggers,
+                self._performance,
+            )
+            for series_of in keyed:
+                for labels in [k for k in series_of if k[:2] in gone]:
+                    del series_of[labels]
 
     def labels(
         self,
@@ -221,7 +273,7 @@ class DaemonMetrics:
                 for feature, statistic, threshold in zip(
                     evaluation.features, statistics, thresholds, strict=True
                 ):
-                    key = (model, feature, detector)
+                    key = (model, evaluation.version, feature, detector)
                     if key not in drift and len(drift) >= cap:
                         self._dropped += 1
                         continue
@@ -232,24 +284,24 @@ class DaemonMetrics:
         with self._lock:
             for output in outputs:
                 if isinstance(output, Alert):
-                    key = (output.model, output.status)
+                    key = (output.model, output.version, output.status)
                     self._transitions[key] = self._transitions.get(key, 0) + 1
-                    firing = self._firing.setdefault(output.model, set())
-                    label_set = (output.version, output.feature, output.detector)
+                    firing = self._firing.setdefault((output.model, output.version), set())
+                    label_set = (output.feature, output.detector)
                     if output.status == "firing":
                         firing.add(label_set)
                     else:
                         firing.discard(label_set)
                 else:
-                    reason = (output.model, output.reason)
+                    reason = (output.model, output.version, output.reason)
                     self._triggers[reason] = self._triggers.get(reason, 0) + 1
 
     def restore_firing(self, firing: Iterable[tuple[str, str, str, str]]) -> None:
         """After restoring policy state: the label sets firing, as (model, version, feature,
         detector); replaces what `outputs` has recorded."""
-        restored: dict[str, set[FiringKey]] = {}
+        restored: dict[VersionKey, set[FiringKey]] = {}
         for model, version, feature, detector in firing:
-            restored.setdefault(model, set()).add((version, feature, detector))
+            restored.setdefault((model, version), set()).add((feature, detector))
         with self._lock:
             self._firing = restored
 
@@ -281,6 +333,13 @@ class DaemonMetrics:
         """Every registered metric in the Prometheus text format 0.0.4."""
         return generate_latest(self.registry)
 
+    def scrape(self, accept: str | None) -> tuple[bytes, str]:
+        """The exposition a scrape with this ``Accept`` header asked for, and its content
+        type: OpenMetrics 1.0 when it accepts ``application/openmetrics-text``, else the
+        Prometheus text format 0.0.4."""
+        encode, content_type = choose_encoder(accept or "")
+        return encode(self.registry), content_type
+
     def collect(self) -> Iterator[Metric]:
         """The metric families, built at scrape time (the registry calls this)."""
         with self._lock:
@@ -296,36 +355,35 @@ class DaemonMetrics:
         events = CounterMetricFamily(
             "monitord_events_consumed", "Records polled from the input topics.", value=self._events
         )
-        per_model = _counter("monitord_model_events", "Events processed per model.", ("model",))
-        for model, n in sorted(self._model_events.items()):
-            per_model.add_metric((model,), n)
+        per_model = _counter(
+            "monitord_model_events", "Events processed per model version.", VERSION_LABELS
+        )
+        for key, n in sorted(self._model_events.items()):
+            per_model.add_metric(key, n)
         late = _counter(
             "monitord_late_events",
             "Events more than window_seconds older than the newest event time of their model "
             "version (kept in their window, counted here).",
-            ("model",),
+            VERSION_LABELS,
         )
-        for model, n in sorted(self._late.items()):
-            late.add_metric((model,), n)
+        for key, n in sorted(self._late.items()):
+            late.add_metric(key, n)
         untimed = _counter(
             "monitord_untimed_events",
             "Events whose own timestamp was unparseable, outside 1970-9999 or more than "
             "events.max_time_ahead_s ahead of the record's: the Kafka timestamp was used.",
-            ("model",),
+            VERSION_LABELS,
         )
-        for model, n in sorted(self._untimed.items()):
-            untimed.add_metric((model,), n)
+        for key, n in sorted(self._untimed.items()):
+            untimed.add_metric(key, n)
         unmonitored = _gauge(
             "monitord_columns_not_monitored",
-            "Feature names seen in a model's events that no monitored column holds (see "
-            "/status for which and why).",
-            ("model",),
+            "Feature names seen in a model version's events that no monitored column holds "
+            "(see /status for which and why).",
+            VERSION_LABELS,
         )
-        by_model: dict[str, int] = {}
-        for (model, _), count in self._unmonitored.items():
-            by_model[model] = by_model.get(model, 0) + count
-        for model, count in sorted(by_model.items()):
-            unmonitored.add_metric((model,), count)
+        for key, count in sorted(self._unmonitored.items()):
+            unmonitored.add_metric(key, count)
         bad = _counter("monitord_bad_records", "Records dead-lettered, by reason.", ("reason",))
         for reason, n in sorted(self._bad.items()):
             bad.add_metric((reason,), n)
@@ -353,19 +411,19 @@ class DaemonMetrics:
         )
         last_event = _gauge(
             "monitord_last_event_timestamp_seconds",
-            "Event time of the newest event processed per model.",
-            ("model",),
+            "Event time of the newest event processed per model version.",
+            VERSION_LABELS,
         )
-        for model, at in sorted(self._last_event.items()):
-            last_event.add_metric((model,), at)
+        for key, at in sorted(self._last_event.items()):
+            last_event.add_metric(key, at)
         last_seen = _gauge(
             "monitord_model_last_seen_timestamp_seconds",
-            "Wall clock when an event of the model was last processed.",
-            ("model",),
+            "Wall clock when an event of the model version was last processed.",
+            VERSION_LABELS,
         )
-        for model, at in sorted(self._last_seen.items()):
-            last_seen.add_metric((model,), at)
-        labels = ("model", "feature", "detector")
+        for key, at in sorted(self._last_seen.items()):
+            last_seen.add_metric(key, at)
+        labels = (*VERSION_LABELS, "feature", "detector")
         statistic = _gauge(
             "monitord_drift_statistic", "Latest drift test statistic per feature.", labels
         )
@@ -375,29 +433,31 @@ class DaemonMetrics:
             "has none, e.g. ADWIN).",
             labels,
         )
-        for key, (value, limit) in sorted(self._drift.items()):
-            statistic.add_metric(key, value)
+        for series, (value, limit) in sorted(self._drift.items()):
+            statistic.add_metric(series, value)
             if not math.isnan(limit):
-                threshold.add_metric(key, limit)
+                threshold.add_metric(series, limit)
         transitions = _counter(
             "monitord_alert_transitions",
-            "Alert transitions decided, by model and status.",
-            ("model", "status"),
+            "Alert transitions decided, by model version and status.",
+            (*VERSION_LABELS, "status"),
         )
-        for (model, status), n in sorted(self._transitions.items()):
-            transitions.add_metric((model, status), n)
+        for key3, n in sorted(self._transitions.items()):
+            transitions.add_metric(key3, n)
         firing = _gauge(
-            "monitord_alerts_firing", "Alert label sets currently firing per model.", ("model",)
+            "monitord_alerts_firing",
+            "Alert label sets currently firing per model version.",
+            VERSION_LABELS,
         )
-        for model in sorted(self._firing.keys() | self._model_events.keys()):
-            firing.add_metric((model,), len(self._firing.get(model, ())))
+        for key in sorted(self._firing.keys() | self._model_events.keys()):
+            firing.add_metric(key, len(self._firing.get(key, ())))
         triggers = _counter(
             "monitord_retrain_triggers",
-            "Retrain requests decided, by model and reason.",
-            ("model", "reason"),
+            "Retrain requests decided, by model version and reason.",
+            (*VERSION_LABELS, "reason"),
         )
-        for (model, reason), n in sorted(self._triggers.items()):
-            triggers.add_metric((model, reason), n)
+        for key3, n in sorted(self._triggers.items()):
+            triggers.add_metric(key3, n)
         checkpoint = _gauge(
             "monitord_checkpoint_last_success_timestamp_seconds",
             "Wall clock of the last successful checkpoint (absent before the first).",
@@ -446,8 +506,8 @@ class DaemonMetrics:
             "label_delay_p50_s).",
             ("model", "model_version", "metric"),
         )
-        for key, value in sorted(self._performance.items()):
-            performance.add_metric(key, value)
+        for labelled, value in sorted(self._performance.items()):
+            performance.add_metric(labelled, value)
         dropped = CounterMetricFamily(
             "monitord_metric_series_dropped",
             "Per-feature series updates refused by the cardinality cap (admin.max_feature_series).",
@@ -578,23 +638,25 @@ class OutboxCollector:
 
 
 def check_cardinality(config: Config) -> int:
-    """The model/feature/detector series the configured reference profiles need.
+    """The model/version/feature/detector series the configured reference profiles need
+    (each profile is one version, with series of its own).
 
     Raises `ConfigError` naming ``admin.max_feature_series`` when they exceed it. Models
     without a profile (warm-up) are not known yet; the cap bounds them at run time.
     """
-    needed: dict[str, set[tuple[str, str]]] = {}
+    needed: dict[tuple[str, str], set[tuple[str, str]]] = {}
     for model, path in _configured_profiles(config):
-        series = feature_series(load_profile(path), config.detection_for(model))
-        needed.setdefault(model, set()).update(series)
+        profile = load_profile(path)
+        series = feature_series(profile, config.detection_for(model))
+        needed.setdefault((model, profile.model_version), set()).update(series)
     total = sum(len(series) for series in needed.values())
     cap = config.admin.max_feature_series
     if total > cap:
         largest = sorted(needed.items(), key=lambda item: (-len(item[1]), item[0]))[:5]
-        detail = ", ".join(f"{model}: {len(series)}" for model, series in largest)
+        detail = ", ".join(f"{m}/{v}: {len(series)}" for (m, v), series in largest)
         raise ConfigError(
             f"admin.max_feature_series: the configured reference profiles need {total} "
-            f"model/feature/detector series ({detail}), more than the cap of {cap}; raise "
+            f"model/version/feature/detector series ({detail}), more than the cap of {cap}; raise "
             "admin.max_feature_series, or monitor fewer features or detectors"
         )
     return total
@@ -627,6 +689,16 @@ def _configured_profiles(config: Config) -> list[tuple[str, Path]]:
         for path in sorted(config.profile_dir.glob("*@*.npz")):
             found.setdefault(path.resolve(), path.stem.rpartition("@")[0])
     return [(model, path) for path, model in found.items()]
+
+
+def _register_runtime_collectors(registry: CollectorRegistry) -> None:
+    """``process_*`` (CPU, memory, file descriptors, start time; Linux) and ``python_*``
+    (``python_info``, garbage collections), as every client-library exporter has them."""
+    if registry is REGISTRY:
+        return  # the client library's global registry has them already
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
 
 
 def _counter(name: str, documentation: str, labels: Sequence[str]) -> CounterMetricFamily:

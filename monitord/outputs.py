@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 from typing import IO, Any, Protocol
 
 import orjson
@@ -10,8 +12,10 @@ import orjson
 from connectors.stream import Sink
 from monitord.alerts import Alert
 from monitord.clock import iso
-from monitord.cloudevent import ALERT_TYPE, RETRAIN_TYPE, encode
+from monitord.cloudevent import KAFKA_HEADERS, encode
 from monitord.policy import Output
+
+log = logging.getLogger(__name__)
 
 
 class Publisher(Protocol):
@@ -30,7 +34,10 @@ unreachable and waits again (the messages stay in flight meanwhile)."""
 
 
 class KafkaPublisher:
-    """CloudEvents keyed by model: alerts to one topic, retrain requests to another."""
+    """CloudEvents keyed by model: alerts to one topic, retrain requests to another.
+
+    Structured mode (`monitord.cloudevent`): the record's value is the whole event, its
+    only header ``content-type: application/cloudevents+json; charset=utf-8``."""
 
     def __init__(
         self, sink: Sink, alert_topic: str, trigger_topic: str, timeout_s: float = FLUSH_TIMEOUT_S
@@ -40,15 +47,11 @@ class KafkaPublisher:
 
     def publish(self, outputs: list[Output]) -> None:
         for output in outputs:
-            alert = isinstance(output, Alert)
             self._sink.send(
-                self._alert_topic if alert else self._trigger_topic,
+                self._alert_topic if isinstance(output, Alert) else self._trigger_topic,
                 output.model.encode(),
                 encode(output),
-                [
-                    ("ce_type", (ALERT_TYPE if alert else RETRAIN_TYPE).encode()),
-                    ("ce_id", output.id.encode()),
-                ],
+                KAFKA_HEADERS,
             )
 
     def flush(self) -> None:
@@ -70,6 +73,57 @@ def summary(output: Output) -> dict[str, Any]:
     return data
 
 
+def describe(output: Output) -> str:
+    """One readable line: what fired or resolved, or which retrain was requested, and why."""
+    if isinstance(output, Alert):
+        if output.columns or not output.feature:  # an incident or a change
+            moved = ", ".join(sorted({column[0] for column in output.columns}))
+            detail = f"columns {moved or 'back to normal'}"
+        elif math.isnan(output.threshold):  # an ADWIN change point
+            detail = f"change point, means {output.statistic:.3f} apart"
+        else:
+            detail = f"{output.statistic:.3f} (threshold {output.threshold:.3f})"
+        what = f"{output.feature} {output.detector}" if output.feature else output.detector
+        return f"{output.severity} {output.model}/{output.version} {what}: {detail}"
+    if output.reason == "drift":
+        detail = (
+            f"{len(output.drifted_features)} columns drifted ({output.feature_share:.0%}) "
+            f"for {output.windows} windows"
+        )
+    else:
+        detail = output.detail or output.reason
+    return f"{output.model}/{output.version} ({output.reason}): {detail}"
+
+
+def log_outputs(outputs: list[Output]) -> None:
+    """One info line per alert transition and retrain request, with its ids as context."""
+    for output in outputs:
+        context: dict[str, object] = {
+            "model": output.model,
+            "model_version": output.version,
+            "output_id": output.id,
+        }
+        if isinstance(output, Alert):
+            labels = dict(output.labels)
+            context |= {
+                "alertname": labels.get("alertname", ""),
+                "status": output.status,
+                "severity": output.severity,
+                "feature": output.feature,
+                "detector": output.detector,
+            }
+            log.info(
+                "alert %s: %s %s",
+                output.status,
+                labels.get("alertname", ""),
+                describe(output),
+                extra=context,
+            )
+        else:
+            context["reason"] = output.reason
+            log.info("retrain requested: %s", describe(output), extra=context)
+
+
 class JsonLinesPublisher:
     """One JSON object per output and line, flushed per batch (stdout or a file)."""
 
@@ -88,4 +142,12 @@ class JsonLinesPublisher:
             self._stream.close()
 
 
-__all__ = ["FLUSH_TIMEOUT_S", "JsonLinesPublisher", "KafkaPublisher", "Publisher", "summary"]
+__all__ = [
+    "FLUSH_TIMEOUT_S",
+    "JsonLinesPublisher",
+    "KafkaPublisher",
+    "Publisher",
+    "describe",
+    "log_outputs",
+    "summary",
+]

@@ -12,7 +12,7 @@ from connectors.alertmanager import AlertmanagerReceiver, encode_alerts, postabl
 from connectors.http import Receiver, ReceiverError
 from connectors.pagerduty import PagerDutyReceiver, dedup_key, resolve, trigger
 from connectors.slack import SlackReceiver, message
-from connectors.webhook import WebhookReceiver, sign, verify
+from connectors.webhook import WebhookReceiver, sign, sign_standard, standard_key, verify
 from tests.servers import RecordingServer, closed_port_url
 
 ROUTING_KEY = "R0UT1NGKEY0000000000000000000000"
@@ -233,7 +233,7 @@ def test_webhook_signs_the_exact_body(server: RecordingServer) -> None:
 
     (request,) = server.requests
     assert (request.method, request.path) == ("POST", "/hook?token=T0K3N")
-    assert request.headers["content-type"] == "application/json"
+    assert request.headers["content-type"] == "application/cloudevents+json; charset=utf-8"
     assert request.body == body
     assert request.headers["x-monitord-timestamp"] == str(NOW)
     expected = hmac.new(SECRET, f"{NOW}.".encode() + body, hashlib.sha256).hexdigest()
@@ -245,6 +245,23 @@ def test_webhook_signs_the_exact_body(server: RecordingServer) -> None:
         request.headers["x-monitord-signature"],
         now=NOW + 5,
     )
+
+
+def test_standard_webhooks_signing_follows_the_specification(server: RecordingServer) -> None:
+    # The specification's own example: key, id, timestamp, body and expected signature.
+    key = standard_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    body = b'{"test": 2432232314}'
+    expected = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    assert sign_standard(key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body) == expected
+
+    receiver = WebhookReceiver(server.url, key, signing="standard", clock=lambda: NOW + 0.9)
+    receiver.deliver(b'{"id":"a1","type":"io.monitord.drift.alert"}')
+    receiver.deliver(b'{"no": "id"}')
+    first, second = server.requests
+    assert (first.headers["webhook-id"], first.headers["webhook-timestamp"]) == ("a1", str(NOW))
+    assert first.headers["webhook-signature"] == sign_standard(key, "a1", NOW, first.body)
+    assert "x-monitord-signature" not in first.headers
+    assert second.headers["webhook-id"].startswith("sha256-")  # a digest of the body
 
 
 def test_verify_rejects_replays_tampering_and_wrong_secrets() -> None:

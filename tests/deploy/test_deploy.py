@@ -61,21 +61,21 @@ class Metric:
 CATALOGUE = [
     Metric("monitord_build_info", "gauge", ("version", "python")),
     Metric("monitord_events_consumed_total", "counter"),
-    Metric("monitord_model_events_total", "counter", ("model",)),
-    Metric("monitord_late_events_total", "counter", ("model",)),
-    Metric("monitord_untimed_events_total", "counter", ("model",)),
-    Metric("monitord_columns_not_monitored", "gauge", ("model",)),
+    Metric("monitord_model_events_total", "counter", ("model", "model_version")),
+    Metric("monitord_late_events_total", "counter", ("model", "model_version")),
+    Metric("monitord_untimed_events_total", "counter", ("model", "model_version")),
+    Metric("monitord_columns_not_monitored", "gauge", ("model", "model_version")),
     Metric("monitord_bad_records_total", "counter", ("reason",)),
     Metric("monitord_consumer_lag_records", "gauge", ("topic", "partition")),
     Metric("monitord_offset_resets_total", "counter", ("topic", "partition", "reason")),
     Metric("monitord_batch_duration_seconds", "histogram"),
-    Metric("monitord_last_event_timestamp_seconds", "gauge", ("model",)),
-    Metric("monitord_model_last_seen_timestamp_seconds", "gauge", ("model",)),
-    Metric("monitord_drift_statistic", "gauge", ("model", "feature", "detector")),
-    Metric("monitord_drift_threshold", "gauge", ("model", "feature", "detector")),
-    Metric("monitord_alert_transitions_total", "counter", ("model", "status")),
-    Metric("monitord_alerts_firing", "gauge", ("model",)),
-    Metric("monitord_retrain_triggers_total", "counter", ("model", "reason")),
+    Metric("monitord_last_event_timestamp_seconds", "gauge", ("model", "model_version")),
+    Metric("monitord_model_last_seen_timestamp_seconds", "gauge", ("model", "model_version")),
+    Metric("monitord_drift_statistic", "gauge", ("model", "model_version", "feature", "detector")),
+    Metric("monitord_drift_threshold", "gauge", ("model", "model_version", "feature", "detector")),
+    Metric("monitord_alert_transitions_total", "counter", ("model", "model_version", "status")),
+    Metric("monitord_alerts_firing", "gauge", ("model", "model_version")),
+    Metric("monitord_retrain_triggers_total", "counter", ("model", "model_version", "reason")),
     Metric("monitord_deliveries_total", "counter", ("receiver", "outcome")),
     Metric("monitord_outbox_pending_messages", "gauge", ("receiver",)),
     Metric("monitord_checkpoint_last_success_timestamp_seconds", "gauge"),
@@ -89,6 +89,19 @@ CATALOGUE = [
     Metric("monitord_label_records_held", "gauge"),
     Metric("monitord_model_performance", "gauge", ("model", "model_version", "metric")),
 ]
+"""monitord's own families. Every series about one model version is labelled model and
+model_version (issue #17): two live versions of a model never overwrite each other."""
+
+RUNTIME_FAMILIES = {
+    "process_cpu_seconds",
+    "process_resident_memory_bytes",
+    "process_open_fds",
+    "process_start_time_seconds",
+    "python_info",
+    "python_gc_collections",
+}
+"""Some of the client library's process_* and python_* families, exposed beside them."""
+
 
 CONTRACT_ALERTS = {
     "MonitordDown",

@@ -4,6 +4,7 @@ committed offsets agree, so a successor folds every record exactly once (issue 6
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -64,6 +65,18 @@ def test_sigterm_under_load_drains_within_the_grace_period(
         took = time.monotonic() - signalled
         assert code == 0, daemon.tail()
         assert took < GRACE_S, f"exited after {took:.1f}s"
+        # The operator's log says why it stopped and what it did in all.
+        messages = [
+            str(json.loads(line).get("message", ""))
+            for line in daemon.log.read_text().splitlines()
+            if line.startswith("{")
+        ]
+        received = messages.index("SIGTERM received: draining within shutdown.grace_s (15s)")
+        shutting = messages.index(
+            "shutting down: checkpointing, leaving the consumer group, flushing outputs"
+        )
+        (stopped,) = [i for i, m in enumerate(messages) if m.startswith("stopped: ")]
+        assert received < shutting < stopped, messages[-10:]
         producing.join(timeout=120)
 
         # The last checkpoint covers exactly what was committed.

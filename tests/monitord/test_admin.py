@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import logging
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from connectors.outbox import Outbox
 from connectors.stream import Record
@@ -55,11 +57,11 @@ def admin(metrics: DaemonMetrics, health: Health) -> Iterator[AdminServer]:
 
 
 def request(
-    server: AdminServer, path: str, method: str = "GET"
+    server: AdminServer, path: str, method: str = "GET", headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, str], bytes]:
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     try:
-        connection.request(method, path)
+        connection.request(method, path, headers=headers or {})
         response = connection.getresponse()
         return response.status, dict(response.getheaders()), response.read()
     finally:
@@ -226,11 +228,14 @@ def test_live_scrape_passes_promtool(tmp_path: Path, health: Health) -> None:
     metrics = DaemonMetrics(outbox=tmp_path / "outbox.sqlite", receivers=["alertmanager"])
     metrics.batch(1000, 0.05)
     metrics.bad_records({"invalid_json": 3})
-    metrics.model_events("fraud", 997, 1_700_000_000.0)
+    metrics.model_events("fraud", "1", 997, 1_700_000_000.0)
+    metrics.model_events("fraud", "2", 3, 1_700_000_000.0)  # a canary beside version 1
+    canary = dataclasses.replace(_evaluation("fraud", "ks", ("amount", "age")), version="2")
     metrics.evaluations(
         [
             _evaluation("fraud", "ks", ("amount", "age")),
             _evaluation("fraud", "adwin", ("@prediction",)),
+            canary,
         ]
     )
     metrics.lag({("events", 0): 12})
@@ -241,6 +246,11 @@ def test_live_scrape_passes_promtool(tmp_path: Path, health: Health) -> None:
     outbox.close()
     assert status == 200
     assert b'monitord_outbox_pending_messages{receiver="alertmanager"} 1.0' in body
+    for version in (b"1", b"2"):
+        drift = (
+            b'monitord_drift_statistic{detector="ks",feature="age",model="fraud",model_version="'
+        )
+        assert drift + version + b'"}' in body
     checked = subprocess.run(
         [str(PROMTOOL), "check", "metrics"],
         input=body,
@@ -249,6 +259,36 @@ def test_live_scrape_passes_promtool(tmp_path: Path, health: Health) -> None:
         check=False,
     )
     assert (checked.returncode, checked.stdout, checked.stderr) == (0, b"", b"")
+
+
+# What Prometheus 2.x/3.x sends when it scrapes (scrape_protocols at their defaults).
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;q=0.5,"
+    "application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+)
+
+
+def test_metrics_answer_openmetrics_when_the_scrape_asks_for_it(admin: AdminServer) -> None:
+    admin.metrics.model_events("fraud", "7", 10, 1_700_000_000.0)
+    status, headers, body = request(admin, "/metrics", headers={"Accept": PROMETHEUS_ACCEPT})
+    assert status == 200
+    content_type = headers["Content-Type"]
+    assert content_type.startswith("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    assert body.endswith(b"# EOF\n")
+    parsed = text_string_to_metric_families(body.decode())  # type: ignore[no-untyped-call]
+    families = {f.name: f for f in parsed}
+    (sample,) = families["monitord_model_events"].samples
+    assert (sample.name, sample.labels, sample.value) == (
+        "monitord_model_events_total",
+        {"model": "fraud", "model_version": "7"},
+        10.0,
+    )
+    assert "process_cpu_seconds" in families
+    assert "python_info" in families
+    # Without an Accept header (curl, older scrapers): the text format 0.0.4.
+    status, headers, body = request(admin, "/metrics")
+    assert headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert b"# EOF" not in body
 
 
 def test_admin_section_of_the_config() -> None:

@@ -7,6 +7,7 @@ import pytest
 from connectors.stream import Record
 from monitord.config import EventFields
 from monitord.dead_letter import (
+    CONNECT_HEADERS,
     FRAMING_BYTES,
     TRUNCATED_HEADER,
     VALUE_BYTES_HEADER,
@@ -63,3 +64,19 @@ def test_what_does_not_fit_is_cut_and_says_so(
     assert value.startswith(sent)
     assert len(sent) > BUDGET - 3000 or sent == value  # cut no more than needed
     assert found["monitord.source.offset"] == b"41"
+
+
+def test_connect_headers_replace_those_the_record_had() -> None:
+    """A record replayed from another dead-letter topic: DLQ tooling must read our reason."""
+    stale = (("__connect.errors.exception.message", b"old"), ("trace", b"t"))
+    key, _, headers = dead_letter(_bad(b"{}", headers=stale), BUDGET, "monitord-eu")
+    assert key == b"k"
+    assert [name for name, _ in headers if name.startswith("__connect")] == list(CONNECT_HEADERS)
+    found = dict(headers)
+    assert headers[0] == ("trace", b"t")
+    assert found["__connect.errors.connector.name"] == b"monitord-eu"
+    assert found["__connect.errors.exception.class.name"] == b"monitord.events.BadRecord.oversize"
+    assert found["__connect.errors.exception.message"] == b"oversize: " + b"x" * 1000
+    assert (found["__connect.errors.topic"], found["__connect.errors.offset"]) == (b"events", b"41")
+    _, _, unnamed = dead_letter(_bad(b"{}"), BUDGET)
+    assert "__connect.errors.connector.name" not in dict(unnamed)

@@ -20,6 +20,8 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 import pytest
+from cloudevents.core.bindings.kafka import KafkaMessage, from_kafka
+from cloudevents.core.formats.json import JSONFormat
 
 from connectors.broker import EmbeddedBroker, free_port
 from connectors.kafka import KafkaProducerSettings, KafkaSink, ensure_topics, read_topic
@@ -129,8 +131,19 @@ def step_until(daemon: Daemon, consumed: int, timeout_s: float = 30.0) -> list[O
 
 
 def cloudevents(bootstrap: str, topic: str) -> list[tuple[Record, dict[str, Any]]]:
+    """Each record of ``topic`` and its JSON body, which the CloudEvents SDK reads as the
+    same event (structured mode)."""
     records = read_topic(bootstrap, topic, timeout_s=10)
-    return [(r, orjson.loads(r.value or b"null")) for r in records]
+    found = [(r, orjson.loads(r.value or b"null")) for r in records]
+    for record, body in found:
+        message = KafkaMessage(dict(record.headers), record.key, record.value or b"")
+        event = from_kafka(message, JSONFormat())
+        assert (event.get_id(), event.get_type(), event.get_data()) == (
+            body["id"],
+            body["type"],
+            body["data"],
+        )
+    return found
 
 
 def known_drift() -> list[Message]:
@@ -330,6 +343,16 @@ def test_bad_records_are_dead_lettered_and_processing_continues(
         assert headers["monitord.source.topic"] == topics.events.encode()
         assert headers["monitord.source.partition"] == str(original.partition).encode()
         assert headers["monitord.source.offset"] == str(original.offset).encode()
+        # Kafka Connect's dead-letter headers, which DLQ tooling reads.
+        assert headers["__connect.errors.topic"] == topics.events.encode()
+        assert headers["__connect.errors.partition"] == str(original.partition).encode()
+        assert headers["__connect.errors.offset"] == str(original.offset).encode()
+        assert headers["__connect.errors.connector.name"] == config.kafka.group_id.encode()
+        assert headers["__connect.errors.exception.class.name"] == (
+            f"monitord.events.BadRecord.{reason}".encode()
+        )
+        message = headers["__connect.errors.exception.message"]
+        assert message == f"{reason}: ".encode() + headers["monitord.error.detail"]
 
 
 @pytest.mark.kafka

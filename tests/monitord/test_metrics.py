@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import platform
 from pathlib import Path
 from typing import Literal
@@ -86,8 +87,8 @@ def trigger(model: str) -> RetrainTrigger:
 
 
 def samples(exposition: bytes) -> list[str]:
-    """The sample lines (no HELP/TYPE comments)."""
-    return [line for line in exposition.decode().splitlines() if not line.startswith("#")]
+    """monitord's own sample lines (no HELP/TYPE comments, no process_* or python_*)."""
+    return [line for line in exposition.decode().splitlines() if line.startswith("monitord_")]
 
 
 def test_exposition_of_known_inputs() -> None:
@@ -97,9 +98,9 @@ def test_exposition_of_known_inputs() -> None:
     metrics.batch(10, 120.0)
     metrics.bad_records({"invalid_json": 2, "odd\nreason": 1})
     metrics.bad_records({"invalid_json": 1})
-    metrics.model_events("fraud", 900, 1_700_000_100.5)
-    metrics.model_events("fraud", 100, 1_700_000_050.0)  # older: the newest time stays
-    metrics.model_events('say "hi"', 3, float("nan"))
+    metrics.model_events("fraud", "1", 900, 1_700_000_100.5)
+    metrics.model_events("fraud", "1", 100, 1_700_000_050.0)  # older: the newest time stays
+    metrics.model_events('say "hi"', "1", 3, float("nan"))
     metrics.evaluations(
         [
             evaluation("fraud", "ks", {"age": (0.25, 0.125), "amount": (0.0625, 0.125)}),
@@ -124,8 +125,8 @@ def test_exposition_of_known_inputs() -> None:
     assert samples(metrics.exposition()) == [
         f'monitord_build_info{{python="{python}",version="1.2.3"}} 1.0',
         "monitord_events_consumed_total 1510.0",
-        'monitord_model_events_total{model="fraud"} 1000.0',
-        'monitord_model_events_total{model="say \\"hi\\""} 3.0',
+        'monitord_model_events_total{model="fraud",model_version="1"} 1000.0',
+        'monitord_model_events_total{model="say \\"hi\\"",model_version="1"} 3.0',
         'monitord_bad_records_total{reason="empty"} 0.0',
         'monitord_bad_records_total{reason="invalid_json"} 3.0',
         'monitord_bad_records_total{reason="missing_event_id"} 0.0',
@@ -159,19 +160,24 @@ def test_exposition_of_known_inputs() -> None:
         'monitord_batch_duration_seconds_bucket{le="+Inf"} 3.0',
         "monitord_batch_duration_seconds_count 3.0",
         "monitord_batch_duration_seconds_sum 120.32",
-        'monitord_last_event_timestamp_seconds{model="fraud"} 1.7000001005e+09',
-        'monitord_model_last_seen_timestamp_seconds{model="fraud"} 1.8e+09',
-        'monitord_model_last_seen_timestamp_seconds{model="say \\"hi\\""} 1.8e+09',
-        'monitord_drift_statistic{detector="adwin",feature="@prediction",model="fraud"} 1.5',
-        'monitord_drift_statistic{detector="ks",feature="age",model="fraud"} 0.5',
-        'monitord_drift_statistic{detector="ks",feature="amount",model="fraud"} 0.0625',
-        'monitord_drift_threshold{detector="ks",feature="age",model="fraud"} 0.125',
-        'monitord_drift_threshold{detector="ks",feature="amount",model="fraud"} 0.125',
-        'monitord_alert_transitions_total{model="fraud",status="firing"} 2.0',
-        'monitord_alert_transitions_total{model="fraud",status="resolved"} 1.0',
-        'monitord_alerts_firing{model="fraud"} 1.0',
-        'monitord_alerts_firing{model="say \\"hi\\""} 0.0',
-        'monitord_retrain_triggers_total{model="fraud",reason="drift"} 1.0',
+        'monitord_last_event_timestamp_seconds{model="fraud",model_version="1"} 1.7000001005e+09',
+        'monitord_model_last_seen_timestamp_seconds{model="fraud",model_version="1"} 1.8e+09',
+        "monitord_model_last_seen_timestamp_seconds{"
+        'model="say \\"hi\\"",model_version="1"} 1.8e+09',
+        'monitord_drift_statistic{detector="adwin",feature="@prediction",'
+        'model="fraud",model_version="1"} 1.5',
+        'monitord_drift_statistic{detector="ks",feature="age",model="fraud",model_version="1"} 0.5',
+        'monitord_drift_statistic{detector="ks",feature="amount",'
+        'model="fraud",model_version="1"} 0.0625',
+        'monitord_drift_threshold{detector="ks",feature="age",'
+        'model="fraud",model_version="1"} 0.125',
+        'monitord_drift_threshold{detector="ks",feature="amount",'
+        'model="fraud",model_version="1"} 0.125',
+        'monitord_alert_transitions_total{model="fraud",model_version="1",status="firing"} 2.0',
+        'monitord_alert_transitions_total{model="fraud",model_version="1",status="resolved"} 1.0',
+        'monitord_alerts_firing{model="fraud",model_version="1"} 1.0',
+        'monitord_alerts_firing{model="say \\"hi\\"",model_version="1"} 0.0',
+        'monitord_retrain_triggers_total{model="fraud",model_version="1",reason="drift"} 1.0',
         "monitord_checkpoint_last_success_timestamp_seconds 1.800000001e+09",
         "monitord_loop_heartbeat_timestamp_seconds 1.8000000025e+09",
         "monitord_ready 1.0",
@@ -197,7 +203,7 @@ def test_exposition_of_known_inputs() -> None:
 
 def test_every_family_has_help_and_type_even_before_data() -> None:
     text = DaemonMetrics(version="1.2.3").exposition().decode()
-    types = [line.split()[2:] for line in text.splitlines() if line.startswith("# TYPE")]
+    types = [line.split()[2:] for line in text.splitlines() if line.startswith("# TYPE monitord")]
     assert types == [
         ["monitord_build_info", "gauge"],
         ["monitord_events_consumed_total", "counter"],
@@ -250,9 +256,9 @@ def test_cap_refuses_new_feature_series_and_counts_them() -> None:
     metrics.evaluations([evaluation("m", "ks", {"a": (0.9, 0.5), "c": (0.9, 0.5)})])
     drift = [s for s in samples(metrics.exposition()) if s.startswith("monitord_drift_stat")]
     assert drift == [
-        'monitord_drift_statistic{detector="ks",feature="a",model="m"} 0.9',  # still updated
-        'monitord_drift_statistic{detector="psi",feature="a",model="m"} 0.3',
-        'monitord_drift_statistic{detector="ks",feature="b",model="m"} 0.2',
+        'monitord_drift_statistic{detector="ks",feature="a",model="m",model_version="1"} 0.9',
+        'monitord_drift_statistic{detector="psi",feature="a",model="m",model_version="1"} 0.3',
+        'monitord_drift_statistic{detector="ks",feature="b",model="m",model_version="1"} 0.2',
     ]
     assert "monitord_metric_series_dropped_total 2.0" in samples(metrics.exposition())
 
@@ -263,7 +269,81 @@ def test_restore_firing_replaces_the_firing_label_sets() -> None:
     metrics.restore_firing([("b", "1", "x", "ks"), ("b", "1", "", "any"), ("b", "2", "x", "ks")])
     metrics.outputs([alert("b", "resolved", "x")])  # version 1's x resolves; version 2's fires
     firing = [s for s in samples(metrics.exposition()) if s.startswith("monitord_alerts_firing")]
-    assert firing == ['monitord_alerts_firing{model="b"} 2.0']
+    assert firing == [
+        'monitord_alerts_firing{model="b",model_version="1"} 1.0',
+        'monitord_alerts_firing{model="b",model_version="2"} 1.0',
+    ]
+
+
+def _versioned(model: str, version: str, feature: str, status: str) -> Alert:
+    return dataclasses.replace(alert(model, status, feature), version=version)  # type: ignore[arg-type]
+
+
+def test_two_live_versions_keep_series_of_their_own_until_one_is_retired() -> None:
+    metrics = DaemonMetrics(clock=lambda: 1_800_000_000.0)
+    for version, statistic in (("1", 0.1), ("2", 0.7)):  # a canary beside the stable one
+        metrics.model_events("fraud", version, 100, 1_700_000_000.0)
+        metrics.columns_not_monitored("fraud", version, 1)
+        metrics.evaluations(
+            [_version_of(evaluation("fraud", "ks", {"age": (statistic, 0.5)}), version)]
+        )
+    metrics.outputs(
+        [
+            _versioned("fraud", "2", "age", "firing"),
+            dataclasses.replace(trigger("fraud"), version="2"),
+        ]
+    )
+    lines = [s for s in samples(metrics.exposition()) if 'model="fraud"' in s]
+    for version in ("1", "2"):
+        assert (
+            f'monitord_model_events_total{{model="fraud",model_version="{version}"}} 100.0' in lines
+        )
+    assert [s for s in lines if s.startswith("monitord_drift_statistic")] == [
+        'monitord_drift_statistic{detector="ks",feature="age",model="fraud",model_version="1"} 0.1',
+        'monitord_drift_statistic{detector="ks",feature="age",model="fraud",model_version="2"} 0.7',
+    ]
+    assert [s for s in lines if s.startswith("monitord_alerts_firing")] == [
+        'monitord_alerts_firing{model="fraud",model_version="1"} 0.0',
+        'monitord_alerts_firing{model="fraud",model_version="2"} 1.0',
+    ]
+    assert (
+        'monitord_retrain_triggers_total{model="fraud",model_version="2",reason="drift"} 1.0'
+        in lines
+    )
+
+    metrics.retired([("fraud", "1")])  # limits.max_versions_per_model retired version 1
+    left = [s for s in samples(metrics.exposition()) if 'model="fraud"' in s]
+    assert left
+    assert all('model_version="2"' in s for s in left), left
+    # The cap counts version label sets: a retired version's series made room again.
+    capped = DaemonMetrics(max_feature_series=1)
+    capped.evaluations([_version_of(evaluation("m", "ks", {"a": (0.1, 0.5)}), "1")])
+    capped.evaluations([_version_of(evaluation("m", "ks", {"a": (0.2, 0.5)}), "2")])
+    assert "monitord_metric_series_dropped_total 1.0" in samples(capped.exposition())
+    capped.retired([("m", "1")])
+    capped.evaluations([_version_of(evaluation("m", "ks", {"a": (0.3, 0.5)}), "2")])
+    assert [s for s in samples(capped.exposition()) if s.startswith("monitord_drift_stat")] == [
+        'monitord_drift_statistic{detector="ks",feature="a",model="m",model_version="2"} 0.3'
+    ]
+
+
+def _version_of(evaluated: Evaluation, version: str) -> Evaluation:
+    return dataclasses.replace(evaluated, version=version)
+
+
+def test_process_and_python_collectors_are_exposed() -> None:
+    text = DaemonMetrics().exposition().decode()
+    names = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")}
+    assert {
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+        "python_info",
+        "python_gc_collections_total",
+    } <= names
+    # A second registry gets its own collectors (no duplicate-registration error).
+    assert "process_cpu_seconds_total" in DaemonMetrics().exposition().decode()
 
 
 def test_construction_validates_the_cap() -> None:
@@ -333,7 +413,7 @@ def test_check_cardinality_names_the_key_when_exceeded(tmp_path: Path) -> None:
         check_cardinality(config)
     assert str(caught.value) == (
         "admin.max_feature_series: the configured reference profiles need 17 "
-        "model/feature/detector series (fraud: 17), more than the cap of 16; raise "
+        "model/version/feature/detector series (fraud/1: 17), more than the cap of 16; raise "
         "admin.max_feature_series, or monitor fewer features or detectors"
     )
 

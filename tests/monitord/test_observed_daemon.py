@@ -71,20 +71,21 @@ def test_metrics_follow_the_stream() -> None:
     daemon, _, _, metrics = _daemon()
     daemon.step()
     samples = _samples(metrics)
+    m = 'model="m",model_version="unversioned"'
     assert samples["monitord_events_consumed_total"] == 1000
     assert samples['monitord_bad_records_total{reason="invalid_json"}'] == 1
-    assert samples['monitord_model_events_total{model="m"}'] == 999
+    assert samples[f"monitord_model_events_total{{{m}}}"] == 999
     assert samples['monitord_consumer_lag_records{partition="0",topic="in"}'] == 2000
-    assert samples['monitord_last_event_timestamp_seconds{model="m"}'] == 1_700_000_999
+    assert samples[f"monitord_last_event_timestamp_seconds{{{m}}}"] == 1_700_000_999
     daemon.drain()
     samples = _samples(metrics)
     assert samples["monitord_events_consumed_total"] == 3000
     assert samples['monitord_consumer_lag_records{partition="0",topic="in"}'] == 0
     assert samples["monitord_batch_duration_seconds_count"] == 3
-    ks_x = samples['monitord_drift_statistic{detector="ks",feature="x",model="m"}']
-    assert ks_x > samples['monitord_drift_threshold{detector="ks",feature="x",model="m"}']
-    assert samples['monitord_alert_transitions_total{model="m",status="firing"}'] >= 1
-    assert samples['monitord_alerts_firing{model="m"}'] >= 1
+    ks_x = samples[f'monitord_drift_statistic{{detector="ks",feature="x",{m}}}']
+    assert ks_x > samples[f'monitord_drift_threshold{{detector="ks",feature="x",{m}}}']
+    assert samples[f'monitord_alert_transitions_total{{{m},status="firing"}}'] >= 1
+    assert samples[f"monitord_alerts_firing{{{m}}}"] >= 1
 
 
 def test_readiness_waits_for_assignment_and_restored_state(tmp_path: Path) -> None:
@@ -115,3 +116,33 @@ def test_status_lists_each_model_version() -> None:
     assert version["status"] == "monitoring"
     assert version["reference"] == "warm-up capture"
     assert {"feature": "x", "detector": "ks"} in version["alerts_firing"]
+
+
+def test_two_live_versions_of_a_model_keep_series_of_their_own() -> None:
+    """A canary (version 2) beside the stable version 1, interleaved on one partition; only
+    the canary's x drifts."""
+    rng = np.random.default_rng(6)
+    values = rng.normal(size=(6000, 2))
+    versions = np.where(np.arange(6000) % 3 == 0, "2", "1")
+    values[(versions == "2") & (np.arange(6000) >= 3000), 0] += 3.0
+    events = [
+        orjson.dumps({"model": "m", "model_version": v, "features": {"x": a, "y": b}})
+        for v, (a, b) in zip(versions.tolist(), values.tolist(), strict=True)
+    ]
+    records = [Record("in", 0, i, b"m", e, 0) for i, e in enumerate(events)]
+    config = parse_config({"detection": {"warmup_events": 1000, "window_size": 500}})
+    metrics = DaemonMetrics()
+    daemon = Daemon(
+        config, MemorySource(records), MemorySink(), [], lambda m, v: None, metrics=metrics
+    )
+    daemon.drain()
+    samples = _samples(metrics)
+    stable, canary = (f'model="m",model_version="{v}"' for v in ("1", "2"))
+    assert samples[f"monitord_model_events_total{{{stable}}}"] == 4000
+    assert samples[f"monitord_model_events_total{{{canary}}}"] == 2000
+    ks = 'monitord_drift_statistic{{detector="ks",feature="x",{}}}'
+    threshold = 'monitord_drift_threshold{{detector="ks",feature="x",{}}}'
+    assert samples[ks.format(canary)] > samples[threshold.format(canary)]
+    assert samples[ks.format(stable)] < samples[threshold.format(stable)]
+    assert samples[f"monitord_alerts_firing{{{canary}}}"] >= 1
+    assert samples[f"monitord_alerts_firing{{{stable}}}"] == 0

@@ -540,7 +540,7 @@ def test_the_drift_gauge_shows_the_statistic_against_the_reference() -> None:
     a = last.features.index("a")
     assert last.result.drifted[a]  # a is still drifted against the reference
     text = metrics.exposition().decode()
-    series = 'monitord_drift_statistic{detector="ks",feature="a",model="m"} '
+    series = 'monitord_drift_statistic{detector="ks",feature="a",model="m",model_version="1"} '
     (line,) = [line for line in text.splitlines() if line.startswith(series)]
     assert float(line.split()[-1]) == pytest.approx(float(last.result.statistic[a]))
 
