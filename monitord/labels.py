@@ -912,12 +912,11 @@ class LabelJoin:
         # hold early labels only, as a label partition's store does once a label came
         # before its prediction). Coverage verdicts are given label by label.
         waiting = [store for store in stores if store.pending and not store.track_coverage]
-        single = waiting[0] if len(waiting) == 1 else None
         latest_ms = (now() + self.fields.max_time_ahead_s) * 1000.0
         for first in range(0, len(records), FOLD_CHUNK):
             chunk = records[first : first + FOLD_CHUNK]
             if not waiting or not self._fold_plain(chunk, waiting, latest_ms, joined):
-                self._fold_each(chunk, stores, single, latest_ms, joined, bad)
+                self._fold_each(chunk, stores, joined, bad)
         # The clock predictions expire by: no later than both streams have got, nor than the
         # wall clock allows, so one label or record stamped far ahead cannot expire them all.
         clock = min(
@@ -1009,88 +1008,16 @@ class LabelJoin:
         self,
         records: list[Record],
         stores: list[JoinStore],
-        single: JoinStore | None,
-        latest_ms: float,
         joined: list[Joined],
         bad: list[BadRecord],
     ) -> None:
-        """Fold label records one by one: the common case inline, any other through
-        `decode_labels` and `_fold_label`."""
-        fields, max_chars = self.fields, self.max_id_chars
-        f_id, f_label, f_model, f_time = (
-            fields.event_id,
-            fields.label,
-            fields.model,
-            fields.timestamp,
-        )
-        limit, loads, longest = fields.max_event_bytes, orjson.loads, self.settings.max_delay_s
-        joins: Counter[str] = Counter()
-        newest = self.newest_label_s
-        for record in records:
-            value = record.value
-            found = None
-            try:
-                if len(value) > limit:  # type: ignore[arg-type]
-                    raise ValueError
-                event = loads(value)  # type: ignore[arg-type]
-                event_id, label = event[f_id], event[f_label]
-                plain = (
-                    single is not None
-                    and type(event_id) is str
-                    and 0 < len(event_id) <= max_chars
-                    and (
-                        type(label) is float
-                        or type(label) is bool
-                        or (type(label) is int and _INT_LOW <= label <= _INT_HIGH)
-                        or (type(label) is str and len(label) <= 24)
-                    )
-                    and f_model not in event
-                    and f_time not in event
-                    and 0 < record.timestamp_ms <= latest_ms
-                )
-            except (TypeError, ValueError, KeyError, IndexError):
-                plain = False
-            if plain:
-                assert single is not None
-                found = single.pending.get(event_id)
-            time = record.timestamp_ms / 1000.0
-            if found is None or time - found[3] > longest:
-                labels, refused = decode_labels([record], fields, max_chars)
-                bad += refused
-                for one in labels:
-                    newest = max(newest, one.time)
-                    self.newest_label_s = newest
-                    self._fold_label(one, stores, joined)
-                continue
-            assert single is not None
-            newest = max(newest, time)
-            # JoinStore.join, inlined (no coverage tracked: `single` says so).
-            del single.pending[event_id]
-            joins[found[0]] += 1
-            if single.remember > 0:
-                if event_id not in single.done:
-                    single.done_order.append(event_id)
-                single.done[event_id] = label
-                if len(single.done_order) > single.remember:
-                    single.done.pop(single.done_order.popleft(), None)
-            joined.append(
-                Joined(
-                    found[0],
-                    found[1],
-                    found[2],
-                    label,
-                    found[3],
-                    time,
-                    single.partition,
-                    found[4],
-                    record,
-                )
-            )
-        if single is not None and joins:
-            single.changed = True
-        for model, n in joins.items():
-            self.counts[model, "joined"] += n
-        self.newest_label_s = newest
+        """Fold label records one by one: `decode_labels`, then `_fold_label` (what
+        `_fold_plain` does by column for the common case)."""
+        labels, refused = decode_labels(records, self.fields, self.max_id_chars)
+        bad += refused
+        for label in labels:
+            self.newest_label_s = max(self.newest_label_s, label.time)
+            self._fold_label(label, stores, joined)
 
     def _fold_label(self, label: Label, stores: list[JoinStore], joined: list[Joined]) -> None:
         """One decoded label: joined, counted as done, or kept waiting for its prediction."""
