@@ -165,15 +165,22 @@ def compare(
             f"current: {good} usable rows; monitord's thresholds are validated for windows "
             f"of at least {MIN_WINDOW_ROWS} rows"
         )
-    detection = settings.detection_for(reference.model).model_copy(
+    model_detection = settings.detection_for(reference.model)
+    detection = model_detection.model_copy(
         update={
             "window_size": good,
             "window_step": None,
             "window_seconds": None,
-            "detectors": tuple(d for d in settings.detection.detectors if d != "adwin"),
+            "detectors": tuple(d for d in model_detection.detectors if d != "adwin"),
             "change_detection": False,
         }
     )
+    if not detection.detectors:
+        configured = list(model_detection.detectors)
+        raise ValueError(
+            f"config: detection.detectors of {reference.model!r} is {configured}; compare "
+            "needs a window test (ks, psi, chi2 or quality)"
+        )
     one_window = settings.model_copy(update={"detection": detection, "models": ()})
     result = DriftMonitor(reference, one_window, prediction=prediction, source="current")
     (window,) = result.update(columns).windows

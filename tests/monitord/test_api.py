@@ -147,6 +147,17 @@ def test_compare_gives_scipy_ks_and_the_daemon_thresholds_for_a_window_of_the_ba
     assert (result.first_row, result.last_row, result.n_rows) == (0, 299, 300)
 
 
+def test_compare_runs_the_tests_configured_for_the_model() -> None:
+    rng = np.random.default_rng(6)
+    reference = build_reference({"x": rng.normal(size=500)}, model="m")
+    config = {"models": [{"name": "m", "detection": {"detectors": ["ks", "adwin"]}}]}
+    result = compare(reference, {"x": rng.normal(size=100)}, config=config)
+    assert [t.test for t in result.tests] == ["ks"]
+    only_adwin = {"detection": {"detectors": ["adwin"]}}
+    with pytest.raises(ValueError, match=r"config: detection.detectors of 'm' is \['adwin'\]"):
+        compare(reference, {"x": rng.normal(size=100)}, config=only_adwin)
+
+
 def test_compare_refuses_a_batch_too_small_to_test() -> None:
     reference = build_reference({"x": np.arange(100.0)})
     with pytest.raises(ValueError, match=r"current: 10 usable rows.*at least 20"):
