@@ -27,23 +27,21 @@ Example (a shift of one standard deviation in ``x``; fixed seeds):
 
 from __future__ import annotations
 
-import array
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from connectors.stream import Record
 from detectors.detection import FloatArray, IntArray
 from detectors.profile import ReferenceProfile, build_profile
 from monitord.config import MIN_REFERENCE_ROWS, MIN_WINDOW_ROWS, Config, load_config, parse_config
-from monitord.events import MAX_EXTRA_NAMES, PREDICTION, Columns, EventGroup
+from monitord.events import PREDICTION, Columns, EventGroup
 from monitord.frames import (
+    EventFeed,
     NamedColumns,
     TableError,
     as_numbers,
@@ -158,7 +156,7 @@ def compare(
     """
     settings = _config(config)
     columns = named_columns(current, names)
-    feed = _Feed(reference, settings, prediction, "current")
+    feed = EventFeed(reference, settings, prediction, "current")
     good = n_rows(columns) - len(feed.wrong_rows(columns))
     if good < MIN_WINDOW_ROWS:
         raise ValueError(
@@ -229,7 +227,7 @@ class DriftMonitor:
         self._key = (reference.model, reference.model_version)
         self._monitor = Monitor(self.config, self._profile_for)
         self._policy = Policy.from_config(self.config)
-        self._feed = _Feed(reference, self.config, prediction, source)
+        self._feed = EventFeed(reference, self.config, prediction, source)
         detection = self.config.detection_for(reference.model)
         self._recent = _RecentRows(reference, detection.window_size + detection.step)
         self._rows = 0  # rows fed so far: the next row's position (its offset)
@@ -336,152 +334,6 @@ def _config(config: ConfigLike) -> Config:
         # The mapping is the whole configuration: no MONITORD_* variable changes it.
         return parse_config(config, environ={})
     return load_config(Path(config))
-
-
-class _Feed:
-    """Tables into the event groups `monitord.events.decode` makes of the same rows sent as
-    inference events, column by column: the same values, missing values and bad rows."""
-
-    def __init__(
-        self, profile: ReferenceProfile, config: Config, prediction: str | None, source: str
-    ) -> None:
-        fields = config.events
-        self._model, self._version = profile.model, profile.model_version
-        self._key = profile.model.encode()
-        self._max_ahead_s = fields.max_time_ahead_s
-        self._source = source
-        self._prediction = prediction
-        self.timestamp = fields.timestamp
-        # The names replay keeps out of an event's features.
-        self._reserved = {
-            fields.model,
-            fields.model_version,
-            fields.timestamp,
-            fields.event_id,
-            fields.label,
-            prediction,
-        }
-        self._numeric = [n for n in profile.numeric_names if n != PREDICTION]
-        self._categorical = [n for n in profile.categorical_names if n != PREDICTION]
-        self._numeric_prediction = PREDICTION in profile.numeric_names
-        self._columns = Columns(profile.numeric_names, profile.categorical_names)
-
-    def wrong_rows(self, columns: NamedColumns) -> dict[int, str]:
-        """Rows the daemon would dead-letter as ``wrong_type``, and why."""
-        return self._columns.arrays(self.group(columns, 0, self._columns))[2]
-
-    def _records(self, n: int, offset: int) -> list[Record]:
-        # Record time 0, as replay gives every row: an event without its own time is at 0.
-        return [Record(self._source, 0, offset + i, self._key, None, 0) for i in range(n)]
-
-    def first_row(self, columns: NamedColumns, offset: int) -> EventGroup:
-        """The table's first row as a group of one event whose features are still raw (a
-        dictionary, as decoded before the version's columns were known)."""
-        columns = {name: values[:1] for name, values in columns.items()}
-        numeric, held = self._numeric_table(columns)
-        features: dict[str, Any] = {
-            name: _raw(columns, name, 0) if held[0] else _json_number(numeric[0, j])
-            for j, name in enumerate(self._numeric)
-            if name in columns
-        }
-        for name, texts in zip(self._categorical, self._category_columns(columns), strict=True):
-            if name in columns:
-                features[name] = texts[0]
-        for name, values in columns.items():
-            if name not in features and name not in self._reserved:
-                features[name] = as_objects(values)[0]
-        group = self._base(columns, offset)
-        group.features = [features]
-        return group
-
-    def group(self, columns: NamedColumns, offset: int, known: Columns) -> EventGroup:
-        """The rows (the first at ``offset``) as a group decoded with ``known`` columns."""
-        group = self._base(columns, offset)
-        group.columns = known
-        numeric, held = self._numeric_table(columns)
-        group.numeric_values = array.array("d", numeric[~held].tobytes())
-        group.numeric_held = [
-            (int(i), tuple(_raw(columns, name, int(i)) for name in self._numeric))
-            for i in np.flatnonzero(held)
-        ]
-        if self._categorical:
-            categorical = [c.tolist() for c in self._category_columns(columns)]
-            group.categorical_rows = list(zip(*categorical, strict=True))
-        extra = (n for n in columns if n not in self._reserved and n not in known.feature_names)
-        group.extra_names = dict.fromkeys(islice(extra, MAX_EXTRA_NAMES))
-        return group
-
-    def _base(self, columns: NamedColumns, offset: int) -> EventGroup:
-        n = n_rows(columns)
-        group = EventGroup(self._model, self._version, None, self._max_ahead_s)
-        group.predictions = self._predictions(columns, n)
-        stamps = columns.get(self.timestamp)
-        group.stamps = [None] * n if stamps is None else as_objects_keeping(stamps)
-        group.event_ids = group.labels = group.latencies = [None] * n
-        group.records = self._records(n, offset)
-        return group
-
-    def _predictions(self, columns: NamedColumns, n: int) -> list[Any]:
-        values = None if self._prediction is None else columns.get(self._prediction)
-        if values is None:
-            return [None] * n
-        if self._numeric_prediction and values.dtype == np.float64:
-            # Non-finite is missing: an event's JSON carries no NaN nor infinity.
-            return np.where(np.isfinite(values), values, np.nan).tolist()  # type: ignore[no-any-return]
-        return as_objects(values).tolist()  # type: ignore[no-any-return]
-
-    def _numeric_table(self, columns: NamedColumns) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
-        """``(n, q)`` numeric feature values (NaN missing, absent columns too), and the rows
-        holding a value that is no number: the monitor finds those wrong."""
-        n = n_rows(columns)
-        table = np.full((n, len(self._numeric)), np.nan)
-        held = np.zeros(n, dtype=bool)
-        for j, name in enumerate(self._numeric):
-            values = columns.get(name)
-            if values is None:
-                continue
-            if values.dtype == np.float64:
-                table[:, j] = np.where(np.isfinite(values), values, np.nan)
-                continue
-            numbers = [_number_or_none(v) for v in values.tolist()]
-            held |= np.array([v is _NOT_A_NUMBER for v in numbers], dtype=bool)
-            table[:, j] = [math.nan if v is None or v is _NOT_A_NUMBER else v for v in numbers]
-        return table, held
-
-    def _category_columns(self, columns: NamedColumns) -> list[npt.NDArray[np.object_]]:
-        n = n_rows(columns)
-        absent = np.full(n, None, dtype=object)
-        return [as_objects(columns[c]) if c in columns else absent for c in self._categorical]
-
-
-_NOT_A_NUMBER = object()
-
-
-def _number_or_none(value: object) -> float | object | None:
-    """A numeric column's value as an event carries it: a number (booleans count, as in
-    JSON), None for missing, or `_NOT_A_NUMBER` (the row is ``wrong_type``)."""
-    if value is None:
-        return None
-    if isinstance(value, bool | int | float | np.number):
-        number = float(value)
-        return number if math.isfinite(number) else None
-    return _NOT_A_NUMBER
-
-
-def _json_number(value: float) -> float | None:
-    return None if math.isnan(value) else float(value)
-
-
-def _raw(columns: NamedColumns, name: str, row: int) -> Any:
-    values = columns.get(name)
-    return None if values is None else as_objects(values[row : row + 1])[0]
-
-
-def as_objects_keeping(values: npt.NDArray[Any]) -> list[Any]:
-    """Event times as given: numbers stay numbers (epoch seconds), NaN becomes None."""
-    if values.dtype == np.float64:
-        return [None if math.isnan(v) else v for v in values.tolist()]
-    return values.tolist()  # type: ignore[no-any-return]
 
 
 class _RecentRows:

@@ -31,7 +31,7 @@ from monitord.suite import calibrate_suite
 
 README = Path(__file__).parents[2] / "README.md"
 WINDOWS_1000 = parse_config({"detection": {"window_size": 1000}})
-START = 1_795_000_000.0  # 2026-11-18T08:26:40Z: timestamps of the stream files
+START = 1_795_000_000.0  # 2026-11-18T11:06:40Z: timestamps of the stream files
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
@@ -352,3 +352,18 @@ def test_profile_is_the_detectors_profile() -> None:
     profile = build_reference({"a": np.arange(100.0)})
     assert isinstance(profile, ReferenceProfile)
     assert math.isclose(profile.numeric_mean[0], 49.5)
+
+
+def test_event_times_may_be_datetimes_text_or_epoch_numbers(built: Path, stream_csv: Path) -> None:
+    profile = load_profile(built)
+    frame = _read(stream_csv).iloc[:2000]
+    seconds = frame.assign(timestamp=frame.timestamp.astype(float))
+    datetimes = frame.assign(timestamp=pd.to_datetime(frame.timestamp, unit="s"))
+    text = frame.assign(timestamp=datetimes.timestamp.dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    arrow = pa.Table.from_pandas(datetimes, preserve_index=False)  # timestamp[ns] column
+    results = [
+        DriftMonitor(profile, WINDOWS_1000).update(table).to_dict()
+        for table in (seconds, datetimes, text, arrow)
+    ]
+    assert results[0]["windows"][1]["start_time"] == "2026-11-18T12:06:40.000Z"  # row 720
+    assert all(result == results[0] for result in results)
