@@ -125,6 +125,8 @@ class WindowResult:
     the rows the tests saw. Times are seconds since the epoch of the window's first and last
     event, None when the data carried no event time. ``regime`` is 0 for a test against the
     reference, k for the k-th recent regime of change detection (see ARCHITECTURE.md).
+    ``distributions`` are against the reference, so a regime's window and an ADWIN cut
+    (its window reaches back past the latest windows) have none.
     """
 
     model: str
