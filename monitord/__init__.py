@@ -18,9 +18,22 @@ Data flows in four hops: `Source.poll` -> `events.decode` -> `Monitor.update` ->
 - `checkpoint`: each partition's state with the offset it covers; `state`: the typed,
   validated models that state is stored as
 - `reference`, `tabular`: profiles and data files on disk; `traffic`: synthetic events
+- `api`: the Python API for notebooks (`build_reference`, `compare`, `DriftMonitor`);
+  `frames`: in-memory tables (pandas, pyarrow, numpy) as columns; `results`: what it returns
 """
 
+from monitord.api import DriftMonitor, build_reference, compare, load_profile, save_profile
 from monitord.config import Config, ConfigError, load_config
 from monitord.daemon import Daemon
 
-__all__ = ["Config", "ConfigError", "Daemon", "load_config"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "Daemon",
+    "DriftMonitor",
+    "build_reference",
+    "compare",
+    "load_config",
+    "load_profile",
+    "save_profile",
+]
