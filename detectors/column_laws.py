@@ -83,6 +83,15 @@ class ColumnLaws:
         observed = profile.n_rows * (1.0 - self.missing)
         self.reference_effective = np.asarray(observed / dependence.at(profile.n_rows))
         self.calibratable = self.reference_effective >= MIN_EFFECTIVE_ROWS
+        # KS compares a window with the profile's row sample: every row up to `max_rows`,
+        # beyond it a random subsample, whose distribution function errs by the reference's
+        # error plus its own (1/s - 1/n for s of n rows drawn without replacement).
+        sampled = profile.sample_sizes.astype(np.float64)
+        with np.errstate(divide="ignore"):
+            subsampling = np.maximum(1.0 / sampled - 1.0 / observed[:p], 0.0)
+            self.ks_reference_effective = np.asarray(
+                1.0 / (1.0 / self.reference_effective[:p] + subsampling)
+            )
         self.block_length = estimate.block_length(limit=max(profile.numeric_rows.shape[0] // 4, 1))
         self._counts = CountLaws(seed)
         self.buckets = CategoryBuckets.from_counts(profile.category_counts)
@@ -190,7 +199,7 @@ class ColumnLaws:
         p, ok = self.p, self.calibratable
         values: dict[str, FloatArray] = {}
         if self.tests["ks"]:
-            values["ks"] = ks_isf(level, self.reference_effective[:p], effective[:p])
+            values["ks"] = ks_isf(level, self.ks_reference_effective, effective[:p])
         if self.tests["psi"]:
             values["psi"] = _law_thresholds(self.numeric_psi_laws(rows), level)
         if self.tests["chi2"] or self.tests["psi_categorical"]:

@@ -14,12 +14,13 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 from scipy import special
-from scipy.stats import chi2
+from scipy.stats import chi2, ks_2samp
 
 from detectors import resampling
 from detectors.buckets import CategoryBuckets
 from detectors.calibration import Calibration, FalseAlarmBudget, WindowPlan, calibrate
 from detectors.chi2 import Chi2Test, chi2_statistic
+from detectors.column_laws import ColumnLaws
 from detectors.detection import FloatArray, IntArray
 from detectors.ks import KSTest, ks_statistic
 from detectors.profile import ReferenceProfile, build_profile
@@ -358,3 +359,24 @@ def test_bad_calibration_arguments_name_the_parameter() -> None:
 def test_per_period_budget() -> None:
     budget = FalseAlarmBudget.per_period(30 * 86_400, 50.0)
     assert budget.events_between_false_alarms == 30 * 86_400 * 50
+
+
+def test_the_ks_law_of_a_subsampled_reference_holds_its_level() -> None:
+    # 20,000 reference rows keep a 5,000-row random sample, which KS compares windows with:
+    # the law must count the sample's own error, not only the reference's (at windows of
+    # 2,000, an effective size of 1,818 where the comparison has 1,429). The level holds on
+    # average over references (one reference's error stays with it), so many are drawn.
+    rng = np.random.default_rng(20)
+    level, window, alarms = 0.01, 2000, 0
+    for _ in range(60):
+        profile = build_profile("big", "1", ["x"], rng.normal(size=(20_000, 1)))
+        laws = ColumnLaws(profile, frozenset({"ks"}), 0.01, seed=1)
+        thresholds = laws.thresholds(window, 0.01, level, 0.0).ks
+        assert thresholds is not None
+        sample = profile.numeric_rows[:, 0]
+        assert sample.shape == (5000,)
+        for _ in range(100):
+            alarms += ks_2samp(rng.normal(size=window), sample).statistic > thresholds[0]
+    # 60 expected at the nominal level; the law that ignored the subsample alarmed about
+    # three times as often.
+    assert 30 <= alarms <= 90, alarms
