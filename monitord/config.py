@@ -882,7 +882,9 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(f"{path}: no such config file") from None
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a directory, not a config file") from None
-    except tomllib.TOMLDecodeError as exc:
+    except OSError as exc:  # unreadable: permissions, a dangling symlink's loop, I/O
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    except ValueError as exc:  # TOMLDecodeError, or an integer int() refuses (4,300 digits)
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
     try:
         # Lexically absolute, symlinks kept: a Kubernetes ConfigMap's file is a symlink into
@@ -914,9 +916,20 @@ def _explain(exc: ValidationError, sources: Mapping[str, str]) -> list[str]:
         elif error["type"] in ("union_tag_invalid", "union_tag_not_found"):
             line = f"{path}.{_tag_problem(error)}"
         else:
-            line = f"{path}: {error['msg']} (got {error.get('input')!r})"
+            line = f"{path}: {error['msg']} (got {_shown(error.get('input'))})"
         lines.append(line + _source(path, sources))
     return lines
+
+
+SHOWN_CHARS = 200
+"""How much of a wrong value an error message repeats: a megabyte-long variable is not."""
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    if len(text) <= SHOWN_CHARS:
+        return text
+    return f"{text[:SHOWN_CHARS]}... ({len(text)} characters)"
 
 
 def _source(path: str, sources: Mapping[str, str]) -> str:
@@ -932,7 +945,7 @@ def _tag_problem(error: ErrorDetails) -> str:
     ctx = error.get("ctx", {})
     key = str(ctx.get("discriminator", "type")).strip("'")
     if error["type"] == "union_tag_not_found":
-        return f"{key}: Field required (got {error.get('input')!r})"
+        return f"{key}: Field required (got {_shown(error.get('input'))})"
     *tags, last = str(ctx.get("expected_tags", "")).split(", ")
     expected = f"{', '.join(tags)} or {last}" if tags else last
     return f"{key}: Input should be {expected} (got {ctx.get('tag')!r})"

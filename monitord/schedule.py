@@ -23,9 +23,15 @@ from monitord.state import StateModel
 DEFAULT_ZONE = "UTC"
 
 
+_HOST_FILES = frozenset({"localtime", "posixrules"})
+"""Names ZoneInfo opens that are no IANA zone: links to whatever the host is set to."""
+
+
 def time_zone(name: str) -> ZoneInfo:
     """The IANA time zone ``name`` (``Europe/Berlin``); ValueError with advice if unknown."""
     try:
+        if name in _HOST_FILES:  # zoneinfo files, not zones: the machine's own ("localtime")
+            raise ValueError(name)
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         if not available_timezones():
@@ -34,7 +40,7 @@ def time_zone(name: str) -> ZoneInfo:
                 "package (the operating system's, or `pip install tzdata`)"
             ) from None
         raise ValueError(
-            f"{name!r} is not an IANA time zone; write a name such as 'UTC', "
+            f"{name[:100]!r} is not an IANA time zone; write a name such as 'UTC', "
             "'Europe/Berlin' or 'America/New_York'"
         ) from None
 

@@ -1,0 +1,130 @@
+"""The configuration as a hostile user or an unlucky operator writes it: environment values
+that look like TOML and are not, huge ones, keys spelled in another case, files that cannot
+be read. Each must end in a `ConfigError` naming the key or variable, never a traceback, and
+never a value silently dropped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from monitord.config import ConfigError, load_config, parse_config
+
+HUGE_INTEGER = "9" * 5000  # past int()'s 4,300 digits: a ValueError of its own, not TOML's
+
+
+def test_a_huge_integer_in_a_variable_is_a_config_error_of_bounded_length() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({}, environ={"MONITORD_DETECTION__WINDOW_SIZE": HUGE_INTEGER})
+    message = str(caught.value)
+    assert "detection.window_size" in message
+    assert "MONITORD_DETECTION__WINDOW_SIZE" in message
+    assert len(message) < 1000  # the value is not repeated whole
+
+
+def test_a_huge_integer_in_the_file_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(f"[detection]\nwindow_size = {HUGE_INTEGER}\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(path, environ={})
+
+
+def test_a_file_not_in_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_bytes(b'state_dir = "caf\xe9"\n')  # Latin-1
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(path, environ={})
+
+
+def test_a_config_file_that_cannot_be_read_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.symlink_to(path)  # a loop: reading fails with ELOOP, for root too
+    with pytest.raises(ConfigError, match="cannot read the config file"):
+        load_config(path, environ={})
+
+
+@pytest.mark.parametrize(
+    ("variable", "text"),
+    [
+        ("MONITORD_DETECTION__WINDOW_SIZE", "1000\nwindow_step = 5"),
+        ("MONITORD_DETECTION", "{}\n[kafka]\ngroup_id = 'stolen'"),
+        ("MONITORD_KAFKA__INPUT_TOPICS", '["a"]\nbootstrap_servers = "evil:9092"'),
+    ],
+)
+def test_a_variable_holding_more_than_one_toml_value_is_refused(variable: str, text: str) -> None:
+    # Read as "value = <text>", these parse as a document of two keys; the second was dropped.
+    with pytest.raises(ConfigError) as caught:
+        parse_config({}, environ={variable: text})
+    assert variable in str(caught.value)
+
+
+def test_a_multiline_toml_array_in_a_variable_is_one_value() -> None:
+    config = parse_config({}, environ={"MONITORD_KAFKA__INPUT_TOPICS": '[\n  "a",\n  "b",\n]'})
+    assert config.kafka.input_topics == ("a", "b")
+
+
+def test_a_variable_replaces_a_mixed_case_key_of_the_file(tmp_path: Path) -> None:
+    # Model versions are the producers' names, in any case; the variable's name is not.
+    data = {"models": [{"name": "m", "profiles": {"V7": "old.npz"}}]}
+    config = parse_config(
+        data, environ={"MONITORD_MODELS__0__PROFILES__V7": str(tmp_path / "new.npz")}
+    )
+    assert config.models[0].profiles == {"V7": tmp_path / "new.npz"}
+
+
+def test_an_entry_past_the_end_of_an_array_is_named() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            {"models": [{"name": "m"}]},
+            environ={"MONITORD_MODELS__99__RETRAIN_SCHEDULE": "@daily"},
+        )
+    message = str(caught.value)
+    assert "MONITORD_MODELS__99__RETRAIN_SCHEDULE" in message
+    assert "models has 1 entry" in message
+
+
+def test_a_secret_cannot_be_set_through_a_key_path() -> None:
+    with pytest.raises(ConfigError, match="MONITORD_KAFKA_SASL_PASSWORD instead"):
+        parse_config({}, environ={"MONITORD_KAFKA__SASL_PASSWORD": "hunter2"})
+
+
+def test_a_time_zone_that_is_a_path_is_refused() -> None:
+    with pytest.raises(ConfigError, match="not an IANA time zone"):
+        parse_config(
+            {"models": [{"name": "m", "retrain_schedule": "@daily"}]},
+            environ={"MONITORD_MODELS__0__RETRAIN_SCHEDULE_TIMEZONE": "../../etc/passwd"},
+        )
+
+
+@pytest.mark.parametrize("name", ["localtime", "posixrules"])
+def test_a_time_zone_that_is_the_machines_own_is_refused(name: str) -> None:
+    # Files in the zoneinfo directory, not IANA names: the schedule would follow the host.
+    with pytest.raises(ConfigError, match="not an IANA time zone"):
+        parse_config(
+            {"models": [{"name": "m", "retrain_schedule": "@daily"}]},
+            environ={"MONITORD_MODELS__0__RETRAIN_SCHEDULE_TIMEZONE": name},
+        )
+
+
+def test_a_symlinked_config_resolves_paths_beside_the_link(tmp_path: Path) -> None:
+    # A Kubernetes ConfigMap: the file is a link into a dated directory that is replaced.
+    dated = tmp_path / "..2026_12_05"
+    dated.mkdir()
+    (dated / "config.toml").write_text('state_dir = "state"\n')
+    mounted = tmp_path / "etc"
+    mounted.mkdir()
+    (mounted / "config.toml").symlink_to(dated / "config.toml")
+    config = load_config(mounted / "config.toml", environ={})
+    assert config.state_dir == mounted / "state"
+
+
+def test_a_relative_path_of_the_environment_is_the_working_directorys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "etc").mkdir()
+    path = tmp_path / "etc" / "config.toml"
+    path.write_text('state_dir = "state"\n')
+    monkeypatch.chdir(tmp_path)
+    config = load_config(path, environ={"MONITORD_STATE_DIR": "elsewhere"})
+    assert config.state_dir == tmp_path / "elsewhere"
