@@ -20,6 +20,7 @@ from __future__ import annotations
 import http.client
 import json
 import ssl
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -31,6 +32,7 @@ from connectors.stream import ConnectorError
 
 PROXY_SCHEME = "mlflow-artifacts:"
 _ERROR_BODY_CHARS = 300
+_CHUNK_BYTES = 1 << 16
 
 
 class RegistryError(ConnectorError):
@@ -58,7 +60,8 @@ class ModelVersion:
 
 
 class MlflowClient:
-    """Calls to one tracking server, each bounded by ``timeout_s``.
+    """Calls to one tracking server, each bounded by ``timeout_s`` (the answer's body as a
+    whole; connecting and each read of the headers by the socket's timeout).
 
     ``token`` is sent as a bearer token (``MLFLOW_TRACKING_TOKEN`` in MLflow's own client);
     ``max_bytes`` bounds what a download may hold. ``tls`` verifies an https server."""
@@ -158,9 +161,10 @@ class MlflowClient:
         request = urllib.request.Request(
             url, data=data, headers={**self._headers, **headers}, method=method
         )
+        deadline = time.monotonic() + self._timeout_s
         try:
             with self._opener.open(request, timeout=self._timeout_s) as response:
-                return response.status, self._read(response)
+                return response.status, self._read(response, deadline)
         except urllib.error.HTTPError as error:
             with error:
                 return error.code, error.read(_ERROR_BODY_CHARS * 4)
@@ -173,8 +177,24 @@ class MlflowClient:
         except ValueError:
             raise RegistryError(f"invalid URL for {self._target}", retriable=False) from None
 
-    def _read(self, response: http.client.HTTPResponse) -> bytes:
-        body = response.read(self._max_bytes + 1)
+    def _read(self, response: http.client.HTTPResponse, deadline: float) -> bytes:
+        """The body, at most ``max_bytes``, by ``deadline``. The socket's timeout bounds each
+        read only: a server sending a byte at a time would hold a worker for ever."""
+        chunks: list[bytes] = []
+        size = 0
+        while size <= self._max_bytes:
+            chunk = response.read1(min(_CHUNK_BYTES, self._max_bytes + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if time.monotonic() > deadline:
+                raise RegistryError(
+                    f"{self._target}: answer not complete within {self._timeout_s:g} s "
+                    f"(registry.timeout_s; {size} bytes so far)",
+                    retriable=True,
+                )
+        body = b"".join(chunks)
         if len(body) > self._max_bytes:
             raise RegistryError(
                 f"{self._target}: answer larger than {self._max_bytes} bytes "
