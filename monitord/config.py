@@ -776,6 +776,41 @@ def _merged(shared: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+"""Control characters but tab and line breaks: no setting means one. A NUL is not a path
+(`Path.exists` says False, so `check` passed what `run` then crashed on), an escape
+sequence in a group id or topic would be written into every log line naming it."""
+
+
+def _control_characters(data: Any, path: str = "") -> list[tuple[str, str]]:
+    """(key path, problem) for each string of ``data`` holding a control character."""
+    if isinstance(data, str):
+        found = _CONTROL.search(data)
+        if found is None:
+            return []
+        return [
+            (
+                path,
+                f"{path}: holds the control character U+{ord(found.group()):04X} at "
+                f"position {found.start()}; settings are printable text",
+            )
+        ]
+    if isinstance(data, dict):
+        items: list[tuple[str, Any]] = [(str(k), v) for k, v in data.items()]
+    elif isinstance(data, list):
+        items = [(str(i), v) for i, v in enumerate(data)]
+    else:
+        return []
+    found_all = []
+    for key, value in items:
+        if _CONTROL.search(key):
+            where = path or "the top level"
+            found_all.append((path, f"{where}: the key {key!r} holds a control character"))
+            continue
+        found_all += _control_characters(value, f"{path}.{key}" if path else key)
+    return found_all
+
+
 def _relative(data: Any, prefix: str) -> Any:
     """``data`` with strings under the directory ``prefix`` written relative to it."""
     if isinstance(data, str):
@@ -809,6 +844,7 @@ def parse_config(
                 f"variable {variable} instead"
             )
     sources, problems = _apply_environment(copied, environ)
+    problems += [line + _source(path, sources) for path, line in _control_characters(copied)]
     for key, variable in SECRET_ENV.items():
         section, name = key.split(".")
         if variable in environ:
