@@ -45,7 +45,9 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No setting means infinity (None is "off"): TOML's and a variable's "inf" passed the
+    # bounds and then overflowed threading.Timer at shutdown (shutdown.grace_s).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ConsumerSettings(_Section):

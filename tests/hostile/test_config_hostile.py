@@ -5,11 +5,14 @@ never a value silently dropped."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import get_args
 
 import pytest
+from pydantic import BaseModel
 
-from monitord.config import ConfigError, load_config, parse_config
+from monitord.config import Config, ConfigError, load_config, parse_config
 
 HUGE_INTEGER = "9" * 5000  # past int()'s 4,300 digits: a ValueError of its own, not TOML's
 
@@ -175,3 +178,28 @@ def test_a_profile_file_of_another_model_is_refused_by_check(tmp_path: Path) -> 
     )
     with pytest.raises(ConfigError, match="other/v2"):
         preflight(config, environ={})
+
+
+def float_settings(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> Iterator[str]:
+    """The key paths of every float setting (outside [[models]] and receivers' unions)."""
+    for name, field in model.model_fields.items():
+        for member in get_args(field.annotation) or (field.annotation,):
+            if isinstance(member, type) and issubclass(member, BaseModel):
+                yield from float_settings(member, (*prefix, name))
+            elif member is float:
+                yield ".".join((*prefix, name))
+
+
+@pytest.mark.parametrize(
+    "key", sorted({key for key in float_settings(Config) if not key.startswith("models.")})
+)
+@pytest.mark.parametrize("text", ["inf", "-inf", "nan"])
+def test_an_infinite_setting_is_refused(key: str, text: str) -> None:
+    # "inf" is a TOML float: it passed gt=0 and then overflowed threading.Timer at shutdown
+    # (shutdown.grace_s); no setting means "never" by infinity (None is "off").
+    variable = "MONITORD_" + key.upper().replace(".", "__")
+    data = {"registry": {"tracking_uri": "http://127.0.0.1:5000"}}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, environ={variable: text})
+    assert f"{key}: " in str(caught.value)
+    assert variable in str(caught.value)
