@@ -32,7 +32,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from monitord.cron import CronExpression
-from monitord.environment import apply, overrides, parse_value
+from monitord.environment import PREFIX, SEPARATOR, apply, overrides, parse_value
 from monitord.receivers import ReceiverSettings
 from monitord.schedule import DEFAULT_ZONE, time_zone
 from monitord.schema import annotations_at, is_text, resolve_paths, with_base
@@ -875,7 +875,18 @@ def _apply_environment(
     known = set(SECRET_ENV.values())
     trial = json.loads(json.dumps(data))
     _override(trial, environ, known)
-    return _override(data, environ, known | _named_variables(data) | _named_variables(trial))
+    named = _named_variables(data) | _named_variables(trial)
+    sources, problems = _override(data, environ, known | named)
+    for variable in sorted(named):
+        # MONITORD_STATE_DIR named as a receiver's secret: state_dir would silently not be
+        # set by it, and the key would be a path.
+        keys = variable[len(PREFIX) :].lower().split(SEPARATOR)
+        if variable.startswith(PREFIX) and annotations_at(Config, keys):
+            problems.append(
+                f"{variable} is named by a *_env key as a secret, but it is the variable "
+                f"that sets {'.'.join(keys)}; name a variable of its own for the secret"
+            )
+    return sources, problems
 
 
 def _override(

@@ -203,3 +203,11 @@ def test_an_infinite_setting_is_refused(key: str, text: str) -> None:
         parse_config(data, environ={variable: text})
     assert f"{key}: " in str(caught.value)
     assert variable in str(caught.value)
+
+
+def test_a_secret_variable_that_is_a_settings_variable_is_refused() -> None:
+    # Before: state_dir silently stayed the default, and the webhook's key was a path.
+    receiver = {"type": "webhook", "name": "w", "url": "https://example.com/h"}
+    data = {"receivers": [{**receiver, "secret_env": "MONITORD_STATE_DIR"}]}
+    with pytest.raises(ConfigError, match="MONITORD_STATE_DIR is named by a \\*_env key"):
+        parse_config(data, environ={"MONITORD_STATE_DIR": "/srv/monitord"})
