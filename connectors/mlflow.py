@@ -26,6 +26,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import IO
 
 from connectors.http import redact_url
 from connectors.stream import ConnectorError
@@ -59,6 +60,36 @@ class ModelVersion:
     status: str  # READY once registered
 
 
+class _SameServerRedirects(urllib.request.HTTPRedirectHandler):
+    """Redirects within the tracking server only: urllib sends a request's headers, the
+    bearer token among them, on to wherever a redirect points."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: http.client.HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if _origin(urllib.parse.urljoin(req.full_url, newurl)) != _origin(req.full_url):
+            raise RegistryError(
+                f"{redact_url(req.full_url)}: HTTP {code} redirects to another server "
+                f"({redact_url(newurl)}); monitord sends its token to the tracking server "
+                "only: set registry.tracking_uri to the server that answers",
+                retriable=False,
+                status=code,
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    return parts.scheme.lower(), (parts.hostname or ""), parts.port or default
+
+
 class MlflowClient:
     """Calls to one tracking server, each bounded by ``timeout_s`` (the answer's body as a
     whole; connecting and each read of the headers by the socket's timeout).
@@ -78,7 +109,7 @@ class MlflowClient:
         self.tracking_uri = tracking_uri.rstrip("/")
         self._timeout_s, self._max_bytes = timeout_s, max_bytes
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
-        handlers: list[urllib.request.BaseHandler] = []
+        handlers: list[urllib.request.BaseHandler] = [_SameServerRedirects()]
         if tls is not None:
             handlers.append(urllib.request.HTTPSHandler(context=tls))
         self._opener = urllib.request.build_opener(*handlers)

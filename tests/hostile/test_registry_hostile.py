@@ -305,3 +305,53 @@ def test_a_corrupt_cache_entry_is_fetched_again(
     assert profile.model_version == "1"
     assert "model-versions/get" in fake.requests  # from the registry, not the cache
     assert data_path.read_bytes() == good  # and the cache is whole again
+
+
+def test_a_redirect_to_another_server_does_not_get_the_token() -> None:
+    # urllib sends a request's headers on to wherever a redirect points: the bearer token
+    # went to 127.0.0.2 when the registry answered 302 there.
+    seen: list[str | None] = []
+
+    class Elsewhere(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    elsewhere = http.server.ThreadingHTTPServer(("127.0.0.2", 0), Elsewhere)
+    target = f"http://127.0.0.2:{elsewhere.server_address[1]}"
+
+    class Redirecting(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            location = f"{target}{self.path}" if "artifacts" in self.path else self.path + "x"
+            self.send_response(302)
+            self.send_header("Location", location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    registry = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    servers = [elsewhere, registry]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{registry.server_address[1]}"
+        client = MlflowClient(url, timeout_s=5.0, max_bytes=1 << 20, token="s3cr3t")
+        with pytest.raises(RegistryError, match="redirects to another server") as caught:
+            client.download("mlflow-artifacts:/0/run-1/artifacts", ARTIFACT)
+        assert not caught.value.retriable
+        assert seen == []
+        # A redirect within the server is followed, token and all (urllib stops the loop).
+        with pytest.raises(RegistryError, match="HTTP 302"):
+            client.model_version(MODEL, "1")
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
