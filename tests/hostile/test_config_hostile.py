@@ -211,3 +211,34 @@ def test_a_secret_variable_that_is_a_settings_variable_is_refused() -> None:
     data = {"receivers": [{**receiver, "secret_env": "MONITORD_STATE_DIR"}]}
     with pytest.raises(ConfigError, match="MONITORD_STATE_DIR is named by a \\*_env key"):
         parse_config(data, environ={"MONITORD_STATE_DIR": "/srv/monitord"})
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="check lists problems in two rounds: a key that fails validation (a bad cron) "
+    "hides the preflight's (an unset secret_env, a missing profile file) until it is fixed",
+)
+def test_check_lists_validation_and_preflight_problems_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from monitord.cli import main  # noqa: PLC0415
+
+    monkeypatch.delenv("I17_UNSET_SECRET", raising=False)
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n'
+        "[[models]]\n"
+        'name = "m"\n'
+        'retrain_schedule = "*/0 * * * *"\n'
+        'profiles = { v1 = "missing.npz" }\n'
+        "[[receivers]]\n"
+        'type = "webhook"\n'
+        'name = "w"\n'
+        'url = "https://example.com/hook"\n'
+        'secret_env = "I17_UNSET_SECRET"\n'
+    )
+    assert main(["check", "--config", str(path)]) != 0
+    said = capsys.readouterr().err
+    assert "models.0.retrain_schedule" in said
+    assert "I17_UNSET_SECRET" in said
+    assert "models.0.profiles.v1" in said
