@@ -20,17 +20,20 @@ from __future__ import annotations
 import http.client
 import json
 import ssl
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import IO
 
 from connectors.http import redact_url
 from connectors.stream import ConnectorError
 
 PROXY_SCHEME = "mlflow-artifacts:"
 _ERROR_BODY_CHARS = 300
+_CHUNK_BYTES = 1 << 16
 
 
 class RegistryError(ConnectorError):
@@ -57,8 +60,39 @@ class ModelVersion:
     status: str  # READY once registered
 
 
+class _SameServerRedirects(urllib.request.HTTPRedirectHandler):
+    """Redirects within the tracking server only: urllib sends a request's headers, the
+    bearer token among them, on to wherever a redirect points."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: http.client.HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if _origin(urllib.parse.urljoin(req.full_url, newurl)) != _origin(req.full_url):
+            raise RegistryError(
+                f"{redact_url(req.full_url)}: HTTP {code} redirects to another server "
+                f"({redact_url(newurl)}); monitord sends its token to the tracking server "
+                "only: set registry.tracking_uri to the server that answers",
+                retriable=False,
+                status=code,
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    return parts.scheme.lower(), (parts.hostname or ""), parts.port or default
+
+
 class MlflowClient:
-    """Calls to one tracking server, each bounded by ``timeout_s``.
+    """Calls to one tracking server, each bounded by ``timeout_s`` (the answer's body as a
+    whole; connecting and each read of the headers by the socket's timeout).
 
     ``token`` is sent as a bearer token (``MLFLOW_TRACKING_TOKEN`` in MLflow's own client);
     ``max_bytes`` bounds what a download may hold. ``tls`` verifies an https server."""
@@ -75,7 +109,7 @@ class MlflowClient:
         self.tracking_uri = tracking_uri.rstrip("/")
         self._timeout_s, self._max_bytes = timeout_s, max_bytes
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
-        handlers: list[urllib.request.BaseHandler] = []
+        handlers: list[urllib.request.BaseHandler] = [_SameServerRedirects()]
         if tls is not None:
             handlers.append(urllib.request.HTTPSHandler(context=tls))
         self._opener = urllib.request.build_opener(*handlers)
@@ -158,9 +192,10 @@ class MlflowClient:
         request = urllib.request.Request(
             url, data=data, headers={**self._headers, **headers}, method=method
         )
+        deadline = time.monotonic() + self._timeout_s
         try:
             with self._opener.open(request, timeout=self._timeout_s) as response:
-                return response.status, self._read(response)
+                return response.status, self._read(response, deadline)
         except urllib.error.HTTPError as error:
             with error:
                 return error.code, error.read(_ERROR_BODY_CHARS * 4)
@@ -173,8 +208,24 @@ class MlflowClient:
         except ValueError:
             raise RegistryError(f"invalid URL for {self._target}", retriable=False) from None
 
-    def _read(self, response: http.client.HTTPResponse) -> bytes:
-        body = response.read(self._max_bytes + 1)
+    def _read(self, response: http.client.HTTPResponse, deadline: float) -> bytes:
+        """The body, at most ``max_bytes``, by ``deadline``. The socket's timeout bounds each
+        read only: a server sending a byte at a time would hold a worker for ever."""
+        chunks: list[bytes] = []
+        size = 0
+        while size <= self._max_bytes:
+            chunk = response.read1(min(_CHUNK_BYTES, self._max_bytes + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if time.monotonic() > deadline:
+                raise RegistryError(
+                    f"{self._target}: answer not complete within {self._timeout_s:g} s "
+                    f"(registry.timeout_s; {size} bytes so far)",
+                    retriable=True,
+                )
+        body = b"".join(chunks)
         if len(body) > self._max_bytes:
             raise RegistryError(
                 f"{self._target}: answer larger than {self._max_bytes} bytes "

@@ -32,7 +32,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from monitord.cron import CronExpression
-from monitord.environment import apply, overrides, parse_value
+from monitord.environment import PREFIX, SEPARATOR, apply, overrides, parse_value
 from monitord.receivers import ReceiverSettings
 from monitord.schedule import DEFAULT_ZONE, time_zone
 from monitord.schema import annotations_at, is_text, resolve_paths, with_base
@@ -45,7 +45,9 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No setting means infinity (None is "off"): TOML's and a variable's "inf" passed the
+    # bounds and then overflowed threading.Timer at shutdown (shutdown.grace_s).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ConsumerSettings(_Section):
@@ -776,6 +778,41 @@ def _merged(shared: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+"""Control characters but tab and line breaks: no setting means one. A NUL is not a path
+(`Path.exists` says False, so `check` passed what `run` then crashed on), an escape
+sequence in a group id or topic would be written into every log line naming it."""
+
+
+def _control_characters(data: Any, path: str = "") -> list[tuple[str, str]]:
+    """(key path, problem) for each string of ``data`` holding a control character."""
+    if isinstance(data, str):
+        found = _CONTROL.search(data)
+        if found is None:
+            return []
+        return [
+            (
+                path,
+                f"{path}: holds the control character U+{ord(found.group()):04X} at "
+                f"position {found.start()}; settings are printable text",
+            )
+        ]
+    if isinstance(data, dict):
+        items: list[tuple[str, Any]] = [(str(k), v) for k, v in data.items()]
+    elif isinstance(data, list):
+        items = [(str(i), v) for i, v in enumerate(data)]
+    else:
+        return []
+    found_all = []
+    for key, value in items:
+        if _CONTROL.search(key):
+            where = path or "the top level"
+            found_all.append((path, f"{where}: the key {key!r} holds a control character"))
+            continue
+        found_all += _control_characters(value, f"{path}.{key}" if path else key)
+    return found_all
+
+
 def _relative(data: Any, prefix: str) -> Any:
     """``data`` with strings under the directory ``prefix`` written relative to it."""
     if isinstance(data, str):
@@ -809,6 +846,7 @@ def parse_config(
                 f"variable {variable} instead"
             )
     sources, problems = _apply_environment(copied, environ)
+    problems += [line + _source(path, sources) for path, line in _control_characters(copied)]
     for key, variable in SECRET_ENV.items():
         section, name = key.split(".")
         if variable in environ:
@@ -837,7 +875,18 @@ def _apply_environment(
     known = set(SECRET_ENV.values())
     trial = json.loads(json.dumps(data))
     _override(trial, environ, known)
-    return _override(data, environ, known | _named_variables(data) | _named_variables(trial))
+    named = _named_variables(data) | _named_variables(trial)
+    sources, problems = _override(data, environ, known | named)
+    for variable in sorted(named):
+        # MONITORD_STATE_DIR named as a receiver's secret: state_dir would silently not be
+        # set by it, and the key would be a path.
+        keys = variable[len(PREFIX) :].lower().split(SEPARATOR)
+        if variable.startswith(PREFIX) and annotations_at(Config, keys):
+            problems.append(
+                f"{variable} is named by a *_env key as a secret, but it is the variable "
+                f"that sets {'.'.join(keys)}; name a variable of its own for the secret"
+            )
+    return sources, problems
 
 
 def _override(
@@ -882,7 +931,9 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(f"{path}: no such config file") from None
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a directory, not a config file") from None
-    except tomllib.TOMLDecodeError as exc:
+    except OSError as exc:  # unreadable: permissions, a dangling symlink's loop, I/O
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    except ValueError as exc:  # TOMLDecodeError, or an integer int() refuses (4,300 digits)
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
     try:
         # Lexically absolute, symlinks kept: a Kubernetes ConfigMap's file is a symlink into
@@ -914,9 +965,20 @@ def _explain(exc: ValidationError, sources: Mapping[str, str]) -> list[str]:
         elif error["type"] in ("union_tag_invalid", "union_tag_not_found"):
             line = f"{path}.{_tag_problem(error)}"
         else:
-            line = f"{path}: {error['msg']} (got {error.get('input')!r})"
+            line = f"{path}: {error['msg']} (got {_shown(error.get('input'))})"
         lines.append(line + _source(path, sources))
     return lines
+
+
+SHOWN_CHARS = 200
+"""How much of a wrong value an error message repeats: a megabyte-long variable is not."""
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    if len(text) <= SHOWN_CHARS:
+        return text
+    return f"{text[:SHOWN_CHARS]}... ({len(text)} characters)"
 
 
 def _source(path: str, sources: Mapping[str, str]) -> str:
@@ -932,7 +994,7 @@ def _tag_problem(error: ErrorDetails) -> str:
     ctx = error.get("ctx", {})
     key = str(ctx.get("discriminator", "type")).strip("'")
     if error["type"] == "union_tag_not_found":
-        return f"{key}: Field required (got {error.get('input')!r})"
+        return f"{key}: Field required (got {_shown(error.get('input'))})"
     *tags, last = str(ctx.get("expected_tags", "")).split(", ")
     expected = f"{', '.join(tags)} or {last}" if tags else last
     return f"{key}: Input should be {expected} (got {ctx.get('tag')!r})"

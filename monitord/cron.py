@@ -255,12 +255,17 @@ def _number(token: str, field: _Field, text: str, *, what: str) -> int:
             if field.names
             else ("a number")
         )
-        raise _invalid(text, field, f"{what} {token!r} is not {allowed}")
+        raise _invalid(text, field, f"{what} {token[:20]!r} is not {allowed}")
+    if len(token) > 3:  # "0099" is 99; int() refuses 4,300 digits with its own ValueError
+        token = token.lstrip("0") or "0"
+        if len(token) > 3:
+            raise _invalid(text, field, f"{what} {token[:20]}... is too large")
     return int(token)
 
 
 def _invalid(text: str, field: _Field, problem: str) -> CronError:
-    return CronError(f"{text!r} is not a valid cron expression: {field.name} {problem}")
+    shown = text if len(text) <= 100 else f"{text[:100]}..."
+    return CronError(f"{shown!r} is not a valid cron expression: {field.name} {problem}")
 
 
 __all__ = ["MACROS", "MAX_FOLD", "SEARCH_YEARS", "CronError", "CronExpression"]

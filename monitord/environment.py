@@ -5,7 +5,9 @@
 ``MONITORD_KAFKA__CONSUMER__MAX_POLL_RECORDS``. An entry of an array of tables is named by
 its 0-based index in the file: ``MONITORD_MODELS__0__RETRAIN_SCHEDULE``; a variable cannot
 add an entry, but may give the whole array (``MONITORD_RECEIVERS='[{...}]'``). Keys are
-matched case-insensitively (they are lower case in the file).
+matched case-insensitively: a variable sets the key the file spells in any case
+(``MONITORD_MODELS__0__PROFILES__V7`` replaces the file's version ``V7``); a key the file
+does not have is added in lower case, so give a table with mixed-case keys whole.
 
 A value is read as a TOML value (``5000``, ``true``, ``["a", "b"]``, ``{ team = "ml" }``)
 where the key takes something other than text; text keys (names, URLs, topics, paths)
@@ -64,9 +66,13 @@ def parse_value(text: str, *, as_text: bool) -> object:
     if as_text:
         return text
     try:
-        return tomllib.loads(f"value = {text}")["value"]
-    except tomllib.TOMLDecodeError:
+        # ValueError too: an integer of more than 4,300 digits is refused by int() itself.
+        document = tomllib.loads(f"value = {text}")
+    except ValueError:
         return text
+    # "1\nfoo = 2" parses as two keys: the second would be dropped without a word, so the
+    # text is not one TOML value, and validation says what the key needs.
+    return document["value"] if document.keys() == {"value"} else text
 
 
 def apply(data: dict[str, object], override: Override, value: object) -> str | None:
@@ -86,7 +92,7 @@ def apply(data: dict[str, object], override: Override, value: object) -> str | N
                 return _no_entry(override, where, key, len(node))
             node = node[int(key)]
         elif isinstance(node, dict):
-            node = node.setdefault(key, {})
+            node = node.setdefault(_key_in(node, key), {})
         else:
             return f"{override.variable}: {where} is a value, not a table with key {key!r}"
     if isinstance(node, list):
@@ -94,10 +100,17 @@ def apply(data: dict[str, object], override: Override, value: object) -> str | N
             return _no_entry(override, ".".join(parents), last, len(node))
         node[int(last)] = value
     elif isinstance(node, dict):
-        node[last] = value
+        node[_key_in(node, last)] = value
     else:
         return f"{override.variable}: {'.'.join(parents)} is a value, not a table"
     return None
+
+
+def _key_in(table: dict[object, object], key: str) -> str:
+    """The key of ``table`` that ``key`` (lower case) names: the file's spelling when it has
+    one, so ``..._PROFILES__V1`` overrides a version ``V1`` instead of adding ``v1``."""
+    spelled = [k for k in table if isinstance(k, str) and k.lower() == key]
+    return spelled[0] if len(spelled) == 1 else key
 
 
 def _no_entry(override: Override, where: str, key: str, length: int) -> str:

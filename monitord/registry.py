@@ -4,9 +4,11 @@ When a model version is first seen and has no profile file, `RegistryReferences.
 for its profile: first in the cache (``registry.cache_dir``: the artifact's bytes and its
 SHA-256, so a restart needs no registry), else in the registered version's run artifacts
 (``models:/NAME/VERSION`` -> its run -> ``registry.artifact_path``). The fetch runs on a
-worker thread; the loop waits for it at most ``registry.wait_s``. A version whose fetch is
-late, or whose registry is down, warms up on live traffic meanwhile, and the worker retries
-(``registry.retries``, backoff doubling): a profile that arrives later replaces the warm-up
+worker thread; the loop waits for it at most ``registry.wait_s``, and not at all while an
+earlier fetch is still unanswered past that wait (a silent registry stalls the loop once,
+not once per new version). A version whose fetch is late, or whose registry is down,
+warms up on live traffic meanwhile, and the worker retries (``registry.retries``, backoff
+doubling): a profile that arrives later replaces the warm-up
 (`arrived`, asked by the monitor). A cached profile is checked against the registry once
 per process in the background: a changed artifact is logged and replaces the cached one.
 
@@ -70,6 +72,7 @@ class RegistryReferences:
         self._stop = threading.Event()
         self._workers = ThreadPoolExecutor(WORKERS, thread_name_prefix="monitord-registry")
         self._running: list[Future[None]] = []
+        self._unanswered: list[_Fetch] = []  # fetches `load` stopped waiting for (loop only)
 
     def load(self, model: str, version: str) -> ReferenceProfile | None:
         """The version's profile from the cache or the registry, or None (warm-up) if the
@@ -78,8 +81,12 @@ class RegistryReferences:
         key = (model, version)
         with self._lock:
             known = self._fetches.get(key)
-        if known is not None:
-            return known.profile
+            if known is not None:
+                # The version's monitor is made again (its partition assigned again): the
+                # profile it gets now is the latest; one pending in `arrived` is that same
+                # profile, and adopting it would drop the state restored from a checkpoint.
+                self._arrived.pop(key, None)
+                return known.profile
         fetch = _Fetch()
         cached = self._cache.read(model, version)
         if cached is not None:
@@ -102,19 +109,25 @@ class RegistryReferences:
         with self._lock:
             self._fetches[key] = fetch
         self._submit(key, fetch, None)
-        fetch.first_answer.wait(self.settings.wait_s)
+        # While an earlier fetch is still unanswered past wait_s, the registry is silent:
+        # waiting again for each new version would stall the loop wait_s per version.
+        self._unanswered = [f for f in self._unanswered if not f.first_answer.is_set()]
+        silent = bool(self._unanswered)
+        fetch.first_answer.wait(0.0 if silent else self.settings.wait_s)
         with self._lock:
             fetch.handed_over = True
             profile = fetch.profile
         if profile is None and not fetch.first_answer.is_set():
+            self._unanswered.append(fetch)
             log.warning(
-                "%s/%s: the registry at %s has not answered within %g s (registry.wait_s): "
-                "warming up on live traffic meanwhile; its profile replaces the warm-up when "
-                "it arrives",
+                "%s/%s: the registry at %s has not answered %s: warming up on live traffic "
+                "meanwhile; its profile replaces the warm-up when it arrives",
                 model,
                 version,
                 self.settings.tracking_uri,
-                self.settings.wait_s,
+                "an earlier fetch yet, so not waited for"
+                if silent
+                else f"within {self.settings.wait_s:g} s (registry.wait_s)",
             )
         return profile
 
