@@ -225,6 +225,26 @@ def _required_config(given: Path | None) -> tuple[Path, Config]:
     return path, load_config(path)
 
 
+def _checked_config(given: Path | None) -> tuple[Path, Config]:
+    """The config, through every startup check (`monitord.preflight`). An invalid one
+    still gets the checks, with its failing keys at their defaults, so that every problem
+    is listed in one round."""
+    from monitord.preflight import preflight  # noqa: PLC0415
+
+    try:
+        path, config = _required_config(given)
+    except ConfigError as exc:
+        if exc.partial is None:
+            raise
+        try:
+            preflight(exc.partial)
+        except ConfigError as more:
+            raise ConfigError(f"{exc}\n{more}") from None
+        raise
+    preflight(config)
+    return path, config
+
+
 def _config_or_default(path: Path | None) -> Config:
     """The config of ``path``, or the defaults (with the environment's overrides)."""
     if path is None:
@@ -234,11 +254,9 @@ def _config_or_default(path: Path | None) -> Config:
 
 def _check(args: argparse.Namespace) -> int:
     from monitord.clock import iso, now  # noqa: PLC0415
-    from monitord.preflight import preflight  # noqa: PLC0415
     from monitord.schedule import CronSchedule  # noqa: PLC0415
 
-    path, config = _required_config(args.config)
-    preflight(config)
+    path, config = _checked_config(args.config)
     print(json.dumps(masked(config), indent=2, sort_keys=True))
     for key, variable in sorted(config.from_environment.items()):
         print(f"monitord: {key} is set by {variable}", file=sys.stderr)
@@ -458,11 +476,9 @@ def _run(args: argparse.Namespace) -> int:
     from monitord.admin import AdminServer, TokenBucket  # noqa: PLC0415
     from monitord.daemon import tune_garbage_collector  # noqa: PLC0415
     from monitord.logs import configure_logging, register_config_secrets  # noqa: PLC0415
-    from monitord.preflight import preflight  # noqa: PLC0415
     from monitord.service import build_kafka_daemon, observability  # noqa: PLC0415
 
-    _, config = _required_config(args.config)
-    preflight(config)  # the checks `check` makes, before the broker is asked anything
+    _, config = _checked_config(args.config)  # `check`'s, before the broker is asked
     configure_logging(config.logging.format, config.logging.level)
     register_config_secrets(config, os.environ)
     for key, variable in sorted(config.from_environment.items()):

@@ -41,7 +41,13 @@ SECRET_ENV = {"kafka.sasl_password": "MONITORD_KAFKA_SASL_PASSWORD"}
 
 
 class ConfigError(ValueError):
-    """The configuration is invalid; the message lists every problem with its key path."""
+    """The configuration is invalid; the message lists every problem with its key path.
+
+    ``partial``: the config with every key that failed validation left at its default,
+    when that validates, so that the checks needing a whole config (`monitord.preflight`)
+    can still run and report their problems in the same round."""
+
+    partial: Config | None = None
 
 
 class _Section(BaseModel):
@@ -851,17 +857,53 @@ def parse_config(
         section, name = key.split(".")
         if variable in environ:
             copied.setdefault(section, {})[name] = environ[variable]
+    partial = None
     try:
         config = Config.model_validate(copied)
     except ValidationError as exc:
         problems += _explain(exc, sources)
+        partial = _without_failing_keys(copied, exc)
     if problems:
-        raise ConfigError("\n".join(f"  {problem}" for problem in problems))
+        error = ConfigError("\n".join(f"  {problem}" for problem in problems))
+        if partial is not None:
+            error.partial = _placed(partial, sources, base_dir)
+        raise error
+    return _placed(config, sources, base_dir)
+
+
+def _placed(config: Config, sources: dict[str, str], base_dir: Path | None) -> Config:
     config._from_environment = sources
     if base_dir is not None:  # the file's paths and the defaults: the environment's are absolute
         config = with_base(config, base_dir)
         config._base_dir = base_dir  # where relative paths were resolved from
     return config
+
+
+def _without_failing_keys(data: dict[str, Any], exc: ValidationError) -> Config | None:
+    """The config of ``data`` with every key that failed validation removed (its default
+    in its place); None when a required key is missing or that does not validate either."""
+    trial = json.loads(json.dumps(data))
+    for error in exc.errors():
+        if error["type"] == "missing":
+            return None
+        container: Any = trial
+        where: list[Any] = []
+        for part in error["loc"]:  # a receiver's type in the location is no key: skipped
+            if (isinstance(container, dict) and part in container) or (
+                isinstance(container, list) and isinstance(part, int) and part < len(container)
+            ):
+                where.append(part)
+                container = container[part]  # type: ignore[index]
+        if not where or isinstance(where[-1], int):
+            return None  # a whole entry: nothing to leave at a default
+        parent: Any = trial
+        for part in where[:-1]:
+            parent = parent[part]
+        parent.pop(where[-1], None)
+    try:
+        return Config.model_validate(trial)
+    except ValidationError:
+        return None
 
 
 def _apply_environment(
@@ -941,7 +983,9 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
         base_dir = Path(os.path.abspath(path)).parent
         return parse_config(data, environ, base_dir=base_dir)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: invalid configuration\n{exc}") from None
+        error = ConfigError(f"{path}: invalid configuration\n{exc}")
+        error.partial = exc.partial
+        raise error from None
 
 
 def _explain(exc: ValidationError, sources: Mapping[str, str]) -> list[str]:

@@ -213,11 +213,6 @@ def test_a_secret_variable_that_is_a_settings_variable_is_refused() -> None:
         parse_config(data, environ={"MONITORD_STATE_DIR": "/srv/monitord"})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="check lists problems in two rounds: a key that fails validation (a bad cron) "
-    "hides the preflight's (an unset secret_env, a missing profile file) until it is fixed",
-)
 def test_check_lists_validation_and_preflight_problems_at_once(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
