@@ -52,7 +52,13 @@ from monitord.frames import (
 )
 from monitord.monitor import Evaluation, Monitor
 from monitord.policy import Output, Policy
-from monitord.reference import RESERVED, load_profile, save_profile, supported
+from monitord.reference import (
+    RESERVED,
+    labelled_pairs,
+    load_profile,
+    save_profile,
+    supported,
+)
 from monitord.results import BadRow, Distribution, StreamResult, TestResult, WindowResult
 
 ConfigLike = Config | Mapping[str, Any] | str | os.PathLike[str] | None
@@ -122,19 +128,13 @@ def _pairs(columns: NamedColumns, prediction: str | None, label: str) -> list[tu
             )
     assert prediction is not None
     pairs = zip(columns[prediction].tolist(), columns[label].tolist(), strict=True)
-    kept = [pair for pair in pairs if _is_value(pair[0]) and _is_value(pair[1])]
+    kept = labelled_pairs(pairs)
     if len(kept) < MIN_REFERENCE_ROWS:
         raise TableError(
             f"label: {len(kept)} rows have a prediction and a label; a reference performance "
             f"needs at least {MIN_REFERENCE_ROWS}"
         )
     return kept
-
-
-def _is_value(value: object) -> bool:
-    if isinstance(value, float):
-        return math.isfinite(value)
-    return isinstance(value, str | bool | int)
 
 
 def compare(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -78,13 +79,19 @@ def _pairs(
             )
     assert prediction_column is not None
     pairs = [(row.get(prediction_column), row.get(label_column)) for row in rows]
-    kept = [pair for pair in pairs if all(map(_is_value, pair))]
+    kept = labelled_pairs(pairs)
     if len(kept) < MIN_REFERENCE_ROWS:
         raise DataError(
             f"label column {label_column!r}: {len(kept)} rows have a prediction and a label; a "
             f"reference performance needs at least {MIN_REFERENCE_ROWS}"
         )
     return kept
+
+
+def labelled_pairs(pairs: Iterable[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    """The (prediction, label) pairs holding both, each a finite number, text or a
+    boolean: what a reference performance is built from."""
+    return [pair for pair in pairs if _is_value(pair[0]) and _is_value(pair[1])]
 
 
 def _is_value(value: object) -> bool:
@@ -134,10 +141,16 @@ def supported(profile: ReferenceProfile, source: str) -> ReferenceProfile:
 def save_profile(profile: ReferenceProfile, path: Path) -> None:
     """Write atomically: a crash leaves the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    replace_atomically(path, profile.to_bytes())
+
+
+def replace_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole or not at all (a temporary file, synced, renamed
+    over it): a reader or a crash never meets half a file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(profile.to_bytes())
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
@@ -33,7 +32,7 @@ from detectors.profile import ProfileError, ReferenceProfile
 from monitord.config import Config, RegistrySettings
 from monitord.monitor import ProfileLoader
 from monitord.provenance import Provenance
-from monitord.reference import profile_loader, supported
+from monitord.reference import profile_loader, replace_atomically, supported
 
 log = logging.getLogger(__name__)
 
@@ -343,25 +342,12 @@ class ProfileCache:
         meta = {"model": model, "version": version, "provenance": asdict(provenance)}
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            _replace(data_path, data)
-            _replace(meta_path, json.dumps(meta, indent=1).encode())
+            replace_atomically(data_path, data)
+            replace_atomically(meta_path, json.dumps(meta, indent=1).encode())
         except OSError as exc:
             log.warning(
                 "%s: cannot cache %s/%s's profile (%s)", self.directory, model, version, exc
             )
-
-
-def _replace(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def log_profile(client: MlflowClient, profile: ReferenceProfile, artifact_path: str) -> Provenance:

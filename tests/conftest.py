@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 
 from connectors.broker import EmbeddedBroker
+from monitord.config import Config
+from monitord.daemon import Daemon
+from monitord.service import build_kafka_daemon
 from tests.servers import RecordingServer, running_alertmanager
 
 
@@ -62,3 +65,17 @@ def alertmanager(tmp_path: Path, webhook: RecordingServer) -> Iterator[str]:
     """The base URL of a real Alertmanager on 127.0.0.1 that notifies `webhook`."""
     with running_alertmanager(tmp_path, webhook) as base_url:
         yield base_url
+
+
+@pytest.fixture
+def daemons() -> Iterator[Callable[[Config], Daemon]]:
+    """Build Kafka daemons that are closed (leaving their group) when the test ends."""
+    built: list[Daemon] = []
+
+    def build(config: Config) -> Daemon:
+        built.append(build_kafka_daemon(config))
+        return built[-1]
+
+    yield build
+    for daemon in built:
+        daemon.close()

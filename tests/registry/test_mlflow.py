@@ -8,7 +8,7 @@ import csv
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,6 @@ from monitord.config import Config, RegistrySettings, parse_config
 from monitord.daemon import Daemon
 from monitord.reference import load_profile, profile_from_rows
 from monitord.registry import RegistryReferences, log_profile
-from monitord.service import build_kafka_daemon
 from monitord.tabular import read_rows
 from tests.registry.conftest import Mlflow
 
@@ -97,19 +96,6 @@ def config(
 @pytest.fixture
 def names(unique_name: Callable[[str], str]) -> dict[str, str]:
     return {key: unique_name(key) for key in ("events", "group", "dead", "alerts", "triggers")}
-
-
-@pytest.fixture
-def daemons() -> Iterator[Callable[[Config], Daemon]]:
-    built: list[Daemon] = []
-
-    def build(config: Config) -> Daemon:
-        built.append(build_kafka_daemon(config))
-        return built[-1]
-
-    yield build
-    for daemon in built:
-        daemon.close()
 
 
 def produce(bootstrap: str, topic: str, model: str, version: str, x: np.ndarray) -> None:
