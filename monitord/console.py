@@ -81,7 +81,10 @@ class TableWriter:
                 number(output.threshold),
                 f"{window} ({output.severity})",
             )
-        features = ", ".join(output.drifted_features) or "-"
+        drifted = output.drifted_features
+        features = ", ".join(drifted) or "-"
+        if len(features) > COLUMNS[3][1]:  # the summary on stderr lists them all
+            features = f"{drifted[0]} +{len(drifted) - 1}"
         return self._cells(
             f"{row}{where}",
             when,

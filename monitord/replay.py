@@ -40,7 +40,7 @@ from monitord.dead_letter import ERROR_HEADERS
 from monitord.outputs import JsonLinesPublisher, Publisher
 from monitord.reference import load_profile
 from monitord.repartition import SOURCE_HEADERS
-from monitord.tabular import ABSENT, Batch, DataFile, open_data
+from monitord.tabular import ABSENT, BATCH_ROWS, Batch, DataFile, open_data
 from monitord.tally import ReplayTally, TallyingPolicy
 
 Format = Literal["jsonl", "table"]
@@ -151,10 +151,11 @@ def _records(
     topic: str,
     key: bytes | None,
     values: Callable[[Batch], list[bytes]],
+    batch_rows: int,
     progress: Callable[[int], None] | None = None,
 ) -> Iterator[Record]:
     """The file's rows as records at offset = row index, read batch by batch."""
-    for batch in data.batches():
+    for batch in data.batches(batch_rows):
         for i, value in enumerate(values(batch), start=batch.start):
             yield Record(topic, 0, i, key, value, 0)
         if progress is not None:
@@ -176,13 +177,15 @@ def replay(
     output_format: Format = "jsonl",
     summary: IO[str] | None = None,
     progress: IO[str] | None = None,
+    batch_rows: int = BATCH_ROWS,
 ) -> Daemon:
     """Replay ``data`` through the daemon loop, writing outputs to ``out`` (``jsonl``: as
     JSON lines; ``table``: as aligned text) and dead letters to ``dead_letters_path`` (one
     JSON object per bad row). Labels come from the rows' ``label_column`` (default
     ``events.label``) and from ``labels_path``. The file is read in batches: memory follows
     the windows and the reference, not the file. With ``summary``, what the replay came to is
-    written there at the end; with ``progress``, a progress line (for a terminal)."""
+    written there at the end; with ``progress``, a progress line (for a terminal).
+    ``batch_rows``: rows read at a time."""
     started = time.monotonic()
     data_file = open_data(data, config.events)
     labels_file = open_data(labels_path, config.events) if labels_path else None
@@ -199,7 +202,12 @@ def replay(
     feeds = {
         TopicPartition(topic, 0): (
             _records(
-                data_file, topic, model.encode(), event_values, shown.update if shown else None
+                data_file,
+                topic,
+                model.encode(),
+                event_values,
+                batch_rows,
+                shown.update if shown else None,
             ),
             data_file.rows,
         )
@@ -215,7 +223,7 @@ def replay(
             return labels_from_batch(batch, config, label_column)
 
         feeds[TopicPartition(label_topic, 0)] = (
-            _records(labels_file, label_topic, None, label_values),
+            _records(labels_file, label_topic, None, label_values, batch_rows),
             labels_file.rows,
         )
     # Every prediction may wait for its label, which may come after the file's last event.

@@ -56,8 +56,11 @@ class ReplayTally:
                 self.windows[version] += 1
             record = evaluation.last_record
             first = min((r.first_offset for r in evaluation.offsets), default=record.offset)
+            # Performance alerts are the model's (feature ""): their drift goes with them.
+            model_level = result.detector in PERFORMANCE_ALERTS
             for j in np.flatnonzero(result.drifted):
-                key = (*version, evaluation.features[int(j)], result.detector)
+                column = "" if model_level else evaluation.features[int(j)]
+                key = (*version, column, result.detector)
                 tally = self.tests.setdefault(key, TestTally())
                 tally.drifted_windows += 1
                 if tally.first_drift is None:
@@ -84,23 +87,29 @@ class ReplayTally:
     def lines(self, data_topic: str) -> list[str]:
         """The summary: windows, then each column and test that drifted or alerted, then
         the retrain requests; "no drift in N windows" when nothing did."""
-        windows = sum(self.windows.values())
-        per_version = ", ".join(f"{m}/{v} {n}" for (m, v), n in sorted(self.windows.items()))
-        lines = [f"{windows} windows" + (f" ({per_version})" if per_version else "")]
+        windows = _plural(sum(self.windows.values()), "window")
+        if len(self.windows) == 1:
+            ((model, version),) = self.windows
+            windows += f" of {model}/{version}"
+        elif self.windows:
+            windows += (
+                " (" + ", ".join(f"{m}/{v} {n}" for (m, v), n in sorted(self.windows.items())) + ")"
+            )
         if not self.tests and not self.retrains:
-            return [f"no drift in {windows} windows" + (f" ({per_version})" if per_version else "")]
+            return [f"no drift in {windows}"]
+        lines = [windows]
         for (model, version, column, test), tally in sorted(self.tests.items()):
-            where = f"{model}/{version} {column or '(model)'} {test}"
             parts = []
             if tally.first_drift is not None:
                 topic, first, row = tally.first_drift
                 of = "" if topic == data_topic else f" of {topic}"
+                window = f" (window rows {first}-{row})" if first < row else ""
                 parts.append(
-                    f"first drift at row {row}{of} (window rows {first}-{row}), "
-                    f"{tally.drifted_windows} windows drifted"
+                    f"first drift at row {row}{of}{window}, "
+                    f"{_plural(tally.drifted_windows, 'window')} drifted"
                 )
             parts.append(f"alerts fired {tally.fired}, resolved {tally.resolved}")
-            lines.append(f"{where}: " + "; ".join(parts))
+            lines.append(f"{model}/{version} {column or '(model)'} {test}: " + "; ".join(parts))
         lines.append(f"retrain requests: {len(self.retrains)}")
         for trigger in self.retrains:
             features = ", ".join(trigger.drifted_features) or "-"
@@ -112,6 +121,10 @@ class ReplayTally:
                 f"{trigger.reason} ({features}{share})"
             )
         return lines
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 class TallyingPolicy(Policy):
