@@ -30,7 +30,6 @@ from typing import IO, Any, Literal
 import orjson
 
 from connectors.feed import FeedSource
-from connectors.memory import MemorySink, Message
 from connectors.stream import Record, TopicPartition
 from detectors.profile import ReferenceProfile
 from monitord.config import Config
@@ -40,7 +39,7 @@ from monitord.dead_letter import ERROR_HEADERS
 from monitord.outputs import JsonLinesPublisher, Publisher
 from monitord.reference import load_profile
 from monitord.repartition import SOURCE_HEADERS
-from monitord.tabular import ABSENT, BATCH_ROWS, Batch, DataFile, open_data
+from monitord.tabular import ABSENT, BATCH_ROWS, Batch, DataError, DataFile, open_data
 from monitord.tally import ReplayTally, TallyingPolicy
 
 Format = Literal["jsonl", "table"]
@@ -250,28 +249,29 @@ def replay(
         if output_format == "table"
         else JsonLinesPublisher(out, owned=False)
     )
-    dead_letters = MemorySink()
+    try:
+        dead_letters = DeadLetterFile(dead_letters_path)
+    except OSError as exc:
+        raise DataError(
+            f"--dead-letters {dead_letters_path}: cannot write ({exc.strerror})"
+        ) from None
     daemon = Daemon(config, FeedSource(feeds), dead_letters, [writer, tally], load)
     policy = TallyingPolicy.from_config(config)
     assert isinstance(policy, TallyingPolicy)
     policy.tally = tally
     daemon.policy = policy
-    daemon.drain()
+    try:
+        daemon.drain()
+    finally:
+        dead_letters.close()
     if shown is not None:
         shown.done()
-    letters = dead_letters.messages()
-    if dead_letters_path is not None:
-        write_dead_letters(letters, dead_letters_path)
     where = f"written to {dead_letters_path}" if dead_letters_path else "see --dead-letters"
     for name, count, noun in (
         (topic, data_file.rows, "rows"),
         (label_topic, labels_file.rows if labels_file else 0, "label rows"),
     ):
-        reasons = Counter(
-            dict(letter.headers)[ERROR_HEADERS[0]].decode()
-            for letter in letters
-            if dict(letter.headers)[SOURCE_HEADERS[0]].decode() == name
-        )
+        reasons = dead_letters.reasons.get(name or "")
         if reasons:
             listed = ", ".join(f"{r} {n}" for r, n in sorted(reasons.items()))
             print(
@@ -285,8 +285,16 @@ def replay(
         elapsed = time.monotonic() - started
         rate = f", {data_file.rows / elapsed:,.0f} rows/s" if elapsed > 0 else ""
         summary.write(f"monitord: {data_file.rows} rows in {elapsed:.1f} s{rate}\n")
-        for line in tally.lines(topic):
+        tested = tally.windows or tally.tests or tally.retrains
+        for line in tally.lines(topic) if tested else []:
             summary.write(f"monitord: {line}\n")
+        if not tally.windows:
+            detection = config.detection
+            summary.write(
+                "monitord: no window was tested: without a profile a version's first "
+                f"detection.warmup_events rows ({detection.warmup_events}) are its reference, "
+                f"and a window takes detection.window_size rows ({detection.window_size})\n"
+            )
         summary.flush()
     return daemon
 
@@ -321,28 +329,55 @@ def label_summary(daemon: Daemon, n_rows: int) -> list[str]:
     return lines
 
 
-def write_dead_letters(letters: Sequence[Message], path: Path) -> None:
-    """One JSON object per dead letter: row, reason, detail and the event as text; ``file``
-    names the file the row is of (the data file, or the labels file)."""
-    with path.open("wb") as handle:
-        for letter in letters:
-            headers = dict(letter.headers)
+class DeadLetterFile:
+    """The replay's dead-letter `Sink`: counts each file's bad rows by reason and, given a
+    path, writes each as it comes, one JSON object per line: row, reason, detail and the
+    event as text; ``file`` names the file the row is of (the data file, or the labels
+    file). Nothing is held: a file of bad rows costs no memory."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._handle = path.open("wb") if path is not None else None
+        self.reasons: dict[str, Counter[str]] = {}  # per file
+
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: Sequence[tuple[str, bytes]] = (),
+        *,
+        timestamp_ms: int | None = None,
+    ) -> None:
+        found = dict(headers)
+        source = found[SOURCE_HEADERS[0]].decode(errors="replace")
+        reason = found[ERROR_HEADERS[0]].decode()
+        self.reasons.setdefault(source, Counter())[reason] += 1
+        if self._handle is not None:
             line = {
-                "file": headers[SOURCE_HEADERS[0]].decode(errors="replace"),
-                "row": int(headers[SOURCE_HEADERS[2]]),
-                "reason": headers[ERROR_HEADERS[0]].decode(),
-                "detail": headers[ERROR_HEADERS[1]].decode(errors="replace"),
-                "event": letter.value.decode(errors="replace"),
+                "file": source,
+                "row": int(found[SOURCE_HEADERS[2]]),
+                "reason": reason,
+                "detail": found[ERROR_HEADERS[1]].decode(errors="replace"),
+                "event": value.decode(errors="replace"),
             }
-            handle.write(orjson.dumps(line) + b"\n")
+            self._handle.write(orjson.dumps(line) + b"\n")
+
+    def flush(self, timeout_s: float) -> None:
+        if self._handle is not None:
+            self._handle.flush()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
 
 
 __all__ = [
+    "DeadLetterFile",
     "Format",
     "event_id",
     "events_from_batch",
     "label_summary",
     "labels_from_batch",
     "replay",
-    "write_dead_letters",
 ]

@@ -114,6 +114,21 @@ def test_a_clean_replay_says_so(
     assert err.splitlines()[-1] == "monitord: no drift in 5 windows of m/1"
 
 
+def test_a_file_shorter_than_the_warm_up_says_why_nothing_was_tested(
+    files: tuple[Path, Path, list[str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reference, _, _ = files
+    short = tmp_path / "short.csv"
+    short.write_text("\n".join(reference.read_text().splitlines()[:301]) + "\n")
+    out, err = _replay(capsys, str(short), "--model", "m")
+    assert out == ""
+    assert err.splitlines()[1:] == [
+        "monitord: no window was tested: without a profile a version's first "
+        "detection.warmup_events rows (1000) are its reference, and a window takes "
+        "detection.window_size rows (500)"
+    ]
+
+
 def test_a_test_without_threshold_shows_a_dash() -> None:
     window = OffsetRange("t.csv", 0, 100, 219)
     alert = Alert(
