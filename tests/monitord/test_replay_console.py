@@ -6,6 +6,10 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
+import pty
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -171,3 +175,29 @@ def test_progress_is_rows_rate_and_time_left_at_most_every_interval() -> None:
     )
     progress.done()
     assert stream.getvalue().endswith("\r\x1b[K")
+
+
+def test_on_a_terminal_the_table_is_the_default(files: tuple[Path, Path, list[str]]) -> None:
+    """stdout a terminal (a pseudo-terminal here): a table; piped: JSON lines (above)."""
+    _, traffic, args = files
+    controller, terminal = pty.openpty()
+    with subprocess.Popen(
+        [sys.executable, "-m", "monitord.cli", "replay", str(traffic), *args],
+        stdout=terminal,
+        stderr=subprocess.PIPE,
+    ) as child:
+        os.close(terminal)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # the child closed the terminal (EIO)
+                break
+            if not chunk:
+                break
+            shown += chunk
+        assert child.wait(timeout=60) == 0
+    os.close(controller)
+    header, first, *_ = shown.decode().splitlines()
+    assert header.split()[:2] == ["ROW", "OUTPUT"]
+    assert first.split()[:3] == ["3999", "alert", "firing"]
