@@ -256,6 +256,11 @@ def replay(
             f"--dead-letters {dead_letters_path}: cannot write ({exc.strerror})"
         ) from None
     daemon = Daemon(config, FeedSource(feeds), dead_letters, [writer, tally], load)
+    if label_topic is not None:
+        # Every label record is at time 0, so the gate releases none before the labels file
+        # is read to its end: bounded below the file's labels, it turned the rest away and
+        # read them again forever (a labels file of 250k rows never finished).
+        daemon.joins.gate.max_bytes = sys.maxsize
     policy = TallyingPolicy.from_config(config)
     assert isinstance(policy, TallyingPolicy)
     policy.tally = tally

@@ -6,12 +6,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from monitord.config import parse_config
+from monitord.labels import HELD_COST, MAX_HELD_BYTES
 from monitord.reference import profile_from_file, profile_from_rows, save_profile
 from monitord.replay import replay
 from monitord.tabular import ABSENT, MAX_EXACT_INTEGER, open_data, read_rows
@@ -140,3 +143,27 @@ def test_a_csv_row_longer_than_its_header_is_a_clear_error(tmp_path: Path) -> No
     path.write_text("x,y\n1,2\n3,4,5\n")
     with pytest.raises(ValueError, match=r"has 3 cells, the header 2"):
         open_data(path)
+
+
+@pytest.mark.slow
+def test_a_labels_file_larger_than_the_label_gate_finishes(tmp_path: Path) -> None:
+    """Label records are all at time 0: the gate releases none before the labels file is
+    read to its end. Bounded at 64 MB, it turned the labels beyond it away and read them
+    again forever (before and after streaming; 250k labels never finished)."""
+    rows = MAX_HELD_BYTES // HELD_COST + 10_000  # more held records than the gate takes
+    rng = np.random.default_rng(5)
+    events = _write_csv(
+        tmp_path / "events.csv",
+        ["x", "prediction"],
+        [[x, int(x > 0)] for x in rng.normal(size=2000).round(4).tolist()],
+    )
+    labels = tmp_path / "labels.csv"
+    labels.write_text("event_id,label\n" + "".join(f"{i},{i % 2}\n" for i in range(rows)))
+    done = subprocess.run(
+        [sys.executable, "-m", "monitord.cli", "replay", str(events), "--labels", str(labels)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert f"labels joined to 2000 of 2000 rows; not joined: orphan {rows - 2000}" in done.stderr
