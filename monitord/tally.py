@@ -25,7 +25,7 @@ Key = tuple[str, str, str, str]
 
 
 @dataclass
-class TestTally:
+class ColumnTally:
     """One column's test over the replay."""
 
     first_drift: tuple[str, int, int] | None = None  # (topic, first row, row) of that window
@@ -39,7 +39,7 @@ class ReplayTally:
     """Counts over a replay: windows, drift per column and test, alerts, retrain requests."""
 
     windows: Counter[tuple[str, str]] = field(default_factory=Counter)
-    tests: dict[Key, TestTally] = field(default_factory=dict)
+    tests: dict[Key, ColumnTally] = field(default_factory=dict)
     retrains: list[RetrainTrigger] = field(default_factory=list)
     _last_window: dict[tuple[str, str], int] = field(default_factory=dict)
 
@@ -61,7 +61,7 @@ class ReplayTally:
             for j in np.flatnonzero(result.drifted):
                 column = "" if model_level else evaluation.features[int(j)]
                 key = (*version, column, result.detector)
-                tally = self.tests.setdefault(key, TestTally())
+                tally = self.tests.setdefault(key, ColumnTally())
                 tally.drifted_windows += 1
                 if tally.first_drift is None:
                     tally.first_drift = (record.topic, first, record.offset)
@@ -70,7 +70,7 @@ class ReplayTally:
         for output in outputs:
             if isinstance(output, Alert):
                 key = (output.model, output.version, output.feature, output.detector)
-                tally = self.tests.setdefault(key, TestTally())
+                tally = self.tests.setdefault(key, ColumnTally())
                 if output.status == "firing":
                     tally.fired += 1
                 else:
@@ -138,4 +138,4 @@ class TallyingPolicy(Policy):
         return super().decide(evaluations)
 
 
-__all__ = ["ReplayTally", "TallyingPolicy", "TestTally"]
+__all__ = ["ColumnTally", "ReplayTally", "TallyingPolicy"]
