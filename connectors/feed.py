@@ -8,7 +8,7 @@ Seeking back is possible down to the committed offset, as far as anything is kep
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from connectors.stream import OffsetReset, Record, TopicPartition
 
@@ -54,6 +54,7 @@ class FeedSource:
         self._feeds = {tp: _Feed(records, end) for tp, (records, end) in feeds.items()}
         self._assigned: frozenset[TopicPartition] = frozenset()
         self._committed: dict[TopicPartition, int] = {}
+        self._paused: set[TopicPartition] = set()
         self._turn = 0
         self._closed = False
 
@@ -68,6 +69,8 @@ class FeedSource:
         self._turn += 1
         polled: list[Record] = []
         for tp in partitions[start:] + partitions[:start]:
+            if tp in self._paused:
+                continue
             room = max_records - len(polled)
             if room == 0:
                 break
@@ -113,6 +116,16 @@ class FeedSource:
                 "cannot read its records again"
             )
         feed.position = offset
+
+    def pause(self, partitions: Iterable[TopicPartition]) -> None:
+        self._check_open()
+        for tp in partitions:
+            if tp not in self._assigned:
+                raise ValueError(f"partition: {tp} is not assigned to this source")
+            self._paused.add(tp)
+
+    def resume(self, partitions: Iterable[TopicPartition]) -> None:
+        self._paused -= set(partitions)
 
     def reset_positions(self) -> list[OffsetReset]:
         return []

@@ -37,9 +37,13 @@ def test_polls_commits_and_seeks_as_a_memory_source_does() -> None:
         assert feed.poll(0.0, 7) == polled
         assert feed.end_offsets() == memory.end_offsets()
         assert feed.assignment() == memory.assignment()
-        if step == 3:  # a label gate turning records away: read them again
+        if step == 3:  # a label gate turning records away: read them again, later
             for source in (memory, feed):
                 source.seek(b, 8)
+                source.pause([b])
+        elif step == 6:
+            for source in (memory, feed):
+                source.resume([b])
         elif polled:
             done = {r.topic_partition: r.offset + 1 for r in polled}
             memory.commit(done)
