@@ -4,6 +4,7 @@
 - `kafka`: kafka-python source, sink and topic helpers
 - `broker`: the embedded Tansu broker for the demo and tests
 - `memory`: in-memory source and sink for tests of the core
+- `feed`: a source reading its partitions lazily from iterators (replaying big files)
 - `http`: JSON over HTTP, `ReceiverError` (retriable or not), the `Receiver` protocol
 - `outbox`: the durable SQLite outbox and its dispatcher (retries with backoff)
 - `alertmanager`, `pagerduty`, `slack`, `webhook`: receivers of alerts and triggers
@@ -13,6 +14,7 @@
 from connectors.airflow import AirflowReceiver
 from connectors.alertmanager import AlertmanagerReceiver
 from connectors.argo import ArgoReceiver
+from connectors.feed import FeedSource
 from connectors.http import CloudEvent, HttpResponse, Receiver, ReceiverError
 from connectors.kubeflow import KubeflowReceiver
 from connectors.outbox import Attempt, Dispatcher, DispatchReport, Outbox, OutboxItem
@@ -43,6 +45,7 @@ __all__ = [
     "DeliveryFailed",
     "DispatchReport",
     "Dispatcher",
+    "FeedSource",
     "HttpResponse",
     "KubeflowReceiver",
     "Outbox",

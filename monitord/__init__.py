@@ -14,10 +14,12 @@ Data flows in four hops: `Source.poll` -> `events.decode` -> `Monitor.update` ->
   guards, schedules, manual requests; `schedule`: the slots taken; `cron`: crontab
   expressions); `cloudevent`, `outputs`:
   how they leave; `manual`: `monitord retrain` through the admin endpoint or directly
-- `daemon`, `service`: the loop and its Kafka wiring; `replay`, `demo`, `cli`: entry points
+- `daemon`, `service`: the loop and its Kafka wiring; `replay`, `demo`, `cli`: entry points;
+  `console` (a replay's table and progress) and `tally` (its summary): what a person reads
 - `checkpoint`: each partition's state with the offset it covers; `state`: the typed,
   validated models that state is stored as
-- `reference`, `tabular`: profiles and data files on disk; `traffic`: synthetic events
+- `reference`, `tabular`: profiles and data files on disk (read in columnar batches);
+  `traffic`: synthetic events
 - `api`: the Python API for notebooks (`build_reference`, `compare`, `DriftMonitor`);
   `frames`: in-memory tables (pandas, pyarrow, numpy) as columns; `results`: what it returns
 """

@@ -117,9 +117,12 @@ def _parser() -> argparse.ArgumentParser:
     replay = commands.add_parser(
         "replay",
         help="run the detection path over a file, without Kafka",
-        description="Decode -> monitor -> policy over a CSV, JSONL or Parquet file. Prints every "
-        "alert and retrain request as one JSON object per line; `row` is the 0-based input row "
-        "whose arrival made it fire (a row of --labels when a label's arrival did). Labels, "
+        description="Decode -> monitor -> policy over a CSV, JSONL or Parquet file, read in "
+        "batches. Prints every alert and retrain request, as a table on a terminal and as one "
+        "JSON object per line when piped (--format); `row` is the 0-based input row whose "
+        "arrival made it fire (a row of --labels when a label's arrival did). A summary "
+        "(windows, first drift per column and test, alerts, retrain requests) and, on a "
+        "terminal, progress go to stderr. Labels, "
         "for performance monitoring, come from the label column of the rows or from --labels, "
         "joined by event id: a row's id is its event_id column, or its 0-based row index when "
         "the file has no event_id column.",
@@ -149,6 +152,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     replay.add_argument(
         "--dead-letters", type=Path, help="write bad rows here, one JSON object per line"
+    )
+    replay.add_argument(
+        "--format",
+        choices=("jsonl", "table"),
+        help="outputs as JSON lines (for machines) or an aligned table (for a person); "
+        "default: table on a terminal, jsonl when piped",
     )
     replay.set_defaults(handler=_replay)
 
@@ -275,12 +284,11 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _reference_build(args: argparse.Namespace) -> int:
-    from monitord.reference import profile_from_rows, save_profile, supported  # noqa: PLC0415
-    from monitord.tabular import read_rows  # noqa: PLC0415
+    from monitord.reference import profile_from_file, save_profile, supported  # noqa: PLC0415
+    from monitord.tabular import open_data  # noqa: PLC0415
 
-    rows = read_rows(args.data)
-    profile = profile_from_rows(
-        rows,
+    profile = profile_from_file(
+        open_data(args.data),
         args.model,
         args.version,
         prediction_column=args.prediction_column,
@@ -359,6 +367,9 @@ def _replay(args: argparse.Namespace) -> int:
         dead_letters_path=args.dead_letters,
         label_column=args.label_column,
         labels_path=args.labels,
+        output_format=args.format or ("table" if sys.stdout.isatty() else "jsonl"),
+        summary=sys.stderr,
+        progress=sys.stderr if sys.stderr.isatty() else None,
     )
     return 0
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from detectors.profile import ProfileError, ReferenceProfile, build_profile
 from monitord.config import MIN_REFERENCE_ROWS, Config
 from monitord.events import PREDICTION
 from monitord.monitor import ProfileLoader
-from monitord.tabular import DataError, Row
+from monitord.tabular import ABSENT, Batch, DataError, DataFile, Row, line_problem
 
 RESERVED = ("model", "model_version", "event_id", "timestamp", "label")
 
@@ -30,29 +31,121 @@ def profile_from_rows(
     n_bins: int = 10,
     max_rows: int = 5000,
 ) -> ReferenceProfile:
-    """A profile of ``rows``; the prediction column is monitored as ``@prediction``. With
-    ``label_column``, the profile also holds the reference performance: the (prediction,
-    label) pairs of the rows that have both, in order (the first ``max_rows``)."""
+    """A profile of ``rows`` (see `profile_from_batches`)."""
+    names = dict.fromkeys(itertools.chain.from_iterable(rows))
+    batch = Batch(0, len(rows), {n: [row.get(n, ABSENT) for row in rows] for n in names}, {})
+    return profile_from_batches(
+        lambda: iter([batch]),
+        model,
+        version,
+        prediction_column=prediction_column,
+        label_column=label_column,
+        n_bins=n_bins,
+        max_rows=max_rows,
+    )
+
+
+def profile_from_file(
+    data: DataFile,
+    model: str,
+    version: str,
+    *,
+    prediction_column: str | None = "prediction",
+    label_column: str | None = None,
+    n_bins: int = 10,
+    max_rows: int = 5000,
+) -> ReferenceProfile:
+    """A profile of a data file, read in batches (see `profile_from_batches`)."""
+    return profile_from_batches(
+        data.batches,
+        model,
+        version,
+        prediction_column=prediction_column,
+        label_column=label_column,
+        n_bins=n_bins,
+        max_rows=max_rows,
+        source=str(data.path),
+    )
+
+
+def profile_from_batches(
+    batches: Callable[[], Iterator[Batch]],
+    model: str,
+    version: str,
+    *,
+    prediction_column: str | None = "prediction",
+    label_column: str | None = None,
+    n_bins: int = 10,
+    max_rows: int = 5000,
+    source: str = "rows",
+) -> ReferenceProfile:
+    """A profile of the rows ``batches()`` yields; the prediction column is monitored as
+    ``@prediction``. A column is numeric when every value it holds is a number (booleans
+    are not). With ``label_column``, the profile also holds the reference performance: the
+    (prediction, label) pairs of the rows that have both, in order (the first ``max_rows``).
+
+    Two passes over the batches: the first finds the columns and their kinds, the second
+    fills one ``(rows, columns)`` array per kind; no row is ever a Python object of its own.
+    """
     columns: dict[str, None] = {}
-    for row in rows:
-        columns.update(dict.fromkeys(row))
-    pairs = [] if label_column is None else _pairs(rows, columns, prediction_column, label_column)
-    numeric: list[str] = []
-    categorical: list[str] = []
-    for column in columns:
-        if column in RESERVED or column == label_column:
-            continue
-        values = [row.get(column) for row in rows]
-        present = [v for v in values if v is not None]
-        kinds = {isinstance(v, int | float) and not isinstance(v, bool) for v in present}
-        (numeric if kinds == {True} else categorical).append(column)
+    not_numeric: set[str] = set()
+    present: set[str] = set()  # holds a value somewhere (a column of nulls is categorical)
+    n_rows = 0
+    for batch in batches():
+        if batch.bad:
+            bad = next(iter(batch.bad.values()))
+            raise DataError(f"{source}:{bad.number}: {line_problem(bad.raw)}")
+        columns.update(dict.fromkeys(batch.columns))
+        for name, values in batch.columns.items():
+            if name not in not_numeric and not _all_numbers(values):
+                not_numeric.add(name)
+            if name not in present and any(v is not None and v is not ABSENT for v in values):
+                present.add(name)
+        n_rows += batch.size
+    if label_column is not None:
+        wanted: tuple[tuple[str | None, str], ...] = (
+            (label_column, "label"),
+            (prediction_column, "prediction"),
+        )
+        for column, option in wanted:
+            if column is None or column not in columns:
+                raise DataError(
+                    f"{option} column {column!r}: no row has it; a reference performance needs "
+                    "each row's prediction and label (--prediction-column, --label-column)"
+                )
+    monitored = [c for c in columns if c not in RESERVED and c != label_column]
+    numeric = [c for c in monitored if c in present and c not in not_numeric]
+    categorical = [c for c in monitored if c not in numeric]
+    numeric_values = np.empty((n_rows, len(numeric)), dtype=np.float64)
+    categorical_values = np.empty((n_rows, len(categorical)), dtype=object)
+    texts: list[dict[str, str]] = [{} for _ in categorical]  # one str object per category
+    pairs: list[tuple[Any, Any]] = []
+    labelled = 0
+    for batch in batches():
+        rows = slice(batch.start, batch.start + batch.size)
+        absent = [ABSENT] * batch.size
+        for j, name in enumerate(numeric):
+            values = batch.columns.get(name, absent)
+            numeric_values[rows, j] = np.fromiter(map(_number, values), np.float64, batch.size)
+        for j, name in enumerate(categorical):
+            values = batch.columns.get(name, absent)
+            shared = texts[j]
+            categorical_values[rows, j] = [
+                None if text is None else shared.setdefault(text, text)
+                for text in map(_category, values)
+            ]
+        if label_column is not None and prediction_column is not None:
+            predictions = batch.columns.get(prediction_column, absent)
+            labels = batch.columns.get(label_column, absent)
+            kept = labelled_pairs(zip(predictions, labels, strict=True))
+            labelled += len(kept)
+            pairs += kept[: max(0, max_rows - len(pairs))]
+    if label_column is not None and labelled < MIN_REFERENCE_ROWS:
+        raise DataError(
+            f"label column {label_column!r}: {labelled} rows have a prediction and a label; a "
+            f"reference performance needs at least {MIN_REFERENCE_ROWS}"
+        )
     names = {c: (PREDICTION if c == prediction_column else c) for c in columns}
-    numeric_values = np.array(
-        [[_number(row.get(c)) for c in numeric] for row in rows], dtype=np.float64
-    ).reshape(len(rows), len(numeric))
-    categorical_values = np.array(
-        [[_category(row.get(c)) for c in categorical] for row in rows], dtype=object
-    ).reshape(len(rows), len(categorical))
     return build_profile(
         model,
         version,
@@ -66,26 +159,18 @@ def profile_from_rows(
     )
 
 
-def _pairs(
-    rows: list[Row], columns: dict[str, None], prediction_column: str | None, label_column: str
-) -> list[tuple[Any, Any]]:
-    """The (prediction, label) pairs of the rows holding both (a finite number, text or a
-    boolean each): the reference performance."""
-    for name, option in ((label_column, "label"), (prediction_column, "prediction")):
-        if name is None or name not in columns:
-            raise DataError(
-                f"{option} column {name!r}: no row has it; a reference performance needs each "
-                "row's prediction and label (--prediction-column, --label-column)"
-            )
-    assert prediction_column is not None
-    pairs = [(row.get(prediction_column), row.get(label_column)) for row in rows]
-    kept = labelled_pairs(pairs)
-    if len(kept) < MIN_REFERENCE_ROWS:
-        raise DataError(
-            f"label column {label_column!r}: {len(kept)} rows have a prediction and a label; a "
-            f"reference performance needs at least {MIN_REFERENCE_ROWS}"
-        )
-    return kept
+def _all_numbers(values: list[Any]) -> bool:
+    """Whether every value present is a number (a boolean is not)."""
+    kinds = set(map(type, values))
+    if kinds <= _NUMBERS:
+        return True
+    return all(
+        v is None or v is ABSENT or (isinstance(v, int | float) and not isinstance(v, bool))
+        for v in values
+    )
+
+
+_NUMBERS = frozenset({int, float, type(None), type(ABSENT)})
 
 
 def labelled_pairs(pairs: Iterable[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
@@ -101,11 +186,13 @@ def _is_value(value: object) -> bool:
 
 
 def _number(value: object) -> float:
-    return float("nan") if value is None else float(value)  # type: ignore[arg-type]
+    if value is None or value is ABSENT:
+        return math.nan
+    return float(value)  # type: ignore[arg-type]
 
 
 def _category(value: object) -> str | None:
-    if value is None:
+    if value is None or value is ABSENT:
         return None
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -172,6 +259,8 @@ def profile_loader(config: Config) -> ProfileLoader:
 __all__ = [
     "RESERVED",
     "load_profile",
+    "profile_from_batches",
+    "profile_from_file",
     "profile_from_rows",
     "profile_loader",
     "save_profile",

@@ -1,52 +1,63 @@
 """`monitord replay`: the daemon's own decode -> monitor -> policy path over a file.
 
 Each input row becomes the inference event a producer would have sent, at offset = row
-index of a one-partition in-memory topic, so an output's ``row`` is the input row whose
-arrival made it fire. A bad row (a JSONL line that is no JSON object, a string in a numeric
-column...) is dead-lettered as the daemon would: counted by reason on stderr, written with
-its reason to ``--dead-letters`` when given, and the run goes on.
+index of a one-partition topic read lazily from the file (`connectors.feed.FeedSource`,
+batch by batch: memory follows the windows and the reference, not the file), so an
+output's ``row`` is the input row whose arrival made it fire. A bad row (a JSONL line that
+is no JSON object, a string in a numeric column...) is dead-lettered as the daemon would:
+counted by reason on stderr, written with its reason to ``--dead-letters`` when given, and
+the run goes on.
 
 Labels join their predictions as in the daemon (`monitord.labels`): inline, from the row's
 label column, or from a second file whose rows carry the event id and the label. Each row of
 that file becomes a label record, at its row index, on a label topic of its own (named after
 the file). An event's id is its row's ``event_id`` value, or its row index when the file has
 no such column.
+
+Outputs go out as JSON lines (the contract for machines) or as a table for a person
+(`monitord.console`); a summary (`monitord.tally`) and a progress line go to stderr.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, Literal
 
 import orjson
 
-from connectors.memory import MemorySink, MemorySource, Message
-from connectors.stream import Record
+from connectors.feed import FeedSource
+from connectors.stream import Record, TopicPartition
 from detectors.profile import ReferenceProfile
 from monitord.config import Config
+from monitord.console import Progress, TableWriter
 from monitord.daemon import Daemon
 from monitord.dead_letter import ERROR_HEADERS
-from monitord.outputs import JsonLinesPublisher
+from monitord.outputs import JsonLinesPublisher, Publisher
 from monitord.reference import load_profile
 from monitord.repartition import SOURCE_HEADERS
-from monitord.tabular import BadLine, Row, read_rows_keeping_bad_lines
+from monitord.tabular import ABSENT, BATCH_ROWS, Batch, DataError, DataFile, open_data
+from monitord.tally import ReplayTally, TallyingPolicy
+
+Format = Literal["jsonl", "table"]
 
 
-def events_from_rows(
-    rows: Sequence[Row | BadLine],
+def events_from_batch(
+    batch: Batch,
     model: str,
     version: str,
     prediction_column: str | None,
     config: Config,
     label_column: str | None = None,
+    ids_in_rows: bool = False,
 ) -> list[bytes]:
-    """Inference-event JSON for each row (model and version from the row when present); a
-    bad line's own bytes, for the daemon to dead-letter. The label is the row's
-    ``label_column`` (default ``events.label``); the event id its ``events.event_id``, or
-    the row index when no row has one."""
+    """Inference-event JSON for each row of ``batch`` (model and version from the row when
+    it has them); a bad line's own bytes, for the daemon to dead-letter. The label is the
+    row's ``label_column`` (default ``events.label``); the event id its ``events.event_id``
+    when ``ids_in_rows`` (some row of the file has one), else the row index."""
     fields = config.events
     label_column = label_column or fields.label
     reserved = {
@@ -58,61 +69,96 @@ def events_from_rows(
         label_column,
         prediction_column,
     }
-    ids_in_rows = any(isinstance(row, dict) and fields.event_id in row for row in rows)
+    columns = batch.columns
+    features = [(name, values) for name, values in columns.items() if name not in reserved]
+    absent = [ABSENT] * batch.size
+    models = columns.get(fields.model, absent)
+    versions = columns.get(fields.model_version, absent)
+    ids = columns.get(fields.event_id, absent)
+    predictions = columns.get(prediction_column, absent) if prediction_column else absent
+    labels = columns.get(label_column, absent)
+    stamps = columns.get(fields.timestamp, absent)
     events = []
-    for i, row in enumerate(rows):
-        if isinstance(row, BadLine):
-            events.append(row.raw)
+    for i in range(batch.size):
+        bad = batch.bad.get(i)
+        if bad is not None:
+            events.append(bad.raw)
             continue
-        event = {
-            fields.model: row.get(fields.model, model),
-            fields.model_version: str(row.get(fields.model_version, version)),
-            fields.features: {k: v for k, v in row.items() if k not in reserved},
-            fields.event_id: event_id(row.get(fields.event_id)) if ids_in_rows else str(i),
+        row_model, row_version = models[i], versions[i]
+        event: dict[str, Any] = {
+            fields.model: model if row_model is None or row_model is ABSENT else row_model,
+            fields.model_version: (
+                version if row_version is None or row_version is ABSENT else str(row_version)
+            ),
+            fields.features: {name: v[i] for name, v in features if v[i] is not ABSENT},
+            fields.event_id: (
+                event_id(None if ids[i] is ABSENT else ids[i])
+                if ids_in_rows
+                else str(batch.start + i)
+            ),
         }
-        if prediction_column and prediction_column in row:
-            event[fields.prediction] = row[prediction_column]
-        if row.get(label_column) is not None:
-            event[fields.label] = row[label_column]
-        if fields.timestamp in row:
-            event[fields.timestamp] = row[fields.timestamp]
+        if predictions[i] is not ABSENT:
+            event[fields.prediction] = predictions[i]
+        if labels[i] is not None and labels[i] is not ABSENT:
+            event[fields.label] = labels[i]
+        if stamps[i] is not ABSENT:
+            event[fields.timestamp] = stamps[i]
         events.append(orjson.dumps(event))
     return events
 
 
-def labels_from_rows(
-    rows: Sequence[Row | BadLine], config: Config, label_column: str | None = None
-) -> list[bytes]:
-    """A label record's JSON for each row of a labels file: its event id, its label
+def labels_from_batch(batch: Batch, config: Config, label_column: str | None = None) -> list[bytes]:
+    """A label record's JSON for each row of a labels file's batch: its event id, its label
     (``label_column``, default ``events.label``) and, when present, its model and timestamp;
     a bad line's own bytes. A row without id or label makes a record the daemon dead-letters
     as it would on a label topic."""
     fields = config.events
     label_column = label_column or fields.label
+    absent = [ABSENT] * batch.size
+    ids = batch.columns.get(fields.event_id, absent)
+    labels = batch.columns.get(label_column, absent)
+    extra = [(key, batch.columns.get(key, absent)) for key in (fields.model, fields.timestamp)]
     records = []
-    for row in rows:
-        if isinstance(row, BadLine):
-            records.append(row.raw)
+    for i in range(batch.size):
+        bad = batch.bad.get(i)
+        if bad is not None:
+            records.append(bad.raw)
             continue
         record = {
-            fields.event_id: event_id(row.get(fields.event_id)),
-            fields.label: row.get(label_column),
+            fields.event_id: event_id(None if ids[i] is ABSENT else ids[i]),
+            fields.label: None if labels[i] is ABSENT else labels[i],
         }
-        for key in (fields.model, fields.timestamp):
-            if row.get(key) is not None:
-                record[key] = row[key]
+        for key, values in extra:
+            if values[i] is not None and values[i] is not ABSENT:
+                record[key] = values[i]
         records.append(orjson.dumps(record))
     return records
 
 
 def event_id(value: object) -> str | None:
-    """An id as text, whichever file it comes from: a CSV types a column of whole numbers as
-    floats, so ``17.0`` is ``"17"`` as in a JSONL file's ``17``."""
+    """An id as text, whichever file it comes from: a whole-number float ``17.0`` (a
+    Parquet double, say) is ``"17"`` as in a JSONL file's ``17``."""
     if value is None or value == "":
         return None
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return value if isinstance(value, str) else str(value)
+
+
+def _records(
+    data: DataFile,
+    topic: str,
+    key: bytes | None,
+    values: Callable[[Batch], list[bytes]],
+    batch_rows: int,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[Record]:
+    """The file's rows as records at offset = row index, read batch by batch."""
+    for batch in data.batches(batch_rows):
+        for i, value in enumerate(values(batch), start=batch.start):
+            yield Record(topic, 0, i, key, value, 0)
+        if progress is not None:
+            progress(batch.start + batch.size)
 
 
 def replay(
@@ -127,29 +173,63 @@ def replay(
     dead_letters_path: Path | None = None,
     label_column: str | None = None,
     labels_path: Path | None = None,
+    output_format: Format = "jsonl",
+    summary: IO[str] | None = None,
+    progress: IO[str] | None = None,
+    batch_rows: int = BATCH_ROWS,
 ) -> Daemon:
-    """Replay ``data`` through the daemon loop, writing outputs to ``out`` as JSON lines
-    and dead letters to ``dead_letters_path`` (one JSON object per bad row). Labels come
-    from the rows' ``label_column`` (default ``events.label``) and from ``labels_path``."""
-    rows = read_rows_keeping_bad_lines(data, config.events)
-    label_rows = read_rows_keeping_bad_lines(labels_path, config.events) if labels_path else []
+    """Replay ``data`` through the daemon loop, writing outputs to ``out`` (``jsonl``: as
+    JSON lines; ``table``: as aligned text) and dead letters to ``dead_letters_path`` (one
+    JSON object per bad row). Labels come from the rows' ``label_column`` (default
+    ``events.label``) and from ``labels_path``. The file is read in batches: memory follows
+    the windows and the reference, not the file. With ``summary``, what the replay came to is
+    written there at the end; with ``progress``, a progress line (for a terminal).
+    ``batch_rows``: rows read at a time."""
+    started = time.monotonic()
+    data_file = open_data(data, config.events)
+    labels_file = open_data(labels_path, config.events) if labels_path else None
     profile = load_profile(profile_path) if profile_path else None
-    values = events_from_rows(rows, model, version, prediction_column, config, label_column)
     topic = data.name
-    records = [Record(topic, 0, i, model.encode(), v, 0) for i, v in enumerate(values)]
+    ids_in_rows = data_file.has_column(config.events.event_id)
+    shown = Progress(data_file.rows, progress) if progress is not None else None
+
+    def event_values(batch: Batch) -> list[bytes]:
+        return events_from_batch(
+            batch, model, version, prediction_column, config, label_column, ids_in_rows
+        )
+
+    feeds = {
+        TopicPartition(topic, 0): (
+            _records(
+                data_file,
+                topic,
+                model.encode(),
+                event_values,
+                batch_rows,
+                shown.update if shown else None,
+            ),
+            data_file.rows,
+        )
+    }
     label_topic = None
-    if labels_path is not None:
+    if labels_file is not None and labels_path is not None:
         label_topic = labels_path.name if labels_path.name != topic else f"{topic}.labels"
         # At the events' record time: the label gate holds every label until the file's
         # events are all read, so each prediction is in the join store before its label.
         # (A record time of 0 is no label time: the label's is its timestamp column's.)
-        label_values = labels_from_rows(label_rows, config, label_column)
-        records += [Record(label_topic, 0, i, None, v, 0) for i, v in enumerate(label_values)]
-    # Every prediction may wait for its label: the whole file is in memory anyway.
+
+        def label_values(batch: Batch) -> list[bytes]:
+            return labels_from_batch(batch, config, label_column)
+
+        feeds[TopicPartition(label_topic, 0)] = (
+            _records(labels_file, label_topic, None, label_values, batch_rows),
+            labels_file.rows,
+        )
+    # Every prediction may wait for its label, which may come after the file's last event.
     labels = config.labels.model_copy(
         update={
             "topics": (label_topic,) if label_topic else (),
-            "max_pending": max(config.labels.max_pending, len(rows)),
+            "max_pending": max(config.labels.max_pending, data_file.rows),
         }
     )
     config = config.model_copy(update={"labels": labels})
@@ -163,24 +243,40 @@ def replay(
         path = config.profile_path(model_name, model_version)
         return load_profile(path) if path else profile
 
-    dead_letters = MemorySink()
-    daemon = Daemon(
-        config, MemorySource(records), dead_letters, [JsonLinesPublisher(out, owned=False)], load
+    tally = ReplayTally()
+    writer: Publisher = (
+        TableWriter(out, topic, timed=data_file.has_column(config.events.timestamp))
+        if output_format == "table"
+        else JsonLinesPublisher(out, owned=False)
     )
-    daemon.drain()
-    letters = dead_letters.messages()
-    if dead_letters_path is not None:
-        write_dead_letters(letters, dead_letters_path)
+    try:
+        dead_letters = DeadLetterFile(dead_letters_path)
+    except OSError as exc:
+        raise DataError(
+            f"--dead-letters {dead_letters_path}: cannot write ({exc.strerror})"
+        ) from None
+    daemon = Daemon(config, FeedSource(feeds), dead_letters, [writer, tally], load)
+    if label_topic is not None:
+        # Every label record is at time 0, so the gate releases none before the labels file
+        # is read to its end: bounded below the file's labels, it turned the rest away and
+        # read them again forever (a labels file of 250k rows never finished).
+        daemon.joins.gate.max_bytes = sys.maxsize
+    policy = TallyingPolicy.from_config(config)
+    assert isinstance(policy, TallyingPolicy)
+    policy.tally = tally
+    daemon.policy = policy
+    try:
+        daemon.drain()
+    finally:
+        dead_letters.close()
+    if shown is not None:
+        shown.done()
     where = f"written to {dead_letters_path}" if dead_letters_path else "see --dead-letters"
     for name, count, noun in (
-        (topic, len(rows), "rows"),
-        (label_topic, len(label_rows), "label rows"),
+        (topic, data_file.rows, "rows"),
+        (label_topic, labels_file.rows if labels_file else 0, "label rows"),
     ):
-        reasons = Counter(
-            dict(letter.headers)[ERROR_HEADERS[0]].decode()
-            for letter in letters
-            if dict(letter.headers)[SOURCE_HEADERS[0]].decode() == name
-        )
+        reasons = dead_letters.reasons.get(name or "")
         if reasons:
             listed = ", ".join(f"{r} {n}" for r, n in sorted(reasons.items()))
             print(
@@ -188,8 +284,23 @@ def replay(
                 file=sys.stderr,
             )
     if label_topic is not None or daemon.joins.counts:  # labels given, or found inline
-        for line in label_summary(daemon, len(rows)):
+        for line in label_summary(daemon, data_file.rows):
             print(f"monitord: {line}", file=sys.stderr)
+    if summary is not None:
+        elapsed = time.monotonic() - started
+        rate = f", {data_file.rows / elapsed:,.0f} rows/s" if elapsed > 0 else ""
+        summary.write(f"monitord: {data_file.rows} rows in {elapsed:.1f} s{rate}\n")
+        tested = tally.windows or tally.tests or tally.retrains
+        for line in tally.lines(topic) if tested else []:
+            summary.write(f"monitord: {line}\n")
+        if not tally.windows:
+            detection = config.detection
+            summary.write(
+                "monitord: no window was tested: without a profile a version's first "
+                f"detection.warmup_events rows ({detection.warmup_events}) are its reference, "
+                f"and a window takes detection.window_size rows ({detection.window_size})\n"
+            )
+        summary.flush()
     return daemon
 
 
@@ -223,27 +334,55 @@ def label_summary(daemon: Daemon, n_rows: int) -> list[str]:
     return lines
 
 
-def write_dead_letters(letters: Sequence[Message], path: Path) -> None:
-    """One JSON object per dead letter: row, reason, detail and the event as text; ``file``
-    names the file the row is of (the data file, or the labels file)."""
-    with path.open("wb") as handle:
-        for letter in letters:
-            headers = dict(letter.headers)
+class DeadLetterFile:
+    """The replay's dead-letter `Sink`: counts each file's bad rows by reason and, given a
+    path, writes each as it comes, one JSON object per line: row, reason, detail and the
+    event as text; ``file`` names the file the row is of (the data file, or the labels
+    file). Nothing is held: a file of bad rows costs no memory."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._handle = path.open("wb") if path is not None else None
+        self.reasons: dict[str, Counter[str]] = {}  # per file
+
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: Sequence[tuple[str, bytes]] = (),
+        *,
+        timestamp_ms: int | None = None,
+    ) -> None:
+        found = dict(headers)
+        source = found[SOURCE_HEADERS[0]].decode(errors="replace")
+        reason = found[ERROR_HEADERS[0]].decode()
+        self.reasons.setdefault(source, Counter())[reason] += 1
+        if self._handle is not None:
             line = {
-                "file": headers[SOURCE_HEADERS[0]].decode(errors="replace"),
-                "row": int(headers[SOURCE_HEADERS[2]]),
-                "reason": headers[ERROR_HEADERS[0]].decode(),
-                "detail": headers[ERROR_HEADERS[1]].decode(errors="replace"),
-                "event": letter.value.decode(errors="replace"),
+                "file": source,
+                "row": int(found[SOURCE_HEADERS[2]]),
+                "reason": reason,
+                "detail": found[ERROR_HEADERS[1]].decode(errors="replace"),
+                "event": value.decode(errors="replace"),
             }
-            handle.write(orjson.dumps(line) + b"\n")
+            self._handle.write(orjson.dumps(line) + b"\n")
+
+    def flush(self, timeout_s: float) -> None:
+        if self._handle is not None:
+            self._handle.flush()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
 
 
 __all__ = [
+    "DeadLetterFile",
+    "Format",
     "event_id",
-    "events_from_rows",
+    "events_from_batch",
     "label_summary",
-    "labels_from_rows",
+    "labels_from_batch",
     "replay",
-    "write_dead_letters",
 ]
