@@ -18,11 +18,11 @@ from pathlib import Path
 
 from connectors.http import Receiver
 from connectors.tls import TlsFileError
-from detectors.profile import ProfileError
+from detectors.profile import ProfileError, ReferenceProfile
 from monitord.config import Config, ConfigError
 from monitord.delivery import build_receivers
 from monitord.metrics import check_cardinality
-from monitord.reference import load_profile
+from monitord.reference import load_profile, profile_for
 from monitord.service import kafka_security
 
 
@@ -87,7 +87,7 @@ def _load_profiles(config: Config, problems: list[str]) -> bool:
     for i, model in enumerate(config.models):
         for version, path in model.profiles.items():
             try:
-                load_profile(path)
+                profile_for(path, model.name, version)
             except ProfileError as exc:
                 problems.append(f"models.{i}.profiles.{version}: {exc}")
     profile_dir = config.profile_dir
@@ -96,10 +96,21 @@ def _load_profiles(config: Config, problems: list[str]) -> bool:
     elif profile_dir is not None:
         for path in sorted(profile_dir.glob("*@*.npz")):
             try:
-                load_profile(path)
+                profile = load_profile(path)
+                # Found by its name: it must be the profile of the version it is named for.
+                profile_for(path, *_named(path, profile))
             except ProfileError as exc:
                 problems.append(f"profile_dir: {exc}")
     return len(problems) == before
+
+
+def _named(path: Path, profile: ReferenceProfile) -> tuple[str, str]:
+    """The model and version a profile_dir file is named for (``model@version.npz``), read
+    as the profile's own where its name is theirs (a name may hold an @)."""
+    if path.name == f"{profile.model}@{profile.model_version}.npz":
+        return profile.model, profile.model_version
+    model, _, version = path.name.removesuffix(".npz").rpartition("@")
+    return model, version
 
 
 def _registry(config: Config, environ: Mapping[str, str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import os
 import tempfile
@@ -19,6 +20,8 @@ from monitord.monitor import ProfileLoader
 from monitord.tabular import ABSENT, Batch, DataError, DataFile, Row, line_problem
 
 RESERVED = ("model", "model_version", "event_id", "timestamp", "label")
+
+log = logging.getLogger("monitord.reference")
 
 
 def profile_from_rows(
@@ -246,12 +249,36 @@ def replace_atomically(path: Path, data: bytes) -> None:
         raise
 
 
+def profile_for(path: Path, model: str, version: str) -> ReferenceProfile:
+    """The profile in ``path``, which must be ``model``'s ``version``'s (a profile of
+    another would test the version against another model's data)."""
+    profile = load_profile(path)
+    if (profile.model, profile.model_version) != (model, version):
+        raise ProfileError(
+            f"{path}: holds the profile of {profile.model}/{profile.model_version}, not "
+            f"{model}/{version}; build one with `monitord reference build --model {model} "
+            f"--version {version}`"
+        )
+    return profile
+
+
 def profile_loader(config: Config) -> ProfileLoader:
-    """Load a model version's profile from config (explicit file or profile_dir), or None."""
+    """Load a model version's profile from config (explicit file or profile_dir), or None.
+
+    One that cannot be used (checked at startup; a file of profile_dir may change later)
+    is logged and the version warms up: one bad file must not stop every model."""
 
     def load(model: str, version: str) -> ReferenceProfile | None:
         path = config.profile_path(model, version)
-        return None if path is None else load_profile(path)
+        if path is None:
+            return None
+        try:
+            return profile_for(path, model, version)
+        except ProfileError as exc:
+            log.error(
+                "%s/%s: reference profile not used, warming up instead: %s", model, version, exc
+            )
+            return None
 
     return load
 

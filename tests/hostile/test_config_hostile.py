@@ -157,15 +157,13 @@ def test_tabs_and_line_breaks_are_text() -> None:
     assert config.kafka.group_id == "a\tb"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a profile file of another model or version is used as configured: check and "
-    "run do not compare the profile's model/version with the [[models]] entry naming it "
-    "(the registry does); too wide a change for this probe",
-)
 def test_a_profile_file_of_another_model_is_refused_by_check(tmp_path: Path) -> None:
     from monitord.preflight import preflight  # noqa: PLC0415
-    from monitord.reference import profile_from_rows, save_profile  # noqa: PLC0415
+    from monitord.reference import (  # noqa: PLC0415
+        profile_from_rows,
+        profile_loader,
+        save_profile,
+    )
 
     rows: list[dict[str, object]] = [{"x": float(i % 17)} for i in range(300)]
     save_profile(profile_from_rows(rows, "other", "v2"), tmp_path / "other.npz")
@@ -178,6 +176,18 @@ def test_a_profile_file_of_another_model_is_refused_by_check(tmp_path: Path) -> 
     )
     with pytest.raises(ConfigError, match="other/v2"):
         preflight(config, environ={})
+    # A profile_dir file named for another version than it holds: refused too.
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (tmp_path / "other.npz").rename(profiles / "fraud@v1.npz")
+    config = parse_config(
+        {"state_dir": str(tmp_path / "state"), "profile_dir": str(profiles)}, environ={}
+    )
+    with pytest.raises(ConfigError, match=r"profile_dir: .* holds the profile of other/v2"):
+        preflight(config, environ={})
+    # Put there while the daemon runs: that version warms up, said in the log.
+    assert profile_loader(config)("fraud", "v1") is None
+    assert profile_loader(config)("other", "v2") is None  # no such file
 
 
 def float_settings(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> Iterator[str]:
