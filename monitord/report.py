@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from monitord.clock import iso
+from monitord.config import Config
 from monitord.outputs import summary
 from monitord.results import QUALITY_TESTS, Distribution, StreamResult, WindowResult
 
@@ -169,6 +170,35 @@ def decisions_html(
     return _page(title, body)
 
 
+def audit_html(config: Config, *, models: Sequence[str] = (), limit: int = 1000) -> str:
+    """The report of a daemon's audit log (running or stopped): its latest ``limit``
+    decisions per model version, with the alerts firing now; the daemon keeps no
+    per-window statistics, and the page says so."""
+    from monitord.audit import AuditLog  # noqa: PLC0415 (SQLite only when asked)
+    from monitord.service import audit_path  # noqa: PLC0415
+
+    path = audit_path(config)
+    lacks = (
+        "The daemon keeps no per-window statistics or distributions, so this report shows "
+        "its decisions only; `monitord replay` or the Python API (`render_report`) draws "
+        "statistics over windows."
+    )
+    title = "monitord decisions"
+    if not path.exists():
+        note = f"No audit log at {path} yet: the daemon has decided nothing with this config."
+        return decisions_html([], title=title, note=note)
+    audit = AuditLog(path)
+    try:
+        found = audit.evidence(limit, models)
+        active = [d.id for d in audit.active(models)]
+    finally:
+        audit.close()
+    note = f"From the audit log {path}: "
+    note += f"the latest {limit:,} decisions. " if len(found) == limit else "every decision. "
+    decisions = [decision(evidence, row.status) for row, evidence in found]
+    return decisions_html(decisions, title=title, note=note + lacks, active=active)
+
+
 def _version_section(
     model: str,
     version: str,
@@ -270,8 +300,8 @@ def _evidence(d: Decision) -> str:
     parts = []
     if d.drifted_features:
         parts.append(
-            f"{len(d.drifted_features)} columns drifted ({_number(d.feature_share)} of "
-            f"the important ones) for {d.windows} windows: {_text(', '.join(d.drifted_features))}"
+            f"{len(d.drifted_features)} columns drifted ({_share(d.feature_share)} of the "
+            f"monitored columns) for {d.windows} windows: {_text(', '.join(d.drifted_features))}"
         )
     parts += [
         f"{_text(f)} {_text(t)} {_number(v)} (threshold {_number(th)})"
@@ -512,6 +542,10 @@ def _number(value: float | None) -> str:
     return f"{value:.4g}"
 
 
+def _share(value: float) -> str:
+    return f"{value:.0%}" if math.isfinite(value) else "-"
+
+
 def _float(value: object) -> float:
     return float(value) if isinstance(value, int | float) else math.nan
 
@@ -520,6 +554,7 @@ __all__ = [
     "MAX_COLUMNS",
     "MAX_WINDOWS",
     "Decision",
+    "audit_html",
     "decision",
     "decisions_html",
     "render_report",

@@ -13,9 +13,16 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 
+from connectors.memory import MemorySink, MemorySource
+from connectors.stream import Record
 from monitord import DriftMonitor, build_reference, compare, render_report
+from monitord.audit import AuditLog
+from monitord.cli import main
+from monitord.config import parse_config
+from monitord.daemon import Daemon
 from monitord.report import MAX_COLUMNS, to_html
 from monitord.results import StreamResult, TestResult, WindowResult
 
@@ -241,3 +248,46 @@ def test_chromium_draws_the_report(stream: StreamResult, page: str, tmp_path: Pa
     assert taken.returncode == 0, taken.stderr
     assert _console(taken.stderr) == []
     assert shot.stat().st_size > 10_000  # a drawn page, not a blank one
+
+
+def test_monitord_report_draws_a_daemons_audit_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "monitord.toml"
+    config.write_text(f'state_dir = "{tmp_path / "state"}"\n')
+    out = tmp_path / "decisions.html"
+    assert main(["report", "--config", str(config), "--out", str(out)]) == 0
+    assert "No audit log at" in out.read_text()
+    rng = np.random.default_rng(8)
+    rows = rng.normal(size=(8_000, 2))
+    rows[4_000:, 0] += 1.0  # x drifts and stays drifted
+    values = [
+        orjson.dumps({"model": HOSTILE_MODEL, "features": {"x": x, HOSTILE_COLUMN: y}})
+        for x, y in rows.tolist()
+    ]
+    records = [Record("in", 0, i, b"m", v, 0) for i, v in enumerate(values)]
+    settings = parse_config({"detection": {"warmup_events": 2000, "window_size": 1000}})
+    audit = AuditLog(tmp_path / "state" / "audit.sqlite")
+    Daemon(settings, MemorySource(records), MemorySink(), [audit], lambda m, v: None).drain()
+    history, active = audit.history(1000), audit.active()
+    audit.close()
+    assert main(["report", "--config", str(config), "--out", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().err
+    page = out.read_text()
+    parsed = _parse(page)
+    assert "script" not in [tag for tag, _ in parsed.tags]
+    text = "".join(parsed.text)
+    assert f"{HOSTILE_MODEL} / version unversioned" in text
+    alerts = [d for d in history if d.kind == "alert"]
+    fired = sum(d.status == "firing" for d in alerts)
+    assert f"Alerts: {fired:,} fired, {len(alerts) - fired:,} resolved" in text
+    assert len(re.findall(r'<tr class="(?:firing|resolved)">', page)) == len(alerts)
+    retrains = [d for d in history if d.kind == "retrain"]
+    assert retrains
+    assert f"Retrain requests: {len(retrains):,}" in text
+    assert all(d.id in text for d in retrains)  # each request with its idempotency key
+    assert "columns drifted" in text
+    now = text.split("Firing now: ", 1)[1].split(".", 1)[0]
+    assert len(now.split(", ")) == len(active)
+    assert "keeps no per-window statistics" in text
+    assert set(re.findall(r"https?://[^\s\"'<]+", page)) <= {"http://www.w3.org/2000/svg"}
