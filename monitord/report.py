@@ -29,7 +29,13 @@ from typing import Any
 from monitord.clock import iso
 from monitord.config import Config
 from monitord.outputs import summary
-from monitord.results import QUALITY_TESTS, Distribution, StreamResult, WindowResult
+from monitord.results import (
+    QUALITY_TESTS,
+    Distribution,
+    StreamResult,
+    TestResult,
+    WindowResult,
+)
 
 MAX_COLUMNS = 50
 """Columns drawn per model version by default (drifted ones first)."""
@@ -225,8 +231,9 @@ def _version_section(
             f"{_text(', '.join(columns[max_columns:][:50]))}"
             f"{' ...' if len(columns) > max_columns + 50 else ''}</p>"
         )
+    series, pictures = _series(shown), _pictures(windows)
     for column in columns[:max_columns]:
-        out.append(_column_section(column, shown, windows, decisions))
+        out.append(_column_section(column, series, pictures, decisions))
     out.append("</section>")
     return "\n".join(out)
 
@@ -325,43 +332,70 @@ def _columns_by_drift(windows: list[WindowResult]) -> list[str]:
     return [*drifted, *(c for c in all_columns if c not in drifted)]
 
 
+Series = dict[str, dict[str, list[tuple[int, TestResult]]]]
+"""Per column, per test: (window's last row, result) over the windows drawn."""
+
+
+@dataclass(frozen=True)
+class _Pictures:
+    """Per column, the distributions drawn: the first drifted window's and the last one's."""
+
+    first_drifted: dict[str, tuple[WindowResult, Distribution]]
+    last: dict[str, tuple[WindowResult, Distribution]]
+
+
+def _series(windows: list[WindowResult]) -> Series:
+    """One pass over the windows, so a chart costs its own points, not every test's."""
+    series: Series = {}
+    for w in windows:
+        for t in w.tests:
+            series.setdefault(t.column, {}).setdefault(t.test, []).append((w.last_row, t))
+    return series
+
+
+def _pictures(windows: list[WindowResult]) -> _Pictures:
+    first: dict[str, tuple[WindowResult, Distribution]] = {}
+    last: dict[str, tuple[WindowResult, Distribution]] = {}
+    for w in windows:
+        if not w.distributions:
+            continue
+        drifted = set(w.drifted)
+        for d in w.distributions:
+            last[d.column] = (w, d)
+            if d.column in drifted and d.column not in first:
+                first[d.column] = (w, d)
+    return _Pictures(first, last)
+
+
 def _column_section(
-    column: str, shown: list[WindowResult], windows: list[WindowResult], decisions: list[Decision]
+    column: str, series: Series, pictures: _Pictures, decisions: list[Decision]
 ) -> str:
     out = [f"<h3>Column {_text(column)}</h3>"]
-    tests = dict.fromkeys(
-        t.test for w in shown for t in w.tests if t.column == column and t.test not in QUALITY_TESTS
-    )
-    charts = [_statistic_chart(column, test, shown, decisions) for test in tests]
-    quality = dict.fromkeys(
-        t.test for w in shown for t in w.tests if t.column == column and t.test in QUALITY_TESTS
-    )
-    charts += [_statistic_chart(column, test, shown, decisions) for test in quality]
-    out.append('<div class="charts">' + "".join(charts) + "</div>")
-    drifted = next((w for w in windows if column in w.drifted and _distribution(w, column)), None)
-    last = next((w for w in reversed(windows) if _distribution(w, column)), None)
-    pictures = [
-        _distribution_chart(found, f"{label}: rows {window.first_row:,}-{window.last_row:,}")
-        for label, window in (("first drifted window", drifted), ("last window", last))
-        if window is not None and (label == "first drifted window" or window is not drifted)
-        for found in (_distribution(window, column),)
-        if found is not None
+    tests = series.get(column, {})
+    ordered = [t for t in tests if t not in QUALITY_TESTS] + [
+        t for t in tests if t in QUALITY_TESTS
     ]
-    if pictures:
-        out.append('<div class="charts">' + "".join(pictures) + "</div>")
+    charts = [_statistic_chart(column, test, tests[test], decisions) for test in ordered]
+    out.append('<div class="charts">' + "".join(charts) + "</div>")
+    drifted = pictures.first_drifted.get(column)
+    last = pictures.last.get(column)
+    shown = [("first drifted window", drifted)]
+    if last is not None and (drifted is None or last[0] is not drifted[0]):
+        shown.append(("last window", last))
+    drawn = [
+        _distribution_chart(found, f"{label}: rows {window.first_row:,}-{window.last_row:,}")
+        for label, picked in shown
+        if picked is not None
+        for window, found in (picked,)
+    ]
+    if drawn:
+        out.append('<div class="charts">' + "".join(drawn) + "</div>")
     return "\n".join(out)
 
 
-def _distribution(window: WindowResult, column: str) -> Distribution | None:
-    return next((d for d in window.distributions if d.column == column), None)
-
-
 def _statistic_chart(
-    column: str, test: str, windows: list[WindowResult], decisions: list[Decision]
+    column: str, test: str, points: list[tuple[int, TestResult]], decisions: list[Decision]
 ) -> str:
-    points = [
-        (w.last_row, t) for w in windows for t in w.tests if t.column == column and t.test == test
-    ]
     if not points:
         return ""
     xs = [x for x, _ in points]
