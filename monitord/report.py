@@ -222,6 +222,7 @@ def _version_section(
         )
     shown = reference[-max_windows:]
     out.append(_overview(windows))
+    out.append(_timeline(shown, decisions))
     out.append(_decision_tables(decisions))
     columns = _columns_by_drift(windows)
     if len(columns) > max_columns:
@@ -265,6 +266,16 @@ def _overview(windows: list[WindowResult]) -> str:
         + "".join(lines)
         + "</table>"
     )
+
+
+def _timeline(windows: list[WindowResult], decisions: list[Decision]) -> str:
+    """Drifted columns per window, with the model-level alert's episodes shaded."""
+    points = [
+        (w.last_row, TestResult("", "any", len(w.drifted), None, w.any_drift, None, w.n_rows))
+        for w in windows
+    ]
+    caption = "Drifted columns per window (red: any drifted); shaded: the model's alert firing"
+    return _statistic_chart("", "any", points, decisions, caption)
 
 
 def _decision_tables(decisions: list[Decision]) -> str:
@@ -394,7 +405,11 @@ def _column_section(
 
 
 def _statistic_chart(
-    column: str, test: str, points: list[tuple[int, TestResult]], decisions: list[Decision]
+    column: str,
+    test: str,
+    points: list[tuple[int, TestResult]],
+    decisions: list[Decision],
+    caption: str = "",
 ) -> str:
     if not points:
         return ""
@@ -437,7 +452,7 @@ def _statistic_chart(
         if t.drifted and math.isfinite(t.statistic)
     ]
     drifts = sum(t.drifted for _, t in points)
-    caption = (
+    caption = caption or (
         f"{_text(test)}: statistic (line) vs threshold (dashed), {drifts} of {len(points)} "
         "windows drifted (red)"
     )

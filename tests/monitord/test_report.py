@@ -88,8 +88,12 @@ def test_the_page_parses_and_names_every_drifted_column_and_alert(
     parsed = _parse(page)
     text = "".join(parsed.text)
     assert [tag for tag, _ in parsed.tags].count("svg") >= 2 * len(stream.drifted)
+    sections = page.split("<h3>Column ")[1:]
     for column in stream.drifted:
         assert f"Column {column}" in text
+        (section,) = [s for s in sections if s.startswith(f"{_escaped(column)}</h3>")]
+        assert 'class="drift"' in section  # its drifted windows marked on the plot
+        assert 'class="bar"' in section  # and its distributions drawn
     rows = re.findall(r'<tr class="(firing|resolved)">(.*?)</tr>', page)
     shown = [(status, re.findall(r"<td>(.*?)</td>", cells)) for status, cells in rows]
     expected = [
@@ -174,7 +178,7 @@ def test_a_thousand_columns_and_windows_stay_small() -> None:
     assert len(page) < 8_000_000
     assert f"{1000 - MAX_COLUMNS:,} of 1,000 columns are not drawn" in page
     assert "latest 200 of 2,000 windows" in page
-    assert page.count("<svg") == MAX_COLUMNS
+    assert page.count("<svg") == MAX_COLUMNS + 1  # and the timeline of drifted columns
 
 
 def _escaped(text: str) -> str:
