@@ -114,6 +114,9 @@ def to_html(
     max_windows: int = MAX_WINDOWS,
 ) -> str:
     """The report of ``result`` as one HTML document."""
+    for name, value in (("max_columns", max_columns), ("max_windows", max_windows)):
+        if value < 1:
+            raise ValueError(f"{name}: must be at least 1, got {value}")
     if isinstance(result, WindowResult):
         result = StreamResult(result.n_rows, (result,), ())
     decisions = [decision(summary(o)) for o in result.outputs]
@@ -122,7 +125,7 @@ def to_html(
     body = [
         f"<p>{result.rows:,} rows, {len(result.windows):,} windows, "
         f"{len(result.bad_rows):,} bad rows. Drifted: "
-        f"{_text(', '.join(result.drifted) or 'nothing')}.</p>"
+        f"{_names(result.drifted)}.</p>"
     ]
     for model, version in versions:
         windows = [w for w in result.windows if (w.model, w.version) == (model, version)]
@@ -229,8 +232,7 @@ def _version_section(
         out.append(
             f'<p class="note">{len(columns) - max_columns:,} of {len(columns):,} columns are '
             f"not drawn (max_columns; drifted columns come first): "
-            f"{_text(', '.join(columns[max_columns:][:50]))}"
-            f"{' ...' if len(columns) > max_columns + 50 else ''}</p>"
+            f"{_names(columns[max_columns:])}</p>"
         )
     series, pictures = _series(shown), _pictures(windows)
     for column in columns[:max_columns]:
@@ -562,6 +564,14 @@ def _page(title: str, body: list[str]) -> str:
         f"<title>{_text(title)}</title><style>{_STYLE}</style></head><body>"
         f"<h1>{_text(title)}</h1>\n" + "\n".join(body) + "\n</body></html>\n"
     )
+
+
+def _names(names: Sequence[str], most: int = 50) -> str:
+    """Escaped, comma-separated, the first ``most`` of them."""
+    if not names:
+        return "nothing"
+    more = f" and {len(names) - most:,} more" if len(names) > most else ""
+    return _text(", ".join(names[:most])) + more
 
 
 def _label(d: Decision) -> str:

@@ -178,6 +178,9 @@ def test_a_thousand_columns_and_windows_stay_small() -> None:
     assert len(page) < 8_000_000
     assert f"{1000 - MAX_COLUMNS:,} of 1,000 columns are not drawn" in page
     assert "latest 200 of 2,000 windows" in page
+    assert "c49 and 950 more" in page  # of the drifted columns, named in the overview
+    with pytest.raises(ValueError, match="max_windows: must be at least 1"):
+        to_html(StreamResult(0, windows[:1], ()), max_windows=0)
     assert page.count("<svg") == MAX_COLUMNS + 1  # and the timeline of drifted columns
 
 
