@@ -10,6 +10,8 @@ PROMTOOL := /usr/bin/promtool
 # Tools the deploy and orchestrator tests call (usually present; installed if not).
 SYSTEMD_ANALYZE := /usr/bin/systemd-analyze
 IPROUTE := /usr/sbin/ip
+# The drift report's browser test (tests/monitord/test_report.py) draws it in Chromium.
+CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Prefect 3 and Airflow 3 for tests/orchestrators, MLflow 3 for tests/registry, each in a
 # virtualenv of its own.
@@ -51,6 +53,10 @@ $(IPROUTE):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq iproute2
 
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
+
 $(ORCHESTRATORS): tests/orchestrators/install.sh
 	tests/orchestrators/install.sh
 	touch $@
@@ -60,5 +66,5 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: lint $(ALERTMANAGER) $(PROMTOOL) $(SYSTEMD_ANALYZE) $(IPROUTE) $(ORCHESTRATORS)
+test: lint $(ALERTMANAGER) $(PROMTOOL) $(SYSTEMD_ANALYZE) $(IPROUTE) $(CHROMIUM) $(ORCHESTRATORS)
 	$(VENV)/bin/pytest -q

@@ -21,12 +21,14 @@ Data flows in four hops: `Source.poll` -> `events.decode` -> `Monitor.update` ->
 - `reference`, `tabular`: profiles and data files on disk (read in columnar batches);
   `traffic`: synthetic events
 - `api`: the Python API for notebooks (`build_reference`, `compare`, `DriftMonitor`);
-  `frames`: in-memory tables (pandas, pyarrow, numpy) as columns; `results`: what it returns
+  `frames`: in-memory tables (pandas, pyarrow, numpy) as columns; `results`: what it returns;
+  `report`: results (or the audit log's decisions) as one self-contained HTML file
 """
 
 from monitord.api import DriftMonitor, build_reference, compare, load_profile, save_profile
 from monitord.config import Config, ConfigError, load_config
 from monitord.daemon import Daemon
+from monitord.report import render_report
 
 __all__ = [
     "Config",
@@ -37,5 +39,6 @@ __all__ = [
     "compare",
     "load_config",
     "load_profile",
+    "render_report",
     "save_profile",
 ]

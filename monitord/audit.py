@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -132,6 +133,19 @@ class AuditLog:
         """
         rows = self._file.connection().execute(query, (*parameters, limit))
         return [_decision(row) for row in rows]
+
+    def evidence(
+        self, limit: int = 1000, models: Sequence[str] = ()
+    ) -> list[tuple[Decision, dict[str, Any]]]:
+        """The latest ``limit`` decisions with their evidence (the decision as JSON), oldest
+        first (of ``models`` only, if any are named)."""
+        where, parameters = _where(models, ())
+        query = f"""
+            SELECT id, recorded_at, kind, status, model, version, label_set, summary, evidence
+            FROM decisions WHERE 1 = 1 {where} ORDER BY rowid DESC LIMIT ?
+        """
+        rows = self._file.connection().execute(query, (*parameters, limit)).fetchall()
+        return [(_decision(row[:8]), orjson.loads(row[8])) for row in reversed(rows)]
 
     def close(self) -> None:
         if not self._closed:

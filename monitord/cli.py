@@ -1,4 +1,5 @@
-"""The `monitord` command line: run, check, reference build, replay, alerts, retrain, demo."""
+"""The `monitord` command line: run, check, reference build, replay, alerts, report, retrain,
+demo."""
 
 from __future__ import annotations
 
@@ -188,6 +189,23 @@ def _parser() -> argparse.ArgumentParser:
         "(the lists shown)",
     )
     alerts.set_defaults(handler=_alerts)
+
+    report = commands.add_parser(
+        "report",
+        help="write the drift report of a daemon's audit log as one HTML file",
+        description="Read the audit log in the config's state_dir (the daemon may be running) "
+        "and write one self-contained HTML file: per model version the alerts fired and "
+        "resolved, what fires now, and the retrain requests with their evidence.",
+    )
+    report.add_argument("--config", type=Path, help=CONFIG_HELP)
+    report.add_argument("--out", type=Path, required=True, help="the HTML file to write")
+    report.add_argument(
+        "--model", action="append", default=[], help="only this model (repeat for more)"
+    )
+    report.add_argument(
+        "--limit", type=_positive, default=1000, help="latest decisions shown (default 1000)"
+    )
+    report.set_defaults(handler=_report)
 
     retrain = commands.add_parser(
         "retrain",
@@ -417,6 +435,16 @@ def _alerts(args: argparse.Namespace) -> int:
                 f"  {iso(decision.recorded_at)}  {decision.kind:7} {decision.status:9} "
                 f"{decision.summary}"
             )
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from monitord.report import audit_html  # noqa: PLC0415
+
+    config = _required_config(args.config)[1]
+    page = audit_html(config, models=args.model, limit=args.limit)
+    args.out.write_text(page, encoding="utf-8")
+    print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
 

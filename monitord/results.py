@@ -177,6 +177,12 @@ class WindowResult:
     def to_json(self) -> str:
         return orjson.dumps(self.to_dict()).decode()
 
+    def to_html(self) -> str:
+        """The drift report as one self-contained HTML document (`monitord.report`)."""
+        from monitord.report import to_html  # noqa: PLC0415 (report imports this module)
+
+        return to_html(self)
+
     def to_frame(self) -> Any:
         """A pandas DataFrame, one row per (column, test) (`FRAME_COLUMNS`)."""
         return _frame(_rows(self))
@@ -240,6 +246,12 @@ class StreamResult:
 
     def to_json(self) -> str:
         return orjson.dumps(self.to_dict()).decode()
+
+    def to_html(self) -> str:
+        """The drift report as one self-contained HTML document (`monitord.report`)."""
+        from monitord.report import to_html  # noqa: PLC0415 (report imports this module)
+
+        return to_html(self)
 
     def to_frame(self) -> Any:
         """A pandas DataFrame, one row per (window, column, test) (`FRAME_COLUMNS`)."""
