@@ -299,6 +299,11 @@ class DispatchReport:
     failed: int = 0
 
 
+RETRY_LOG_INTERVAL_S = 60.0
+"""Failed attempts that will be retried are logged once a minute per receiver (with how many
+were not); an attempt that fails for good is always logged."""
+
+
 class Dispatcher:
     """Delivers due outbox messages to the receivers named in them."""
 
@@ -310,6 +315,10 @@ class Dispatcher:
         self._outbox = outbox
         self._receivers = dict(receivers)
         self._batch_size = batch_size
+        # Retries logged at most once per receiver per RETRY_LOG_INTERVAL_S: a receiver that
+        # is down fails every message of a burst, each attempt.
+        self._retry_logged_at: dict[str, float] = {}
+        self._unlogged_retries: dict[str, int] = {}
 
     def run_due(self, now: float) -> DispatchReport:
         """Try each message due at `now` once (up to `batch_size`) and record the outcomes."""
@@ -345,17 +354,26 @@ class Dispatcher:
                 error,
             )
             return
-        stored = self._outbox.get(item.message_id, item.receiver)
+        receiver = item.receiver
+        if now - self._retry_logged_at.get(receiver, -RETRY_LOG_INTERVAL_S) < RETRY_LOG_INTERVAL_S:
+            self._unlogged_retries[receiver] = self._unlogged_retries.get(receiver, 0) + 1
+            return
+        stored = self._outbox.get(item.message_id, receiver)
         wait = max(0.0, stored.next_attempt_at - now) if stored is not None else 0.0
+        unlogged = self._unlogged_retries.pop(receiver, 0)
         log.warning(
-            "delivery of %s to receiver %r failed (attempt %d, %s), retrying in %.1fs: %s",
+            "delivery of %s to receiver %r failed (attempt %d, %s), retrying in %.1fs: %s%s",
             item.message_id,
-            item.receiver,
+            receiver,
             attempt,
             status,
             wait,
             error,
+            f" ({unlogged} more failed attempts to it since the last such line)"
+            if unlogged
+            else "",
         )
+        self._retry_logged_at[receiver] = now
 
     def _attempt(self, item: OutboxItem) -> ReceiverError | None:
         receiver = self._receivers.get(item.receiver)
@@ -375,6 +393,7 @@ class Dispatcher:
 
 
 __all__ = [
+    "RETRY_LOG_INTERVAL_S",
     "SCHEMA_VERSION",
     "Attempt",
     "DispatchReport",

@@ -5,6 +5,7 @@ The clock is explicit: every test passes `now`, so schedules are exact and nothi
 
 from __future__ import annotations
 
+import logging
 import random
 import sqlite3
 from collections.abc import Iterator
@@ -12,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from connectors.broker import free_port
 from connectors.http import ReceiverError
-from connectors.outbox import Dispatcher, DispatchReport, Outbox
+from connectors.outbox import RETRY_LOG_INTERVAL_S, Dispatcher, DispatchReport, Outbox
 from connectors.pagerduty import PagerDutyReceiver, resolve
 from connectors.stream import ConnectorError
 from tests.servers import RecordingServer
@@ -261,3 +263,23 @@ def test_nothing_is_lost(path: Path, server: RecordingServer) -> None:
     finished = [a for a in outbox.history(limit=10_000) if a.outcome != "retry"]
     assert sorted(a.message_id for a in finished) == sorted(ids)
     outbox.close()
+
+
+def test_retries_of_a_receiver_that_is_down_are_logged_once_a_minute(
+    path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    closed = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens: no answer
+    outbox = Outbox(path, random=lambda: 0.0)  # due again at once
+    dispatcher = Dispatcher(outbox, {"pagerduty": PagerDutyReceiver(ROUTING_KEY, url=closed)})
+    for i in range(20):
+        outbox.enqueue(f"alert-{i}", "pagerduty", resolve(f"k{i}"), now=T0)
+    with caplog.at_level(logging.WARNING, logger="connectors.outbox"):
+        assert dispatcher.run_due(T0) == DispatchReport(retrying=20)
+        assert dispatcher.run_due(T0 + RETRY_LOG_INTERVAL_S - 1) == DispatchReport(retrying=20)
+        assert dispatcher.run_due(T0 + RETRY_LOG_INTERVAL_S) == DispatchReport(retrying=20)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines  # 60 failed attempts
+    assert "alert-0" in lines[0]
+    assert "more failed attempts" not in lines[0]
+    assert lines[1].endswith("(39 more failed attempts to it since the last such line)")
+    assert outbox.pending() == 20  # every one still waiting for its retry
