@@ -59,7 +59,13 @@ from monitord.reference import (
     save_profile,
     supported,
 )
-from monitord.results import BadRow, Distribution, StreamResult, TestResult, WindowResult
+from monitord.results import (
+    BadRow,
+    Distribution,
+    StreamResult,
+    WindowResult,
+    window_results,
+)
 
 ConfigLike = Config | Mapping[str, Any] | str | os.PathLike[str] | None
 """A `Config`, a mapping shaped like config.toml (``{"detection": {"window_size": 1000}}``),
@@ -281,43 +287,8 @@ class DriftMonitor:
 
     def _windows(self, evaluations: list[Evaluation]) -> list[WindowResult]:
         """One result per window: every test that closed with it, in the daemon's order."""
-        by_window: dict[tuple[int, int, int], list[Evaluation]] = {}
-        for e in evaluations:
-            by_window.setdefault((e.regime, e.result.first_row, e.result.row), []).append(e)
-        return [self._window(*key, found) for key, found in by_window.items()]
-
-    def _window(
-        self, regime: int, first: int, last: int, evaluations: list[Evaluation]
-    ) -> WindowResult:
-        head = evaluations[0]
-        tests = [
-            TestResult(
-                column=name,
-                test=e.result.detector,
-                statistic=float(e.result.statistic[j]),
-                threshold=_optional(float(e.result.threshold[j])),
-                drifted=bool(e.result.drifted[j]),
-                p_value=None if e.result.p_value is None else _optional(e.result.p_value[j]),
-                n_observed=int(e.result.n_observed[j]),
-            )
-            for e in evaluations
-            for j, name in enumerate(e.features)
-        ]
-        windowed = any(e.result.detector != "adwin" for e in evaluations)
-        return WindowResult(
-            model=head.model,
-            version=head.version,
-            profile_id=head.profile_id,
-            first_row=min(r.first_offset for r in head.offsets),
-            last_row=head.last_record.offset,
-            n_rows=last - first + 1,
-            start_time=head.start_time if self._timed else None,
-            end_time=head.end_time if self._timed else None,
-            tests=tuple(tests),
-            distributions=self._recent.distributions(first, last)
-            if regime == 0 and windowed
-            else (),
-            regime=regime,
+        return window_results(
+            evaluations, timed=self._timed, distributions=self._recent.distributions
         )
 
 

@@ -155,6 +155,13 @@ def _parser() -> argparse.ArgumentParser:
         "--dead-letters", type=Path, help="write bad rows here, one JSON object per line"
     )
     replay.add_argument(
+        "--report",
+        type=Path,
+        help="also write an HTML report here (one self-contained file: each column's "
+        "statistics against their thresholds over the windows, the alerts, the retrain "
+        "requests with their evidence)",
+    )
+    replay.add_argument(
         "--format",
         choices=("jsonl", "table"),
         help="outputs as JSON lines (for machines) or an aligned table (for a person); "
@@ -388,7 +395,10 @@ def _replay(args: argparse.Namespace) -> int:
         output_format=args.format or ("table" if sys.stdout.isatty() else "jsonl"),
         summary=sys.stderr,
         progress=sys.stderr if sys.stderr.isatty() else None,
+        report_path=args.report,
     )
+    if args.report is not None:
+        print(f"monitord: report written to {args.report}", file=sys.stderr)
     return 0
 
 

@@ -39,6 +39,8 @@ from monitord.dead_letter import ERROR_HEADERS
 from monitord.outputs import JsonLinesPublisher, Publisher
 from monitord.reference import load_profile
 from monitord.repartition import SOURCE_HEADERS
+from monitord.report import render_report
+from monitord.results import StreamResult
 from monitord.tabular import ABSENT, BATCH_ROWS, Batch, DataError, DataFile, open_data
 from monitord.tally import ReplayTally, TallyingPolicy
 
@@ -177,6 +179,7 @@ def replay(
     summary: IO[str] | None = None,
     progress: IO[str] | None = None,
     batch_rows: int = BATCH_ROWS,
+    report_path: Path | None = None,
 ) -> Daemon:
     """Replay ``data`` through the daemon loop, writing outputs to ``out`` (``jsonl``: as
     JSON lines; ``table``: as aligned text) and dead letters to ``dead_letters_path`` (one
@@ -184,7 +187,9 @@ def replay(
     ``events.label``) and from ``labels_path``. The file is read in batches: memory follows
     the windows and the reference, not the file. With ``summary``, what the replay came to is
     written there at the end; with ``progress``, a progress line (for a terminal).
-    ``batch_rows``: rows read at a time."""
+    ``batch_rows``: rows read at a time. With ``report_path``, an HTML report of every
+    window's tests, the alerts and the retrain requests (`monitord.report`) is written
+    there (no distributions: the rows are not kept)."""
     started = time.monotonic()
     data_file = open_data(data, config.events)
     labels_file = open_data(labels_path, config.events) if labels_path else None
@@ -243,9 +248,10 @@ def replay(
         path = config.profile_path(model_name, model_version)
         return load_profile(path) if path else profile
 
-    tally = ReplayTally()
+    timed = data_file.has_column(config.events.timestamp)
+    tally = ReplayTally(keep=report_path is not None, timed=timed)
     writer: Publisher = (
-        TableWriter(out, topic, timed=data_file.has_column(config.events.timestamp))
+        TableWriter(out, topic, timed=timed)
         if output_format == "table"
         else JsonLinesPublisher(out, owned=False)
     )
@@ -271,6 +277,12 @@ def replay(
         dead_letters.close()
     if shown is not None:
         shown.done()
+    if report_path is not None:
+        result = StreamResult(data_file.rows, tuple(tally.results), tuple(tally.outputs))
+        try:
+            render_report(result, report_path, title=f"monitord replay of {data.name}")
+        except OSError as exc:
+            raise DataError(f"--report {report_path}: cannot write ({exc.strerror})") from None
     where = f"written to {dead_letters_path}" if dead_letters_path else "see --dead-letters"
     for name, count, noun in (
         (topic, data_file.rows, "rows"),

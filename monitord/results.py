@@ -12,6 +12,7 @@ are the ``missing``, ``out_of_range`` and ``unseen`` tests' statistics.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -19,6 +20,7 @@ import orjson
 
 from monitord.alerts import Alert
 from monitord.clock import iso
+from monitord.monitor import Evaluation
 from monitord.outputs import summary
 from monitord.policy import Output
 from monitord.retrain import RetrainTrigger
@@ -256,6 +258,68 @@ class StreamResult:
     def to_frame(self) -> Any:
         """A pandas DataFrame, one row per (window, column, test) (`FRAME_COLUMNS`)."""
         return _frame([row for window in self.windows for row in _rows(window)])
+
+
+def window_results(
+    evaluations: list[Evaluation],
+    *,
+    timed: bool,
+    distributions: Callable[[int, int], tuple[Distribution, ...]] | None = None,
+) -> list[WindowResult]:
+    """One result per window of ``evaluations`` (every test that closed with it, in the
+    daemon's order); ``distributions(first, last)``: the window's columns against the
+    reference, when the caller holds its rows; ``timed``: the rows had event times."""
+    by_window: dict[tuple[int, int, int], list[Evaluation]] = {}
+    for e in evaluations:
+        by_window.setdefault((e.regime, e.result.first_row, e.result.row), []).append(e)
+    return [
+        _window(regime, first, last, found, timed, distributions)
+        for (regime, first, last), found in by_window.items()
+    ]
+
+
+def _window(
+    regime: int,
+    first: int,
+    last: int,
+    evaluations: list[Evaluation],
+    timed: bool,
+    distributions: Callable[[int, int], tuple[Distribution, ...]] | None,
+) -> WindowResult:
+    head = evaluations[0]
+    tests = [
+        TestResult(
+            column=name,
+            test=e.result.detector,
+            statistic=float(e.result.statistic[j]),
+            threshold=_optional(float(e.result.threshold[j])),
+            drifted=bool(e.result.drifted[j]),
+            p_value=None if e.result.p_value is None else _optional(e.result.p_value[j]),
+            n_observed=int(e.result.n_observed[j]),
+        )
+        for e in evaluations
+        for j, name in enumerate(e.features)
+    ]
+    windowed = any(e.result.detector != "adwin" for e in evaluations)
+    return WindowResult(
+        model=head.model,
+        version=head.version,
+        profile_id=head.profile_id,
+        first_row=min((r.first_offset for r in head.offsets), default=head.last_record.offset),
+        last_row=head.last_record.offset,
+        n_rows=last - first + 1,
+        start_time=head.start_time if timed else None,
+        end_time=head.end_time if timed else None,
+        tests=tuple(tests),
+        distributions=distributions(first, last)
+        if distributions is not None and regime == 0 and windowed
+        else (),
+        regime=regime,
+    )
+
+
+def _optional(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)
 
 
 def _rows(window: WindowResult) -> list[tuple[Any, ...]]:

@@ -18,6 +18,7 @@ import numpy as np
 from monitord.alerts import PERFORMANCE_ALERTS, Alert
 from monitord.monitor import Evaluation
 from monitord.policy import ADWIN, Output, Policy
+from monitord.results import WindowResult, window_results
 from monitord.retrain import RetrainTrigger
 
 Key = tuple[str, str, str, str]
@@ -42,9 +43,16 @@ class ReplayTally:
     tests: dict[Key, ColumnTally] = field(default_factory=dict)
     retrains: list[RetrainTrigger] = field(default_factory=list)
     _last_window: dict[tuple[str, str], int] = field(default_factory=dict)
+    # For a report (``keep``): every window's results and every output, in order.
+    keep: bool = False
+    timed: bool = False
+    results: list[WindowResult] = field(default_factory=list)
+    outputs: list[Output] = field(default_factory=list)
 
     def evaluated(self, evaluations: list[Evaluation]) -> None:
         """Fold one batch's evaluations in (the order the policy sees them)."""
+        if self.keep:
+            self.results += window_results(evaluations, timed=self.timed)
         for evaluation in evaluations:
             result, version = evaluation.result, (evaluation.model, evaluation.version)
             if evaluation.regime:  # against a recent regime: a change, not drift
@@ -67,6 +75,8 @@ class ReplayTally:
                     tally.first_drift = (record.topic, first, record.offset)
 
     def publish(self, outputs: list[Output]) -> None:
+        if self.keep:
+            self.outputs += outputs
         for output in outputs:
             if isinstance(output, Alert):
                 key = (output.model, output.version, output.feature, output.detector)

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 from datetime import UTC, datetime
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -233,3 +234,25 @@ def test_bad_lines_are_dead_lettered_and_the_replay_goes_on(
     assert [w["event"] for w in written[:2]] == [bad[100], bad[200]]  # the line as it was
     assert json.loads(written[2]["event"])["features"] == {"x": "12.5", "c": "a"}
     assert written[2]["detail"] == "'x' holds a JSON string, not a number"
+
+
+def test_replay_writes_a_report_of_its_windows_alerts_and_retrain_requests(
+    files: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, traffic, profile = files
+    config = _thousand_row_windows(tmp_path)
+    report = tmp_path / "report.html"
+    arguments = ["replay", str(traffic), "--model", "m", "--profile", str(profile), *config]
+    assert main([*arguments, "--report", str(report)]) == 0
+    with_report = capsys.readouterr()
+    assert f"report written to {report}" in with_report.err
+    assert main(arguments) == 0
+    assert capsys.readouterr().out == with_report.out  # the JSON lines are the same
+    page = report.read_text()
+    HTMLParser().feed(page)
+    assert "monitord replay of traffic.csv" in page
+    retrain = next(json.loads(line) for line in with_report.out.splitlines() if '"retrain"' in line)
+    assert retrain["id"] in page  # the retrain request, with its id
+    assert page.count("<svg") >= 3  # x's statistics over the six windows, and the others
+    assert "src=" not in page
+    assert "href=" not in page
