@@ -123,7 +123,7 @@ def to_html(
     versions = dict.fromkeys((w.model, w.version) for w in result.windows)
     versions |= dict.fromkeys((d.model, d.version) for d in decisions)
     body = [
-        f"<p>{result.rows:,} rows, {len(result.windows):,} windows, "
+        f"<p>{result.rows:,} rows, {_tested(result.windows):,} windows, "
         f"{len(result.bad_rows):,} bad rows. Drifted: "
         f"{_names(result.drifted)}.</p>"
     ]
@@ -132,6 +132,12 @@ def to_html(
         mine = [d for d in decisions if (d.model, d.version) == (model, version)]
         body.append(_version_section(model, version, windows, mine, max_columns, max_windows))
     return _page(title, body)
+
+
+def _tested(windows: Iterable[WindowResult]) -> int:
+    """Windows tested against the reference (a change point of ADWIN, or a comparison with a
+    recent regime, is no window of its own)."""
+    return sum(1 for w in windows if w.regime == 0 and any(t.test != "adwin" for t in w.tests))
 
 
 def render_report(
@@ -256,7 +262,7 @@ def _overview(windows: list[WindowResult]) -> str:
                 found[2] += 1
                 found[3] = max(found[3], ratio) if math.isfinite(ratio) else found[3]
     if not rows:
-        return f"<p>No drift in {len(windows):,} windows.</p>"
+        return f"<p>No drift in {_tested(windows):,} windows.</p>"
     lines = [
         f"<tr><td>{_text(c)}</td><td>{_text(t)}</td><td>{row:,}</td><td>{_text(when)}</td>"
         f"<td>{n:,}</td><td>{_number(ratio)}</td></tr>"
