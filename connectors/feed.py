@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 
-from connectors.stream import OffsetReset, Record, TopicPartition
+from connectors.stream import OffsetReset, Record, TopicPartition, poll_in_turn
 
 
 class _Feed:
@@ -63,19 +63,12 @@ class FeedSource:
         if max_records < 1:
             raise ValueError(f"max_records: must be positive, got {max_records}")
         self._assigned = frozenset(self._feeds)  # assigned at the first poll, as Kafka does
-        partitions = sorted(self._feeds, key=lambda tp: (tp.topic, tp.partition))
-        # Rotate the starting partition as MemorySource does: the same polls, the same batches.
-        start = self._turn % len(partitions) if partitions else 0
         self._turn += 1
-        polled: list[Record] = []
-        for tp in partitions[start:] + partitions[:start]:
-            if tp in self._paused:
-                continue
-            room = max_records - len(polled)
-            if room == 0:
-                break
-            polled.extend(self._feeds[tp].read(room))
-        return polled
+        # As MemorySource polls: the same polls, the same batches.
+        return poll_in_turn(self._feeds, self._turn - 1, self._paused, max_records, self._read)
+
+    def _read(self, tp: TopicPartition, room: int) -> list[Record]:
+        return self._feeds[tp].read(room)
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Record next-to-read offsets; records before them are let go."""

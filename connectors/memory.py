@@ -19,6 +19,7 @@ from connectors.stream import (
     RebalanceCallback,
     Record,
     TopicPartition,
+    poll_in_turn,
 )
 
 
@@ -92,23 +93,15 @@ class MemorySource:
         if max_records < 1:
             raise ValueError(f"max_records: must be positive, got {max_records}")
         self._rebalance()
-        partitions = sorted(self._assigned, key=lambda tp: (tp.topic, tp.partition))
-        # Rotate the starting partition so one busy partition cannot starve the others.
-        start = self._turn % len(partitions) if partitions else 0
         self._turn += 1
-        polled: list[Record] = []
-        for tp in partitions[start:] + partitions[:start]:
-            if tp in self._paused:
-                continue
-            room = max_records - len(polled)
-            if room == 0:
-                break
-            first = bisect_left(self._offsets[tp], self._positions[tp])
-            chunk = self._records[tp][first : first + room]
-            if chunk:
-                polled.extend(chunk)
-                self._positions[tp] = chunk[-1].offset + 1
-        return polled
+        return poll_in_turn(self._assigned, self._turn - 1, self._paused, max_records, self._read)
+
+    def _read(self, tp: TopicPartition, room: int) -> list[Record]:
+        first = bisect_left(self._offsets[tp], self._positions[tp])
+        chunk = self._records[tp][first : first + room]
+        if chunk:
+            self._positions[tp] = chunk[-1].offset + 1
+        return chunk
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Record next-to-read offsets (see `Source.commit`); all or nothing."""

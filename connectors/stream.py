@@ -7,7 +7,7 @@ takes offsets to commit, a `Sink` takes messages and confirms delivery on `flush
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -58,6 +58,30 @@ def one_partition(records: Sequence[Record]) -> bool:
         and len(set(map(_PARTITION, records))) == 1
         and len(set(map(_TOPIC, records))) == 1
     )
+
+
+def poll_in_turn(
+    partitions: Iterable[TopicPartition],
+    turn: int,
+    paused: Set[TopicPartition],
+    max_records: int,
+    read: Callable[[TopicPartition, int], list[Record]],
+) -> list[Record]:
+    """Up to ``max_records`` records of the partitions not ``paused``, in order from the
+    ``turn``-th (rotated at each poll, so one busy partition cannot starve the others);
+    ``read(partition, room)`` takes up to ``room`` of a partition's next records. What the
+    in-process sources share, so that they poll alike."""
+    ordered = sorted(partitions, key=lambda tp: (tp.topic, tp.partition))
+    start = turn % len(ordered) if ordered else 0
+    polled: list[Record] = []
+    for tp in ordered[start:] + ordered[:start]:
+        if tp in paused:
+            continue
+        room = max_records - len(polled)
+        if room == 0:
+            break
+        polled.extend(read(tp, room))
+    return polled
 
 
 @dataclass(frozen=True)
@@ -252,4 +276,5 @@ __all__ = [
     "Source",
     "TopicPartition",
     "one_partition",
+    "poll_in_turn",
 ]
