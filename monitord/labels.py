@@ -613,6 +613,8 @@ class LabelGate:
         again: dict[TopicPartition, int] = {}
         latest_ms = (now() + self.max_ahead_s) * 1000.0
         for tp, run in _runs(records):
+            if tp in again:  # a batch of several polls: read again from its first gap
+                continue
             queue = self._held.setdefault(tp, deque())
             # What fits: the records whose running total of costs stays within the bound.
             costs = itertools.accumulate(
@@ -620,22 +622,25 @@ class LabelGate:
             )
             totals = list(costs)
             fits = bisect.bisect_right(totals, self.max_bytes - self._bytes)
+            if not fits and not self._bytes:
+                fits = 1  # a record larger than the whole gate: held alone, not a stall
+            # Gate times: the running maximum of the believable record times (a record
+            # stamped after the wall clock allows, or not at all, keeps its predecessor's).
+            # The first record turned away counts too: every record after it has its gate
+            # time or a later one, so the partition is read up to it (else a gate full of
+            # one partition's records waits for another partition it has no room for).
+            seen = run[: fits + 1]
+            stamps = (
+                float(stamp) if stamp <= latest_ms else -math.inf for stamp in map(_TIMESTAMP, seen)
+            )
+            gates = list(itertools.accumulate(stamps, max, initial=self.gate_ms.get(tp, -math.inf)))
+            self.gate_ms[tp] = gates[-1]
             if fits < len(run):
                 again[tp] = run[fits].offset
                 self.turned_away.add(tp)
-            if not fits:
-                self.gate_ms.setdefault(tp, -math.inf)
-                continue
-            # Gate times: the running maximum of the believable record times (a record
-            # stamped after the wall clock allows, or not at all, keeps its predecessor's).
-            stamps = (
-                float(stamp) if stamp <= latest_ms else -math.inf
-                for stamp in map(_TIMESTAMP, run[:fits])
-            )
-            gates = list(itertools.accumulate(stamps, max, initial=self.gate_ms.get(tp, -math.inf)))
-            queue.extend(zip(gates[1:], run[:fits], strict=True))
-            self.gate_ms[tp] = gates[-1]
-            self._bytes += totals[fits - 1]
+            if fits:
+                queue.extend(zip(gates[1:], run[:fits], strict=False))
+                self._bytes += totals[fits - 1]
         return again
 
     def release(self, watermark_ms: float) -> list[Record]:
