@@ -621,27 +621,46 @@ class LabelGate:
                 HELD_COST + len(value or b"") for value in map(_VALUE, run)
             )
             totals = list(costs)
-            fits = bisect.bisect_right(totals, self.max_bytes - self._bytes)
-            if not fits and not self._bytes:
-                fits = 1  # a record larger than the whole gate: held alone, not a stall
             # Gate times: the running maximum of the believable record times (a record
             # stamped after the wall clock allows, or not at all, keeps its predecessor's).
-            # The first record turned away counts too: every record after it has its gate
-            # time or a later one, so the partition is read up to it (else a gate full of
-            # one partition's records waits for another partition it has no room for).
-            seen = run[: fits + 1]
             stamps = (
-                float(stamp) if stamp <= latest_ms else -math.inf for stamp in map(_TIMESTAMP, seen)
+                float(stamp) if stamp <= latest_ms else -math.inf for stamp in map(_TIMESTAMP, run)
             )
             gates = list(itertools.accumulate(stamps, max, initial=self.gate_ms.get(tp, -math.inf)))
-            self.gate_ms[tp] = gates[-1]
+            fits = bisect.bisect_right(totals, self.max_bytes - self._bytes)
+            if fits < len(run) and self._make_way(tp, gates[fits + 1], again):
+                fits = bisect.bisect_right(totals, self.max_bytes - self._bytes)
+            if not fits and not self._bytes:
+                fits = 1  # a record larger than the whole gate: held alone, not a stall
+            # The first record turned away counts too: every record after it has its gate
+            # time or a later one, so the partition is read up to it.
+            self.gate_ms[tp] = gates[min(fits + 1, len(run))]
             if fits < len(run):
                 again[tp] = run[fits].offset
                 self.turned_away.add(tp)
             if fits:
-                queue.extend(zip(gates[1:], run[:fits], strict=False))
+                queue.extend(zip(gates[1 : fits + 1], run[:fits], strict=True))
                 self._bytes += totals[fits - 1]
         return again
+
+    def _make_way(
+        self, tp: TopicPartition, gate_ms: float, again: dict[TopicPartition, int]
+    ) -> bool:
+        """Turn away the held records of other partitions later than ``gate_ms`` (the gate
+        time of ``tp``'s first record that does not fit): they are released after it, so a
+        gate full of them would wait for ``tp`` without room to read it. Whether any went."""
+        made = False
+        for other, queue in self._held.items():
+            if other == tp or not queue or not queue[-1][0] > gate_ms:
+                continue
+            while queue and queue[-1][0] > gate_ms:
+                first_gate, record = queue.pop()
+                self._bytes -= HELD_COST + len(record.value or b"")
+            again[other] = record.offset
+            self.gate_ms[other] = first_gate  # read up to its first record turned away
+            self.turned_away.add(other)
+            made = True
+        return made
 
     def release(self, watermark_ms: float) -> list[Record]:
         """Held records whose gate time is before ``watermark_ms``, merged in order."""
