@@ -597,7 +597,10 @@ class LabelGate:
     What it holds is bounded in bytes (`MAX_HELD_BYTES` of record values and `HELD_COST`
     per record): past it, a partition's newer records are dropped unread and its position
     moved back to the first of them (the partition is `turned_away`, and the reader pauses
-    it rather than fetch the same records again), to be read again once there is room.
+    it rather than fetch the same records again), to be read again once there is room. A
+    partition's first record that does not fit turns away the other partitions' held records
+    later than it (released after it, they would wait for it), and a record larger than the
+    whole gate is held alone. Labels of one record time filling the whole gate still wait.
     """
 
     def __init__(self, max_bytes: int = MAX_HELD_BYTES, max_ahead_s: float = 3600.0) -> None:
