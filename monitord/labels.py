@@ -633,6 +633,12 @@ class LabelGate:
             fits = bisect.bisect_right(totals, self.max_bytes - self._bytes)
             if fits < len(run) and self._make_way(tp, gates[fits + 1], again):
                 fits = bisect.bisect_right(totals, self.max_bytes - self._bytes)
+            # Nor records later than another partition's first one turned away: released
+            # after it, they would be turned away to make way for it (filled, dropped, read
+            # again at every poll).
+            others = [ms for q, ms in self.gate_ms.items() if q in self.turned_away and q != tp]
+            if others:
+                fits = min(fits, max(0, bisect.bisect_right(gates, min(others)) - 1))
             if not fits and not self._bytes:
                 fits = 1  # a record larger than the whole gate: held alone, not a stall
             # The first record turned away counts too: every record after it has its gate
