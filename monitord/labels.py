@@ -597,7 +597,10 @@ class LabelGate:
     What it holds is bounded in bytes (`MAX_HELD_BYTES` of record values and `HELD_COST`
     per record): past it, a partition's newer records are dropped unread and its position
     moved back to the first of them (the partition is `turned_away`, and the reader pauses
-    it rather than fetch the same records again), to be read again once there is room.
+    it rather than fetch the same records again), to be read again once there is room. A
+    partition's first record that does not fit turns away the other partitions' held records
+    later than it (released after it, they would wait for it), and a record larger than the
+    whole gate is held alone. Labels of one record time filling the whole gate still wait.
     """
 
     def __init__(self, max_bytes: int = MAX_HELD_BYTES, max_ahead_s: float = 3600.0) -> None:
@@ -613,30 +616,60 @@ class LabelGate:
         again: dict[TopicPartition, int] = {}
         latest_ms = (now() + self.max_ahead_s) * 1000.0
         for tp, run in _runs(records):
+            if tp in again:  # a batch of several polls: read again from its first gap
+                continue
             queue = self._held.setdefault(tp, deque())
             # What fits: the records whose running total of costs stays within the bound.
             costs = itertools.accumulate(
                 HELD_COST + len(value or b"") for value in map(_VALUE, run)
             )
             totals = list(costs)
-            fits = bisect.bisect_right(totals, self.max_bytes - self._bytes)
-            if fits < len(run):
-                again[tp] = run[fits].offset
-                self.turned_away.add(tp)
-            if not fits:
-                self.gate_ms.setdefault(tp, -math.inf)
-                continue
             # Gate times: the running maximum of the believable record times (a record
             # stamped after the wall clock allows, or not at all, keeps its predecessor's).
             stamps = (
-                float(stamp) if stamp <= latest_ms else -math.inf
-                for stamp in map(_TIMESTAMP, run[:fits])
+                float(stamp) if stamp <= latest_ms else -math.inf for stamp in map(_TIMESTAMP, run)
             )
             gates = list(itertools.accumulate(stamps, max, initial=self.gate_ms.get(tp, -math.inf)))
-            queue.extend(zip(gates[1:], run[:fits], strict=True))
-            self.gate_ms[tp] = gates[-1]
-            self._bytes += totals[fits - 1]
+            fits = bisect.bisect_right(totals, self.max_bytes - self._bytes)
+            if fits < len(run) and self._make_way(tp, gates[fits + 1], again):
+                fits = bisect.bisect_right(totals, self.max_bytes - self._bytes)
+            # Nor records later than another partition's first one turned away: released
+            # after it, they would be turned away to make way for it (filled, dropped, read
+            # again at every poll).
+            others = [ms for q, ms in self.gate_ms.items() if q in self.turned_away and q != tp]
+            if others:
+                fits = min(fits, max(0, bisect.bisect_right(gates, min(others)) - 1))
+            if not fits and not self._bytes:
+                fits = 1  # a record larger than the whole gate: held alone, not a stall
+            # The first record turned away counts too: every record after it has its gate
+            # time or a later one, so the partition is read up to it.
+            self.gate_ms[tp] = gates[min(fits + 1, len(run))]
+            if fits < len(run):
+                again[tp] = run[fits].offset
+                self.turned_away.add(tp)
+            if fits:
+                queue.extend(zip(gates[1 : fits + 1], run[:fits], strict=True))
+                self._bytes += totals[fits - 1]
         return again
+
+    def _make_way(
+        self, tp: TopicPartition, gate_ms: float, again: dict[TopicPartition, int]
+    ) -> bool:
+        """Turn away the held records of other partitions later than ``gate_ms`` (the gate
+        time of ``tp``'s first record that does not fit): they are released after it, so a
+        gate full of them would wait for ``tp`` without room to read it. Whether any went."""
+        made = False
+        for other, queue in self._held.items():
+            if other == tp or not queue or not queue[-1][0] > gate_ms:
+                continue
+            while queue and queue[-1][0] > gate_ms:
+                first_gate, record = queue.pop()
+                self._bytes -= HELD_COST + len(record.value or b"")
+            again[other] = record.offset
+            self.gate_ms[other] = first_gate  # read up to its first record turned away
+            self.turned_away.add(other)
+            made = True
+        return made
 
     def release(self, watermark_ms: float) -> list[Record]:
         """Held records whose gate time is before ``watermark_ms``, merged in order."""
