@@ -37,7 +37,7 @@ from typing import Any, NamedTuple, cast
 import numpy as np
 import orjson
 
-from connectors.stream import Record, TopicPartition
+from connectors.stream import Record, TopicPartition, one_partition
 from detectors.detection import FloatArray
 from detectors.profile import CATEGORY_CHARS
 from monitord.clock import now, parse_event_time
@@ -174,8 +174,8 @@ def _reject_label(record: Record, fields: EventFields, max_id_chars: int) -> Bad
     )
 
 
-# Of a `Record`: its topic, partition, offset, value and time.
-_TOPIC, _PARTITION, _OFFSET = (operator.itemgetter(i) for i in range(3))
+# Of a `Record`: its offset, value and time.
+_OFFSET = operator.itemgetter(2)
 _VALUE, _TIMESTAMP = operator.itemgetter(4), operator.itemgetter(5)
 # Of a `PendingPrediction`.
 _PENDING_MODEL, _PENDING_VERSION, _PENDING_PREDICTION, _PENDING_TIME, _PENDING_OFFSET = (
@@ -571,8 +571,8 @@ def _runs(records: list[Record]) -> list[tuple[TopicPartition, list[Record]]]:
     """``records`` cut into runs of one partition each, in order."""
     if not records:
         return []
-    if len(set(map(_PARTITION, records))) == len(set(map(_TOPIC, records))) == 1:
-        return [(records[0].topic_partition, records)]  # the common case, checked in C
+    if one_partition(records):  # the common case, checked in C
+        return [(records[0].topic_partition, records)]
     runs: list[tuple[TopicPartition, list[Record]]] = []
     where: tuple[str, int] = ("", -1)
     for record in records:
