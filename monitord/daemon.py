@@ -48,7 +48,7 @@ from monitord.dead_letter import (
     dead_letter,
     producer_request_bytes,
 )
-from monitord.events import BadRecord, EventGroup, decode
+from monitord.events import BadRecord, Decoder, EventGroup, decode
 from monitord.labels import Joined, LabelJoin
 from monitord.latency import latencies
 from monitord.metrics import DaemonMetrics
@@ -174,6 +174,7 @@ class Daemon:
         self.publishers = publishers
         self.store = store
         self.monitor = Monitor(config, load_profile, registry)
+        self.decode: Decoder = decode  # replay swaps in its by-column decoder
         self.registry = registry
         self.joins = LabelJoin(config.labels, config.events, config.limits.max_name_chars)
         self.volume = VolumeWatch(config.volume)
@@ -259,7 +260,7 @@ class Daemon:
         to_monitor, forwarded, bad = records, list[Forward](), list[BadRecord]()
         if self._internal is not None:
             to_monitor, forwarded, bad = self._repartition(records)
-        decoded = decode(to_monitor, self.config.events, self.monitor.columns_for)
+        decoded = self.decode(to_monitor, self.config.events, self.monitor.columns_for)
         bad += decoded.bad
         evaluations = []
         metrics = self.metrics

@@ -321,6 +321,9 @@ class DecodedBatch:
 
 
 ColumnsLookup = Callable[[str, str], Columns | None]
+Decoder = Callable[[list[Record], EventFields, ColumnsLookup], DecodedBatch]
+"""What turns a batch's inference records into event groups: `decode`, or a source's own
+(replay hands over rows it read by column, `monitord.columnar`)."""
 
 MAX_EXTRA_NAMES = 128
 """Unknown feature names collected per group: enough to report, bounded against events that
@@ -471,6 +474,7 @@ __all__ = [
     "Columns",
     "ColumnsLookup",
     "DecodedBatch",
+    "Decoder",
     "EventGroup",
     "decode",
     "json_object",
