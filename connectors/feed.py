@@ -8,9 +8,13 @@ Seeking back is possible down to the committed offset, as far as anything is kep
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Iterator, Mapping
+from itertools import islice
 
 from connectors.stream import OffsetReset, Record, TopicPartition, poll_in_turn
+
+_OFFSET = operator.attrgetter("offset")
 
 
 class _Feed:
@@ -25,17 +29,19 @@ class _Feed:
     def read(self, room: int) -> list[Record]:
         """Up to ``room`` records from the position on (pulled from the iterator as needed)."""
         wanted = min(self.position + room, self.end)
-        while self.base + len(self.kept) < wanted:
-            record = next(self.records, None)
-            if record is None:
+        have = self.base + len(self.kept)
+        if have < wanted:
+            pulled = list(islice(self.records, wanted - have))
+            if len(pulled) < wanted - have:
                 raise ValueError(
-                    f"records: {self.end - self.base - len(self.kept)} fewer records than "
+                    f"records: {self.end - have - len(pulled)} fewer records than "
                     f"the end offset {self.end} announced"
                 )
-            expected = self.base + len(self.kept)
-            if record.offset != expected:
-                raise ValueError(f"records: offset {record.offset} where {expected} was due")
-            self.kept.append(record)
+            offsets = list(map(_OFFSET, pulled))
+            if offsets != list(range(have, wanted)):
+                at = next(i for i, o in enumerate(offsets) if o != have + i)
+                raise ValueError(f"records: offset {offsets[at]} where {have + at} was due")
+            self.kept += pulled
         chunk = self.kept[self.position - self.base : wanted - self.base]
         self.position += len(chunk)
         return chunk

@@ -23,7 +23,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -32,6 +32,7 @@ import orjson
 from connectors.feed import FeedSource
 from connectors.stream import Record, TopicPartition
 from detectors.profile import ReferenceProfile
+from monitord.columnar import ColumnarRows, eligible
 from monitord.config import Config
 from monitord.console import Progress, TableWriter
 from monitord.daemon import Daemon
@@ -41,7 +42,7 @@ from monitord.reference import load_profile
 from monitord.repartition import SOURCE_HEADERS
 from monitord.report import render_report
 from monitord.results import StreamResult
-from monitord.tabular import ABSENT, BATCH_ROWS, Batch, DataError, DataFile, open_data
+from monitord.tabular import ABSENT, BATCH_ROWS, Batch, DataError, DataFile, event_id, open_data
 from monitord.tally import ReplayTally, TallyingPolicy
 
 Format = Literal["jsonl", "table"]
@@ -137,16 +138,6 @@ def labels_from_batch(batch: Batch, config: Config, label_column: str | None = N
     return records
 
 
-def event_id(value: object) -> str | None:
-    """An id as text, whichever file it comes from: a whole-number float ``17.0`` (a
-    Parquet double, say) is ``"17"`` as in a JSONL file's ``17``."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return value if isinstance(value, str) else str(value)
-
-
 def _records(
     data: DataFile,
     topic: str,
@@ -203,19 +194,29 @@ def replay(
             batch, model, version, prediction_column, config, label_column, ids_in_rows
         )
 
-    feeds = {
-        TopicPartition(topic, 0): (
-            _records(
-                data_file,
-                topic,
-                model.encode(),
-                event_values,
-                batch_rows,
-                shown.update if shown else None,
-            ),
-            data_file.rows,
+    # A Parquet file of plain columns goes to the monitor by column; any other, as JSON.
+    by_column = (
+        ColumnarRows(
+            data_file,
+            config,
+            topic=topic,
+            model=model,
+            version=version,
+            prediction_column=prediction_column,
+            label_column=label_column,
+            ids_in_rows=ids_in_rows,
+            render=event_values,
         )
-    }
+        if eligible(data_file, config.events)
+        else None
+    )
+    reporting = shown.update if shown else None
+    rows = (
+        by_column.records(batch_rows, reporting)
+        if by_column is not None
+        else _records(data_file, topic, model.encode(), event_values, batch_rows, reporting)
+    )
+    feeds = {TopicPartition(topic, 0): (rows, data_file.rows)}
     label_topic = None
     if labels_file is not None and labels_path is not None:
         label_topic = labels_path.name if labels_path.name != topic else f"{topic}.labels"
@@ -256,12 +257,16 @@ def replay(
         else JsonLinesPublisher(out, owned=False)
     )
     try:
-        dead_letters = DeadLetterFile(dead_letters_path)
+        dead_letters = DeadLetterFile(
+            dead_letters_path, {topic: by_column.event} if by_column is not None else {}
+        )
     except OSError as exc:
         raise DataError(
             f"--dead-letters {dead_letters_path}: cannot write ({exc.strerror})"
         ) from None
     daemon = Daemon(config, FeedSource(feeds), dead_letters, [writer, tally], load)
+    if by_column is not None:
+        daemon.decode = by_column.decode
     if label_topic is not None:
         # Every label record is at time 0, so the gate releases none before the labels file
         # is read to its end: bounded below the file's labels, it turned the rest away and
@@ -352,8 +357,13 @@ class DeadLetterFile:
     event as text; ``file`` names the file the row is of (the data file, or the labels
     file). Nothing is held: a file of bad rows costs no memory."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(
+        self, path: Path | None, events: Mapping[str, Callable[[int], bytes]] | None = None
+    ) -> None:
+        """``events``: per file read by column, its row's event by row (its records carry
+        no value)."""
         self._handle = path.open("wb") if path is not None else None
+        self._events = dict(events or {})
         self.reasons: dict[str, Counter[str]] = {}  # per file
 
     def send(
@@ -370,9 +380,13 @@ class DeadLetterFile:
         reason = found[ERROR_HEADERS[0]].decode()
         self.reasons.setdefault(source, Counter())[reason] += 1
         if self._handle is not None:
+            row = int(found[SOURCE_HEADERS[2]])
+            event = self._events.get(source)
+            if event is not None and not value:
+                value = event(row)
             line = {
                 "file": source,
-                "row": int(found[SOURCE_HEADERS[2]]),
+                "row": row,
                 "reason": reason,
                 "detail": found[ERROR_HEADERS[1]].decode(errors="replace"),
                 "event": value.decode(errors="replace"),

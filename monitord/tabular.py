@@ -196,11 +196,13 @@ class DataFile:
     # Parquet
 
     def _parquet_batches(self, size: int) -> Iterator[Batch]:
-        start = 0
-        for part in _parquet_file(self.path).iter_batches(batch_size=size, use_threads=False):
+        for start, part in parquet_batches(self, size):
             columns = {name: part.column(j).to_pylist() for j, name in enumerate(part.schema.names)}
             yield Batch(start, part.num_rows, columns, {})
-            start += part.num_rows
+
+    def schema(self) -> Any:
+        """A Parquet file's Arrow schema."""
+        return _parquet_file(self.path).schema_arrow
 
     # JSONL
 
@@ -329,6 +331,24 @@ def _jsonl_rows(lines: list[bytes], data: DataFile) -> list[Row | None]:
     return rows
 
 
+def event_id(value: object) -> str | None:
+    """An id as text, whichever file it comes from: a whole-number float ``17.0`` (a
+    Parquet double, say) is ``"17"`` as in a JSONL file's ``17``."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return value if isinstance(value, str) else str(value)
+
+
+def parquet_batches(data: DataFile, size: int) -> Iterator[tuple[int, Any]]:
+    """A Parquet file's Arrow record batches of ``size`` rows, each with its first row."""
+    start = 0
+    for part in _parquet_file(data.path).iter_batches(batch_size=size, use_threads=False):
+        yield start, part
+        start += part.num_rows
+
+
 def _parquet_file(path: Path) -> Any:
     try:
         import pyarrow.parquet as pq  # noqa: PLC0415 (optional dependency)
@@ -350,8 +370,10 @@ __all__ = [
     "DataError",
     "DataFile",
     "Row",
+    "event_id",
     "line_problem",
     "open_data",
+    "parquet_batches",
     "read_rows",
     "read_rows_keeping_bad_lines",
 ]

@@ -1,0 +1,276 @@
+"""Replay's by-column path: a Parquet file's rows handed to the monitor as event groups,
+without turning each row into JSON and back.
+
+`monitord replay` feeds a file to the daemon as a topic. Row by row, that means a dict and
+a JSON document per row, and `monitord.events.decode` parsing it again: most of replay's
+time. For a Parquet file whose columns are numbers, booleans and text, `ColumnarRows`
+yields the records without values (offset = row index) and keeps each batch's columns until
+the daemon decodes them (`Daemon.decode`), then builds the same `EventGroup` that decoding
+the rows' events would: the same numbers, the same missing values (null, NaN and infinities
+are missing, as JSON carries none of them), the same raw predictions, ids, labels and
+times. A row the monitor dead-letters gets its event's JSON back (`event`), as it would
+have been sent.
+
+Files this path does not take (CSV, JSONL, model or version columns, nested or temporal
+Parquet types) go through JSON as before (`eligible`).
+"""
+
+from __future__ import annotations
+
+import array
+import math
+from collections.abc import Callable, Iterator
+from functools import partial
+from itertools import chain, islice, repeat
+from typing import Any
+
+import numpy as np
+
+from connectors.stream import Record
+from detectors.detection import FloatArray
+from monitord.config import Config, EventFields
+from monitord.events import (
+    MAX_EXTRA_NAMES,
+    PREDICTION,
+    UNVERSIONED,
+    Columns,
+    ColumnsLookup,
+    DecodedBatch,
+    EventGroup,
+)
+from monitord.tabular import Batch, DataFile, event_id, parquet_batches
+
+_new_record = partial(tuple.__new__, Record)
+
+EventRenderer = Callable[[Batch], list[bytes]]
+"""The replay's rows-to-events function (`monitord.replay.events_from_batch`, bound)."""
+
+
+def eligible(data: DataFile, fields: EventFields) -> bool:
+    """Whether ``data`` can go by column: Parquet, of numbers, booleans and text only, and
+    neither a model nor a version column (every row is the replay's model and version)."""
+    if data.format != "parquet":
+        return False
+    import pyarrow as pa  # noqa: PLC0415 (a Parquet file was opened: pyarrow is there)
+
+    schema = data.schema()
+    if fields.model in schema.names or fields.model_version in schema.names:
+        return False
+    plain = (
+        pa.types.is_integer,
+        pa.types.is_floating,
+        pa.types.is_boolean,
+        pa.types.is_string,
+        pa.types.is_large_string,
+    )
+    return all(any(kind(field.type) for kind in plain) for field in schema)
+
+
+class _Cached:
+    """One batch of the file: its Arrow columns and, once asked for, their Python values
+    (missing as None) and numbers (missing as NaN)."""
+
+    def __init__(self, start: int, part: Any) -> None:
+        self.start, self.end = start, start + part.num_rows
+        self.part = part
+        self.names: list[str] = list(part.schema.names)
+        self._values: dict[str, list[Any]] = {}
+        self._numbers: dict[str, FloatArray | None] = {}
+
+    def values(self, name: str) -> list[Any]:
+        """A column's values as its event would carry them (NaN and infinities: None)."""
+        found = self._values.get(name)
+        if found is None:
+            column = self.part.column(self.names.index(name))
+            found = column.to_pylist()
+            if _is_floating(column.type) and not _all_finite(column):
+                found = [v if v is None or math.isfinite(v) else None for v in found]
+            self._values[name] = found
+        return found
+
+    def numbers(self, name: str) -> FloatArray | None:
+        """A number or boolean column's values as floats (missing: NaN); None for text."""
+        if name not in self._numbers:
+            import pyarrow as pa  # noqa: PLC0415
+
+            column = self.part.column(self.names.index(name))
+            kind = column.type
+            if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+                self._numbers[name] = None
+            else:
+                floats = column.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False)
+                self._numbers[name] = np.where(np.isfinite(floats), floats, np.nan)
+        return self._numbers[name]
+
+
+def _is_floating(kind: Any) -> bool:
+    import pyarrow as pa  # noqa: PLC0415
+
+    return bool(pa.types.is_floating(kind))
+
+
+def _all_finite(column: Any) -> bool:
+    """Whether a floating column holds no NaN nor infinity (its nulls are None already)."""
+    import pyarrow.compute as pc  # noqa: PLC0415
+
+    return pc.all(pc.is_finite(column)).as_py() is not False
+
+
+class ColumnarRows:
+    """A Parquet file's rows as the replay's records (values left out) and as event groups
+    (`decode`, the daemon's decoder for them). ``render`` makes a batch's inference events
+    as JSON, for the rows the daemon dead-letters (`event`)."""
+
+    def __init__(
+        self,
+        data: DataFile,
+        config: Config,
+        *,
+        topic: str,
+        model: str,
+        version: str,
+        prediction_column: str | None,
+        label_column: str | None,
+        ids_in_rows: bool,
+        render: EventRenderer,
+    ) -> None:
+        fields = config.events
+        self._data, self._topic, self._key = data, topic, model.encode()
+        self._model, self._version = model, version or UNVERSIONED
+        self._max_ahead_s = fields.max_time_ahead_s
+        self._prediction = prediction_column
+        self._label = label_column or fields.label
+        self._timestamp, self._id = fields.timestamp, fields.event_id
+        self._ids_in_rows = ids_in_rows
+        self._render = render
+        reserved = {
+            fields.model,
+            fields.model_version,
+            fields.timestamp,
+            fields.event_id,
+            fields.label,
+            self._label,
+            prediction_column,
+        }
+        self._names = frozenset(data.schema().names)
+        self._features = [n for n in data.schema().names if n not in reserved]
+        self._feature_set = frozenset(self._features)
+        self._batches: list[_Cached] = []  # read, not yet decoded past
+
+    def records(self, batch_rows: int, progress: Callable[[int], None] | None) -> Iterator[Record]:
+        """The rows as records at offset = row index, each batch kept for `decode`."""
+        topic, key = self._topic, self._key
+        for start, part in parquet_batches(self._data, batch_rows):
+            self._batches.append(_Cached(start, part))
+            # Built by tuple.__new__ over zipped columns: no Python call per row.
+            fields = zip(
+                repeat(topic),
+                repeat(0),
+                range(start, start + part.num_rows),
+                repeat(key),
+                repeat(None),
+                repeat(0),
+                repeat(()),
+            )
+            yield from map(_new_record, fields)
+            if progress is not None:
+                progress(start + part.num_rows)
+
+    def decode(
+        self, records: list[Record], fields: EventFields, columns_for: ColumnsLookup
+    ) -> DecodedBatch:
+        """`monitord.events.decode` for these rows' records (`Daemon.decode`)."""
+        if not records:
+            return DecodedBatch({}, [])
+        first, last = records[0].offset, records[-1].offset
+        if last - first + 1 != len(records):
+            raise ValueError(
+                f"rows {first}-{last}: decoded by column in one run, not {len(records)}"
+            )
+        # Rows before these are decoded: their batches are no longer needed.
+        while self._batches and self._batches[0].end <= first:
+            del self._batches[0]
+        pieces = [
+            (b, max(first, b.start) - b.start, min(last + 1, b.end) - b.start)
+            for b in self._batches
+            if b.start <= last and b.end > first
+        ]
+        known = columns_for(self._model, self._version)
+        group = EventGroup(self._model, self._version, known, self._max_ahead_s)
+        group.records = records
+        n = len(records)
+
+        def values(name: str | None) -> list[Any]:
+            if name is None or name not in self._names:
+                return [None] * n
+            return list(chain.from_iterable(b.values(name)[lo:hi] for b, lo, hi in pieces))
+
+        group.predictions = values(self._prediction)
+        group.stamps = values(self._timestamp)
+        group.labels = values(self._label)
+        group.latencies = [None] * n
+        if self._ids_in_rows:
+            group.event_ids = [event_id(v) for v in values(self._id)]
+        else:
+            group.event_ids = [str(offset) for offset in range(first, last + 1)]
+        if known is None:  # the version's columns are not learned yet: raw features
+            columns = [values(name) for name in self._features]
+            names = self._features
+            group.features = [
+                dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)
+            ]
+        else:
+            self._fill(group, known, pieces, n)
+        return DecodedBatch({(self._model, self._version): group}, [])
+
+    def _fill(
+        self, group: EventGroup, known: Columns, pieces: list[tuple[_Cached, int, int]], n: int
+    ) -> None:
+        """The group's values pulled out by ``known`` columns, as decode does per event."""
+        numeric_names = [name for name in known.numeric if name != PREDICTION]
+        table = np.full((n, len(numeric_names)), np.nan)
+        held = np.zeros(n, dtype=bool)
+        for j, name in enumerate(numeric_names):
+            if name not in self._feature_set:
+                continue  # absent from every event: missing
+            at = 0
+            for b, lo, hi in pieces:
+                numbers = b.numbers(name)
+                if numbers is not None:
+                    table[at : at + hi - lo, j] = numbers[lo:hi]
+                else:  # text in a numeric column: the monitor finds such rows wrong
+                    texts = b.values(name)[lo:hi]
+                    held[at : at + hi - lo] |= np.array([v is not None for v in texts], dtype=bool)
+                at += hi - lo
+        group.numeric_values = array.array("d", table[~held].tobytes())
+        if held.any():
+            raw = [self._raw(name, pieces) for name in numeric_names]
+            group.numeric_held = [
+                (int(i), tuple(column[i] for column in raw)) for i in np.flatnonzero(held)
+            ]
+        categorical_names = [name for name in known.categorical if name != PREDICTION]
+        if categorical_names:
+            columns = [self._raw(name, pieces) for name in categorical_names]
+            group.categorical_rows = list(zip(*columns, strict=True))
+        if len(self._features) != len(known.feature_names):
+            extra = (name for name in self._features if name not in known.feature_names)
+            group.extra_names = dict.fromkeys(islice(extra, MAX_EXTRA_NAMES))
+
+    def _raw(self, name: str, pieces: list[tuple[_Cached, int, int]]) -> list[Any]:
+        if name not in self._feature_set:
+            return [None] * sum(hi - lo for _, lo, hi in pieces)
+        return list(chain.from_iterable(b.values(name)[lo:hi] for b, lo, hi in pieces))
+
+    def event(self, offset: int) -> bytes:
+        """Row ``offset``'s inference event as JSON, as the row-by-row path sends it."""
+        for b in self._batches:
+            if b.start <= offset < b.end:
+                i = offset - b.start
+                columns = {
+                    name: b.part.column(j)[i : i + 1].to_pylist() for j, name in enumerate(b.names)
+                }
+                return self._render(Batch(offset, 1, columns, {}))[0]
+        raise KeyError(f"row {offset} is no longer held")
+
+
+__all__ = ["ColumnarRows", "EventRenderer", "eligible"]
