@@ -368,6 +368,7 @@ def _log_to_mlflow(args: argparse.Namespace, profile: ReferenceProfile) -> None:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    from monitord.daemon import tune_garbage_collector  # noqa: PLC0415
     from monitord.replay import replay  # noqa: PLC0415
 
     config = _config_or_default(_config_path(args.config, fallback=None))
@@ -381,6 +382,7 @@ def _replay(args: argparse.Namespace) -> int:
             reasons = "; ".join(str(error["msg"]) for error in exc.errors())
             raise ConfigError(f"--warmup: {reasons} (got {args.warmup})") from None
         config = config.model_copy(update={"detection": detection})
+    tune_garbage_collector()  # rows are short-lived, as the daemon's events are
     replay(
         config,
         args.data,
