@@ -172,7 +172,7 @@ def is_numeric(values: Column) -> bool:
 def as_numbers(values: Column) -> FloatArray:
     """A numeric column as float64, NaN where missing."""
     if values.dtype == np.float64:
-        return values  # type: ignore[return-value]
+        return values.astype(np.float64, copy=False)  # the same array, typed
     return np.array([math.nan if v is None else float(v) for v in values.tolist()])
 
 
@@ -180,7 +180,7 @@ def as_objects(values: Column) -> npt.NDArray[np.object_]:
     """A column as Python objects, None where missing: numbers as written (``3``, not
     ``3.0``, for a whole number read into a float column)."""
     if values.dtype != np.float64:
-        return values  # type: ignore[return-value]
+        return values.astype(np.object_, copy=False)  # the same array, typed
     out = np.empty(values.shape[0], dtype=object)
     out[:] = [None if math.isnan(v) else int(v) if v.is_integer() else v for v in values.tolist()]
     return out
@@ -275,8 +275,10 @@ class EventFeed:
             return [None] * n
         if self._numeric_prediction and values.dtype == np.float64:
             # Non-finite is missing: an event's JSON carries no NaN nor infinity.
-            return np.where(np.isfinite(values), values, np.nan).tolist()  # type: ignore[no-any-return]
-        return as_objects(values).tolist()  # type: ignore[no-any-return]
+            finite: list[Any] = np.where(np.isfinite(values), values, np.nan).tolist()
+            return finite
+        objects: list[Any] = as_objects(values).tolist()
+        return objects
 
     def _numeric_table(self, columns: NamedColumns) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
         """``(n, q)`` numeric feature values (NaN missing, absent columns too), and the rows
@@ -329,7 +331,8 @@ def _event_times(values: npt.NDArray[Any]) -> list[Any]:
     """Event times as given: numbers stay numbers (epoch seconds), NaN becomes None."""
     if values.dtype == np.float64:
         return [None if math.isnan(v) else v for v in values.tolist()]
-    return values.tolist()  # type: ignore[no-any-return]
+    given: list[Any] = values.tolist()
+    return given
 
 
 __all__ = [
