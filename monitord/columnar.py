@@ -1,18 +1,18 @@
-"""Replay's by-column path: a Parquet file's rows handed to the monitor as event groups,
-without turning each row into JSON and back.
+"""Replay's by-column path: a CSV or Parquet file's rows handed to the monitor as event
+groups, without turning each row into JSON and back.
 
 `monitord replay` feeds a file to the daemon as a topic. Row by row, that means a dict and
 a JSON document per row, and `monitord.events.decode` parsing it again: most of replay's
-time. For a Parquet file whose columns are numbers, booleans and text, `ColumnarRows`
-yields the records without values (offset = row index) and keeps each batch's columns until
-the daemon decodes them (`Daemon.decode`), then builds the same `EventGroup` that decoding
-the rows' events would: the same numbers, the same missing values (null, NaN and infinities
-are missing, as JSON carries none of them), the same raw predictions, ids, labels and
-times. A row the monitor dead-letters gets its event's JSON back (`event`), as it would
-have been sent.
+time. For a CSV file, or a Parquet file whose columns are numbers, booleans and text,
+`ColumnarRows` yields the records without values (offset = row index) and keeps each
+batch's columns until the daemon decodes them (`Daemon.decode`), then builds the same
+`EventGroup` that decoding the rows' events would: the same numbers, the same missing
+values (null, NaN and infinities are missing, as JSON carries none of them), the same raw
+predictions, ids, labels and times. A row the monitor dead-letters gets its event's JSON
+back (`event`), as it would have been sent.
 
-Files this path does not take (CSV, JSONL, model or version columns, nested or temporal
-Parquet types) go through JSON as before (`eligible`).
+Files this path does not take (JSONL, model or version columns, nested or temporal Parquet
+types) go through JSON as before (`eligible`).
 """
 
 from __future__ import annotations
@@ -47,15 +47,17 @@ EventRenderer = Callable[[Batch], list[bytes]]
 
 
 def eligible(data: DataFile, fields: EventFields) -> bool:
-    """Whether ``data`` can go by column: Parquet, of numbers, booleans and text only, and
-    neither a model nor a version column (every row is the replay's model and version)."""
-    if data.format != "parquet":
+    """Whether ``data`` can go by column: CSV, or Parquet of numbers, booleans and text
+    only, with neither a model nor a version column (every row is the replay's model and
+    version)."""
+    if data.format not in ("csv", "parquet"):
         return False
+    if data.has_column(fields.model) or data.has_column(fields.model_version):
+        return False
+    if data.format == "csv":
+        return True
     import pyarrow as pa  # noqa: PLC0415 (a Parquet file was opened: pyarrow is there)
 
-    schema = data.schema()
-    if fields.model in schema.names or fields.model_version in schema.names:
-        return False
     plain = (
         pa.types.is_integer,
         pa.types.is_floating,
@@ -63,60 +65,107 @@ def eligible(data: DataFile, fields: EventFields) -> bool:
         pa.types.is_string,
         pa.types.is_large_string,
     )
-    return all(any(kind(field.type) for kind in plain) for field in schema)
+    return all(any(kind(field.type) for kind in plain) for field in data.schema())
 
 
 class _Cached:
-    """One batch of the file: its Arrow columns and, once asked for, their Python values
-    (missing as None) and numbers (missing as NaN)."""
+    """One batch of the file, by column: once asked for, a column's Python values as its
+    event would carry them (missing as None) and its numbers (missing as NaN)."""
 
-    def __init__(self, start: int, part: Any) -> None:
-        self.start, self.end = start, start + part.num_rows
-        self.part = part
-        self.names: list[str] = list(part.schema.names)
+    def __init__(self, start: int, size: int, names: list[str]) -> None:
+        self.start, self.end, self.names = start, start + size, names
         self._values: dict[str, list[Any]] = {}
         self._numbers: dict[str, FloatArray | None] = {}
 
     def values(self, name: str) -> list[Any]:
-        """A column's values as its event would carry them (NaN and infinities: None)."""
+        """A column's values as its event would carry them (NaN and infinities: None,
+        since JSON has no word for them)."""
         found = self._values.get(name)
         if found is None:
-            column = self.part.column(self.names.index(name))
-            found = column.to_pylist()
-            if _is_floating(column.type) and not _all_finite(column):
-                found = [v if v is None or math.isfinite(v) else None for v in found]
-            self._values[name] = found
+            found = self._values[name] = self._values_of(name)
         return found
 
     def numbers(self, name: str) -> FloatArray | None:
         """A number or boolean column's values as floats (missing: NaN); None for text."""
         if name not in self._numbers:
-            import pyarrow as pa  # noqa: PLC0415
-
-            column = self.part.column(self.names.index(name))
-            kind = column.type
-            if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-                self._numbers[name] = None
-            else:
-                floats = column.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False)
-                self._numbers[name] = np.where(np.isfinite(floats), floats, np.nan)
+            self._numbers[name] = self._numbers_of(name)
         return self._numbers[name]
 
+    def raw(self, name: str, row: int) -> list[Any]:
+        """Row ``row``'s value of ``name`` as read, in a list of one."""
+        raise NotImplementedError
 
-def _is_floating(kind: Any) -> bool:
-    import pyarrow as pa  # noqa: PLC0415
+    def _values_of(self, name: str) -> list[Any]:
+        raise NotImplementedError
 
-    return bool(pa.types.is_floating(kind))
+    def _numbers_of(self, name: str) -> FloatArray | None:
+        raise NotImplementedError
 
 
-def _all_finite(column: Any) -> bool:
-    """Whether a floating column holds no NaN nor infinity (its nulls are None already)."""
-    values = column.to_numpy(zero_copy_only=False)  # nulls: NaN, so they count as not
-    return bool(np.isfinite(values).all())
+class _ArrowBatch(_Cached):
+    """A Parquet file's record batch."""
+
+    def __init__(self, start: int, part: Any) -> None:
+        super().__init__(start, part.num_rows, list(part.schema.names))
+        self.part = part
+
+    def raw(self, name: str, row: int) -> list[Any]:
+        return list(self.part.column(self.names.index(name))[row : row + 1].to_pylist())
+
+    def _values_of(self, name: str) -> list[Any]:
+        import pyarrow as pa  # noqa: PLC0415
+
+        column = self.part.column(self.names.index(name))
+        values: list[Any] = column.to_pylist()
+        if pa.types.is_floating(column.type):
+            numbers = column.to_numpy(zero_copy_only=False)  # nulls: NaN, and None already
+            if not np.isfinite(numbers).all():
+                return _finite_or_none(values)
+        return values
+
+    def _numbers_of(self, name: str) -> FloatArray | None:
+        import pyarrow as pa  # noqa: PLC0415
+
+        column = self.part.column(self.names.index(name))
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            return None
+        floats = column.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False)
+        return np.where(np.isfinite(floats), floats, np.nan)
+
+
+class _TextBatch(_Cached):
+    """A CSV file's batch, its cells typed by `monitord.tabular` (int, float or text)."""
+
+    def __init__(self, batch: Batch, numeric: frozenset[str]) -> None:
+        super().__init__(batch.start, batch.size, list(batch.columns))
+        self.batch, self._numeric = batch, numeric
+
+    def raw(self, name: str, row: int) -> list[Any]:
+        return [self.batch.columns[name][row]]
+
+    def _values_of(self, name: str) -> list[Any]:
+        values = self.batch.columns[name]
+        if name in self._numeric and not all(map(_finite_or_missing, values)):
+            return _finite_or_none(values)
+        return values
+
+    def _numbers_of(self, name: str) -> FloatArray | None:
+        if name not in self._numeric:
+            return None
+        floats = np.array(self.batch.columns[name], dtype=np.float64)  # None: NaN
+        return np.where(np.isfinite(floats), floats, np.nan)
+
+
+def _finite_or_missing(value: float | None) -> bool:
+    return value is None or math.isfinite(value)
+
+
+def _finite_or_none(values: list[Any]) -> list[Any]:
+    return [v if v is None or math.isfinite(v) else None for v in values]
 
 
 class ColumnarRows:
-    """A Parquet file's rows as the replay's records (values left out) and as event groups
+    """A CSV or Parquet file's rows as the replay's records (values left out) and as event groups
     (`decode`, the daemon's decoder for them). ``render`` makes a batch's inference events
     as JSON, for the rows the daemon dead-letters (`event`)."""
 
@@ -151,21 +200,22 @@ class ColumnarRows:
             self._label,
             prediction_column,
         }
-        self._names = frozenset(data.schema().names)
-        self._features = [n for n in data.schema().names if n not in reserved]
+        names = data.column_names()
+        self._names = frozenset(names)
+        self._features = [n for n in names if n not in reserved]
         self._feature_set = frozenset(self._features)
         self._batches: list[_Cached] = []  # read, not yet decoded past
 
     def records(self, batch_rows: int, progress: Callable[[int], None] | None) -> Iterator[Record]:
         """The rows as records at offset = row index, each batch kept for `decode`."""
         topic, key = self._topic, self._key
-        for start, part in parquet_batches(self._data, batch_rows):
-            self._batches.append(_Cached(start, part))
+        for cached in self._read(batch_rows):
+            self._batches.append(cached)
             # Built by tuple.__new__ over zipped columns: no Python call per row.
             fields = zip(
                 repeat(topic),
                 repeat(0),
-                range(start, start + part.num_rows),
+                range(cached.start, cached.end),
                 repeat(key),
                 repeat(None),
                 repeat(0),
@@ -173,7 +223,16 @@ class ColumnarRows:
             )
             yield from map(_new_record, fields)
             if progress is not None:
-                progress(start + part.num_rows)
+                progress(cached.end)
+
+    def _read(self, batch_rows: int) -> Iterator[_Cached]:
+        if self._data.format == "parquet":
+            for start, part in parquet_batches(self._data, batch_rows):
+                yield _ArrowBatch(start, part)
+            return
+        numeric = frozenset(self._data.numeric_columns())
+        for batch in self._data.batches(batch_rows):
+            yield _TextBatch(batch, numeric)
 
     def decode(
         self, records: list[Record], fields: EventFields, columns_for: ColumnsLookup
@@ -264,10 +323,7 @@ class ColumnarRows:
         """Row ``offset``'s inference event as JSON, as the row-by-row path sends it."""
         for b in self._batches:
             if b.start <= offset < b.end:
-                i = offset - b.start
-                columns = {
-                    name: b.part.column(j)[i : i + 1].to_pylist() for j, name in enumerate(b.names)
-                }
+                columns = {name: b.raw(name, offset - b.start) for name in b.names}
                 return self._render(Batch(offset, 1, columns, {}))[0]
         raise KeyError(f"row {offset} is no longer held")
 

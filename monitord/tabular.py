@@ -204,6 +204,18 @@ class DataFile:
         """A Parquet file's Arrow schema."""
         return _parquet_file(self.path).schema_arrow
 
+    def column_names(self) -> list[str]:
+        """A CSV file's header or a Parquet file's fields (a JSONL file has none)."""
+        if self.format == "csv":
+            return list(self._kinds)
+        if self.format == "parquet":
+            return list(self.schema().names)
+        raise ValueError(f"{self.path}: a JSONL file names its columns line by line")
+
+    def numeric_columns(self) -> list[str]:
+        """A CSV file's columns typed as numbers (int or float)."""
+        return [name for name, kind in self._kinds.items() if kind != "text"]
+
     # JSONL
 
     def _jsonl_batches(self, size: int) -> Iterator[Batch]:

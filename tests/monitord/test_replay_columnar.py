@@ -1,4 +1,4 @@
-"""Replay of a Parquet file by column (`monitord.columnar`) writes exactly what the
+"""Replay of a CSV or Parquet file by column (`monitord.columnar`) writes exactly what the
 row-by-row path writes (each row sent as its inference event's JSON and decoded again): the
 same outputs, the same dead letters with the same event text, the same labels joined, on
 values JSON has no word for (NaN, infinities), nulls, text in numeric columns, numbers
@@ -23,6 +23,7 @@ from monitord.tabular import open_data
 
 pa = pytest.importorskip("pyarrow")  # the optional [parquet] extra; CI installs it
 pq = pytest.importorskip("pyarrow.parquet")
+pv = pytest.importorskip("pyarrow.csv")
 
 SMALL = parse_config(
     {
@@ -111,11 +112,24 @@ def _replay(
     return out.getvalue(), dead.read_bytes(), dict(daemon.joins.counts), "\n".join(lines), windows
 
 
+def _write(table: Any, path: Path) -> Path:
+    """``table`` as Parquet (row groups that batches straddle) or CSV, by ``path``'s suffix
+    (CSV: NaN as ``nan``, infinity as ``inf``, null as an empty cell)."""
+    if path.suffix == ".csv":
+        pv.write_csv(table, path)
+    else:
+        pq.write_table(table, path, row_group_size=700)
+    return path
+
+
+FORMATS = pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+
+
+@FORMATS
 def test_by_column_replays_exactly_as_row_by_row_warming_up(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
 ) -> None:
-    path = tmp_path / "traffic.parquet"
-    pq.write_table(_hostile_table(3000, seed=1), path, row_group_size=700)
+    path = _write(_hostile_table(3000, seed=1), tmp_path / f"traffic{suffix}")
     assert eligible(open_data(path, SMALL.events), SMALL.events)
     by_column = _replay(path, tmp_path, True, monkeypatch)
     by_row = _replay(path, tmp_path, False, monkeypatch)
@@ -129,8 +143,9 @@ def test_by_column_replays_exactly_as_row_by_row_warming_up(
     assert joins  # the inline labels were joined
 
 
+@FORMATS
 def test_by_column_replays_exactly_as_row_by_row_against_a_profile(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
 ) -> None:
     """The profile knows a column the file lacks (``gone``), not one it has (``extra``),
     and takes ``t`` for numbers where the file holds text: those rows are wrong_type."""
@@ -152,25 +167,24 @@ def test_by_column_replays_exactly_as_row_by_row_against_a_profile(
     save_profile(profile, profile_path)
     table = _hostile_table(2500, seed=2)
     table = table.append_column("extra", pa.array([float(i) for i in range(2500)]))
-    path = tmp_path / "traffic.parquet"
-    pq.write_table(table, path, row_group_size=600)
+    path = _write(table, tmp_path / f"traffic{suffix}")
     by_column = _replay(path, tmp_path, True, monkeypatch, profile_path=profile_path)
     by_row = _replay(path, tmp_path, False, monkeypatch, profile_path=profile_path)
     assert by_column == by_row
     outputs, dead, _, _, _ = by_column
     assert b"wrong_type" in dead
-    assert b"'t' holds a JSON string" in dead
+    if suffix == ".parquet":  # a CSV cell of digits is a number: t is numeric there
+        assert b"'t' holds a JSON string" in dead
     assert b'"feature":"x"' in outputs
 
 
+@FORMATS
 def test_labels_from_a_second_file_join_alike(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
 ) -> None:
     table = _hostile_table(2000, seed=3)
-    labels = table.select(["event_id", "label"])
-    path, labels_path = tmp_path / "traffic.parquet", tmp_path / "labels.parquet"
-    pq.write_table(table.drop_columns(["label"]), path)
-    pq.write_table(labels, labels_path)
+    path = _write(table.drop_columns(["label"]), tmp_path / f"traffic{suffix}")
+    labels_path = _write(table.select(["event_id", "label"]), tmp_path / f"labels{suffix}")
     by_column = _replay(path, tmp_path, True, monkeypatch, labels_path=labels_path)
     by_row = _replay(path, tmp_path, False, monkeypatch, labels_path=labels_path)
     assert by_column == by_row
