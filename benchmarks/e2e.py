@@ -16,12 +16,18 @@ daemon joins every label to its prediction and monitors performance. Events/s co
 inference events; each reader's time covers both topics.
 
     python benchmarks/e2e.py [--quick] [--rounds N] [--labels]   # --quick: about a minute
+
+``--baseline REV`` (a refactoring's before and after) runs the daemon twice per round, each
+in a child process on the same broker: on this checkout's code and on commit REV's (a
+temporary worktree), in alternating order next to the in-process floor; it prints both
+daemons' share of the floor and, per round, the new over the old.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import operator
 import resource
 import signal
@@ -46,6 +52,14 @@ from connectors.kafka import KafkaProducerSettings, KafkaSink, crc32c_accelerate
 from monitord.config import parse_config
 from monitord.daemon import Daemon, limit_blas_threads, tune_garbage_collector
 from monitord.service import build_kafka_daemon
+
+_spec = importlib.util.spec_from_file_location(
+    "benchmark_worktree", Path(__file__).resolve().with_name("worktree.py")
+)
+assert _spec is not None
+assert _spec.loader is not None
+worktree = importlib.util.module_from_spec(_spec)  # benchmarks/worktree.py, for --baseline
+_spec.loader.exec_module(worktree)
 
 FEATURES = [f"f{j:02d}" for j in range(20)]
 # kafka-python fetches a partition again only once its buffered records are all polled:
@@ -190,15 +204,67 @@ def spread(values: list[float]) -> str:
     return f"median {statistics.median(values):9.0f}  [{min(values):.0f}-{max(values):.0f}]"
 
 
+def daemon_child(tree: Path, bootstrap: str, topic: str, n: int, labels: bool) -> float:
+    """`daemon_consume` (checkpoints on) in a child process on the code in ``tree``."""
+    arguments = ["--child", bootstrap, topic, str(n), *(["--labels"] if labels else [])]
+    return float(worktree.run_in(tree, Path(__file__).resolve(), arguments).split()[-1])
+
+
+def against_baseline(rev: str, n: int, rounds: int, labels: bool) -> None:
+    """The daemon on this checkout and on ``rev``, each as a share of the same floor."""
+    here = Path(__file__).resolve()
+    with EmbeddedBroker() as broker, worktree.checked_out(rev, here) as old_tree:
+        topic = "bench-events"
+        topics = [topic, LABELS] if labels else [topic]
+        ensure_topics(broker.bootstrap, dict.fromkeys(topics, 1))
+        produce(broker.bootstrap, topic, n)
+        if labels:
+            produce_labels(broker.bootstrap, n)
+        bootstrap, total = broker.bootstrap, n * len(topics)
+        runs: dict[str, Callable[[], float]] = {
+            "floor": lambda: raw_consume(bootstrap, topics, total, decode_to_arrays),
+            "new": lambda: daemon_child(here.parents[1], bootstrap, topic, n, labels),
+            "old": lambda: daemon_child(old_tree, bootstrap, topic, n, labels),
+        }
+        rates: dict[str, list[float]] = {name: [] for name in runs}
+        for round_ in range(rounds):
+            for name in list(runs) if round_ % 2 == 0 else list(runs)[::-1]:
+                rates[name].append(n / runs[name]())
+            print(
+                f"round {round_ + 1}: floor {rates['floor'][-1]:.0f}  new {rates['new'][-1]:.0f}"
+                f"  old ({rev}) {rates['old'][-1]:.0f} events/s; new/old "
+                f"{rates['new'][-1] / rates['old'][-1]:.2f}",
+                flush=True,
+            )
+    floor, new, old = (statistics.median(rates[name]) for name in runs)
+    print(
+        f"RESULT new_vs_decode_floor={new / floor:.2f} old_vs_decode_floor={old / floor:.2f} "
+        f"new_vs_old={new / old:.2f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="200k events instead of 1M")
     parser.add_argument("--rounds", type=int, default=5, help="runs of each reader (default 5)")
     parser.add_argument("--labels", action="store_true", help="every event labelled on a topic")
+    parser.add_argument("--baseline", metavar="REV", help="also the daemon of commit REV")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)  # bootstrap topic n
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds: give at least 1")
     n = 200_000 if args.quick else 1_000_000
+    if args.child:  # one daemon run for --baseline, in this process: its seconds
+        tune_garbage_collector()
+        limit_blas_threads()
+        bootstrap, topic, count = args.child
+        print(daemon_consume(bootstrap, topic, int(count), "local", args.labels))
+        return
+    if args.baseline:
+        tune_garbage_collector()
+        limit_blas_threads()
+        against_baseline(args.baseline, n, args.rounds, args.labels)
+        return
     # The daemon tunes the collector at startup (`monitord run`); every reader here gets
     # the same setting, so the ratios compare code, not GC settings.
     tune_garbage_collector()
