@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, Self
@@ -148,44 +149,79 @@ class MonitorState(Document):
 
 
 class _RowLog:
-    """Partition, offset and event time of recent stream rows, to map windows to data."""
+    """Topic, partition, offset and event time of the recent stream rows, to map windows to
+    data. Columns, not the records: a record holds its event's bytes (1.4 KB an event at 50
+    features), which a window's evidence never reads."""
 
     def __init__(self, keep: int) -> None:
         self._keep = keep
         self.first_row = 0
-        self.records: list[Record] = []
+        self.topics: list[str] = []  # the topic column holds indexes into this
+        self._topic_index: dict[str, int] = {}
+        self.topic = np.empty(0, dtype=np.int32)
+        self.partition = np.empty(0, dtype=np.int32)
+        self.offset = np.empty(0, dtype=np.int64)
         self.times = np.empty(0)
+
+    def __len__(self) -> int:
+        return int(self.offset.size)
 
     def extend(self, records: list[Record], times: FloatArray) -> None:
         self.trim()
-        self.records = self.records + records
+        n = len(records)
+        offsets = np.fromiter(map(_OFFSET, records), np.int64, n)
+        if one_partition(records):  # the usual batch: two constants, no pass per record
+            topics = np.full(n, self._index(records[0].topic), dtype=np.int32)
+            partitions = np.full(n, records[0].partition, dtype=np.int32)
+        else:
+            topics = np.fromiter((self._index(r.topic) for r in records), np.int32, n)
+            partitions = np.fromiter(map(_PARTITION, records), np.int32, n)
+        self.topic = np.concatenate([self.topic, topics])
+        self.partition = np.concatenate([self.partition, partitions])
+        self.offset = np.concatenate([self.offset, offsets])
         self.times = np.concatenate([self.times, times])
 
+    def _index(self, topic: str) -> int:
+        found = self._topic_index.get(topic)
+        if found is None:
+            found = self._topic_index[topic] = len(self.topics)
+            self.topics.append(topic)
+        return found
+
     def trim(self) -> None:
-        """Forget all but the last ``keep`` rows, the most a later window reaches back:
-        a batch's records are then freed with the batch."""
-        drop = max(0, len(self.records) - self._keep)
+        """Forget all but the last ``keep`` rows, the most a later window reaches back."""
+        drop = max(0, len(self) - self._keep)
         if drop:
             self.first_row += drop
-            self.records = self.records[drop:]
-            self.times = self.times[drop:]
+            self.topic, self.partition = self.topic[drop:], self.partition[drop:]
+            self.offset, self.times = self.offset[drop:], self.times[drop:]
 
-    def span(self, first_row: int, last_row: int) -> tuple[list[Record], FloatArray]:
+    def span(
+        self, first_row: int, last_row: int
+    ) -> tuple[tuple[OffsetRange, ...], Record, FloatArray]:
+        """Rows ``first_row`` to ``last_row``: each partition's offsets from its first row
+        to its last, where the last row came from (a record without key, value nor time)
+        and the event times."""
         lo = max(first_row - self.first_row, 0)
         hi = last_row - self.first_row + 1
-        return self.records[lo:hi], self.times[lo:hi]
+        topic, partition, offset = self.topic[lo:hi], self.partition[lo:hi], self.offset[lo:hi]
+        last = Record(self.topics[topic[-1]], int(partition[-1]), int(offset[-1]), None, None, 0)
+        return _offset_ranges(self.topics, topic, partition, offset), last, self.times[lo:hi]
 
     def snapshot(self) -> tuple[RowLogState, State]:
         # Only where each row came from is kept: a window's evidence is its offsets.
-        topics = sorted({r.topic for r in self.records})
-        index = {topic: i for i, topic in enumerate(topics)}
+        used = sorted({self.topics[i] for i in np.unique(self.topic).tolist()})
+        remap = np.zeros(max(len(self.topics), 1), dtype=np.int32)
+        for i, name in enumerate(self.topics):
+            if name in used:
+                remap[i] = used.index(name)
         arrays: State = {
-            "log/topic": np.array([index[r.topic] for r in self.records], dtype=np.int32),
-            "log/partition": np.array([r.partition for r in self.records], dtype=np.int32),
-            "log/offset": np.array([r.offset for r in self.records], dtype=np.int64),
+            "log/topic": remap[self.topic],
+            "log/partition": self.partition.copy(),
+            "log/offset": self.offset.copy(),
             "log/time": self.times.copy(),
         }
-        return RowLogState(first_row=self.first_row, topics=tuple(topics)), arrays
+        return RowLogState(first_row=self.first_row, topics=tuple(used)), arrays
 
     def restore(self, state: RowLogState, arrays: State) -> None:
         topic = np.asarray(arrays["log/topic"])
@@ -195,13 +231,16 @@ class _RowLog:
         )
         if not indexes:
             raise ValueError(f"row log: topics are not indexes into its {len(state.topics)} topics")
-        if times.shape != topic.shape:
+        partition = np.asarray(arrays["log/partition"])
+        offset = np.asarray(arrays["log/offset"])
+        if not times.shape == topic.shape == partition.shape == offset.shape:
             raise ValueError(f"row log: {topic.size} rows but {times.size} event times")
         self.first_row = state.first_row
-        self.records = [
-            Record(state.topics[t], int(p), int(o), None, None, 0, ())
-            for t, p, o in zip(topic, arrays["log/partition"], arrays["log/offset"], strict=True)
-        ]
+        self.topics = list(state.topics)
+        self._topic_index = {name: i for i, name in enumerate(self.topics)}
+        self.topic = topic.astype(np.int32)
+        self.partition = partition.astype(np.int32)
+        self.offset = offset.astype(np.int64)
         self.times = times
 
 
@@ -383,7 +422,7 @@ class _VersionMonitor:
     ) -> list[Evaluation]:
         assert self.detectors is not None
         assert self.profile is not None
-        first_row = self._log.first_row + len(self._log.records)
+        first_row = self._log.first_row + len(self._log)
         self._log.extend(records, times)
         evaluations = []
         spans: dict[tuple[int, int], tuple[tuple[OffsetRange, ...], Record, float, float]] = {}
@@ -397,10 +436,12 @@ class _VersionMonitor:
         for regime, regime_profile_id, names, result in results:
             window = (result.first_row, result.row)
             if window not in spans:  # every test of a window shares its data range
-                window_records, window_times = self._log.span(*window)
+                ranges, last_record, window_times = self._log.span(*window)
+                if 0 <= result.row - first_row < len(records):  # closed by this batch's row
+                    last_record = records[result.row - first_row]
                 spans[window] = (
-                    _offset_ranges(window_records),
-                    window_records[-1],
+                    ranges,
+                    last_record,
                     float(np.min(window_times)),
                     float(np.max(window_times)),
                 )
@@ -545,18 +586,27 @@ def _learner_state(
     return meta, state, "learner/"
 
 
-def _offset_ranges(records: list[Record]) -> tuple[OffsetRange, ...]:
-    # A partition's records are in offset order: its first and last seen bound its range.
-    if one_partition(records):
-        head, tail = records[0], records[-1]
-        return (OffsetRange(head.topic, head.partition, head.offset, tail.offset),)
-    first: dict[tuple[str, int], int] = {}
-    last: dict[tuple[str, int], int] = {}
-    for record in records:
-        key = (record.topic, record.partition)
-        first.setdefault(key, record.offset)
-        last[key] = record.offset
-    return tuple(OffsetRange(t, p, first[t, p], last[t, p]) for t, p in sorted(first))
+def _offset_ranges(
+    topics: list[str],
+    topic: npt.NDArray[np.int32],
+    partition: npt.NDArray[np.int32],
+    offset: npt.NDArray[np.int64],
+) -> tuple[OffsetRange, ...]:
+    """Each partition's range of rows, from the offset of its first row to its last's
+    (a partition's rows are in offset order), by topic name and partition."""
+    if (topic == topic[0]).all() and (partition == partition[0]).all():
+        return (OffsetRange(topics[topic[0]], int(partition[0]), int(offset[0]), int(offset[-1])),)
+    keys = topic.astype(np.int64) << 32 | partition.astype(np.int64)
+    found, first = np.unique(keys, return_index=True)
+    last = keys.size - 1 - np.unique(keys[::-1], return_index=True)[1]
+    ranges = [
+        OffsetRange(topics[int(key >> 32)], int(key & 0xFFFFFFFF), int(offset[f]), int(offset[g]))
+        for key, f, g in zip(found.tolist(), first.tolist(), last.tolist(), strict=True)
+    ]
+    return tuple(sorted(ranges, key=lambda r: (r.topic, r.partition)))
+
+
+_OFFSET, _PARTITION = operator.attrgetter("offset"), operator.attrgetter("partition")
 
 
 ProfileLoader = Callable[[str, str], ReferenceProfile | None]
