@@ -1,0 +1,158 @@
+"""Many models in one daemon: steady events/s, warm-up events/s and memory per model
+version, on the real (embedded) broker.
+
+For each fleet size (1, 10, 100 and 1,000 models of 50 numeric features, every model
+version new to the daemon, warm-up 200 events and windows of 100 so every model is past
+its warm-up), the events go round-robin over the models onto a fresh topic; a fresh child
+process runs the daemon over it (`checkpoint.store = "none"`, as e2e.py's "checkpoints
+off"). The child reports its events/s while versions warm up and calibrate (from its first
+batch until every version detects), its steady events/s after that, and its resident
+memory at the end; memory per model version is the growth from 1 to 100 models.
+
+    python benchmarks/scale.py --quick    # about 5 minutes on 2 cores
+    python benchmarks/scale.py            # twice the events per model
+
+Last line: ``RESULT mb_per_model_version=<x> rate_100_vs_1=<x> warmup_1000_vs_steady=<x>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+# `python benchmarks/scale.py` puts benchmarks/ first on sys.path, where `import detectors`
+# (through monitord) would find benchmarks/detectors.py instead of the package.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    del sys.path[0]
+
+from connectors.broker import EmbeddedBroker
+from connectors.kafka import KafkaProducerSettings, KafkaSink, ensure_topics
+
+FEATURES = [f"f{j:02d}" for j in range(50)]
+WARMUP, WINDOW = 200, 100
+CHILD = """
+import sys, tempfile, time
+from monitord.config import parse_config
+from monitord.daemon import limit_blas_threads, tune_garbage_collector
+from monitord.service import build_kafka_daemon
+
+bootstrap, topic = sys.argv[1], sys.argv[2]
+total, models, warmup, window = map(int, sys.argv[3:7])
+tune_garbage_collector()
+limit_blas_threads()
+with tempfile.TemporaryDirectory(prefix="monitord-scale-") as state_dir:
+    config = parse_config({
+        "kafka": {"bootstrap_servers": bootstrap, "input_topics": [topic],
+                  "group_id": f"scale-{time.time_ns()}",
+                  "consumer": {"max_poll_records": 20_000, "fetch_max_bytes": 64 << 20,
+                               "max_partition_fetch_bytes": 4 << 20}},
+        "detection": {"warmup_events": warmup, "window_size": window},
+        "limits": {"max_models": 100_000, "max_versions_per_model": 10},
+        "checkpoint": {"store": "none"},
+        "state_dir": state_dir,
+    })
+    daemon = build_kafka_daemon(config)
+    try:
+        while daemon.stats.events == 0:
+            daemon.step(0.5)  # the group join is not part of the measurement
+        start, start_events = time.perf_counter(), daemon.stats.events
+        warm = None
+        while True:
+            versions = daemon.monitor.versions.values()
+            if warm is None and len(versions) == models and not any(v.warming_up for v in versions):
+                warm = (time.perf_counter(), daemon.stats.events)
+            if daemon.stats.events >= total:
+                break
+            daemon.step(0.5)
+        end = time.perf_counter()
+        assert warm is not None, "some version never left its warm-up"
+        rss_mb = int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+        warmed = warm[0] - start
+        warmup_rate = (warm[1] - start_events) / warmed if warmed > 0 else float("nan")
+        steady_rate = (total - warm[1]) / (end - warm[0])
+        print(warmup_rate, steady_rate, rss_mb)
+    finally:
+        daemon.close()
+"""
+
+
+def produce(bootstrap: str, topic: str, models: int, per_model: int, seed: int = 1) -> int:
+    """``per_model`` Gaussian events for each of ``models`` models, round-robin."""
+    rng = np.random.default_rng(seed)
+    sink = KafkaSink(bootstrap, settings=KafkaProducerSettings(linger_ms=20, batch_size=1 << 20))
+    total, step = models * per_model, 20_000
+    for first in range(0, total, step):
+        rows = rng.normal(size=(min(step, total - first), len(FEATURES))).round(6)
+        for i, row in enumerate(rows.tolist(), first):
+            event = {
+                "model": f"model-{i % models:04d}",
+                "model_version": "1",
+                "event_id": f"e{i}",
+                "features": dict(zip(FEATURES, row, strict=True)),
+                "prediction": row[0],
+            }
+            sink.send(topic, b"", orjson.dumps(event))
+        sink.flush(60)
+    sink.close()
+    return total
+
+
+def run_daemon(bootstrap: str, topic: str, total: int, models: int) -> tuple[float, float, float]:
+    """(warm-up events/s, steady events/s, RSS MB) of a fresh daemon process over ``topic``."""
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, bootstrap, topic, *map(str, (total, models, WARMUP, WINDOW))],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"daemon over {models} models failed:\n{done.stderr[-3000:]}")
+    warmup, steady, rss = map(float, done.stdout.split())
+    return warmup, steady, rss
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer events per model")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    scale = 1 if args.quick else 2
+    # Events per model: the warm-up, then enough windows for a steady rate; the small
+    # fleets get more per model so every run has about as many steady events.
+    plans = {1: 150_000, 10: 15_000, 100: 1_500, 1000: 2 * WARMUP + 4 * WINDOW}
+    if "--tiny" in sys.argv:
+        plans = {1: 3000, 10: 600, 100: 400, 1000: 2 * WARMUP + 4 * WINDOW}
+    results: dict[int, tuple[float, float, float]] = {}
+    print(f"{'models':>6} {'events':>8} {'warm-up ev/s':>13} {'steady ev/s':>12} {'RSS MB':>7}")
+    with tempfile.TemporaryDirectory(), EmbeddedBroker() as broker:
+        for models, per_model in plans.items():
+            topic = f"scale-{models}"
+            ensure_topics(broker.bootstrap, {topic: 1})
+            started = time.perf_counter()
+            total = produce(broker.bootstrap, topic, models, per_model * scale)
+            produced = time.perf_counter() - started
+            results[models] = run_daemon(broker.bootstrap, topic, total, models)
+            warmup, steady, rss = results[models]
+            print(
+                f"{models:>6} {total:>8} {warmup:>13.0f} {steady:>12.0f} {rss:>7.0f}"
+                f"   (produced in {produced:.0f} s)",
+                flush=True,
+            )
+    per_version = (results[100][2] - results[1][2]) / 99
+    print(
+        f"RESULT mb_per_model_version={per_version:.2f} "
+        f"rate_100_vs_1={results[100][1] / results[1][1]:.2f} "
+        f"warmup_1000_vs_steady={results[1000][0] / results[1000][1]:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
