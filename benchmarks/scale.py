@@ -21,7 +21,6 @@ import argparse
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -128,11 +127,9 @@ def main() -> None:
     # Events per model: the warm-up, then enough windows for a steady rate; the small
     # fleets get more per model so every run has about as many steady events.
     plans = {1: 150_000, 10: 15_000, 100: 1_500, 1000: 2 * WARMUP + 4 * WINDOW}
-    if "--tiny" in sys.argv:
-        plans = {1: 3000, 10: 600, 100: 400, 1000: 2 * WARMUP + 4 * WINDOW}
     results: dict[int, tuple[float, float, float]] = {}
     print(f"{'models':>6} {'events':>8} {'warm-up ev/s':>13} {'steady ev/s':>12} {'RSS MB':>7}")
-    with tempfile.TemporaryDirectory(), EmbeddedBroker() as broker:
+    with EmbeddedBroker() as broker:
         for models, per_model in plans.items():
             topic = f"scale-{models}"
             ensure_topics(broker.bootstrap, {topic: 1})
