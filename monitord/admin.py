@@ -35,7 +35,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 from urllib.parse import urlsplit
 
 from monitord.clock import monotonic
@@ -309,32 +309,10 @@ class AdminServer:
             return HTTPStatus.NOT_IMPLEMENTED, _json(
                 {"error": "this process takes no manual retrain requests"}
             )
-        if content_type.split(";", maxsplit=1)[0].strip().lower() != _JSON:
-            return HTTPStatus.UNSUPPORTED_MEDIA_TYPE, _json(
-                {"error": f"send the request as {_JSON}"}
-            )
-        try:
-            request = json.loads(body)
-        except ValueError:
-            return HTTPStatus.BAD_REQUEST, _json({"error": "the body is not valid JSON"})
-        if not isinstance(request, dict):
-            return HTTPStatus.BAD_REQUEST, _json({"error": "send a JSON object"})
-        model, version, reason = (request.get(k) for k in ("model", "version", "reason"))
-        unknown = sorted(set(request) - {"model", "version", "reason"})
-        problems = [f"unknown field {name!r}" for name in unknown]
-        if not isinstance(model, str) or not model:
-            problems.append("model: a non-empty string is required")
-        if version is not None and (not isinstance(version, str) or not version):
-            problems.append("version: a non-empty string, or leave it out for the current one")
-        if not isinstance(reason, str) or not reason.strip():
-            problems.append("reason: say why the model should be retrained")
-        if (
-            problems
-            or not isinstance(model, str)
-            or not isinstance(reason, str)
-            or not (version is None or isinstance(version, str))
-        ):
-            return HTTPStatus.BAD_REQUEST, _json({"error": "; ".join(problems)})
+        request = _retrain_request(content_type, body)
+        if not isinstance(request, _RetrainBody):
+            return request  # refused, saying why
+        model, version, reason = request
         # Only requests that would queue a retrain count: a refusal gives its token back.
         wait_s = self._retrain_limit.take()
         if wait_s > 0:
@@ -372,6 +350,45 @@ class AdminServer:
 
 _TEXT = "text/plain; charset=utf-8"
 _JSON = "application/json"
+
+
+class _RetrainBody(NamedTuple):
+    """A valid ``POST /retrain`` body: the model, its version (None: the current one), and
+    why it should be retrained."""
+
+    model: str
+    version: str | None
+    reason: str
+
+
+def _retrain_request(content_type: str, body: bytes) -> _RetrainBody | tuple[HTTPStatus, bytes]:
+    """The request a ``POST /retrain`` carries, or the status and JSON body refusing it
+    (every problem with its fields named at once)."""
+    if content_type.split(";", maxsplit=1)[0].strip().lower() != _JSON:
+        return HTTPStatus.UNSUPPORTED_MEDIA_TYPE, _json({"error": f"send the request as {_JSON}"})
+    try:
+        request = json.loads(body)
+    except ValueError:
+        return HTTPStatus.BAD_REQUEST, _json({"error": "the body is not valid JSON"})
+    if not isinstance(request, dict):
+        return HTTPStatus.BAD_REQUEST, _json({"error": "send a JSON object"})
+    model, version, reason = (request.get(k) for k in _RetrainBody._fields)
+    unknown = sorted(set(request) - set(_RetrainBody._fields))
+    problems = [f"unknown field {name!r}" for name in unknown]
+    if not isinstance(model, str) or not model:
+        problems.append("model: a non-empty string is required")
+    if version is not None and (not isinstance(version, str) or not version):
+        problems.append("version: a non-empty string, or leave it out for the current one")
+    if not isinstance(reason, str) or not reason.strip():
+        problems.append("reason: say why the model should be retrained")
+    if (
+        problems
+        or not isinstance(model, str)
+        or not isinstance(reason, str)
+        or not (version is None or isinstance(version, str))
+    ):
+        return HTTPStatus.BAD_REQUEST, _json({"error": "; ".join(problems)})
+    return _RetrainBody(model, version, reason)
 
 
 def _json(body: Mapping[str, object]) -> bytes:

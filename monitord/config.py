@@ -886,14 +886,13 @@ def _without_failing_keys(data: dict[str, Any], exc: ValidationError) -> Config 
     for error in exc.errors():
         if error["type"] == "missing":
             return None
-        container: Any = trial
-        where: list[Any] = []
+        container: object = trial
+        where: list[int | str] = []
         for part in error["loc"]:  # a receiver's type in the location is no key: skipped
-            if (isinstance(container, dict) and part in container) or (
-                isinstance(container, list) and isinstance(part, int) and part < len(container)
-            ):
+            child = _child(container, part)
+            if child is not _NOTHING:
                 where.append(part)
-                container = container[part]  # type: ignore[index]
+                container = child
         if not where or isinstance(where[-1], int):
             return None  # a whole entry: nothing to leave at a default
         parent: Any = trial
@@ -904,6 +903,19 @@ def _without_failing_keys(data: dict[str, Any], exc: ValidationError) -> Config 
         return Config.model_validate(trial)
     except ValidationError:
         return None
+
+
+_NOTHING = object()
+
+
+def _child(container: object, part: int | str) -> object:
+    """What a parsed document holds under key or index ``part`` of ``container``
+    (`_NOTHING`: nothing there)."""
+    if isinstance(container, dict):
+        return container.get(part, _NOTHING)
+    if isinstance(container, list) and isinstance(part, int) and part < len(container):
+        return container[part]
+    return _NOTHING
 
 
 def _apply_environment(

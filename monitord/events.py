@@ -22,7 +22,7 @@ import array
 import itertools
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -351,48 +351,27 @@ _TIMESTAMP_MS = operator.attrgetter("timestamp_ms")
 def decode(
     records: list[Record], fields: EventFields, columns_for: ColumnsLookup = lambda m, v: None
 ) -> DecodedBatch:
-    """Split ``records`` into per-(model, version) groups and bad records, keeping order.
-
-    ``columns_for(model, version)`` gives a version's known columns so their values are
-    pulled out while each event is at hand (one pass, no event kept alive).
-    """
-    groups: dict[tuple[str, str], EventGroup] = {}
+    """Split ``records`` into per-(model, version) groups and bad records, keeping order;
+    ``columns_for(model, version)`` gives a version's known columns, so their values are
+    pulled out while each event is at hand (one pass, no event kept alive)."""
     bad: list[BadRecord] = []
+    opened: dict[tuple[str, str], _Opened] = {}  # each group and what decode reads it with
     f_model, f_version, f_features = fields.model, fields.model_version, fields.features
     f_prediction, f_time, limit = fields.prediction, fields.timestamp, fields.max_event_bytes
-    f_id, f_label, f_latency = fields.event_id, fields.label, fields.latency
-    ahead = fields.max_time_ahead_s
-    loads = orjson.loads
-    model_now = version_now = ""  # the current group's; no event has an empty model
-    group = EventGroup(model_now, version_now)  # replaced at the first event
-    columns: Columns | None = None
-    numeric_get = categorical_get = _getter([])
-    known_names, known_count = frozenset[str](), 0
-    # The current group's list methods, bound once per group rather than looked up per event.
-    keep_features, keep_numeric = group.features.append, group.numeric_values.extend
-    keep_prediction, keep_stamp = group.predictions.append, group.stamps.append
-    keep_record, has_categorical = group.records.append, False
-    keep_id, keep_label, keep_latency = (
-        group.event_ids.append,
-        group.labels.append,
-        group.latencies.append,
-    )
-    # The loop is the hot path: one try for the well-formed case, exact type checks, and the
-    # last group and its columns reused (a partition's consecutive events usually share a
-    # model). Records that fail are examined again by _reject, off the hot path, for the
-    # precise reason.
+    f_id, f_label, f_latency, loads = fields.event_id, fields.label, fields.latency, orjson.loads
+    # The hot path: one try for the well-formed case, exact type checks, and the current
+    # group's readers and list methods in locals, set when the model or version changes.
+    model_now = version_now = ""  # no event has an empty model: the first opens its group
     for record in records:
         value = record.value
         try:
-            if len(value) > limit:  # type: ignore[arg-type]  # None: TypeError, rejected
+            if value is None or len(value) > limit:
                 raise ValueError
-            event = loads(value)  # type: ignore[arg-type]
-            model = event[f_model]
-            features = event[f_features]
+            event = loads(value)
+            model, features = event[f_model], event[f_features]
+            if type(model) is not str or not model or type(features) is not dict:
+                raise ValueError
         except (TypeError, ValueError, KeyError, IndexError):
-            bad.append(_reject(record, fields))
-            continue
-        if type(model) is not str or not model or type(features) is not dict:
             bad.append(_reject(record, fields))
             continue
         version = event.get(f_version)
@@ -400,50 +379,101 @@ def decode(
             version = UNVERSIONED if version is None else str(version)
         if model != model_now or version != version_now:
             model_now, version_now = model, version
-            found = groups.get((model, version))
-            if found is None:
-                known = columns_for(model, version)
-                found = groups[model, version] = EventGroup(model, version, known, ahead)
-            group, columns = found, found.columns
-            if columns is not None:
-                numeric_get, categorical_get = columns._numeric_get, columns._categorical_get
-                has_categorical = bool(columns._categorical_names)
-                known_names, known_count = columns.feature_names, len(columns.feature_names)
-            keep_features, keep_numeric = group.features.append, group.numeric_values.extend
-            keep_prediction, keep_stamp = group.predictions.append, group.stamps.append
-            keep_record = group.records.append
-            keep_id, keep_label = group.event_ids.append, group.labels.append
-            keep_latency = group.latencies.append
+            group, readers, appenders, optional = _open(opened, fields, columns_for, model, version)
+            columns, numeric_get, categorical_get, known_names, known_count = readers
+            keep_features, keep_numeric, keep_categorical, keep_record = appenders
+            keep_prediction, keep_stamp, keep_id, keep_label, keep_latency = optional
         if columns is None:
             keep_features(features)
-        else:
-            # Columns.rows, inlined: this runs once per event.
+        else:  # Columns.rows inlined, as this runs once per event
             try:
                 numeric_row = numeric_get(features)
             except KeyError:  # a feature is absent: missing, as if null
                 numeric_row = columns.rows(features)[0]
-            # All known names present and no more (the common case), or look closer.
             if len(features) != known_count and len(group.extra_names) < MAX_EXTRA_NAMES:
-                _note_extra(features, known_names, group.extra_names)
+                _note_extra(features, known_names, group.extra_names)  # names beyond the known
             try:
                 keep_numeric(numeric_row)
             except (TypeError, ValueError, OverflowError):  # not all numbers: numpy decides
-                # extend() stops at the first non-number: drop what it took of the row.
-                whole_rows = len(group) - len(group.numeric_held)
-                del group.numeric_values[whole_rows * len(numeric_row) :]
-                group.numeric_held.append((len(group), numeric_row))
-            if has_categorical:  # else categorical_rows stays empty, unread
+                _hold_numbers(group, numeric_row)
+            if categorical_get is not None:  # else categorical_rows stays empty, unread
                 try:
-                    group.categorical_rows.append(categorical_get(features))
+                    keep_categorical(categorical_get(features))
                 except KeyError:
-                    group.categorical_rows.append(columns.rows(features)[1])
+                    keep_categorical(columns.rows(features)[1])
         keep_prediction(event.get(f_prediction))
         keep_stamp(event.get(f_time))
         keep_id(event.get(f_id))
         keep_label(event.get(f_label))
         keep_latency(event.get(f_latency))
         keep_record(record)
-    return DecodedBatch(groups, bad)
+    return DecodedBatch({key: found[0] for key, found in opened.items()}, bad)
+
+
+_Getter = Callable[[dict[str, Any]], tuple[Any, ...]]
+_Append = Callable[[Any], None]
+_Readers = tuple[Columns | None, _Getter, _Getter | None, frozenset[str], int]
+"""A group's columns (None: not known yet), the numeric and categorical getters (None: no
+categorical feature), the known feature names and their number."""
+_NO_READERS: _Readers = (None, _getter([]), None, frozenset(), 0)
+
+
+_Appenders = tuple[
+    _Append, Callable[[Iterable[float]], None], Callable[[tuple[Any, ...]], None], _Append
+]
+"""A group's list methods for an event's features (raw, numeric, categorical) and record."""
+_Optional = tuple[_Append, _Append, _Append, _Append, _Append]
+"""A group's list methods for the fields an event may lack: prediction, time, id, label and
+latency."""
+
+
+_Opened = tuple[EventGroup, _Readers, _Appenders, _Optional]
+
+
+def _open(
+    opened: dict[tuple[str, str], _Opened],
+    fields: EventFields,
+    columns_for: ColumnsLookup,
+    model: str,
+    version: str,
+) -> _Opened:
+    """The group of ``model``/``version`` for `decode` to fill, its readers, and its list
+    methods bound once per group rather than looked up per event; the group is created
+    with its known columns (if any) when the batch first meets it. A plain tuple: `decode`
+    unpacks it."""
+    found = opened.get((model, version))
+    if found is not None:
+        return found
+    group = EventGroup(model, version, columns_for(model, version), fields.max_time_ahead_s)
+    columns, readers = group.columns, _NO_READERS
+    if columns is not None:
+        categorical_get = columns._categorical_get if columns._categorical_names else None
+        names = columns.feature_names
+        readers = (columns, columns._numeric_get, categorical_get, names, len(names))
+    appenders = (
+        group.features.append,
+        group.numeric_values.extend,
+        group.categorical_rows.append,
+        group.records.append,
+    )
+    optional = (
+        group.predictions.append,
+        group.stamps.append,
+        group.event_ids.append,
+        group.labels.append,
+        group.latencies.append,
+    )
+    found = opened[model, version] = (group, readers, appenders, optional)
+    return found
+
+
+def _hold_numbers(group: EventGroup, row: tuple[Any, ...]) -> None:
+    """Hold an event whose numeric values are not all numbers (a null, say) for numpy to
+    convert, by its row index."""
+    # extend() stops at the first non-number: drop what it took of the row.
+    whole_rows = len(group) - len(group.numeric_held)
+    del group.numeric_values[whole_rows * len(row) :]
+    group.numeric_held.append((len(group), row))
 
 
 def json_object(record: Record, max_bytes: int) -> dict[str, Any] | BadRecord:

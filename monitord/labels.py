@@ -32,7 +32,7 @@ import operator
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, TypeGuard, cast
 
 import numpy as np
 import orjson
@@ -108,9 +108,9 @@ def decode_labels(
         # fails is examined again by _reject_label for the precise reason.
         value = record.value
         try:
-            if len(value) > limit:  # type: ignore[arg-type]  # None: TypeError, rejected
+            if value is None or len(value) > limit:
                 raise ValueError
-            event = loads(value)  # type: ignore[arg-type]
+            event = loads(value)
             event_id, label = event[f_id], event[f_label]
         except (TypeError, ValueError, KeyError, IndexError):
             bad.append(_reject_label(record, fields, max_id_chars))
@@ -187,11 +187,12 @@ FOLD_CHUNK = 256
 
 def _plain_ids(values: Sequence[object], max_chars: int) -> bool:
     """Every value an event id as it is (text of 1 to ``max_chars`` characters)."""
-    return (
-        set(map(type, values)) == {str}
-        and min(map(len, values)) > 0  # type: ignore[arg-type]
-        and max(map(len, values)) <= max_chars  # type: ignore[arg-type]
-    )
+    return _all_text(values) and min(map(len, values)) > 0 and max(map(len, values)) <= max_chars
+
+
+def _all_text(values: Sequence[object]) -> TypeGuard[Sequence[str]]:
+    """Every value (of at least one) a string, as `str` itself (no subclass)."""
+    return set(map(type, values)) == {str}
 
 
 def _plain_labels(values: Sequence[Any]) -> bool:
@@ -555,8 +556,9 @@ class JoinStore:
         self.changed = False
 
 
-def _float(value: object) -> float:
-    return math.nan if value is None else float(value)  # type: ignore[arg-type]
+def _float(value: float | None) -> float:
+    """A stored time: a JSON number, or null for NaN (JSON has no NaN)."""
+    return math.nan if value is None else float(value)
 
 
 def _remembered(label: Any) -> Any:
@@ -565,6 +567,28 @@ def _remembered(label: Any) -> Any:
     if type(label) is not str or len(label) <= 24:
         return label
     return "#" + hashlib.blake2b(label.encode(), digest_size=8).hexdigest()
+
+
+def _waiting_predictions(
+    waiting: list[JoinStore], ids: list[str]
+) -> tuple[list[PendingPrediction], list[JoinStore] | None] | None:
+    """The prediction each id waits with and the store holding it, looked up as
+    `_fold_label` does (the first of ``waiting`` that has it); the stores are None when
+    every one is the first. None if an id waits in none of them."""
+    looked_up = list(map(waiting[0].pending.get, ids))
+    owners: list[JoinStore] | None = None
+    if None in looked_up:
+        owners = [waiting[0]] * len(ids)
+        for i in [i for i, hit in enumerate(looked_up) if hit is None]:
+            for store in waiting[1:]:
+                looked_up[i] = store.pending.get(ids[i])
+                if looked_up[i] is not None:
+                    owners[i] = store
+                    break
+            else:
+                return None
+    # No None is left: every id was found (else the loop returned).
+    return cast(list[PendingPrediction], looked_up), owners
 
 
 def _runs(records: list[Record]) -> list[tuple[TopicPartition, list[Record]]]:
@@ -768,13 +792,7 @@ class LabelJoin:
     ) -> list[Joined]:
         """Fold a group's monitored events (rows not in ``skip``): inline labels join at
         once; with label topics, the others wait for theirs by event id."""
-        no_labels = group.labels.count(None) == len(group)
-        if (
-            self.topics
-            and no_labels
-            and not self._early
-            and self._pending(model, version, group, times, skip)
-        ):
+        if self._all_wait(group) and self._pending(model, version, group, times, skip):
             return []
         joined: list[Joined] = []
         with_topics = bool(self.topics)
@@ -824,10 +842,13 @@ class LabelJoin:
             )
             if pair is not None:
                 joined.append(pair)
-        self._seen_untimed(group, time_list)
-        if with_topics and len(times):
-            self.newest_prediction_s = max(self.newest_prediction_s, float(np.nanmax(times)))
+        self._seen(group, times, time_list)
         return joined
+
+    def _all_wait(self, group: EventGroup) -> bool:
+        """Whether every event of ``group`` waits for its label from a label topic (none
+        inline) while no early label waits that one of them might meet."""
+        return bool(self.topics) and group.labels.count(None) == len(group) and not self._early
 
     def _pending(
         self, model: str, version: str, group: EventGroup, times: FloatArray, skip: set[int]
@@ -857,9 +878,15 @@ class LabelJoin:
             )
             self.store(tp).add_all(model, version, rows, self.counts)
             start = end
-        self._seen_untimed(group, time_list)
-        self.newest_prediction_s = max(self.newest_prediction_s, float(np.nanmax(times)))
+        self._seen(group, times, time_list)
         return True
+
+    def _seen(self, group: EventGroup, times: FloatArray, time_list: list[float]) -> None:
+        """After folding a group's predictions: how far untimed records read their
+        partitions, and (with label topics) the newest prediction time."""
+        self._seen_untimed(group, time_list)
+        if self.topics and len(times):
+            self.newest_prediction_s = max(self.newest_prediction_s, float(np.nanmax(times)))
 
     def _seen_untimed(self, group: EventGroup, time_list: list[float]) -> None:
         """A record without a time: its event's tells how far its partition is read."""
@@ -968,42 +995,14 @@ class LabelJoin:
     ) -> bool:
         """Join a chunk of label records by column if every one is the common case (as
         `_fold_each` would, label by label); False (nothing done) if any is not."""
-        fields = self.fields
-        try:
-            if max(map(len, map(_VALUE, records))) > fields.max_event_bytes:
-                return False
-            events = list(map(orjson.loads, map(_VALUE, records)))
-        except (TypeError, ValueError):  # no value, or not JSON
+        plain = self._plain_chunk(records, latest_ms)
+        if plain is None:
             return False
-        if set(map(type, events)) != {dict}:
+        ids, labels, stamps = plain
+        waits = _waiting_predictions(waiting, ids)
+        if waits is None:
             return False
-        f_model, f_time = fields.model, fields.timestamp
-        if any(f_model in event or f_time in event for event in events):
-            return False
-        ids = [event.get(fields.event_id) for event in events]
-        labels = [event.get(fields.label) for event in events]
-        stamps = list(map(_TIMESTAMP, records))
-        if not (
-            _plain_ids(ids, self.max_id_chars)
-            and _plain_labels(labels)
-            and min(stamps) > 0
-            and max(stamps) <= latest_ms
-            and len(set(ids)) == len(ids)  # a label twice is a duplicate: counted one by one
-        ):
-            return False
-        looked_up = list(map(waiting[0].pending.get, ids))
-        owners: list[JoinStore] | None = None  # None: every prediction in the first store
-        if None in looked_up:  # in another store (first found, as `_fold_label` looks)
-            owners = [waiting[0]] * len(ids)
-            for i in [i for i, hit in enumerate(looked_up) if hit is None]:
-                for store in waiting[1:]:
-                    looked_up[i] = store.pending.get(ids[i])
-                    if looked_up[i] is not None:
-                        owners[i] = store
-                        break
-                else:
-                    return False
-        found = cast(list[PendingPrediction], looked_up)
+        found, owners = waits
         times = np.array(stamps, dtype=np.float64) / 1000.0
         waited = times - np.fromiter(map(_PENDING_TIME, found), np.float64, len(found))
         if np.any(waited > self.settings.max_delay_s):  # given up on: counted one by one
@@ -1036,6 +1035,38 @@ class LabelJoin:
         )
         joined.extend(map(tuple.__new__, itertools.repeat(Joined), rows))
         return True
+
+    def _plain_chunk(
+        self, records: list[Record], latest_ms: float
+    ) -> tuple[list[str], list[Any], list[int]] | None:
+        """``(event ids, labels, record times in ms)`` of a chunk of label records if every
+        one is the common case: a JSON object naming no model and no time, with a plain id
+        (`_plain_ids`) and label (`_plain_labels`), a record time not after ``latest_ms``,
+        and no id twice (a label twice is a duplicate: counted one by one). None if not."""
+        fields = self.fields
+        try:
+            if max(map(len, map(_VALUE, records))) > fields.max_event_bytes:
+                return None
+            events = list(map(orjson.loads, map(_VALUE, records)))
+        except (TypeError, ValueError):  # no value, or not JSON
+            return None
+        if set(map(type, events)) != {dict}:
+            return None
+        f_model, f_time = fields.model, fields.timestamp
+        if any(f_model in event or f_time in event for event in events):
+            return None
+        ids = [event.get(fields.event_id) for event in events]
+        labels = [event.get(fields.label) for event in events]
+        stamps = list(map(_TIMESTAMP, records))
+        if not (
+            _plain_ids(ids, self.max_id_chars)
+            and _plain_labels(labels)
+            and min(stamps) > 0
+            and max(stamps) <= latest_ms
+            and len(set(ids)) == len(ids)
+        ):
+            return None
+        return ids, labels, stamps
 
     def _fold_each(
         self,

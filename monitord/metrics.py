@@ -35,7 +35,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import (
     REGISTRY,
@@ -346,6 +346,21 @@ class DaemonMetrics:
             return iter(self._families())
 
     def _families(self) -> list[Metric]:
+        """Every family, in the order of the exposition: the build, what was consumed, how
+        fresh it is, drift, alerts and retraining, liveness, labels and performance."""
+        return [
+            *self._event_families(),
+            *self._consumer_families(),
+            *self._freshness_families(),
+            *self._drift_families(),
+            *self._decision_families(),
+            *self._liveness_families(),
+            *self._label_families(),
+            *self._performance_families(),
+        ]
+
+    def _event_families(self) -> list[Metric]:
+        """The build, and the events consumed, processed, late, untimed or dead-lettered."""
         info = GaugeMetricFamily(
             "monitord_build_info",
             "Build of the running daemon (always 1).",
@@ -358,42 +373,42 @@ class DaemonMetrics:
         per_model = _counter(
             "monitord_model_events", "Events processed per model version.", VERSION_LABELS
         )
-        for key, n in sorted(self._model_events.items()):
-            per_model.add_metric(key, n)
         late = _counter(
             "monitord_late_events",
             "Events more than window_seconds older than the newest event time of their model "
             "version (kept in their window, counted here).",
             VERSION_LABELS,
         )
-        for key, n in sorted(self._late.items()):
-            late.add_metric(key, n)
         untimed = _counter(
             "monitord_untimed_events",
             "Events whose own timestamp was unparseable, outside 1970-9999 or more than "
             "events.max_time_ahead_s ahead of the record's: the Kafka timestamp was used.",
             VERSION_LABELS,
         )
-        for key, n in sorted(self._untimed.items()):
-            untimed.add_metric(key, n)
         unmonitored = _gauge(
             "monitord_columns_not_monitored",
             "Feature names seen in a model version's events that no monitored column holds "
             "(see /status for which and why).",
             VERSION_LABELS,
         )
-        for key, count in sorted(self._unmonitored.items()):
-            unmonitored.add_metric(key, count)
         bad = _counter("monitord_bad_records", "Records dead-lettered, by reason.", ("reason",))
-        for reason, n in sorted(self._bad.items()):
-            bad.add_metric((reason,), n)
+        return [
+            info,
+            events,
+            _filled(per_model, self._model_events),
+            _filled(late, self._late),
+            _filled(untimed, self._untimed),
+            _filled(unmonitored, self._unmonitored),
+            _filled(bad, {(reason,): n for reason, n in self._bad.items()}),
+        ]
+
+    def _consumer_families(self) -> list[Metric]:
+        """The consumer's lag and offset resets, and how long batches take."""
         lag = _gauge(
             "monitord_consumer_lag_records",
             "Records between the consumer position and the end of each assigned partition.",
             ("topic", "partition"),
         )
-        for (topic, partition), records in sorted(self._lag.items()):
-            lag.add_metric((topic, str(partition)), records)
         resets = _counter(
             "monitord_offset_resets",
             "Partitions moved because their offset lay outside the log (beyond_end: the topic "
@@ -401,28 +416,35 @@ class DaemonMetrics:
             "kafka.auto_offset_reset.",
             ("topic", "partition", "reason"),
         )
-        for (topic, partition, reason), n in sorted(self._offset_resets.items()):
-            resets.add_metric((topic, str(partition), reason), n)
         duration = HistogramMetricFamily(
             "monitord_batch_duration_seconds",
             "Time to process one polled batch.",
             buckets=self._histogram_buckets(),
             sum_value=self._batch_sum,
         )
+        # Sorted by partition number, not text (2 before 10).
+        for (topic, partition), records in sorted(self._lag.items()):
+            lag.add_metric((topic, str(partition)), records)
+        for (topic, partition, reason), n in sorted(self._offset_resets.items()):
+            resets.add_metric((topic, str(partition), reason), n)
+        return [lag, resets, duration]
+
+    def _freshness_families(self) -> list[Metric]:
+        """When each model version was last heard of, by event time and by wall clock."""
         last_event = _gauge(
             "monitord_last_event_timestamp_seconds",
             "Event time of the newest event processed per model version.",
             VERSION_LABELS,
         )
-        for key, at in sorted(self._last_event.items()):
-            last_event.add_metric(key, at)
         last_seen = _gauge(
             "monitord_model_last_seen_timestamp_seconds",
             "Wall clock when an event of the model version was last processed.",
             VERSION_LABELS,
         )
-        for key, at in sorted(self._last_seen.items()):
-            last_seen.add_metric(key, at)
+        return [_filled(last_event, self._last_event), _filled(last_seen, self._last_seen)]
+
+    def _drift_families(self) -> list[Metric]:
+        """The latest drift statistic and threshold per feature and detector."""
         labels = (*VERSION_LABELS, "feature", "detector")
         statistic = _gauge(
             "monitord_drift_statistic", "Latest drift test statistic per feature.", labels
@@ -437,13 +459,15 @@ class DaemonMetrics:
             statistic.add_metric(series, value)
             if not math.isnan(limit):
                 threshold.add_metric(series, limit)
+        return [statistic, threshold]
+
+    def _decision_families(self) -> list[Metric]:
+        """Alert transitions, the alerts firing, and retrain requests."""
         transitions = _counter(
             "monitord_alert_transitions",
             "Alert transitions decided, by model version and status.",
             (*VERSION_LABELS, "status"),
         )
-        for key3, n in sorted(self._transitions.items()):
-            transitions.add_metric(key3, n)
         firing = _gauge(
             "monitord_alerts_firing",
             "Alert label sets currently firing per model version.",
@@ -456,8 +480,14 @@ class DaemonMetrics:
             "Retrain requests decided, by model version and reason.",
             (*VERSION_LABELS, "reason"),
         )
-        for key3, n in sorted(self._triggers.items()):
-            triggers.add_metric(key3, n)
+        return [
+            _filled(transitions, self._transitions),
+            firing,
+            _filled(triggers, self._triggers),
+        ]
+
+    def _liveness_families(self) -> list[Metric]:
+        """The last checkpoint, the main loop's heartbeat, and readiness."""
         checkpoint = _gauge(
             "monitord_checkpoint_last_success_timestamp_seconds",
             "Wall clock of the last successful checkpoint (absent before the first).",
@@ -473,6 +503,10 @@ class DaemonMetrics:
         ready = GaugeMetricFamily(
             "monitord_ready", "1 when the daemon is ready (see /readyz), else 0.", value=self._ready
         )
+        return [checkpoint, heartbeat, ready]
+
+    def _label_families(self) -> list[Metric]:
+        """Label join outcomes and delays, and what the join holds."""
         labels_total = _counter(
             "monitord_labels",
             "Label join outcomes per model: joined, duplicate, conflicting, late (its "
@@ -481,8 +515,6 @@ class DaemonMetrics:
             "without an event id), duplicate_prediction.",
             ("model", "outcome"),
         )
-        for (model, outcome), n in sorted(self._labels.items()):
-            labels_total.add_metric((model, outcome), n)
         delay = HistogramMetricFamily(
             "monitord_label_delay_seconds",
             "Event time from a prediction to its label, per joined label.",
@@ -499,6 +531,10 @@ class DaemonMetrics:
             "Label records read but held until the inference partitions are read past them.",
         )
         held.add_metric((), self._labels_held)
+        return [_filled(labels_total, self._labels), delay, pending, held]
+
+    def _performance_families(self) -> list[Metric]:
+        """Model performance per version, and the per-feature updates the cap refused."""
         performance = _gauge(
             "monitord_model_performance",
             "Performance of the last window of labelled rows per model version (accuracy, "
@@ -506,41 +542,12 @@ class DaemonMetrics:
             "label_delay_p50_s).",
             ("model", "model_version", "metric"),
         )
-        for labelled, value in sorted(self._performance.items()):
-            performance.add_metric(labelled, value)
         dropped = CounterMetricFamily(
             "monitord_metric_series_dropped",
             "Per-feature series updates refused by the cardinality cap (admin.max_feature_series).",
             value=self._dropped,
         )
-        return [
-            info,
-            events,
-            per_model,
-            late,
-            untimed,
-            unmonitored,
-            bad,
-            lag,
-            resets,
-            duration,
-            last_event,
-            last_seen,
-            statistic,
-            threshold,
-            transitions,
-            firing,
-            triggers,
-            checkpoint,
-            heartbeat,
-            ready,
-            labels_total,
-            delay,
-            pending,
-            held,
-            performance,
-            dropped,
-        ]
+        return [_filled(performance, self._performance), dropped]
 
     def _histogram_buckets(self) -> list[tuple[str, float]]:
         return _cumulative(BATCH_BUCKETS, self._batch_buckets)
@@ -699,6 +706,17 @@ def _register_runtime_collectors(registry: CollectorRegistry) -> None:
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
+
+
+_Family = TypeVar("_Family", CounterMetricFamily, GaugeMetricFamily)
+_Labels = TypeVar("_Labels", bound=tuple[str, ...])
+
+
+def _filled(family: _Family, series: Mapping[_Labels, float]) -> _Family:
+    """``family`` with one sample per label set of ``series``, in label order."""
+    for labels, value in sorted(series.items()):
+        family.add_metric(labels, value)
+    return family
 
 
 def _counter(name: str, documentation: str, labels: Sequence[str]) -> CounterMetricFamily:

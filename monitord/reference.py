@@ -8,11 +8,14 @@ import math
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
+from detectors.detection import FloatArray
 from detectors.profile import ProfileError, ReferenceProfile, build_profile
 from monitord.config import MIN_REFERENCE_ROWS, Config
 from monitord.events import PREDICTION
@@ -87,79 +90,129 @@ def profile_from_batches(
     are not). With ``label_column``, the profile also holds the reference performance: the
     (prediction, label) pairs of the rows that have both, in order (the first ``max_rows``).
 
-    Two passes over the batches: the first finds the columns and their kinds, the second
-    fills one ``(rows, columns)`` array per kind; no row is ever a Python object of its own.
+    Two passes over the batches: the first (`_survey`) finds the columns and their kinds,
+    the second (`_values`) fills one ``(rows, columns)`` array per kind; no row is ever a
+    Python object of its own.
     """
-    columns: dict[str, None] = {}
-    not_numeric: set[str] = set()
-    present: set[str] = set()  # holds a value somewhere (a column of nulls is categorical)
-    n_rows = 0
-    for batch in batches():
-        if batch.bad:
-            bad = next(iter(batch.bad.values()))
-            raise DataError(f"{source}:{bad.number}: {line_problem(bad.raw)}")
-        columns.update(dict.fromkeys(batch.columns))
-        for name, values in batch.columns.items():
-            if name not in not_numeric and not _all_numbers(values):
-                not_numeric.add(name)
-            if name not in present and any(v is not None and v is not ABSENT for v in values):
-                present.add(name)
-        n_rows += batch.size
+    survey = _survey(batches(), source)
+    columns = survey.columns
     if label_column is not None:
-        wanted: tuple[tuple[str | None, str], ...] = (
-            (label_column, "label"),
-            (prediction_column, "prediction"),
-        )
-        for column, option in wanted:
-            if column is None or column not in columns:
-                raise DataError(
-                    f"{option} column {column!r}: no row has it; a reference performance needs "
-                    "each row's prediction and label (--prediction-column, --label-column)"
-                )
+        _require_performance_columns(columns, prediction_column, label_column)
     monitored = [c for c in columns if c not in RESERVED and c != label_column]
-    numeric = [c for c in monitored if c in present and c not in not_numeric]
+    numeric = [c for c in monitored if c in survey.present and c not in survey.not_numeric]
     categorical = [c for c in monitored if c not in numeric]
-    numeric_values = np.empty((n_rows, len(numeric)), dtype=np.float64)
-    categorical_values = np.empty((n_rows, len(categorical)), dtype=object)
-    texts: list[dict[str, str]] = [{} for _ in categorical]  # one str object per category
-    pairs: list[tuple[Any, Any]] = []
-    labelled = 0
-    for batch in batches():
-        rows = slice(batch.start, batch.start + batch.size)
-        absent = [ABSENT] * batch.size
-        for j, name in enumerate(numeric):
-            values = batch.columns.get(name, absent)
-            numeric_values[rows, j] = np.fromiter(map(_number, values), np.float64, batch.size)
-        for j, name in enumerate(categorical):
-            values = batch.columns.get(name, absent)
-            shared = texts[j]
-            categorical_values[rows, j] = [
-                None if text is None else shared.setdefault(text, text)
-                for text in map(_category, values)
-            ]
-        if label_column is not None and prediction_column is not None:
-            predictions = batch.columns.get(prediction_column, absent)
-            labels = batch.columns.get(label_column, absent)
-            kept = labelled_pairs(zip(predictions, labels, strict=True))
-            labelled += len(kept)
-            pairs += kept[: max(0, max_rows - len(pairs))]
-    if label_column is not None and labelled < MIN_REFERENCE_ROWS:
+    paired = None
+    if label_column is not None and prediction_column is not None:
+        paired = (prediction_column, label_column)
+    values = _values(batches(), survey.n_rows, numeric, categorical, paired, max_rows)
+    if label_column is not None and values.labelled < MIN_REFERENCE_ROWS:
         raise DataError(
-            f"label column {label_column!r}: {labelled} rows have a prediction and a label; a "
-            f"reference performance needs at least {MIN_REFERENCE_ROWS}"
+            f"label column {label_column!r}: {values.labelled} rows have a prediction and a "
+            f"label; a reference performance needs at least {MIN_REFERENCE_ROWS}"
         )
     names = {c: (PREDICTION if c == prediction_column else c) for c in columns}
     return build_profile(
         model,
         version,
         [names[c] for c in numeric],
-        numeric_values,
+        values.numeric,
         [names[c] for c in categorical],
-        categorical_values,
+        values.categorical,
         n_bins=n_bins,
         max_rows=max_rows,
-        performance_pairs=pairs,
+        performance_pairs=values.pairs,
     )
+
+
+@dataclass
+class _Survey:
+    """What the first pass finds: the columns in order of appearance, those holding a
+    value that is not a number, those holding a value at all (a column of nulls is
+    categorical), and the number of rows."""
+
+    columns: dict[str, None] = field(default_factory=dict)
+    not_numeric: set[str] = field(default_factory=set)
+    present: set[str] = field(default_factory=set)
+    n_rows: int = 0
+
+
+def _survey(batches: Iterator[Batch], source: str) -> _Survey:
+    """The first pass: the columns and their kinds (a bad line stops it, named)."""
+    survey = _Survey()
+    for batch in batches:
+        if batch.bad:
+            bad = next(iter(batch.bad.values()))
+            raise DataError(f"{source}:{bad.number}: {line_problem(bad.raw)}")
+        survey.columns.update(dict.fromkeys(batch.columns))
+        for name, values in batch.columns.items():
+            if name not in survey.not_numeric and not _all_numbers(values):
+                survey.not_numeric.add(name)
+            if name not in survey.present and any(
+                v is not None and v is not ABSENT for v in values
+            ):
+                survey.present.add(name)
+        survey.n_rows += batch.size
+    return survey
+
+
+def _require_performance_columns(
+    columns: dict[str, None], prediction_column: str | None, label_column: str
+) -> None:
+    """A reference performance needs both columns in the data."""
+    wanted = ((label_column, "label"), (prediction_column, "prediction"))
+    for column, option in wanted:
+        if column is None or column not in columns:
+            raise DataError(
+                f"{option} column {column!r}: no row has it; a reference performance needs "
+                "each row's prediction and label (--prediction-column, --label-column)"
+            )
+
+
+@dataclass
+class _Values:
+    """What the second pass reads: one ``(rows, columns)`` array per kind, the first
+    (prediction, label) pairs, and how many rows have both."""
+
+    numeric: FloatArray
+    categorical: npt.NDArray[np.object_]
+    pairs: list[tuple[Any, Any]] = field(default_factory=list)
+    labelled: int = 0
+
+
+def _values(
+    batches: Iterator[Batch],
+    n_rows: int,
+    numeric: list[str],
+    categorical: list[str],
+    paired: tuple[str, str] | None,
+    max_rows: int,
+) -> _Values:
+    """The second pass: the values of the ``numeric`` and ``categorical`` columns, and
+    with ``paired`` (the prediction and label columns) the first ``max_rows`` pairs."""
+    values = _Values(
+        np.empty((n_rows, len(numeric)), dtype=np.float64),
+        np.empty((n_rows, len(categorical)), dtype=object),
+    )
+    texts: list[dict[str, str]] = [{} for _ in categorical]  # one str object per category
+    for batch in batches:
+        rows = slice(batch.start, batch.start + batch.size)
+        absent = [ABSENT] * batch.size
+        for j, name in enumerate(numeric):
+            column = batch.columns.get(name, absent)
+            values.numeric[rows, j] = np.fromiter(map(_number, column), np.float64, batch.size)
+        for j, name in enumerate(categorical):
+            column, shared = batch.columns.get(name, absent), texts[j]
+            values.categorical[rows, j] = [
+                None if text is None else shared.setdefault(text, text)
+                for text in map(_category, column)
+            ]
+        if paired is not None:
+            predictions = batch.columns.get(paired[0], absent)
+            labels = batch.columns.get(paired[1], absent)
+            kept = labelled_pairs(zip(predictions, labels, strict=True))
+            values.labelled += len(kept)
+            values.pairs += kept[: max(0, max_rows - len(values.pairs))]
+    return values
 
 
 def _all_numbers(values: list[Any]) -> bool:
@@ -189,9 +242,14 @@ def _is_value(value: object) -> bool:
 
 
 def _number(value: object) -> float:
+    """A value of a column `_all_numbers` found numeric: a number, or NaN (null, absent)."""
+    if isinstance(value, float):
+        return value
     if value is None or value is ABSENT:
         return math.nan
-    return float(value)  # type: ignore[arg-type]
+    if isinstance(value, int):
+        return float(value)
+    raise TypeError(f"not a number: {value!r}")  # the first pass saw none in this column
 
 
 def _category(value: object) -> str | None:
