@@ -46,6 +46,22 @@ EventRenderer = Callable[[Batch], list[bytes]]
 """The replay's rows-to-events function (`monitord.replay.events_from_batch`, bound)."""
 
 
+def not_features(
+    fields: EventFields, prediction_column: str | None, label_column: str | None
+) -> set[str | None]:
+    """The columns of a replayed file that go into an event beside its features, not among
+    them: model, version, time, id, label (``label_column``) and prediction."""
+    return {
+        fields.model,
+        fields.model_version,
+        fields.timestamp,
+        fields.event_id,
+        fields.label,
+        label_column or fields.label,
+        prediction_column,
+    }
+
+
 def eligible(data: DataFile, fields: EventFields) -> bool:
     """Whether ``data`` can go by column: CSV, or Parquet of numbers, booleans and text
     only, with neither a model nor a version column (every row is the replay's model and
@@ -191,15 +207,7 @@ class ColumnarRows:
         self._timestamp, self._id = fields.timestamp, fields.event_id
         self._ids_in_rows = ids_in_rows
         self._render = render
-        reserved = {
-            fields.model,
-            fields.model_version,
-            fields.timestamp,
-            fields.event_id,
-            fields.label,
-            self._label,
-            prediction_column,
-        }
+        reserved = not_features(fields, prediction_column, label_column)
         names = data.column_names()
         self._names = frozenset(names)
         self._features = [n for n in names if n not in reserved]
@@ -328,4 +336,4 @@ class ColumnarRows:
         raise KeyError(f"row {offset} is no longer held")
 
 
-__all__ = ["ColumnarRows", "EventRenderer", "eligible"]
+__all__ = ["ColumnarRows", "EventRenderer", "eligible", "not_features"]

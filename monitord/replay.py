@@ -32,7 +32,7 @@ import orjson
 from connectors.feed import FeedSource
 from connectors.stream import Record, TopicPartition
 from detectors.profile import ReferenceProfile
-from monitord.columnar import ColumnarRows, eligible
+from monitord.columnar import ColumnarRows, eligible, not_features
 from monitord.config import Config
 from monitord.console import Progress, TableWriter
 from monitord.daemon import Daemon
@@ -63,15 +63,7 @@ def events_from_batch(
     when ``ids_in_rows`` (some row of the file has one), else the row index."""
     fields = config.events
     label_column = label_column or fields.label
-    reserved = {
-        fields.model,
-        fields.model_version,
-        fields.timestamp,
-        fields.event_id,
-        fields.label,
-        label_column,
-        prediction_column,
-    }
+    reserved = not_features(fields, prediction_column, label_column)
     columns = batch.columns
     features = [(name, values) for name, values in columns.items() if name not in reserved]
     absent = [ABSENT] * batch.size
