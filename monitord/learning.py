@@ -150,15 +150,35 @@ class ColumnLearner:
     def take(self, group: EventGroup) -> tuple[int, dict[int, str]]:
         """Learn from ``group``'s rows until ``size`` good rows are held. Returns how many
         rows of the group were consumed, and the consumed rows that break the rule (an
-        array or object value) with why: those are not held."""
+        array or object value) with why: those are not held.
+
+        A row of floats only, under the same names as the row before it (most rows), is
+        kept as it is and put in place by numpy at the end (`_FloatRows`); the others are
+        read value by value."""
         wrong: dict[int, str] = {}
         numbers: list[list[float]] = []
         texts: list[list[str | None]] = []
+        floats: dict[tuple[str, ...], _FloatRows] = {}  # by names
+        last: _FloatRows | None = None  # the names of the row before, when it was held
         consumed = 0
         for features, prediction in zip(group.features, group.predictions, strict=True):
             if self.rows + len(numbers) >= self.size:
                 break
             consumed += 1
+            names = tuple(features)
+            if last is not None and names == last.names:
+                values = (
+                    [prediction, *features.values()]
+                    if self._with_prediction
+                    else [*features.values()]
+                )
+                if _plain_floats(values):
+                    last.add(len(numbers), values)
+                    numbers.append(_FLOAT_ROW)
+                    texts.append(_FLOAT_ROW_TEXTS)
+                    continue
+            for rows in floats.values():  # votes a string may be judged by
+                rows.vote(self._numbers)
             # The prediction first: a column cap never leaves it out.
             items = [(PREDICTION, prediction)] if self._with_prediction else []
             items += features.items()
@@ -169,11 +189,14 @@ class ColumnLearner:
                     # A refused string still votes: numbers leading by one value must not
                     # refuse a categorical column's strings for ever.
                     self._texts[voted] += 1
+                last = None
                 continue
             row: dict[int, tuple[float, str | None, bool]] = {}
+            columns: list[int | None] = []
             for position, (name, value) in enumerate(items):
                 # A name learned even when null: never a value in the warm-up is reported.
                 j = self._column(name, self._with_prediction and position == 0)
+                columns.append(j)
                 if j is not None and value is not None:
                     row[j] = _both_kinds(value)
             width = len(self.names)
@@ -187,13 +210,19 @@ class ColumnLearner:
                     self._texts[j] += 1
             numbers.append(number_row)
             texts.append(text_row)
+            last = floats.get(names) or floats.setdefault(names, _FloatRows(names, columns))
+        for rows in floats.values():
+            rows.vote(self._numbers)
         if numbers:
             width = len(self.names)
             number_table = np.full((len(numbers), width), math.nan)
             text_table = np.empty((len(texts), width), dtype=object)
             for i, (number_row, text_row) in enumerate(zip(numbers, texts, strict=True)):
-                number_table[i, : len(number_row)] = number_row
-                text_table[i, : len(text_row)] = text_row
+                if number_row is not _FLOAT_ROW:
+                    number_table[i, : len(number_row)] = number_row
+                    text_table[i, : len(text_row)] = text_row
+            for rows in floats.values():
+                rows.place(number_table)
             self._chunks.append((number_table, text_table))
             self.rows += len(numbers)
         return consumed, wrong
@@ -256,6 +285,10 @@ class ColumnLearner:
         # Row-major, as the daemon's arrays are: sums over rows round alike in both.
         numeric = np.ascontiguousarray(numbers[:, numeric_index])
         categorical = np.ascontiguousarray(texts[:, categorical_index])
+        # A number held as a float row has no text yet: a categorical column's needs one.
+        untexted = (categorical == None) & ~np.isnan(numbers[:, categorical_index])  # noqa: E711
+        for i, j in zip(*np.nonzero(untexted), strict=True):
+            categorical[i, j] = category_text(float(numbers[i, categorical_index[j]]))
         # A numeric column's strings and a categorical column's... nothing: every value
         # has a text. What a numeric column loses is its non-numbers.
         set_aside = int(
@@ -341,6 +374,55 @@ def _decoded(arrays: State, codes: npt.NDArray[Any], prefix: str) -> npt.NDArray
     texts = np.empty(codes.shape, dtype=object)
     texts.reshape(-1)[:] = [None if c < 0 else vocabulary[c] for c in codes.reshape(-1).tolist()]
     return texts
+
+
+class _FloatRows:
+    """The rows of one `ColumnLearner.take` that hold floats only, under one tuple of
+    names: their values as given, placed into the chunk's table at once. Their texts are
+    made only for a column that turns out categorical (`ColumnLearner.arrays`)."""
+
+    def __init__(self, names: tuple[str, ...], columns: list[int | None]) -> None:
+        self.names = names
+        self._kept = [k for k, j in enumerate(columns) if j is not None]
+        self._columns = [j for j in columns if j is not None]
+        self._positions: list[int] = []
+        self._values: list[list[float]] = []
+        self._unvoted = 0
+
+    def add(self, position: int, values: list[float]) -> None:
+        self._positions.append(position)
+        self._values.append(values)
+        self._unvoted += 1
+
+    def vote(self, numbers: list[int]) -> None:
+        """Count the rows added since the last vote as numbers in their columns."""
+        if self._unvoted:
+            for j in self._columns:
+                numbers[j] += self._unvoted
+            self._unvoted = 0
+
+    def place(self, table: FloatArray) -> None:
+        if self._positions:
+            values = np.array(self._values, dtype=np.float64)[:, self._kept]
+            table[np.array(self._positions)[:, None], np.array(self._columns)[None, :]] = values
+
+
+_FLOAT_ROW: list[float] = []  # a row held by a `_FloatRows`, placed at the end
+_FLOAT_ROW_TEXTS: list[str | None] = []
+
+
+def _plain_floats(values: list[Any]) -> bool:
+    """Whether every value is a float (no int, whose text differs, nor bool) within
+    `MAX_MAGNITUDE` (JSON has no NaN nor infinity)."""
+    return (
+        bool(values)
+        and set(map(type, values)) == _FLOAT_TYPE
+        and max(values) <= MAX_MAGNITUDE
+        and min(values) >= -MAX_MAGNITUDE
+    )
+
+
+_FLOAT_TYPE = {float}
 
 
 def _both_kinds(value: object) -> tuple[float, str | None, bool]:
