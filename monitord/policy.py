@@ -7,7 +7,11 @@ Evaluations are folded in row order per model version; a *window* is every windo
 that completed at the same row.
 
 Besides `decide`, the daemon calls `due(now)` once per loop iteration for the scheduled and
-manual requests that are due; the admin endpoint calls `request_retrain` from its thread.
+manual requests that are due; the admin endpoint calls `request_retrain` from its thread,
+which only queues the request for `due` (`monitord.retrain_policy`).
+
+The policy does no I/O: `decide` and `due` return `Decisions`, the alerts and retrain
+requests to publish and the requests held back; the caller records and delivers them.
 """
 
 from __future__ import annotations
@@ -39,11 +43,11 @@ from monitord.config import AlertSettings, Config, ModelSettings, PolicySettings
 from monitord.events import PREDICTION
 from monitord.monitor import Evaluation
 from monitord.retrain import (
-    DecisionRecorder,
     Drifted,
     Lineage,
     RetrainEpisodes,
     RetrainTrigger,
+    Suppressed,
     request,
 )
 from monitord.retrain_policy import Retraining, RetrainState
@@ -52,6 +56,16 @@ from monitord.state import Document
 ADWIN = "adwin"
 
 Output = Alert | RetrainTrigger
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """What one call of `Policy.decide` or `Policy.due` decided: ``outputs`` to publish
+    (alert transitions and retrain requests, in order) and retrain requests ``held`` back by
+    a guard, to log and record (`monitord.audit.record_held`)."""
+
+    outputs: list[Output]
+    held: list[Suppressed] = field(default_factory=list)
 
 
 def _unset(value: object) -> bool:
@@ -97,39 +111,43 @@ class Policy:
         config_hash: str,
         *,
         models: Sequence[ModelSettings] = (),
-        recorder: DecisionRecorder | None = None,
         retrain_on_degradation: bool = True,
     ) -> None:
         self.alert_settings, self.settings, self.config_hash = alerts, policy, config_hash
         self._versions: dict[tuple[str, str], _VersionPolicy] = {}
         self.retrain_on_degradation = retrain_on_degradation
-        self.retraining = Retraining(policy, config_hash, models, recorder)
+        self.retraining = Retraining(policy, config_hash, models)
 
     @classmethod
-    def from_config(cls, config: Config, recorder: DecisionRecorder | None = None) -> Policy:
-        """The policy of ``config``, per-model settings and schedules included; suppressed
-        retrain decisions go to ``recorder`` (the audit log) and the log."""
+    def from_config(cls, config: Config) -> Policy:
+        """The policy of ``config``, per-model settings and schedules included."""
         return cls(
             config.alerts,
             config.policy,
             config.config_hash,
             models=config.models,
-            recorder=recorder,
             retrain_on_degradation=config.performance.retrain_on_degradation,
         )
 
-    def due(self, now: float) -> list[RetrainTrigger]:
+    def due(self, now: float) -> Decisions:
         """Manual requests queued since the last call and scheduled ones due at ``now``
-        (wall-clock seconds); publish them like `decide`'s outputs."""
-        return self.retraining.due(now)
+        (wall-clock seconds), and the scheduled ones held back."""
+        due: list[Output] = list(self.retraining.due(now))
+        return Decisions(due, self.retraining.take_held())
 
     def request_retrain(self, model: str, version: str | None, reason: str) -> str:
         """Queue a manual request now (`Retraining.request_manual`): the admin endpoint's
-        callback; returns the request id."""
+        callback, safe on its thread; returns the request id."""
         return self.retraining.request_manual(model, reason, wall_clock(), version).id
 
-    def decide(self, evaluations: list[Evaluation]) -> list[Output]:
-        """Outputs for a batch of evaluations (in row order per model version)."""
+    def decide(self, evaluations: list[Evaluation]) -> Decisions:
+        """What a batch of evaluations (in row order per model version) decides."""
+        outputs = self._outputs(evaluations)
+        if evaluations:
+            self.retraining.publish()  # the versions and windows a manual request may name
+        return Decisions(outputs, self.retraining.take_held())
+
+    def _outputs(self, evaluations: list[Evaluation]) -> list[Output]:
         outputs: list[Output] = []
         serving = [e for e in evaluations if e.result.detector in PERFORMANCE_ALERTS]
         if serving:
@@ -377,4 +395,4 @@ class Policy:
         return state.alerts.end(Observation("", CHANGE_DETECTOR, False, 0.0, math.nan, evaluation))
 
 
-__all__ = ["ADWIN", "Output", "Policy", "PolicyState"]
+__all__ = ["ADWIN", "Decisions", "Output", "Policy", "PolicyState"]

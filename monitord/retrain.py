@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Annotated, Literal, Protocol, runtime_checkable
+from typing import Annotated, Literal, Protocol
 
 from pydantic import Field, NonNegativeInt
 
@@ -77,9 +77,9 @@ class Suppressed:
     trigger: RetrainTrigger
 
 
-@runtime_checkable
 class DecisionRecorder(Protocol):
-    """Where suppressed decisions are recorded (`monitord.audit.AuditLog`)."""
+    """Where the caller of the policy records the requests it held back
+    (`monitord.audit.AuditLog`; see `monitord.audit.record_held`)."""
 
     def record(self, decisions: list[Suppressed]) -> None: ...
 

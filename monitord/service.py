@@ -129,8 +129,9 @@ def build_kafka_daemon(
             source.close()
             sink.close()
             raise ConfigError(f"outputs.jsonl_path: cannot open {path} ({exc.strerror})") from None
-    if config.outputs.audit:
-        publishers.insert(0, AuditLog(audit_path(config)))  # recorded before anything is sent
+    audit = AuditLog(audit_path(config)) if config.outputs.audit else None
+    if audit is not None:
+        publishers.insert(0, audit)  # recorded before anything is sent
     if config.receivers:
         publishers.append(alert_delivery(config, receivers).start())
     publishers += extra or []
@@ -151,6 +152,7 @@ def build_kafka_daemon(
         health=health,
         metrics=metrics,
         registry=registry,
+        recorder=audit,
     )
     return daemon
 

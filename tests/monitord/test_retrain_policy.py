@@ -22,12 +22,12 @@ from connectors.memory import MemorySink, MemorySource
 from connectors.stream import Record, TopicPartition
 from detectors.detection import Detection
 from monitord.alerts import stable_id
-from monitord.audit import AuditLog
+from monitord.audit import AuditLog, record_held
 from monitord.checkpoint import Checkpoint, VersionState, decode, encode
 from monitord.config import ConfigError, parse_config
 from monitord.daemon import Daemon
 from monitord.monitor import Evaluation, OffsetRange
-from monitord.policy import Policy, PolicyState
+from monitord.policy import Decisions, Output, Policy, PolicyState
 from monitord.retrain import RetrainTrigger, Suppressed
 
 COLUMNS = ("a", "b", "c", "@prediction")
@@ -81,27 +81,55 @@ class Recorder:
         self.decisions += decisions
 
 
+class RecordingPolicy:
+    """The real `Policy` driven as the daemon drives it: `decide` and `due` give their
+    outputs back and the requests held back to ``recorder`` (`monitord.audit.record_held`)."""
+
+    def __init__(self, policy: Policy, recorder: Recorder | None = None) -> None:
+        self.policy, self.recorder = policy, recorder
+        self.retraining = policy.retraining
+
+    def decide(self, evaluations: list[Evaluation]) -> list[Output]:
+        return self._delivered(self.policy.decide(evaluations))
+
+    def due(self, now: float) -> list[RetrainTrigger]:
+        return [o for o in self._delivered(self.policy.due(now)) if isinstance(o, RetrainTrigger)]
+
+    def request_retrain(self, model: str, version: str | None, reason: str) -> str:
+        return self.policy.request_retrain(model, version, reason)
+
+    def snapshot(self, key: tuple[str, str]) -> PolicyState | None:
+        return self.policy.snapshot(key)
+
+    def restore(self, key: tuple[str, str], snapshot: PolicyState) -> None:
+        self.policy.restore(key, snapshot)
+
+    def _delivered(self, decisions: Decisions) -> list[Output]:
+        record_held(decisions.held, self.recorder)
+        return decisions.outputs
+
+
 def make_policy(
     recorder: Recorder | None = None,
     models: Sequence[Mapping[str, object]] = (),
     **policy: object,
-) -> Policy:
+) -> RecordingPolicy:
     config = parse_config({"policy": policy, "models": list(models)})
-    return Policy.from_config(config, recorder)
+    return RecordingPolicy(Policy.from_config(config), recorder)
 
 
-def run(policy: Policy, windows: Sequence[list[Evaluation]]) -> list[RetrainTrigger]:
+def run(policy: RecordingPolicy, windows: Sequence[list[Evaluation]]) -> list[RetrainTrigger]:
     return [o for w in windows for o in policy.decide(w) if isinstance(o, RetrainTrigger)]
 
 
-def _stored(policy: Policy, key: tuple[str, str]) -> dict[str, Any]:
+def _stored(policy: RecordingPolicy, key: tuple[str, str]) -> dict[str, Any]:
     """A version's policy state as a checkpoint stores it."""
     snapshot = policy.snapshot(key)
     assert snapshot is not None
     return snapshot.dump()
 
 
-def _reloaded(policy: Policy, key: tuple[str, str]) -> PolicyState:
+def _reloaded(policy: RecordingPolicy, key: tuple[str, str]) -> PolicyState:
     """A version's policy state through a checkpoint's JSON, as a restart reads it."""
     return PolicyState.load(json.loads(json.dumps(_stored(policy, key))), "test")
 
@@ -347,7 +375,7 @@ def test_manual_requests_queue_count_toward_the_cap_and_are_never_held_back() ->
         policy.retraining.request_manual("m", " ", now)
 
 
-def _policy_states(policy: Policy, keys: list[tuple[str, str]]) -> list[object]:
+def _policy_states(policy: RecordingPolicy, keys: list[tuple[str, str]]) -> list[object]:
     return [json.loads(json.dumps(_stored(policy, key))) for key in keys]
 
 
