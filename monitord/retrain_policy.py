@@ -191,7 +191,7 @@ class Retraining:
             configured = self._configured.get(name)
             versions[name] = dict.fromkeys(configured.profiles if configured else (), None)
         for (name, version), episodes in self._episodes.items():
-            versions[name][version] = episodes.latest
+            versions.setdefault(name, {})[version] = episodes.latest
         self._known = {
             name: _Known(self._models[name].current if name in self._models else "", seen)
             for name, seen in versions.items()
@@ -371,8 +371,7 @@ class Retraining:
             decided = self._decide(state, episodes, trigger, utc_day(slot))
             if decided is not None:
                 out.append(decided)
-        self.publish()
-        return out
+        return out  # nothing `request_manual` reads changed: no `publish`
 
     def snapshot(self, key: tuple[str, str]) -> RetrainState:
         """A version's episode state and its model's state."""
