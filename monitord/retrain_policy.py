@@ -3,6 +3,9 @@ under one set of guards.
 
 **Drift.** Each model version's `RetrainEpisodes` proposes a request when an episode opens.
 
+**Performance.** A version's `RetrainEpisodes.degraded` proposes a request when its
+performance stays degraded (with ``performance.retrain_on_degradation``).
+
 **Schedule.** ``[[models]] retrain_schedule`` (crontab, in ``retrain_schedule_timezone``,
 default UTC) asks for one request per slot (`monitord.schedule`) for the model's current
 version; id from model, version and the slot.
@@ -140,8 +143,11 @@ class Retraining:
         settings: PolicySettings,
         config_hash: str,
         models: Sequence[ModelSettings] = (),
+        *,
+        retrain_on_degradation: bool = True,
     ) -> None:
         self.settings, self.config_hash = settings, config_hash
+        self.retrain_on_degradation = retrain_on_degradation
         self._configured = {m.name: m for m in models}
         self._episodes: dict[tuple[str, str], RetrainEpisodes] = {}
         self._models: dict[str, ModelRetrain] = {}
@@ -220,6 +226,13 @@ class Retraining:
         if candidate is None:
             return None
         return self._decide(state, episodes, candidate, utc_day(candidate.end_time))
+
+    def degraded(self, evaluation: Evaluation, degraded: bool) -> RetrainTrigger | None:
+        """Fold one performance window of a model version in; the performance request, if
+        one goes out."""
+        episodes = self._episodes_of(evaluation.model, evaluation.version)
+        candidate = episodes.degraded(evaluation, degraded, ask=self.retrain_on_degradation)
+        return None if candidate is None else self.propose(candidate)
 
     def propose(self, trigger: RetrainTrigger) -> RetrainTrigger | None:
         """A request a version's own rule made (performance degraded), under the guards;

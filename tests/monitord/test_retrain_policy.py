@@ -545,3 +545,71 @@ def test_through_the_daemon_a_new_version_stops_requests_for_the_old_one() -> No
     assert requests(old + events("1", again)) == [("1", 999), ("1", 2999)]
     # ... unless version 2 appeared in between: its first window closes version 1's episodes.
     assert requests(old + new_version + events("1", again)) == [("1", 999)]
+
+
+def performance_window(index: int, degraded: bool, *, version: str = "1") -> list[Evaluation]:
+    """Performance window ``index`` of model m: a miss rate of 0.3 against a limit of 0.2
+    when ``degraded``, else 0.1; rows and offsets as `window`'s."""
+    first_row, row = index * SIZE, index * SIZE + SIZE - 1
+    result = Detection(
+        "performance",
+        first_row,
+        row,
+        np.array([0.3 if degraded else 0.1]),
+        np.array([0.2]),
+        np.array([degraded]),
+        None,
+        np.array([SIZE]),
+    )
+    record = Record("in", 0, 1000 + row, b"m", b"{}", 0)
+    start = T0 + index * WINDOW_S
+    offsets = (OffsetRange("in", 0, 1000 + first_row, 1000 + row),)
+    evidence = (("reference_miss_rate", 0.1), ("label_delay_p50_s", 30.0))
+    return [
+        Evaluation(
+            "m",
+            version,
+            "ref-1",
+            ("miss_rate",),
+            result,
+            offsets,
+            record,
+            start,
+            start + 599,
+            evidence=evidence,
+        )
+    ]
+
+
+@pytest.mark.parametrize("asks", [True, False])
+def test_degraded_performance_asks_once_per_degradation_and_its_count_survives_a_checkpoint(
+    asks: bool,
+) -> None:
+    config = parse_config(
+        {
+            "policy": {"retrain_consecutive_windows": 2, "retrain_cooldown_windows": 0},
+            "performance": {"retrain_on_degradation": asks},
+        }
+    )
+    policy = RecordingPolicy(Policy.from_config(config))
+    flags = [True, True, True, False, True, True]
+    sent = run(policy, [performance_window(i, d) for i, d in enumerate(flags[:3])])
+    stored = _reloaded(policy, ("m", "1"))
+    assert (stored.degraded_windows, stored.degradation_requested) == (3, asks)
+
+    restored = RecordingPolicy(Policy.from_config(config))
+    restored.restore(("m", "1"), stored)
+    tail = [performance_window(i, d) for i, d in enumerate(flags) if i >= 3]
+    again = run(policy, tail)  # a new degradation after a window that was not degraded
+    assert run(restored, tail) == again
+    if not asks:
+        assert sent == again == []
+        return
+    assert [t.row for t in again] == [599]
+    (request,) = sent
+    assert (request.reason, request.row, request.windows) == ("performance", 199, 2)
+    assert request.detail == (
+        "miss_rate 0.3 above 0.2 (reference 0.1) for 2 windows of labelled rows in a row; "
+        "median label delay 30 s"
+    )
+    assert request.id == stable_id("m", "1", "performance", "ref-1", 100, 199)
