@@ -10,11 +10,12 @@ Data flows in four hops: `Source.poll` -> `events.decode` -> `Monitor.update` ->
   the outbox between the policy and the receivers
 - `events`: records -> per-model-version groups + bad records
 - `monitor`, `suite`: each model version's reference and detectors
-- `policy`: alerts and retrain requests (`retrain`: drift episodes; `retrain_policy`:
-  guards, schedules, manual requests; `schedule`: the slots taken; `cron`: crontab
-  expressions); `cloudevent`, `outputs`:
+- `policy`: alerts and retrain requests, decided without I/O (`retrain`: drift episodes;
+  `retrain_policy`: guards, schedules, manual requests; `schedule`: the slots taken;
+  `cron`: crontab expressions); `audit`: where they are recorded; `cloudevent`, `outputs`:
   how they leave; `manual`: `monitord retrain` through the admin endpoint or directly
-- `daemon`, `service`: the loop and its Kafka wiring; `replay`, `demo`, `cli`: entry points;
+- `daemon`, `service`: the loop and its Kafka wiring; `app`: a process's parts, signals and
+  shutdown order; `replay`, `demo`, `cli`: entry points;
   `console` (a replay's table and progress) and `tally` (its summary): what a person reads
 - `checkpoint`: each partition's state with the offset it covers; `state`: the typed,
   validated models that state is stored as

@@ -38,6 +38,7 @@ import numpy.typing as npt
 
 from detectors.detection import FloatArray, IntArray
 from detectors.profile import ReferenceProfile, build_profile
+from monitord.audit import record_held
 from monitord.config import MIN_REFERENCE_ROWS, MIN_WINDOW_ROWS, Config, load_config, parse_config
 from monitord.events import PREDICTION, Columns, EventGroup
 from monitord.frames import (
@@ -51,7 +52,7 @@ from monitord.frames import (
     named_columns,
 )
 from monitord.monitor import Evaluation, Monitor
-from monitord.policy import Output, Policy
+from monitord.policy import Policy
 from monitord.reference import (
     RESERVED,
     labelled_pairs,
@@ -265,7 +266,9 @@ class DriftMonitor:
         if n_rows(columns):
             self._fold(self._feed.group(columns, offset, known), evaluations, bad)
         self._rows += rows
-        outputs: list[Output] = self._policy.decide(evaluations)
+        decided = self._policy.decide(evaluations)
+        record_held(decided.held, None)  # logged: the Python API keeps no audit log
+        outputs = decided.outputs
         windows = self._windows(evaluations)
         self._recent.trim()
         return StreamResult(rows, tuple(windows), tuple(outputs), tuple(bad))

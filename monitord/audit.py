@@ -1,9 +1,10 @@
 """The audit log: every alert transition and retrain request, with its evidence.
 
 A `Publisher` writing one row per decision to an SQLite file in ``state_dir`` (delivery
-attempts and outcomes are recorded next to it, by the outbox), and the policy's
-`DecisionRecorder`: a retrain request the policy held back (cooldown, minimum events, daily
-cap) is a row with status *suppressed* and the request it would have been as evidence.
+attempts and outcomes are recorded next to it, by the outbox), and a `DecisionRecorder`: a
+retrain request the policy held back (cooldown, minimum events, daily cap) is a row with
+status *suppressed* and the request it would have been as evidence (`record_held`, called
+by whoever asked the policy).
 Rows are keyed by the decision's deterministic id, so a replayed batch records nothing
 twice. `monitord alerts` reads it: the label sets whose last transition is *firing*, and
 recent history.
@@ -24,7 +25,7 @@ import orjson
 from connectors.sqlite import DurableFile, StorageUnavailable, write
 from monitord.alerts import Alert
 from monitord.policy import Output
-from monitord.retrain import Suppressed
+from monitord.retrain import DecisionRecorder, Suppressed
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,33 @@ class Decision:
     summary: str
 
 
+def record_held(decisions: list[Suppressed], recorder: DecisionRecorder | None) -> None:
+    """Log each retrain request the policy held back and give it to ``recorder`` (the audit
+    log, if any). A failure to record is logged, never raised: the row is lost, not the
+    daemon (the log line above it remains)."""
+    for decision in decisions:
+        trigger = decision.trigger
+        log.info(
+            "retrain request held back by %s: %s",
+            decision.guard,
+            decision.detail,
+            extra={
+                "model": trigger.model,
+                "model_version": trigger.version,
+                "reason": trigger.reason,
+                "guard": decision.guard,
+                "decision_id": decision.id,
+                "first_row": trigger.first_row,
+                "row": trigger.row,
+            },
+        )
+        if recorder is not None:
+            try:
+                recorder.record([decision])
+            except Exception:
+                log.exception("could not record suppressed decision %s", decision.id)
+
+
 class AuditLog:
     """Decisions in one SQLite file; `publish` records, the queries read.
 
@@ -85,7 +113,7 @@ class AuditLog:
 
     def record(self, decisions: list[Suppressed]) -> None:
         """Record retrain requests the policy held back (`DecisionRecorder`); while the file
-        cannot be written they wait for the next `flush` (the policy must not fail)."""
+        cannot be written they wait for the next `flush` (deciding must not fail)."""
         now = self._clock()
         self._held += [_suppressed_row(decision, now) for decision in decisions]
         try:
@@ -223,4 +251,4 @@ STATUSES = ("firing", "resolved", "requested", "suppressed")
 """The status of a decision: an alert's transition, or a retrain request's fate."""
 
 
-__all__ = ["STATUSES", "AuditLog", "Decision"]
+__all__ = ["STATUSES", "AuditLog", "Decision", "record_held"]

@@ -7,12 +7,9 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 
 from pydantic import ValidationError
 
@@ -524,73 +521,21 @@ def _retrain(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from monitord.admin import AdminServer, TokenBucket  # noqa: PLC0415
+    from monitord.app import App  # noqa: PLC0415
     from monitord.daemon import tune_garbage_collector  # noqa: PLC0415
     from monitord.logs import configure_logging, register_config_secrets  # noqa: PLC0415
-    from monitord.service import build_kafka_daemon, observability  # noqa: PLC0415
 
     _, config = _checked_config(args.config)  # `check`'s, before the broker is asked
     configure_logging(config.logging.format, config.logging.level)
     register_config_secrets(config, os.environ)
     for key, variable in sorted(config.from_environment.items()):
         log.info("config key %s set by %s", key, variable)
-    health, metrics = observability(config)
-    daemon = build_kafka_daemon(config, health=health, metrics=metrics)
-    admin = None
-    if config.admin.enabled:
-        try:
-            admin = AdminServer(
-                config.admin.host,
-                config.admin.port,
-                metrics,
-                health,
-                daemon.status,
-                request_retrain=daemon.policy.request_retrain,
-                retrain_clients=config.admin.retrain_clients,
-                retrain_limit=TokenBucket(
-                    config.admin.retrain_per_minute, config.admin.retrain_burst
-                ),
-            ).start()
-        except OSError as exc:
-            daemon.close()
-            raise ConfigError(
-                f"admin.port: cannot listen on {config.admin.host}:{config.admin.port} "
-                f"({exc.strerror}); choose a free port or set admin.enabled = false"
-            ) from None
-        log.info("admin endpoint on %s", admin.url)
-    tune_garbage_collector()
-    grace_s = config.shutdown.grace_s
-
-    def overdue() -> None:
-        # Whatever was not checkpointed is processed again after a restart (same ids).
-        print(f"monitord: error: shutdown exceeded {grace_s:g}s; exiting now", file=sys.stderr)
-        os._exit(4)
-
-    received: list[int] = []  # the signal that stopped us (logged by the main thread)
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        if daemon.stopping.is_set():
-            return
-        received.append(signum)
-        daemon.stopping.set()  # the loop finishes its batch, then close() drains
-        watchdog = threading.Timer(grace_s, overdue)
-        watchdog.daemon = True
-        watchdog.start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    try:
-        daemon.run()
-        if received:
-            log.info(
-                "%s received: draining within shutdown.grace_s (%gs)",
-                signal.Signals(received[0]).name,
-                grace_s,
-            )
-    finally:
-        daemon.close()
-        if admin is not None:
-            admin.close()
+    with App() as app:
+        daemon = app.build_daemon(config, observed=True)
+        app.serve_admin()
+        tune_garbage_collector()
+        app.stop_on_signals(config.shutdown.grace_s)
+        app.run()
     if not daemon.clean:
         print(
             "monitord: error: the last batch's outputs could not be delivered before "

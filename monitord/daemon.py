@@ -40,6 +40,7 @@ from connectors.stream import (
 from detectors.detection import sub_state
 from detectors.profile import ReferenceProfile
 from monitord.alerts import Alert
+from monitord.audit import record_held
 from monitord.checkpoint import Checkpoint, CheckpointError, CheckpointStore, VersionState
 from monitord.config import Config
 from monitord.dead_letter import (
@@ -62,7 +63,7 @@ from monitord.monitor import (
 )
 from monitord.outputs import FLUSH_TIMEOUT_S, Publisher, log_outputs
 from monitord.performance import Performance
-from monitord.policy import Output, Policy, PolicyState
+from monitord.policy import Decisions, Output, Policy, PolicyState
 from monitord.provenance import Provenance
 from monitord.repartition import Forward, SourceOffsets, forwards
 from monitord.retrain import DecisionRecorder
@@ -165,9 +166,11 @@ class Daemon:
         health: HealthReport | None = None,
         metrics: DaemonMetrics | None = None,
         registry: LateReferences | None = None,
+        recorder: DecisionRecorder | None = None,
     ) -> None:
         """``registry``: references that come after a version's first sight, and their
-        provenance (`monitord.registry`); the daemon closes it."""
+        provenance (`monitord.registry`); the daemon closes it. ``recorder``: where the
+        retrain requests the policy holds back are recorded (the audit log)."""
         self.config = config
         self.source = source
         self.dead_letters = dead_letters
@@ -181,8 +184,8 @@ class Daemon:
         self.performance = Performance(config, load_profile)
         self._dirty: set[TopicPartition] = set()  # state changed, offset maybe not
         self._label_next: dict[TopicPartition, int] = {}  # label partitions: next to poll
-        recorders = [p for p in publishers if isinstance(p, DecisionRecorder)]
-        self.policy = Policy.from_config(config, recorder=recorders[0] if recorders else None)
+        self.recorder = recorder
+        self.policy = Policy.from_config(config)
         self.stats = Stats()
         self.stopping = threading.Event()
         self._clock = clock
@@ -218,7 +221,7 @@ class Daemon:
         if not records and not self._labels_due():
             self._dead_letter_log.update([], time.monotonic())  # a burst's summary, if due
             # Scheduled and manual retrain requests; models gone quiet.
-            due: list[Output] = [*self.policy.due(time.time()), *self._volume()]
+            due: list[Output] = [*self._decided(self.policy.due(time.time())), *self._volume()]
             if due and self._deliver(due, []):
                 self._count(0, [], due)
                 if self.metrics is not None:
@@ -253,7 +256,7 @@ class Daemon:
             records = self._hold_unrestored(records)
             if not records:
                 return polled, []  # read again once restored: not idle
-        requested = self.policy.due(time.time())
+        requested = self._decided(self.policy.due(time.time()))
         records, label_records = self.joins.split(records)
         if self.joins.topics:
             self.joins.read(records)
@@ -305,7 +308,7 @@ class Daemon:
             verdicts = self.joins.sweep(self._read_past_ms(read))
             evaluations += self.performance.coverage(verdicts, last[0])
             self._touched_versions({(model, version) for model, version, _ in verdicts})
-        outputs = self.policy.decide(evaluations) + list(requested) + self._volume()
+        outputs = self._decided(self.policy.decide(evaluations)) + requested + self._volume()
         polled = len(records) + len(label_records)
         if not self._deliver(outputs, bad, forwarded):
             return polled, outputs  # stopping: the batch is processed again on restart
@@ -345,7 +348,12 @@ class Daemon:
         """Volume alerts due now (`monitord.volume`)."""
         if not self.volume.enabled:
             return []
-        return self.policy.decide(self.volume.check(time.time()))
+        return self._decided(self.policy.decide(self.volume.check(time.time())))
+
+    def _decided(self, decisions: Decisions) -> list[Output]:
+        """The policy's outputs, once the requests it held back are logged and recorded."""
+        record_held(decisions.held, self.recorder)
+        return decisions.outputs
 
     def _predictions(
         self, group: EventGroup, update: MonitorUpdate

@@ -7,21 +7,19 @@ and each model's state; alerts and retrain requests are printed as they fire.
 
 from __future__ import annotations
 
-import signal
 import sys
 import threading
 import time
-from types import FrameType
 from typing import IO
 
 from connectors.broker import EmbeddedBroker
 from connectors.kafka import KafkaProducerSettings, KafkaSink, ensure_topics
 from monitord.alerts import Alert
+from monitord.app import App
 from monitord.config import Config
 from monitord.daemon import Daemon, tune_garbage_collector
 from monitord.outputs import describe
 from monitord.policy import Output
-from monitord.service import build_kafka_daemon
 from monitord.traffic import TrafficGenerator
 
 MODELS = ("fraud-scorer", "churn-model")
@@ -84,38 +82,15 @@ def _status(daemon: Daemon, started: float, last_events: int, interval: float) -
 
 def run_demo(config: Config, duration_s: float, rate: int, drift_after_s: float = 10.0) -> int:
     """Run the demo for ``duration_s``; drift starts after about ``drift_after_s`` seconds."""
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        return _run(config, duration_s, rate, drift_after_s, stop)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _run(
-    config: Config, duration_s: float, rate: int, drift_after_s: float, stop: threading.Event
-) -> int:
-    print("monitord demo: starting an embedded Kafka-protocol broker on 127.0.0.1 ...")
-    with EmbeddedBroker() as broker:
+    with App() as app:
+        app.stop_on_signals()  # Ctrl-C stops the producer and the loop, then all is closed
+        print("monitord demo: starting an embedded Kafka-protocol broker on 127.0.0.1 ...")
+        broker = app.enter(EmbeddedBroker())  # closed after the daemon has left its group
+        config = _on_broker(config, broker.bootstrap)
         topic = config.kafka.input_topics[0]
-        # A group join on the embedded broker takes about half the session timeout.
-        consumer = config.kafka.consumer.model_copy(
-            update={"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
-        )
-        kafka = config.kafka.model_copy(
-            update={"bootstrap_servers": broker.bootstrap, "consumer": consumer}
-        )
-        # The embedded broker keeps nothing between runs, so neither may its checkpoints:
-        # a restored offset would point past the end of the new, empty topic.
-        checkpoint = config.checkpoint.model_copy(update={"store": "none"})
-        config = config.model_copy(update={"kafka": kafka, "checkpoint": checkpoint})
         ensure_topics(broker.bootstrap, {topic: 3})
         generator = TrafficGenerator(drift_after=int(rate * drift_after_s) // len(MODELS))
+        stop = app.stopping
         producer = threading.Thread(
             target=_produce, args=(broker.bootstrap, topic, rate, stop, generator), daemon=True
         )
@@ -123,25 +98,17 @@ def _run(
             f"broker {broker.bootstrap}; producing {rate} events/s for {', '.join(MODELS)}; "
             f"drift starts after ~{drift_after_s:.0f} s; running {duration_s:.0f} s (Ctrl-C stops)"
         )
-        daemon = build_kafka_daemon(config, extra=[ConsolePublisher(sys.stdout)])
+        daemon = app.build_daemon(config, [ConsolePublisher(sys.stdout)])
         tune_garbage_collector()
         producer.start()
-        started = last = time.monotonic()
-        last_events = 0
-        deadline = started + duration_s
         try:
-            while not stop.is_set() and time.monotonic() < deadline:
-                daemon.step(0.2)
-                if time.monotonic() - last >= 2.0:
-                    print(
-                        _status(daemon, started, last_events, time.monotonic() - last), flush=True
-                    )
-                    last, last_events = time.monotonic(), daemon.stats.events
+            _loop(daemon, stop, duration_s)
         finally:
             stop.set()
             producer.join(timeout=10)
-            daemon.close()
+            app.close()
         stats = daemon.stats
+        kafka = config.kafka
         print(
             f"done: {stats.events} events, {stats.alerts_firing} alerts fired, "
             f"{stats.alerts_resolved} resolved, {stats.triggers} retrain requests, "
@@ -149,6 +116,31 @@ def _run(
             f"(topics {kafka.alert_topic}, {kafka.trigger_topic}, {kafka.dead_letter_topic})"
         )
     return 0
+
+
+def _on_broker(config: Config, bootstrap: str) -> Config:
+    """``config`` pointed at the embedded broker, without checkpoints."""
+    # A group join on the embedded broker takes about half the session timeout.
+    consumer = config.kafka.consumer.model_copy(
+        update={"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
+    )
+    kafka = config.kafka.model_copy(update={"bootstrap_servers": bootstrap, "consumer": consumer})
+    # The embedded broker keeps nothing between runs, so neither may its checkpoints:
+    # a restored offset would point past the end of the new, empty topic.
+    checkpoint = config.checkpoint.model_copy(update={"store": "none"})
+    return config.model_copy(update={"kafka": kafka, "checkpoint": checkpoint})
+
+
+def _loop(daemon: Daemon, stop: threading.Event, duration_s: float) -> None:
+    """Step the daemon until ``stop`` or ``duration_s``, a status line every two seconds."""
+    started = last = time.monotonic()
+    last_events = 0
+    deadline = started + duration_s
+    while not stop.is_set() and time.monotonic() < deadline:
+        daemon.step(0.2)
+        if time.monotonic() - last >= 2.0:
+            print(_status(daemon, started, last_events, time.monotonic() - last), flush=True)
+            last, last_events = time.monotonic(), daemon.stats.events
 
 
 __all__ = ["MODELS", "ConsolePublisher", "run_demo"]

@@ -18,16 +18,13 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from connectors.http import ReceiverError
-from connectors.kafka import KafkaProducerSettings, KafkaSink, ensure_topics
+from connectors.http import Receiver, ReceiverError
 from connectors.outbox import Outbox
 from connectors.stream import ConnectorError
-from monitord.audit import AuditLog
+from monitord.app import App
 from monitord.config import Config
-from monitord.delivery import Delivery, build_receivers
-from monitord.outputs import KafkaPublisher, Publisher
+from monitord.delivery import build_receivers
 from monitord.retrain import RetrainTrigger, manual_request
-from monitord.service import audit_path, kafka_security
 
 _ANY_ADDRESS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
@@ -95,58 +92,44 @@ def publish_direct(
     trigger = manual_request(model, version, reason, now, config.config_hash)
     environ = os.environ if environ is None else environ
     connectors = build_receivers(config.receivers, environ)  # secrets checked first
-    kafka = config.kafka
-    security = kafka_security(config)
-    ensure_topics(
-        kafka.bootstrap_servers,
-        {kafka.trigger_topic: 1},
-        security=security,
-        timeout_s=kafka.connect_timeout_s,
-    )
-    sink = KafkaSink(
-        kafka.bootstrap_servers,
-        settings=KafkaProducerSettings(
-            connect_timeout_s=kafka.connect_timeout_s, security=security
-        ),
-    )
-    publishers: list[Publisher] = []
-    outbox: Outbox | None = None
-    try:
-        if config.outputs.audit:
-            publishers.append(AuditLog(audit_path(config)))  # recorded before anything is sent
-        publishers.append(KafkaPublisher(sink, kafka.alert_topic, kafka.trigger_topic))
-        takers = [r.name for r in config.receivers if "triggers" in r.events]
-        if takers:
-            config.state_dir.mkdir(parents=True, exist_ok=True)
-            outbox = Outbox(config.state_dir / "outbox.sqlite")
-            publishers.append(Delivery(config.receivers, outbox, connectors))
+    with App() as app:
+        publishers, outbox = app.trigger_publishers(config, connectors)
         for publisher in publishers:
             publisher.publish([trigger])
         for publisher in publishers:
             publisher.flush()
-        states: dict[str, str] = {}
-        for name in takers:
-            assert outbox is not None
+        if outbox is None:
+            return DirectResult(trigger, {})
+        takers = [r.name for r in config.receivers if "triggers" in r.events]
+        return DirectResult(trigger, _deliver_once(outbox, connectors, trigger, takers, now))
+
+
+def _deliver_once(
+    outbox: Outbox,
+    connectors: Mapping[str, Receiver],
+    trigger: RetrainTrigger,
+    takers: list[str],
+    now: float,
+) -> dict[str, str]:
+    """Try each receiver's delivery of ``trigger`` once; its outbox state per receiver."""
+    states: dict[str, str] = {}
+    for name in takers:
+        item = outbox.get(trigger.id, name)
+        if item is None:
+            continue  # the receiver's match does not take this model or version
+        if item.state == "pending":
+            try:
+                connectors[name].deliver(item.payload)
+            except ReceiverError as error:
+                outbox.failed(item, error, now)
+            except ConnectorError as error:
+                outbox.failed(item, ReceiverError(str(error), retriable=error.retriable), now)
+            else:
+                outbox.delivered(item, now)
             item = outbox.get(trigger.id, name)
-            if item is None:
-                continue  # the receiver's match does not take this model or version
-            if item.state == "pending":
-                try:
-                    connectors[name].deliver(item.payload)
-                except ReceiverError as error:
-                    outbox.failed(item, error, now)
-                except ConnectorError as error:
-                    outbox.failed(item, ReceiverError(str(error), retriable=error.retriable), now)
-                else:
-                    outbox.delivered(item, now)
-                item = outbox.get(trigger.id, name)
-                assert item is not None
-            states[name] = item.state
-        return DirectResult(trigger, states)
-    finally:
-        for publisher in publishers:
-            publisher.close()  # the Delivery closes the outbox
-        sink.close()
+            assert item is not None
+        states[name] = item.state
+    return states
 
 
 __all__ = ["DirectResult", "admin_url", "post_retrain", "publish_direct"]

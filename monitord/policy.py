@@ -1,13 +1,18 @@
 """Policy: turns evaluations into alert transitions and retrain requests.
 
 Statistics never decide policy; this module does (DESIGN.md section 4), through
-`monitord.alerts` (the lifecycle of each alert label set), `monitord.retrain` (drift
-episodes) and `monitord.retrain_policy` (schedules, manual requests, the guards).
+`monitord.alerts` (the lifecycle of each alert label set), and for retraining
+`monitord.retrain` (the drift and degraded-performance rules of each version) and
+`monitord.retrain_policy` (schedules, manual requests, the guards).
 Evaluations are folded in row order per model version; a *window* is every window test
 that completed at the same row.
 
 Besides `decide`, the daemon calls `due(now)` once per loop iteration for the scheduled and
-manual requests that are due; the admin endpoint calls `request_retrain` from its thread.
+manual requests that are due; the admin endpoint calls `request_retrain` from its thread,
+which only queues the request for `due` (`monitord.retrain_policy`).
+
+The policy does no I/O: `decide` and `due` return `Decisions`, the alerts and retrain
+requests to publish and the requests held back; the caller records and delivers them.
 """
 
 from __future__ import annotations
@@ -32,19 +37,16 @@ from monitord.alerts import (
     AlertRow,
     Column,
     Observation,
-    stable_id,
 )
 from monitord.clock import now as wall_clock
 from monitord.config import AlertSettings, Config, ModelSettings, PolicySettings
 from monitord.events import PREDICTION
 from monitord.monitor import Evaluation
 from monitord.retrain import (
-    DecisionRecorder,
     Drifted,
-    Lineage,
     RetrainEpisodes,
     RetrainTrigger,
-    request,
+    Suppressed,
 )
 from monitord.retrain_policy import Retraining, RetrainState
 from monitord.state import Document
@@ -52,6 +54,16 @@ from monitord.state import Document
 ADWIN = "adwin"
 
 Output = Alert | RetrainTrigger
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """What one call of `Policy.decide` or `Policy.due` decided: ``outputs`` to publish
+    (alert transitions and retrain requests, in order) and retrain requests ``held`` back by
+    a guard, to log and record (`monitord.audit.record_held`)."""
+
+    outputs: list[Output]
+    held: list[Suppressed] = field(default_factory=list)
 
 
 def _unset(value: object) -> bool:
@@ -82,8 +94,6 @@ class _VersionPolicy:
     retrain: RetrainEpisodes
     adwin_cut: set[str] = field(default_factory=set)  # features ADWIN cut since the last window
     changed_regime: int = 0  # the regime whose window fired the change alert (0: none)
-    degraded_windows: int = 0  # performance windows degraded in a row
-    degradation_requested: bool = False  # the degradation under way asked for a retrain
     error_changed: bool = False  # an error-stream change point since the last window
 
 
@@ -97,39 +107,44 @@ class Policy:
         config_hash: str,
         *,
         models: Sequence[ModelSettings] = (),
-        recorder: DecisionRecorder | None = None,
         retrain_on_degradation: bool = True,
     ) -> None:
         self.alert_settings, self.settings, self.config_hash = alerts, policy, config_hash
         self._versions: dict[tuple[str, str], _VersionPolicy] = {}
-        self.retrain_on_degradation = retrain_on_degradation
-        self.retraining = Retraining(policy, config_hash, models, recorder)
+        self.retraining = Retraining(
+            policy, config_hash, models, retrain_on_degradation=retrain_on_degradation
+        )
 
     @classmethod
-    def from_config(cls, config: Config, recorder: DecisionRecorder | None = None) -> Policy:
-        """The policy of ``config``, per-model settings and schedules included; suppressed
-        retrain decisions go to ``recorder`` (the audit log) and the log."""
+    def from_config(cls, config: Config) -> Policy:
+        """The policy of ``config``, per-model settings and schedules included."""
         return cls(
             config.alerts,
             config.policy,
             config.config_hash,
             models=config.models,
-            recorder=recorder,
             retrain_on_degradation=config.performance.retrain_on_degradation,
         )
 
-    def due(self, now: float) -> list[RetrainTrigger]:
+    def due(self, now: float) -> Decisions:
         """Manual requests queued since the last call and scheduled ones due at ``now``
-        (wall-clock seconds); publish them like `decide`'s outputs."""
-        return self.retraining.due(now)
+        (wall-clock seconds), and the scheduled ones held back."""
+        due: list[Output] = list(self.retraining.due(now))
+        return Decisions(due, self.retraining.take_held())
 
     def request_retrain(self, model: str, version: str | None, reason: str) -> str:
         """Queue a manual request now (`Retraining.request_manual`): the admin endpoint's
-        callback; returns the request id."""
+        callback, safe on its thread; returns the request id."""
         return self.retraining.request_manual(model, reason, wall_clock(), version).id
 
-    def decide(self, evaluations: list[Evaluation]) -> list[Output]:
-        """Outputs for a batch of evaluations (in row order per model version)."""
+    def decide(self, evaluations: list[Evaluation]) -> Decisions:
+        """What a batch of evaluations (in row order per model version) decides."""
+        outputs = self._outputs(evaluations)
+        if evaluations:
+            self.retraining.publish()  # the versions and windows a manual request may name
+        return Decisions(outputs, self.retraining.take_held())
+
+    def _outputs(self, evaluations: list[Evaluation]) -> list[Output]:
         outputs: list[Output] = []
         serving = [e for e in evaluations if e.result.detector in PERFORMANCE_ALERTS]
         if serving:
@@ -170,8 +185,8 @@ class Policy:
             retrain=self.retraining.snapshot(key),
             adwin_cut=tuple(sorted(state.adwin_cut)),
             changed_regime=state.changed_regime,
-            degraded_windows=state.degraded_windows,
-            degradation_requested=state.degradation_requested,
+            degraded_windows=state.retrain.degraded_windows,
+            degradation_requested=state.retrain.degradation_requested,
             error_changed=state.error_changed,
         )
 
@@ -181,8 +196,8 @@ class Policy:
         self.retraining.restore(key, snapshot.retrain)
         state.adwin_cut = set(snapshot.adwin_cut)
         state.changed_regime = snapshot.changed_regime
-        state.degraded_windows = snapshot.degraded_windows
-        state.degradation_requested = snapshot.degradation_requested
+        state.retrain.degraded_windows = snapshot.degraded_windows
+        state.retrain.degradation_requested = snapshot.degradation_requested
         state.error_changed = snapshot.error_changed
 
     def drop(self, keys: list[tuple[str, str]]) -> None:
@@ -319,57 +334,8 @@ class Policy:
                 quiet = Observation("", ERROR_CHANGE_DETECTOR, False, 0.0, math.nan, evaluation)
                 outputs.append(state.alerts.observe(quiet))
             state.error_changed = False
-            outputs.append(self._degradation(state, evaluation, drifted))
+            outputs.append(self.retraining.degraded(evaluation, drifted))
         return [o for o in outputs if o is not None]
-
-    def _degradation(
-        self, state: _VersionPolicy, evaluation: Evaluation, degraded: bool
-    ) -> RetrainTrigger | None:
-        """Degraded for ``retrain_consecutive_windows`` windows in a row asks for one
-        retrain per degradation (the guards of `Retraining` apply)."""
-        settings = self.retraining.settings_for(evaluation.model)
-        if not degraded:
-            state.degraded_windows = 0
-            state.degradation_requested = False
-            return None
-        state.degraded_windows += 1
-        needed = settings.retrain_consecutive_windows
-        if state.degradation_requested or state.degraded_windows < needed:
-            return None
-        if not self.retrain_on_degradation:
-            return None
-        state.degradation_requested = True
-        result = evaluation.result
-        metric = evaluation.features[0]
-        value, limit = float(result.statistic[0]), float(result.threshold[0])
-        evidence = dict(evaluation.evidence)
-        drifted = {metric: (PERFORMANCE_DETECTOR, value, limit)}
-        lineage = Lineage.of([evaluation], drifted, 0.0, state.degraded_windows)
-        reference = evidence.get("reference_miss_rate", math.nan)
-        delay = evidence.get("label_delay_p50_s", math.nan)
-        detail = (
-            f"{metric} {value:.4g} above {limit:.4g} (reference {reference:.4g}) for "
-            f"{state.degraded_windows} windows of labelled rows in a row; median label delay "
-            f"{delay:.4g} s"
-        )
-        trigger = request(
-            stable_id(
-                evaluation.model,
-                evaluation.version,
-                "performance",
-                evaluation.profile_id,
-                result.first_row,
-                result.row,
-            ),
-            "performance",
-            evaluation.model,
-            evaluation.version,
-            lineage,
-            self.config_hash,
-            detail=detail,
-            evidence=evaluation.evidence,
-        )
-        return self.retraining.propose(trigger)
 
     @staticmethod
     def _end_change(state: _VersionPolicy, evaluation: Evaluation) -> Alert | None:
@@ -377,4 +343,4 @@ class Policy:
         return state.alerts.end(Observation("", CHANGE_DETECTOR, False, 0.0, math.nan, evaluation))
 
 
-__all__ = ["ADWIN", "Output", "Policy", "PolicyState"]
+__all__ = ["ADWIN", "Decisions", "Output", "Policy", "PolicyState"]

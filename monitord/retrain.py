@@ -10,19 +10,22 @@ monitored columns drifted (in any window test) or, with ``retrain_on_prediction`
 prediction did. A drift *episode* (`RetrainEpisodes`, one per version) opens after
 ``retrain_consecutive_windows`` material windows in a row and asks for one request, whose
 id derives from model, version, reference and the episode's windows; it closes after as
-many clean windows in a row. Whether the request goes out (cooldown, minimum events, daily
+many clean windows in a row. A version whose performance window is degraded for
+``retrain_consecutive_windows`` windows in a row asks for one request per degradation
+(`RetrainEpisodes.degraded`). Whether a request goes out (cooldown, minimum events, daily
 cap), and schedules and manual requests, are `monitord.retrain_policy`'s.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
-from typing import Annotated, Literal, Protocol, runtime_checkable
+from typing import Annotated, Literal, Protocol
 
 from pydantic import Field, NonNegativeInt
 
-from monitord.alerts import stable_id
+from monitord.alerts import PERFORMANCE_DETECTOR, stable_id
 from monitord.config import PolicySettings
 from monitord.events import PREDICTION
 from monitord.monitor import Evaluation, OffsetRange
@@ -77,9 +80,9 @@ class Suppressed:
     trigger: RetrainTrigger
 
 
-@runtime_checkable
 class DecisionRecorder(Protocol):
-    """Where suppressed decisions are recorded (`monitord.audit.AuditLog`)."""
+    """Where the caller of the policy records the requests it held back
+    (`monitord.audit.AuditLog`; see `monitord.audit.record_held`)."""
 
     def record(self, decisions: list[Suppressed]) -> None: ...
 
@@ -219,6 +222,9 @@ class RetrainEpisodes:
     blocked: Guard | Literal[""] = ""  # the guard that last held the episode's request back
     last_request_row: int = -1  # the version's row at its last request
     latest: Lineage | None = None  # the last window seen
+    # Stored in `monitord.policy.PolicyState`, where they were before they moved here.
+    degraded_windows: int = 0  # performance windows degraded in a row
+    degradation_requested: bool = False  # the degradation under way asked for a retrain
 
     def snapshot(self) -> EpisodeState:
         return EpisodeState(
@@ -300,6 +306,55 @@ class RetrainEpisodes:
             dataclasses.replace(self.latest, first_row=self.episode_first_row),
             self.config_hash,
             detail=f"{rule} for {self.drifting_windows} windows in a row",
+        )
+
+    def degraded(
+        self, evaluation: Evaluation, degraded: bool, *, ask: bool = True
+    ) -> RetrainTrigger | None:
+        """Fold one performance window in; the performance request when it has been
+        degraded for ``retrain_consecutive_windows`` windows in a row, once per degradation
+        (never without ``ask``: `performance.retrain_on_degradation`).
+
+        The guards are the caller's, as for `observe`.
+        """
+        if not degraded:
+            self.degraded_windows = 0
+            self.degradation_requested = False
+            return None
+        self.degraded_windows += 1
+        needed = self.settings.retrain_consecutive_windows
+        if self.degradation_requested or self.degraded_windows < needed or not ask:
+            return None
+        self.degradation_requested = True
+        result = evaluation.result
+        metric = evaluation.features[0]
+        value, limit = float(result.statistic[0]), float(result.threshold[0])
+        evidence = dict(evaluation.evidence)
+        drifted = {metric: (PERFORMANCE_DETECTOR, value, limit)}
+        lineage = Lineage.of([evaluation], drifted, 0.0, self.degraded_windows)
+        reference = evidence.get("reference_miss_rate", math.nan)
+        delay = evidence.get("label_delay_p50_s", math.nan)
+        detail = (
+            f"{metric} {value:.4g} above {limit:.4g} (reference {reference:.4g}) for "
+            f"{self.degraded_windows} windows of labelled rows in a row; median label delay "
+            f"{delay:.4g} s"
+        )
+        return request(
+            stable_id(
+                evaluation.model,
+                evaluation.version,
+                "performance",
+                evaluation.profile_id,
+                result.first_row,
+                result.row,
+            ),
+            "performance",
+            evaluation.model,
+            evaluation.version,
+            lineage,
+            self.config_hash,
+            detail=detail,
+            evidence=evaluation.evidence,
         )
 
     def requested(self) -> None:

@@ -3,6 +3,9 @@ under one set of guards.
 
 **Drift.** Each model version's `RetrainEpisodes` proposes a request when an episode opens.
 
+**Performance.** A version's `RetrainEpisodes.degraded` proposes a request when its
+performance stays degraded (with ``performance.retrain_on_degradation``).
+
 **Schedule.** ``[[models]] retrain_schedule`` (crontab, in ``retrain_schedule_timezone``,
 default UTC) asks for one request per slot (`monitord.schedule`) for the model's current
 version; id from model, version and the slot.
@@ -17,22 +20,24 @@ the version's last request (any reason); drift and scheduled requests need
 ``retrain_daily_cap`` requests of the model per UTC day (of event time for drift, of the
 slot for a schedule). A manual request is an operator's decision: never held back, but it
 counts. A held-back request is a `Suppressed` decision with the evidence of the request it
-would have been, logged and given to the recorder (the audit log) once per episode and
-guard, and once per slot.
+would have been, once per episode and guard, and once per slot; `take_held` hands them to
+the caller, which logs and records them (the audit log): this module does no I/O.
 
 **Versions.** The first window of a new version of a model closes the episodes of its other
 versions for good: a retrain that deployed a new version no longer triggers for the old one.
 The current version is the one whose first window came last.
 
-Every public method of `Retraining` takes its lock: `request_manual` runs on the admin
-thread while the daemon loop decides.
+**Threads.** Only `request_manual` runs on another thread (the admin endpoint's). It reads
+the models and versions known as the loop last published them (an immutable `_Known` per
+model, replaced, never changed) and puts the request on a queue that `due` drains on the
+loop: no state is shared but the queue, so nothing needs a lock.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-from collections.abc import Sequence
+import queue
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from pydantic import NonNegativeInt
 
@@ -41,10 +46,10 @@ from monitord.clock import iso
 from monitord.config import ModelSettings, PolicySettings
 from monitord.monitor import Evaluation
 from monitord.retrain import (
-    DecisionRecorder,
     Drifted,
     EpisodeState,
     Guard,
+    Lineage,
     RetrainEpisodes,
     RetrainTrigger,
     Suppressed,
@@ -53,8 +58,6 @@ from monitord.retrain import (
 )
 from monitord.schedule import DEFAULT_ZONE, CronSchedule, ScheduleState, utc_day
 from monitord.state import StateModel
-
-log = logging.getLogger(__name__)
 
 DAYS_KEPT = 3  # request counts kept per model: today and a margin for late event time
 
@@ -121,6 +124,16 @@ class UnknownModelError(LookupError, ValueError):
     endpoint answers 404); a ValueError too, like every refused request."""
 
 
+@dataclass(frozen=True)
+class _Known:
+    """A model as the loop last published it for manual requests: its current version
+    ("" before any window) and its versions seen or given a profile, each with the
+    lineage of its latest window (None: none seen)."""
+
+    current: str
+    versions: Mapping[str, Lineage | None]
+
+
 class Retraining:
     """Retrain decisions of every model: drift episodes per version, schedules, manual
     requests and the guards (see the module docstring)."""
@@ -130,17 +143,21 @@ class Retraining:
         settings: PolicySettings,
         config_hash: str,
         models: Sequence[ModelSettings] = (),
-        recorder: DecisionRecorder | None = None,
+        *,
+        retrain_on_degradation: bool = True,
     ) -> None:
-        self.settings, self.config_hash, self.recorder = settings, config_hash, recorder
+        self.settings, self.config_hash = settings, config_hash
+        self.retrain_on_degradation = retrain_on_degradation
         self._configured = {m.name: m for m in models}
-        self._lock = threading.Lock()
         self._episodes: dict[tuple[str, str], RetrainEpisodes] = {}
         self._models: dict[str, ModelRetrain] = {}
-        self._manual: list[RetrainTrigger] = []
+        self._held: list[Suppressed] = []  # decided since the last `take_held`
+        self._requests: queue.SimpleQueue[RetrainTrigger] = queue.SimpleQueue()
+        self._known: Mapping[str, _Known] = {}  # replaced by `publish`, read by any thread
         for name, configured in self._configured.items():
             if configured.retrain_schedule is not None:
                 self._model(name)
+        self.publish()
 
     def settings_for(self, model: str) -> PolicySettings:
         configured = self._configured.get(model)
@@ -165,8 +182,26 @@ class Retraining:
 
     def episodes(self, model: str, version: str) -> RetrainEpisodes:
         """A version's episode state (created on first sight)."""
-        with self._lock:
-            return self._episodes_of(model, version)
+        return self._episodes_of(model, version)
+
+    def take_held(self) -> list[Suppressed]:
+        """The requests held back since the last call, for the caller to log and record."""
+        held, self._held = self._held, []
+        return held
+
+    def publish(self) -> None:
+        """Publish the models and versions known, with their latest windows, for
+        `request_manual` on other threads; the loop calls it after each batch it decided."""
+        versions: dict[str, dict[str, Lineage | None]] = {}
+        for name in (*self._configured, *self._models):
+            configured = self._configured.get(name)
+            versions[name] = dict.fromkeys(configured.profiles if configured else (), None)
+        for (name, version), episodes in self._episodes.items():
+            versions.setdefault(name, {})[version] = episodes.latest
+        self._known = {
+            name: _Known(self._models[name].current if name in self._models else "", seen)
+            for name, seen in versions.items()
+        }
 
     def _episodes_of(self, model: str, version: str) -> RetrainEpisodes:
         key = (model, version)
@@ -183,25 +218,30 @@ class Retraining:
     ) -> RetrainTrigger | None:
         """Fold one window of a model version in; the drift request, if one goes out."""
         first = window[0]
-        with self._lock:
-            state = self._model(first.model)
-            episodes = self._episodes_of(first.model, first.version)
-            if episodes.latest is None and state.current != first.version:
-                self._switch(first.model, first.version)
-            candidate = episodes.observe(window, drifted, share)
-            if candidate is None:
-                return None
-            return self._decide(state, episodes, candidate, utc_day(candidate.end_time))
+        state = self._model(first.model)
+        episodes = self._episodes_of(first.model, first.version)
+        if episodes.latest is None and state.current != first.version:
+            self._switch(first.model, first.version)
+        candidate = episodes.observe(window, drifted, share)
+        if candidate is None:
+            return None
+        return self._decide(state, episodes, candidate, utc_day(candidate.end_time))
+
+    def degraded(self, evaluation: Evaluation, degraded: bool) -> RetrainTrigger | None:
+        """Fold one performance window of a model version in; the performance request, if
+        one goes out."""
+        episodes = self._episodes_of(evaluation.model, evaluation.version)
+        candidate = episodes.degraded(evaluation, degraded, ask=self.retrain_on_degradation)
+        return None if candidate is None else self.propose(candidate)
 
     def propose(self, trigger: RetrainTrigger) -> RetrainTrigger | None:
         """A request a version's own rule made (performance degraded), under the guards;
-        None when held back (recorded) or the version was superseded by a newer one."""
-        with self._lock:
-            state = self._model(trigger.model)
-            episodes = self._episodes_of(trigger.model, trigger.version)
-            if episodes.superseded:
-                return None
-            return self._decide(state, episodes, trigger, utc_day(trigger.end_time))
+        None when held back (see `take_held`) or the version was superseded by a newer one."""
+        state = self._model(trigger.model)
+        episodes = self._episodes_of(trigger.model, trigger.version)
+        if episodes.superseded:
+            return None
+        return self._decide(state, episodes, trigger, utc_day(trigger.end_time))
 
     def _switch(self, model: str, version: str) -> None:
         for (name, other), episodes in self._episodes.items():
@@ -226,7 +266,7 @@ class Retraining:
             return trigger
         guard, detail = held
         if trigger.reason != "drift" or episodes is None or episodes.hold(guard):
-            self._record(
+            self._held.append(
                 Suppressed(stable_id(trigger.id, "suppressed", guard), guard, detail, trigger)
             )
         return None
@@ -259,28 +299,6 @@ class Retraining:
             )
         return None
 
-    def _record(self, decision: Suppressed) -> None:
-        trigger = decision.trigger
-        log.info(
-            "retrain request held back by %s: %s",
-            decision.guard,
-            decision.detail,
-            extra={
-                "model": trigger.model,
-                "model_version": trigger.version,
-                "reason": trigger.reason,
-                "guard": decision.guard,
-                "decision_id": decision.id,
-                "first_row": trigger.first_row,
-                "row": trigger.row,
-            },
-        )
-        if self.recorder is not None:
-            try:
-                self.recorder.record([decision])
-            except Exception:  # the audit row is lost, not the daemon: it is logged above
-                log.exception("could not record suppressed decision %s", decision.id)
-
     def request_manual(
         self,
         model: str,
@@ -292,112 +310,109 @@ class Retraining:
         """Queue a manual request for ``version`` (default: the model's current version);
         `due` hands it out. `UnknownModelError` (with advice) for a model or version this daemon
         does not know (neither seen nor given a profile in the config); ValueError when no
-        version is named and none was seen yet."""
-        with self._lock:
-            state = self._models.get(model)
-            if state is None and model not in self._configured:
-                known = sorted(set(self._models) | set(self._configured))
-                raise UnknownModelError(
-                    f"model {model!r} is unknown to this daemon (known: "
-                    f"{', '.join(known) or 'none yet'}); another replica may own it, or use "
-                    "`monitord retrain --direct`"
-                )
-            chosen = version or ("" if state is None else state.current)
-            if not chosen:
-                raise ValueError(
-                    f"model {model!r}: no version seen yet, so there is no current version; "
-                    "name the version to retrain"
-                )
-            versions = self._known_versions(model)
-            if chosen not in versions:
-                raise UnknownModelError(
-                    f"model {model!r} has no version {chosen!r} known to this daemon (known: "
-                    f"{', '.join(sorted(versions)) or 'none yet'}); another replica may have "
-                    "seen it, or use `monitord retrain --direct`"
-                )
-            episodes = self._episodes.get((model, chosen))
-            trigger = manual_request(
-                model,
-                chosen,
-                reason_text,
-                now,
-                self.config_hash,
-                request_id=request_id,
-                lineage=None if episodes is None else episodes.latest,
+        version is named and none was seen yet. Safe on any thread (see the module doc)."""
+        known = self._known  # one published snapshot throughout
+        state = known.get(model)
+        if state is None:
+            raise UnknownModelError(
+                f"model {model!r} is unknown to this daemon (known: "
+                f"{', '.join(sorted(known)) or 'none yet'}); another replica may own it, or use "
+                "`monitord retrain --direct`"
             )
-            if all(queued.id != trigger.id for queued in self._manual):
-                self._manual.append(trigger)
-            return trigger
+        chosen = version or state.current
+        if not chosen:
+            raise ValueError(
+                f"model {model!r}: no version seen yet, so there is no current version; "
+                "name the version to retrain"
+            )
+        if chosen not in state.versions:
+            raise UnknownModelError(
+                f"model {model!r} has no version {chosen!r} known to this daemon (known: "
+                f"{', '.join(sorted(state.versions)) or 'none yet'}); another replica may have "
+                "seen it, or use `monitord retrain --direct`"
+            )
+        trigger = manual_request(
+            model,
+            chosen,
+            reason_text,
+            now,
+            self.config_hash,
+            request_id=request_id,
+            lineage=state.versions[chosen],
+        )
+        self._requests.put(trigger)
+        return trigger
 
-    def _known_versions(self, model: str) -> set[str]:
-        """Versions of ``model`` seen (or restored from a checkpoint) or given a profile."""
-        seen = {version for name, version in self._episodes if name == model}
-        configured = self._configured.get(model)
-        return seen | (set(configured.profiles) if configured is not None else set())
+    def _queued(self) -> list[RetrainTrigger]:
+        """The manual requests queued since the last call, each id once."""
+        queued: dict[str, RetrainTrigger] = {}
+        while True:
+            try:
+                trigger = self._requests.get_nowait()
+            except queue.Empty:
+                return list(queued.values())
+            queued.setdefault(trigger.id, trigger)
 
     def due(self, now: float) -> list[RetrainTrigger]:
         """Queued manual requests and the scheduled ones due at ``now``."""
-        with self._lock:
-            out = []
-            for trigger in self._manual:
-                episodes = self._episodes.get((trigger.model, trigger.version))
-                at = now if trigger.requested_at is None else trigger.requested_at
-                self._model(trigger.model).count(utc_day(at))
-                if episodes is not None:
-                    episodes.requested()
-                out.append(trigger)
-            self._manual.clear()
-            for name, state in self._models.items():
-                schedule = state.schedule
-                slot = None if schedule is None else schedule.due(now)
-                if schedule is None or slot is None or not state.current:
-                    continue  # without a version seen, a due slot waits for one
-                schedule.take(slot)
-                state.seq += 1
-                episodes = self._episodes.get((name, state.current))
-                trigger = request(
-                    stable_id(name, state.current, "schedule", iso(slot)),
-                    "schedule",
-                    name,
-                    state.current,
-                    None if episodes is None else episodes.latest,
-                    self.config_hash,
-                    detail=f"cron {schedule.description}, slot {iso(slot)}",
-                    requested_at=slot,
-                )
-                decided = self._decide(state, episodes, trigger, utc_day(slot))
-                if decided is not None:
-                    out.append(decided)
-            return out
+        out = []
+        for trigger in self._queued():
+            episodes = self._episodes.get((trigger.model, trigger.version))
+            at = now if trigger.requested_at is None else trigger.requested_at
+            self._model(trigger.model).count(utc_day(at))
+            if episodes is not None:
+                episodes.requested()
+            out.append(trigger)
+        for name, state in self._models.items():
+            schedule = state.schedule
+            slot = None if schedule is None else schedule.due(now)
+            if schedule is None or slot is None or not state.current:
+                continue  # without a version seen, a due slot waits for one
+            schedule.take(slot)
+            state.seq += 1
+            episodes = self._episodes.get((name, state.current))
+            trigger = request(
+                stable_id(name, state.current, "schedule", iso(slot)),
+                "schedule",
+                name,
+                state.current,
+                None if episodes is None else episodes.latest,
+                self.config_hash,
+                detail=f"cron {schedule.description}, slot {iso(slot)}",
+                requested_at=slot,
+            )
+            decided = self._decide(state, episodes, trigger, utc_day(slot))
+            if decided is not None:
+                out.append(decided)
+        return out  # nothing `request_manual` reads changed: no `publish`
 
     def snapshot(self, key: tuple[str, str]) -> RetrainState:
         """A version's episode state and its model's state."""
-        with self._lock:
-            episodes = self._episodes_of(*key).snapshot()
-            return RetrainState(**dict(episodes), model=self._models[key[0]].snapshot())
+        episodes = self._episodes_of(*key).snapshot()
+        return RetrainState(**dict(episodes), model=self._models[key[0]].snapshot())
 
     def restore(self, key: tuple[str, str], state: RetrainState) -> None:
-        with self._lock:
-            self._episodes_of(*key).restore(state)
-            model = self._models[key[0]]
-            if state.model is not None:
-                model.restore(state.model)
-            if not model.current:
-                model.current = key[1]
+        self._episodes_of(*key).restore(state)
+        model = self._models[key[0]]
+        if state.model is not None:
+            model.restore(state.model)
+        if not model.current:
+            model.current = key[1]
+        self.publish()
 
     def drop(self, keys: Sequence[tuple[str, str]]) -> None:
         """Forget versions (their partition moved); a model without versions starts afresh."""
-        with self._lock:
-            for key in keys:
-                self._episodes.pop(key, None)
-            for name in {model for model, _ in keys}:
-                if any(model == name for model, _ in self._episodes):
-                    continue
-                state = self._models.get(name)
-                if state is not None and state.schedule is not None:
-                    state.reset()  # the schedule stays; it fires once a version is known
-                else:
-                    self._models.pop(name, None)
+        for key in keys:
+            self._episodes.pop(key, None)
+        for name in {model for model, _ in keys}:
+            if any(model == name for model, _ in self._episodes):
+                continue
+            state = self._models.get(name)
+            if state is not None and state.schedule is not None:
+                state.reset()  # the schedule stays; it fires once a version is known
+            else:
+                self._models.pop(name, None)
+        self.publish()
 
 
 __all__ = [

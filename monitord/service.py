@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Mapping
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from connectors.http import Receiver
 from connectors.kafka import (
@@ -18,7 +20,7 @@ from connectors.kafka import (
     partition_counts,
 )
 from connectors.outbox import Outbox
-from connectors.stream import TopicPartition
+from connectors.stream import RebalanceCallback, TopicPartition
 from monitord.admin import Health
 from monitord.audit import AuditLog
 from monitord.checkpoint import ChangelogStore, CheckpointStore, LocalStore
@@ -59,22 +61,14 @@ def build_kafka_daemon(
     health: Health | None = None,
     metrics: DaemonMetrics | None = None,
 ) -> Daemon:
-    """A daemon reading the input topics and writing every output topic of ``config``."""
-    kafka = config.kafka
+    """A daemon reading the input topics and writing every output topic of ``config``.
+
+    What is built before a later step fails is closed again (the consumer leaves its
+    group rather than hold its partitions until a timeout); the daemon owns the rest.
+    """
     receivers = build_receivers(config.receivers)  # secrets checked before joining the group
     security = kafka_security(config)
-    timeout = kafka.connect_timeout_s
-    outputs = (kafka.dead_letter_topic, kafka.alert_topic, kafka.trigger_topic)
-    ensure_topics(
-        kafka.bootstrap_servers, dict.fromkeys(outputs, 1), security=security, timeout_s=timeout
-    )
-    topics = list(kafka.input_topics)
-    if kafka.repartition:
-        topics.append(ensure_co_partitioned(config, kafka.internal_topic, security))
-    if config.labels.topics:
-        _check_label_partitions(config, security)
-        topics += config.labels.topics
-    c = kafka.consumer
+    topics = _topics(config, security)
     daemon: Daemon | None = None  # the rebalance callbacks fire inside poll(), once it exists
 
     def assigned(partitions: set[TopicPartition]) -> None:
@@ -85,7 +79,80 @@ def build_kafka_daemon(
         if daemon is not None:
             daemon.on_revoked(partitions)
 
-    source = KafkaSource(
+    with ExitStack() as built:
+        source = _closed_on_failure(
+            built, kafka_source(config, topics, security, assigned, revoked)
+        )
+        sink = _closed_on_failure(built, output_sink(config, security))
+        files = _file_publishers(config, built)
+        publishers, audit = topic_publishers(config, sink, built)
+        publishers += files
+        if config.receivers:
+            publishers.append(_closed_on_failure(built, alert_delivery(config, receivers)).start())
+        store = checkpoint_store(config, security)
+        if store is not None:
+            built.callback(store.close)
+        registry = registry_references(config)
+        if registry is not None:
+            built.callback(registry.close)
+        daemon = Daemon(
+            config,
+            source,
+            sink,
+            [*publishers, *(extra or [])],
+            references_loader(config, registry),
+            store,
+            health=health,
+            metrics=metrics,
+            registry=registry,
+            recorder=audit,
+        )
+        built.pop_all()  # the daemon closes them now
+    return daemon
+
+
+class _Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Closeable)
+
+
+def _closed_on_failure(built: ExitStack, part: C) -> C:
+    built.callback(part.close)
+    return part
+
+
+def _topics(config: Config, security: KafkaSecurity) -> list[str]:
+    """The topics the daemon reads (the input, the repartition topic and the label
+    topics), once the output topics exist."""
+    kafka = config.kafka
+    outputs = (kafka.dead_letter_topic, kafka.alert_topic, kafka.trigger_topic)
+    ensure_topics(
+        kafka.bootstrap_servers,
+        dict.fromkeys(outputs, 1),
+        security=security,
+        timeout_s=kafka.connect_timeout_s,
+    )
+    topics = list(kafka.input_topics)
+    if kafka.repartition:
+        topics.append(ensure_co_partitioned(config, kafka.internal_topic, security))
+    if config.labels.topics:
+        _check_label_partitions(config, security)
+        topics += config.labels.topics
+    return topics
+
+
+def kafka_source(
+    config: Config,
+    topics: list[str],
+    security: KafkaSecurity,
+    on_assigned: RebalanceCallback,
+    on_revoked: RebalanceCallback,
+) -> KafkaSource:
+    """The consumer of ``topics`` in the daemon's group."""
+    kafka, c = config.kafka, config.kafka.consumer
+    return KafkaSource(
         kafka.bootstrap_servers,
         kafka.group_id,
         topics,
@@ -99,60 +166,84 @@ def build_kafka_daemon(
             session_timeout_ms=c.session_timeout_ms,
             heartbeat_interval_ms=c.heartbeat_interval_ms,
             max_poll_interval_ms=c.max_poll_interval_ms,
-            connect_timeout_s=timeout,
+            connect_timeout_s=kafka.connect_timeout_s,
             security=security,
         ),
-        on_assigned=assigned,
-        on_revoked=revoked,
+        on_assigned=on_assigned,
+        on_revoked=on_revoked,
     )
-    try:
-        sink = KafkaSink(  # sends dead letters, alerts and retrain requests
-            kafka.bootstrap_servers,
-            settings=KafkaProducerSettings(
-                connect_timeout_s=timeout,
-                security=security,
-                max_request_size=producer_request_bytes(config.events),
-            ),
-        )
-    except BaseException:
-        source.close()  # leave the group rather than hold its partitions until a timeout
-        raise
+
+
+def output_sink(config: Config, security: KafkaSecurity) -> KafkaSink:
+    """The producer of dead letters, alerts and retrain requests."""
+    kafka = config.kafka
+    return KafkaSink(
+        kafka.bootstrap_servers,
+        settings=KafkaProducerSettings(
+            connect_timeout_s=kafka.connect_timeout_s,
+            security=security,
+            max_request_size=producer_request_bytes(config.events),
+        ),
+    )
+
+
+def topic_publishers(
+    config: Config, sink: KafkaSink, built: ExitStack
+) -> tuple[list[Publisher], AuditLog | None]:
+    """The audit log, if configured (first: recorded before anything is sent), and the
+    alert and trigger topics; also the audit log alone, the policy's recorder."""
+    kafka = config.kafka
     publishers: list[Publisher] = [KafkaPublisher(sink, kafka.alert_topic, kafka.trigger_topic)]
+    audit = None
+    if config.outputs.audit:
+        audit = _closed_on_failure(built, AuditLog(audit_path(config)))
+        publishers.insert(0, audit)
+    return publishers, audit
+
+
+def _file_publishers(config: Config, built: ExitStack) -> list[Publisher]:
+    """JSON lines on standard output and in ``outputs.jsonl_path``, as configured."""
+    publishers: list[Publisher] = []
     if config.outputs.stdout:
         publishers.append(JsonLinesPublisher(sys.stdout.buffer, owned=False))
-    if config.outputs.jsonl_path is not None:
-        path = config.outputs.jsonl_path
+    path = config.outputs.jsonl_path
+    if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            publishers.append(JsonLinesPublisher(path.open("ab")))
+            publishers.append(_closed_on_failure(built, JsonLinesPublisher(path.open("ab"))))
         except OSError as exc:
-            source.close()
-            sink.close()
             raise ConfigError(f"outputs.jsonl_path: cannot open {path} ({exc.strerror})") from None
-    if config.outputs.audit:
-        publishers.insert(0, AuditLog(audit_path(config)))  # recorded before anything is sent
-    if config.receivers:
-        publishers.append(alert_delivery(config, receivers).start())
-    publishers += extra or []
-    try:
-        store = checkpoint_store(config, security)
-    except BaseException:
-        source.close()
-        sink.close()
-        raise
-    registry = registry_references(config)
-    daemon = Daemon(
-        config,
-        source,
-        sink,
-        publishers,
-        references_loader(config, registry),
-        store,
-        health=health,
-        metrics=metrics,
-        registry=registry,
+    return publishers
+
+
+def trigger_publishers(
+    config: Config, connectors: Mapping[str, Receiver], built: ExitStack
+) -> tuple[list[Publisher], Outbox | None]:
+    """What a retrain request published without a daemon goes to (`monitord.manual`): the
+    audit log, the trigger topic and, through the outbox (returned; None when no receiver
+    takes triggers), the receivers. ``built`` closes them all."""
+    kafka = config.kafka
+    security = kafka_security(config)
+    ensure_topics(
+        kafka.bootstrap_servers,
+        {kafka.trigger_topic: 1},
+        security=security,
+        timeout_s=kafka.connect_timeout_s,
     )
-    return daemon
+    sink = KafkaSink(
+        kafka.bootstrap_servers,
+        settings=KafkaProducerSettings(
+            connect_timeout_s=kafka.connect_timeout_s, security=security
+        ),
+    )
+    built.callback(sink.close)
+    publishers, _ = topic_publishers(config, sink, built)
+    if not any("triggers" in r.events for r in config.receivers):
+        return publishers, None
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    outbox = Outbox(config.state_dir / "outbox.sqlite")
+    publishers.append(_closed_on_failure(built, Delivery(config.receivers, outbox, connectors)))
+    return publishers, outbox
 
 
 def observability(config: Config) -> tuple[Health, DaemonMetrics]:
@@ -275,5 +366,9 @@ __all__ = [
     "checkpoint_store",
     "ensure_co_partitioned",
     "kafka_security",
+    "kafka_source",
     "observability",
+    "output_sink",
+    "topic_publishers",
+    "trigger_publishers",
 ]

@@ -17,7 +17,7 @@ import numpy as np
 
 from monitord.alerts import PERFORMANCE_ALERTS, Alert
 from monitord.monitor import Evaluation
-from monitord.policy import ADWIN, Output, Policy
+from monitord.policy import ADWIN, Decisions, Output, Policy
 from monitord.results import WindowResult, window_results
 from monitord.retrain import RetrainTrigger
 
@@ -142,7 +142,7 @@ class TallyingPolicy(Policy):
 
     tally: ReplayTally | None = None
 
-    def decide(self, evaluations: list[Evaluation]) -> list[Output]:
+    def decide(self, evaluations: list[Evaluation]) -> Decisions:
         if self.tally is not None:
             self.tally.evaluated(evaluations)
         return super().decide(evaluations)

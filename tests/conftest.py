@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from connectors.broker import EmbeddedBroker
+from monitord.app import App
 from monitord.config import Config
 from monitord.daemon import Daemon
-from monitord.service import build_kafka_daemon
 from tests.servers import RecordingServer, running_alertmanager
 
 
@@ -69,13 +69,14 @@ def alertmanager(tmp_path: Path, webhook: RecordingServer) -> Iterator[str]:
 
 @pytest.fixture
 def daemons() -> Iterator[Callable[[Config], Daemon]]:
-    """Build Kafka daemons that are closed (leaving their group) when the test ends."""
-    built: list[Daemon] = []
+    """Build Kafka daemons (each through its own `App`, as `monitord run` does) that are
+    closed, leaving their group, when the test ends."""
+    apps: list[App] = []
 
     def build(config: Config) -> Daemon:
-        built.append(build_kafka_daemon(config))
-        return built[-1]
+        apps.append(App())
+        return apps[-1].build_daemon(config)
 
     yield build
-    for daemon in built:
-        daemon.close()
+    for app in apps:  # in the order built
+        app.close()

@@ -16,7 +16,7 @@ from monitord.daemon import Daemon
 from monitord.metrics import DaemonMetrics
 from monitord.monitor import Evaluation
 from monitord.outputs import JsonLinesPublisher, KafkaPublisher, Publisher
-from monitord.policy import Output
+from monitord.policy import Decisions, Output
 
 
 class RecordedRun:
@@ -58,11 +58,11 @@ class RecordedRun:
         )
         decide = daemon.policy.decide
 
-        def recording(evaluations: list[Evaluation]) -> list[Output]:
+        def recording(evaluations: list[Evaluation]) -> Decisions:
             self.evaluations += evaluations
-            outputs = decide(evaluations)
-            self.outputs += outputs
-            return outputs
+            decided = decide(evaluations)
+            self.outputs += decided.outputs
+            return decided
 
         daemon.policy.decide = recording  # type: ignore[method-assign]
 

@@ -17,6 +17,7 @@ from monitord.audit import AuditLog
 from monitord.cli import main
 from monitord.config import parse_config
 from monitord.daemon import Daemon
+from monitord.retrain import RetrainTrigger
 
 
 def _run(audit: AuditLog, rows: np.ndarray, first_offset: int = 0, model: str = "m") -> Daemon:
@@ -47,6 +48,34 @@ def test_every_decision_is_recorded_once_and_active_alerts_are_listed(tmp_path: 
     _run(audit, rows)  # the same stream again: same ids, nothing recorded twice
     assert len(audit.history(1000)) == len(history)
     audit.close()
+
+
+def test_the_daemon_records_the_requests_its_policy_holds_back(tmp_path: Path) -> None:
+    """The policy only returns what it held back; the daemon logs it and its recorder (the
+    audit log) keeps it as a *suppressed* row."""
+    rng = np.random.default_rng(8)
+    rows = rng.normal(size=(8_000, 2))
+    rows[4_000:, 0] += 1.0
+    values = [orjson.dumps({"model": "m", "features": {"x": x, "y": y}}) for x, y in rows.tolist()]
+    records = [Record("in", 0, i, b"m", v, 0) for i, v in enumerate(values)]
+    config = parse_config(
+        {
+            "detection": {"warmup_events": 2000, "window_size": 1000},
+            "policy": {"retrain_min_events": 1_000_000},
+        }
+    )
+    audit = AuditLog(tmp_path / "audit.sqlite")
+    daemon = Daemon(
+        config, MemorySource(records), MemorySink(), [audit], lambda m, v: None, recorder=audit
+    )
+    outputs = daemon.drain()
+    daemon.close()
+    audit = AuditLog(tmp_path / "audit.sqlite")
+    (held,) = audit.history(100, statuses=["suppressed"])
+    audit.close()
+    assert (held.kind, held.model) == ("retrain", "m")
+    assert "held back by min_events" in held.summary
+    assert not any(isinstance(o, RetrainTrigger) for o in outputs)
 
 
 def test_monitord_alerts_reads_the_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

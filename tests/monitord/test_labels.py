@@ -20,6 +20,7 @@ from monitord.policy import Policy
 from monitord.retrain import RetrainTrigger
 from monitord.volume import VolumeWatch
 from tests.monitord.recorded import RecordedRun
+from tests.monitord.test_retrain_policy import RecordingPolicy
 
 T0 = 1_700_000_000.0
 CHANGE = 6000
@@ -477,7 +478,7 @@ def test_latency_windows_restore_from_a_checkpoint(tmp_path: Path) -> None:
 
 def test_a_quiet_model_fires_until_its_next_event_and_a_flood_until_a_calm_minute() -> None:
     config = parse_config({"volume": {"quiet_after_s": 600, "max_events_per_s": 1}})
-    watch, policy = VolumeWatch(config.volume), Policy.from_config(config)
+    watch, policy = VolumeWatch(config.volume), RecordingPolicy(Policy.from_config(config))
     record = Record("in", 0, 7, b"m", b"{}", 0)
 
     def transitions(now: float) -> list[tuple[str, str]]:

@@ -22,15 +22,14 @@ from monitord.audit import AuditLog
 from monitord.cli import main
 from monitord.cloudevent import RETRAIN_TYPE
 from monitord.metrics import DaemonMetrics
-from monitord.policy import Policy
-from tests.monitord.test_retrain_policy import T0, make_policy, window
+from tests.monitord.test_retrain_policy import T0, RecordingPolicy, make_policy, window
 from tests.servers import RecordingServer, closed_port_url
 
 HOOK_KEY = "hook-signing-key-0123456789"
 
 
 @pytest.fixture
-def policy() -> Policy:
+def policy() -> RecordingPolicy:
     """A policy that has seen one window of model m, version 1, and is given a profile
     for version 0 (known, never seen)."""
     policy = make_policy(models=[{"name": "m", "profiles": {"0": "profiles/m@0.npz"}}])
@@ -39,7 +38,7 @@ def policy() -> Policy:
 
 
 def _admin(
-    policy: Policy | None,
+    policy: RecordingPolicy | None,
     clients: tuple[str, ...] = LOOPBACK,
     limit: TokenBucket | None = None,
 ) -> AdminServer:
@@ -56,7 +55,7 @@ def _admin(
 
 
 @pytest.fixture
-def admin(policy: Policy) -> Iterator[AdminServer]:
+def admin(policy: RecordingPolicy) -> Iterator[AdminServer]:
     with _admin(policy) as server:
         yield server
 
@@ -80,7 +79,7 @@ def post(
 
 
 def test_post_retrain_queues_a_manual_request_for_the_current_version(
-    admin: AdminServer, policy: Policy
+    admin: AdminServer, policy: RecordingPolicy
 ) -> None:
     status, _, body = post(admin, {"model": "m", "reason": "new labels arrived"})
 
@@ -98,7 +97,9 @@ def test_post_retrain_queues_a_manual_request_for_the_current_version(
     assert [(r.id, r.version) for r in policy.due(T0 + 3602)] == [(json.loads(body)["id"], "0")]
 
 
-def test_post_retrain_refuses_bad_requests_with_advice(admin: AdminServer, policy: Policy) -> None:
+def test_post_retrain_refuses_bad_requests_with_advice(
+    admin: AdminServer, policy: RecordingPolicy
+) -> None:
     refusals = [
         ({"model": "m"}, "reason: say why the model should be retrained"),
         ({"model": "m", "reason": "r", "force": True}, "unknown field 'force'"),
@@ -119,7 +120,7 @@ def test_post_retrain_refuses_bad_requests_with_advice(admin: AdminServer, polic
 
 
 def test_post_retrain_is_refused_for_models_and_versions_the_daemon_does_not_know(
-    admin: AdminServer, policy: Policy
+    admin: AdminServer, policy: RecordingPolicy
 ) -> None:
     refusals = [
         ({"model": "x", "reason": "r"}, "model 'x' is unknown to this daemon (known: m)"),
@@ -135,7 +136,7 @@ def test_post_retrain_is_refused_for_models_and_versions_the_daemon_does_not_kno
     assert policy.due(T0) == []  # nothing was queued
 
 
-def test_post_retrain_is_rate_limited_with_retry_after(policy: Policy) -> None:
+def test_post_retrain_is_rate_limited_with_retry_after(policy: RecordingPolicy) -> None:
     clock = [1000.0]
     limit = TokenBucket(per_minute=3, burst=2, clock=lambda: clock[0])
     body = {"model": "m", "reason": "new labels"}
@@ -156,7 +157,9 @@ def test_post_retrain_is_rate_limited_with_retry_after(policy: Policy) -> None:
     assert late[0] == 202
 
 
-def test_post_retrain_only_from_allowed_clients_and_only_when_wired(policy: Policy) -> None:
+def test_post_retrain_only_from_allowed_clients_and_only_when_wired(
+    policy: RecordingPolicy,
+) -> None:
     with _admin(policy, clients=("10.0.0.0/8",)) as server:
         status, _, body = post(server, {"model": "m", "reason": "r"})
     assert status == 403
@@ -169,7 +172,7 @@ def test_post_retrain_only_from_allowed_clients_and_only_when_wired(policy: Poli
 
 
 def test_cli_retrain_asks_the_running_daemon(
-    admin: AdminServer, policy: Policy, capsys: pytest.CaptureFixture[str]
+    admin: AdminServer, policy: RecordingPolicy, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["retrain", "m", "--reason", "drift seen in BI", "--url", admin.url]) == 0
     out, err = capsys.readouterr()

@@ -22,12 +22,12 @@ from connectors.memory import MemorySink, MemorySource
 from connectors.stream import Record, TopicPartition
 from detectors.detection import Detection
 from monitord.alerts import stable_id
-from monitord.audit import AuditLog
+from monitord.audit import AuditLog, record_held
 from monitord.checkpoint import Checkpoint, VersionState, decode, encode
 from monitord.config import ConfigError, parse_config
 from monitord.daemon import Daemon
 from monitord.monitor import Evaluation, OffsetRange
-from monitord.policy import Policy, PolicyState
+from monitord.policy import Decisions, Output, Policy, PolicyState
 from monitord.retrain import RetrainTrigger, Suppressed
 
 COLUMNS = ("a", "b", "c", "@prediction")
@@ -81,27 +81,55 @@ class Recorder:
         self.decisions += decisions
 
 
+class RecordingPolicy:
+    """The real `Policy` driven as the daemon drives it: `decide` and `due` give their
+    outputs back and the requests held back to ``recorder`` (`monitord.audit.record_held`)."""
+
+    def __init__(self, policy: Policy, recorder: Recorder | None = None) -> None:
+        self.policy, self.recorder = policy, recorder
+        self.retraining = policy.retraining
+
+    def decide(self, evaluations: list[Evaluation]) -> list[Output]:
+        return self._delivered(self.policy.decide(evaluations))
+
+    def due(self, now: float) -> list[RetrainTrigger]:
+        return [o for o in self._delivered(self.policy.due(now)) if isinstance(o, RetrainTrigger)]
+
+    def request_retrain(self, model: str, version: str | None, reason: str) -> str:
+        return self.policy.request_retrain(model, version, reason)
+
+    def snapshot(self, key: tuple[str, str]) -> PolicyState | None:
+        return self.policy.snapshot(key)
+
+    def restore(self, key: tuple[str, str], snapshot: PolicyState) -> None:
+        self.policy.restore(key, snapshot)
+
+    def _delivered(self, decisions: Decisions) -> list[Output]:
+        record_held(decisions.held, self.recorder)
+        return decisions.outputs
+
+
 def make_policy(
     recorder: Recorder | None = None,
     models: Sequence[Mapping[str, object]] = (),
     **policy: object,
-) -> Policy:
+) -> RecordingPolicy:
     config = parse_config({"policy": policy, "models": list(models)})
-    return Policy.from_config(config, recorder)
+    return RecordingPolicy(Policy.from_config(config), recorder)
 
 
-def run(policy: Policy, windows: Sequence[list[Evaluation]]) -> list[RetrainTrigger]:
+def run(policy: RecordingPolicy, windows: Sequence[list[Evaluation]]) -> list[RetrainTrigger]:
     return [o for w in windows for o in policy.decide(w) if isinstance(o, RetrainTrigger)]
 
 
-def _stored(policy: Policy, key: tuple[str, str]) -> dict[str, Any]:
+def _stored(policy: RecordingPolicy, key: tuple[str, str]) -> dict[str, Any]:
     """A version's policy state as a checkpoint stores it."""
     snapshot = policy.snapshot(key)
     assert snapshot is not None
     return snapshot.dump()
 
 
-def _reloaded(policy: Policy, key: tuple[str, str]) -> PolicyState:
+def _reloaded(policy: RecordingPolicy, key: tuple[str, str]) -> PolicyState:
     """A version's policy state through a checkpoint's JSON, as a restart reads it."""
     return PolicyState.load(json.loads(json.dumps(_stored(policy, key))), "test")
 
@@ -347,7 +375,7 @@ def test_manual_requests_queue_count_toward_the_cap_and_are_never_held_back() ->
         policy.retraining.request_manual("m", " ", now)
 
 
-def _policy_states(policy: Policy, keys: list[tuple[str, str]]) -> list[object]:
+def _policy_states(policy: RecordingPolicy, keys: list[tuple[str, str]]) -> list[object]:
     return [json.loads(json.dumps(_stored(policy, key))) for key in keys]
 
 
@@ -517,3 +545,71 @@ def test_through_the_daemon_a_new_version_stops_requests_for_the_old_one() -> No
     assert requests(old + events("1", again)) == [("1", 999), ("1", 2999)]
     # ... unless version 2 appeared in between: its first window closes version 1's episodes.
     assert requests(old + new_version + events("1", again)) == [("1", 999)]
+
+
+def performance_window(index: int, degraded: bool, *, version: str = "1") -> list[Evaluation]:
+    """Performance window ``index`` of model m: a miss rate of 0.3 against a limit of 0.2
+    when ``degraded``, else 0.1; rows and offsets as `window`'s."""
+    first_row, row = index * SIZE, index * SIZE + SIZE - 1
+    result = Detection(
+        "performance",
+        first_row,
+        row,
+        np.array([0.3 if degraded else 0.1]),
+        np.array([0.2]),
+        np.array([degraded]),
+        None,
+        np.array([SIZE]),
+    )
+    record = Record("in", 0, 1000 + row, b"m", b"{}", 0)
+    start = T0 + index * WINDOW_S
+    offsets = (OffsetRange("in", 0, 1000 + first_row, 1000 + row),)
+    evidence = (("reference_miss_rate", 0.1), ("label_delay_p50_s", 30.0))
+    return [
+        Evaluation(
+            "m",
+            version,
+            "ref-1",
+            ("miss_rate",),
+            result,
+            offsets,
+            record,
+            start,
+            start + 599,
+            evidence=evidence,
+        )
+    ]
+
+
+@pytest.mark.parametrize("asks", [True, False])
+def test_degraded_performance_asks_once_per_degradation_and_its_count_survives_a_checkpoint(
+    asks: bool,
+) -> None:
+    config = parse_config(
+        {
+            "policy": {"retrain_consecutive_windows": 2, "retrain_cooldown_windows": 0},
+            "performance": {"retrain_on_degradation": asks},
+        }
+    )
+    policy = RecordingPolicy(Policy.from_config(config))
+    flags = [True, True, True, False, True, True]
+    sent = run(policy, [performance_window(i, d) for i, d in enumerate(flags[:3])])
+    stored = _reloaded(policy, ("m", "1"))
+    assert (stored.degraded_windows, stored.degradation_requested) == (3, asks)
+
+    restored = RecordingPolicy(Policy.from_config(config))
+    restored.restore(("m", "1"), stored)
+    tail = [performance_window(i, d) for i, d in enumerate(flags) if i >= 3]
+    again = run(policy, tail)  # a new degradation after a window that was not degraded
+    assert run(restored, tail) == again
+    if not asks:
+        assert sent == again == []
+        return
+    assert [t.row for t in again] == [599]
+    (request,) = sent
+    assert (request.reason, request.row, request.windows) == ("performance", 199, 2)
+    assert request.detail == (
+        "miss_rate 0.3 above 0.2 (reference 0.1) for 2 windows of labelled rows in a row; "
+        "median label delay 30 s"
+    )
+    assert request.id == stable_id("m", "1", "performance", "ref-1", 100, 199)
