@@ -13,7 +13,6 @@ and replays.
 
 from __future__ import annotations
 
-import functools
 import gc
 import logging
 import os
@@ -27,26 +26,26 @@ from threadpoolctl import threadpool_limits
 from connectors.sqlite import StorageUnavailable
 from connectors.stream import ConnectorError, Record, Sink, Source, TopicPartition
 from monitord.batch_output import BACKOFF_S, BatchOutput, back_off
+from monitord.batch_reader import PROBE_INTERVAL_S, BatchReader
 from monitord.checkpoint import CheckpointStore
 from monitord.checkpointer import STORING_CHECKPOINTS, Checkpointer
 from monitord.config import Config
+from monitord.event_flow import EventFlow
 from monitord.events import BadRecord, Decoder, decode
 from monitord.label_flow import LabelFlow
-from monitord.labels import Joined, LabelJoin
+from monitord.labels import LabelJoin
 from monitord.metrics import DaemonMetrics
-from monitord.monitor import Evaluation, LateReferences, Monitor, ProfileLoader
+from monitord.monitor import LateReferences, Monitor, ProfileLoader
 from monitord.outputs import Publisher
 from monitord.partitions import Partitions, next_offsets
 from monitord.performance import Performance
 from monitord.policy import Output, Policy
 from monitord.readiness import HealthReport, Unobserved
-from monitord.repartition import Forward, forwards
 from monitord.retrain import DecisionRecorder
 from monitord.state_dir import StateDirFaults
 from monitord.stats import Stats
-from monitord.status import daemon_status, missing_topics
+from monitord.status import daemon_status
 from monitord.version_states import VersionStates
-from monitord.volume import VolumeWatch
 
 log = logging.getLogger(__name__)
 
@@ -87,15 +86,11 @@ def limit_blas_threads() -> None:
     threadpool_limits(1, user_api="blas")
 
 
-PROBE_INTERVAL_S = 5.0
-"""How often an idle loop checks that the broker still answers (readiness)."""
-
-
 class Daemon:
     """The loop over a source: `step` handles one batch, `run` and `drain` repeat it.
 
     Its collaborators own the state: `Partitions` the offsets, `VersionStates` each model
-    version's state, `LabelFlow` the label side, `Checkpointer` the checkpoints, and
+    version's state, `LabelFlow` what waits for labels, `Checkpointer` the checkpoints,
     `BatchOutput` the publishers and the dead-letter sink.
     """
 
@@ -120,42 +115,39 @@ class Daemon:
         self.decode: Decoder = decode  # replay swaps in its by-column decoder
         self.registry = registry
         self.joins = LabelJoin(config.labels, config.events, config.limits.max_name_chars)
-        self.volume = VolumeWatch(config.volume)
         self.performance = Performance(config, load_profile)
         recorders = [p for p in publishers if isinstance(p, DecisionRecorder)]
         policy = Policy.from_config(config, recorder=recorders[0] if recorders else None)
-        self.versions = VersionStates(self.monitor, policy, self.performance)
+        self.versions = versions = VersionStates(self.monitor, policy, self.performance)
         self.stats = Stats()
         self.stopping = threading.Event()
         self.health: HealthReport = health or Unobserved()
         self.metrics = metrics
-        self.partitions = Partitions()
-        self.labels = LabelFlow(self.joins, source, self.partitions, self.monitor, self.performance)
-        self._state_dir = StateDirFaults(self.health)
+        self.partitions = parts = Partitions()
+        self._state_dir = faults = StateDirFaults(self.health)
         self.output = BatchOutput(
-            config, publishers, dead_letters, self.health, self._state_dir, self.stopping
+            config, publishers, dead_letters, self.health, faults, self.stopping
         )
         self.checkpoints = Checkpointer(
             store,
             config.checkpoint,
-            self.partitions,
+            parts,
             self.versions,
             self.joins,
             source,
             health=self.health,
-            state_dir=self._state_dir,
+            state_dir=faults,
             stats=self.stats,
             metrics=metrics,
             clock=clock,
         )
-        self._clock = clock
-        self._last_probe = clock() - PROBE_INTERVAL_S  # probe at the first quiet poll
-        self._internal = config.kafka.internal_topic if config.kafka.repartition else None
+        limit = config.kafka.consumer.max_poll_records
+        self.reader = BatchReader(
+            source, limit, parts, self.checkpoints, self.health, metrics, clock
+        )
+        self.label_flow = LabelFlow(self.joins, source, parts, self.monitor, self.performance)
+        self.event_flow = EventFlow(config, versions, self.label_flow, parts, self.stats, metrics)
         self._closed = False
-        # Asked at each /readyz from the admin thread: a dead broker shows within a second
-        # even while the loop waits on it (a commit or a flush can block for 30 s).
-        self.health.watch("broker", source.unreachable)
-        self.health.watch("assigned", functools.partial(missing_topics, source))
 
     @property
     def policy(self) -> Policy:
@@ -169,68 +161,33 @@ class Daemon:
     def store(self) -> CheckpointStore | None:
         return self.checkpoints.store
 
-    @store.setter
-    def store(self, store: CheckpointStore | None) -> None:
-        self.checkpoints.store = store
-
     def step(self, timeout_s: float = 0.5) -> tuple[int, list[Output]]:
         """Process one polled batch; returns how many records it held and its outputs."""
-        self._reset_positions()
-        records = self.source.poll(timeout_s, self.config.kafka.consumer.max_poll_records)
-        if not records and not self.labels.due():
+        moved = self.reader.reset_positions()
+        if moved:
+            self.checkpoint(moved)
+        records = self.reader.poll(timeout_s)
+        if not records and not self.label_flow.due():
             return 0, self._idle()
-        self._last_probe = self._clock()
         started = time.perf_counter()
-        records, rewound = self._top_up(records)
-        if rewound:
-            return len(records), []  # polled, to be read again: not idle
-        if self.partitions.unrestored:
-            polled = len(records)
-            records = self.checkpoints.hold_unrestored(records)
-            if not records:
-                return polled, []  # read again once restored: not idle
-        return self._process(records, started)
+        batch, polled = self.reader.batch(records)
+        if batch is None:
+            return polled, []  # to be read again: not idle
+        return self._process(batch, started)
 
     def _idle(self) -> list[Output]:
         """A poll without records: what is due regardless, and a probe of the broker."""
         self.output.delivered([], [])  # a burst's summary of dead letters, if due
         # Scheduled and manual retrain requests; models gone quiet.
-        due: list[Output] = [*self.policy.due(time.time()), *self._volume()]
+        due: list[Output] = [*self.policy.due(time.time()), *self.event_flow.volume_alerts()]
         if due and self.output.deliver(due, []):
             self._count(0, [], due)
             if self.metrics is not None:
                 self.metrics.outputs(due)
         if self.checkpoints.due():
             self.checkpoint()
-        if self._clock() - self._last_probe >= PROBE_INTERVAL_S:
-            self._last_probe = self._clock()
-            self.source.probe(PROBE_INTERVAL_S)  # raises while the broker is away
-            self.health.set_condition("broker", True)
+        self.reader.probe()
         return due
-
-    def _top_up(self, records: list[Record]) -> tuple[list[Record], bool]:
-        """Top the batch up with what is already fetched (no waiting), so the per-batch
-        flush and commit are paid once per large batch rather than once per fetch. True
-        with it: a rebalance ran meanwhile, and the batch is dropped, to be read again
-        (folding it now could fold some records twice)."""
-        limit = self.config.kafka.consumer.max_poll_records
-        generation = self.partitions.batch_started()
-        while len(records) < limit:
-            try:
-                more = self.source.poll(0.0, limit - len(records))
-            except ConnectorError as exc:
-                # What was polled is this consumer's now: process it, report the rest.
-                log.warning("topping up a batch failed: %s", exc)
-                break
-            if self.partitions.generation != generation:
-                held = [*records, *more]
-                for tp, offset in self.partitions.rewind(held, self.source.assignment()).items():
-                    self.source.seek(tp, offset)
-                return held, True
-            if not more:
-                break
-            records += more
-        return records, False
 
     def _process(self, records: list[Record], started: float) -> tuple[int, list[Output]]:
         """Fold a batch, decide, deliver, then mark it processed (and checkpoint or commit)."""
@@ -238,20 +195,22 @@ class Daemon:
         records, label_records = self.joins.split(records)
         if self.joins.topics:
             self.joins.read(records)
-        to_monitor, forwarded, bad = records, list[Forward](), list[BadRecord]()
-        if self._internal is not None:
-            to_monitor, forwarded, bad = self._repartition(records)
-        evaluations, pairs = self._monitor(to_monitor, bad)
-        labelled = self.labels.fold(records, label_records, pairs)
+        to_monitor, forwarded, bad = self.event_flow.repartition(records)
+        decoded = self.decode(to_monitor, self.config.events, self.monitor.columns_for)
+        bad += decoded.bad
+        evaluations, pairs = self.event_flow.monitor(decoded, bad)
+        labelled = self.label_flow.fold(records, label_records, pairs)
         bad += labelled.bad
         evaluations += labelled.evaluations
-        outputs = self.policy.decide(evaluations) + list(requested) + self._volume()
+        outputs = (
+            self.policy.decide(evaluations) + list(requested) + self.event_flow.volume_alerts()
+        )
         polled = len(records) + len(label_records)
         if not self.output.deliver(outputs, bad, forwarded):
             return polled, outputs  # stopping: the batch is processed again on restart
         self._count(polled, bad, outputs)
         processed = next_offsets(records) if records else {}
-        processed.update(self.labels.offsets(label_records, labelled.turned_away))
+        processed.update(self.label_flow.offsets(label_records, labelled.turned_away))
         self.partitions.processed(processed)
         if self.store is None:
             self.source.commit(processed)
@@ -260,105 +219,13 @@ class Daemon:
             if self.checkpoints.due():
                 self.checkpoint()
         if self.metrics is not None:
-            self._report(self.metrics, polled, started, evaluations, outputs, bad, labelled.pairs)
+            self.metrics.evaluations(evaluations)
+            self.metrics.outputs(outputs)
+            self.metrics.bad_records(Counter(b.reason for b in bad))
+            self.label_flow.report(self.metrics, labelled.pairs)
+            self.metrics.lag(self.partitions.lag(self.source.end_offsets()))
+            self.metrics.batch(polled, time.perf_counter() - started)
         return polled, outputs
-
-    def _monitor(
-        self, records: list[Record], bad: list[BadRecord]
-    ) -> tuple[list[Evaluation], list[Joined]]:
-        """Decode and monitor the batch's events (bad ones added to ``bad``); their
-        evaluations and the pairs their inline labels make."""
-        decoded = self.decode(records, self.config.events, self.monitor.columns_for)
-        bad += decoded.bad
-        evaluations: list[Evaluation] = []
-        pairs: list[Joined] = []
-        metrics = self.metrics
-        for group in decoded.groups.values():
-            update = self.monitor.update(group)
-            evaluations += update.evaluations
-            bad += update.bad
-            if update.retired:
-                self._retire(update.retired)
-            if update.refused:  # no series nor counts for what a limit keeps out
-                continue
-            joined, latency = self.labels.predictions(group, update)
-            pairs += joined
-            evaluations += latency
-            good = len(group) - len(update.bad)
-            self.stats.per_model[group.model] += good
-            self.volume.seen(group.model, group.version, good, group.records[-1], time.time())
-            if metrics is not None:
-                metrics.model_events(
-                    group.model,
-                    group.version,
-                    good,
-                    update.newest_time,
-                    update.late,
-                    update.untimed,
-                )
-                metrics.columns_not_monitored(group.model, group.version, update.not_monitored)
-        return evaluations, pairs
-
-    def _report(
-        self,
-        metrics: DaemonMetrics,
-        polled: int,
-        started: float,
-        evaluations: list[Evaluation],
-        outputs: list[Output],
-        bad: list[BadRecord],
-        pairs: list[Joined],
-    ) -> None:
-        """A processed batch to the metrics."""
-        metrics.evaluations(evaluations)
-        metrics.outputs(outputs)
-        metrics.bad_records(Counter(b.reason for b in bad))
-        self.labels.report(metrics, pairs)
-        metrics.lag(self.partitions.lag(self.source.end_offsets()))
-        metrics.batch(polled, time.perf_counter() - started)
-
-    def _volume(self) -> list[Output]:
-        """Volume alerts due now (`monitord.volume`)."""
-        if not self.volume.enabled:
-            return []
-        return self.policy.decide(self.volume.check(time.time()))
-
-    def _reset_positions(self) -> None:
-        """Report partitions the source moved because their offset lay outside the log.
-
-        Runs before each poll, so no record read from the new offset is folded before the
-        move is known. The partition's detector state is kept: with the broker's log lost,
-        the state is all that remains of the history before it. The new offset is
-        checkpointed at once, so a restart does not meet the same offset again."""
-        moves = self.source.reset_positions()
-        for move in moves:
-            self.partitions.reset(move)
-            if self.metrics is not None:
-                tp = move.partition
-                self.metrics.offset_reset(tp.topic, tp.partition, move.reason)
-        if moves:
-            self.checkpoint({move.partition for move in moves})
-
-    def _repartition(
-        self, records: list[Record]
-    ) -> tuple[list[Record], list[Forward], list[BadRecord]]:
-        """Split a batch: input events to forward by model, internal ones to monitor."""
-        internal = [r for r in records if r.topic == self._internal]
-        inputs = [r for r in records if r.topic != self._internal] if internal != records else []
-        forwarded, bad = [], []
-        if inputs:
-            decoded = decode(inputs, self.config.events)
-            forwarded, bad = forwards(inputs, decoded), list(decoded.bad)
-        return self.partitions.sources.fresh(internal), forwarded, bad
-
-    def _retire(self, retired: dict[tuple[str, str], TopicPartition]) -> None:
-        """Forget retired versions' policy state; their partitions' next checkpoint, due
-        now, no longer holds them."""
-        self.versions.forget(list(retired))
-        if self.metrics is not None:
-            self.metrics.retired(retired)
-        for partition in retired.values():
-            self.partitions.retired(partition)
 
     def _count(self, n_records: int, bad: list[BadRecord], outputs: list[Output]) -> None:
         """Count a delivered batch, and log its outputs and dead letters."""
@@ -423,9 +290,7 @@ class Daemon:
             self.health.heartbeat()
 
     def status(self) -> dict[str, object]:
-        """Per model version: reference, warm-up, rows seen and alerts firing (for /status).
-
-        Called from the admin thread: reads snapshots of the loop's dictionaries."""
+        """What /status shows (`monitord.status`); called from the admin thread."""
         return daemon_status(
             self.stats, self.source, self.monitor, self.policy, self.performance, self.joins
         )
@@ -458,18 +323,20 @@ class Daemon:
         if self.registry is not None:
             self.registry.close()
         if first:
-            stats = self.stats
-            log.info(
-                "stopped: %d records, %d alerts fired, %d resolved, %d retrain requests, "
-                "%d dead letters%s",
-                stats.events,
-                stats.alerts_firing,
-                stats.alerts_resolved,
-                stats.triggers,
-                sum(stats.bad_records.values()),
-                "" if self.clean else "; the last batch's outputs were not delivered",
-                extra={"records": stats.events, "clean": self.clean},
-            )
+            _log_stopped(self.stats, self.clean)
+
+
+def _log_stopped(stats: Stats, clean: bool) -> None:
+    log.info(
+        "stopped: %d records, %d alerts fired, %d resolved, %d retrain requests, %d dead letters%s",
+        stats.events,
+        stats.alerts_firing,
+        stats.alerts_resolved,
+        stats.triggers,
+        sum(stats.bad_records.values()),
+        "" if clean else "; the last batch's outputs were not delivered",
+        extra={"records": stats.events, "clean": clean},
+    )
 
 
 def _names(partitions: set[TopicPartition]) -> list[str]:

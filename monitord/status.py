@@ -82,13 +82,4 @@ def _reference_kind(from_file: bool, provenance: Provenance | None) -> str:
     return "file" if from_file else "warm-up capture"
 
 
-def missing_topics(source: Source) -> str | None:
-    """Why the daemon is not assigned (readiness): input topics that do not exist."""
-    missing = source.missing_topics()
-    if not missing:
-        return None
-    names = ", ".join(repr(topic) for topic in missing)
-    return f"input topics {names} do not exist: create them or correct kafka.input_topics"
-
-
-__all__ = ["daemon_status", "missing_topics", "performance_status"]
+__all__ = ["daemon_status", "performance_status"]
