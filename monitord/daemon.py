@@ -89,9 +89,10 @@ def limit_blas_threads() -> None:
 class Daemon:
     """The loop over a source: `step` handles one batch, `run` and `drain` repeat it.
 
-    Its collaborators own the state: `Partitions` the offsets, `VersionStates` each model
-    version's state, `LabelFlow` what waits for labels, `Checkpointer` the checkpoints,
-    `BatchOutput` the publishers and the dead-letter sink.
+    Its collaborators do the work and own the state: `BatchReader` reads a batch,
+    `EventFlow` and `LabelFlow` fold it, `BatchOutput` publishes and flushes it, and
+    `Checkpointer` stores it; `Partitions` holds the offsets, `VersionStates` each model
+    version's state.
     """
 
     def __init__(
