@@ -18,7 +18,6 @@ from connectors.kafka import (
     partition_counts,
 )
 from connectors.outbox import Outbox
-from connectors.stream import TopicPartition
 from monitord.admin import Health
 from monitord.audit import AuditLog
 from monitord.checkpoint import ChangelogStore, CheckpointStore, LocalStore
@@ -75,16 +74,6 @@ def build_kafka_daemon(
         _check_label_partitions(config, security)
         topics += config.labels.topics
     c = kafka.consumer
-    daemon: Daemon | None = None  # the rebalance callbacks fire inside poll(), once it exists
-
-    def assigned(partitions: set[TopicPartition]) -> None:
-        if daemon is not None:
-            daemon.on_assigned(partitions)
-
-    def revoked(partitions: set[TopicPartition]) -> None:
-        if daemon is not None:
-            daemon.on_revoked(partitions)
-
     source = KafkaSource(
         kafka.bootstrap_servers,
         kafka.group_id,
@@ -102,8 +91,6 @@ def build_kafka_daemon(
             connect_timeout_s=timeout,
             security=security,
         ),
-        on_assigned=assigned,
-        on_revoked=revoked,
     )
     try:
         sink = KafkaSink(  # sends dead letters, alerts and retrain requests
@@ -152,6 +139,7 @@ def build_kafka_daemon(
         metrics=metrics,
         registry=registry,
     )
+    source.listen(daemon)  # the first poll assigns partitions: the daemon restores them
     return daemon
 
 
