@@ -12,7 +12,13 @@ import operator
 from collections.abc import Iterable, Iterator, Mapping
 from itertools import islice
 
-from connectors.stream import OffsetReset, Record, TopicPartition, poll_in_turn
+from connectors.stream import (
+    OffsetReset,
+    RebalanceListener,
+    Record,
+    TopicPartition,
+    poll_in_turn,
+)
 
 _OFFSET = operator.attrgetter("offset")
 
@@ -63,12 +69,19 @@ class FeedSource:
         self._paused: set[TopicPartition] = set()
         self._turn = 0
         self._closed = False
+        self._listener: RebalanceListener | None = None
+
+    def listen(self, listener: RebalanceListener) -> None:
+        self._listener = listener
 
     def poll(self, timeout_s: float, max_records: int) -> list[Record]:
         self._check_open()
         if max_records < 1:
             raise ValueError(f"max_records: must be positive, got {max_records}")
-        self._assigned = frozenset(self._feeds)  # assigned at the first poll, as Kafka does
+        if not self._assigned:  # assigned at the first poll, as Kafka does
+            self._assigned = frozenset(self._feeds)
+            if self._listener is not None and self._assigned:
+                self._listener.on_assigned(set(self._assigned))
         self._turn += 1
         # As MemorySource polls: the same polls, the same batches.
         return poll_in_turn(self._feeds, self._turn - 1, self._paused, max_records, self._read)
@@ -140,9 +153,16 @@ class FeedSource:
         return {tp: feed.position for tp, feed in self._feeds.items()}
 
     def close(self) -> None:
-        """Idempotent; the iterators are left to their owner."""
-        self._closed = True
-        self._assigned = frozenset()
+        """Give up every partition (telling the listener); idempotent. The iterators are
+        left to their owner."""
+        if self._closed:
+            return
+        try:
+            if self._assigned and self._listener is not None:
+                self._listener.on_revoked(set(self._assigned))
+        finally:
+            self._closed = True
+            self._assigned = frozenset()
 
     def _check_open(self) -> None:
         if self._closed:

@@ -41,7 +41,7 @@ from connectors.stream import (
     DeliveryFailed,
     Headers,
     OffsetReset,
-    RebalanceCallback,
+    RebalanceListener,
     Record,
     TopicPartition,
 )
@@ -433,22 +433,22 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped bas
         self._source = source
 
     def on_partitions_assigned(self, assigned: Any) -> None:
-        self._source._rebalanced(self._source._on_assigned, assigned, lost=False)
+        self._source._rebalanced(assigned, assigned=True, lost=False)
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        self._source._rebalanced(self._source._on_revoked, revoked, lost=False)
+        self._source._rebalanced(revoked, assigned=False, lost=False)
 
     def on_partitions_lost(self, lost: Any) -> None:
-        self._source._rebalanced(self._source._on_revoked, lost, lost=True)
+        self._source._rebalanced(lost, assigned=False, lost=True)
 
 
 class KafkaSource:
     """Reads `topics` as a member of consumer group `group_id`; nothing is auto-committed.
 
-    Rebalance callbacks run on kafka-python's IO thread while `poll()` or `close()` waits
-    for it. A `commit()` made from inside a callback is sent asynchronously, because a
+    The rebalance listener (`listen`) runs on kafka-python's IO thread while `poll()` or
+    `close()` waits for it. A `commit()` made from inside it is sent asynchronously, because a
     blocking commit there would deadlock (kafka-python 3.x raises instead). An exception
-    raised by a callback is re-raised by the `poll()` that triggered it; close the source
+    raised by the listener is re-raised by the `poll()` that triggered it; close the source
     then, since that poll's records are dropped.
     """
 
@@ -459,15 +459,12 @@ class KafkaSource:
         topics: Sequence[str],
         *,
         settings: KafkaConsumerSettings | None = None,
-        on_assigned: RebalanceCallback | None = None,
-        on_revoked: RebalanceCallback | None = None,
     ) -> None:
         _require(bool(group_id), "group_id", "must be a non-empty string")
         _require(bool(topics) and all(topics), "topics", "give at least one topic name")
         s = settings or KafkaConsumerSettings()
         self._settings = s
-        self._on_assigned = on_assigned
-        self._on_revoked = on_revoked
+        self._listener: RebalanceListener | None = None
         self._describe = f"group {group_id!r} on {', '.join(topics)} at {bootstrap}"
         self._callback_thread: int | None = None
         self._callback_lost = False
@@ -508,6 +505,9 @@ class KafkaSource:
         except BaseException:
             self._consumer.close(autocommit=False, timeout_ms=0)
             raise
+
+    def listen(self, listener: RebalanceListener) -> None:
+        self._listener = listener
 
     def poll(self, timeout_s: float, max_records: int) -> list[Record]:
         self._check_open()
@@ -766,15 +766,19 @@ class KafkaSource:
 
         self._consumer.commit_async(offsets, callback=done)
 
-    def _rebalanced(self, callback: RebalanceCallback | None, partitions: Any, lost: bool) -> None:
+    def _rebalanced(self, partitions: Any, *, assigned: bool, lost: bool) -> None:
         # An empty assignment is reported too: a member with no partitions (more replicas
         # than partitions) has joined and is legitimately idle.
-        if callback is None or (not partitions and callback is not self._on_assigned):
+        listener = self._listener
+        if listener is None or (not partitions and not assigned):
             return
         self._callback_thread = threading.get_ident()
         self._callback_lost = lost
         try:
-            callback(_ours(partitions))
+            if assigned:
+                listener.on_assigned(_ours(partitions))
+            else:
+                listener.on_revoked(_ours(partitions))
         except Exception as exc:
             # kafka-python would log and wrap it on its IO thread; the poll() caller owns it.
             self._callback_error = self._callback_error or exc

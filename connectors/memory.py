@@ -16,7 +16,7 @@ from connectors.stream import (
     DeliveryFailed,
     Headers,
     OffsetReset,
-    RebalanceCallback,
+    RebalanceListener,
     Record,
     TopicPartition,
     poll_in_turn,
@@ -26,7 +26,8 @@ from connectors.stream import (
 class MemorySource:
     """A replayable log held in memory, read as if by one consumer-group member.
 
-    Like Kafka, partitions are assigned (and `on_assigned` called) inside the first `poll()`;
+    Like Kafka, partitions are assigned (and the listener's `on_assigned` called) inside the
+    first `poll()`;
     `revoke()` / `assign()` schedule a rebalance for the next `poll()`, and a partition is
     re-read from its committed offset when it comes back. `poll` never waits.
     """
@@ -36,8 +37,6 @@ class MemorySource:
         records: Iterable[Record] = (),
         *,
         committed: Mapping[TopicPartition, int] | None = None,
-        on_assigned: RebalanceCallback | None = None,
-        on_revoked: RebalanceCallback | None = None,
     ) -> None:
         self._records: dict[TopicPartition, list[Record]] = {}
         self._offsets: dict[TopicPartition, list[int]] = {}  # parallel to _records, for bisect
@@ -47,8 +46,7 @@ class MemorySource:
         self._paused: set[TopicPartition] = set()
         self._committed: dict[TopicPartition, int] = dict(committed or {})
         self._commits: list[dict[TopicPartition, int]] = []
-        self._on_assigned = on_assigned
-        self._on_revoked = on_revoked
+        self._listener: RebalanceListener | None = None
         self._turn = 0
         self._closed = False
         self.extend(records)
@@ -87,6 +85,9 @@ class MemorySource:
                 )
             self._records[tp].append(record)
             offsets.append(record.offset)
+
+    def listen(self, listener: RebalanceListener) -> None:
+        self._listener = listener
 
     def poll(self, timeout_s: float, max_records: int) -> list[Record]:
         self._check_open()
@@ -168,13 +169,13 @@ class MemorySource:
         return frozenset(self._paused)
 
     def close(self) -> None:
-        """Give up every partition (calling `on_revoked`, as Kafka does); idempotent."""
+        """Give up every partition (telling the listener, as Kafka does); idempotent."""
         if self._closed:
             return
         try:
             # Still owned and open during the callback, so it may commit.
-            if self._assigned and self._on_revoked is not None:
-                self._on_revoked(set(self._assigned))
+            if self._assigned and self._listener is not None:
+                self._listener.on_revoked(set(self._assigned))
         finally:
             self._closed = True
             self._assigned = set()
@@ -208,8 +209,8 @@ class MemorySource:
         revoked = self._assigned - self._target
         if revoked:
             # Called while still owned, so the callback may commit what it has processed.
-            if self._on_revoked is not None:
-                self._on_revoked(set(revoked))
+            if self._listener is not None:
+                self._listener.on_revoked(set(revoked))
             self._assigned -= revoked
             self._paused -= revoked
             for tp in revoked:
@@ -219,8 +220,8 @@ class MemorySource:
             self._assigned |= added
             for tp in added:
                 self._positions[tp] = self._committed.get(tp, 0)
-            if self._on_assigned is not None:
-                self._on_assigned(set(added))
+            if self._listener is not None:
+                self._listener.on_assigned(set(added))
 
     def _check_open(self) -> None:
         if self._closed:

@@ -108,21 +108,26 @@ class OffsetReset:
         return "beyond_end" if self.offset > self.log_end else "before_start"
 
 
-RebalanceCallback = Callable[[set[TopicPartition]], None]
-"""Called with the partitions gained (`on_assigned`) or lost (`on_revoked`).
+class RebalanceListener(Protocol):
+    """Told of the partitions a consumer gains (`on_assigned`) and loses (`on_revoked`).
 
-Sources call these from inside `poll()` (or `close()`), never concurrently with the caller's
-own use of the source, so the core can drop or load per-partition state there. They must not
-block for long: a Kafka consumer cannot heartbeat while they run.
-"""
+    Sources call it from inside `poll()` (or `close()`), never concurrently with the caller's
+    own use of the source, so the core can drop or load per-partition state there. It must
+    not block for long: a Kafka consumer cannot heartbeat while it runs.
+    """
+
+    def on_assigned(self, partitions: set[TopicPartition]) -> None: ...
+
+    def on_revoked(self, partitions: set[TopicPartition]) -> None: ...
 
 
 class Source(Protocol):
-    """A partitioned, replayable stream of records read on behalf of a consumer group.
+    """A partitioned, replayable stream of records read on behalf of a consumer group."""
 
-    Implementations accept optional `on_assigned` / `on_revoked` callbacks
-    (`RebalanceCallback`) in their constructor.
-    """
+    def listen(self, listener: RebalanceListener) -> None:
+        """Tell ``listener`` of every rebalance from now on (a second listener replaces the
+        first); call it before the first `poll()`, which assigns the first partitions."""
+        ...
 
     def poll(self, timeout_s: float, max_records: int) -> list[Record]:
         """Return up to `max_records` records, waiting at most `timeout_s` for the first."""
@@ -270,7 +275,7 @@ __all__ = [
     "DeliveryFailed",
     "Headers",
     "OffsetReset",
-    "RebalanceCallback",
+    "RebalanceListener",
     "Record",
     "Sink",
     "Source",

@@ -95,8 +95,9 @@ class App:
         readiness and metrics (`health`, `metrics`) for the admin endpoint."""
         if observed:
             self.health, self.metrics = observability(config)
-        daemon = build_kafka_daemon(config, list(extra), health=self.health, metrics=self.metrics)
-        daemon.stopping = self.stopping
+        daemon = build_kafka_daemon(
+            config, list(extra), health=self.health, metrics=self.metrics, stopping=self.stopping
+        )
         self.daemon = daemon
         return daemon
 

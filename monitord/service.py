@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
@@ -20,7 +21,6 @@ from connectors.kafka import (
     partition_counts,
 )
 from connectors.outbox import Outbox
-from connectors.stream import RebalanceCallback, TopicPartition
 from monitord.admin import Health
 from monitord.audit import AuditLog
 from monitord.checkpoint import ChangelogStore, CheckpointStore, LocalStore
@@ -60,8 +60,10 @@ def build_kafka_daemon(
     *,
     health: Health | None = None,
     metrics: DaemonMetrics | None = None,
+    stopping: threading.Event | None = None,
 ) -> Daemon:
-    """A daemon reading the input topics and writing every output topic of ``config``.
+    """A daemon reading the input topics and writing every output topic of ``config``;
+    ``stopping`` stops its loop (its own event by default).
 
     What is built before a later step fails is closed again (the consumer leaves its
     group rather than hold its partitions until a timeout); the daemon owns the rest.
@@ -69,20 +71,8 @@ def build_kafka_daemon(
     receivers = build_receivers(config.receivers)  # secrets checked before joining the group
     security = kafka_security(config)
     topics = _topics(config, security)
-    daemon: Daemon | None = None  # the rebalance callbacks fire inside poll(), once it exists
-
-    def assigned(partitions: set[TopicPartition]) -> None:
-        if daemon is not None:
-            daemon.on_assigned(partitions)
-
-    def revoked(partitions: set[TopicPartition]) -> None:
-        if daemon is not None:
-            daemon.on_revoked(partitions)
-
     with ExitStack() as built:
-        source = _closed_on_failure(
-            built, kafka_source(config, topics, security, assigned, revoked)
-        )
+        source = _closed_on_failure(built, kafka_source(config, topics, security))
         sink = _closed_on_failure(built, output_sink(config, security))
         files = _file_publishers(config, built)
         publishers, audit = topic_publishers(config, sink, built)
@@ -106,8 +96,10 @@ def build_kafka_daemon(
             metrics=metrics,
             registry=registry,
             recorder=audit,
+            stopping=stopping,
         )
         built.pop_all()  # the daemon closes them now
+    source.listen(daemon)  # the first poll assigns partitions: the daemon restores them
     return daemon
 
 
@@ -143,13 +135,7 @@ def _topics(config: Config, security: KafkaSecurity) -> list[str]:
     return topics
 
 
-def kafka_source(
-    config: Config,
-    topics: list[str],
-    security: KafkaSecurity,
-    on_assigned: RebalanceCallback,
-    on_revoked: RebalanceCallback,
-) -> KafkaSource:
+def kafka_source(config: Config, topics: list[str], security: KafkaSecurity) -> KafkaSource:
     """The consumer of ``topics`` in the daemon's group."""
     kafka, c = config.kafka, config.kafka.consumer
     return KafkaSource(
@@ -169,8 +155,6 @@ def kafka_source(
             connect_timeout_s=kafka.connect_timeout_s,
             security=security,
         ),
-        on_assigned=on_assigned,
-        on_revoked=on_revoked,
     )
 
 

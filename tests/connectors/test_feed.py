@@ -10,6 +10,7 @@ import pytest
 from connectors.feed import FeedSource
 from connectors.memory import MemorySource
 from connectors.stream import Record, TopicPartition
+from tests.connectors.rebalances import Rebalances
 
 SIZES = {"a": 25, "b": 10}
 
@@ -69,3 +70,22 @@ def test_an_iterator_shorter_than_its_end_offset_is_an_error() -> None:
     feed = FeedSource({TopicPartition("a", 0): (iter(_records("a", 3)), 5)})
     with pytest.raises(ValueError, match="2 fewer records than the end offset 5"):
         feed.poll(0.0, 10)
+
+
+def test_tells_its_listener_of_the_assignment_and_the_revocation_as_a_memory_source_does() -> None:
+    memory = MemorySource([r for t, n in SIZES.items() for r in _records(t, n)])
+    feed = _feed()
+    heard, expected = Rebalances(), Rebalances()
+    feed.listen(heard)
+    memory.listen(expected)
+    assert heard.events == []  # nothing before the first poll
+    for _ in range(3):
+        assert feed.poll(0.0, 7) == memory.poll(0.0, 7)
+    feed.close()
+    memory.close()
+    feed.close()  # idempotent: told once
+    assert heard.events == expected.events
+    assert heard.events == [
+        ("assigned", {TopicPartition("a", 0), TopicPartition("b", 0)}),
+        ("revoked", {TopicPartition("a", 0), TopicPartition("b", 0)}),
+    ]

@@ -25,6 +25,7 @@ from connectors.stream import (
     Record,
     TopicPartition,
 )
+from tests.connectors.rebalances import Rebalances
 
 # Tansu holds a first JoinGroup for about half the session timeout (whole seconds), and a
 # rebalance about as long: 3 s sessions keep every group change near 2 s.
@@ -72,16 +73,10 @@ def test_group_resumes_after_committed_offsets(
     values = [b"event-%d" % i for i in range(300)]
     produce(broker.bootstrap, topic, values)
 
-    assigned: list[set[TopicPartition]] = []
-    revoked: list[set[TopicPartition]] = []
-    first = KafkaSource(
-        broker.bootstrap,
-        group,
-        [topic],
-        settings=FAST_GROUP,
-        on_assigned=assigned.append,
-        on_revoked=revoked.append,
-    )
+    rebalances = Rebalances()
+    assigned, revoked = rebalances.assigned, rebalances.revoked
+    first = KafkaSource(broker.bootstrap, group, [topic], settings=FAST_GROUP)
+    first.listen(rebalances)
     everything = poll_until(first, len(values))
     all_partitions = {TopicPartition(topic, p) for p in range(3)}
     assert first.assignment() == all_partitions
@@ -125,9 +120,8 @@ def test_commit_from_on_revoked_survives_close(
         # Runs on kafka-python's IO thread: the source must turn this into commit_async.
         source.commit({tp: o for tp, o in next_offsets(processed).items() if tp in partitions})
 
-    source = KafkaSource(
-        broker.bootstrap, group, [topic], settings=FAST_GROUP, on_revoked=commit_processed
-    )
+    source = KafkaSource(broker.bootstrap, group, [topic], settings=FAST_GROUP)
+    source.listen(Rebalances(on_revoked=commit_processed))
     processed.extend(poll_until(source, 4))
     source.close()
 
@@ -145,14 +139,8 @@ class Member:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.error: Exception | None = None
-        self.source = KafkaSource(
-            bootstrap,
-            group,
-            [topic],
-            settings=FAST_GROUP,
-            on_assigned=self._assigned,
-            on_revoked=self._revoked,
-        )
+        self.source = KafkaSource(bootstrap, group, [topic], settings=FAST_GROUP)
+        self.source.listen(self)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -174,11 +162,11 @@ class Member:
         except Exception as exc:
             self.error = exc
 
-    def _assigned(self, partitions: set[TopicPartition]) -> None:
+    def on_assigned(self, partitions: set[TopicPartition]) -> None:
         with self._lock:
             self._owned |= partitions
 
-    def _revoked(self, partitions: set[TopicPartition]) -> None:
+    def on_revoked(self, partitions: set[TopicPartition]) -> None:
         with self._lock:
             self._owned -= partitions
 

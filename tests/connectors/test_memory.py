@@ -6,6 +6,7 @@ import pytest
 
 from connectors.memory import MemorySink, MemorySource, Message
 from connectors.stream import ConnectorError, DeliveryFailed, Record, Sink, Source, TopicPartition
+from tests.connectors.rebalances import Rebalances
 
 P0 = TopicPartition("events", 0)
 P1 = TopicPartition("events", 1)
@@ -86,14 +87,10 @@ def test_commit_refuses_offsets_that_would_lose_or_replay_records() -> None:
 
 
 def test_rebalance_calls_back_inside_poll_and_replays_uncommitted_records() -> None:
-    events: list[tuple[str, set[TopicPartition]]] = []
-    source = fill(
-        MemorySource(
-            on_assigned=lambda tps: events.append(("assigned", tps)),
-            on_revoked=lambda tps: events.append(("revoked", tps)),
-        ),
-        3,
-    )
+    listener = Rebalances()
+    events = listener.events
+    source = fill(MemorySource(), 3)
+    source.listen(listener)
     assert events == []
     source.poll(timeout_s=0, max_records=100)
     assert events == [("assigned", {P0, P1})]
@@ -114,7 +111,8 @@ def test_close_revokes_and_allows_a_last_commit() -> None:
     def commit_everything(partitions: set[TopicPartition]) -> None:
         source.commit(dict.fromkeys(partitions, 2))
 
-    source = fill(MemorySource(on_revoked=commit_everything), 2)
+    source = fill(MemorySource(), 2)
+    source.listen(Rebalances(on_revoked=commit_everything))
     source.poll(timeout_s=0, max_records=100)
 
     source.close()

@@ -141,7 +141,7 @@ def test_a_label_record_stamped_in_the_future_does_not_hold_back_its_partition()
     labels = [_label(i, i, time_ms=year_2100_ms if i == 10 else None) for i in range(300)]
     run = RecordedRun(_config(), [_prediction(i) for i in range(20_000)] + labels)
     run.steps(10)  # the inference partition is read far past every label, not to its end
-    assert run.daemon._processed[TopicPartition("in", 0)] > 1000
+    assert run.daemon.partitions.next_offset(TopicPartition("in", 0)) > 1000
     assert _joined(run) >= 299
 
 
@@ -157,7 +157,7 @@ def test_labels_are_folded_whatever_else_an_inference_partition_carries(inferenc
     labels = [_label(i, i) for i in range(300)]
     run = RecordedRun(_config(), good + other + labels)
     run.steps(25)  # both inference partitions read past every label, not to their end
-    assert run.daemon._processed[TopicPartition("in", 0)] > 1000
+    assert run.daemon.partitions.next_offset(TopicPartition("in", 0)) > 1000
     assert _joined(run) == 300
 
 

@@ -35,19 +35,7 @@ class RecordedRun:
         self.out = io.BytesIO()
         self.evaluations: list[Evaluation] = []
         self.outputs: list[Output] = []
-        daemon: Daemon | None = None
-
-        def assigned(partitions: set[TopicPartition]) -> None:
-            assert daemon is not None
-            daemon.on_assigned(partitions)
-
-        def revoked(partitions: set[TopicPartition]) -> None:
-            assert daemon is not None
-            daemon.on_revoked(partitions)
-
-        self.source = MemorySource(
-            records, committed=committed, on_assigned=assigned, on_revoked=revoked
-        )
+        self.source = MemorySource(records, committed=committed)
         store = None if store_path is None else LocalStore(store_path)
         publishers: list[Publisher] = [
             KafkaPublisher(self.sink, "alerts", "retrain"),
@@ -56,6 +44,7 @@ class RecordedRun:
         daemon = self.daemon = Daemon(
             config, self.source, self.sink, publishers, lambda m, v: None, store, metrics=metrics
         )
+        self.source.listen(daemon)
         decide = daemon.policy.decide
 
         def recording(evaluations: list[Evaluation]) -> Decisions:

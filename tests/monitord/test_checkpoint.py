@@ -324,7 +324,7 @@ def test_a_partition_whose_checkpoint_cannot_be_read_waits_for_it(
     first.steps(8)
     first.crash()
     second = Run(_config(), stream, path, committed=first.source.committed)
-    second.daemon.store = store = _Unreachable(path)
+    second.daemon.checkpoints.store = store = _Unreachable(path)
     second.steps(2)  # one try on assignment, one at each step
     assert store.failures == 2
     assert "b" not in {model for model, _ in second.daemon.monitor.versions}  # held, not afresh

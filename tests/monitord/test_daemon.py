@@ -10,10 +10,11 @@ import pytest
 
 from connectors.memory import MemorySink, MemorySource
 from connectors.stream import DeliveryFailed, Record, TopicPartition
-from monitord import daemon as daemon_module
+from monitord import batch_output
 from monitord.config import parse_config
 from monitord.daemon import Daemon
 from monitord.outputs import KafkaPublisher
+from monitord.partitions import next_offsets
 
 
 def _events(values: np.ndarray, model: str = "m") -> list[bytes]:
@@ -91,7 +92,7 @@ def _drift_records() -> list[Record]:
 def test_lost_flushes_are_published_again_and_nothing_is_lost(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(daemon_module, "BACKOFF_S", (0.0, 0.0))
+    monkeypatch.setattr(batch_output, "BACKOFF_S", (0.0, 0.0))
     daemon, _, expected = _daemon(_drift_records())
     daemon.drain()
     daemon, source, sink = _daemon(_drift_records())
@@ -114,7 +115,7 @@ def test_a_permanent_delivery_failure_stops_the_loop() -> None:
 def test_stopping_while_outputs_are_undelivered_keeps_the_batch_unprocessed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(daemon_module, "BACKOFF_S", (0.0, 0.0))
+    monkeypatch.setattr(batch_output, "BACKOFF_S", (0.0, 0.0))
     daemon, source, sink = _daemon(_drift_records())
     sink.fail_next_flush()
     daemon.stopping.set()
@@ -127,7 +128,7 @@ def test_stopping_while_outputs_are_undelivered_keeps_the_batch_unprocessed(
 def test_a_slow_flush_is_waited_for_without_sending_copies(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(daemon_module, "BACKOFF_S", (0.0, 0.0))
+    monkeypatch.setattr(batch_output, "BACKOFF_S", (0.0, 0.0))
     daemon, _, expected = _daemon(_drift_records())
     daemon.drain()
     daemon, source, sink = _daemon(_drift_records())
@@ -156,7 +157,6 @@ def test_committed_offsets_are_one_past_each_partitions_last_record() -> None:
             Record(topic, partition, offset, None, b"", 0) for topic, partition, offset in sources
         ]
 
-    next_offsets = daemon_module._next_offsets
     assert next_offsets(records(("a", 0, 5), ("a", 0, 6), ("a", 0, 9))) == {
         TopicPartition("a", 0): 10
     }

@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 
 from connectors.memory import MemorySink, MemorySource
-from connectors.stream import Record, TopicPartition
+from connectors.stream import Record
 from monitord.admin import Health
 from monitord.checkpoint import LocalStore
 from monitord.config import parse_config
@@ -37,13 +37,7 @@ def _daemon(tmp_path: Path | None = None) -> tuple[Daemon, MemorySource, Health,
         }
     )
     health, metrics = Health(), DaemonMetrics()
-    daemon: Daemon | None = None
-
-    def assigned(partitions: set[TopicPartition]) -> None:
-        assert daemon is not None
-        daemon.on_assigned(partitions)
-
-    source, sink = MemorySource(_records(), on_assigned=assigned), MemorySink()
+    source, sink = MemorySource(_records()), MemorySink()
     store = LocalStore(tmp_path / "c.sqlite") if tmp_path is not None else None
     daemon = Daemon(
         config,
@@ -55,6 +49,7 @@ def _daemon(tmp_path: Path | None = None) -> tuple[Daemon, MemorySource, Health,
         health=health,
         metrics=metrics,
     )
+    source.listen(daemon)
     return daemon, source, health, metrics
 
 

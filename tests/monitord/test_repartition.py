@@ -47,16 +47,11 @@ def _config(repartition: bool) -> Config:
 def _run(
     config: Config, records: list[Record], store: LocalStore | None, duplicate: bool = False
 ) -> tuple[list[Output], Daemon]:
-    daemon: Daemon | None = None
-
-    def assigned(partitions: set[TopicPartition]) -> None:
-        assert daemon is not None
-        daemon.on_assigned(partitions)
-
-    source, sink = MemorySource(records, on_assigned=assigned), MemorySink()
+    source, sink = MemorySource(records), MemorySink()
     daemon = Daemon(
         config, source, sink, [KafkaPublisher(sink, "alerts", "retrain")], lambda m, v: None, store
     )
+    source.listen(daemon)
     outputs: list[Output] = []
     moved = 0
     while True:

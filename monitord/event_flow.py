@@ -1,0 +1,109 @@
+"""The event side of a batch: with ``kafka.repartition``, input events forwarded keyed by
+model; each version's decoded events into its monitor, their predictions and latencies to
+`LabelFlow`, their counts to the volume watch (which owns), `Stats` and the metrics."""
+
+from __future__ import annotations
+
+import time
+
+from connectors.stream import Record, TopicPartition
+from monitord.config import Config
+from monitord.events import BadRecord, DecodedBatch, decode
+from monitord.label_flow import LabelFlow
+from monitord.labels import Joined
+from monitord.metrics import DaemonMetrics
+from monitord.monitor import Evaluation, Monitor
+from monitord.partitions import Partitions
+from monitord.policy import Decisions
+from monitord.repartition import Forward, forwards
+from monitord.stats import Stats
+from monitord.version_states import VersionStates
+from monitord.volume import VolumeWatch
+
+
+class EventFlow:
+    """Moves a batch's inference events through the monitors; owns no state itself."""
+
+    def __init__(
+        self,
+        config: Config,
+        versions: VersionStates,
+        label_flow: LabelFlow,
+        partitions: Partitions,
+        stats: Stats,
+        metrics: DaemonMetrics | None,
+    ) -> None:
+        self._config, self._versions, self._label_flow = config, versions, label_flow
+        self._partitions, self._stats, self._metrics = partitions, stats, metrics
+        self.volume = VolumeWatch(config.volume)
+        kafka = config.kafka
+        self._internal = kafka.internal_topic if kafka.repartition else None
+
+    def repartition(
+        self, records: list[Record]
+    ) -> tuple[list[Record], list[Forward], list[BadRecord]]:
+        """The records to monitor; with ``kafka.repartition``, input events to forward by
+        model (and those that cannot be), the internal ones not folded before to monitor."""
+        if self._internal is None:
+            return records, [], []
+        internal = [r for r in records if r.topic == self._internal]
+        inputs = [r for r in records if r.topic != self._internal] if internal != records else []
+        forwarded: list[Forward] = []
+        bad: list[BadRecord] = []
+        if inputs:
+            decoded = decode(inputs, self._config.events)
+            forwarded, bad = forwards(inputs, decoded), list(decoded.bad)
+        return self._partitions.sources.fresh(internal), forwarded, bad
+
+    def monitor(
+        self, decoded: DecodedBatch, bad: list[BadRecord]
+    ) -> tuple[list[Evaluation], list[Joined]]:
+        """Fold each version's events into its monitor (bad ones added to ``bad``); their
+        evaluations and the pairs their inline labels make."""
+        monitor: Monitor = self._versions.monitor
+        metrics = self._metrics
+        evaluations: list[Evaluation] = []
+        pairs: list[Joined] = []
+        for group in decoded.groups.values():
+            update = monitor.update(group)
+            evaluations += update.evaluations
+            bad += update.bad
+            if update.retired:
+                self._retire(update.retired)
+            if update.refused:  # no series nor counts for what a limit keeps out
+                continue
+            joined, latency = self._label_flow.predictions(group, update)
+            pairs += joined
+            evaluations += latency
+            good = len(group) - len(update.bad)
+            self._stats.per_model[group.model] += good
+            self.volume.seen(group.model, group.version, good, group.records[-1], time.time())
+            if metrics is not None:
+                metrics.model_events(
+                    group.model,
+                    group.version,
+                    good,
+                    update.newest_time,
+                    update.late,
+                    update.untimed,
+                )
+                metrics.columns_not_monitored(group.model, group.version, update.not_monitored)
+        return evaluations, pairs
+
+    def volume_alerts(self) -> Decisions:
+        """Alerts of volume due now, models gone quiet among them (`monitord.volume`)."""
+        if not self.volume.enabled:
+            return Decisions([])
+        return self._versions.policy.decide(self.volume.check(time.time()))
+
+    def _retire(self, retired: dict[tuple[str, str], TopicPartition]) -> None:
+        """Forget retired versions' policy state; their partitions' next checkpoint, due
+        now, no longer holds them."""
+        self._versions.forget(list(retired))
+        if self._metrics is not None:
+            self._metrics.retired(retired)
+        for partition in retired.values():
+            self._partitions.retired(partition)
+
+
+__all__ = ["EventFlow"]

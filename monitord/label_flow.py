@@ -1,0 +1,195 @@
+"""The label side of a batch: predictions into the join, label records through the gate
+(`monitord.labels.LabelGate`) until every partition is read past them, joined pairs and
+latencies into performance, and the label partitions paused while the gate is full."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from connectors.stream import Record, Source, TopicPartition
+from monitord.events import BadRecord, EventGroup
+from monitord.labels import Joined, LabelJoin
+from monitord.latency import latencies
+from monitord.metrics import DaemonMetrics
+from monitord.monitor import Evaluation, Monitor, MonitorUpdate
+from monitord.partitions import Partitions, next_offsets
+from monitord.performance import Performance
+
+
+@dataclass
+class LabelFold:
+    """What a batch's labels came to."""
+
+    pairs: list[Joined]  # every pair joined in the batch, inline labels included
+    bad: list[BadRecord]
+    evaluations: list[Evaluation]  # performance and label coverage
+    turned_away: dict[TopicPartition, int]  # label partitions to read again from there
+
+
+class LabelFlow:
+    """Moves labels through one batch; the join (`LabelJoin`) holds what waits."""
+
+    def __init__(
+        self,
+        joins: LabelJoin,
+        source: Source,
+        partitions: Partitions,
+        monitor: Monitor,
+        performance: Performance,
+    ) -> None:
+        self.joins, self._source, self._partitions = joins, source, partitions
+        self._monitor, self._performance = monitor, performance
+
+    def predictions(
+        self, group: EventGroup, update: MonitorUpdate
+    ) -> tuple[list[Joined], list[Evaluation]]:
+        """A group's monitored events to the join (inline labels pair at once, the rest
+        wait for theirs) and to the latency stream."""
+        n = len(group)
+        labelled = bool(self.joins.topics) or group.labels.count(None) < n
+        timed = group.latencies.count(None) < n
+        if not (labelled or timed):
+            return [], []
+        skip: set[int] = set()
+        if update.bad:
+            refused = {id(b.record) for b in update.bad}
+            skip = {i for i, record in enumerate(group.records) if id(record) in refused}
+        times, _ = group.event_times()
+        model, version = group.model, group.version
+        pairs = self.joins.predictions(model, version, group, times, skip) if labelled else []
+        evaluations = []
+        if timed:
+            values = latencies(group.latencies)
+            values[list(skip)] = math.nan
+            evaluations = self._performance.latencies(model, version, values, times, group.records)
+            self._changed({(model, version)})
+        return pairs, evaluations
+
+    def fold(
+        self, records: list[Record], label_records: list[Record], pairs: list[Joined]
+    ) -> LabelFold:
+        """After the batch's ``records`` are monitored (their inline ``pairs`` joined):
+        fold its ``label_records`` as far as every partition is read, and every pair into
+        performance."""
+        # This batch is read: a partition it read to its end holds no label back.
+        read = {
+            tp: n
+            for part in (records, label_records)
+            if part
+            for tp, n in next_offsets(part).items()
+        }
+        label_pairs, bad, turned_away = self._labels(label_records, read)
+        pairs = pairs + label_pairs
+        evaluations = self._fold_pairs(pairs)
+        last = (label_records or records)[-1:]
+        if self.joins.topics and last:
+            # Due once every label up to then is read: both kinds of partition are past it.
+            verdicts = self.joins.sweep(self._read_past_ms(read))
+            evaluations += self._performance.coverage(verdicts, last[0])
+            self._changed({(model, version) for model, version, _ in verdicts})
+        return LabelFold(pairs, bad, evaluations, turned_away)
+
+    def _labels(
+        self, records: list[Record], read: dict[TopicPartition, int]
+    ) -> tuple[list[Joined], list[BadRecord], dict[TopicPartition, int]]:
+        """Fold the label records whose predictions are in; ``read``: the next offsets of
+        the batch's partitions (updated where the full gate turned records away: those
+        partitions are read again from there). Also returns those offsets: not processed."""
+        if not self.joins.topics:
+            return [], [], {}
+        again = self.joins.hold(records)
+        for tp, offset in again.items():
+            self._source.seek(tp, offset)
+        if again:  # not fetched again and again while the gate is full
+            self._source.pause(again)
+        read.update(again)
+        pairs, bad = self.joins.fold(self._read_past_ms(read))
+        self._reopen(read)
+        return pairs, bad, again
+
+    def _reopen(self, read: Mapping[TopicPartition, int]) -> None:
+        """Resume the label partitions the full gate turned away once it has room for
+        them: a quarter of it free, or any room when nothing held can be folded until they
+        are read further (the label partitions hold the watermark back)."""
+        gate = self.joins.gate
+        if not gate.turned_away:
+            return
+        if not gate.roomy():
+            stalled = not self.due() and self._watermark_ms(
+                read, labels=True
+            ) <= self._watermark_ms(read)
+            if not (stalled and gate.has_room()):
+                return
+        self._source.resume(gate.turned_away)
+        gate.turned_away.clear()
+
+    def due(self) -> bool:
+        """Whether held label records may be folded now (an idle poll does it)."""
+        oldest = self.joins.gate.oldest_ms()
+        return oldest is not None and oldest < self._read_past_ms({})
+
+    def _read_past_ms(self, read: Mapping[TopicPartition, int]) -> float:
+        """Record time every partition, inference and label, is read past."""
+        return min(self._watermark_ms(read), self._watermark_ms(read, labels=True))
+
+    def _watermark_ms(self, read: Mapping[TopicPartition, int], labels: bool = False) -> float:
+        """Record time every inference partition of this consumer is read past (with
+        ``labels``: every label partition): a label older than it has its prediction in a
+        join store, if it has one here. A partition read to its end (``read``: the next
+        offsets of the batch at hand) holds nothing back."""
+        ends = self._source.end_offsets()
+        mark = math.inf
+        for tp in self._source.assignment():
+            if (tp.topic in self.joins.topics) != labels:
+                continue
+            done = read.get(tp) or self._partitions.next_offset(tp, labels)
+            end = ends.get(tp)
+            if end is not None and done >= end:
+                continue
+            mark = min(mark, self.joins.seen_ms.get(tp, -math.inf))
+        return mark
+
+    def offsets(
+        self, records: list[Record], turned_away: Mapping[TopicPartition, int]
+    ) -> dict[TopicPartition, int]:
+        """Next offsets of the label partitions, once the batch is delivered: a held record
+        is not processed yet, nor one the full gate turned away."""
+        if records:
+            self._partitions.labels_read(next_offsets(records))
+            self._partitions.labels_read(turned_away)
+        out = {}
+        for tp, next_offset in self._partitions.label_next().items():
+            held = self.joins.first_held(tp)
+            out[tp] = next_offset if held is None else held
+        return out
+
+    def _fold_pairs(self, pairs: list[Joined]) -> list[Evaluation]:
+        """Fold joined pairs into their versions' performance."""
+        if not pairs:
+            return []
+        evaluations = self._performance.update(pairs)
+        self._changed({(pair.model, pair.version) for pair in pairs})
+        return evaluations
+
+    def _changed(self, keys: set[tuple[str, str]]) -> None:
+        """These versions' performance state changed: their partitions are checkpointed
+        even if no offset of theirs moved."""
+        for key in keys:
+            monitor = self._monitor.versions.get(key)
+            if monitor is not None:
+                self._partitions.changed(monitor.owner)
+
+    def report(self, metrics: DaemonMetrics, pairs: list[Joined]) -> None:
+        """The batch's join counts, label delays and what waits, to the metrics."""
+        if self.joins.topics or pairs:
+            metrics.labels(
+                self.joins.take_counts(),
+                [p.label_time - p.prediction_time for p in pairs],
+                self.joins.pending(),
+                self.joins.gate.held(),
+            )
+
+
+__all__ = ["LabelFlow", "LabelFold"]
