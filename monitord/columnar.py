@@ -32,11 +32,11 @@ from monitord.config import Config, EventFields
 from monitord.events import (
     MAX_EXTRA_NAMES,
     PREDICTION,
-    UNVERSIONED,
     Columns,
     ColumnsLookup,
     DecodedBatch,
     EventGroup,
+    decode,
 )
 from monitord.tabular import Batch, DataFile, event_id, parquet_batches
 
@@ -72,6 +72,9 @@ def eligible(data: DataFile, fields: EventFields) -> bool:
         return False
     if data.format == "csv":
         return True
+    names = data.column_names()
+    if len(set(names)) < len(names):  # row by row the last of a name is the feature
+        return False
     import pyarrow as pa  # noqa: PLC0415 (a Parquet file was opened: pyarrow is there)
 
     plain = (
@@ -111,6 +114,17 @@ class _Cached:
         """Row ``row``'s value of ``name`` as read, in a list of one."""
         raise NotImplementedError
 
+    def raw_column(self, name: str) -> list[Any]:
+        """A column's values as read (an id of NaN is the text ``nan`` row by row)."""
+        raise NotImplementedError
+
+    def widest(self, name: str, lo: int, hi: int) -> int:
+        """The most bytes a value of rows ``lo`` to ``hi`` takes in an event's JSON (a
+        bound: a number 26, a text six a character, as escaped at worst)."""
+        if self.numbers(name) is not None:
+            return 26
+        return 6 * max((len(v) for v in self.values(name)[lo:hi] if v is not None), default=1)
+
     def _values_of(self, name: str) -> list[Any]:
         raise NotImplementedError
 
@@ -127,6 +141,9 @@ class _ArrowBatch(_Cached):
 
     def raw(self, name: str, row: int) -> list[Any]:
         return list(self.part.column(self.names.index(name))[row : row + 1].to_pylist())
+
+    def raw_column(self, name: str) -> list[Any]:
+        return list(self.part.column(self.names.index(name)).to_pylist())
 
     def _values_of(self, name: str) -> list[Any]:
         import pyarrow as pa  # noqa: PLC0415
@@ -158,6 +175,9 @@ class _TextBatch(_Cached):
 
     def raw(self, name: str, row: int) -> list[Any]:
         return [self.batch.columns[name][row]]
+
+    def raw_column(self, name: str) -> list[Any]:
+        return self.batch.columns[name]
 
     def _values_of(self, name: str) -> list[Any]:
         values = self.batch.columns[name]
@@ -200,9 +220,9 @@ class ColumnarRows:
     ) -> None:
         fields = config.events
         self._data, self._topic, self._key = data, topic, model.encode()
-        self._model, self._version = model, version or UNVERSIONED
-        self._max_ahead_s = fields.max_time_ahead_s
-        self._prediction = prediction_column
+        self._model, self._version = model, version
+        self._max_ahead_s, self._max_bytes = fields.max_time_ahead_s, fields.max_event_bytes
+        self._prediction = prediction_column or None  # '': none, as row by row
         self._label = label_column or fields.label
         self._timestamp, self._id = fields.timestamp, fields.event_id
         self._ids_in_rows = ids_in_rows
@@ -212,6 +232,8 @@ class ColumnarRows:
         self._names = frozenset(names)
         self._features = [n for n in names if n not in reserved]
         self._feature_set = frozenset(self._features)
+        # What an event's JSON holds besides its values, at most: keys, names, model.
+        self._fixed_bytes = 256 + 6 * sum(map(len, [model, version, *names])) + 8 * len(names)
         self._batches: list[_Cached] = []  # read, not yet decoded past
 
     def records(self, batch_rows: int, progress: Callable[[int], None] | None) -> Iterator[Record]:
@@ -261,6 +283,9 @@ class ColumnarRows:
             for b in self._batches
             if b.start <= last and b.end > first
         ]
+        if self._may_be_oversize(pieces):  # rare: the row-by-row path says which are
+            rendered = [r._replace(value=self.event(r.offset)) for r in records]
+            return decode(rendered, fields, columns_for)
         known = columns_for(self._model, self._version)
         group = EventGroup(self._model, self._version, known, self._max_ahead_s)
         group.records = records
@@ -276,18 +301,22 @@ class ColumnarRows:
         group.labels = values(self._label)
         group.latencies = [None] * n
         if self._ids_in_rows:
-            group.event_ids = [event_id(v) for v in values(self._id)]
+            ids = chain.from_iterable(b.raw_column(self._id)[lo:hi] for b, lo, hi in pieces)
+            group.event_ids = [event_id(v) for v in ids]
         else:
             group.event_ids = [str(offset) for offset in range(first, last + 1)]
         if known is None:  # the version's columns are not learned yet: raw features
             columns = [values(name) for name in self._features]
-            names = self._features
-            group.features = [
-                dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)
-            ]
+            rows = zip(*columns, strict=True) if columns else [()] * n
+            group.features = [dict(zip(self._features, row, strict=True)) for row in rows]
         else:
             self._fill(group, known, pieces, n)
         return DecodedBatch({(self._model, self._version): group}, [])
+
+    def _may_be_oversize(self, pieces: list[tuple[_Cached, int, int]]) -> bool:
+        """Whether some row's event could exceed ``events.max_event_bytes`` (a bound)."""
+        widest = sum(max(b.widest(name, lo, hi) for b, lo, hi in pieces) for name in self._names)
+        return self._fixed_bytes + widest > self._max_bytes
 
     def _fill(
         self, group: EventGroup, known: Columns, pieces: list[tuple[_Cached, int, int]], n: int

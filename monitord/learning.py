@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -154,7 +155,7 @@ class ColumnLearner:
 
         A row of floats only, under the same names as the row before it (most rows), is
         kept as it is and put in place by numpy at the end (`_FloatRows`); the others are
-        read value by value."""
+        read value by value (`_read`)."""
         wrong: dict[int, str] = {}
         numbers: list[list[float]] = []
         texts: list[list[str | None]] = []
@@ -167,11 +168,9 @@ class ColumnLearner:
             consumed += 1
             names = tuple(features)
             if last is not None and names == last.names:
-                values = (
-                    [prediction, *features.values()]
-                    if self._with_prediction
-                    else [*features.values()]
-                )
+                values = [*features.values()]
+                if self._with_prediction:
+                    values.insert(0, prediction)
                 if _plain_floats(values):
                     last.add(len(numbers), values)
                     numbers.append(_FLOAT_ROW)
@@ -182,50 +181,70 @@ class ColumnLearner:
             # The prediction first: a column cap never leaves it out.
             items = [(PREDICTION, prediction)] if self._with_prediction else []
             items += features.items()
-            problem, voted = self._breaks_rule(items)
-            if problem is not None:
-                wrong[consumed - 1] = problem
-                if voted is not None:
-                    # A refused string still votes: numbers leading by one value must not
-                    # refuse a categorical column's strings for ever.
-                    self._texts[voted] += 1
+            read = self._read(items)
+            if isinstance(read, str):
+                wrong[consumed - 1] = read
                 last = None
                 continue
-            row: dict[int, tuple[float, str | None, bool]] = {}
-            columns: list[int | None] = []
-            for position, (name, value) in enumerate(items):
-                # A name learned even when null: never a value in the warm-up is reported.
-                j = self._column(name, self._with_prediction and position == 0)
-                columns.append(j)
-                if j is not None and value is not None:
-                    row[j] = _both_kinds(value)
-            width = len(self.names)
-            number_row = [math.nan] * width
-            text_row: list[str | None] = [None] * width
-            for j, (number, text, is_number) in row.items():
-                number_row[j], text_row[j] = number, text
-                if is_number:
-                    self._numbers[j] += 1
-                else:
-                    self._texts[j] += 1
+            number_row, text_row, columns = read
             numbers.append(number_row)
             texts.append(text_row)
             last = floats.get(names) or floats.setdefault(names, _FloatRows(names, columns))
         for rows in floats.values():
             rows.vote(self._numbers)
         if numbers:
-            width = len(self.names)
-            number_table = np.full((len(numbers), width), math.nan)
-            text_table = np.empty((len(texts), width), dtype=object)
-            for i, (number_row, text_row) in enumerate(zip(numbers, texts, strict=True)):
-                if number_row is not _FLOAT_ROW:
-                    number_table[i, : len(number_row)] = number_row
-                    text_table[i, : len(text_row)] = text_row
-            for rows in floats.values():
-                rows.place(number_table)
-            self._chunks.append((number_table, text_table))
+            self._chunks.append(self._chunk(numbers, texts, floats.values()))
             self.rows += len(numbers)
         return consumed, wrong
+
+    def _read(
+        self, items: list[tuple[str, Any]]
+    ) -> str | tuple[list[float], list[str | None], list[int | None]]:
+        """One row read value by value: its numbers, texts and each item's column, its
+        votes counted; or why it breaks the rule (`_breaks_rule`)."""
+        problem, voted = self._breaks_rule(items)
+        if problem is not None:
+            if voted is not None:
+                # A refused string still votes: numbers leading by one value must not
+                # refuse a categorical column's strings for ever.
+                self._texts[voted] += 1
+            return problem
+        row: dict[int, tuple[float, str | None, bool]] = {}
+        columns: list[int | None] = []
+        for position, (name, value) in enumerate(items):
+            # A name learned even when null: never a value in the warm-up is reported.
+            j = self._column(name, self._with_prediction and position == 0)
+            columns.append(j)
+            if j is not None and value is not None:
+                row[j] = _both_kinds(value)
+        width = len(self.names)
+        number_row = [math.nan] * width
+        text_row: list[str | None] = [None] * width
+        for j, (number, text, is_number) in row.items():
+            number_row[j], text_row[j] = number, text
+            if is_number:
+                self._numbers[j] += 1
+            else:
+                self._texts[j] += 1
+        return number_row, text_row, columns
+
+    def _chunk(
+        self,
+        numbers: list[list[float]],
+        texts: list[list[str | None]],
+        floats: Iterable[_FloatRows],
+    ) -> tuple[FloatArray, npt.NDArray[np.object_]]:
+        """The rows taken as one chunk of tables, the float rows put in place."""
+        width = len(self.names)
+        number_table = np.full((len(numbers), width), math.nan)
+        text_table = np.empty((len(texts), width), dtype=object)
+        for i, (number_row, text_row) in enumerate(zip(numbers, texts, strict=True)):
+            if number_row is not _FLOAT_ROW:
+                number_table[i, : len(number_row)] = number_row
+                text_table[i, : len(text_row)] = text_row
+        for rows in floats:
+            rows.place(number_table)
+        return number_table, text_table
 
     def _breaks_rule(self, items: list[tuple[str, Any]]) -> tuple[str | None, int | None]:
         """Why a row breaks the value rule (an array or object anywhere, a number beyond

@@ -24,6 +24,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -37,6 +38,7 @@ from monitord.config import Config
 from monitord.console import Progress, TableWriter
 from monitord.daemon import Daemon
 from monitord.dead_letter import ERROR_HEADERS
+from monitord.monitor import ProfileLoader
 from monitord.outputs import JsonLinesPublisher, Publisher
 from monitord.reference import load_profile
 from monitord.repartition import SOURCE_HEADERS
@@ -146,6 +148,131 @@ def _records(
             progress(batch.start + batch.size)
 
 
+@dataclass
+class _Inputs:
+    """What a replay reads: the data file as a topic and, given, the labels file as one."""
+
+    data: DataFile
+    topic: str
+    labels: DataFile | None
+    label_topic: str | None
+    by_column: ColumnarRows | None  # the data file's rows by column, when it qualifies
+    feeds: dict[TopicPartition, tuple[Iterator[Record], int]]
+
+
+def _inputs(
+    config: Config,
+    data: Path,
+    labels_path: Path | None,
+    settings: _Settings,
+    progress: Callable[[int], None] | None,
+) -> _Inputs:
+    """The files opened and fed as topics (records at offset = row index)."""
+    data_file = open_data(data, config.events)
+    labels_file = open_data(labels_path, config.events) if labels_path else None
+    topic = data.name
+    ids_in_rows = data_file.has_column(config.events.event_id)
+
+    def event_values(batch: Batch) -> list[bytes]:
+        return events_from_batch(
+            batch,
+            settings.model,
+            settings.version,
+            settings.prediction_column,
+            config,
+            settings.label_column,
+            ids_in_rows,
+        )
+
+    # A CSV or Parquet file of plain columns goes to the monitor by column; any other, as
+    # JSON (`monitord.columnar`).
+    by_column = (
+        ColumnarRows(
+            data_file,
+            config,
+            topic=topic,
+            ids_in_rows=ids_in_rows,
+            render=event_values,
+            **settings.columns(),
+        )
+        if eligible(data_file, config.events)
+        else None
+    )
+    rows = (
+        by_column.records(settings.batch_rows, progress)
+        if by_column is not None
+        else _records(
+            data_file, topic, settings.model.encode(), event_values, settings.batch_rows, progress
+        )
+    )
+    feeds = {TopicPartition(topic, 0): (rows, data_file.rows)}
+    label_topic = None
+    if labels_file is not None and labels_path is not None:
+        label_topic = labels_path.name if labels_path.name != topic else f"{topic}.labels"
+        # At the events' record time: the label gate holds every label until the file's
+        # events are all read, so each prediction is in the join store before its label.
+        # (A record time of 0 is no label time: the label's is its timestamp column's.)
+
+        def label_values(batch: Batch) -> list[bytes]:
+            return labels_from_batch(batch, config, settings.label_column)
+
+        feeds[TopicPartition(label_topic, 0)] = (
+            _records(labels_file, label_topic, None, label_values, settings.batch_rows),
+            labels_file.rows,
+        )
+    return _Inputs(data_file, topic, labels_file, label_topic, by_column, feeds)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """How the rows become events."""
+
+    model: str
+    version: str
+    prediction_column: str | None
+    label_column: str | None
+    batch_rows: int
+
+    def columns(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "prediction_column": self.prediction_column,
+            "label_column": self.label_column,
+        }
+
+
+def _replay_config(config: Config, inputs: _Inputs) -> Config:
+    """``config`` for one file read as one partition: no repartitioning, the labels file's
+    topic as the label topic, and room for every prediction to wait for its label (which
+    may come after the file's last event)."""
+    labels = config.labels.model_copy(
+        update={
+            "topics": (inputs.label_topic,) if inputs.label_topic else (),
+            "max_pending": max(config.labels.max_pending, inputs.data.rows),
+        }
+    )
+    kafka = config.kafka.model_copy(update={"repartition": False})
+    return config.model_copy(update={"labels": labels, "kafka": kafka})
+
+
+def _loader(config: Config, profile_path: Path | None) -> ProfileLoader:
+    """Each version's profile: the one given when it is that version's, else the
+    configured profile file, else the one given (or none: a warm-up)."""
+    profile = load_profile(profile_path) if profile_path else None
+
+    def load(model_name: str, model_version: str) -> ReferenceProfile | None:
+        if profile is not None and (profile.model, profile.model_version) == (
+            model_name,
+            model_version,
+        ):
+            return profile
+        path = config.profile_path(model_name, model_version)
+        return load_profile(path) if path else profile
+
+    return load
+
+
 def replay(
     config: Config,
     data: Path,
@@ -174,100 +301,32 @@ def replay(
     window's tests, the alerts and the retrain requests (`monitord.report`) is written
     there (no distributions: the rows are not kept)."""
     started = time.monotonic()
-    data_file = open_data(data, config.events)
-    labels_file = open_data(labels_path, config.events) if labels_path else None
-    profile = load_profile(profile_path) if profile_path else None
-    topic = data.name
-    ids_in_rows = data_file.has_column(config.events.event_id)
-    shown = Progress(data_file.rows, progress) if progress is not None else None
+    settings = _Settings(model, version, prediction_column, label_column, batch_rows)
+    shown: Progress | None = None  # once the file's rows are counted
 
-    def event_values(batch: Batch) -> list[bytes]:
-        return events_from_batch(
-            batch, model, version, prediction_column, config, label_column, ids_in_rows
-        )
+    def read(rows: int) -> None:
+        if shown is not None:
+            shown.update(rows)
 
-    # A Parquet file of plain columns goes to the monitor by column; any other, as JSON.
-    by_column = (
-        ColumnarRows(
-            data_file,
-            config,
-            topic=topic,
-            model=model,
-            version=version,
-            prediction_column=prediction_column,
-            label_column=label_column,
-            ids_in_rows=ids_in_rows,
-            render=event_values,
-        )
-        if eligible(data_file, config.events)
-        else None
-    )
-    reporting = shown.update if shown else None
-    rows = (
-        by_column.records(batch_rows, reporting)
-        if by_column is not None
-        else _records(data_file, topic, model.encode(), event_values, batch_rows, reporting)
-    )
-    feeds = {TopicPartition(topic, 0): (rows, data_file.rows)}
-    label_topic = None
-    if labels_file is not None and labels_path is not None:
-        label_topic = labels_path.name if labels_path.name != topic else f"{topic}.labels"
-        # At the events' record time: the label gate holds every label until the file's
-        # events are all read, so each prediction is in the join store before its label.
-        # (A record time of 0 is no label time: the label's is its timestamp column's.)
-
-        def label_values(batch: Batch) -> list[bytes]:
-            return labels_from_batch(batch, config, label_column)
-
-        feeds[TopicPartition(label_topic, 0)] = (
-            _records(labels_file, label_topic, None, label_values, batch_rows),
-            labels_file.rows,
-        )
-    # Every prediction may wait for its label, which may come after the file's last event.
-    labels = config.labels.model_copy(
-        update={
-            "topics": (label_topic,) if label_topic else (),
-            "max_pending": max(config.labels.max_pending, data_file.rows),
-        }
-    )
-    config = config.model_copy(update={"labels": labels})
-
-    def load(model_name: str, model_version: str) -> ReferenceProfile | None:
-        if profile is not None and (profile.model, profile.model_version) == (
-            model_name,
-            model_version,
-        ):
-            return profile
-        path = config.profile_path(model_name, model_version)
-        return load_profile(path) if path else profile
-
-    timed = data_file.has_column(config.events.timestamp)
+    inputs = _inputs(config, data, labels_path, settings, read)
+    shown = Progress(inputs.data.rows, progress) if progress is not None else None
+    config = _replay_config(config, inputs)
+    timed = inputs.data.has_column(config.events.timestamp)
     tally = ReplayTally(keep=report_path is not None, timed=timed)
     writer: Publisher = (
-        TableWriter(out, topic, timed=timed)
+        TableWriter(out, inputs.topic, timed=timed)
         if output_format == "table"
         else JsonLinesPublisher(out, owned=False)
     )
-    try:
-        dead_letters = DeadLetterFile(
-            dead_letters_path, {topic: by_column.event} if by_column is not None else {}
-        )
-    except OSError as exc:
-        raise DataError(
-            f"--dead-letters {dead_letters_path}: cannot write ({exc.strerror})"
-        ) from None
-    daemon = Daemon(config, FeedSource(feeds), dead_letters, [writer, tally], load)
-    if by_column is not None:
-        daemon.decode = by_column.decode
-    if label_topic is not None:
-        # Every label record is at time 0, so the gate releases none before the labels file
-        # is read to its end: bounded below the file's labels, it turned the rest away and
-        # read them again forever (a labels file of 250k rows never finished).
-        daemon.joins.gate.max_bytes = sys.maxsize
-    policy = TallyingPolicy.from_config(config)
-    assert isinstance(policy, TallyingPolicy)
-    policy.tally = tally
-    daemon.policy = policy
+    dead_letters = _dead_letter_file(dead_letters_path, inputs)
+    daemon = Daemon(
+        config,
+        FeedSource(inputs.feeds),
+        dead_letters,
+        [writer, tally],
+        _loader(config, profile_path),
+    )
+    _fit(daemon, inputs, tally)
     try:
         daemon.drain()
     finally:
@@ -275,15 +334,51 @@ def replay(
     if shown is not None:
         shown.done()
     if report_path is not None:
-        result = StreamResult(data_file.rows, tuple(tally.results), tuple(tally.outputs))
-        try:
-            render_report(result, report_path, title=f"monitord replay of {data.name}")
-        except OSError as exc:
-            raise DataError(f"--report {report_path}: cannot write ({exc.strerror})") from None
-    where = f"written to {dead_letters_path}" if dead_letters_path else "see --dead-letters"
+        _report(inputs, tally, report_path)
+    _tell(daemon, inputs, dead_letters, dead_letters_path)
+    if summary is not None:
+        _summarize(summary, config, inputs, tally, time.monotonic() - started)
+    return daemon
+
+
+def _dead_letter_file(path: Path | None, inputs: _Inputs) -> DeadLetterFile:
+    by_column = inputs.by_column
+    try:
+        return DeadLetterFile(path, {inputs.topic: by_column.event} if by_column else {})
+    except OSError as exc:
+        raise DataError(f"--dead-letters {path}: cannot write ({exc.strerror})") from None
+
+
+def _fit(daemon: Daemon, inputs: _Inputs, tally: ReplayTally) -> None:
+    """The daemon made a replay's: its decoder for rows read by column, a gate as large as
+    the labels file, and a policy that tallies what it decides."""
+    if inputs.by_column is not None:
+        daemon.decode = inputs.by_column.decode
+    if inputs.label_topic is not None:
+        # Every label record is at time 0, so the gate releases none before the labels file
+        # is read to its end: bounded below the file's labels, it turned the rest away and
+        # read them again forever (a labels file of 250k rows never finished).
+        daemon.joins.gate.max_bytes = sys.maxsize
+    policy = TallyingPolicy.from_config(daemon.config)
+    assert isinstance(policy, TallyingPolicy)
+    policy.tally = tally
+    daemon.policy = policy
+
+
+def _report(inputs: _Inputs, tally: ReplayTally, path: Path) -> None:
+    result = StreamResult(inputs.data.rows, tuple(tally.results), tuple(tally.outputs))
+    try:
+        render_report(result, path, title=f"monitord replay of {inputs.topic}")
+    except OSError as exc:
+        raise DataError(f"--report {path}: cannot write ({exc.strerror})") from None
+
+
+def _tell(daemon: Daemon, inputs: _Inputs, dead_letters: DeadLetterFile, path: Path | None) -> None:
+    """Dead letters and labels, on stderr."""
+    where = f"written to {path}" if path else "see --dead-letters"
     for name, count, noun in (
-        (topic, data_file.rows, "rows"),
-        (label_topic, labels_file.rows if labels_file else 0, "label rows"),
+        (inputs.topic, inputs.data.rows, "rows"),
+        (inputs.label_topic, inputs.labels.rows if inputs.labels else 0, "label rows"),
     ):
         reasons = dead_letters.reasons.get(name or "")
         if reasons:
@@ -292,25 +387,28 @@ def replay(
                 f"monitord: {reasons.total()} of {count} {noun} dead-lettered ({listed}); {where}",
                 file=sys.stderr,
             )
-    if label_topic is not None or daemon.joins.counts:  # labels given, or found inline
-        for line in label_summary(daemon, data_file.rows):
+    if inputs.label_topic is not None or daemon.joins.counts:  # labels given, or inline
+        for line in label_summary(daemon, inputs.data.rows):
             print(f"monitord: {line}", file=sys.stderr)
-    if summary is not None:
-        elapsed = time.monotonic() - started
-        rate = f", {data_file.rows / elapsed:,.0f} rows/s" if elapsed > 0 else ""
-        summary.write(f"monitord: {data_file.rows} rows in {elapsed:.1f} s{rate}\n")
-        tested = tally.windows or tally.tests or tally.retrains
-        for line in tally.lines(topic) if tested else []:
-            summary.write(f"monitord: {line}\n")
-        if not tally.windows:
-            detection = config.detection
-            summary.write(
-                "monitord: no window was tested: without a profile a version's first "
-                f"detection.warmup_events rows ({detection.warmup_events}) are its reference, "
-                f"and a window takes detection.window_size rows ({detection.window_size})\n"
-            )
-        summary.flush()
-    return daemon
+
+
+def _summarize(
+    summary: IO[str], config: Config, inputs: _Inputs, tally: ReplayTally, elapsed: float
+) -> None:
+    rows = inputs.data.rows
+    rate = f", {rows / elapsed:,.0f} rows/s" if elapsed > 0 else ""
+    summary.write(f"monitord: {rows} rows in {elapsed:.1f} s{rate}\n")
+    tested = tally.windows or tally.tests or tally.retrains
+    for line in tally.lines(inputs.topic) if tested else []:
+        summary.write(f"monitord: {line}\n")
+    if not tally.windows:
+        detection = config.detection
+        summary.write(
+            "monitord: no window was tested: without a profile a version's first "
+            f"detection.warmup_events rows ({detection.warmup_events}) are its reference, "
+            f"and a window takes detection.window_size rows ({detection.window_size})\n"
+        )
+    summary.flush()
 
 
 def label_summary(daemon: Daemon, n_rows: int) -> list[str]:

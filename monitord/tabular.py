@@ -348,6 +348,8 @@ def event_id(value: object) -> str | None:
     Parquet double, say) is ``"17"`` as in a JSONL file's ``17``."""
     if value is None or value == "":
         return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # NaN names no event
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return value if isinstance(value, str) else str(value)
