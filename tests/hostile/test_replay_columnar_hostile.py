@@ -755,6 +755,23 @@ def test_a_file_without_features_replays_alike(
     _assert_alike(by_column, by_row)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="prediction_column='' (`--prediction-column ''`) with a column named '': row by "
+    "row events_from_batch reads no prediction ('' is falsy); by column "
+    "ColumnarRows.decode takes the '' column as the prediction (values(name) only skips "
+    "None)",
+)
+def test_an_empty_prediction_column_name_replays_alike(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    columns = _drifting() | {"": [float(i % 3) for i in range(N)]}
+    path = _write(columns, tmp_path / "unnamed.parquet")
+    by_column, by_row = _both(path, tmp_path, caplog, prediction_column="")
+    _assert_alike(by_column, by_row)
+
+
 # Defects of both paths: a traceback or a silent misreading, not a clear error.
 
 
