@@ -72,9 +72,6 @@ def eligible(data: DataFile, fields: EventFields) -> bool:
         return False
     if data.format == "csv":
         return True
-    names = data.column_names()
-    if len(set(names)) < len(names):  # row by row the last of a name is the feature
-        return False
     import pyarrow as pa  # noqa: PLC0415 (a Parquet file was opened: pyarrow is there)
 
     plain = (

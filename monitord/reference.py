@@ -98,6 +98,11 @@ def profile_from_batches(
     columns = survey.columns
     if label_column is not None:
         _require_performance_columns(columns, prediction_column, label_column)
+    if PREDICTION in columns and prediction_column != PREDICTION:
+        raise DataError(
+            f"column {PREDICTION!r}: the name monitord gives the prediction column "
+            f"({prediction_column!r} here); rename it"
+        )
     monitored = [c for c in columns if c not in RESERVED and c != label_column]
     numeric = [c for c in monitored if c in survey.present and c not in survey.not_numeric]
     categorical = [c for c in monitored if c not in numeric]

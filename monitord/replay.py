@@ -301,6 +301,11 @@ def replay(
     window's tests, the alerts and the retrain requests (`monitord.report`) is written
     there (no distributions: the rows are not kept)."""
     started = time.monotonic()
+    for flag, text in (("--model", model), ("--version", version)):
+        try:
+            text.encode()
+        except UnicodeEncodeError:  # bytes the command line could not decode
+            raise DataError(f"{flag}: {text!r} is not UTF-8 text") from None
     settings = _Settings(model, version, prediction_column, label_column, batch_rows)
     shown: Progress | None = None  # once the file's rows are counted
 

@@ -15,6 +15,7 @@ lacks is `ABSENT` from its row (not null).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import itertools
 import math
@@ -111,12 +112,15 @@ class DataFile:
             raise DataError(
                 f"{path}: unsupported file type {suffix!r}; use .csv, .jsonl or .parquet"
             )
+        if path.is_dir():
+            raise DataError(f"{path}: a directory, not a file")
         self.format = {".csv": "csv", ".parquet": "parquet"}.get(suffix, "jsonl")
         self._kinds: dict[str, Kind] = {}
         if self.format == "csv":
             self.rows = self._scan_csv()
         elif self.format == "parquet":
             self.rows = _parquet_file(path).metadata.num_rows
+            _check_parquet_columns(path, self.schema())
         else:
             with path.open("rb") as handle:
                 self.rows = sum(1 for line in handle if line.strip())
@@ -148,9 +152,10 @@ class DataFile:
     # CSV
 
     def _scan_csv(self) -> int:
-        with self.path.open(newline="") as handle:
+        with _csv_errors(self.path), self.path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle)
             header = next(reader, [])
+            _check_names(self.path, header)
             text = {self.fields.model, self.fields.model_version, self.fields.event_id}
             kinds: dict[str, Kind | None] = dict.fromkeys(header)
             rows = 0
@@ -179,7 +184,7 @@ class DataFile:
 
     def _csv_batches(self, size: int) -> Iterator[Batch]:
         start = 0
-        with self.path.open(newline="") as handle:
+        with _csv_errors(self.path), self.path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle)
             header = next(reader)
             for chunk in _chunks(reader, size):
@@ -365,7 +370,8 @@ def parquet_batches(data: DataFile, size: int) -> Iterator[tuple[int, Any]]:
 
 def _parquet_file(path: Path) -> Any:
     try:
-        import pyarrow.parquet as pq  # noqa: PLC0415 (optional dependency)
+        import pyarrow as pa  # noqa: PLC0415 (optional dependency)
+        import pyarrow.parquet as pq  # noqa: PLC0415
     except ImportError:
         raise DataError(
             f"{path}: reading Parquet needs pyarrow; install it with "
@@ -373,7 +379,54 @@ def _parquet_file(path: Path) -> Any:
         ) from None
     # Without pre-buffering a row group's column chunks: their buffers would grow with the
     # row groups read (200 MB after 1M rows x 20), not with the batch.
-    return pq.ParquetFile(path, pre_buffer=False)
+    try:
+        return pq.ParquetFile(path, pre_buffer=False)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+
+
+def _check_parquet_columns(path: Path, schema: Any) -> None:
+    """Refuse columns an event cannot carry (JSON has no decimal, bytes nor duration)."""
+    import pyarrow as pa  # noqa: PLC0415
+
+    _check_names(path, list(schema.names))
+    unreadable = (
+        pa.types.is_decimal,
+        pa.types.is_binary,
+        pa.types.is_large_binary,
+        pa.types.is_fixed_size_binary,
+        pa.types.is_duration,
+        pa.types.is_interval,
+    )
+    for field in schema:
+        if any(kind(field.type) for kind in unreadable):
+            raise DataError(
+                f"{path}: column {field.name!r} holds {field.type}, which an event cannot "
+                "carry; cast it to a number or to text"
+            )
+
+
+def _check_names(path: Path, names: list[str]) -> None:
+    """Refuse a name given to two columns: which of them would be the feature?"""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise DataError(f"{path}: two columns are named {name!r}; rename one")
+        seen.add(name)
+
+
+@contextlib.contextmanager
+def _csv_errors(path: Path) -> Iterator[None]:
+    """A CSV that is not UTF-8 text or holds a cell beyond the csv module's limit, as a
+    `DataError` naming the file."""
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8"
+        ) from None
+    except csv.Error as exc:
+        raise DataError(f"{path}: {exc}") from None
 
 
 __all__ = [

@@ -4,8 +4,7 @@ The promise: whatever a CSV or plain Parquet file holds, replaying it by column 
 the row-by-row path writes (each row sent as its inference event's JSON and decoded again):
 the same outputs, the same dead letters with the same event text, the same label joins, the
 same stderr summary and log lines, and neither path raises. Each test replays one file both
-ways and compares; tests marked ``xfail`` pin a defect of the current code (the reason says
-which side is wrong), and fail loudly once it is fixed.
+ways and compares; a file neither path can read fails with an error naming it or its column.
 """
 
 from __future__ import annotations
@@ -635,18 +634,9 @@ def test_batches_are_let_go_once_decoded_past(
     assert max(held) <= poll + 2 * batch_rows
 
 
-# Defects: each test fails on the current code for the reason given.
+# Found apart by the probe, now alike (or refused with an error naming the column).
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a Parquet float event_id of NaN or infinity: row by row its id is the text "
-    "'nan'/'inf' (tabular.event_id(float('nan'))), so a labels file's NaN id joins one such "
-    "row and the rest are duplicate_prediction; by column ColumnarRows.decode reads ids "
-    "through _Cached.values, which makes non-finite floats None: the rows are unjoinable "
-    "and the label an orphan",
-)
 def test_non_finite_float_event_ids_join_alike(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -657,26 +647,12 @@ def test_non_finite_float_event_ids_join_alike(
     _assert_alike(by_column, by_row)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="replay(version='') (`monitord replay --version ''`): row by row every event "
-    "carries model_version '' and decode keeps it (outputs say version ''); by column "
-    "ColumnarRows sets version = version or UNVERSIONED ('unversioned')",
-)
 def test_an_empty_version_replays_alike(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = _write(_drifting(), tmp_path / "v.parquet")
     by_column, by_row = _both(path, tmp_path, caplog, version="")
     _assert_alike(by_column, by_row)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="events.max_event_bytes is not enforced by column: row by row an event whose "
-    "JSON is larger (a 10,000-character cell, limit 5000) is dead-lettered 'oversize'; "
-    "ColumnarRows.decode never measures a row, so the row is monitored instead",
-)
 @FORMATS
 def test_oversize_rows_are_dead_lettered_alike(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, suffix: str
@@ -689,14 +665,6 @@ def test_oversize_rows_are_dead_lettered_alike(
     _assert_alike(by_column, by_row)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a Parquet file with two columns of one name: row by row the last one is the "
-    "feature (Batch.columns is a dict), by column the first (_ArrowBatch uses "
-    "names.index); both silently drop the other. Either path may instead refuse the file "
-    "with a DataError naming the column",
-)
 def test_duplicate_parquet_column_names_alike_or_refused(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -716,15 +684,6 @@ def test_duplicate_parquet_column_names_alike_or_refused(
     assert "'x'" in refused
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="a file of no feature columns (only reserved ones, or --label-column naming the "
-    "only feature): ColumnarRows.decode builds group.features as dicts over zip(*columns), "
-    "which over no columns gives no rows, not one empty dict per row; the monitor then "
-    "raises 'zip() argument 2 is longer than argument 1' (warming up) or a numpy shape "
-    "mismatch (profile known). Row by row each event has features {}",
-)
 @pytest.mark.parametrize(
     ("columns", "kwargs"),
     [
@@ -755,14 +714,6 @@ def test_a_file_without_features_replays_alike(
     _assert_alike(by_column, by_row)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="prediction_column='' (`--prediction-column ''`) with a column named '': row by "
-    "row events_from_batch reads no prediction ('' is falsy); by column "
-    "ColumnarRows.decode takes the '' column as the prediction (values(name) only skips "
-    "None)",
-)
 def test_an_empty_prediction_column_name_replays_alike(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -772,19 +723,9 @@ def test_an_empty_prediction_column_name_replays_alike(
     _assert_alike(by_column, by_row)
 
 
-# Defects of both paths: a traceback or a silent misreading, not a clear error.
+# Found on both paths (a traceback or a silent misreading), now clear errors.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(AssertionError, KeyError),
-    reason="a --config with kafka.repartition = true (a production config): replay keeps "
-    "it, so Daemon.step sends the file's records through _repartition, which decodes them "
-    "with monitord.events.decode: by column every record has no value and every row is "
-    "dead-lettered 'empty'; row by row the forwards go to DeadLetterFile.send, which "
-    "raises KeyError 'monitord.error.reason' (a traceback). Replay reads one partition: "
-    "it should turn repartitioning off in its config copy, as it sets labels.*",
-)
 def test_a_repartitioning_config_replays_as_without(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -795,17 +736,6 @@ def test_a_repartitioning_config_replays_as_without(
     assert _both(path, tmp_path, caplog, repartitioning) == plain
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="reference build of a file with a column named '@prediction' (events.PREDICTION) "
-    "besides the prediction column: profile_from_batches names both '@prediction', so the "
-    "profile's numeric_names hold it twice; the monitor's Columns then fill only the first "
-    "(numeric.index) and leave the other column of Columns.arrays' np.empty uninitialised: "
-    "garbage values, dead letters at random rows ('@prediction' holds 9.61e+281), by column "
-    "and row by row alike and differently run to run. The warm-up refuses such a feature "
-    "(reserved_name); the build should too, or fail naming the column",
-)
 def test_a_column_named_like_the_prediction_is_not_a_second_prediction(tmp_path: Path) -> None:
     rows = [
         {"x": float(i % 7), "@prediction": float(i % 2), "prediction": 0.5 + (i % 3) / 10}
@@ -822,13 +752,6 @@ def test_a_column_named_like_the_prediction_is_not_a_second_prediction(tmp_path:
     assert "'@prediction'" in refused
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a CSV with a UTF-8 byte order mark (Excel's 'CSV UTF-8'): tabular reads it as "
-    "utf-8, not utf-8-sig, so the first column is named '\\ufeffevent_id' and the ids are "
-    "silently not taken (row indexes instead), by column and row by row alike",
-)
 def test_a_byte_order_mark_does_not_rename_the_first_column(tmp_path: Path) -> None:
     path = tmp_path / "excel.csv"
     path.write_bytes(b"\xef\xbb\xbfevent_id,x,prediction\r\n17,1.0,0.5\r\n18,2.0,0.6\r\n")
@@ -839,17 +762,6 @@ def _odd_parquet(column: Any) -> Any:
     return lambda path: pq.write_table(pa.table({"x": [1.0, 2.0], "odd": column}), path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a traceback, not `monitord: error:` naming the file or column: a CSV that is not "
-    "UTF-8 raises UnicodeDecodeError in DataFile._scan_csv, a CSV cell over 131,072 "
-    "characters _csv.Error (the csv module's field_size_limit), a directory named .csv "
-    "IsADirectoryError; a corrupt or empty Parquet file pyarrow's ArrowInvalid in "
-    "DataFile.__init__; Parquet decimal, binary and duration columns go row by row and "
-    "orjson.dumps raises TypeError ('Type is not JSON serializable') in events_from_batch; "
-    "a --model that is no valid UTF-8 (surrogate-escaped argv) raises UnicodeEncodeError "
-    "at model.encode()",
-)
 @pytest.mark.parametrize(
     ("name", "write", "model", "named"),
     [
