@@ -209,18 +209,24 @@ def _inputs(
     label_topic = None
     if labels_file is not None and labels_path is not None:
         label_topic = labels_path.name if labels_path.name != topic else f"{topic}.labels"
-        # At the events' record time: the label gate holds every label until the file's
-        # events are all read, so each prediction is in the join store before its label.
-        # (A record time of 0 is no label time: the label's is its timestamp column's.)
-
-        def label_values(batch: Batch) -> list[bytes]:
-            return labels_from_batch(batch, config, settings.label_column)
-
-        feeds[TopicPartition(label_topic, 0)] = (
-            _records(labels_file, label_topic, None, label_values, settings.batch_rows),
-            labels_file.rows,
+        feeds[TopicPartition(label_topic, 0)] = _label_feed(
+            config, labels_file, label_topic, settings
         )
     return _Inputs(data_file, topic, labels_file, label_topic, by_column, feeds)
+
+
+def _label_feed(
+    config: Config, labels: DataFile, topic: str, settings: _Settings
+) -> tuple[Iterator[Record], int]:
+    """The labels file's rows as label records, at the events' record time: the label
+    gate holds every label until the file's events are all read, so each prediction is
+    in the join store before its label. (A record time of 0 is no label time: the label's
+    is its timestamp column's.)"""
+
+    def label_values(batch: Batch) -> list[bytes]:
+        return labels_from_batch(batch, config, settings.label_column)
+
+    return _records(labels, topic, None, label_values, settings.batch_rows), labels.rows
 
 
 @dataclass(frozen=True)
@@ -232,6 +238,13 @@ class _Settings:
     prediction_column: str | None
     label_column: str | None
     batch_rows: int
+
+    def __post_init__(self) -> None:
+        for flag, text in (("--model", self.model), ("--version", self.version)):
+            try:
+                text.encode()
+            except UnicodeEncodeError:  # bytes the command line could not decode
+                raise DataError(f"{flag}: {text!r} is not UTF-8 text") from None
 
     def columns(self) -> dict[str, Any]:
         return {
@@ -301,11 +314,6 @@ def replay(
     window's tests, the alerts and the retrain requests (`monitord.report`) is written
     there (no distributions: the rows are not kept)."""
     started = time.monotonic()
-    for flag, text in (("--model", model), ("--version", version)):
-        try:
-            text.encode()
-        except UnicodeEncodeError:  # bytes the command line could not decode
-            raise DataError(f"{flag}: {text!r} is not UTF-8 text") from None
     settings = _Settings(model, version, prediction_column, label_column, batch_rows)
     shown: Progress | None = None  # once the file's rows are counted
 
@@ -318,11 +326,7 @@ def replay(
     config = _replay_config(config, inputs)
     timed = inputs.data.has_column(config.events.timestamp)
     tally = ReplayTally(keep=report_path is not None, timed=timed)
-    writer: Publisher = (
-        TableWriter(out, inputs.topic, timed=timed)
-        if output_format == "table"
-        else JsonLinesPublisher(out, owned=False)
-    )
+    writer = _writer(out, output_format, inputs.topic, timed)
     dead_letters = _dead_letter_file(dead_letters_path, inputs)
     daemon = Daemon(
         config,
@@ -332,10 +336,7 @@ def replay(
         _loader(config, profile_path),
     )
     _fit(daemon, inputs, tally)
-    try:
-        daemon.drain()
-    finally:
-        dead_letters.close()
+    _drain(daemon, dead_letters)
     if shown is not None:
         shown.done()
     if report_path is not None:
@@ -344,6 +345,20 @@ def replay(
     if summary is not None:
         _summarize(summary, config, inputs, tally, time.monotonic() - started)
     return daemon
+
+
+def _writer(out: IO[bytes], output_format: Format, topic: str, timed: bool) -> Publisher:
+    """Outputs as aligned text for a person, or as JSON lines."""
+    if output_format == "table":
+        return TableWriter(out, topic, timed=timed)
+    return JsonLinesPublisher(out, owned=False)
+
+
+def _drain(daemon: Daemon, dead_letters: DeadLetterFile) -> None:
+    try:
+        daemon.drain()
+    finally:
+        dead_letters.close()
 
 
 def _dead_letter_file(path: Path | None, inputs: _Inputs) -> DeadLetterFile:
