@@ -64,8 +64,12 @@ def _sibling(name: str) -> ModuleType:
 streams, worktree = _sibling("streams"), _sibling("worktree")
 
 from detectors.profile import build_profile  # noqa: E402
-from monitord.config import Detection  # noqa: E402
 from monitord.suite import DetectorSuite  # noqa: E402
+
+try:  # `--baseline` runs this script on older trees, where the settings had another name
+    from monitord.config import DetectionSettings
+except ImportError:
+    from monitord.config import Detection as DetectionSettings  # type: ignore[attr-defined,no-redef]
 
 KINDS, latent, make_stream = streams.KINDS, streams.latent, streams.make_stream
 
@@ -146,7 +150,7 @@ def run_cell(cell: Cell, index: int, quick: bool) -> Outcome:
     draws, per_draw = plan_for(cell, quick)
     alpha = TARGET_ALARMS / (draws * per_draw)
     budget = cell.window / alpha
-    settings = Detection(window_size=cell.window, false_alarm_budget_events=budget)
+    settings = DetectionSettings(window_size=cell.window, false_alarm_budget_events=budget)
     alarms = evaluations = adwin_rows = 0
     by_test: dict[str, int] = {}
     start = time.perf_counter()

@@ -20,7 +20,7 @@ from detectors.quality import (
     binomial_rate_thresholds,
 )
 from detectors.window import CountWindow, EventTimeWindow, WindowView
-from detectors.windowed import WindowedDetector, WindowTest
+from detectors.window_detector import WindowedDetector, WindowTest
 
 __all__ = [
     "ADWIN",

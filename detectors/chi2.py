@@ -41,7 +41,7 @@ from scipy.stats import chi2
 from detectors.buckets import CategoryBuckets
 from detectors.detection import Detection, FloatArray, IntArray, SizedThresholds, check_thresholds
 from detectors.window import WindowView
-from detectors.windowed import window_detection
+from detectors.window_detector import window_detection
 
 
 @njit(cache=True, nogil=True)

@@ -41,7 +41,7 @@ from scipy.stats import kstwo
 
 from detectors.detection import Detection, FloatArray, IntArray, SizedThresholds
 from detectors.window import WindowView
-from detectors.windowed import window_detection
+from detectors.window_detector import window_detection
 from detectors.workers import WorkerPool
 
 

@@ -51,7 +51,7 @@ from detectors.detection import (
     read_only,
 )
 from detectors.window import WindowView
-from detectors.windowed import window_detection
+from detectors.window_detector import window_detection
 
 _ScalarT = TypeVar("_ScalarT", bound=np.generic)
 

@@ -40,7 +40,7 @@ from detectors.detection import (
     check_thresholds,
 )
 from detectors.window import WindowView
-from detectors.windowed import window_detection
+from detectors.window_detector import window_detection
 
 RATE_FLOOR = 1e-3
 """Reference rate assumed when the reference saw none: a finite sample without a missing

@@ -16,7 +16,14 @@ from pydantic import ValidationError
 from connectors.stream import ConnectorError
 from detectors.profile import ProfileError, ReferenceProfile
 from monitord.audit import STATUSES, Decision
-from monitord.config import Config, ConfigError, Detection, load_config, masked, parse_config
+from monitord.config import (
+    Config,
+    ConfigError,
+    DetectionSettings,
+    load_config,
+    masked,
+    parse_config,
+)
 from monitord.environment import CONFIG_FILE
 from monitord.tabular import DataError
 
@@ -372,7 +379,7 @@ def _replay(args: argparse.Namespace) -> int:
     if args.warmup is not None:
         # Validated like the config file's key: a warm-up below the supported range fails.
         try:
-            detection = Detection.model_validate(
+            detection = DetectionSettings.model_validate(
                 {**config.detection.model_dump(), "warmup_events": args.warmup}
             )
         except ValidationError as exc:

@@ -215,7 +215,7 @@ MIN_REFERENCE_ROWS = 50
 """Smallest reference the calibrated thresholds are validated for."""
 
 
-class Detection(_Section):
+class DetectionSettings(_Section):
     """How drift is tested for a model (defaults for every model, overridable per model)."""
 
     detectors: tuple[DetectorName, ...] = ("ks", "psi", "chi2", "quality", "adwin")
@@ -261,7 +261,7 @@ class Detection(_Section):
     monitor_prediction: bool = True
 
     @model_validator(mode="after")
-    def _step_fits(self) -> Detection:
+    def _step_fits(self) -> DetectionSettings:
         if self.window_step is not None and self.window_step > self.window_size:
             raise ValueError(
                 f"window_step ({self.window_step}) must not exceed window_size ({self.window_size})"
@@ -388,7 +388,7 @@ class ModelSettings(_Section):
     profiles: dict[str, Path] = Field(
         default_factory=dict, description="model_version -> reference profile file"
     )
-    detection: Detection | None = Field(
+    detection: DetectionSettings | None = Field(
         None, description="keys that differ from [detection] for this model (merged over it)"
     )
     policy: PolicySettings | None = Field(
@@ -637,7 +637,7 @@ class RegistrySettings(_Section):
 class Config(_Section):
     kafka: KafkaSettings = KafkaSettings()
     events: EventFields = EventFields()
-    detection: Detection = Detection()
+    detection: DetectionSettings = DetectionSettings()
     models: tuple[ModelSettings, ...] = ()
     profile_dir: Path | None = Field(None, description="holds <model>@<version>.npz profiles")
     alerts: AlertSettings = AlertSettings()
@@ -732,7 +732,7 @@ class Config(_Section):
             )
         return self
 
-    def detection_for(self, model: str) -> Detection:
+    def detection_for(self, model: str) -> DetectionSettings:
         for settings in self.models:
             if settings.name == model and settings.detection is not None:
                 return settings.detection
@@ -1112,7 +1112,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "ConsumerSettings",
-    "Detection",
+    "DetectionSettings",
     "DetectorName",
     "EventFields",
     "KafkaSettings",

@@ -57,8 +57,7 @@ from connectors.outbox import SCHEMA_VERSION
 from detectors.profile import ReferenceProfile
 from monitord.alerts import PERFORMANCE_ALERTS, Alert
 from monitord.clock import now
-from monitord.config import Config, ConfigError
-from monitord.config import Detection as DetectionSettings
+from monitord.config import Config, ConfigError, DetectionSettings
 from monitord.events import PREDICTION
 from monitord.monitor import Evaluation
 from monitord.reference import load_profile

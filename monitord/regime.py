@@ -36,7 +36,7 @@ from pydantic import NonNegativeInt, model_validator
 
 from detectors.detection import Detection, FloatArray, State, sub_state
 from detectors.profile import ProfileError, ReferenceProfile, build_profile
-from monitord.config import Detection as DetectionSettings
+from monitord.config import DetectionSettings
 from monitord.state import StateModel
 from monitord.suite import DetectorSuite, Result
 

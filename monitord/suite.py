@@ -43,8 +43,8 @@ from detectors.quality import (
     UnseenRateTest,
 )
 from detectors.window import CountWindow, HybridWindow, Window
-from detectors.windowed import WindowedDetector, WindowTest
-from monitord.config import Detection as DetectionSettings
+from detectors.window_detector import WindowedDetector, WindowTest
+from monitord.config import DetectionSettings
 from monitord.events import PREDICTION
 
 Result = tuple[tuple[str, ...], Detection]

@@ -32,7 +32,7 @@ from detectors.psi import (
     psi_numeric,
 )
 from detectors.window import CountWindow, WindowView
-from detectors.windowed import WindowedDetector, WindowTest
+from detectors.window_detector import WindowedDetector, WindowTest
 from detectors.workers import WorkerPool
 
 N_GAUSSIAN = 17

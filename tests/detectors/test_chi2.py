@@ -11,7 +11,7 @@ from scipy.stats import chi2_contingency
 from detectors.chi2 import Chi2Test, chi2_statistic
 from detectors.detection import IntArray
 from detectors.window import CountWindow, WindowView
-from detectors.windowed import WindowedDetector
+from detectors.window_detector import WindowedDetector
 
 
 def _table(codes: IntArray, reference: IntArray) -> IntArray:

@@ -40,7 +40,7 @@ from detectors.quality import (
     UnseenRateTest,
 )
 from detectors.window import CountWindow, EventTimeWindow, HybridWindow, Window
-from detectors.windowed import WindowedDetector, WindowTest
+from detectors.window_detector import WindowedDetector, WindowTest
 
 N_ROWS = 700
 N_NUMERIC = 3

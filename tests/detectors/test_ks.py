@@ -11,7 +11,7 @@ from scipy import stats
 from detectors.detection import FloatArray
 from detectors.ks import EXACT_MAX_N, KSTest, ks_pvalues, ks_statistic
 from detectors.window import CountWindow, WindowView
-from detectors.windowed import WindowedDetector
+from detectors.window_detector import WindowedDetector
 
 
 def _scipy(ref: FloatArray, win: FloatArray) -> tuple[float, float]:

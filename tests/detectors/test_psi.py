@@ -20,7 +20,7 @@ from detectors.psi import (
     psi_numeric,
 )
 from detectors.window import CountWindow, WindowView
-from detectors.windowed import WindowedDetector
+from detectors.window_detector import WindowedDetector
 
 
 def _psi_terms(reference: Sequence[float], window: Sequence[float]) -> float:

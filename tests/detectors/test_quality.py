@@ -15,7 +15,7 @@ from detectors.quality import (
     binomial_rate_thresholds,
 )
 from detectors.window import CountWindow, WindowView
-from detectors.windowed import WindowedDetector
+from detectors.window_detector import WindowedDetector
 
 NUMERIC = np.array(
     [

@@ -14,8 +14,7 @@ from connectors.stream import Record
 from detectors.detection import Detection
 from detectors.profile import build_profile
 from monitord.alerts import Alert
-from monitord.config import ConfigError, parse_config
-from monitord.config import Detection as DetectionSettings
+from monitord.config import ConfigError, DetectionSettings, parse_config
 from monitord.metrics import DaemonMetrics, check_cardinality, feature_series
 from monitord.monitor import Evaluation, OffsetRange
 from monitord.reference import save_profile
