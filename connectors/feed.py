@@ -17,7 +17,9 @@ from connectors.stream import (
     RebalanceListener,
     Record,
     TopicPartition,
+    pause_assigned,
     poll_in_turn,
+    revoke_on_close,
 )
 
 _OFFSET = operator.attrgetter("offset")
@@ -131,10 +133,7 @@ class FeedSource:
 
     def pause(self, partitions: Iterable[TopicPartition]) -> None:
         self._check_open()
-        for tp in partitions:
-            if tp not in self._assigned:
-                raise ValueError(f"partition: {tp} is not assigned to this source")
-            self._paused.add(tp)
+        pause_assigned(self._paused, self._assigned, partitions)
 
     def resume(self, partitions: Iterable[TopicPartition]) -> None:
         self._paused -= set(partitions)
@@ -158,8 +157,7 @@ class FeedSource:
         if self._closed:
             return
         try:
-            if self._assigned and self._listener is not None:
-                self._listener.on_revoked(set(self._assigned))
+            revoke_on_close(self._listener, self._assigned)
         finally:
             self._closed = True
             self._assigned = frozenset()

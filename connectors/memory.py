@@ -19,7 +19,9 @@ from connectors.stream import (
     RebalanceListener,
     Record,
     TopicPartition,
+    pause_assigned,
     poll_in_turn,
+    revoke_on_close,
 )
 
 
@@ -156,10 +158,7 @@ class MemorySource:
 
     def pause(self, partitions: Iterable[TopicPartition]) -> None:
         self._check_open()
-        for tp in partitions:
-            if tp not in self._assigned:
-                raise ValueError(f"partition: {tp} is not assigned to this source")
-            self._paused.add(tp)
+        pause_assigned(self._paused, self._assigned, partitions)
 
     def resume(self, partitions: Iterable[TopicPartition]) -> None:
         self._paused -= set(partitions)
@@ -173,9 +172,7 @@ class MemorySource:
         if self._closed:
             return
         try:
-            # Still owned and open during the callback, so it may commit.
-            if self._assigned and self._listener is not None:
-                self._listener.on_revoked(set(self._assigned))
+            revoke_on_close(self._listener, self._assigned)
         finally:
             self._closed = True
             self._assigned = set()

@@ -7,7 +7,7 @@ takes offsets to commit, a `Sink` takes messages and confirms delivery on `flush
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Iterable, Mapping, Sequence, Set
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -106,6 +106,28 @@ class OffsetReset:
     def reason(self) -> str:
         """``beyond_end`` or ``before_start``: a label value for metrics."""
         return "beyond_end" if self.offset > self.log_end else "before_start"
+
+
+def pause_assigned(
+    paused: set[TopicPartition],
+    assigned: Collection[TopicPartition],
+    partitions: Iterable[TopicPartition],
+) -> None:
+    """Add ``partitions`` to ``paused``; each must be ``assigned`` (what the in-process
+    sources share, as the broker refuses pausing a partition it did not assign)."""
+    for tp in partitions:
+        if tp not in assigned:
+            raise ValueError(f"partition: {tp} is not assigned to this source")
+        paused.add(tp)
+
+
+def revoke_on_close(
+    listener: RebalanceListener | None, assigned: Collection[TopicPartition]
+) -> None:
+    """Tell ``listener`` a closing source gives up every ``assigned`` partition, as Kafka
+    does: called while the source is still open, so the listener may commit."""
+    if assigned and listener is not None:
+        listener.on_revoked(set(assigned))
 
 
 class RebalanceListener(Protocol):
@@ -281,5 +303,7 @@ __all__ = [
     "Source",
     "TopicPartition",
     "one_partition",
+    "pause_assigned",
     "poll_in_turn",
+    "revoke_on_close",
 ]
