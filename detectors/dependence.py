@@ -235,16 +235,20 @@ def estimate_dependence(
     """
     numeric = np.asarray(numeric, dtype=np.float64)[:max_rows]
     codes = np.asarray(category_codes)[:max_rows]
-    curves = [_numeric_curve(numeric[:, j]) for j in range(numeric.shape[1])]
+    gate = _complete_columns_gate(numeric)
+    curves = [_numeric_curve(numeric[:, j], gate[j]) for j in range(numeric.shape[1])]
     curves += [_categorical_curve(codes[:, j]) for j in range(codes.shape[1])]
     inflation = np.vstack(curves) if curves else np.ones((0, GRID.shape[0]))
     return Dependence(inflation, numeric.shape[0])
 
 
-def _numeric_curve(column: FloatArray) -> FloatArray:
+def _numeric_curve(column: FloatArray, dependent: bool | None = None) -> FloatArray:
+    """``dependent``: the gate's answer where it is already known."""
     finite = np.isfinite(column)
     values = column[finite]
-    if not _dependent(values, finite):
+    if dependent is None:
+        dependent = _dependent(values, finite)
+    if not dependent:
         return np.ones(GRID.shape[0])
     quartiles = [values <= level for level in np.quantile(values, QUARTILES)]
     missing = [~finite] if 0 < finite.sum() < finite.shape[0] else []
@@ -272,6 +276,41 @@ def _dependent(values: FloatArray, present: npt.NDArray[np.bool_]) -> bool:
     if 0 < present.sum() < present.shape[0]:
         candidates.append((~present).astype(np.float64))
     return any(_ljung_box(series) < GATE_LEVEL / 2 for series in candidates)
+
+
+def _complete_columns_gate(numeric: FloatArray) -> list[bool | None]:
+    """`_dependent` of every column without missing values, all at once (a model's
+    features at its first calibration: one call per profile, not per column); None for
+    the others."""
+    n, p = numeric.shape
+    gate: list[bool | None] = [None] * p
+    complete = np.flatnonzero(np.isfinite(numeric).all(axis=0))
+    if n < 8 or complete.shape[0] == 0:
+        return gate
+    ranks = stats.rankdata(numeric[:, complete], axis=0)
+    scores = special.ndtri((ranks - 0.5) / n)
+    for j, p_value in zip(complete, _ljung_box_columns(scores), strict=True):
+        gate[j] = bool(p_value < GATE_LEVEL / 2)
+    return gate
+
+
+def _ljung_box_columns(series: FloatArray) -> FloatArray:
+    """`_ljung_box` of each column of ``series`` ``(n, k)``."""
+    n = series.shape[0]
+    centred = series - series.mean(axis=0)
+    variance = np.einsum("ij,ij->j", centred, centred)
+    constant = np.all(series == series[0], axis=0)
+    variance = np.where(constant, 1.0, variance)
+    rho = np.array(
+        [
+            np.einsum("ij,ij->j", centred[:-k], centred[k:]) / variance
+            for k in range(1, min(GATE_LAGS, n - 1) + 1)
+        ]
+    )
+    terms = n * (n + 2) * rho**2 / (n - np.arange(1, rho.shape[0] + 1))[:, None]
+    lags = min(GATE_LAGS, max(n // 5, 1))
+    p_values = np.minimum(stats.chi2.sf(terms[0], 1), stats.chi2.sf(terms[:lags].sum(axis=0), lags))
+    return np.asarray(np.where(constant, 1.0, p_values))
 
 
 def serially_dependent(series: FloatArray) -> bool:

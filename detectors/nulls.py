@@ -49,7 +49,10 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -282,7 +285,10 @@ def _dirichlet(
 
 class CountLaws:
     """Count laws shared between columns with the same inputs (quantised conservatively:
-    effective reference sizes down to quarters of a doubling, inflation up to eighths)."""
+    effective reference sizes down to quarters of a doubling, inflation up to eighths),
+    and between every profile in the process through `SHARED_COUNT_LAWS`: a fleet of
+    models over numeric features mostly asks for the same few laws (equal-frequency bins
+    have equal shares), and simulating them was most of a new version's calibration."""
 
     def __init__(self, seed: int) -> None:
         self._seed = seed
@@ -306,12 +312,65 @@ class CountLaws:
         # Within 2 % of independence a window is independent rows for all a law can tell
         # (rounding up to the next step would overstate its variance by 9 %).
         tau = 1.0 if window_inflation <= INDEPENDENT else _quantise(window_inflation, False, 8)
-        key = (*kind, tuple(np.round(shares, 4)), n_e, int(window_rows), tau, draws, persistent)
-        if key not in self._laws:
-            rng = np.random.default_rng([self._seed, len(self._laws)])
-            counts = simulate_counts(rng, shares, n_e, int(window_rows), tau, draws, persistent)
-            self._laws[key] = tuple(TailLaw.from_draws(s) for s in statistics(counts))
-        return self._laws[key]
+        # Simulated at the rounded shares (the key), so a law does not depend on which
+        # profile asked first; a share rounded to nothing keeps a little (rare categories).
+        shares = np.asarray(shares, dtype=np.float64)
+        kept = np.where(shares > 0, np.maximum(np.round(shares, 4), 5e-5), 0.0)
+        rounded = tuple(float(share) for share in kept)
+        key = (self._seed, *kind, rounded, n_e, int(window_rows), tau, draws, persistent)
+        found = self._laws.get(key)
+        if found is None:
+            found = self._laws[key] = SHARED_COUNT_LAWS.get(
+                key,
+                lambda rng: tuple(
+                    TailLaw.from_draws(s)
+                    for s in statistics(
+                        simulate_counts(
+                            rng, np.asarray(rounded), n_e, int(window_rows), tau, draws, persistent
+                        )
+                    )
+                ),
+            )
+        return found
+
+
+class SharedCountLaws:
+    """The process's most recently used count laws, at most ``capacity`` of them.
+
+    A law's random draws are seeded by its key alone, so it is the same whichever profile
+    asks first, in whatever order: thresholds stay a function of a profile and the seed
+    (a restored version recalibrates to the very thresholds it had)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._laws: OrderedDict[tuple[object, ...], tuple[TailLaw, ...]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(
+        self,
+        key: tuple[object, ...],
+        make: Callable[[np.random.Generator], tuple[TailLaw, ...]],
+    ) -> tuple[TailLaw, ...]:
+        with self._lock:
+            found = self._laws.get(key)
+            if found is not None:
+                self._laws.move_to_end(key)
+                return found
+        digest = hashlib.blake2b(repr(key).encode(), digest_size=16).digest()
+        made = make(np.random.default_rng(list(np.frombuffer(digest, dtype=np.uint32))))
+        with self._lock:
+            self._laws[key] = made
+            while len(self._laws) > self.capacity:
+                self._laws.popitem(last=False)
+        return made
+
+    def __len__(self) -> int:
+        return len(self._laws)
+
+
+SHARED_COUNT_LAWS = SharedCountLaws(capacity=256)
+"""Laws shared by every profile in the process (each holds up to `DRAWS` sorted draws,
+64 KiB: the cache is at most 16 MiB beyond what live versions hold anyway)."""
 
 
 def _quantise(value: float, down: bool, per_doubling: int) -> float:
@@ -406,8 +465,10 @@ __all__ = [
     "INDEPENDENT",
     "MAX_SHAPE",
     "PERSISTENT",
+    "SHARED_COUNT_LAWS",
     "TAIL",
     "CountLaws",
+    "SharedCountLaws",
     "TailLaw",
     "ar_coefficient",
     "ks_isf",

@@ -16,6 +16,8 @@ from detectors.dependence import (
     MIN_EFFECTIVE_ROWS,
     QUARTILES,
     Dependence,
+    _complete_columns_gate,
+    _dependent,
     estimate_dependence,
 )
 from detectors.detection import FloatArray, IntArray
@@ -233,3 +235,22 @@ def test_rows_beyond_max_rows_are_not_read() -> None:
 def test_construction_names_inflation(inflation: FloatArray, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Dependence(inflation, 100)
+
+
+def test_the_gate_of_complete_columns_at_once_answers_as_column_by_column() -> None:
+    """The profile-wide gate (all complete columns in one pass) is the per-column gate:
+    AR(1) and independent columns, ties, a constant column, short and long references."""
+    rng = np.random.default_rng(5)
+    for n in (8, 9, 30, 200, 999):
+        rows = rng.normal(size=(n, 6))
+        for t in range(1, n):
+            rows[t, :3] += 0.4 * rows[t - 1, :3]
+        rows[:, 4] = np.round(rows[:, 4])
+        rows[:, 5] = 1.0
+        at_once = _complete_columns_gate(rows)
+        one_by_one = [_dependent(rows[:, j], np.ones(n, dtype=np.bool_)) for j in range(6)]
+        assert at_once == one_by_one
+        assert at_once[5] is False
+    # A column with a missing value is left to the per-column gate.
+    rows[3, 2] = np.nan
+    assert _complete_columns_gate(rows)[2] is None
