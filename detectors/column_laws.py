@@ -158,7 +158,7 @@ class ColumnLaws:
                 counts.sum() + self._unseen_events(f)
             )
             chi2_law, psi_law = self._counts.laws(
-                ("categorical", float(counts.sum())),
+                ("categorical", tuple(counts.tolist())),
                 shares,
                 float(self.reference_effective[j]),
                 round(observed[j]),

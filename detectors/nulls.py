@@ -306,18 +306,17 @@ class CountLaws:
         persistent: bool = True,
     ) -> tuple[TailLaw, ...]:
         """The laws of ``statistics(counts)`` for simulated window counts (cached by
-        ``kind``, which must name everything ``statistics`` depends on besides the shares)."""
+        ``kind``, which must name everything ``statistics`` depends on besides the shares:
+        the cache is shared by every profile in the process)."""
         # The reference's size matters less than the window's inflation: coarser steps.
         n_e = _quantise(reference_effective, down=True, per_doubling=4)
         # Within 2 % of independence a window is independent rows for all a law can tell
         # (rounding up to the next step would overstate its variance by 9 %).
         tau = 1.0 if window_inflation <= INDEPENDENT else _quantise(window_inflation, False, 8)
-        # Simulated at the rounded shares (the key), so a law does not depend on which
-        # profile asked first; a share rounded to nothing keeps a little (rare categories).
-        shares = np.asarray(shares, dtype=np.float64)
-        kept = np.where(shares > 0, np.maximum(np.round(shares, 4), 5e-5), 0.0)
-        rounded = tuple(float(share) for share in kept)
-        key = (self._seed, *kind, rounded, n_e, int(window_rows), tau, draws, persistent)
+        # The exact shares, not rounded ones: a law shared between profiles must be the
+        # same whichever asks first, for thresholds to be a function of the profile alone.
+        exact = tuple(float(share) for share in np.asarray(shares, dtype=np.float64))
+        key = (self._seed, *kind, exact, n_e, int(window_rows), tau, draws, persistent)
         found = self._laws.get(key)
         if found is None:
             found = self._laws[key] = SHARED_COUNT_LAWS.get(
@@ -326,7 +325,7 @@ class CountLaws:
                     TailLaw.from_draws(s)
                     for s in statistics(
                         simulate_counts(
-                            rng, np.asarray(rounded), n_e, int(window_rows), tau, draws, persistent
+                            rng, np.asarray(exact), n_e, int(window_rows), tau, draws, persistent
                         )
                     )
                 ),

@@ -4,13 +4,17 @@ AR(1) coefficient for an inflation, simulated counts and beta-binomial rate thre
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from fractions import Fraction
 
 import numpy as np
 import pytest
 from scipy import stats
 
+from detectors import nulls
+from detectors.detection import FloatArray, IntArray
 from detectors.nulls import (
+    CountLaws,
     TailLaw,
     ar_coefficient,
     ks_isf,
@@ -183,3 +187,58 @@ def test_rate_threshold_is_binomial_for_a_huge_independent_reference() -> None:
             binomial = float(stats.binom.isf(level, 1000, rate))
             assert binomial <= ours <= binomial + 1
     assert rate_count_isf(1e-4, _a(0.5), _a(1e6), _a(1.0), _a(1.0)).tolist() == [1.0]
+
+
+def _total(counts: IntArray) -> tuple[FloatArray, ...]:
+    return (counts[:, 0].astype(np.float64),)
+
+
+def test_count_laws_are_shared_between_profiles_and_the_same_whoever_asks_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A law is shared by every profile in the process, and seeded by its inputs alone: a
+    restarted process that meets the profiles in another order gets the same thresholds."""
+    first, second = np.array([0.25, 0.25, 0.5]), np.array([0.1, 0.2, 0.7])
+
+    def laws_in_order(order: list[FloatArray]) -> dict[float, FloatArray]:
+        monkeypatch.setattr(nulls, "SHARED_COUNT_LAWS", nulls.SharedCountLaws(capacity=8))
+        found = {}
+        for shares in order:
+            (law,) = CountLaws(seed=0).laws(("t",), shares, 400.0, 100, 1.0, _total)
+            found[float(shares[0])] = law.draws
+        return found
+
+    forward, backward = laws_in_order([first, second]), laws_in_order([second, first])
+    assert set(forward) == set(backward) == {0.25, 0.1}
+    for key, draws in forward.items():
+        np.testing.assert_array_equal(draws, backward[key])
+    # Another profile asking the same inputs gets the very same law, not a new simulation.
+    one = CountLaws(seed=0).laws(("t",), first, 400.0, 100, 1.0, _total)
+    other = CountLaws(seed=0).laws(("t",), first, 400.0, 100, 1.0, _total)
+    assert one[0] is other[0]
+    assert len(nulls.SHARED_COUNT_LAWS) == 2  # both found in the cache
+    # A different seed is a different law.
+    reseeded = CountLaws(seed=1).laws(("t",), first, 400.0, 100, 1.0, _total)
+    assert not np.array_equal(reseeded[0].draws, one[0].draws)
+    assert len(nulls.SHARED_COUNT_LAWS) == 3
+
+
+def test_the_shared_count_laws_keep_the_most_recently_used() -> None:
+    cache = nulls.SharedCountLaws(capacity=2)
+    made: list[str] = []
+
+    def make(name: str) -> Callable[[np.random.Generator], tuple[TailLaw, ...]]:
+        def law(rng: np.random.Generator) -> tuple[TailLaw, ...]:
+            made.append(name)
+            return (TailLaw.from_draws(rng.standard_normal(200)),)
+
+        return law
+
+    a = cache.get(("a",), make("a"))
+    cache.get(("b",), make("b"))
+    assert cache.get(("a",), make("a")) is a  # a used again: b is now the oldest
+    cache.get(("c",), make("c"))
+    cache.get(("a",), make("a"))
+    cache.get(("b",), make("b"))
+    assert made == ["a", "b", "c", "b"]
+    assert len(cache) == 2
