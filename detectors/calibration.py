@@ -86,12 +86,17 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Collection
+import threading
+from collections import OrderedDict
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from numba import njit
 
+from detectors import resampling
 from detectors.column_laws import ColumnLaws, Thresholds
 from detectors.dependence import Dependence
 from detectors.detection import BoolArray, FloatArray, IntArray, read_only
@@ -311,19 +316,35 @@ def _copula_min_p(
         return np.ones(0)
     # Ties (KS takes lattice values) are broken by one random order of the replicates for
     # every column: each column's ranks are still uniformly random among its ties, and tied
-    # near-copies keep moving together (independent tie-breaks would decorrelate them).
-    # A stable sort of the replicates taken in that order breaks ties by it; each column
-    # sorted as a contiguous row (sorting down a column's stride was most of the cost).
+    # near-copies keep moving together (independent tie-breaks would decorrelate them). A
+    # stable sort of the replicates taken in that order breaks ties by it.
     tie_order = np.argsort(rng.random(b))
     by_column = np.ascontiguousarray(kept[tie_order].T)
-    order = np.argsort(by_column, axis=1, kind="stable")
-    shuffled_ranks = np.empty_like(order)
-    np.put_along_axis(shuffled_ranks, order, np.arange(b)[None, :], axis=1)
-    ranks = np.empty((b, kept.shape[1]), dtype=order.dtype)
-    ranks[tie_order] = shuffled_ranks.T
     # Randomised rank p-values, uniform on (0, 1), the jitter shared by the replicate too.
-    p_values = (b - ranks - rng.random((b, 1))) / b
-    return np.asarray(p_values.min(axis=1))
+    jitter = np.asarray(rng.random(b))[tie_order]
+    groups = min(resampling.WORKERS.size + 1, by_column.shape[0])
+    bounds = np.linspace(0, by_column.shape[0], groups + 1).astype(np.int64)
+    smallest = np.ones((groups, b))
+    resampling.WORKERS.share(
+        groups,
+        lambda g: _column_min_p(by_column[bounds[g] : bounds[g + 1]], jitter, smallest[g]),
+    )
+    min_p = np.empty(b)
+    min_p[tie_order] = smallest.min(axis=0)
+    return min_p
+
+
+@njit(cache=True, nogil=True)
+def _column_min_p(by_column: FloatArray, jitter: FloatArray, smallest: FloatArray) -> None:
+    """Into ``smallest[i]``, the least ``(b - rank - jitter[i]) / b`` of replicate ``i`` over
+    the rows of ``by_column`` (one column's statistics each, ties ranked in row order)."""
+    b = by_column.shape[1]
+    for j in range(by_column.shape[0]):
+        order = np.argsort(by_column[j], kind="mergesort")
+        for rank in range(b):
+            i = order[rank]
+            p_value = (b - rank - jitter[i]) / b
+            smallest[i] = min(smallest[i], p_value)
 
 
 def _bootstrap_min_p(
@@ -345,33 +366,20 @@ def _bootstrap_min_p(
         return np.ones(0)
     # Weight of a pseudo-reference draw in shares of all n_rows reference rows.
     shrink = math.sqrt(n / max(profile.n_rows, n))
-    rng = np.random.default_rng(seed)
-    collected: list[FloatArray] = []
     per_block = max(1, min(_BLOCK, _MAX_DRAWS // max(n, plan.size)))
-    blocks = [min(per_block, n_resamples - start) for start in range(0, n_resamples, per_block)]
-    length = laws.block_length
-
-    def draw(count: int) -> tuple[IntArray, IntArray]:
-        return draw_rows(rng, n, plan.size, count, length)
-
-    # The next block's rows are drawn while workers test this one's.
-    draws = [draw(blocks[0])]
-    for following in [*blocks[1:], 0]:
-        drawn_reference, drawn_window = draws.pop()
-
-        def draw_next(following: int = following) -> None:
-            if following:
-                draws.append(draw(following))
-
+    blocks = tuple(
+        min(per_block, n_resamples - start) for start in range(0, n_resamples, per_block)
+    )
+    replicates, rng = REPLICATE_ROWS.get(seed, n, plan.size, blocks, laws.block_length)
+    collected: list[FloatArray] = []
+    for drawn_reference, drawn_window in replicates:
         statistics: dict[str, FloatArray] = {}
         if numeric is not None:
-            ks, psi = numeric.statistics(drawn_reference, drawn_window, shrink, draw_next)
+            ks, psi = numeric.statistics(drawn_reference, drawn_window, shrink)
             if "ks" in chosen:
                 statistics["ks"] = ks
             if "psi" in chosen:
                 statistics["psi"] = psi
-        else:
-            draw_next()
         if categorical is not None:
             chi2, psi_categorical = categorical.statistics(drawn_reference, drawn_window, shrink)
             if "chi2" in chosen:
@@ -380,6 +388,66 @@ def _bootstrap_min_p(
                 statistics["psi_categorical"] = psi_categorical
         collected.append(np.hstack([statistics[name] for name in sorted(statistics)]))
     return _copula_min_p(np.vstack(collected), laws.distribution_columns(), rng)
+
+
+class ReplicateRows:
+    """The bootstrap's drawn rows, shared by every calibration in the process that draws
+    alike: they depend only on the seed, the sizes and the block length, so a fleet of
+    versions with the same settings draws them once. Each entry also holds the generator's
+    state after the draws, from which the calibration continues exactly as if it had drawn
+    them itself. At most ``max_bytes`` of rows are kept, the most recently used."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._rows: OrderedDict[tuple[object, ...], _Entry] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(
+        self, seed: int, n: int, window: int, blocks: tuple[int, ...], block_length: int
+    ) -> tuple[_Drawn, np.random.Generator]:
+        """Each block's (pseudo-reference, pseudo-window) row indices, and the generator
+        seeded by ``seed`` as it stands after drawing them."""
+        key = (seed, n, window, blocks, block_length)
+        with self._lock:
+            found = self._rows.get(key)
+            if found is not None:
+                self._rows.move_to_end(key)
+        if found is None:
+            rng = np.random.default_rng(seed)
+            drawn = [draw_rows(rng, n, window, count, block_length) for count in blocks]
+            for reference, window_rows in drawn:
+                reference.flags.writeable = window_rows.flags.writeable = False
+            self._keep(key, (drawn, rng.bit_generator.state))
+            return drawn, rng
+        rng = np.random.default_rng()
+        rng.bit_generator.state = found[1]
+        return found[0], rng
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rows.clear()
+            self._bytes = 0
+
+    def _keep(self, key: tuple[object, ...], entry: _Entry) -> None:
+        size = sum(reference.nbytes + window.nbytes for reference, window in entry[0])
+        if size > self.max_bytes // 4:
+            return  # a reference of thousands of rows: drawn afresh, rather than evict all
+        with self._lock:
+            if key in self._rows:
+                return
+            self._rows[key] = entry
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, (dropped, _state) = self._rows.popitem(last=False)
+                self._bytes -= sum(r.nbytes + w.nbytes for r, w in dropped)
+
+
+_Drawn = list[tuple[IntArray, IntArray]]
+_Entry = tuple[_Drawn, Mapping[str, Any]]  # the rows, and the generator's state after
+
+REPLICATE_ROWS = ReplicateRows(max_bytes=32 << 20)
+"""The process's shared bootstrap draws (`ReplicateRows`)."""
 
 
 @dataclass(frozen=True)

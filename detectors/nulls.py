@@ -366,6 +366,10 @@ class SharedCountLaws:
     def __len__(self) -> int:
         return len(self._laws)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._laws.clear()
+
 
 SHARED_COUNT_LAWS = SharedCountLaws(capacity=256)
 """Laws shared by every profile in the process (each holds up to `DRAWS` sorted draws,

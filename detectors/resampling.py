@@ -27,7 +27,6 @@ Praestgaard, Scand. J. Statist. 22 (1995) 305-322. H. R. Kunsch, Ann. Statist. 1
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -40,7 +39,8 @@ from detectors.profile import ReferenceProfile
 from detectors.psi import SHARE_FLOOR
 from detectors.workers import MAX_THREADS, WorkerPool, usable_cpus
 
-_WORKERS = WorkerPool(min(usable_cpus(), MAX_THREADS) - 1, "calibrate")
+WORKERS = WorkerPool(min(usable_cpus(), MAX_THREADS) - 1, "calibrate")
+"""The threads calibration shares its kernels with (the calling thread is one more)."""
 
 
 def draw_rows(
@@ -196,10 +196,8 @@ class NumericResampler:
         drawn_reference: IntArray,
         drawn_window: IntArray,
         shrink: float,
-        meanwhile: Callable[[], None] | None = None,
     ) -> tuple[FloatArray, FloatArray]:
-        """``(replicates, p)`` KS and PSI of each replicate, from its drawn row indices; the
-        calling thread runs ``meanwhile`` first, while the workers start."""
+        """``(replicates, p)`` KS and PSI of each replicate, from its drawn row indices."""
         (block, n_ref), n_win = drawn_reference.shape, drawn_window.shape[1]
         p, n = self.order.shape
         ks, psi = np.empty((block, p)), np.empty((block, p))
@@ -222,7 +220,7 @@ class NumericResampler:
             )
 
         # Replicates are independent: lane groups shared across CPUs.
-        _WORKERS.share(-(-block // LANES), lane_group, meanwhile)
+        WORKERS.share(-(-block // LANES), lane_group)
         return ks, psi
 
 
@@ -306,6 +304,7 @@ def _towards(observed: FloatArray, expected: FloatArray) -> FloatArray:
 __all__ = [
     "INT32_MAX",
     "LANES",
+    "WORKERS",
     "CategoricalResampler",
     "NumericResampler",
     "chi2_and_psi",

@@ -12,11 +12,12 @@ import math
 from collections.abc import Callable
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from scipy import special
 from scipy.stats import chi2, ks_2samp
 
-from detectors import resampling
+from detectors import calibration, resampling
 from detectors.buckets import CategoryBuckets
 from detectors.calibration import Calibration, FalseAlarmBudget, WindowPlan, calibrate
 from detectors.chi2 import Chi2Test, chi2_statistic
@@ -204,9 +205,9 @@ def test_thresholds_do_not_depend_on_the_number_of_threads(
     # Replicates are split across threads; each writes its own rows of the statistics.
     profile, plan, budget = _profile(3), WindowPlan(1000, 500), FalseAlarmBudget(500_000)
     alone = WorkerPool(0, "calibrate-alone")
-    monkeypatch.setattr(resampling, "_WORKERS", alone)
+    monkeypatch.setattr(resampling, "WORKERS", alone)
     expected = calibrate(profile, plan, budget, n_resamples=600, seed=4)
-    monkeypatch.setattr(resampling, "_WORKERS", WorkerPool(workers, "calibrate-n"))
+    monkeypatch.setattr(resampling, "WORKERS", WorkerPool(workers, "calibrate-n"))
     split = calibrate(profile, plan, budget, n_resamples=600, seed=4)
     for field in ("ks", "psi"):
         np.testing.assert_array_equal(getattr(split, field), getattr(expected, field))
@@ -380,3 +381,77 @@ def test_the_ks_law_of_a_subsampled_reference_holds_its_level() -> None:
     # 60 expected at the nominal level; the law that ignored the subsample alarmed about
     # three times as often.
     assert 30 <= alarms <= 90, alarms
+
+
+def _min_p_by_lexsort(
+    statistics: FloatArray, columns: npt.NDArray[np.bool_], rng: np.random.Generator
+) -> FloatArray:
+    """The copula's min-p as first written: one lexsort down the columns."""
+    b = statistics.shape[0]
+    kept = np.where(np.isnan(statistics[:, columns]), -np.inf, statistics[:, columns])
+    key = np.broadcast_to(rng.random((b, 1)), kept.shape)
+    order = np.lexsort((key, kept), axis=0)
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(b)[:, None], axis=0)
+    return np.asarray(((b - ranks - rng.random((b, 1))) / b).min(axis=1))
+
+
+@pytest.mark.parametrize("workers", [0, 1, 3])
+def test_the_copula_min_p_is_the_lexsort_one(workers: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Column groups on worker threads, each sorted along a contiguous row, give exactly the
+    min-p of one lexsort down the columns: ties (lattice values), NaN, columns left out."""
+    monkeypatch.setattr(resampling, "WORKERS", WorkerPool(workers, "copula-n"))
+    rng = np.random.default_rng(11)
+    statistics = rng.normal(size=(997, 9))
+    statistics[:, :4] = np.round(statistics[:, :4], 1)
+    statistics[rng.random(statistics.shape) < 0.02] = np.nan
+    statistics[:, 5] = 0.5  # every replicate tied
+    columns = np.ones(9, dtype=np.bool_)
+    columns[7] = False
+    np.testing.assert_array_equal(
+        calibration._copula_min_p(statistics, columns, np.random.default_rng(3)),
+        _min_p_by_lexsort(statistics, columns, np.random.default_rng(3)),
+    )
+
+
+def test_shared_bootstrap_rows_calibrate_as_rows_drawn_afresh(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A calibration reusing another's drawn rows (and the generator state after them)
+    gets exactly the thresholds it gets drawing them itself."""
+    plan, budget = WindowPlan(500, 500), FalseAlarmBudget(500_000)
+    first, second = _profile(3), _profile(4)
+    monkeypatch.setattr(calibration, "REPLICATE_ROWS", calibration.ReplicateRows(64 << 20))
+    afresh = calibrate(second, plan, budget, n_resamples=600, seed=4)
+    monkeypatch.setattr(calibration, "REPLICATE_ROWS", calibration.ReplicateRows(64 << 20))
+    calibrate(first, plan, budget, n_resamples=600, seed=4)  # draws the rows
+    shared = calibrate(second, plan, budget, n_resamples=600, seed=4)  # finds them
+    for field in ("ks", "psi"):
+        np.testing.assert_array_equal(getattr(shared, field), getattr(afresh, field))
+    assert shared.per_test_alpha == afresh.per_test_alpha
+    assert shared.effective_tests == afresh.effective_tests
+
+
+def test_shared_bootstrap_rows_stay_within_their_bytes() -> None:
+    rows = calibration.ReplicateRows(max_bytes=200_000)
+    drawn, _ = rows.get(0, 100, 50, (100, 100), 1)  # 2 x 100 x (100 + 50) int64: 240 kB
+    assert len(drawn) == 2
+    assert not drawn[0][0].flags.writeable
+    again, _ = rows.get(0, 100, 50, (100, 100), 1)
+    assert again is not drawn  # over a quarter of the budget: not kept
+    small, _ = rows.get(0, 10, 5, (100,), 1)  # 12 kB each
+    assert rows.get(0, 10, 5, (100,), 1)[0] is small
+    for seed in range(1, 20):
+        rows.get(seed, 10, 5, (100,), 1)
+    assert rows.get(0, 10, 5, (100,), 1)[0] is not small  # the oldest went first
+    continued, _ = rows.get(7, 10, 5, (100,), 1)
+    generator = np.random.default_rng(7)
+    np.testing.assert_array_equal(continued[0][0], generator.integers(0, 10, size=(100, 10)))
+    np.testing.assert_array_equal(rows.get(7, 10, 5, (100,), 1)[1].random(3), _after_draws(7))
+
+
+def _after_draws(seed: int) -> FloatArray:
+    generator = np.random.default_rng(seed)
+    generator.integers(0, 10, size=(100, 10))
+    generator.integers(0, 10, size=(100, 5))
+    return np.asarray(generator.random(3))
