@@ -191,14 +191,9 @@ class NumericResampler:
         if (np.diff(self.bin_end, axis=1) < 0).any():  # the kernel walks bin ends in order
             raise ValueError("profile: bin_edges must be finite and ascending per feature")
 
-    def statistics(
-        self,
-        drawn_reference: IntArray,
-        drawn_window: IntArray,
-        shrink: float,
-    ) -> tuple[FloatArray, FloatArray]:
-        """``(replicates, p)`` KS and PSI of each replicate, from its drawn row indices."""
-        (block, n_ref), n_win = drawn_reference.shape, drawn_window.shape[1]
+    def statistics(self, drawn: DrawnRows, shrink: float) -> tuple[FloatArray, FloatArray]:
+        """``(replicates, p)`` KS and PSI of each replicate of ``drawn``."""
+        (block, n_ref), n_win = drawn.reference.shape, drawn.window.shape[1]
         p, n = self.order.shape
         ks, psi = np.empty((block, p)), np.empty((block, p))
         # D compares i N_w with j N_r, at most N_r N_w: 32-bit lanes are twice as many.
@@ -206,13 +201,14 @@ class NumericResampler:
 
         def lane_group(group: int) -> None:
             lo, hi = group * LANES, min((group + 1) * LANES, block)
+            reference, window = drawn.lanes(group, n, dtype)
             _numeric_kernel(
                 self.order,
                 self.n_observed,
                 self.group_end,
                 self.bin_end,
-                lane_counts(drawn_reference[lo:hi], n, LANES, dtype),
-                lane_counts(drawn_window[lo:hi], n, LANES, dtype),
+                reference,
+                window,
                 shrink,
                 SHARE_FLOOR,
                 ks[lo:hi],
@@ -222,6 +218,35 @@ class NumericResampler:
         # Replicates are independent: lane groups shared across CPUs.
         WORKERS.share(-(-block // LANES), lane_group)
         return ks, psi
+
+
+class DrawnRows:
+    """The drawn row indices of a block of replicates (pseudo-references and
+    pseudo-windows, read-only), and their lane counts once counted: calibrations that
+    share the rows share the counts too."""
+
+    def __init__(self, reference: IntArray, window: IntArray) -> None:
+        reference.flags.writeable = window.flags.writeable = False
+        self.reference, self.window = reference, window
+        self._lanes: dict[tuple[int, int, str], tuple[IntArray, IntArray]] = {}
+
+    def lanes(self, group: int, n: int, dtype: type) -> tuple[IntArray, IntArray]:
+        """`lane_counts` of lane group ``group`` (replicates ``group * LANES`` on) of the
+        pseudo-references and of the pseudo-windows, over ``n`` rows."""
+        key = (group, n, np.dtype(dtype).char)
+        found = self._lanes.get(key)
+        if found is None:
+            lo, hi = group * LANES, min((group + 1) * LANES, self.reference.shape[0])
+            reference = lane_counts(self.reference[lo:hi], n, LANES, dtype)
+            window = lane_counts(self.window[lo:hi], n, LANES, dtype)
+            reference.flags.writeable = window.flags.writeable = False
+            found = self._lanes[key] = (reference, window)  # one key per thread: no race
+        return found
+
+    def nbytes(self, n: int) -> int:
+        """The rows' bytes, and their 32-bit lane counts' over ``n`` rows."""
+        groups = -(-self.reference.shape[0] // LANES)
+        return int(self.reference.nbytes + self.window.nbytes + 2 * groups * n * LANES * 4)
 
 
 class CategoricalResampler:
@@ -306,6 +331,7 @@ __all__ = [
     "LANES",
     "WORKERS",
     "CategoricalResampler",
+    "DrawnRows",
     "NumericResampler",
     "chi2_and_psi",
     "draw_rows",

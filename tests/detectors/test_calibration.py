@@ -32,6 +32,7 @@ from detectors.psi import (
     psi_categorical,
     psi_numeric,
 )
+from detectors.resampling import LANES, lane_counts
 from detectors.window import CountWindow, WindowView
 from detectors.window_detector import WindowedDetector, WindowTest
 from detectors.workers import WorkerPool
@@ -436,17 +437,23 @@ def test_shared_bootstrap_rows_stay_within_their_bytes() -> None:
     rows = calibration.ReplicateRows(max_bytes=200_000)
     drawn, _ = rows.get(0, 100, 50, (100, 100), 1)  # 2 x 100 x (100 + 50) int64: 240 kB
     assert len(drawn) == 2
-    assert not drawn[0][0].flags.writeable
+    assert not drawn[0].reference.flags.writeable
     again, _ = rows.get(0, 100, 50, (100, 100), 1)
     assert again is not drawn  # over a quarter of the budget: not kept
-    small, _ = rows.get(0, 10, 5, (100,), 1)  # 12 kB each
+    small, _ = rows.get(0, 10, 5, (100,), 1)  # 12 kB each, 22 kB with lane counts
     assert rows.get(0, 10, 5, (100,), 1)[0] is small
     for seed in range(1, 20):
         rows.get(seed, 10, 5, (100,), 1)
     assert rows.get(0, 10, 5, (100,), 1)[0] is not small  # the oldest went first
     continued, _ = rows.get(7, 10, 5, (100,), 1)
     generator = np.random.default_rng(7)
-    np.testing.assert_array_equal(continued[0][0], generator.integers(0, 10, size=(100, 10)))
+    np.testing.assert_array_equal(continued[0].reference, generator.integers(0, 10, size=(100, 10)))
+    # Lane counts are counted once, then shared.
+    lanes = continued[0].lanes(1, 10, np.int32)
+    assert continued[0].lanes(1, 10, np.int32) is lanes
+    np.testing.assert_array_equal(
+        lanes[0], lane_counts(continued[0].reference[64:], 10, LANES, np.int32)
+    )
     np.testing.assert_array_equal(rows.get(7, 10, 5, (100,), 1)[1].random(3), _after_draws(7))
 
 
