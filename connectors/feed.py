@@ -14,6 +14,7 @@ from itertools import islice
 
 from connectors.stream import (
     OffsetReset,
+    Polled,
     RebalanceListener,
     Record,
     TopicPartition,
@@ -76,7 +77,7 @@ class FeedSource:
     def listen(self, listener: RebalanceListener) -> None:
         self._listener = listener
 
-    def poll(self, timeout_s: float, max_records: int) -> list[Record]:
+    def poll(self, timeout_s: float, max_records: int) -> Polled:
         self._check_open()
         if max_records < 1:
             raise ValueError(f"max_records: must be positive, got {max_records}")

@@ -41,9 +41,12 @@ from connectors.stream import (
     DeliveryFailed,
     Headers,
     OffsetReset,
+    Polled,
     RebalanceListener,
     Record,
     TopicPartition,
+    flatten,
+    record_count,
 )
 from connectors.tls import client_context
 
@@ -343,32 +346,41 @@ _new_record: Callable[[type[Record], tuple[Any, ...]], Record] = tuple.__new__
 _CHUNK = 2048  # records converted between drops of kafka-python's
 
 
-def _records(polled: Mapping[Any, list[Any]]) -> list[Record]:
+def _records(polled: Mapping[Any, list[Any]]) -> Polled:
+    """kafka-python's poll as ours: each partition's messages as `Record`s, in its order
+    (offset order); its lists are emptied as they are converted."""
+    return {
+        TopicPartition(ktp.topic, ktp.partition): _converted(batch)
+        for ktp, batch in polled.items()
+        if batch
+    }
+
+
+def _converted(batch: list[Any]) -> list[Record]:
+    """One partition's kafka-python records as `Record`s."""
+    if any(map(_HEADERS, batch)):
+        return [
+            Record(
+                r.topic,
+                r.partition,
+                r.offset,
+                r.key,
+                r.value,
+                r.timestamp,
+                _headers(r.headers) if r.headers else (),
+            )
+            for r in batch
+        ]
+    # The usual batch: C-level passes (no Python frame per message, as a constructor call
+    # would be) build each Record from the message's fields + (). Chunk by chunk, dropping
+    # kafka-python's records as they are converted: the garbage collector walks every
+    # object alive when it runs, and a poll holds tens of thousands.
     records: list[Record] = []
-    for batch in polled.values():
-        if any(map(_HEADERS, batch)):
-            records += [
-                Record(
-                    r.topic,
-                    r.partition,
-                    r.offset,
-                    r.key,
-                    r.value,
-                    r.timestamp,
-                    _headers(r.headers) if r.headers else (),
-                )
-                for r in batch
-            ]
-            continue
-        # The usual batch: C-level passes (no Python frame per message, as a constructor
-        # call would be) build each Record from the message's fields + (). Chunk by chunk,
-        # dropping kafka-python's records as they are converted: the garbage collector
-        # walks every object alive when it runs, and a poll holds tens of thousands.
-        while batch:
-            chunk = batch[:_CHUNK]
-            del batch[:_CHUNK]  # the polled lists are ours: poll() builds them per call
-            fields = map(operator.add, map(_RECORD_FIELDS, chunk), itertools.repeat(_NO_HEADERS))
-            records += map(_new_record, itertools.repeat(Record), fields)
+    while batch:
+        chunk = batch[:_CHUNK]
+        del batch[:_CHUNK]  # the polled lists are ours: poll() builds them per call
+        fields = map(operator.add, map(_RECORD_FIELDS, chunk), itertools.repeat(_NO_HEADERS))
+        records += map(_new_record, itertools.repeat(Record), fields)
     return records
 
 
@@ -509,17 +521,17 @@ class KafkaSource:
     def listen(self, listener: RebalanceListener) -> None:
         self._listener = listener
 
-    def poll(self, timeout_s: float, max_records: int) -> list[Record]:
+    def poll(self, timeout_s: float, max_records: int) -> Polled:
         self._check_open()
         if not self._subscribed:  # no input topic exists yet (see `missing_topics`)
             threading.Event().wait(timeout_s)
-            return []
+            return {}
         if timeout_s <= 0 and self._drained:
             # Nothing is fetched yet: kafka-python would only wait 0 ms for the fetch in
             # flight and leave a reference cycle behind (see _Caller) holding it, for the
             # garbage collector, which may not run for long, to free.
             self._drained = False
-            return []
+            return {}
         try:
             polled = self._caller(
                 functools.partial(
@@ -531,13 +543,13 @@ class KafkaSource:
         except kafka_errors.NoOffsetForPartitionError as exc:
             self._raise_callback_error()
             self._start_by_rule(exc.args[0] if exc.args else ())
-            return []
+            return {}
         except kafka_errors.OffsetOutOfRangeError as exc:
             self._raise_callback_error()
             positions = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
             for ktp, offset in positions.items():
                 self._out_of_range(ktp, int(offset))
-            return []
+            return {}
         except kafka_errors.KafkaError as exc:
             self._raise_callback_error()
             raise ConnectorError(
@@ -546,7 +558,7 @@ class KafkaSource:
         self._raise_callback_error()
         records = _records(polled)
         # A poll returns fewer than max_records only when it took every fetched record.
-        self._drained = len(records) < max_records
+        self._drained = record_count(records) < max_records
         return records
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
@@ -1070,7 +1082,7 @@ def read_topic(
                     f"reading {topic!r} at {bootstrap} did not finish within {timeout_s:g}s",
                     retriable=True,
                 )
-            records.extend(_records(consumer.poll(timeout_ms=100)))
+            records.extend(flatten(_records(consumer.poll(timeout_ms=100))))
     except kafka_errors.KafkaError as exc:
         raise ConnectorError(
             f"cannot read {topic!r} at {bootstrap}: {exc}", retriable=exc.retriable

@@ -16,6 +16,7 @@ from connectors.stream import (
     DeliveryFailed,
     Headers,
     OffsetReset,
+    Polled,
     RebalanceListener,
     Record,
     TopicPartition,
@@ -91,7 +92,7 @@ class MemorySource:
     def listen(self, listener: RebalanceListener) -> None:
         self._listener = listener
 
-    def poll(self, timeout_s: float, max_records: int) -> list[Record]:
+    def poll(self, timeout_s: float, max_records: int) -> Polled:
         self._check_open()
         if max_records < 1:
             raise ValueError(f"max_records: must be positive, got {max_records}")

@@ -1,15 +1,17 @@
 """Boundary types between the daemon and a message stream.
 
-The core sees only these types, never a Kafka client: a `Source` yields `Record`s and
-takes offsets to commit, a `Sink` takes messages and confirms delivery on `flush`.
+The core sees only these types, never a Kafka client: a `Source` yields `Record`s grouped
+by partition (`Polled`) and takes offsets to commit, a `Sink` takes messages and confirms
+delivery on `flush`.
 """
 
 from __future__ import annotations
 
+import itertools
 import operator
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, TypeAlias
 
 Headers = tuple[tuple[str, bytes], ...]
 
@@ -47,6 +49,7 @@ class Record(NamedTuple):
 
 
 _TOPIC, _PARTITION = operator.attrgetter("topic"), operator.attrgetter("partition")
+_WHERE = operator.attrgetter("topic", "partition")
 
 
 def one_partition(records: Sequence[Record]) -> bool:
@@ -60,27 +63,82 @@ def one_partition(records: Sequence[Record]) -> bool:
     )
 
 
+Polled: TypeAlias = dict[TopicPartition, list[Record]]
+"""What `Source.poll` returns: each partition's records, in offset order.
+
+Only partitions with records are keys, each with a non-empty list whose offsets increase
+(with gaps where a topic is compacted); the partitions come in no particular order. The dict
+and its lists belong to the caller: the source keeps no reference to them, so the caller
+may extend them. Kafka clients hand records out this way (kafka-python's ``poll``,
+aiokafka's ``getmany``), and per-partition work (next offsets, a partition held back) then
+costs one step per partition, not per record: `flatten` makes the one list a decoder reads.
+"""
+
+
+def flatten(polled: Polled) -> list[Record]:
+    """The records of ``polled`` in one list, partition after partition (a partition's
+    records in offset order); a lone partition's own list, not a copy.
+
+    >>> a5, a6 = Record("a", 0, 5, None, b"", 0), Record("a", 0, 6, None, b"", 0)
+    >>> b0 = Record("b", 0, 0, None, b"", 0)
+    >>> [(r.topic, r.offset) for r in flatten({TopicPartition("a", 0): [a5, a6],
+    ...                                         TopicPartition("b", 0): [b0]})]
+    [('a', 5), ('a', 6), ('b', 0)]
+    """
+    if len(polled) == 1:
+        return next(iter(polled.values()))
+    return list(itertools.chain.from_iterable(polled.values()))
+
+
+def by_partition(records: Iterable[Record]) -> Polled:
+    """``records`` grouped as `Source.poll` returns them, each partition's in the order
+    given: for a client that hands out one flat list (one Python step per run of records of
+    one partition, not per record).
+
+    >>> a5, b0, a6 = (Record(t, 0, o, None, b"", 0) for t, o in (("a", 5), ("b", 0), ("a", 6)))
+    >>> {str(tp): [r.offset for r in rs] for tp, rs in by_partition([a5, b0, a6]).items()}
+    {'a[0]': [5, 6], 'b[0]': [0]}
+    """
+    polled: Polled = {}
+    for (topic, partition), run in itertools.groupby(records, _WHERE):
+        tp = TopicPartition(topic, partition)
+        found = polled.get(tp)
+        if found is None:
+            polled[tp] = list(run)
+        else:
+            found.extend(run)
+    return polled
+
+
+def record_count(polled: Polled) -> int:
+    """How many records ``polled`` holds (one step per partition)."""
+    return sum(map(len, polled.values()))
+
+
 def poll_in_turn(
     partitions: Iterable[TopicPartition],
     turn: int,
     paused: Set[TopicPartition],
     max_records: int,
     read: Callable[[TopicPartition, int], list[Record]],
-) -> list[Record]:
+) -> Polled:
     """Up to ``max_records`` records of the partitions not ``paused``, in order from the
     ``turn``-th (rotated at each poll, so one busy partition cannot starve the others);
-    ``read(partition, room)`` takes up to ``room`` of a partition's next records. What the
-    in-process sources share, so that they poll alike."""
+    ``read(partition, room)`` takes up to ``room`` of a partition's next records, in a new
+    list. What the in-process sources share, so that they poll alike."""
     ordered = sorted(partitions, key=lambda tp: (tp.topic, tp.partition))
     start = turn % len(ordered) if ordered else 0
-    polled: list[Record] = []
+    polled: Polled = {}
+    room = max_records
     for tp in ordered[start:] + ordered[:start]:
-        if tp in paused:
-            continue
-        room = max_records - len(polled)
         if room == 0:
             break
-        polled.extend(read(tp, room))
+        if tp in paused:
+            continue
+        chunk = read(tp, room)
+        if chunk:
+            polled[tp] = chunk
+            room -= len(chunk)
     return polled
 
 
@@ -151,8 +209,9 @@ class Source(Protocol):
         first); call it before the first `poll()`, which assigns the first partitions."""
         ...
 
-    def poll(self, timeout_s: float, max_records: int) -> list[Record]:
-        """Return up to `max_records` records, waiting at most `timeout_s` for the first."""
+    def poll(self, timeout_s: float, max_records: int) -> Polled:
+        """Return up to `max_records` records grouped by partition, each partition's in
+        offset order (see `Polled`), waiting at most `timeout_s` for the first."""
         ...
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
@@ -297,13 +356,17 @@ __all__ = [
     "DeliveryFailed",
     "Headers",
     "OffsetReset",
+    "Polled",
     "RebalanceListener",
     "Record",
     "Sink",
     "Source",
     "TopicPartition",
+    "by_partition",
+    "flatten",
     "one_partition",
     "pause_assigned",
     "poll_in_turn",
+    "record_count",
     "revoke_on_close",
 ]

@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from connectors.stream import ConnectorError, Record, Source, TopicPartition
+from connectors.stream import ConnectorError, Polled, Source, TopicPartition, record_count
 from monitord.checkpointer import Checkpointer
 from monitord.metrics import DaemonMetrics
 from monitord.partitions import Partitions
@@ -59,22 +59,22 @@ class BatchReader:
                 self._metrics.offset_reset(tp.topic, tp.partition, move.reason)
         return {move.partition for move in moves}
 
-    def poll(self, timeout_s: float) -> list[Record]:
+    def poll(self, timeout_s: float) -> Polled:
         return self._source.poll(timeout_s, self._max_records)
 
-    def batch(self, records: list[Record]) -> tuple[list[Record] | None, int]:
-        """The batch begun by ``records``, None if it is to be read again later; and how
+    def batch(self, polled: Polled) -> tuple[Polled | None, int]:
+        """The batch begun by ``polled``, None if it is to be read again later; and how
         many records were polled (read again: not idle)."""
         self._last_probe = self._clock()
-        records, rewound = self._top_up(records)
+        polled, count, rewound = self._top_up(polled)
         if rewound:
-            return None, len(records)
+            return None, count
         if self._partitions.unrestored:
-            polled = len(records)
-            records = self._checkpoints.hold_unrestored(records)
-            if not records:
-                return None, polled  # read again once restored
-        return records, len(records)
+            polled = self._checkpoints.hold_unrestored(polled)
+            if not polled:
+                return None, count  # read again once restored
+            count = record_count(polled)
+        return polled, count
 
     def probe(self) -> None:
         """After a quiet poll, check now and then that the broker still answers: raises
@@ -84,30 +84,42 @@ class BatchReader:
             self._source.probe(PROBE_INTERVAL_S)
             self._health.set_condition("broker", True)
 
-    def _top_up(self, records: list[Record]) -> tuple[list[Record], bool]:
+    def _top_up(self, batch: Polled) -> tuple[Polled, int, bool]:
         """Top the batch up with what is already fetched (no waiting), so the per-batch
-        flush and commit are paid once per large batch rather than once per fetch. True
-        with it: a rebalance ran meanwhile, and the batch is dropped, to be read again
-        (folding it now could fold some records twice)."""
+        flush and commit are paid once per large batch rather than once per fetch; and how
+        many records it holds. True with it: a rebalance ran meanwhile, and the batch is
+        dropped, to be read again (folding it now could fold some records twice)."""
         limit = self._max_records
+        count = record_count(batch)
         generation = self._partitions.batch_started()
-        while len(records) < limit:
+        while count < limit:
             try:
-                more = self._source.poll(0.0, limit - len(records))
+                more = self._source.poll(0.0, limit - count)
             except ConnectorError as exc:
                 # What was polled is this consumer's now: process it, report the rest.
                 log.warning("topping up a batch failed: %s", exc)
                 break
+            count += _extend(batch, more)
             if self._partitions.generation != generation:
-                held = [*records, *more]
-                rewind = self._partitions.rewind(held, self._source.assignment())
+                rewind = self._partitions.rewind(batch, self._source.assignment())
                 for tp, offset in rewind.items():
                     self._source.seek(tp, offset)
-                return held, True
+                return batch, count, True
             if not more:
                 break
-            records += more
-        return records, False
+        return batch, count, False
+
+
+def _extend(batch: Polled, more: Polled) -> int:
+    """Add the records of ``more`` (polled after ``batch``) to ``batch``, each after its
+    partition's; how many were added. One step per partition."""
+    for tp, records in more.items():
+        have = batch.get(tp)
+        if have is None:
+            batch[tp] = records
+        else:
+            have += records
+    return record_count(more)
 
 
 def missing_topics(source: Source) -> str | None:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 from connectors.sqlite import StorageUnavailable
-from connectors.stream import CommitFailed, ConnectorError, Record, Source, TopicPartition
+from connectors.stream import CommitFailed, ConnectorError, Polled, Source, TopicPartition
 from detectors.profile import ReferenceProfile
 from monitord.checkpoint import Checkpoint, CheckpointError, CheckpointStore
 from monitord.config import CheckpointSettings
@@ -170,22 +170,22 @@ class Checkpointer:
         if self._metrics is not None:
             self._metrics.restore_firing(self._versions.policy.firing())
 
-    def hold_unrestored(self, records: list[Record]) -> list[Record]:
+    def hold_unrestored(self, polled: Polled) -> Polled:
         """Retry the checkpoints that could not be loaded; a partition still without its
         state is not processed (that would start it afresh), but read again later."""
         assert self.store is not None
         self._restore(self.store, self._partitions.unrestored)
         unrestored = self._partitions.unrestored
-        held = [r for r in records if r.topic_partition in unrestored]
+        held = {tp: records for tp, records in polled.items() if tp in unrestored}
         if not held:
             self._health.set_condition("state_restored", True)
-            return records
+            return polled
         self._health.set_condition(
             "state_restored", False, f"checkpoints of {len(unrestored)} partitions unread"
         )
         for tp, offset in first_offsets(held).items():
             self._source.seek(tp, offset)
-        return [r for r in records if r.topic_partition not in unrestored]
+        return {tp: records for tp, records in polled.items() if tp not in unrestored}
 
     def _restore(self, store: CheckpointStore, partitions: set[TopicPartition]) -> None:
         for tp in sorted(partitions, key=lambda tp: (tp.topic, tp.partition)):

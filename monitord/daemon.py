@@ -24,7 +24,7 @@ from collections.abc import Callable
 from threadpoolctl import threadpool_limits
 
 from connectors.sqlite import StorageUnavailable
-from connectors.stream import ConnectorError, Record, Sink, Source, TopicPartition
+from connectors.stream import ConnectorError, Polled, Sink, Source, TopicPartition, flatten
 from monitord.audit import record_held
 from monitord.batch_output import BACKOFF_S, BatchOutput, back_off
 from monitord.batch_reader import PROBE_INTERVAL_S, BatchReader
@@ -178,14 +178,14 @@ class Daemon:
         moved = self.reader.reset_positions()
         if moved:
             self.checkpoint(moved)
-        records = self.reader.poll(timeout_s)
-        if not records and not self.label_flow.due():
+        polled = self.reader.poll(timeout_s)
+        if not polled and not self.label_flow.due():
             return 0, self._idle()
         started = time.perf_counter()
-        batch, polled = self.reader.batch(records)
+        batch, count = self.reader.batch(polled)
         if batch is None:
-            return polled, []  # to be read again: not idle
-        return self._process(batch, started)
+            return count, []  # to be read again: not idle
+        return self._process(batch, count, started)
 
     def _idle(self) -> list[Output]:
         """A poll without records: what is due regardless, and a probe of the broker."""
@@ -204,17 +204,18 @@ class Daemon:
         self.reader.probe()
         return due
 
-    def _process(self, records: list[Record], started: float) -> tuple[int, list[Output]]:
-        """Fold a batch, decide, deliver, then mark it processed (and checkpoint or commit)."""
+    def _process(self, batch: Polled, polled: int, started: float) -> tuple[int, list[Output]]:
+        """Fold ``polled`` records, decide, deliver, mark them processed (checkpoint or commit)."""
         requested = _decided(self.recorder, self.policy.due(time.time()))
-        records, label_records = self.joins.split(records)
+        events, labels = self.joins.split(batch)
         if self.joins.topics:
-            self.joins.read(records)
-        to_monitor, forwarded, bad = self.event_flow.repartition(records)
-        decoded = self.decode(to_monitor, self.config.events, self.monitor.columns_for)
+            self.joins.read(events)
+        to_monitor, forwarded, bad = self.event_flow.repartition(events)
+        # The decoder reads one list: partition after partition, each in offset order.
+        decoded = self.decode(flatten(to_monitor), self.config.events, self.monitor.columns_for)
         bad += decoded.bad
         evaluations, pairs = self.event_flow.monitor(decoded, bad)
-        labelled = self.label_flow.fold(records, label_records, pairs)
+        labelled = self.label_flow.fold(events, labels, pairs)
         bad += labelled.bad
         evaluations += labelled.evaluations
         outputs = (
@@ -222,12 +223,11 @@ class Daemon:
             + requested
             + _decided(self.recorder, self.event_flow.volume_alerts())
         )
-        polled = len(records) + len(label_records)
         if not self.output.deliver(outputs, bad, forwarded):
             return polled, outputs  # stopping: the batch is processed again on restart
         self._count(polled, bad, outputs)
-        processed = next_offsets(records) if records else {}
-        processed.update(self.label_flow.offsets(label_records, labelled.turned_away))
+        processed = next_offsets(events)
+        processed.update(self.label_flow.offsets(labels, labelled.turned_away))
         self.partitions.processed(processed)
         if self.store is None:
             self.source.commit(processed)

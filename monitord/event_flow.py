@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from connectors.stream import Record, TopicPartition
+from connectors.stream import Polled, TopicPartition, flatten
 from monitord.config import Config
 from monitord.events import BadRecord, DecodedBatch, decode
 from monitord.label_flow import LabelFlow
@@ -39,21 +39,22 @@ class EventFlow:
         kafka = config.kafka
         self._internal = kafka.internal_topic if kafka.repartition else None
 
-    def repartition(
-        self, records: list[Record]
-    ) -> tuple[list[Record], list[Forward], list[BadRecord]]:
+    def repartition(self, polled: Polled) -> tuple[Polled, list[Forward], list[BadRecord]]:
         """The records to monitor; with ``kafka.repartition``, input events to forward by
         model (and those that cannot be), the internal ones not folded before to monitor."""
-        if self._internal is None:
-            return records, [], []
-        internal = [r for r in records if r.topic == self._internal]
-        inputs = [r for r in records if r.topic != self._internal] if internal != records else []
+        internal_topic = self._internal
+        if internal_topic is None:
+            return polled, [], []
+        internal = {tp: records for tp, records in polled.items() if tp.topic == internal_topic}
         forwarded: list[Forward] = []
         bad: list[BadRecord] = []
-        if inputs:
+        if len(internal) < len(polled):
+            inputs = flatten({tp: rs for tp, rs in polled.items() if tp.topic != internal_topic})
             decoded = decode(inputs, self._config.events)
             forwarded, bad = forwards(inputs, decoded), list(decoded.bad)
-        return self._partitions.sources.fresh(internal), forwarded, bad
+        sources = self._partitions.sources
+        fresh = {tp: sources.fresh(tp, records) for tp, records in internal.items()}
+        return {tp: records for tp, records in fresh.items() if records}, forwarded, bad
 
     def monitor(
         self, decoded: DecodedBatch, bad: list[BadRecord]

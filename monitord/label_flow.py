@@ -8,7 +8,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from connectors.stream import Record, Source, TopicPartition
+from connectors.stream import Polled, Source, TopicPartition
 from monitord.events import BadRecord, EventGroup
 from monitord.labels import Joined, LabelJoin
 from monitord.latency import latencies
@@ -67,39 +67,33 @@ class LabelFlow:
             self._changed({(model, version)})
         return pairs, evaluations
 
-    def fold(
-        self, records: list[Record], label_records: list[Record], pairs: list[Joined]
-    ) -> LabelFold:
-        """After the batch's ``records`` are monitored (their inline ``pairs`` joined):
-        fold its ``label_records`` as far as every partition is read, and every pair into
-        performance."""
+    def fold(self, polled: Polled, label_polled: Polled, pairs: list[Joined]) -> LabelFold:
+        """After the batch's inference records (``polled``) are monitored (their inline
+        ``pairs`` joined): fold its label records (``label_polled``) as far as every
+        partition is read, and every pair into performance."""
         # This batch is read: a partition it read to its end holds no label back.
-        read = {
-            tp: n
-            for part in (records, label_records)
-            if part
-            for tp, n in next_offsets(part).items()
-        }
-        label_pairs, bad, turned_away = self._labels(label_records, read)
+        read = next_offsets(polled) | next_offsets(label_polled)
+        label_pairs, bad, turned_away = self._labels(label_polled, read)
         pairs = pairs + label_pairs
         evaluations = self._fold_pairs(pairs)
-        last = (label_records or records)[-1:]
+        last = label_polled or polled
         if self.joins.topics and last:
             # Due once every label up to then is read: both kinds of partition are past it.
             verdicts = self.joins.sweep(self._read_past_ms(read))
-            evaluations += self._performance.coverage(verdicts, last[0])
+            record = next(reversed(last.values()))[-1]  # the batch's last record
+            evaluations += self._performance.coverage(verdicts, record)
             self._changed({(model, version) for model, version, _ in verdicts})
         return LabelFold(pairs, bad, evaluations, turned_away)
 
     def _labels(
-        self, records: list[Record], read: dict[TopicPartition, int]
+        self, label_polled: Polled, read: dict[TopicPartition, int]
     ) -> tuple[list[Joined], list[BadRecord], dict[TopicPartition, int]]:
         """Fold the label records whose predictions are in; ``read``: the next offsets of
         the batch's partitions (updated where the full gate turned records away: those
         partitions are read again from there). Also returns those offsets: not processed."""
         if not self.joins.topics:
             return [], [], {}
-        again = self.joins.hold(records)
+        again = self.joins.hold(label_polled)
         for tp, offset in again.items():
             self._source.seek(tp, offset)
         if again:  # not fetched again and again while the gate is full
@@ -152,12 +146,12 @@ class LabelFlow:
         return mark
 
     def offsets(
-        self, records: list[Record], turned_away: Mapping[TopicPartition, int]
+        self, label_polled: Polled, turned_away: Mapping[TopicPartition, int]
     ) -> dict[TopicPartition, int]:
         """Next offsets of the label partitions, once the batch is delivered: a held record
         is not processed yet, nor one the full gate turned away."""
-        if records:
-            self._partitions.labels_read(next_offsets(records))
+        if label_polled:
+            self._partitions.labels_read(next_offsets(label_polled))
             self._partitions.labels_read(turned_away)
         out = {}
         for tp, next_offset in self._partitions.label_next().items():

@@ -37,7 +37,7 @@ from typing import Any, NamedTuple, TypeGuard, cast
 import numpy as np
 import orjson
 
-from connectors.stream import Record, TopicPartition, one_partition
+from connectors.stream import Polled, Record, TopicPartition, one_partition
 from detectors.detection import FloatArray
 from detectors.profile import CATEGORY_CHARS
 from monitord.clock import now, parse_event_time
@@ -634,13 +634,14 @@ class LabelGate:
         self.gate_ms: dict[TopicPartition, float] = {}  # a partition's latest gate time
         self.turned_away: set[TopicPartition] = set()  # partitions to read again when roomy
 
-    def hold(self, records: list[Record]) -> dict[TopicPartition, int]:
-        """Queue ``records``; returns label partitions to read again from an offset (the
-        gate was full: their newest records are dropped, unread, to come again)."""
+    def hold(self, polled: Polled) -> dict[TopicPartition, int]:
+        """Queue the ``polled`` records; returns label partitions to read again from an
+        offset (the gate was full: their newest records are dropped, unread, to come
+        again)."""
         again: dict[TopicPartition, int] = {}
         latest_ms = (now() + self.max_ahead_s) * 1000.0
-        for tp, run in _runs(records):
-            if tp in again:  # a batch of several polls: read again from its first gap
+        for tp, run in polled.items():
+            if tp in again:  # its held records were turned away: read again from the first
                 continue
             queue = self._held.setdefault(tp, deque())
             # What fits: the records whose running total of costs stays within the bound.
@@ -777,15 +778,15 @@ class LabelJoin:
             )
         return found
 
-    def split(self, records: list[Record]) -> tuple[list[Record], list[Record]]:
+    def split(self, polled: Polled) -> tuple[Polled, Polled]:
         """``(inference records, label records)`` of a batch."""
-        if not self.topics:
-            return records, []
         topics = self.topics
-        labels = [r for r in records if r.topic in topics]
+        if not topics:
+            return polled, {}
+        labels = {tp: records for tp, records in polled.items() if tp.topic in topics}
         if not labels:
-            return records, []
-        return [r for r in records if r.topic not in topics], labels
+            return polled, {}
+        return {tp: records for tp, records in polled.items() if tp.topic not in topics}, labels
 
     def predictions(
         self, model: str, version: str, group: EventGroup, times: FloatArray, skip: set[int]
@@ -907,22 +908,22 @@ class LabelJoin:
                 return store
         return None
 
-    def read(self, records: list[Record]) -> None:
+    def read(self, polled: Polled) -> None:
         """Inference records polled (good or bad): how far each partition is read, as the
         latest believable record time (a time after the wall clock plus
         ``events.max_time_ahead_s`` is not; an untimed record counts by its event's time,
         in `predictions`)."""
         latest_ms = (now() + self.fields.max_time_ahead_s) * 1000.0
         seen = self.seen_ms
-        for tp, run in _runs(records):
+        for tp, run in polled.items():
             stamps = [r.timestamp_ms for r in run if 0 < r.timestamp_ms <= latest_ms]
             if stamps and max(stamps) > seen.get(tp, -math.inf):
                 seen[tp] = max(stamps)
 
-    def hold(self, records: list[Record]) -> dict[TopicPartition, int]:
+    def hold(self, polled: Polled) -> dict[TopicPartition, int]:
         """Hold polled label records at the gate; returns label partitions to read again
         from an offset (the full gate turned them away)."""
-        again = self.gate.hold(records)
+        again = self.gate.hold(polled)
         self.seen_ms.update(self.gate.gate_ms)  # a label partition is read to its gate time
         return again
 

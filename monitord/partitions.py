@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass
 
-from connectors.stream import OffsetReset, Record, TopicPartition, one_partition
+from connectors.stream import OffsetReset, Polled, TopicPartition
 from monitord.repartition import SourceOffsets
 
 log = logging.getLogger(__name__)
@@ -165,9 +165,7 @@ class Partitions:
             if part.label_next is not None
         }
 
-    def rewind(
-        self, held: list[Record], assigned: Set[TopicPartition]
-    ) -> dict[TopicPartition, int]:
+    def rewind(self, held: Polled, assigned: Set[TopicPartition]) -> dict[TopicPartition, int]:
         """Where to read again the partitions of ``held`` (a batch dropped because a
         rebalance ran while it was topped up) that the rebalance left alone; the moved ones
         were positioned by the rebalance callbacks."""
@@ -178,23 +176,16 @@ class Partitions:
         }
 
 
-def next_offsets(records: list[Record]) -> dict[TopicPartition, int]:
-    """Per partition of ``records``, the next offset after them."""
+def next_offsets(polled: Polled) -> dict[TopicPartition, int]:
+    """Per partition of ``polled``, the next offset after its records."""
     # Commit the NEXT offset to read: having processed 40..42 of a partition, commit 43.
-    # A partition's records arrive in offset order, so the last one seen is the highest.
-    if one_partition(records):
-        last_record = records[-1]
-        return {last_record.topic_partition: last_record.offset + 1}
-    last = {(r.topic, r.partition): r.offset for r in records}
-    return {TopicPartition(t, p): offset + 1 for (t, p), offset in last.items()}
+    # A partition's records are in offset order, so its last one is the highest.
+    return {tp: records[-1].offset + 1 for tp, records in polled.items()}
 
 
-def first_offsets(records: list[Record]) -> dict[TopicPartition, int]:
-    """Per partition of ``records``, the offset of its first one."""
-    first: dict[TopicPartition, int] = {}
-    for record in records:
-        first.setdefault(record.topic_partition, record.offset)
-    return first
+def first_offsets(polled: Polled) -> dict[TopicPartition, int]:
+    """Per partition of ``polled``, the offset of its first record."""
+    return {tp: records[0].offset for tp, records in polled.items()}
 
 
 def log_reset(move: OffsetReset) -> None:

@@ -81,15 +81,16 @@ class SourceOffsets:
     def __init__(self) -> None:
         self._seen: dict[TopicPartition, dict[str, int]] = {}
 
-    def fresh(self, records: list[Record]) -> list[Record]:
-        """The records not folded before (call only right before folding them)."""
+    def fresh(self, partition: TopicPartition, records: list[Record]) -> list[Record]:
+        """Those of internal ``partition``'s ``records`` not folded before (call only right
+        before folding them)."""
+        seen = self._seen.setdefault(partition, {})
         kept = []
         for record in records:
             source = _source(record)
             if source is None:
                 kept.append(record)
                 continue
-            seen = self._seen.setdefault(record.topic_partition, {})
             name, offset = source
             if offset > seen.get(name, -1):
                 seen[name] = offset

@@ -24,6 +24,7 @@ from connectors.stream import (
     DeliveryFailed,
     Record,
     TopicPartition,
+    flatten,
 )
 from tests.connectors.rebalances import Rebalances
 
@@ -40,7 +41,7 @@ def poll_until(source: KafkaSource, count: int, timeout_s: float = 20.0) -> list
     records: list[Record] = []
     while len(records) < count:
         assert time.monotonic() < deadline, f"got {len(records)} of {count} records"
-        records.extend(source.poll(timeout_s=0.5, max_records=1000))
+        records.extend(flatten(source.poll(timeout_s=0.5, max_records=1000)))
     return records
 
 
@@ -100,7 +101,7 @@ def test_group_resumes_after_committed_offsets(
 
     with KafkaSource(broker.bootstrap, group, [topic], settings=FAST_GROUP) as second:
         rest = poll_until(second, len(values) - len(processed))
-        extra = second.poll(timeout_s=0.5, max_records=1000)
+        extra = flatten(second.poll(timeout_s=0.5, max_records=1000))
     assert extra == []
     assert all(r.offset >= committed[r.topic_partition] for r in rest)
     seen = [r.value for r in processed] + [r.value for r in rest]
@@ -320,3 +321,31 @@ def test_embedded_broker_pause_resume_and_stop() -> None:
         extra.pause()  # stop() must also end a frozen broker
     assert not extra.running
     extra.stop()  # idempotent
+
+
+@pytest.mark.kafka
+def test_poll_groups_records_per_partition_in_offset_order(
+    broker: EmbeddedBroker, unique_name: Callable[[str], str]
+) -> None:
+    topic, group = unique_name("events"), unique_name("group")
+    ensure_topics(broker.bootstrap, {topic: 3})
+    values = [b"event-%d" % i for i in range(300)]
+    with KafkaSink(broker.bootstrap) as sink:  # a key each: interleaved over the partitions
+        for value in values:
+            sink.send(topic, key=value, value=value)
+        sink.flush(timeout_s=10)
+    offsets: dict[TopicPartition, list[int]] = {}
+    deadline = time.monotonic() + 20.0
+    with KafkaSource(broker.bootstrap, group, [topic], settings=FAST_GROUP) as source:
+        while sum(map(len, offsets.values())) < len(values):
+            assert time.monotonic() < deadline, f"got {offsets}"
+            polled = source.poll(timeout_s=0.5, max_records=40)  # several polls
+            assert sum(map(len, polled.values())) <= 40
+            for tp, records in polled.items():
+                assert records, f"{tp} is a key without records"
+                assert {r.topic_partition for r in records} == {tp}
+                offsets.setdefault(tp, []).extend(r.offset for r in records)
+    assert set(offsets) == {TopicPartition(topic, p) for p in range(3)}
+    for tp, read in offsets.items():
+        assert read == sorted(set(read)), f"{tp}: not in offset order, or read twice"
+    assert sum(map(len, offsets.values())) == len(values)

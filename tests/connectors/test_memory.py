@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from connectors.memory import MemorySink, MemorySource, Message
-from connectors.stream import ConnectorError, DeliveryFailed, Record, Sink, Source, TopicPartition
+from connectors.stream import (
+    ConnectorError,
+    DeliveryFailed,
+    Record,
+    Sink,
+    Source,
+    TopicPartition,
+    flatten,
+)
 from tests.connectors.rebalances import Rebalances
 
 P0 = TopicPartition("events", 0)
@@ -30,13 +38,13 @@ def test_memory_connectors_satisfy_the_protocols() -> None:
 def test_poll_returns_everything_once_in_partition_order() -> None:
     source = fill(MemorySource(), 5)
 
-    batches = [source.poll(timeout_s=0, max_records=3) for _ in range(4)]
+    batches = [flatten(source.poll(timeout_s=0, max_records=3)) for _ in range(4)]
 
     assert [len(b) for b in batches] == [3, 3, 3, 1]
     records = [r for b in batches for r in b]
     for tp in (P0, P1):
         assert [r.offset for r in records if r.topic_partition == tp] == [0, 1, 2, 3, 4]
-    assert source.poll(timeout_s=0, max_records=3) == []
+    assert flatten(source.poll(timeout_s=0, max_records=3)) == []
     assert source.drained
 
 
@@ -47,14 +55,14 @@ def test_append_assigns_next_offsets_and_keeps_fields() -> None:
 
     assert first == Record("events", 0, 0, b"m", b"a", 7, (("h", b"1"),))
     assert second.offset == 1
-    assert source.poll(timeout_s=0, max_records=10) == [first, second]
+    assert flatten(source.poll(timeout_s=0, max_records=10)) == [first, second]
 
 
 def test_records_given_up_front_may_have_gaps_but_not_go_back() -> None:
     source = MemorySource(
         [Record("events", 0, 10, None, b"x", 0), Record("events", 0, 15, None, b"y", 0)]
     )
-    assert [r.offset for r in source.poll(timeout_s=0, max_records=10)] == [10, 15]
+    assert [r.offset for r in flatten(source.poll(timeout_s=0, max_records=10))] == [10, 15]
     assert source.append("events", b"z").offset == 16
     with pytest.raises(ValueError, match="offsets must increase"):
         source.extend([Record("events", 0, 3, None, b"old", 0)])
@@ -68,7 +76,7 @@ def test_commit_records_next_offsets_and_restart_resumes_there() -> None:
     assert source.committed == {P0: 2, P1: 4}
     assert source.commits == [{P0: 2, P1: 4}]
     restarted = fill(MemorySource(committed=source.committed), 4)
-    resumed = restarted.poll(timeout_s=0, max_records=100)
+    resumed = flatten(restarted.poll(timeout_s=0, max_records=100))
     assert [(r.partition, r.offset) for r in resumed] == [(0, 2), (0, 3)]
 
 
@@ -98,10 +106,10 @@ def test_rebalance_calls_back_inside_poll_and_replays_uncommitted_records() -> N
 
     source.revoke([P0])
     assert source.assignment() == {P0, P1}  # takes effect at the next poll, as in Kafka
-    assert source.poll(timeout_s=0, max_records=100) == []
+    assert flatten(source.poll(timeout_s=0, max_records=100)) == []
     assert source.assignment() == {P1}
     source.assign([P0])
-    replayed = source.poll(timeout_s=0, max_records=100)
+    replayed = flatten(source.poll(timeout_s=0, max_records=100))
 
     assert events[1:] == [("revoked", {P0}), ("assigned", {P0})]
     assert [(r.partition, r.offset) for r in replayed] == [(0, 1), (0, 2)]
@@ -125,8 +133,35 @@ def test_close_revokes_and_allows_a_last_commit() -> None:
 
 def test_poll_rotates_partitions_so_none_starves() -> None:
     source = fill(MemorySource(), 10)
-    firsts = {source.poll(timeout_s=0, max_records=1)[0].partition for _ in range(2)}
+    firsts = {flatten(source.poll(timeout_s=0, max_records=1))[0].partition for _ in range(2)}
     assert firsts == {0, 1}
+
+
+def test_poll_groups_records_per_partition_in_offset_order() -> None:
+    source = MemorySource()
+    for offset, partition in enumerate((0, 1, 0, 2, 1, 0)):  # interleaved as produced
+        source.append("events", b"%d" % offset, partition=partition, timestamp_ms=offset)
+    source.append("labels", b"l", partition=1)
+
+    polled = source.poll(timeout_s=0, max_records=100)
+
+    labels = TopicPartition("labels", 1)
+    assert set(polled) == {P0, P1, TopicPartition("events", 2), labels}
+    for tp, records in polled.items():
+        assert records, f"{tp} is a key without records"
+        assert {r.topic_partition for r in records} == {tp}
+    assert [r.value for r in polled[P0]] == [b"0", b"2", b"5"]  # offsets 0, 1, 2
+    assert [r.offset for r in polled[P1]] == [0, 1]
+    assert [r.offset for r in polled[labels]] == [0]
+    # A partition cut by max_records is cut at its newest records; the rest come next.
+    source = fill(MemorySource(), 5)
+    first = source.poll(timeout_s=0, max_records=7)
+    assert {tp: [r.offset for r in records] for tp, records in first.items()} == {
+        P0: [0, 1, 2, 3, 4],
+        P1: [0, 1],
+    }
+    second = source.poll(timeout_s=0, max_records=7)
+    assert {tp: [r.offset for r in records] for tp, records in second.items()} == {P1: [2, 3, 4]}
 
 
 def test_sink_delivers_on_flush_only() -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors.stream import Record, TopicPartition
+from connectors.stream import Record, TopicPartition, by_partition
 from monitord.config import Config, parse_config
 from monitord.labels import LabelGate, LabelJoin
 from tests.monitord.recorded import RecordedRun
@@ -281,13 +281,14 @@ def test_a_crash_while_a_label_partition_is_paused_joins_every_label_once(
 
 
 def test_a_partition_turned_away_is_not_held_past_the_gap_later_in_the_same_poll() -> None:
-    # A batch topped up by several polls: a partition's records come in two runs. The
-    # first run is turned away by the full gate; the smaller second one would fit.
+    # A batch topped up by several polls: a partition's records of the second poll follow
+    # those of the first. The first poll's are turned away by the full gate; the smaller
+    # second one's would fit.
     gate = LabelGate(max_bytes=4 * 1024)
     first = [_padded_label(i, i, int((T0 + i) * 1000), pad=1200) for i in range(3)]
     other = [_padded_label(10, 0, int(T0 * 1000), pad=10, partition=1)]
     second = [_padded_label(3, 3, int((T0 + 3) * 1000), pad=10)]
-    again = gate.hold(first + other + second)
+    again = gate.hold(by_partition(first + other + second))
     label_partition = TopicPartition("labels", 0)
     assert again == {label_partition: 2}  # read again from the first record turned away
     assert gate.first_held(label_partition) == 0

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors.stream import Record, TopicPartition
+from connectors.stream import Polled, Record, TopicPartition, flatten
 from monitord.config import Config, parse_config
 from monitord.labels import LabelGate
 from tests.monitord.recorded import RecordedRun
@@ -119,10 +119,10 @@ def test_a_full_gate_pauses_its_label_partition_instead_of_reading_it_again() ->
     paused_while_full = 0
     poll = run.source.poll
 
-    def counting(timeout_s: float, max_records: int) -> list[Record]:
+    def counting(timeout_s: float, max_records: int) -> Polled:
         nonlocal paused_while_full
         records = poll(timeout_s, max_records)
-        polled.update(record.topic for record in records)
+        polled.update(record.topic for record in flatten(records))
         paused_while_full += TopicPartition("labels", 0) in run.source.paused()
         return records
 

@@ -12,7 +12,7 @@ import numpy as np
 import orjson
 import pytest
 
-from connectors.stream import BrokerUnavailable, Record, TopicPartition
+from connectors.stream import BrokerUnavailable, Polled, Record, TopicPartition
 from monitord import checkpoint
 from monitord.checkpoint import (
     Checkpoint,
@@ -286,7 +286,7 @@ def test_a_rebalance_while_topping_up_a_batch_folds_nothing_twice(
     polls = 0
     poll = run.source.poll
 
-    def rebalancing_second_poll(timeout_s: float, max_records: int) -> list[Record]:
+    def rebalancing_second_poll(timeout_s: float, max_records: int) -> Polled:
         nonlocal polls
         polls += 1
         if polls == 2:  # the top-up of the first batch: P1 leaves in the middle of it

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from connectors.memory import MemorySink, MemorySource
-from connectors.stream import DeliveryFailed, Record, TopicPartition
+from connectors.stream import DeliveryFailed, Polled, Record, TopicPartition, by_partition
 from monitord import batch_output
 from monitord.config import parse_config
 from monitord.daemon import Daemon
@@ -152,10 +152,10 @@ def test_a_batch_of_non_numbers_in_a_numeric_feature_is_dead_lettered(value: obj
 
 
 def test_committed_offsets_are_one_past_each_partitions_last_record() -> None:
-    def records(*sources: tuple[str, int, int]) -> list[Record]:
-        return [
+    def records(*sources: tuple[str, int, int]) -> Polled:
+        return by_partition(
             Record(topic, partition, offset, None, b"", 0) for topic, partition, offset in sources
-        ]
+        )
 
     assert next_offsets(records(("a", 0, 5), ("a", 0, 6), ("a", 0, 9))) == {
         TopicPartition("a", 0): 10
@@ -173,7 +173,7 @@ def test_committed_offsets_are_one_past_each_partitions_last_record() -> None:
         TopicPartition("a", 0): 6,
         TopicPartition("a", 1): 4,
     }
-    assert next_offsets([]) == {}
+    assert next_offsets(records()) == {}
 
 
 T0 = 1_795_435_200  # 2026-11-23T12:00:00Z

@@ -25,7 +25,7 @@ from cloudevents.core.formats.json import JSONFormat
 
 from connectors.broker import EmbeddedBroker, free_port
 from connectors.kafka import KafkaProducerSettings, KafkaSink, ensure_topics, read_topic
-from connectors.stream import Record, Source
+from connectors.stream import Polled, Record, Source, flatten
 from monitord.cli import main
 from monitord.config import Config, parse_config
 from monitord.daemon import Daemon
@@ -396,10 +396,10 @@ class PollRecorder:
         self._poll = inner.poll
         self.records: list[Record] = []
 
-    def poll(self, timeout_s: float, max_records: int) -> list[Record]:
-        records = self._poll(timeout_s, max_records)
-        self.records += records
-        return records
+    def poll(self, timeout_s: float, max_records: int) -> Polled:
+        polled = self._poll(timeout_s, max_records)
+        self.records += flatten(polled)
+        return polled
 
 
 @pytest.mark.kafka

@@ -11,7 +11,7 @@ import pytest
 
 from connectors.broker import EmbeddedBroker
 from connectors.kafka import KafkaSink, ensure_topics
-from connectors.stream import Record, TopicPartition
+from connectors.stream import Polled, TopicPartition
 from monitord.config import Config, parse_config
 from monitord.daemon import Daemon
 from monitord.labels import LabelGate
@@ -118,9 +118,9 @@ def test_a_full_label_gate_pauses_and_resumes_two_label_partitions_on_the_broker
     turned_away = 0
     hold = daemon.joins.gate.hold
 
-    def counting(records: list[Record]) -> dict[TopicPartition, int]:
+    def counting(polled: Polled) -> dict[TopicPartition, int]:
         nonlocal turned_away
-        again = hold(records)
+        again = hold(polled)
         turned_away += len(again)
         return again
 

@@ -3,7 +3,7 @@ revocation (the worked example of `monitord.partitions`)."""
 
 from __future__ import annotations
 
-from connectors.stream import OffsetReset, Record, TopicPartition
+from connectors.stream import OffsetReset, Record, TopicPartition, by_partition
 from monitord.partitions import Partitions, first_offsets
 
 E3 = TopicPartition("events", 3)
@@ -61,7 +61,9 @@ def test_revocation_forgets_everything_of_a_partition() -> None:
 def test_a_batch_cut_by_a_rebalance_is_read_again_where_the_rebalance_left_it() -> None:
     partitions = Partitions()
     generation = partitions.batch_started()
-    held = [Record("events", p, o, None, b"", 0) for p, o in ((3, 40), (4, 7), (3, 41), (4, 8))]
+    held = by_partition(
+        Record("events", p, o, None, b"", 0) for p, o in ((3, 40), (4, 7), (3, 41), (4, 8))
+    )
     assert first_offsets(held) == {E3: 40, E4: 7}
     partitions.rebalanced({E4})  # E4 moved: positioned by the rebalance callbacks
     assert partitions.generation != generation

@@ -111,12 +111,12 @@ def test_source_offsets_skip_what_was_folded_and_survive_a_restore() -> None:
 
     seen = SourceOffsets()
     batch = [forwarded(0), forwarded(1), forwarded(0, source_partition=1)]
-    assert seen.fresh(batch) == batch
-    assert seen.fresh([forwarded(1), forwarded(2)]) == [forwarded(2)]
     internal = TopicPartition(INTERNAL, 0)
+    assert seen.fresh(internal, batch) == batch
+    assert seen.fresh(internal, [forwarded(1), forwarded(2)]) == [forwarded(2)]
     assert seen.snapshot(internal) == {"in/0": 2, "in/1": 0}
     restored = SourceOffsets()
     restored.restore(internal, seen.snapshot(internal))
-    assert restored.fresh([forwarded(2), forwarded(3)]) == [forwarded(3)]
+    assert restored.fresh(internal, [forwarded(2), forwarded(3)]) == [forwarded(3)]
     plain = Record(INTERNAL, 0, 7, b"a", b"{}", 0, ())
-    assert restored.fresh([plain]) == [plain]  # no source: kept
+    assert restored.fresh(internal, [plain]) == [plain]  # no source: kept
