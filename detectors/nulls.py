@@ -55,6 +55,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from numba import njit
@@ -402,10 +403,8 @@ def rate_count_isf(
     inflation = np.minimum(tau + w / (n_e + 1.0), w - 1e-9)
     # Capped where betaln still resolves the differences (the law is the binomial there).
     precision = np.clip((w - inflation) / np.maximum(inflation - 1.0, 1e-12), 1e-6, 1e9)
-    counts = [
-        _beta_binomial_isf(level, int(n), float(m), float(q))
-        for n, m, q in zip(w, mean, precision, strict=True)
-    ]
+    laws = [(int(n), float(m), float(q)) for n, m, q in zip(w, mean, precision, strict=True)]
+    counts = _once_each(lambda law: _beta_binomial_isf(level, *law), laws)
     return np.asarray(np.where(w <= 1, w, counts), dtype=np.float64)
 
 
@@ -440,8 +439,22 @@ def out_of_range_isf(
     ``level``, from the exchangeable law at effective sizes, scaled by the inflation."""
     n_e = np.maximum(np.asarray(reference_effective, dtype=np.float64), 2.0)
     w_e = np.maximum(np.asarray(window_effective, dtype=np.float64), 1.0)
-    counts = np.array([_range_isf(level, n, w) for n, w in zip(n_e, w_e, strict=True)])
+    sizes = [(float(n), float(w)) for n, w in zip(n_e, w_e, strict=True)]
+    counts = np.array(_once_each(lambda size: _range_isf(level, *size), sizes))
     return np.asarray(np.ceil(counts * np.maximum(window_inflation, 1.0)))
+
+
+_Args = TypeVar("_Args", bound=tuple[object, ...])
+
+
+def _once_each(law: Callable[[_Args], float], each: list[_Args]) -> list[float]:
+    """``[law(args) for args in each]``, computing each distinct ``args`` once (a model's
+    columns mostly share their sizes and rates)."""
+    found: dict[_Args, float] = {}
+    for args in each:
+        if args not in found:
+            found[args] = law(args)
+    return [found[args] for args in each]
 
 
 def _range_isf(level: float, n: float, w: float) -> float:

@@ -264,7 +264,10 @@ def build_profile(
         raise ProfileError(f"numeric features with no observed value: {empty}")
 
     quantiles = np.linspace(0.0, 1.0, n_bins + 1)[1:-1]
-    if numeric.shape[1]:
+    if numeric.shape[1] and observed.all():
+        # The same values as nanquantile's, which goes column by column in Python.
+        inner = np.quantile(numeric, quantiles, axis=0).T
+    elif numeric.shape[1]:
         inner = np.nanquantile(numeric, quantiles, axis=0).T
     else:  # categorical features only
         inner = np.empty((0, n_bins - 1))
