@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeGuard, cast
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 
 from connectors.stream import Record, TopicPartition, one_partition
@@ -607,6 +608,22 @@ def _runs(records: list[Record]) -> list[tuple[TopicPartition, list[Record]]]:
     return runs
 
 
+_HELD_RECORD = operator.itemgetter(1)  # of a held (gate time, record)
+
+
+def _value_sizes(records: list[Record]) -> npt.NDArray[np.int64]:
+    """Bytes of each record's value (a tombstone: none)."""
+    values = list(map(_VALUE, records))
+    if None in values:
+        values = [value or b"" for value in values]
+    return np.fromiter(map(len, values), np.int64, len(values))
+
+
+def _fitting(totals: npt.NDArray[np.int64], room: int) -> int:
+    """How many records fit in ``room`` bytes: those whose running total is within it."""
+    return int(np.searchsorted(totals, room, side="right"))
+
+
 class LabelGate:
     """Holds label records until the inference partitions are read past their time.
 
@@ -644,19 +661,16 @@ class LabelGate:
                 continue
             queue = self._held.setdefault(tp, deque())
             # What fits: the records whose running total of costs stays within the bound.
-            costs = itertools.accumulate(
-                HELD_COST + len(value or b"") for value in map(_VALUE, run)
-            )
-            totals = list(costs)
+            totals = np.cumsum(_value_sizes(run) + HELD_COST)
             # Gate times: the running maximum of the believable record times (a record
             # stamped after the wall clock allows, or not at all, keeps its predecessor's).
-            stamps = (
-                float(stamp) if stamp <= latest_ms else -math.inf for stamp in map(_TIMESTAMP, run)
-            )
-            gates = list(itertools.accumulate(stamps, max, initial=self.gate_ms.get(tp, -math.inf)))
-            fits = bisect.bisect_right(totals, self.max_bytes - self._bytes)
+            stamps = np.fromiter(map(_TIMESTAMP, run), np.float64, len(run))
+            stamps[stamps > latest_ms] = -math.inf
+            first = self.gate_ms.get(tp, -math.inf)
+            gates = np.maximum.accumulate(np.concatenate(([first], stamps))).tolist()
+            fits = _fitting(totals, self.max_bytes - self._bytes)
             if fits < len(run) and self._make_way(tp, gates[fits + 1], again):
-                fits = bisect.bisect_right(totals, self.max_bytes - self._bytes)
+                fits = _fitting(totals, self.max_bytes - self._bytes)
             # Nor records later than another partition's first one turned away: released
             # after it, they would be turned away to make way for it (filled, dropped, read
             # again at every poll).
@@ -673,7 +687,7 @@ class LabelGate:
                 self.turned_away.add(tp)
             if fits:
                 queue.extend(zip(gates[1 : fits + 1], run[:fits], strict=True))
-                self._bytes += totals[fits - 1]
+                self._bytes += int(totals[fits - 1])
         return again
 
     def _make_way(
@@ -709,11 +723,11 @@ class LabelGate:
                 while queue[0][0] < watermark_ms:
                     taken.append(queue.popleft())
             self._bytes -= HELD_COST * len(taken) + sum(
-                len(record.value or b"") for _, record in taken
+                map(len, filter(None, map(_VALUE, map(_HELD_RECORD, taken))))
             )
             ready.append(taken)
         if len(ready) == 1:
-            return [record for _, record in ready[0]]
+            return list(map(_HELD_RECORD, ready[0]))
         # Gate times never go back within a partition: each list is in order already.
         merged = heapq.merge(*ready, key=lambda item: (item[0], *item[1][:3]))
         return [record for _, record in merged]
