@@ -41,6 +41,7 @@ import orjson
 from connectors.stream import Record, TopicPartition, one_partition
 from detectors.detection import FloatArray
 from detectors.profile import CATEGORY_CHARS
+from monitord.arrival_order import ArrivalOrder
 from monitord.clock import now, parse_event_time
 from monitord.config import EventFields, LabelSettings
 from monitord.events import BadRecord, EventGroup, json_object
@@ -272,8 +273,8 @@ class JoinStore:
     newest: float = -math.inf  # event time of the newest prediction added
     label_clock: float = -math.inf  # the newest label time when last stored (expiry clock)
     # Arrival order (time, event id); an entry whose id has left since is skipped.
-    pending_order: deque[tuple[float, str]] = field(default_factory=deque)
-    early_order: deque[tuple[float, str]] = field(default_factory=deque)
+    pending_order: ArrivalOrder = field(default_factory=ArrivalOrder)
+    early_order: ArrivalOrder = field(default_factory=ArrivalOrder)
     done_order: deque[str] = field(default_factory=deque)
     # Pending predictions by time, for coverage; those past expected_delay_s unlabelled.
     due: deque[tuple[float, str]] = field(default_factory=deque)
@@ -316,29 +317,59 @@ class JoinStore:
             counts[model, "duplicate_prediction"] += 1
             return None
         self.pending[event_id] = pending
-        entry = (pending[3], event_id)
-        self.pending_order.append(entry)
+        self.pending_order.append(pending[3], event_id)
         if self.track_coverage:
-            self.due.append(entry)
+            self.due.append((pending[3], event_id))
         if len(self.pending_order) > 2 * len(self.pending) + COMPACT_SLACK:
             self._compact()
         self.newest = max(self.newest, pending[3])
         if len(self.pending) > self.max_pending:
-            self._give_up(self._oldest(self.pending_order, self.pending), counts)
+            self._give_up(self.pending_order.oldest(self.pending), counts)
         return None
 
     def add_all(
         self,
         model: str,
         version: str,
+        rows: tuple[list[str], list[Any], list[float], list[int]],
+        counts: Counter[tuple[str, str]],
+    ) -> None:
+        """Predictions of one model version, as columns ``(event ids, predictions, event
+        times, offsets)``, as `add` would take each while no early label waits here (the
+        common case, without a call per prediction)."""
+        assert not self.early
+        self.changed = True
+        ids, predictions, times, offsets = rows
+        pending = self.pending
+        if (
+            len(pending) + len(ids) <= self.max_pending
+            and pending.keys().isdisjoint(ids)
+            and self.done.keys().isdisjoint(ids)
+            and len(set(ids)) == len(ids)
+        ):
+            # No duplicate and no eviction: what the loop of `_add_each` does, in C.
+            model_version = itertools.repeat(model), itertools.repeat(version)  # endless
+            entries = zip(*model_version, predictions, times, offsets, strict=False)
+            pending.update(zip(ids, entries, strict=False))
+            self.pending_order.extend(times, ids)
+            if self.track_coverage:
+                self.due.extend(zip(times, ids, strict=True))
+            latest = float(np.fmax.reduce(times, initial=-math.inf))  # NaN: not a time
+            self.newest = max(self.newest, latest)
+        else:
+            each = zip(ids, predictions, times, offsets, strict=True)
+            self._add_each(model, version, each, counts)
+        if len(self.pending_order) > 2 * len(pending) + COMPACT_SLACK:
+            self._compact()
+
+    def _add_each(
+        self,
+        model: str,
+        version: str,
         rows: Iterable[tuple[str, Any, float, int]],
         counts: Counter[tuple[str, str]],
     ) -> None:
-        """Predictions ``(event id, prediction, event time, offset)`` of one model version,
-        as `add` would take each while no early label waits here (the common case, without
-        a call per prediction)."""
-        assert not self.early
-        self.changed = True
+        """`add_all` one prediction at a time: duplicates counted, the oldest evicted."""
         pending, done, order, limit = self.pending, self.done, self.pending_order, self.max_pending
         due = self.due if self.track_coverage else None
         newest = self.newest
@@ -347,17 +378,14 @@ class JoinStore:
                 counts[model, "duplicate_prediction"] += 1
                 continue
             pending[event_id] = (model, version, prediction, time, offset)
-            entry = (time, event_id)
-            order.append(entry)
+            order.append(time, event_id)
             if due is not None:
-                due.append(entry)
+                due.append((time, event_id))
             if time > newest:  # noqa: PLR1730 (a comparison, cheaper than a call a row; NaN: no)
                 newest = time
             if len(pending) > limit:
-                self._give_up(self._oldest(order, pending), counts)
+                self._give_up(order.oldest(pending), counts)
         self.newest = newest
-        if len(order) > 2 * len(pending) + COMPACT_SLACK:
-            self._compact()
 
     def joined(self, event_ids: list[str], labels: list[Any]) -> None:
         """Labels met these pending predictions (plain labels, no coverage tracked: what
@@ -376,17 +404,10 @@ class JoinStore:
     def _compact(self) -> None:
         """Drop the order entries of ids that left (joined), which would otherwise stay
         until their time expires: rebuilt from the dictionaries' own insertion order."""
-        self.pending_order = deque((p[3], e) for e, p in self.pending.items())
+        self.pending_order = ArrivalOrder((p[3], e) for e, p in self.pending.items())
         waiting = {e for _, e in self.due}  # not swept yet
         self.due = deque((p[3], e) for e, p in self.pending.items() if e in waiting)
-        self.early_order = deque((early[2], e) for e, early in self.early.items())
-
-    @staticmethod
-    def _oldest(order: deque[tuple[float, str]], entries: dict[str, Any]) -> str:
-        """The id of the oldest entry still in ``entries`` (``order`` trimmed to it)."""
-        while order[0][1] not in entries:
-            order.popleft()
-        return order[0][1]
+        self.early_order = ArrivalOrder((early[2], e) for e, early in self.early.items())
 
     def take(self, label: Label, counts: Counter[tuple[str, str]]) -> Joined | bool | None:
         """The label's prediction if it waits here (joined); False if this store knows the
@@ -449,11 +470,11 @@ class JoinStore:
             record.topic, record.partition, record.offset, None, None, record.timestamp_ms
         )
         self.early[label.event_id] = (label.label, label.model or "", label.time, where)
-        self.early_order.append((label.time, label.event_id))
+        self.early_order.append(label.time, label.event_id)
         if len(self.early_order) > 2 * len(self.early) + COMPACT_SLACK:
             self._compact()
         if len(self.early) > self.max_pending:
-            del self.early[self._oldest(self.early_order, self.early)]
+            del self.early[self.early_order.oldest(self.early)]
             counts["", "orphan"] += 1
 
     def expire(self, now: float, counts: Counter[tuple[str, str]]) -> None:
@@ -461,12 +482,12 @@ class JoinStore:
         ``now`` (the newest label time seen)."""
         cutoff = now - self.max_delay_s
         order = self.pending_order
-        while order and not order[0][0] >= cutoff:  # NaN times go too
+        while order and not order.first_time() >= cutoff:  # NaN times go too
             _, event_id = order.popleft()
             if event_id in self.pending:
                 self._give_up(event_id, counts)
         order = self.early_order
-        while order and not order[0][0] >= cutoff:
+        while order and not order.first_time() >= cutoff:
             _, event_id = order.popleft()
             if self.early.pop(event_id, None) is not None:
                 self.changed = True
@@ -546,8 +567,8 @@ class JoinStore:
         }
         self.done = dict(data["done"])  # an object, or [event id, label] rows at first
         self.done_order = deque(self.done)
-        self.pending_order = deque((p[3], e) for e, p in self.pending.items())
-        self.early_order = deque((early[2], e) for e, early in self.early.items())
+        self.pending_order = ArrivalOrder((p[3], e) for e, p in self.pending.items())
+        self.early_order = ArrivalOrder((early[2], e) for e, early in self.early.items())
         self.due = deque((_float(t), e) for t, e in data.get("due", ()))
         self.overdue = set(data.get("overdue", ()))
         newest = data.get("newest")
@@ -883,13 +904,7 @@ class LabelJoin:
         start = 0
         for tp, run in _runs(records):  # each partition's run to its store
             end = start + len(run)
-            rows = zip(
-                ids[start:end],
-                predictions[start:end],
-                time_list[start:end],
-                offsets[start:end],
-                strict=True,
-            )
+            rows = ids[start:end], predictions[start:end], time_list[start:end], offsets[start:end]
             self.store(tp).add_all(model, version, rows, self.counts)
             start = end
         self._seen(group, times, time_list)
