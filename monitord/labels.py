@@ -387,7 +387,7 @@ class JoinStore:
                 self._give_up(order.oldest(pending), counts)
         self.newest = newest
 
-    def joined(self, event_ids: list[str], labels: list[Any]) -> None:
+    def joined(self, event_ids: Sequence[str], labels: Sequence[Any]) -> None:
         """Labels met these pending predictions (plain labels, no coverage tracked: what
         `join` does for each, at once)."""
         pending = self.pending
@@ -592,7 +592,7 @@ def _remembered(label: Any) -> Any:
 
 
 def _waiting_predictions(
-    waiting: list[JoinStore], ids: list[str]
+    waiting: list[JoinStore], ids: Sequence[str]
 ) -> tuple[list[PendingPrediction], list[JoinStore] | None] | None:
     """The prediction each id waits with and the store holding it, looked up as
     `_fold_label` does (the first of ``waiting`` that has it); the stores are None when
@@ -1067,10 +1067,11 @@ class LabelJoin:
 
     def _plain_chunk(
         self, records: list[Record], latest_ms: float
-    ) -> tuple[list[str], list[Any], list[int]] | None:
+    ) -> tuple[Sequence[str], list[Any], list[int]] | None:
         """``(event ids, labels, record times in ms)`` of a chunk of label records if every
-        one is the common case: a JSON object naming no model and no time, with a plain id
-        (`_plain_ids`) and label (`_plain_labels`), a record time not after ``latest_ms``,
+        one is the common case: a JSON object naming no model and no time, with an id of
+        text (a plain id once found waiting) and a plain label (`_plain_labels`), a record
+        time not after ``latest_ms``,
         and no id twice (a label twice is a duplicate: counted one by one). None if not."""
         fields = self.fields
         try:
@@ -1081,14 +1082,20 @@ class LabelJoin:
             return None
         if set(map(type, events)) != {dict}:
             return None
+        f_id, f_label = fields.event_id, fields.label
         f_model, f_time = fields.model, fields.timestamp
-        if any(f_model in event or f_time in event for event in events):
+        # Records of two keys, an id and a label (checked below), name no model and no time
+        # (unless a field name is shared): no step per record to look for them.
+        two_plain = set(map(len, events)) == {2} and {f_model, f_time}.isdisjoint((f_id, f_label))
+        if not two_plain and any(f_model in event or f_time in event for event in events):
             return None
-        ids = [event.get(fields.event_id) for event in events]
-        labels = [event.get(fields.label) for event in events]
+        ids = [event.get(f_id) for event in events]
+        labels = [event.get(f_label) for event in events]
         stamps = list(map(_TIMESTAMP, records))
+        # Ids of text only: their lengths are checked by the lookup (`_waiting_predictions`
+        # finds only ids a store took, each a plain id).
         if not (
-            _plain_ids(ids, self.max_id_chars)
+            _all_text(ids)
             and _plain_labels(labels)
             and min(stamps) > 0
             and max(stamps) <= latest_ms
