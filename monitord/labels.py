@@ -396,7 +396,10 @@ class JoinStore:
         self.changed = True
         if self.remember > 0:
             done = self.done
-            self.done_order.extend(e for e in event_ids if e not in done)
+            if done.keys().isdisjoint(event_ids):  # as always: a pending id is not done
+                self.done_order.extend(event_ids)
+            else:
+                self.done_order.extend(e for e in event_ids if e not in done)
             done.update(zip(event_ids, labels, strict=True))
             while len(self.done_order) > self.remember:
                 done.pop(self.done_order.popleft(), None)

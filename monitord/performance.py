@@ -141,6 +141,7 @@ class VersionPerformance:
         ]
         self.from_profile = bool(reference)
         self.window: list[Row] = []
+        self._window_misses: list[FloatArray] = []  # the window's misses, as folded
         self.window_first_row = 0
         self.rows = 0
         self.adwin: BlockMeanADWIN | None = None
@@ -278,6 +279,7 @@ class VersionPerformance:
         while i < len(rows):
             take = min(size - len(self.window), len(rows) - i)
             self.window += rows[i : i + take]
+            self._window_misses.append(misses[i : i + take])
             i += take
             self.rows += take
             if len(self.window) == size:
@@ -287,6 +289,7 @@ class VersionPerformance:
                 if self.label_share is not None:
                     evaluations.append(self._label_drift(self.label_share, record, span))
                 self.window, self.window_first_row = [], self.rows
+                self._window_misses = []
         return evaluations
 
     def _error_changes(
@@ -328,7 +331,7 @@ class VersionPerformance:
         assert limit is not None
         predictions, labels = _predictions(self.window), _labels(self.window)
         scoring = reference.scoring
-        misses = scoring.misses(predictions, labels)
+        misses = np.concatenate(self._window_misses)  # scored as folded, by this scoring
         n = len(self.window)
         count = float(np.nansum(misses))
         metrics = window_metrics(scoring, predictions, labels)
@@ -490,6 +493,10 @@ class VersionPerformance:
         self.coverage_windows = state.coverage_windows
         self.coverage_due, self.coverage_missed = state.coverage_due, state.coverage_missed
         self.last = dict(state.last)
+        self._window_misses = []
+        if self.reference is not None and self.window:  # scored as when they were folded
+            scoring = self.reference.scoring
+            self._window_misses = [scoring.misses(_predictions(self.window), _labels(self.window))]
         if self.reference is not None and "history" in arrays:
             self.history = deque(arrays["history"].tolist(), HISTORY_ROWS)
             self.refined_at, self.kept_since = state.refined_at, state.kept_since
