@@ -35,11 +35,13 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeGuard, cast
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 
 from connectors.stream import Polled, Record, TopicPartition, one_partition
 from detectors.detection import FloatArray
 from detectors.profile import CATEGORY_CHARS
+from monitord.arrival_order import ArrivalOrder
 from monitord.clock import now, parse_event_time
 from monitord.config import EventFields, LabelSettings
 from monitord.events import BadRecord, EventGroup, json_object
@@ -271,8 +273,8 @@ class JoinStore:
     newest: float = -math.inf  # event time of the newest prediction added
     label_clock: float = -math.inf  # the newest label time when last stored (expiry clock)
     # Arrival order (time, event id); an entry whose id has left since is skipped.
-    pending_order: deque[tuple[float, str]] = field(default_factory=deque)
-    early_order: deque[tuple[float, str]] = field(default_factory=deque)
+    pending_order: ArrivalOrder = field(default_factory=ArrivalOrder)
+    early_order: ArrivalOrder = field(default_factory=ArrivalOrder)
     done_order: deque[str] = field(default_factory=deque)
     # Pending predictions by time, for coverage; those past expected_delay_s unlabelled.
     due: deque[tuple[float, str]] = field(default_factory=deque)
@@ -315,29 +317,59 @@ class JoinStore:
             counts[model, "duplicate_prediction"] += 1
             return None
         self.pending[event_id] = pending
-        entry = (pending[3], event_id)
-        self.pending_order.append(entry)
+        self.pending_order.append(pending[3], event_id)
         if self.track_coverage:
-            self.due.append(entry)
+            self.due.append((pending[3], event_id))
         if len(self.pending_order) > 2 * len(self.pending) + COMPACT_SLACK:
             self._compact()
         self.newest = max(self.newest, pending[3])
         if len(self.pending) > self.max_pending:
-            self._give_up(self._oldest(self.pending_order, self.pending), counts)
+            self._give_up(self.pending_order.oldest(self.pending), counts)
         return None
 
     def add_all(
         self,
         model: str,
         version: str,
+        rows: tuple[list[str], list[Any], list[float], list[int]],
+        counts: Counter[tuple[str, str]],
+    ) -> None:
+        """Predictions of one model version, as columns ``(event ids, predictions, event
+        times, offsets)``, as `add` would take each while no early label waits here (the
+        common case, without a call per prediction)."""
+        assert not self.early
+        self.changed = True
+        ids, predictions, times, offsets = rows
+        pending = self.pending
+        if (
+            len(pending) + len(ids) <= self.max_pending
+            and pending.keys().isdisjoint(ids)
+            and self.done.keys().isdisjoint(ids)
+            and len(set(ids)) == len(ids)
+        ):
+            # No duplicate and no eviction: what the loop of `_add_each` does, in C.
+            model_version = itertools.repeat(model), itertools.repeat(version)  # endless
+            entries = zip(*model_version, predictions, times, offsets, strict=False)
+            pending.update(zip(ids, entries, strict=False))
+            self.pending_order.extend(times, ids)
+            if self.track_coverage:
+                self.due.extend(zip(times, ids, strict=True))
+            latest = float(np.fmax.reduce(times, initial=-math.inf))  # NaN: not a time
+            self.newest = max(self.newest, latest)
+        else:
+            each = zip(ids, predictions, times, offsets, strict=True)
+            self._add_each(model, version, each, counts)
+        if len(self.pending_order) > 2 * len(pending) + COMPACT_SLACK:
+            self._compact()
+
+    def _add_each(
+        self,
+        model: str,
+        version: str,
         rows: Iterable[tuple[str, Any, float, int]],
         counts: Counter[tuple[str, str]],
     ) -> None:
-        """Predictions ``(event id, prediction, event time, offset)`` of one model version,
-        as `add` would take each while no early label waits here (the common case, without
-        a call per prediction)."""
-        assert not self.early
-        self.changed = True
+        """`add_all` one prediction at a time: duplicates counted, the oldest evicted."""
         pending, done, order, limit = self.pending, self.done, self.pending_order, self.max_pending
         due = self.due if self.track_coverage else None
         newest = self.newest
@@ -346,19 +378,16 @@ class JoinStore:
                 counts[model, "duplicate_prediction"] += 1
                 continue
             pending[event_id] = (model, version, prediction, time, offset)
-            entry = (time, event_id)
-            order.append(entry)
+            order.append(time, event_id)
             if due is not None:
-                due.append(entry)
+                due.append((time, event_id))
             if time > newest:  # noqa: PLR1730 (a comparison, cheaper than a call a row; NaN: no)
                 newest = time
             if len(pending) > limit:
-                self._give_up(self._oldest(order, pending), counts)
+                self._give_up(order.oldest(pending), counts)
         self.newest = newest
-        if len(order) > 2 * len(pending) + COMPACT_SLACK:
-            self._compact()
 
-    def joined(self, event_ids: list[str], labels: list[Any]) -> None:
+    def joined(self, event_ids: Sequence[str], labels: Sequence[Any]) -> None:
         """Labels met these pending predictions (plain labels, no coverage tracked: what
         `join` does for each, at once)."""
         pending = self.pending
@@ -367,7 +396,10 @@ class JoinStore:
         self.changed = True
         if self.remember > 0:
             done = self.done
-            self.done_order.extend(e for e in event_ids if e not in done)
+            if done.keys().isdisjoint(event_ids):  # as always: a pending id is not done
+                self.done_order.extend(event_ids)
+            else:
+                self.done_order.extend(e for e in event_ids if e not in done)
             done.update(zip(event_ids, labels, strict=True))
             while len(self.done_order) > self.remember:
                 done.pop(self.done_order.popleft(), None)
@@ -375,17 +407,10 @@ class JoinStore:
     def _compact(self) -> None:
         """Drop the order entries of ids that left (joined), which would otherwise stay
         until their time expires: rebuilt from the dictionaries' own insertion order."""
-        self.pending_order = deque((p[3], e) for e, p in self.pending.items())
+        self.pending_order = ArrivalOrder((p[3], e) for e, p in self.pending.items())
         waiting = {e for _, e in self.due}  # not swept yet
         self.due = deque((p[3], e) for e, p in self.pending.items() if e in waiting)
-        self.early_order = deque((early[2], e) for e, early in self.early.items())
-
-    @staticmethod
-    def _oldest(order: deque[tuple[float, str]], entries: dict[str, Any]) -> str:
-        """The id of the oldest entry still in ``entries`` (``order`` trimmed to it)."""
-        while order[0][1] not in entries:
-            order.popleft()
-        return order[0][1]
+        self.early_order = ArrivalOrder((early[2], e) for e, early in self.early.items())
 
     def take(self, label: Label, counts: Counter[tuple[str, str]]) -> Joined | bool | None:
         """The label's prediction if it waits here (joined); False if this store knows the
@@ -448,11 +473,11 @@ class JoinStore:
             record.topic, record.partition, record.offset, None, None, record.timestamp_ms
         )
         self.early[label.event_id] = (label.label, label.model or "", label.time, where)
-        self.early_order.append((label.time, label.event_id))
+        self.early_order.append(label.time, label.event_id)
         if len(self.early_order) > 2 * len(self.early) + COMPACT_SLACK:
             self._compact()
         if len(self.early) > self.max_pending:
-            del self.early[self._oldest(self.early_order, self.early)]
+            del self.early[self.early_order.oldest(self.early)]
             counts["", "orphan"] += 1
 
     def expire(self, now: float, counts: Counter[tuple[str, str]]) -> None:
@@ -460,12 +485,12 @@ class JoinStore:
         ``now`` (the newest label time seen)."""
         cutoff = now - self.max_delay_s
         order = self.pending_order
-        while order and not order[0][0] >= cutoff:  # NaN times go too
+        while order and not order.first_time() >= cutoff:  # NaN times go too
             _, event_id = order.popleft()
             if event_id in self.pending:
                 self._give_up(event_id, counts)
         order = self.early_order
-        while order and not order[0][0] >= cutoff:
+        while order and not order.first_time() >= cutoff:
             _, event_id = order.popleft()
             if self.early.pop(event_id, None) is not None:
                 self.changed = True
@@ -545,8 +570,8 @@ class JoinStore:
         }
         self.done = dict(data["done"])  # an object, or [event id, label] rows at first
         self.done_order = deque(self.done)
-        self.pending_order = deque((p[3], e) for e, p in self.pending.items())
-        self.early_order = deque((early[2], e) for e, early in self.early.items())
+        self.pending_order = ArrivalOrder((p[3], e) for e, p in self.pending.items())
+        self.early_order = ArrivalOrder((early[2], e) for e, early in self.early.items())
         self.due = deque((_float(t), e) for t, e in data.get("due", ()))
         self.overdue = set(data.get("overdue", ()))
         newest = data.get("newest")
@@ -570,7 +595,7 @@ def _remembered(label: Any) -> Any:
 
 
 def _waiting_predictions(
-    waiting: list[JoinStore], ids: list[str]
+    waiting: list[JoinStore], ids: Sequence[str]
 ) -> tuple[list[PendingPrediction], list[JoinStore] | None] | None:
     """The prediction each id waits with and the store holding it, looked up as
     `_fold_label` does (the first of ``waiting`` that has it); the stores are None when
@@ -605,6 +630,22 @@ def _runs(records: list[Record]) -> list[tuple[TopicPartition, list[Record]]]:
             runs.append((record.topic_partition, []))
         runs[-1][1].append(record)
     return runs
+
+
+_HELD_RECORD = operator.itemgetter(1)  # of a held (gate time, record)
+
+
+def _value_sizes(records: list[Record]) -> npt.NDArray[np.int64]:
+    """Bytes of each record's value (a tombstone: none)."""
+    values = list(map(_VALUE, records))
+    if None in values:
+        values = [value or b"" for value in values]
+    return np.fromiter(map(len, values), np.int64, len(values))
+
+
+def _fitting(totals: npt.NDArray[np.int64], room: int) -> int:
+    """How many records fit in ``room`` bytes: those whose running total is within it."""
+    return int(np.searchsorted(totals, room, side="right"))
 
 
 class LabelGate:
@@ -645,19 +686,16 @@ class LabelGate:
                 continue
             queue = self._held.setdefault(tp, deque())
             # What fits: the records whose running total of costs stays within the bound.
-            costs = itertools.accumulate(
-                HELD_COST + len(value or b"") for value in map(_VALUE, run)
-            )
-            totals = list(costs)
+            totals = np.cumsum(_value_sizes(run) + HELD_COST)
             # Gate times: the running maximum of the believable record times (a record
             # stamped after the wall clock allows, or not at all, keeps its predecessor's).
-            stamps = (
-                float(stamp) if stamp <= latest_ms else -math.inf for stamp in map(_TIMESTAMP, run)
-            )
-            gates = list(itertools.accumulate(stamps, max, initial=self.gate_ms.get(tp, -math.inf)))
-            fits = bisect.bisect_right(totals, self.max_bytes - self._bytes)
+            stamps = np.fromiter(map(_TIMESTAMP, run), np.float64, len(run))
+            stamps[stamps > latest_ms] = -math.inf
+            first = self.gate_ms.get(tp, -math.inf)
+            gates = np.maximum.accumulate(np.concatenate(([first], stamps))).tolist()
+            fits = _fitting(totals, self.max_bytes - self._bytes)
             if fits < len(run) and self._make_way(tp, gates[fits + 1], again):
-                fits = bisect.bisect_right(totals, self.max_bytes - self._bytes)
+                fits = _fitting(totals, self.max_bytes - self._bytes)
             # Nor records later than another partition's first one turned away: released
             # after it, they would be turned away to make way for it (filled, dropped, read
             # again at every poll).
@@ -674,7 +712,7 @@ class LabelGate:
                 self.turned_away.add(tp)
             if fits:
                 queue.extend(zip(gates[1 : fits + 1], run[:fits], strict=True))
-                self._bytes += totals[fits - 1]
+                self._bytes += int(totals[fits - 1])
         return again
 
     def _make_way(
@@ -710,11 +748,11 @@ class LabelGate:
                 while queue[0][0] < watermark_ms:
                     taken.append(queue.popleft())
             self._bytes -= HELD_COST * len(taken) + sum(
-                len(record.value or b"") for _, record in taken
+                map(len, filter(None, map(_VALUE, map(_HELD_RECORD, taken))))
             )
             ready.append(taken)
         if len(ready) == 1:
-            return [record for _, record in ready[0]]
+            return list(map(_HELD_RECORD, ready[0]))
         # Gate times never go back within a partition: each list is in order already.
         merged = heapq.merge(*ready, key=lambda item: (item[0], *item[1][:3]))
         return [record for _, record in merged]
@@ -870,13 +908,7 @@ class LabelJoin:
         start = 0
         for tp, run in _runs(records):  # each partition's run to its store
             end = start + len(run)
-            rows = zip(
-                ids[start:end],
-                predictions[start:end],
-                time_list[start:end],
-                offsets[start:end],
-                strict=True,
-            )
+            rows = ids[start:end], predictions[start:end], time_list[start:end], offsets[start:end]
             self.store(tp).add_all(model, version, rows, self.counts)
             start = end
         self._seen(group, times, time_list)
@@ -1039,10 +1071,11 @@ class LabelJoin:
 
     def _plain_chunk(
         self, records: list[Record], latest_ms: float
-    ) -> tuple[list[str], list[Any], list[int]] | None:
+    ) -> tuple[Sequence[str], list[Any], list[int]] | None:
         """``(event ids, labels, record times in ms)`` of a chunk of label records if every
-        one is the common case: a JSON object naming no model and no time, with a plain id
-        (`_plain_ids`) and label (`_plain_labels`), a record time not after ``latest_ms``,
+        one is the common case: a JSON object naming no model and no time, with an id of
+        text (a plain id once found waiting) and a plain label (`_plain_labels`), a record
+        time not after ``latest_ms``,
         and no id twice (a label twice is a duplicate: counted one by one). None if not."""
         fields = self.fields
         try:
@@ -1053,14 +1086,20 @@ class LabelJoin:
             return None
         if set(map(type, events)) != {dict}:
             return None
+        f_id, f_label = fields.event_id, fields.label
         f_model, f_time = fields.model, fields.timestamp
-        if any(f_model in event or f_time in event for event in events):
+        # Records of two keys, an id and a label (checked below), name no model and no time
+        # (unless a field name is shared): no step per record to look for them.
+        two_plain = set(map(len, events)) == {2} and {f_model, f_time}.isdisjoint((f_id, f_label))
+        if not two_plain and any(f_model in event or f_time in event for event in events):
             return None
-        ids = [event.get(fields.event_id) for event in events]
-        labels = [event.get(fields.label) for event in events]
+        ids = [event.get(f_id) for event in events]
+        labels = [event.get(f_label) for event in events]
         stamps = list(map(_TIMESTAMP, records))
+        # Ids of text only: their lengths are checked by the lookup (`_waiting_predictions`
+        # finds only ids a store took, each a plain id).
         if not (
-            _plain_ids(ids, self.max_id_chars)
+            _all_text(ids)
             and _plain_labels(labels)
             and min(stamps) > 0
             and max(stamps) <= latest_ms

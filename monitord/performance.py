@@ -30,7 +30,7 @@ import numpy as np
 import orjson
 from pydantic import Field, NonNegativeInt
 
-from connectors.stream import Record
+from connectors.stream import Record, TopicPartition
 from detectors.block_means import BlockMeanADWIN
 from detectors.dependence import Dependence
 from detectors.detection import Detection, FloatArray, State, sub_state
@@ -55,8 +55,9 @@ ERROR_STREAM = "@error"
 HISTORY_ROWS = 20_000
 """Most stationary misses kept to learn their serial dependence from."""
 
-# A row as kept: prediction, label, topic, partition, offset, prediction time, label time.
-Row = tuple[Any, Any, str, int, int, float, float]
+# A row as kept: the joined pair itself (no second tuple per pair); a profile's reference
+# pairs are rows of no partition (`_profile_row`). Stored as `_STORED` lists.
+Row = Joined
 
 
 class PerformanceState(Document):
@@ -75,35 +76,43 @@ class PerformanceState(Document):
 
 
 _VERSION = operator.itemgetter(0, 1)  # of a `Joined`: (model, version)
-# Of a `Row`: its (topic, partition), offset and prediction time.
-_PARTITION, _OFFSET, _PREDICTION_TIME = (
-    operator.itemgetter(2, 3),
-    operator.itemgetter(4),
-    operator.itemgetter(5),
-)
-
-
-_PREDICTION, _LABEL, _PREDICTED_AT, _LABELLED_AT, _PAIR_PARTITION, _PAIR_OFFSET, _RECORD = (
+# Of a `Row`.
+_PREDICTION, _LABEL, _PREDICTION_TIME, _LABEL_TIME, _PARTITION, _OFFSET, _RECORD = (
     operator.itemgetter(i) for i in range(2, 9)
-)  # of a `Joined`
-_TOPIC_NAME, _PARTITION_NUMBER = operator.attrgetter("topic"), operator.attrgetter("partition")
+)
+NO_PARTITION = TopicPartition("", -1)
+"""Where a profile's reference pairs come from: no partition."""
 
 
-def _rows(pairs: Sequence[Joined]) -> list[Row]:
-    """The pairs as rows of the performance stream (built by column, without a Python
-    call per pair)."""
-    partitions = list(map(_PAIR_PARTITION, pairs))
-    return list(
-        zip(
-            map(_PREDICTION, pairs),
-            map(_LABEL, pairs),
-            map(_TOPIC_NAME, partitions),
-            map(_PARTITION_NUMBER, partitions),
-            map(_PAIR_OFFSET, pairs),
-            map(_PREDICTED_AT, pairs),
-            map(_LABELLED_AT, pairs),
-            strict=True,
-        )
+def _profile_row(model: str, version: str, prediction: Any, label: Any, i: int) -> Row:
+    """A profile's ``i``-th reference pair as a row (no time, no record of its own)."""
+    nan = math.nan
+    record = Record("", -1, i, None, None, -1)
+    return Joined(model, version, prediction, label, nan, nan, NO_PARTITION, i, record)
+
+
+def _stored(rows: Sequence[Row]) -> list[tuple[Any, ...]]:
+    """Rows as stored: [prediction, label, topic, partition, offset, prediction time, label
+    time] (the record that brought a row is not kept)."""
+    return [
+        (row[2], row[3], row[6].topic, row[6].partition, row[7], row[4], row[5]) for row in rows
+    ]
+
+
+def _stored_row(model: str, version: str, row: list[Any]) -> Row:
+    """A stored row back (the record: its position only)."""
+    nan = math.nan
+    topic, partition, offset = row[2], row[3], row[4]
+    return Joined(
+        model,
+        version,
+        row[0],
+        row[1],
+        nan if row[5] is None else row[5],
+        nan if row[6] is None else row[6],
+        TopicPartition(topic, partition),
+        offset,
+        Record(topic, partition, offset, None, None, -1),
     )
 
 
@@ -126,13 +135,13 @@ class VersionPerformance:
         self.reference: PerformanceReference | None = None
         self.reference_id = ""
         # The warm-up, then the reference; a profile's pairs are rows of no partition.
-        nan = math.nan
         self.reference_rows: list[Row] = [
-            (prediction, label, "", -1, i, nan, nan)
+            _profile_row(model, version, prediction, label, i)
             for i, (prediction, label) in enumerate(reference)
         ]
         self.from_profile = bool(reference)
         self.window: list[Row] = []
+        self._window_misses: list[FloatArray] = []  # the window's misses, as folded
         self.window_first_row = 0
         self.rows = 0
         self.adwin: BlockMeanADWIN | None = None
@@ -167,8 +176,7 @@ class VersionPerformance:
     def update(self, pairs: Sequence[Joined]) -> list[Evaluation]:
         """Fold joined pairs in (in join order); the evaluations they complete."""
         evaluations: list[Evaluation] = []
-        records = list(map(_RECORD, pairs))
-        rows = _rows(pairs)
+        rows = list(pairs)
         start = 0
         if self.reference is None:
             take = self.settings.warmup_labels - len(self.reference_rows)
@@ -177,9 +185,9 @@ class VersionPerformance:
             self.rows += start
             if len(self.reference_rows) < self.settings.warmup_labels:
                 return []
-            evaluations += self._start(records[start - 1] if start else records[-1])
+            evaluations += self._start(rows[start - 1 if start else -1].record)
         if start < len(rows):
-            evaluations += self._fold(rows[start:], records[start:])
+            evaluations += self._fold(rows[start:])
         evaluations.sort(key=lambda e: (e.result.row, e.result.detector != ERROR_CHANGE_DETECTOR))
         return evaluations
 
@@ -201,13 +209,12 @@ class VersionPerformance:
         self.adwin = BlockMeanADWIN(1, self._block(), self.delta)
         # The warm-up rows are the error stream's start: a change during them counts too.
         rows = self.reference_rows
-        misses = reference.scoring.misses([r[0] for r in rows], [r[1] for r in rows])
+        misses = reference.scoring.misses(_predictions(rows), _labels(rows))
         keep = np.flatnonzero(np.isfinite(misses))
         return self._error_changes(misses[keep], [rows[i] for i in keep], 0, record)
 
     def _build_reference(self) -> PerformanceReference:
-        predictions = [row[0] for row in self.reference_rows]
-        labels = [row[1] for row in self.reference_rows]
+        predictions, labels = _predictions(self.reference_rows), _labels(self.reference_rows)
         settings = self.settings
         scoring = Scoring.infer(predictions, labels, settings.positive_class, settings.task)
         self.reference = reference = PerformanceReference.build(scoring, predictions, labels)
@@ -256,29 +263,33 @@ class VersionPerformance:
         inflation = float(self.reference.dependence.inflation[0, -1])
         return 1 if inflation <= PERSISTENT else math.ceil(2.0 * inflation)
 
-    def _fold(self, rows: list[Row], records: list[Record]) -> list[Evaluation]:
+    def _fold(self, rows: list[Row]) -> list[Evaluation]:
         reference = self.reference
         assert reference is not None
-        misses = reference.scoring.misses([r[0] for r in rows], [r[1] for r in rows])
+        misses = reference.scoring.misses(_predictions(rows), _labels(rows))
         scored = np.isfinite(misses)
         if not scored.all():  # a row that cannot be scored is no row of the stream
             keep = np.flatnonzero(scored)
-            rows, records = [rows[i] for i in keep], [records[i] for i in keep]
+            rows = [rows[i] for i in keep]
             misses = misses[keep]
         first = self.rows
-        evaluations = self._error_changes(misses, rows, first, records, self.window)
+        evaluations = self._error_changes(misses, rows, first, None, self.window)
         size = self.settings.window_size
         i = 0
         while i < len(rows):
             take = min(size - len(self.window), len(rows) - i)
             self.window += rows[i : i + take]
+            self._window_misses.append(misses[i : i + take])
             i += take
             self.rows += take
             if len(self.window) == size:
-                evaluations.append(self._test(records[i - 1]))
+                record = rows[i - 1].record
+                span = _span(self.window, record)  # both tests of the window cover it
+                evaluations.append(self._test(record, span))
                 if self.label_share is not None:
-                    evaluations.append(self._label_drift(self.label_share, records[i - 1]))
+                    evaluations.append(self._label_drift(self.label_share, record, span))
                 self.window, self.window_first_row = [], self.rows
+                self._window_misses = []
         return evaluations
 
     def _error_changes(
@@ -286,11 +297,11 @@ class VersionPerformance:
         misses: FloatArray,
         rows: list[Row],
         first_row: int,
-        records: list[Record] | Record,
+        record: Record | None,
         before: Sequence[Row] = (),
     ) -> list[Evaluation]:
         """Change points of the error stream among ``rows`` (stream rows from ``first_row``);
-        ``records`` aligns with ``rows``, or is the one record that brought them all;
+        ``record``: the one record that brought them all (None: each row's own);
         ``before``: the open window's rows that precede ``rows``."""
         if self.adwin is None or not len(rows):
             return []
@@ -299,10 +310,10 @@ class VersionPerformance:
         for detection in self.adwin.update(np.asarray(misses, dtype=np.float64)[:, None]):
             at = min(max(detection.row - first_row, 0), len(rows) - 1)
             result = dataclasses.replace(detection, detector=ERROR_CHANGE_DETECTOR)
-            record = records[at] if isinstance(records, list) else records
             start = max(self._change_start(detection) - first_row + len(before), 0)
             span = held[start : len(before) + at + 1]
-            out.append(self._evaluation((ERROR_STREAM,), result, span, record))
+            brought = rows[at].record if record is None else record
+            out.append(self._evaluation((ERROR_STREAM,), result, _span(span, brought), brought))
         return out
 
     def _change_start(self, detection: Detection) -> int:
@@ -314,14 +325,13 @@ class VersionPerformance:
             return detection.first_row
         return max(detection.first_row, start + (detection.row - start) // size * size)
 
-    def _test(self, record: Record) -> Evaluation:
+    def _test(self, record: Record, span: Span) -> Evaluation:
         reference, limit = self.reference, self._limit
         assert reference is not None
         assert limit is not None
-        predictions = [row[0] for row in self.window]
-        labels = [row[1] for row in self.window]
+        predictions, labels = _predictions(self.window), _labels(self.window)
         scoring = reference.scoring
-        misses = scoring.misses(predictions, labels)
+        misses = np.concatenate(self._window_misses)  # scored as folded, by this scoring
         n = len(self.window)
         count = float(np.nansum(misses))
         metrics = window_metrics(scoring, predictions, labels)
@@ -338,7 +348,10 @@ class VersionPerformance:
             None,
             np.array([n], dtype=np.int64),
         )
-        delays = np.array([row[6] - row[5] for row in self.window], dtype=np.float64)
+        n_rows = len(self.window)
+        delays = np.fromiter(map(_LABEL_TIME, self.window), np.float64, n_rows) - np.fromiter(
+            map(_PREDICTION_TIME, self.window), np.float64, n_rows
+        )
         delays = delays[np.isfinite(delays)]
         evidence = [
             *((name, value) for name, value in metrics.items()),
@@ -347,13 +360,13 @@ class VersionPerformance:
             ("label_delay_p50_s", float(np.median(delays)) if delays.size else math.nan),
         ]
         metric = "error_rate" if scoring.task == "classification" else "large_error_rate"
-        return self._evaluation((metric,), result, self.window, record, tuple(evidence))
+        return self._evaluation((metric,), result, span, record, tuple(evidence))
 
-    def _label_drift(self, share: LabelShare, record: Record) -> Evaluation:
+    def _label_drift(self, share: LabelShare, record: Record, span: Span) -> Evaluation:
         """The window's labels against the reference's: its share of counted labels
         outside the limits, either way. The statistic is the distance from the reference's
         expected count in units of the limit's distance (above 1: drifted)."""
-        counted = share.indicator([row[1] for row in self.window])
+        counted = share.indicator(_labels(self.window))
         n = int(np.isfinite(counted).sum())
         count = float(np.nansum(counted))
         low, high = self._share_limits
@@ -379,30 +392,27 @@ class VersionPerformance:
             ("label_share_low", low / max(n, 1)),
             ("label_share_high", high / max(n, 1)),
         )
-        return self._evaluation((share.name,), result, self.window, record, evidence)
+        return self._evaluation((share.name,), result, span, record, evidence)
 
     def _evaluation(
         self,
         features: tuple[str, ...],
         result: Detection,
-        rows: Sequence[Row],
+        span: Span,
         record: Record,
         evidence: tuple[tuple[str, float], ...] = (),
     ) -> Evaluation:
-        times = np.fromiter(map(_PREDICTION_TIME, rows), np.float64, len(rows))
-        times = times[np.isfinite(times)]
-        if not times.size:
-            times = np.array([record.timestamp_ms / 1e3])
+        offsets, first_time, last_time = span
         return Evaluation(
             self.model,
             self.version,
             self.reference_id,
             features,
             result,
-            _offset_ranges(rows),
+            offsets,
             record,
-            float(times.min()),
-            float(times.max()),
+            first_time,
+            last_time,
             evidence=evidence,
         )
 
@@ -431,7 +441,7 @@ class VersionPerformance:
             )
             evidence = (("label_coverage", 1.0 - missed), ("min_coverage", least))
             evaluations.append(
-                self._evaluation(("unlabelled_share",), result, (), record, evidence)
+                self._evaluation(("unlabelled_share",), result, _span((), record), record, evidence)
             )
             self.coverage_windows += 1
             self.coverage_due = self.coverage_missed = 0
@@ -455,7 +465,7 @@ class VersionPerformance:
         )
         # A profile's pairs are not stored again: the profile is (`restore` keeps them).
         reference = [] if self.from_profile else self.reference_rows
-        blob = orjson.dumps({"reference": reference, "window": self.window})
+        blob = orjson.dumps({"reference": _stored(reference), "window": _stored(self.window)})
         arrays: State = {
             "rows": np.frombuffer(blob, dtype=np.uint8),
             "history": np.asarray(self.history, dtype=np.uint8),
@@ -470,9 +480,11 @@ class VersionPerformance:
     def restore(self, state: PerformanceState, arrays: State) -> None:
         data = orjson.loads(bytes(arrays["rows"]))
         if data["reference"] or not self.from_profile:  # a warm-up's rows
-            self.reference_rows = [_stored_row(row) for row in data["reference"]]
+            self.reference_rows = [
+                _stored_row(self.model, self.version, row) for row in data["reference"]
+            ]
             self.from_profile = False
-        self.window = [_stored_row(row) for row in data["window"]]
+        self.window = [_stored_row(self.model, self.version, row) for row in data["window"]]
         self.rows = 0
         self.reference = self.adwin = None
         if self.from_profile or len(self.reference_rows) >= self.settings.warmup_labels:
@@ -481,6 +493,10 @@ class VersionPerformance:
         self.coverage_windows = state.coverage_windows
         self.coverage_due, self.coverage_missed = state.coverage_due, state.coverage_missed
         self.last = dict(state.last)
+        self._window_misses = []
+        if self.reference is not None and self.window:  # scored as when they were folded
+            scoring = self.reference.scoring
+            self._window_misses = [scoring.misses(_predictions(self.window), _labels(self.window))]
         if self.reference is not None and "history" in arrays:
             self.history = deque(arrays["history"].tolist(), HISTORY_ROWS)
             self.refined_at, self.kept_since = state.refined_at, state.kept_since
@@ -497,28 +513,37 @@ class VersionPerformance:
             self.adwin.restore(sub_state(arrays, "adwin/"))
 
 
-def _stored_row(row: list[Any]) -> Row:
-    nan = math.nan
-    return (
-        row[0],
-        row[1],
-        row[2],
-        row[3],
-        row[4],
-        nan if row[5] is None else row[5],
-        nan if row[6] is None else row[6],
-    )
+def _predictions(rows: Sequence[Row]) -> list[Any]:
+    return list(map(_PREDICTION, rows))
+
+
+def _labels(rows: Sequence[Row]) -> list[Any]:
+    return list(map(_LABEL, rows))
+
+
+# What an evaluation covers: its offset ranges, first and last prediction time.
+Span = tuple[tuple[OffsetRange, ...], float, float]
+
+
+def _span(rows: Sequence[Row], record: Record) -> Span:
+    """The offset ranges and prediction times of ``rows`` (no time: ``record``'s)."""
+    times = np.fromiter(map(_PREDICTION_TIME, rows), np.float64, len(rows))
+    times = times[np.isfinite(times)]
+    if not times.size:
+        times = np.array([record.timestamp_ms / 1e3])
+    return _offset_ranges(rows), float(times.min()), float(times.max())
 
 
 def _offset_ranges(rows: Sequence[Row]) -> tuple[OffsetRange, ...]:
-    partitions = set(map(_PARTITION, rows))
-    if len(partitions) == 1:  # the common case, without a step per row in Python
-        ((topic, partition),) = partitions
+    # The common case without a step per row in Python: the join hands every pair of a
+    # partition the same `TopicPartition` (hashing each would call its Python __hash__).
+    if rows and len(set(map(id, map(_PARTITION, rows)))) == 1:
+        topic, partition = rows[0][6].topic, rows[0][6].partition
         offsets = list(map(_OFFSET, rows))
         return (OffsetRange(topic, partition, min(offsets), max(offsets)),)
     ranges: dict[tuple[str, int], tuple[int, int]] = {}
     for row in rows:
-        key, offset = (row[2], row[3]), row[4]
+        key, offset = (row[6].topic, row[6].partition), row[7]
         low, high = ranges.get(key, (offset, offset))
         ranges[key] = (min(low, offset), max(high, offset))
     return tuple(OffsetRange(t, p, low, high) for (t, p), (low, high) in sorted(ranges.items()))

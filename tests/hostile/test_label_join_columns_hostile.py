@@ -8,10 +8,13 @@ letters. A label partition the full gate pauses must be read again eventually. T
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import math
 import random
-from collections import Counter
+import time
+from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,7 @@ import pytest
 
 from connectors.stream import Record, TopicPartition, by_partition
 from monitord.config import Config, parse_config
-from monitord.labels import LabelGate, LabelJoin
+from monitord.labels import HELD_COST, JoinStore, LabelGate, LabelJoin, _runs
 from tests.monitord.recorded import RecordedRun
 
 T0 = 1_700_000_000.0
@@ -294,3 +297,105 @@ def test_a_partition_turned_away_is_not_held_past_the_gap_later_in_the_same_poll
     assert gate.first_held(label_partition) == 0
     released = gate.release(math.inf)
     assert [(r.partition, r.offset) for r in released if r.partition == 0] == [(0, 0), (0, 1)]
+
+
+class _GateOneByOne(LabelGate):
+    """The gate's `hold` as it was before it went by column (a generator step per record):
+    the oracle the by-column `hold` must match."""
+
+    def hold(self, records: list[Record]) -> dict[TopicPartition, int]:
+        again: dict[TopicPartition, int] = {}
+        latest_ms = (time.time() + self.max_ahead_s) * 1000.0
+        for tp, run in _runs(records):
+            if tp in again:
+                continue
+            queue = self._held.setdefault(tp, deque())
+            totals = list(itertools.accumulate(HELD_COST + len(r.value or b"") for r in run))
+            stamps = (
+                float(r.timestamp_ms) if r.timestamp_ms <= latest_ms else -math.inf for r in run
+            )
+            gates = list(itertools.accumulate(stamps, max, initial=self.gate_ms.get(tp, -math.inf)))
+            fits = bisect.bisect_right(totals, self.max_bytes - self._bytes)
+            if fits < len(run) and self._make_way(tp, gates[fits + 1], again):
+                fits = bisect.bisect_right(totals, self.max_bytes - self._bytes)
+            others = [ms for q, ms in self.gate_ms.items() if q in self.turned_away and q != tp]
+            if others:
+                fits = min(fits, max(0, bisect.bisect_right(gates, min(others)) - 1))
+            if not fits and not self._bytes:
+                fits = 1
+            self.gate_ms[tp] = gates[min(fits + 1, len(run))]
+            if fits < len(run):
+                again[tp] = run[fits].offset
+                self.turned_away.add(tp)
+            if fits:
+                queue.extend(zip(gates[1 : fits + 1], run[:fits], strict=True))
+                self._bytes += totals[fits - 1]
+        return again
+
+
+def _gate_state(gate: LabelGate) -> tuple[object, ...]:
+    held = {tp: list(queue) for tp, queue in gate._held.items()}
+    return held, gate._bytes, dict(gate.gate_ms), set(gate.turned_away)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_gate_holds_by_column_as_record_by_record(seed: int) -> None:
+    # Three label partitions in polls of mixed partitions, tombstones, values of every size,
+    # times at zero, below it, far ahead of the wall clock and going back; a gate of a few
+    # records, so that polls are turned away and other partitions make way.
+    rnd = random.Random(seed)
+    gates = (LabelGate(max_bytes=4000), _GateOneByOne(max_bytes=4000))
+    offsets = dict.fromkeys(range(3), 0)
+    clock_ms = int(T0 * 1000)
+    for _ in range(60):
+        poll: list[Record] = []
+        for _ in range(rnd.randint(0, 12)):
+            p = rnd.randrange(3)
+            roll = rnd.random()
+            stamp = clock_ms + rnd.randint(-2000, 5000)
+            if roll < 0.1:
+                stamp = rnd.choice([0, -1, int((time.time() + 10**6) * 1000)])
+            value = None if roll > 0.95 else b"x" * rnd.choice([0, 10, 300, 1500, 5000])
+            poll.append(Record("labels", p, offsets[p], b"m", value, stamp))
+            offsets[p] += 1
+            clock_ms += rnd.randint(0, 1000)
+        assert gates[0].hold(poll) == gates[1].hold(poll)
+        assert _gate_state(gates[0]) == _gate_state(gates[1])
+        watermark = clock_ms - rnd.randint(-3000, 20_000)
+        assert gates[0].release(watermark) == gates[1].release(watermark)
+        assert _gate_state(gates[0]) == _gate_state(gates[1])
+        assert gates[0].roomy() == gates[1].roomy()
+
+
+@pytest.mark.parametrize("max_pending", [10, 200, 10_000])
+def test_predictions_added_by_column_as_one_by_one(max_pending: int) -> None:
+    # Runs with ids seen before (pending, joined or given up), twice in the run, NaN and
+    # out-of-order times, and more than the store holds: `add_all` (either way) against `add`.
+    rnd = random.Random(max_pending)
+    stores = [JoinStore(TopicPartition("in", 0), max_pending, 50.0, 30) for _ in range(2)]
+    counts: list[Counter[tuple[str, str]]] = [Counter(), Counter()]
+    record = Record("in", 0, 0, None, b"{}", 0)
+    for batch in range(40):
+        n = rnd.randint(0, 40)
+        ids = [
+            f"e{rnd.randrange(600) if rnd.random() < 0.3 else batch * 100 + i}" for i in range(n)
+        ]
+        predictions = [rnd.choice([0, 1, 0.25, "cat", None, True]) for _ in range(n)]
+        times = [math.nan if rnd.random() < 0.05 else rnd.uniform(0, 100) + batch for _ in range(n)]
+        if times and batch % 2:
+            times[-1] = batch + 101.0  # the newest prediction last
+        offsets = list(range(batch * 100, batch * 100 + n))
+        stores[0].add_all("m", "1", (ids, predictions, times, offsets), counts[0])
+        for row in zip(ids, predictions, times, offsets, strict=True):
+            stores[1].add(row[0], ("m", "1", *row[1:]), record, counts[1])
+        if batch % 3 == 2:  # some join, then expire: ids done (joined or given up)
+            joined = list(stores[0].pending)[: rnd.randint(0, 5)]
+            for store in stores:
+                store.joined(joined, [1] * len(joined))
+            for store, counted in zip(stores, counts, strict=True):
+                store.expire(batch + 100.0, counted)
+        assert stores[0].snapshot() == stores[1].snapshot()
+        assert counts[0] == counts[1]
+        assert list(stores[0].pending_order) == list(stores[1].pending_order)
+    assert counts[0]["m", "duplicate_prediction"] > 0
+    assert counts[0]["m", "evicted"] > 0

@@ -68,3 +68,53 @@ def test_evaluations_do_not_depend_on_the_batches(batch: int) -> None:
     # The labels' rule moves, so their share moves too: label drift is tested per window.
     assert {e[0] for e in whole} == {"performance", "error_change", "label_drift"}
     assert _evaluations(pairs, batch) == whole
+
+
+def _regression_pairs(n: int = 6000, change: int = 3000, seed: int = 12) -> list[Joined]:
+    """Joined pairs of a regression whose errors grow at pair ``change``."""
+    rng = np.random.default_rng(seed)
+    predictions = rng.normal(size=n)
+    labels = predictions + rng.normal(size=n) * np.where(np.arange(n) < change, 0.1, 0.3)
+    return [
+        pair._replace(prediction=float(predictions[i]), label=float(labels[i]))
+        for i, pair in enumerate(_pairs(n, change, seed))
+    ]
+
+
+def _described(evaluations: list[Any]) -> list[tuple[Any, ...]]:
+    return [
+        (
+            e.result.detector,
+            e.result.row,
+            str(e.result.statistic.tolist()),  # as text: NaN equals NaN
+            str(e.result.threshold.tolist()),
+            e.result.drifted.tolist(),
+            e.offsets,
+            e.start_time,
+            e.end_time,
+            e.evidence,
+        )
+        for e in evaluations
+    ]
+
+
+@pytest.mark.parametrize("cut", [999, 1500, 4321])
+@pytest.mark.parametrize("make", [_pairs, _regression_pairs], ids=["classes", "regression"])
+def test_a_restored_stream_evaluates_as_an_uninterrupted_one(cut: int, make: Any) -> None:
+    # Cut in the warm-up, in the first window and late in a window: what the restored
+    # stream tests (its open window's misses scored again) equals the uninterrupted run.
+    pairs, key = make(), ("m", "1")
+    config = parse_config({})
+    uninterrupted, before = Performance(config), Performance(config)
+    for performance in (uninterrupted, before):
+        performance.update(pairs[:cut])
+    snapshot = before.snapshot(key)
+    assert snapshot is not None
+    restored = Performance(config)
+    restored.restore(key, *snapshot)
+    expected, found = [], []
+    for start in range(cut, len(pairs), 700):
+        expected += uninterrupted.update(pairs[start : start + 700])
+        found += restored.update(pairs[start : start + 700])
+    assert "performance" in {e.result.detector for e in expected}
+    assert _described(found) == _described(expected)
