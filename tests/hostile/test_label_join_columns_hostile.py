@@ -21,9 +21,9 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors.stream import Record, TopicPartition, by_partition
+from connectors.stream import Polled, Record, TopicPartition, by_partition
 from monitord.config import Config, parse_config
-from monitord.labels import HELD_COST, JoinStore, LabelGate, LabelJoin, _runs
+from monitord.labels import HELD_COST, JoinStore, LabelGate, LabelJoin
 from tests.monitord.recorded import RecordedRun
 
 T0 = 1_700_000_000.0
@@ -303,10 +303,10 @@ class _GateOneByOne(LabelGate):
     """The gate's `hold` as it was before it went by column (a generator step per record):
     the oracle the by-column `hold` must match."""
 
-    def hold(self, records: list[Record]) -> dict[TopicPartition, int]:
+    def hold(self, polled: Polled) -> dict[TopicPartition, int]:
         again: dict[TopicPartition, int] = {}
         latest_ms = (time.time() + self.max_ahead_s) * 1000.0
-        for tp, run in _runs(records):
+        for tp, run in polled.items():
             if tp in again:
                 continue
             queue = self._held.setdefault(tp, deque())
@@ -359,7 +359,8 @@ def test_the_gate_holds_by_column_as_record_by_record(seed: int) -> None:
             poll.append(Record("labels", p, offsets[p], b"m", value, stamp))
             offsets[p] += 1
             clock_ms += rnd.randint(0, 1000)
-        assert gates[0].hold(poll) == gates[1].hold(poll)
+        polled = by_partition(poll)
+        assert gates[0].hold(polled) == gates[1].hold(polled)
         assert _gate_state(gates[0]) == _gate_state(gates[1])
         watermark = clock_ms - rnd.randint(-3000, 20_000)
         assert gates[0].release(watermark) == gates[1].release(watermark)
