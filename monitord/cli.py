@@ -326,7 +326,10 @@ def _reference_build(args: argparse.Namespace) -> int:
         max_rows=args.max_rows,
     )
     out = args.out or Path("profiles") / f"{args.model}@{args.version}.npz"
-    save_profile(supported(profile, str(args.data)), out)
+    try:
+        save_profile(supported(profile, str(args.data)), out)
+    except OSError as exc:
+        raise DataError(f"--out {out}: cannot write ({exc.strerror})") from None
     pairs = len(profile.performance_pairs)
     print(
         f"wrote {out}: {profile.n_rows} rows, {len(profile.numeric_names)} numeric and "

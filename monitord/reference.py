@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import math
@@ -299,7 +300,10 @@ def save_profile(profile: ReferenceProfile, path: Path) -> None:
 
 def replace_atomically(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` whole or not at all (a temporary file, synced, renamed
-    over it): a reader or a crash never meets half a file."""
+    over it): a reader or a crash never meets half a file. Refuses a ``path`` that is
+    there but not a regular file: renaming over a device or a directory would replace it."""
+    if path.exists() and not path.is_file():
+        raise OSError(errno.EINVAL, "it exists and is not a regular file", str(path))
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as handle:

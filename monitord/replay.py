@@ -20,6 +20,7 @@ Outputs go out as JSON lines (the contract for machines) or as a table for a per
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections import Counter
@@ -472,6 +473,7 @@ class DeadLetterFile:
     ) -> None:
         """``events``: per file read by column, its row's event by row (its records carry
         no value)."""
+        self._path = path
         self._handle = path.open("wb") if path is not None else None
         self._events = dict(events or {})
         self.reasons: dict[str, Counter[str]] = {}  # per file
@@ -501,16 +503,27 @@ class DeadLetterFile:
                 "detail": found[ERROR_HEADERS[1]].decode(errors="replace"),
                 "event": value.decode(errors="replace"),
             }
-            self._handle.write(orjson.dumps(line) + b"\n")
+            with self._writing():
+                self._handle.write(orjson.dumps(line) + b"\n")
 
     def flush(self, timeout_s: float) -> None:
         if self._handle is not None:
-            self._handle.flush()
+            with self._writing():
+                self._handle.flush()
 
     def close(self) -> None:
         if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+            handle, self._handle = self._handle, None
+            with self._writing():
+                handle.close()
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A write that fails (a full disk) is the replay's error, naming the file."""
+        try:
+            yield
+        except OSError as exc:
+            raise DataError(f"--dead-letters {self._path}: cannot write ({exc.strerror})") from None
 
 
 __all__ = [

@@ -256,3 +256,42 @@ def test_replay_writes_a_report_of_its_windows_alerts_and_retrain_requests(
     assert page.count("<svg") >= 3  # x's statistics over the six windows, and the others
     assert "src=" not in page
     assert "href=" not in page
+
+
+@pytest.mark.parametrize("option", ["--dead-letters", "--report"])
+def test_a_full_disk_is_a_clear_error(
+    option: str, files: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Writing the dead letters or the report onto a full disk (Linux's /dev/full answers
+    every write with ENOSPC) names the file and the reason, without a traceback."""
+    full = Path("/dev/full")
+    if not full.exists():
+        pytest.skip("no /dev/full on this system")
+    _, traffic, profile = files
+    bad = traffic.parent / "with-a-bad-row.csv"
+    bad.write_text(traffic.read_text() + "oops,0.1,0.2\n")  # text in a numeric column
+    argv = ["replay", str(bad), "--model", "m", "--profile", str(profile), option, str(full)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "/dev/full" in err
+    assert "No space left on device" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("target", ["/dev/full", "a directory"])
+def test_reference_build_refuses_to_write_over_what_is_not_a_file(
+    target: str, files: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The profile is renamed into place: over a device (run as root) or a directory that
+    would replace it. Refused, naming it; the device is still a device."""
+    reference, _, _ = files
+    out = tmp_path if target == "a directory" else Path(target)
+    if not out.exists():
+        pytest.skip(f"no {target} on this system")
+    kind = out.stat().st_mode
+    argv = ["reference", "build", str(reference), "--model", "m", "--version", "1"]
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out}: cannot write (it exists and is not a regular file)" in err
+    assert "Traceback" not in err
+    assert out.stat().st_mode == kind
