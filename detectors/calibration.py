@@ -96,10 +96,9 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from detectors import resampling
 from detectors.column_laws import ColumnLaws, Thresholds
 from detectors.dependence import Dependence
-from detectors.detection import BoolArray, FloatArray, read_only
+from detectors.detection import BoolArray, FloatArray, IntArray, read_only
 from detectors.profile import ReferenceProfile
 from detectors.resampling import (
     CategoricalResampler,
@@ -323,29 +322,37 @@ def _copula_min_p(
     by_column = np.ascontiguousarray(kept[tie_order].T)
     # Randomised rank p-values, uniform on (0, 1), the jitter shared by the replicate too.
     jitter = np.asarray(rng.random(b))[tie_order]
-    groups = min(resampling.WORKERS.size + 1, by_column.shape[0])
-    bounds = np.linspace(0, by_column.shape[0], groups + 1).astype(np.int64)
-    smallest = np.ones((groups, b))
-    resampling.WORKERS.share(
-        groups,
-        lambda g: _column_min_p(by_column[bounds[g] : bounds[g + 1]], jitter, smallest[g]),
-    )
+    # numpy's quicksort (several times its stable sort), then each run of ties put back in
+    # replicate order: the stable order, cheaper.
+    order = np.argsort(by_column, axis=1)
+    smallest = np.ones(b)
+    _ranked_min_p(by_column, order, jitter, smallest)
     min_p = np.empty(b)
-    min_p[tie_order] = smallest.min(axis=0)
+    min_p[tie_order] = smallest
     return min_p
 
 
 @njit(cache=True, nogil=True)
-def _column_min_p(by_column: FloatArray, jitter: FloatArray, smallest: FloatArray) -> None:
+def _ranked_min_p(
+    by_column: FloatArray, order: IntArray, jitter: FloatArray, smallest: FloatArray
+) -> None:
     """Into ``smallest[i]``, the least ``(b - rank - jitter[i]) / b`` of replicate ``i`` over
-    the rows of ``by_column`` (one column's statistics each, ties ranked in row order)."""
+    the rows of ``by_column`` (one column's statistics each), ranked by ``order`` (each row's
+    argsort) with ties in replicate order (each run of ties of ``order`` is sorted here)."""
     b = by_column.shape[1]
     for j in range(by_column.shape[0]):
-        order = np.argsort(by_column[j], kind="mergesort")
-        for rank in range(b):
-            i = order[rank]
-            p_value = (b - rank - jitter[i]) / b
-            smallest[i] = min(smallest[i], p_value)
+        row, ranked = by_column[j], order[j]
+        start = 0
+        while start < b:
+            end = start + 1
+            while end < b and row[ranked[end]] == row[ranked[start]]:
+                end += 1
+            if end - start > 1:
+                ranked[start:end] = np.sort(ranked[start:end])
+            for rank in range(start, end):
+                i = ranked[rank]
+                smallest[i] = min(smallest[i], (b - rank - jitter[i]) / b)
+            start = end
 
 
 def _bootstrap_min_p(
