@@ -70,6 +70,8 @@ def build_kafka_daemon(
     What is built before a later step fails is closed again (the consumer leaves its
     group rather than hold its partitions until a timeout); the daemon owns the rest.
     """
+    if config.kafka.client == "confluent":
+        _require_confluent()  # before connecting to anything
     receivers = build_receivers(config.receivers)  # secrets checked before joining the group
     security = kafka_security(config)
     topics = _topics(config, security)
