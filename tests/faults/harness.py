@@ -141,12 +141,15 @@ def daemon_config(
     bootstrap: str,
     stream: Partitioned,
     group: str,
+    client: str = "kafka-python",
     **sections: Mapping[str, Any],
 ) -> Path:
-    """Config file ``name``.toml: the stream in, outputs to ``<group>.alerts`` / ``.retrain``."""
+    """Config file ``name``.toml: the stream in, outputs to ``<group>.alerts`` / ``.retrain``,
+    read and written by the Kafka ``client`` (`kafka.client`)."""
     data: dict[str, Any] = {
         "state_dir": str(tmp / f"{name}-state"),
         "kafka": {
+            "client": client,
             "bootstrap_servers": bootstrap,
             "input_topics": [stream.topic],
             "group_id": group,
@@ -322,6 +325,10 @@ def finish(
     assert daemon.process.wait(timeout=grace_s) == 0, daemon.tail()
 
 
-def reference_config(tmp: Path, bootstrap: str, stream: Stream, group: str) -> Path:
+def reference_config(
+    tmp: Path, bootstrap: str, stream: Stream, group: str, client: str = "kafka-python"
+) -> Path:
     """An uninterrupted single daemon's config, no checkpoints: what the others must equal."""
-    return daemon_config(tmp, "reference", bootstrap, stream, group, checkpoint={"store": "none"})
+    return daemon_config(
+        tmp, "reference", bootstrap, stream, group, client, checkpoint={"store": "none"}
+    )
