@@ -177,7 +177,11 @@ def raw_confluent_consume(
     batch = FETCH["max_poll_records"]
     seen, start = 0, time.perf_counter()
     while seen < n:
-        messages = consumer.consume(batch, 0.5)
+        # As ConfluentSource polls: what is fetched, else wait for one message and top up
+        # (consume(batch, timeout) would wait for a whole batch).
+        messages = consumer.consume(batch, 0) or consumer.consume(1, 0.5)
+        if len(messages) == 1:
+            messages += consumer.consume(batch - 1, 0)
         for topic, run in itertools.groupby(messages, key=_TOPIC):
             handle(topic, list(map(_VALUE, run)))
         seen += len(messages)

@@ -29,6 +29,7 @@ from connectors.kafka import (
     KafkaProducerSettings,
     KafkaSecurity,
     partition_counts,
+    wait_for_broker,
 )
 from connectors.stream import (
     BrokerUnavailable,
@@ -55,6 +56,19 @@ _REBALANCED = frozenset(
 )
 _UNREACHABLE = frozenset(
     (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._TIMED_OUT)
+)
+# Delivery failures a new producer can get past: librdkafka gives up on a message after
+# delivery.timeout.ms, or on all of them once the producer's state went bad (fatal).
+_SEND_AGAIN = frozenset(
+    (
+        KafkaError._MSG_TIMED_OUT,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._FATAL,
+        KafkaError._PURGE_QUEUE,
+        KafkaError._PURGE_INFLIGHT,
+    )
 )
 _NO_OFFSET = -1001  # librdkafka's RD_KAFKA_OFFSET_INVALID: no position, no watermark yet
 STATISTICS_INTERVAL_MS = 1000
@@ -103,13 +117,6 @@ def _error(exc: KafkaException) -> KafkaError:
     return error
 
 
-def _unavailable(bootstrap: str, timeout_s: float, exc: KafkaException) -> BrokerUnavailable:
-    return BrokerUnavailable(
-        f"Kafka broker at {bootstrap} did not answer within {timeout_s:g}s ({_error(exc).str()}): "
-        "is it running, and are the address and security settings right?"
-    )
-
-
 _TOPIC = operator.methodcaller("topic")
 _PARTITION = operator.methodcaller("partition")
 _OFFSET = operator.methodcaller("offset")
@@ -152,6 +159,19 @@ def by_partition(records: list[Record]) -> dict[TopicPartition, list[Record]]:
     for (topic, partition), run in itertools.groupby(records, key=_RECORD_PARTITION):
         grouped.setdefault(TopicPartition(topic, partition), []).extend(run)
     return grouped
+
+
+def _consume(consumer: Consumer, max_records: int, timeout_s: float) -> list[Message]:
+    """Up to ``max_records`` messages, waiting at most ``timeout_s`` for the first only:
+    librdkafka's consume() would wait until it has them all (or the timeout), holding a
+    quiet topic's records back for the whole timeout."""
+    messages = consumer.consume(max_records, 0)
+    if messages or timeout_s <= 0:
+        return messages
+    messages = consumer.consume(1, timeout_s)
+    if messages and max_records > 1:
+        messages += consumer.consume(max_records - 1, 0)
+    return messages
 
 
 def _ours(partitions: Iterable[ConfluentPartition]) -> set[TopicPartition]:
@@ -244,7 +264,7 @@ class ConfluentSource:
             return []
         self._retry_seeks()
         try:
-            messages = self._consumer.consume(max_records, max(0.0, timeout_s))
+            messages = _consume(self._consumer, max_records, timeout_s)
         except KafkaException as exc:
             self._raise_callback_error()
             error = _error(exc)
@@ -585,15 +605,12 @@ class ConfluentSink:
         self._connect()
 
     def _connect(self) -> None:
-        """A new producer, once the cluster answered a metadata request (bounded)."""
-        producer = Producer(self._config)
-        timeout_s = self._settings.connect_timeout_s
-        try:
-            producer.list_topics(timeout=timeout_s)
-        except KafkaException as exc:
-            producer.purge()
-            raise _unavailable(self._bootstrap, timeout_s, exc) from exc
-        self._producer, self._deliveries = producer, _Deliveries()
+        """A new producer, once the cluster answered a metadata request within the connect
+        timeout (as `KafkaSink` checks it: a TLS handshake first, errors naming the address
+        and the security protocol)."""
+        s = self._settings
+        wait_for_broker(self._bootstrap, s.connect_timeout_s, security=s.security)
+        self._producer, self._deliveries = Producer(self._config), _Deliveries()
 
     def send(
         self,
@@ -673,7 +690,7 @@ class ConfluentSink:
             raise DeliveryFailed(
                 f"{len(failed)} of {sent} message(s) were not delivered to "
                 f"{self._bootstrap}; first error: {failed[0].str()}",
-                retriable=all(error.retriable() for error in failed),
+                retriable=all(e.retriable() or e.code() in _SEND_AGAIN for e in failed),
             )
 
     def close(self) -> None:

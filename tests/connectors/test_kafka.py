@@ -133,6 +133,22 @@ def test_commit_from_on_revoked_survives_close(
         assert [r.value for r in poll_until(again, 1)] == [b"sentinel"]
 
 
+@pytest.mark.kafka
+def test_poll_returns_what_arrived_without_waiting_for_max_records(
+    broker: EmbeddedBroker, unique_name: Callable[[str], str], kafka_client: str
+) -> None:
+    topic, group = unique_name("events"), unique_name("group")
+    ensure_topics(broker.bootstrap, {topic: 1})
+    produce(broker.bootstrap, topic, [b"first"], kafka_client)
+    with SOURCES[kafka_client](broker.bootstrap, group, [topic], settings=FAST_GROUP) as source:
+        assert [r.value for r in poll_until(source, 1)] == [b"first"]
+        produce(broker.bootstrap, topic, [b"second"], kafka_client)
+        started = time.monotonic()
+        records = source.poll(timeout_s=10.0, max_records=1000)
+        assert [r.value for r in records] == [b"second"]
+        assert time.monotonic() - started < 5.0, "held back waiting for a full batch"
+
+
 class Member:
     """One replica: polls its own source on its own thread and tracks what it owns
     through the rebalance callbacks, as the daemon does."""
