@@ -15,7 +15,11 @@ topics, the floor decodes the label records too (id and label out of each), and 
 daemon joins every label to its prediction and monitors performance. Events/s counts
 inference events; each reader's time covers both topics.
 
-    python benchmarks/e2e.py [--quick] [--rounds N] [--labels]   # --quick: about a minute
+    python benchmarks/e2e.py [--quick] [--rounds N] [--labels] [--client confluent]
+
+``--quick`` takes about a minute. ``--client confluent`` runs the daemon on confluent-kafka
+(`kafka.client`, the optional extra) and measures the raw reader and the floor with a
+tuned raw confluent-kafka consumer instead: each client against its own floor.
 
 ``--baseline REV`` (a refactoring's before and after) runs the daemon twice per round, each
 in a child process on the same broker: on this checkout's code and on commit REV's (a
@@ -28,6 +32,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib.util
+import itertools
 import operator
 import resource
 import signal
@@ -41,6 +46,11 @@ from pathlib import Path
 import numpy as np
 import orjson
 from kafka import KafkaConsumer, TopicPartition
+
+try:
+    import confluent_kafka
+except ImportError:  # the optional extra: only --client confluent needs it
+    confluent_kafka = None  # type: ignore[assignment]
 
 # `python benchmarks/e2e.py` puts benchmarks/ first on sys.path, where `import detectors`
 # (through monitord) would find benchmarks/detectors.py instead of the package.
@@ -108,10 +118,16 @@ def produce(bootstrap: str, topic: str, n: int, seed: int = 1) -> None:
 
 
 def raw_consume(
-    bootstrap: str, topics: list[str], n: int, handle: Callable[[str, list[bytes]], None]
+    bootstrap: str,
+    topics: list[str],
+    n: int,
+    handle: Callable[[str, list[bytes]], None],
+    client: str = "kafka-python",
 ) -> float:
-    """Seconds for a group-less consumer to read ``n`` records of ``topics``, passing each
-    batch on with its topic."""
+    """Seconds for a group-less consumer of ``client`` to read ``n`` records of ``topics``,
+    passing each batch on with its topic."""
+    if client == "confluent":
+        return raw_confluent_consume(bootstrap, topics, n, handle)
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **FETCH)
     partitions = [
         TopicPartition(topic, p)
@@ -125,6 +141,50 @@ def raw_consume(
         for tp, records in consumer.poll(timeout_ms=500).items():
             handle(tp.topic, [r.value for r in records])
             seen += len(records)
+    elapsed = time.perf_counter() - start
+    consumer.close()
+    return elapsed
+
+
+_TOPIC, _VALUE = operator.methodcaller("topic"), operator.methodcaller("value")
+
+
+def raw_confluent_consume(
+    bootstrap: str, topics: list[str], n: int, handle: Callable[[str, list[bytes]], None]
+) -> float:
+    """`raw_consume` on confluent-kafka: the same fetch sizes, batches of up to
+    ``max_poll_records`` messages, each run of one topic passed on with its topic."""
+    assert confluent_kafka is not None, "--client confluent: pip install 'monitord[confluent]'"
+    consumer = confluent_kafka.Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-raw-{time.time_ns()}",  # required, unused: assign() below
+            "enable.auto.commit": False,
+            "fetch.max.bytes": FETCH["fetch_max_bytes"],
+            "max.partition.fetch.bytes": FETCH["max_partition_fetch_bytes"],
+            "fetch.wait.max.ms": FETCH["fetch_max_wait_ms"],
+            "receive.message.max.bytes": FETCH["fetch_max_bytes"] + 512,
+        }
+    )
+    metadata = consumer.list_topics(timeout=10)
+    consumer.assign(
+        [
+            confluent_kafka.TopicPartition(topic, p, confluent_kafka.OFFSET_BEGINNING)
+            for topic in topics
+            for p in sorted(metadata.topics[topic].partitions)
+        ]
+    )
+    batch = FETCH["max_poll_records"]
+    seen, start = 0, time.perf_counter()
+    while seen < n:
+        # As ConfluentSource polls: what is fetched, else wait for one message and top up
+        # (consume(batch, timeout) would wait for a whole batch).
+        messages = consumer.consume(batch, 0) or consumer.consume(1, 0.5)
+        if len(messages) == 1:
+            messages += consumer.consume(batch - 1, 0)
+        for topic, run in itertools.groupby(messages, key=_TOPIC):
+            handle(topic, list(map(_VALUE, run)))
+        seen += len(messages)
     elapsed = time.perf_counter() - start
     consumer.close()
     return elapsed
@@ -148,10 +208,13 @@ def joined(daemon: Daemon) -> int:
     return sum(version.rows for version in daemon.performance.versions.values())
 
 
-def daemon_consume(bootstrap: str, topic: str, n: int, store: str, labels: bool) -> float:
+def daemon_consume(
+    bootstrap: str, topic: str, n: int, store: str, labels: bool, client: str = "kafka-python"
+) -> float:
     """Seconds for the daemon to process ``n`` records, from its first polled batch.
 
-    ``store`` is `checkpoint.store`; checkpoint intervals are the defaults. Each run starts
+    ``store`` is `checkpoint.store`; checkpoint intervals are the defaults; ``client`` is
+    `kafka.client`. Each run starts
     from an empty state directory: a checkpoint left by an earlier run would seek past
     this run's records.
     """
@@ -159,6 +222,7 @@ def daemon_consume(bootstrap: str, topic: str, n: int, store: str, labels: bool)
         config = parse_config(
             {
                 "kafka": {
+                    "client": client,
                     "bootstrap_servers": bootstrap,
                     "input_topics": [topic],
                     "group_id": f"bench-{time.time_ns()}",
@@ -249,6 +313,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="runs of each reader (default 5)")
     parser.add_argument("--labels", action="store_true", help="every event labelled on a topic")
     parser.add_argument("--baseline", metavar="REV", help="also the daemon of commit REV")
+    parser.add_argument(
+        "--client",
+        choices=("kafka-python", "confluent"),
+        default="kafka-python",
+        help="the Kafka client of the daemon and of its floor (kafka.client)",
+    )
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)  # bootstrap topic n
     args = parser.parse_args()
     if args.rounds < 1:
@@ -260,7 +330,11 @@ def main() -> None:
         bootstrap, topic, count = args.child
         print(daemon_consume(bootstrap, topic, int(count), "local", args.labels))
         return
+    if args.client == "confluent" and confluent_kafka is None:
+        parser.error("--client confluent: pip install 'monitord[confluent]'")
     if args.baseline:
+        if args.client != "kafka-python":
+            parser.error("--baseline: compares kafka-python daemons only")
         tune_garbage_collector()
         limit_blas_threads()
         against_baseline(args.baseline, n, args.rounds, args.labels)
@@ -272,7 +346,8 @@ def main() -> None:
     print(f"gc thresholds {gc.get_threshold()} for every reader")
     print(
         f"crc32c accelerated: {crc32c_accelerated()}; events: {n}; features: {len(FEATURES)}; "
-        f"rounds: {args.rounds}; labels: {'on a second topic' if args.labels else 'none'}"
+        f"rounds: {args.rounds}; labels: {'on a second topic' if args.labels else 'none'}; "
+        f"client: {args.client}"
     )
     # SIGTERM (a timeout, a CI cancel) unwinds like Ctrl-C, so the broker is stopped too.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -285,13 +360,17 @@ def main() -> None:
         if args.labels:
             produce_labels(broker.bootstrap, n)
         print(f"produced in {time.perf_counter() - started:.1f} s")
-        total, labels = n * len(topics), args.labels
+        total, labels, client = n * len(topics), args.labels, args.client
         bootstrap = broker.bootstrap
+
+        def ignore(topic: str, batch: list[bytes]) -> None:
+            pass
+
         runs: dict[str, Callable[[], float]] = {
-            "raw": lambda: raw_consume(bootstrap, topics, total, lambda topic, batch: None),
-            "floor": lambda: raw_consume(bootstrap, topics, total, decode_to_arrays),
-            "daemon_off": lambda: daemon_consume(bootstrap, topic, n, "none", labels),
-            "daemon": lambda: daemon_consume(bootstrap, topic, n, "local", labels),
+            "raw": lambda: raw_consume(bootstrap, topics, total, ignore, client),
+            "floor": lambda: raw_consume(bootstrap, topics, total, decode_to_arrays, client),
+            "daemon_off": lambda: daemon_consume(bootstrap, topic, n, "none", labels, client),
+            "daemon": lambda: daemon_consume(bootstrap, topic, n, "local", labels, client),
         }
         rates: dict[str, list[float]] = {name: [] for name in runs}
         rss: dict[str, float] = {}

@@ -2,6 +2,7 @@
 
 - `stream`: the boundary types (`Record`, `Source`, `Sink`, `ConnectorError`)
 - `kafka`: kafka-python source, sink and topic helpers
+- `confluent`: the same source and sink on confluent-kafka (the optional extra `confluent`)
 - `broker`: the embedded Tansu broker for the demo and tests
 - `memory`: in-memory source and sink for tests of the core
 - `feed`: a source reading its partitions lazily from iterators (replaying big files)

@@ -26,6 +26,7 @@ import json
 import logging
 import sqlite3
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,9 +34,9 @@ from typing import Any, Protocol
 import numpy as np
 from pydantic import Field, NonNegativeInt
 
-from connectors.kafka import KafkaSecurity, KafkaSink, read_topic
+from connectors.kafka import KafkaSecurity, read_topic
 from connectors.sqlite import DurableFile, StorageUnavailable, write
-from connectors.stream import TopicPartition
+from connectors.stream import Sink, TopicPartition
 from detectors.detection import State, sub_state
 from detectors.npz import read_npz
 from detectors.profile import ProfileError, ReferenceProfile
@@ -250,6 +251,21 @@ CHECKPOINT_KEY = "checkpoint/"
 PROFILE_KEY = "profile/"
 
 
+class ChangelogSink(Sink, Protocol):
+    """A `Sink` that also sends to a chosen partition (both Kafka clients' sinks do)."""
+
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: Sequence[tuple[str, bytes]] = (),
+        *,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+    ) -> None: ...
+
+
 class ChangelogStore:
     """Checkpoints in a compacted Kafka topic partitioned like the input (Kafka Streams' pattern).
 
@@ -264,7 +280,7 @@ class ChangelogStore:
         self,
         bootstrap: str,
         topic: str,
-        sink: KafkaSink,
+        sink: ChangelogSink,
         *,
         security: KafkaSecurity | None = None,
         timeout_s: float = 30.0,
@@ -331,6 +347,7 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "PROFILE_KEY",
+    "ChangelogSink",
     "ChangelogStore",
     "Checkpoint",
     "CheckpointError",

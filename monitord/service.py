@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
 import threading
@@ -21,9 +22,10 @@ from connectors.kafka import (
     partition_counts,
 )
 from connectors.outbox import Outbox
+from connectors.stream import Sink, Source
 from monitord.admin import Health
 from monitord.audit import AuditLog
-from monitord.checkpoint import ChangelogStore, CheckpointStore, LocalStore
+from monitord.checkpoint import ChangelogSink, ChangelogStore, CheckpointStore, LocalStore
 from monitord.config import Config, ConfigError
 from monitord.daemon import Daemon
 from monitord.dead_letter import producer_request_bytes
@@ -68,6 +70,8 @@ def build_kafka_daemon(
     What is built before a later step fails is closed again (the consumer leaves its
     group rather than hold its partitions until a timeout); the daemon owns the rest.
     """
+    if config.kafka.client == "confluent":
+        _require_confluent()  # before connecting to anything
     receivers = build_receivers(config.receivers)  # secrets checked before joining the group
     security = kafka_security(config)
     topics = _topics(config, security)
@@ -135,36 +139,55 @@ def _topics(config: Config, security: KafkaSecurity) -> list[str]:
     return topics
 
 
-def kafka_source(config: Config, topics: list[str], security: KafkaSecurity) -> KafkaSource:
-    """The consumer of ``topics`` in the daemon's group."""
+def kafka_source(config: Config, topics: list[str], security: KafkaSecurity) -> Source:
+    """The consumer of ``topics`` in the daemon's group, on the configured client."""
     kafka, c = config.kafka, config.kafka.consumer
-    return KafkaSource(
-        kafka.bootstrap_servers,
-        kafka.group_id,
-        topics,
-        settings=KafkaConsumerSettings(
-            auto_offset_reset=kafka.auto_offset_reset,
-            fetch_min_bytes=c.fetch_min_bytes,
-            fetch_max_wait_ms=c.fetch_max_wait_ms,
-            fetch_max_bytes=c.fetch_max_bytes,
-            max_partition_fetch_bytes=c.max_partition_fetch_bytes,
-            max_poll_records=c.max_poll_records,
-            session_timeout_ms=c.session_timeout_ms,
-            heartbeat_interval_ms=c.heartbeat_interval_ms,
-            max_poll_interval_ms=c.max_poll_interval_ms,
-            connect_timeout_s=kafka.connect_timeout_s,
-            security=security,
-        ),
+    settings = KafkaConsumerSettings(
+        auto_offset_reset=kafka.auto_offset_reset,
+        fetch_min_bytes=c.fetch_min_bytes,
+        fetch_max_wait_ms=c.fetch_max_wait_ms,
+        fetch_max_bytes=c.fetch_max_bytes,
+        max_partition_fetch_bytes=c.max_partition_fetch_bytes,
+        max_poll_records=c.max_poll_records,
+        session_timeout_ms=c.session_timeout_ms,
+        heartbeat_interval_ms=c.heartbeat_interval_ms,
+        max_poll_interval_ms=c.max_poll_interval_ms,
+        connect_timeout_s=kafka.connect_timeout_s,
+        security=security,
     )
+    if kafka.client == "confluent":
+        _require_confluent()
+        from connectors.confluent import ConfluentSource  # noqa: PLC0415  # optional extra
+
+        return ConfluentSource(kafka.bootstrap_servers, kafka.group_id, topics, settings=settings)
+    return KafkaSource(kafka.bootstrap_servers, kafka.group_id, topics, settings=settings)
 
 
-def output_sink(config: Config, security: KafkaSecurity) -> KafkaSink:
+def kafka_sink(config: Config, settings: KafkaProducerSettings) -> ChangelogSink:
+    """A producer on the configured client (`kafka.client`)."""
+    if config.kafka.client == "confluent":
+        _require_confluent()
+        from connectors.confluent import ConfluentSink  # noqa: PLC0415  # optional extra
+
+        return ConfluentSink(config.kafka.bootstrap_servers, settings=settings)
+    return KafkaSink(config.kafka.bootstrap_servers, settings=settings)
+
+
+def _require_confluent() -> None:
+    if importlib.util.find_spec("confluent_kafka") is None:
+        raise ConfigError(
+            'kafka.client: "confluent" needs the confluent-kafka package, which is not '
+            "installed: pip install 'monitord[confluent]' (or set kafka.client = "
+            '"kafka-python")'
+        )
+
+
+def output_sink(config: Config, security: KafkaSecurity) -> Sink:
     """The producer of dead letters, alerts and retrain requests."""
-    kafka = config.kafka
-    return KafkaSink(
-        kafka.bootstrap_servers,
-        settings=KafkaProducerSettings(
-            connect_timeout_s=kafka.connect_timeout_s,
+    return kafka_sink(
+        config,
+        KafkaProducerSettings(
+            connect_timeout_s=config.kafka.connect_timeout_s,
             security=security,
             max_request_size=producer_request_bytes(config.events),
         ),
@@ -172,7 +195,7 @@ def output_sink(config: Config, security: KafkaSecurity) -> KafkaSink:
 
 
 def topic_publishers(
-    config: Config, sink: KafkaSink, built: ExitStack
+    config: Config, sink: Sink, built: ExitStack
 ) -> tuple[list[Publisher], AuditLog | None]:
     """The audit log, if configured (first: recorded before anything is sent), and the
     alert and trigger topics; also the audit log alone, the policy's recorder."""
@@ -214,11 +237,8 @@ def trigger_publishers(
         security=security,
         timeout_s=kafka.connect_timeout_s,
     )
-    sink = KafkaSink(
-        kafka.bootstrap_servers,
-        settings=KafkaProducerSettings(
-            connect_timeout_s=kafka.connect_timeout_s, security=security
-        ),
+    sink = kafka_sink(
+        config, KafkaProducerSettings(connect_timeout_s=kafka.connect_timeout_s, security=security)
     )
     built.callback(sink.close)
     publishers, _ = topic_publishers(config, sink, built)
@@ -258,9 +278,9 @@ def checkpoint_store(config: Config, security: KafkaSecurity) -> CheckpointStore
         config, changelog_topic(config), security, {"cleanup.policy": "compact"}
     )
     timeout = kafka.connect_timeout_s
-    sink = KafkaSink(
-        kafka.bootstrap_servers,
-        settings=KafkaProducerSettings(
+    sink = kafka_sink(
+        config,
+        KafkaProducerSettings(
             connect_timeout_s=timeout,
             security=security,
             max_request_size=CHANGELOG_MAX_MESSAGE_BYTES,
@@ -350,6 +370,7 @@ __all__ = [
     "checkpoint_store",
     "ensure_co_partitioned",
     "kafka_security",
+    "kafka_sink",
     "kafka_source",
     "observability",
     "output_sink",

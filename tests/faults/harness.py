@@ -141,12 +141,15 @@ def daemon_config(
     bootstrap: str,
     stream: Partitioned,
     group: str,
+    client: str = "kafka-python",
     **sections: Mapping[str, Any],
 ) -> Path:
-    """Config file ``name``.toml: the stream in, outputs to ``<group>.alerts`` / ``.retrain``."""
+    """Config file ``name``.toml: the stream in, outputs to ``<group>.alerts`` / ``.retrain``,
+    read and written by the Kafka ``client`` (`kafka.client`)."""
     data: dict[str, Any] = {
         "state_dir": str(tmp / f"{name}-state"),
         "kafka": {
+            "client": client,
             "bootstrap_servers": bootstrap,
             "input_topics": [stream.topic],
             "group_id": group,
@@ -169,6 +172,8 @@ class Daemon:
 
     def __init__(self, config: Path, log: Path, env: Mapping[str, str] | None = None) -> None:
         self.config, self.log = config, log
+        # Where this daemon's lines start: daemons restarted in turn share one log.
+        self.log_start = log.stat().st_size if log.exists() else 0
         with log.open("ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "monitord.cli", "run", "--config", str(config)],
@@ -264,11 +269,13 @@ _ADMIN = re.compile(r"admin endpoint on (http://127\.0\.0\.1:\d+)")
 
 
 def admin_url(daemon: Daemon, timeout_s: float = 60.0) -> str:
-    """The admin endpoint a daemon logged at startup (configs here use port 0)."""
+    """The admin endpoint ``daemon`` logged at startup (configs here use port 0)."""
     found: list[str] = []
 
     def logged() -> bool:
-        found[:] = _ADMIN.findall(daemon.log.read_text(errors="replace"))
+        with daemon.log.open("rb") as log:
+            log.seek(daemon.log_start)
+            found[:] = _ADMIN.findall(log.read().decode(errors="replace"))
         return bool(found)
 
     until(logged, "the admin endpoint in the log", timeout_s, daemon)
@@ -311,17 +318,29 @@ def assert_same_outputs(
 def finish(
     daemon: Daemon, offsets: Offsets, group: str, stream: Partitioned, grace_s: float = 60.0
 ) -> None:
-    """Wait until ``group`` committed the whole stream, then SIGTERM ``daemon``: exit 0."""
+    """Wait until ``group`` committed the whole stream and ``daemon`` is ready, then
+    SIGTERM it: exit 0.
+
+    Ready, because the stream may be committed before this daemon even started (a killed
+    predecessor finished it): a SIGTERM before `monitord run` installs its handler ends the
+    process by the signal, not by a drain.
+    """
     until(
         lambda: offsets.committed(group, stream) == stream.total,
         f"the whole stream committed by {group}",
         180,
         daemon,
     )
+    url = admin_url(daemon)
+    until(lambda: get(url + "/readyz")[0] == 200, "the daemon ready", 120, daemon)
     daemon.signal(signal.SIGTERM)
     assert daemon.process.wait(timeout=grace_s) == 0, daemon.tail()
 
 
-def reference_config(tmp: Path, bootstrap: str, stream: Stream, group: str) -> Path:
+def reference_config(
+    tmp: Path, bootstrap: str, stream: Stream, group: str, client: str = "kafka-python"
+) -> Path:
     """An uninterrupted single daemon's config, no checkpoints: what the others must equal."""
-    return daemon_config(tmp, "reference", bootstrap, stream, group, checkpoint={"store": "none"})
+    return daemon_config(
+        tmp, "reference", bootstrap, stream, group, client, checkpoint={"store": "none"}
+    )

@@ -90,7 +90,7 @@ def output_topics(group: str) -> dict[str, int]:
 
 @pytest.mark.kafka
 def test_a_broker_restarted_empty_is_read_again_from_its_start(
-    tmp_path: Path, own_broker: EmbeddedBroker, unique_name: Callable[[str], str]
+    tmp_path: Path, own_broker: EmbeddedBroker, unique_name: Callable[[str], str], kafka_client: str
 ) -> None:
     port = own_broker.port
     before = Stream(unique_name("events"), partitions=2, models=2, per_model=3000)
@@ -98,7 +98,13 @@ def test_a_broker_restarted_empty_is_read_again_from_its_start(
     after = dataclasses.replace(before, per_model=1000, seed=7)
     group = unique_name("group")
     config = daemon_config(
-        tmp_path, "daemon", own_broker.bootstrap, before, group, checkpoint={"interval_s": 1.0}
+        tmp_path,
+        "daemon",
+        own_broker.bootstrap,
+        before,
+        group,
+        checkpoint={"interval_s": 1.0},
+        client=kafka_client,
     )
     offsets = Offsets(own_broker.bootstrap)
     before.produce(own_broker.bootstrap)
@@ -127,7 +133,7 @@ def test_a_broker_restarted_empty_is_read_again_from_its_start(
 
 @pytest.mark.kafka
 def test_a_checkpoint_past_the_end_follows_auto_offset_reset_latest(
-    tmp_path: Path, broker: EmbeddedBroker, unique_name: Callable[[str], str]
+    tmp_path: Path, broker: EmbeddedBroker, unique_name: Callable[[str], str], kafka_client: str
 ) -> None:
     stream = Stream(unique_name("events"), partitions=2, models=2, per_model=1000)
     group = unique_name("group")
@@ -139,6 +145,7 @@ def test_a_checkpoint_past_the_end_follows_auto_offset_reset_latest(
         group,
         kafka={"auto_offset_reset": "latest"},
         checkpoint={"interval_s": 1.0},
+        client=kafka_client,
     )
     offsets = Offsets(broker.bootstrap)
     stream.produce(broker.bootstrap)
@@ -176,13 +183,15 @@ def test_a_checkpoint_past_the_end_follows_auto_offset_reset_latest(
 
 @pytest.mark.kafka
 def test_readiness_fails_within_seconds_of_the_broker_dying(
-    tmp_path: Path, own_broker: EmbeddedBroker, unique_name: Callable[[str], str]
+    tmp_path: Path, own_broker: EmbeddedBroker, unique_name: Callable[[str], str], kafka_client: str
 ) -> None:
     port = own_broker.port
     stream = Stream(unique_name("events"), partitions=1, models=1, per_model=500)
     stream.produce(own_broker.bootstrap)
     group = unique_name("group")
-    config = daemon_config(tmp_path, "daemon", own_broker.bootstrap, stream, group)
+    config = daemon_config(
+        tmp_path, "daemon", own_broker.bootstrap, stream, group, client=kafka_client
+    )
     with daemons() as start:
         daemon = start(config, tmp_path / "daemon.log")
         url = admin_url(daemon)
@@ -209,11 +218,11 @@ def not_ready_reasons(url: str) -> list[str]:
 
 @pytest.mark.kafka
 def test_a_missing_input_topic_is_not_ready_until_it_exists(
-    tmp_path: Path, broker: EmbeddedBroker, unique_name: Callable[[str], str]
+    tmp_path: Path, broker: EmbeddedBroker, unique_name: Callable[[str], str], kafka_client: str
 ) -> None:
     stream = Stream(unique_name("events"), partitions=1, models=1, per_model=300)
     group = unique_name("group")
-    config = daemon_config(tmp_path, "daemon", broker.bootstrap, stream, group)
+    config = daemon_config(tmp_path, "daemon", broker.bootstrap, stream, group, client=kafka_client)
     with daemons() as start:
         daemon = start(config, tmp_path / "daemon.log")  # before the topic exists
         url = admin_url(daemon)

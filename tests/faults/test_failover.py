@@ -35,7 +35,7 @@ def _assigned(url: str) -> list[str]:
 @pytest.mark.kafka
 @pytest.mark.slow
 def test_survivors_take_over_with_state_from_the_changelog(
-    tmp_path: Path, broker: EmbeddedBroker, unique_name: Callable[[str], str]
+    tmp_path: Path, broker: EmbeddedBroker, unique_name: Callable[[str], str], kafka_client: str
 ) -> None:
     stream = Stream(unique_name("events"), partitions=6, models=6, per_model=16_000)
     half = stream.total // 2
@@ -43,11 +43,19 @@ def test_survivors_take_over_with_state_from_the_changelog(
     checkpoint = {"store": "kafka", "interval_events": 4000, "interval_s": 1.0}
     configs = [
         daemon_config(
-            tmp_path, f"replica{i}", broker.bootstrap, stream, group, checkpoint=checkpoint
+            tmp_path,
+            f"replica{i}",
+            broker.bootstrap,
+            stream,
+            group,
+            checkpoint=checkpoint,
+            client=kafka_client,
         )
         for i in range(3)
     ]
-    reference = reference_config(tmp_path, broker.bootstrap, stream, reference_group)
+    reference = reference_config(
+        tmp_path, broker.bootstrap, stream, reference_group, client=kafka_client
+    )
     offsets = Offsets(broker.bootstrap)
     stream.produce(broker.bootstrap, 0, half)
     with daemons() as start:

@@ -34,11 +34,14 @@ def test_kill9_at_random_points_changes_no_output(
     broker: EmbeddedBroker,
     unique_name: Callable[[str], str],
     offsets: Offsets,
+    kafka_client: str,
 ) -> None:
     stream = Stream(unique_name("events"), partitions=2, models=4, per_model=50_000)
     stream.produce(broker.bootstrap)
     reference_group, crashed_group = unique_name("reference"), unique_name("crashed")
-    reference = reference_config(tmp_path, broker.bootstrap, stream, reference_group)
+    reference = reference_config(
+        tmp_path, broker.bootstrap, stream, reference_group, client=kafka_client
+    )
     crashed = daemon_config(
         tmp_path,
         "crashed",
@@ -46,6 +49,7 @@ def test_kill9_at_random_points_changes_no_output(
         stream,
         crashed_group,
         checkpoint={"store": "local", "interval_events": 7000, "interval_s": 2.0},
+        client=kafka_client,
     )
     rng = np.random.default_rng(9)
     # Kill points: once the committed offsets pass each target, after a random extra delay.

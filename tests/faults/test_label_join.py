@@ -166,6 +166,7 @@ def test_kill9_while_joining_labels_joins_each_once_with_the_same_outputs(
     broker: EmbeddedBroker,
     unique_name: Callable[[str], str],
     offsets: Offsets,
+    kafka_client: str,
 ) -> None:
     stream = LabelledStream(unique_name("events"), unique_name("labels"))
     stream.produce(broker.bootstrap)
@@ -184,6 +185,7 @@ def test_kill9_while_joining_labels_joins_each_once_with_the_same_outputs(
         reference_group,
         checkpoint={"store": "none"},
         **shared,
+        client=kafka_client,
     )
     crashed = daemon_config(
         tmp_path,
@@ -195,6 +197,7 @@ def test_kill9_while_joining_labels_joins_each_once_with_the_same_outputs(
         labels=shared["labels"],
         # A killed member leaves the group when its session times out: keep it short.
         kafka={"consumer": {**shared["kafka"]["consumer"], "session_timeout_ms": 3000}},
+        client=kafka_client,
     )
     rng = np.random.default_rng(13)
     # Kill points: once the committed inference offsets pass each target (and this life

@@ -36,7 +36,7 @@ GRACE_S = 15.0
 @pytest.mark.kafka
 @pytest.mark.slow
 def test_sigterm_under_load_drains_within_the_grace_period(
-    tmp_path: Path, broker: EmbeddedBroker, unique_name: Callable[[str], str]
+    tmp_path: Path, broker: EmbeddedBroker, unique_name: Callable[[str], str], kafka_client: str
 ) -> None:
     stream = Stream(unique_name("events"), partitions=2, models=4, per_model=40_000)
     group, reference_group = unique_name("stopped"), unique_name("reference")
@@ -48,8 +48,11 @@ def test_sigterm_under_load_drains_within_the_grace_period(
         group,
         shutdown={"grace_s": GRACE_S},
         checkpoint={"interval_events": 20_000},
+        client=kafka_client,
     )
-    reference = reference_config(tmp_path, broker.bootstrap, stream, reference_group)
+    reference = reference_config(
+        tmp_path, broker.bootstrap, stream, reference_group, client=kafka_client
+    )
     offsets = Offsets(broker.bootstrap)
     first = stream.total // 4
     stream.produce(broker.bootstrap, 0, first)

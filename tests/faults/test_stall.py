@@ -32,14 +32,16 @@ STALL_S = 30.0
 @pytest.mark.kafka
 @pytest.mark.slow
 def test_a_stalled_broker_is_waited_out_and_readiness_follows_it(
-    tmp_path: Path, own_broker: EmbeddedBroker, unique_name: Callable[[str], str]
+    tmp_path: Path, own_broker: EmbeddedBroker, unique_name: Callable[[str], str], kafka_client: str
 ) -> None:
     bootstrap = own_broker.bootstrap
     stream = Stream(unique_name("events"), partitions=2, models=2, per_model=30_000)
     half = stream.total // 2
     stalled_group, reference_group = unique_name("stalled"), unique_name("reference")
-    stalled = daemon_config(tmp_path, "stalled", bootstrap, stream, stalled_group)
-    reference = reference_config(tmp_path, bootstrap, stream, reference_group)
+    stalled = daemon_config(
+        tmp_path, "stalled", bootstrap, stream, stalled_group, client=kafka_client
+    )
+    reference = reference_config(tmp_path, bootstrap, stream, reference_group, client=kafka_client)
     offsets = Offsets(bootstrap)
     stream.produce(bootstrap, 0, half)
     with daemons() as start:

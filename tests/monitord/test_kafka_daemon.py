@@ -9,6 +9,7 @@ session timeouts are short so that joining a group takes ~3 s on Tansu.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -68,10 +69,12 @@ def daemon_config(
     consumer: Mapping[str, int] | None = None,
     detection: Mapping[str, Any] | None = None,
     events: Mapping[str, Any] | None = None,
+    client: str = "kafka-python",
 ) -> Config:
     return parse_config(
         {
             "kafka": {
+                "client": client,
                 "bootstrap_servers": bootstrap,
                 "input_topics": [topics.events],
                 "group_id": group,
@@ -155,13 +158,16 @@ def known_drift() -> list[Message]:
     return events(MODEL, x, y)
 
 
-def drift_config(bootstrap: str, topics: Topics, group: str, **consumer: int) -> Config:
+def drift_config(
+    bootstrap: str, topics: Topics, group: str, client: str, **consumer: int
+) -> Config:
     return daemon_config(
         bootstrap,
         topics,
         group,
         consumer=consumer,
         detection={"warmup_events": WARMUP, "window_size": WINDOW},
+        client=client,
     )
 
 
@@ -201,12 +207,15 @@ def test_known_drift_publishes_alerts_and_one_retrain_request(
     topics: Topics,
     unique_name: Callable[[str], str],
     daemons: Callable[[Config], Daemon],
+    kafka_client: str,
 ) -> None:
     ensure_topics(broker.bootstrap, {topics.events: 1})
     messages = known_drift()
     # At most warmup_events per poll: see test_reference_is_exactly_the_warmup_events.
     daemon = daemons(
-        drift_config(broker.bootstrap, topics, unique_name("group"), max_poll_records=WARMUP)
+        drift_config(
+            broker.bootstrap, topics, unique_name("group"), kafka_client, max_poll_records=WARMUP
+        )
     )
     # The reference first, so that the batch completing the warm-up holds nothing else.
     produce(broker.bootstrap, topics.events, messages[:WARMUP])
@@ -243,7 +252,9 @@ def test_known_drift_publishes_alerts_and_one_retrain_request(
 
     # A second daemon in a new group replays the topic: the same outputs, the same ids.
     again = daemons(
-        drift_config(broker.bootstrap, topics, unique_name("group"), max_poll_records=WARMUP)
+        drift_config(
+            broker.bootstrap, topics, unique_name("group"), kafka_client, max_poll_records=WARMUP
+        )
     )
     replayed = step_until(again, TOTAL)
     assert again.stats.events == TOTAL
@@ -263,12 +274,13 @@ def test_reference_is_exactly_the_warmup_events(
     topics: Topics,
     unique_name: Callable[[str], str],
     daemons: Callable[[Config], Daemon],
+    kafka_client: str,
 ) -> None:
     # Everything is in the topic before the daemon joins, so its first poll spans the
     # reference, the stationary stretch and the drift (the default max_poll_records).
     ensure_topics(broker.bootstrap, {topics.events: 1})
     produce(broker.bootstrap, topics.events, known_drift())
-    daemon = daemons(drift_config(broker.bootstrap, topics, unique_name("group")))
+    daemon = daemons(drift_config(broker.bootstrap, topics, unique_name("group"), kafka_client))
     step_until(daemon, TOTAL)
 
     assert_known_drift_detected(cloudevents(broker.bootstrap, topics.alerts), topics.events)
@@ -280,6 +292,7 @@ def test_bad_records_are_dead_lettered_and_processing_continues(
     topics: Topics,
     unique_name: Callable[[str], str],
     daemons: Callable[[Config], Daemon],
+    kafka_client: str,
 ) -> None:
     ensure_topics(broker.bootstrap, {topics.events: 2})
     config = daemon_config(
@@ -288,6 +301,7 @@ def test_bad_records_are_dead_lettered_and_processing_continues(
         unique_name("group"),
         detection={"warmup_events": 200, "window_size": 100},
         events={"max_event_bytes": 400},
+        client=kafka_client,
     )
     rng = np.random.default_rng(7)
     good = events(MODEL, rng.normal(size=500), rng.normal(size=500))
@@ -361,11 +375,12 @@ def test_a_record_too_large_for_the_producer_is_dead_lettered_cut(
     topics: Topics,
     unique_name: Callable[[str], str],
     daemons: Callable[[Config], Daemon],
+    kafka_client: str,
 ) -> None:
     """Once the dead-letter producer refused it (MessageSizeTooLargeError, exit 3), at every
     restart: the record stopped its partition for good."""
     ensure_topics(broker.bootstrap, {topics.events: 1})
-    config = daemon_config(broker.bootstrap, topics, unique_name("group"))
+    config = daemon_config(broker.bootstrap, topics, unique_name("group"), client=kafka_client)
     huge = b'{"model": "pricing-model", "features": {"x": 1}, "pad": "' + b"p" * 1_500_000 + b'"}'
     good = events(MODEL, np.zeros(3), np.zeros(3))
     with KafkaSink(
@@ -409,9 +424,10 @@ def test_restart_resumes_from_committed_offsets(
     unique_name: Callable[[str], str],
     daemons: Callable[[Config], Daemon],
     monkeypatch: pytest.MonkeyPatch,
+    kafka_client: str,
 ) -> None:
     ensure_topics(broker.bootstrap, {topics.events: 3})
-    config = daemon_config(broker.bootstrap, topics, unique_name("group"))
+    config = daemon_config(broker.bootstrap, topics, unique_name("group"), client=kafka_client)
     rng = np.random.default_rng(11)
     models = ("model-a", "model-b", "model-c", "model-d")  # keys spread over the partitions
     messages = [
@@ -454,6 +470,23 @@ def test_unreachable_broker_fails_startup_with_its_address(
     assert bootstrap in err
     assert "Traceback" not in err
     assert elapsed < 30, "hang guard"
+
+
+def test_the_confluent_client_without_its_extra_is_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "confluent_kafka", None)  # as if not installed
+    path = tmp_path / "monitord.toml"
+    bootstrap = f"127.0.0.1:{free_port()}"
+    path.write_text(f'[kafka]\nclient = "confluent"\nbootstrap_servers = "{bootstrap}"\n')
+
+    code = main(["run", "--config", str(path)])
+
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "kafka.client" in err
+    assert "monitord[confluent]" in err
+    assert "Traceback" not in err
 
 
 def test_check_accepts_the_annotated_config(capsys: pytest.CaptureFixture[str]) -> None:
