@@ -541,10 +541,12 @@ def _run(args: argparse.Namespace) -> int:
     for key, variable in sorted(config.from_environment.items()):
         log.info("config key %s set by %s", key, variable)
     with App() as app:
+        # Ours before anything is built: a SIGTERM while the daemon starts (a rollout that
+        # changes its mind) stops it cleanly instead of killing it mid-construction.
+        app.stop_on_signals(config.shutdown.grace_s)
         daemon = app.build_daemon(config, observed=True)
         app.serve_admin()
         tune_garbage_collector()
-        app.stop_on_signals(config.shutdown.grace_s)
         app.run()
     if not daemon.clean:
         print(
