@@ -17,7 +17,6 @@ import operator
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from types import TracebackType
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
@@ -28,21 +27,23 @@ from connectors.kafka import (
     KafkaConsumerSettings,
     KafkaProducerSettings,
     KafkaSecurity,
-    partition_counts,
+    existing_topics,
     wait_for_broker,
 )
 from connectors.stream import (
     BrokerUnavailable,
+    Closing,
     CommitFailed,
     ConnectorError,
     DeliveryFailed,
-    Headers,
     OffsetReset,
     Polled,
     RebalanceListener,
     Record,
     TopicPartition,
     by_partition,
+    headers_of,
+    topic_partitions,
 )
 
 log = logging.getLogger(__name__)
@@ -131,11 +132,6 @@ _TIMESTAMP = operator.methodcaller("timestamp")
 _new_record: Callable[[type[Record], tuple[Any, ...]], Record] = tuple.__new__
 
 
-def _headers(raw: list[tuple[str, bytes | None]] | None) -> Headers:
-    # Kafka allows null header values; the boundary type promises bytes.
-    return tuple((key, b"" if value is None else value) for key, value in raw) if raw else ()
-
-
 def _records(messages: list[Message]) -> list[Record]:
     """`Record`s of error-free messages, built by C-level passes (no Python frame per
     message as a constructor call would be)."""
@@ -147,7 +143,7 @@ def _records(messages: list[Message]) -> list[Record]:
         map(_KEY, messages),
         map(_VALUE, messages),
         map(_STAMP, map(_TIMESTAMP, messages)),
-        map(_headers, headers) if any(headers) else itertools.repeat(()),
+        map(headers_of, headers) if any(headers) else itertools.repeat(()),
         strict=False,
     )
     return list(map(_new_record, itertools.repeat(Record), fields))
@@ -166,15 +162,11 @@ def _consume(consumer: Consumer, max_records: int, timeout_s: float) -> list[Mes
     return messages
 
 
-def _ours(partitions: Iterable[ConfluentPartition]) -> set[TopicPartition]:
-    return {TopicPartition(tp.topic, tp.partition) for tp in partitions}
-
-
 def _theirs(tp: TopicPartition, offset: int = _NO_OFFSET) -> ConfluentPartition:
     return ConfluentPartition(tp.topic, tp.partition, offset)
 
 
-class ConfluentSource:
+class ConfluentSource(Closing):
     """Reads `topics` as a member of consumer group `group_id`; nothing is auto-committed.
 
     librdkafka runs the rebalance callbacks inside `poll()` or `close()` on the calling
@@ -391,31 +383,15 @@ class ConfluentSource:
             self._closed = True
         self._raise_callback_error()
 
-    def __enter__(self) -> ConfluentSource:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"ConfluentSource({self._describe})"
 
     def _subscribe_existing(self) -> None:
         """Subscribe to those of the topics that exist and remember the others (see
         `KafkaSource._subscribe_existing`: a broker may create a topic asked about)."""
-        s = self._settings
-        counts = partition_counts(
-            self._bootstrap, self._topics, security=s.security, timeout_s=s.connect_timeout_s
+        existing, missing = existing_topics(
+            self._bootstrap, self._topics, self._settings, self._missing
         )
-        existing = tuple(topic for topic in self._topics if topic in counts)
-        missing = tuple(topic for topic in self._topics if topic not in counts)
-        if missing != self._missing and missing:
-            log.warning("input topics %s do not exist at %s", ", ".join(missing), self._bootstrap)
         if existing != self._subscribed and existing:
             self._consumer.subscribe(
                 list(existing),
@@ -428,7 +404,7 @@ class ConfluentSource:
     def _on_assign(self, consumer: Consumer, partitions: list[ConfluentPartition]) -> None:
         # An empty assignment is reported too: a member with no partitions (more replicas
         # than partitions) has joined and is legitimately idle.
-        gained = _ours(partitions)
+        gained = topic_partitions(partitions)
         self._assigned |= gained
         self._assigning = True
         try:
@@ -442,10 +418,10 @@ class ConfluentSource:
                 consumer.pause(kept)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[ConfluentPartition]) -> None:
-        self._revoked(consumer, _ours(partitions), lost=False)
+        self._revoked(consumer, topic_partitions(partitions), lost=False)
 
     def _on_lost(self, consumer: Consumer, partitions: list[ConfluentPartition]) -> None:
-        self._revoked(consumer, _ours(partitions), lost=True)
+        self._revoked(consumer, topic_partitions(partitions), lost=True)
 
     def _revoked(self, consumer: Consumer, gone: set[TopicPartition], *, lost: bool) -> None:
         self._lost = lost
@@ -546,10 +522,6 @@ class ConfluentSource:
         if error is not None:
             raise error
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ConnectorError(f"{self} is closed")
-
 
 class _Deliveries:
     """Delivery reports of one producer: how many of the messages sent are settled, and
@@ -570,7 +542,7 @@ class _Deliveries:
         return self.sent - self.settled
 
 
-class ConfluentSink:
+class ConfluentSink(Closing):
     """Sends messages with acks="all"; `flush` is the delivery barrier, as in `KafkaSink`."""
 
     def __init__(self, bootstrap: str, *, settings: KafkaProducerSettings | None = None) -> None:
@@ -696,17 +668,6 @@ class ConfluentSink:
         if lost:
             log.warning("%d message(s) sent to %s were not delivered before close", lost, self)
 
-    def __enter__(self) -> ConfluentSink:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"ConfluentSink({self._bootstrap})"
 
@@ -725,10 +686,6 @@ class ConfluentSink:
 
     def _client_error(self, error: KafkaError) -> None:
         log.warning("%s: %s", self, error.str())
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ConnectorError(f"{self} is closed")
 
 
 __all__ = ["STATISTICS_INTERVAL_MS", "ConfluentSink", "ConfluentSource"]

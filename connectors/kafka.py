@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, TypeVar
 
 import kafka.errors as kafka_errors
@@ -36,17 +35,19 @@ from kafka.record import util as record_util
 
 from connectors.stream import (
     BrokerUnavailable,
+    Closing,
     CommitFailed,
     ConnectorError,
     DeliveryFailed,
-    Headers,
     OffsetReset,
     Polled,
     RebalanceListener,
     Record,
     TopicPartition,
     flatten,
+    headers_of,
     record_count,
+    topic_partitions,
 )
 from connectors.tls import client_context
 
@@ -333,11 +334,6 @@ def _tls_handshake(
         )
 
 
-def _headers(raw: Sequence[tuple[str, bytes | None]]) -> Headers:
-    # Kafka allows null header values; the boundary type promises bytes.
-    return tuple((key, b"" if value is None else value) for key, value in raw)
-
-
 # A kafka-python ConsumerRecord's fields in `Record` order, headers left out.
 _RECORD_FIELDS = operator.attrgetter("topic", "partition", "offset", "key", "value", "timestamp")
 _HEADERS = operator.attrgetter("headers")
@@ -367,7 +363,7 @@ def _converted(batch: list[Any]) -> list[Record]:
                 r.key,
                 r.value,
                 r.timestamp,
-                _headers(r.headers) if r.headers else (),
+                headers_of(r.headers) if r.headers else (),  # no call per plain record
             )
             for r in batch
         ]
@@ -436,10 +432,6 @@ def _position(consumer: Any, ktp: Any) -> int | None:
     return int(state.position.offset)
 
 
-def _ours(partitions: Any) -> set[TopicPartition]:
-    return {TopicPartition(tp.topic, tp.partition) for tp in partitions}
-
-
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped base class
     def __init__(self, source: KafkaSource) -> None:
         self._source = source
@@ -454,7 +446,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped bas
         self._source._rebalanced(lost, assigned=False, lost=True)
 
 
-class KafkaSource:
+class KafkaSource(Closing):
     """Reads `topics` as a member of consumer group `group_id`; nothing is auto-committed.
 
     The rebalance listener (`listen`) runs on kafka-python's IO thread while `poll()` or
@@ -593,7 +585,7 @@ class KafkaSource:
     def assignment(self) -> frozenset[TopicPartition]:
         if self._closed:
             return frozenset()
-        return frozenset(_ours(self._consumer.assignment()))
+        return frozenset(topic_partitions(self._consumer.assignment()))
 
     def end_offsets(self) -> dict[TopicPartition, int]:
         # The high watermarks of fetch responses: Tansu's ListOffsets answer is too low.
@@ -698,17 +690,6 @@ class KafkaSource:
             self._caller.close()
         self._raise_callback_error()
 
-    def __enter__(self) -> KafkaSource:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"KafkaSource({self._describe})"
 
@@ -718,17 +699,9 @@ class KafkaSource:
         Subscribing to a missing topic would leave the group idle without a word, or make
         a broker that creates topics on a metadata request (Tansu does, whatever the
         client asks) create it with its default partition count."""
-        settings = self._settings
-        counts = partition_counts(
-            self._bootstrap,
-            self._topics,
-            security=settings.security,
-            timeout_s=settings.connect_timeout_s,
+        existing, missing = existing_topics(
+            self._bootstrap, self._topics, self._settings, self._missing
         )
-        existing = tuple(topic for topic in self._topics if topic in counts)
-        missing = tuple(topic for topic in self._topics if topic not in counts)
-        if missing != self._missing and missing:
-            log.warning("input topics %s do not exist at %s", ", ".join(missing), self._bootstrap)
         if existing != self._subscribed and existing:
             self._consumer.subscribe(list(existing), listener=_Listener(self))
         self._subscribed, self._missing = existing, missing
@@ -788,9 +761,9 @@ class KafkaSource:
         self._callback_lost = lost
         try:
             if assigned:
-                listener.on_assigned(_ours(partitions))
+                listener.on_assigned(topic_partitions(partitions))
             else:
-                listener.on_revoked(_ours(partitions))
+                listener.on_revoked(topic_partitions(partitions))
         except Exception as exc:
             # kafka-python would log and wrap it on its IO thread; the poll() caller owns it.
             self._callback_error = self._callback_error or exc
@@ -802,12 +775,8 @@ class KafkaSource:
         if error is not None:
             raise error
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ConnectorError(f"{self} is closed")
 
-
-class KafkaSink:
+class KafkaSink(Closing):
     """Sends messages with acks="all"; `flush` is the delivery barrier."""
 
     def __init__(self, bootstrap: str, *, settings: KafkaProducerSettings | None = None) -> None:
@@ -924,17 +893,6 @@ class KafkaSink:
         if lost:
             log.warning("%d message(s) sent to %s were not delivered before close", lost, self)
 
-    def __enter__(self) -> KafkaSink:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"KafkaSink({self._bootstrap})"
 
@@ -954,10 +912,6 @@ class KafkaSink:
             sender.force_close()
             sender.join(self._settings.close_timeout_s)
             self._producer.close(timeout=0)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ConnectorError(f"{self} is closed")
 
 
 def wait_for_broker(
@@ -1015,6 +969,24 @@ def ensure_topics(
     finally:
         admin.close()
     return {t["name"]: len(t["partitions"]) for t in described}
+
+
+def existing_topics(
+    bootstrap: str,
+    topics: tuple[str, ...],
+    settings: KafkaConsumerSettings,
+    missing_before: tuple[str, ...] = (),
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Those of ``topics`` that exist at ``bootstrap``, and those that do not (warned of
+    when they differ from ``missing_before``): a source subscribes to the first only."""
+    counts = partition_counts(
+        bootstrap, topics, security=settings.security, timeout_s=settings.connect_timeout_s
+    )
+    existing = tuple(topic for topic in topics if topic in counts)
+    missing = tuple(topic for topic in topics if topic not in counts)
+    if missing != missing_before and missing:
+        log.warning("input topics %s do not exist at %s", ", ".join(missing), bootstrap)
+    return existing, missing
 
 
 def partition_counts(
@@ -1118,6 +1090,7 @@ __all__ = [
     "KafkaSource",
     "crc32c_accelerated",
     "ensure_topics",
+    "existing_topics",
     "partition_counts",
     "read_topic",
     "wait_for_broker",

@@ -11,7 +11,8 @@ import itertools
 import operator
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol, TypeAlias
+from types import TracebackType
+from typing import Any, NamedTuple, Protocol, Self, TypeAlias
 
 Headers = tuple[tuple[str, bytes], ...]
 
@@ -349,8 +350,46 @@ class CommitFailed(ConnectorError):  # noqa: N818  # reads as a state
     retriable = True
 
 
+class Closing:
+    """What every Kafka client's source and sink share: a use after `close` is a
+    `ConnectorError`, and ``with`` closes it. The class sets ``_closed`` and defines
+    `close`."""
+
+    _closed: bool
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConnectorError(f"{self} is closed")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def headers_of(raw: Iterable[tuple[str, bytes | None]] | None) -> Headers:
+    """A client's record headers as ours: Kafka allows null header values; the boundary
+    type promises bytes."""
+    return tuple((key, b"" if value is None else value) for key, value in raw) if raw else ()
+
+
+def topic_partitions(partitions: Iterable[Any]) -> set[TopicPartition]:
+    """A client's partition objects (anything with ``topic`` and ``partition``) as ours."""
+    return {TopicPartition(tp.topic, tp.partition) for tp in partitions}
+
+
 __all__ = [
     "BrokerUnavailable",
+    "Closing",
     "CommitFailed",
     "ConnectorError",
     "DeliveryFailed",
@@ -364,9 +403,11 @@ __all__ = [
     "TopicPartition",
     "by_partition",
     "flatten",
+    "headers_of",
     "one_partition",
     "pause_assigned",
     "poll_in_turn",
     "record_count",
     "revoke_on_close",
+    "topic_partitions",
 ]
