@@ -130,7 +130,7 @@ class Scoring:
         ``quantile`` of their absolute errors."""
         if self.task != "regression":
             return self
-        errors = np.abs(numbers(predictions) - numbers(labels))
+        errors = np.abs(_errors(predictions, labels))
         errors = errors[np.isfinite(errors)]
         above = float(np.quantile(errors, quantile)) if errors.size else math.inf
         return Scoring(self.task, self.positive, False, above)
@@ -148,7 +148,7 @@ class Scoring:
         """``(n,)`` 1.0 where a row misses, 0.0 where not, NaN where it cannot be scored
         (no label, no prediction, or not a number where the task needs one)."""
         if self.task == "regression":
-            errors = np.abs(numbers(predictions) - numbers(labels))
+            errors = np.abs(_errors(predictions, labels))
             return np.where(np.isnan(errors), math.nan, (errors > self.miss_above) * 1.0)
         predicted = self.predicted_classes(predictions)
         out = np.empty(len(predicted))
@@ -156,6 +156,12 @@ class Scoring:
             actual = class_text(label)
             out[i] = math.nan if p is None or actual is None else float(p != actual)
         return out
+
+
+def _errors(predictions: Sequence[Any], labels: Sequence[Any]) -> FloatArray:
+    """Prediction - label per row; infinite where it overflows (a row not scored)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return numbers(predictions) - numbers(labels)
 
 
 def _infer_task(predictions: list[Any], labels: list[Any]) -> Task:
@@ -183,14 +189,18 @@ def window_metrics(
     with probabilities); regression MAE, RMSE and bias (mean of prediction - label).
     Rows that cannot be scored are left out; a metric without rows is NaN."""
     if scoring.task == "regression":
-        errors = numbers(predictions) - numbers(labels)
+        errors = _errors(predictions, labels)
         errors = errors[np.isfinite(errors)]
         if not errors.size:
             return {"mae": math.nan, "rmse": math.nan, "bias": math.nan}
+        # In units of the largest error: a label of 1e200 squares to no infinity, and
+        # means of errors near the float limit sum to none.
+        scale = float(np.max(np.abs(errors))) or 1.0
+        scaled = errors / scale
         return {
-            "mae": float(np.mean(np.abs(errors))),
-            "rmse": float(np.sqrt(np.mean(errors**2))),
-            "bias": float(np.mean(errors)),
+            "mae": scale * float(np.mean(np.abs(scaled))),
+            "rmse": scale * float(np.sqrt(np.mean(scaled**2))),
+            "bias": scale * float(np.mean(scaled)),
         }
     predicted = scoring.predicted_classes(predictions)
     actual = [class_text(label) for label in labels]

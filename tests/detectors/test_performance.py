@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -60,6 +61,23 @@ def test_regression_metrics_and_misses() -> None:
     misses = reference.scoring.misses([9.0, 1.0, None, "x"], [0.0, 0.0, 0.0, 0.0])
     assert misses[:2].tolist() == [1.0, 0.0]
     assert np.isnan(misses[2:]).all()
+
+
+def test_regression_metrics_of_huge_errors_are_finite_without_warnings() -> None:
+    scoring = Scoring("regression", "1", miss_above=1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow in a square or a sum warns
+        metrics = window_metrics(scoring, [0.0, 0.0, 1e308], [1e200, -1e200, -1e308])
+    # The third error overflows the float range: a miss, but left out of the means.
+    assert metrics == pytest.approx({"mae": 1e200, "rmse": 1e200, "bias": 0.0})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        misses = scoring.misses([0.0, 0.0, 1e308], [1e200, -1e200, -1e308])
+    assert misses.tolist() == [1.0, 1.0, 1.0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        metrics = window_metrics(scoring, [1.5e308, -1.5e308], [0.0, 0.0])
+    assert metrics == pytest.approx({"mae": 1.5e308, "rmse": 1.5e308, "bias": 0.0})
 
 
 def test_class_texts_make_booleans_and_whole_floats_the_same_class() -> None:
