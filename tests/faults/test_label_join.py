@@ -200,21 +200,24 @@ def test_kill9_while_joining_labels_joins_each_once_with_the_same_outputs(
         client=kafka_client,
     )
     rng = np.random.default_rng(13)
-    # Kill points: once the committed inference offsets pass each target (and this life
-    # committed some), after a random extra delay: between checkpoints, mid-batch, mid-save.
-    # (Label offsets move in jumps: a label waits until every inference partition is read
-    # past it, and is read again after a restart.)
-    share = topics[0].total // (KILLS + 1)
+    # Kill points: once the offsets committed on both topics pass each target (and this
+    # life committed some), after a random extra delay: between checkpoints, mid-batch,
+    # mid-save. Counted on both topics: the inference topic alone is read far ahead of the
+    # labels (they wait for it in the gate), and a life could read it to its end between a
+    # target and its kill, leaving the next life no inference offset to reach. The targets
+    # lie in the first 55 % of the records: once the inference topic is read to its end,
+    # every held label is released at once, and the committed offsets jump to the end.
+    share = total // (2 * KILLS)
     targets = [share * k + int(rng.integers(0, share // 2)) for k in range(1, KILLS + 1)]
     pause = threading.Event()
     with daemons() as start:
         uninterrupted = start(reference, tmp_path / "reference.log")
         for life, target in enumerate(targets):
-            goal = max(target, offsets.committed(crashed_group, topics[0]) + 1)
+            goal = max(target, committed(offsets, crashed_group, topics) + 1)
             daemon = start(crashed, tmp_path / f"crashed-{life}.log")
             until(
-                lambda: offsets.committed(crashed_group, topics[0]) >= goal,  # noqa: B023
-                f"{goal} inference offsets committed",
+                lambda: committed(offsets, crashed_group, topics) >= goal,  # noqa: B023
+                f"{goal} offsets committed",
                 STREAM_TIMEOUT_S,
                 daemon,
             )
