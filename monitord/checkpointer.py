@@ -167,14 +167,14 @@ class Checkpointer:
         health.set_condition(
             "state_restored", not self._partitions.unrestored, "a checkpoint store is unreachable"
         )
-        if self._metrics is not None:
-            self._metrics.restore_firing(self._versions.policy.firing())
+        self._restored_gauges()
 
     def hold_unrestored(self, polled: Polled) -> Polled:
         """Retry the checkpoints that could not be loaded; a partition still without its
         state is not processed (that would start it afresh), but read again later."""
         assert self.store is not None
-        self._restore(self.store, self._partitions.unrestored)
+        if self._restore(self.store, self._partitions.unrestored):
+            self._restored_gauges()
         unrestored = self._partitions.unrestored
         held = {tp: records for tp, records in polled.items() if tp in unrestored}
         if not held:
@@ -187,7 +187,9 @@ class Checkpointer:
             self._source.seek(tp, offset)
         return {tp: records for tp, records in polled.items() if tp not in unrestored}
 
-    def _restore(self, store: CheckpointStore, partitions: set[TopicPartition]) -> None:
+    def _restore(self, store: CheckpointStore, partitions: set[TopicPartition]) -> bool:
+        """Restore what ``partitions`` have stored; whether any had a checkpoint."""
+        applied = False
         for tp in sorted(partitions, key=lambda tp: (tp.topic, tp.partition)):
             try:
                 checkpoint = store.load(tp)
@@ -205,6 +207,15 @@ class Checkpointer:
             self._partitions.loaded(tp, True)
             if checkpoint is not None:
                 self._apply(store, tp, checkpoint)
+                applied = True
+        return applied
+
+    def _restored_gauges(self) -> None:
+        """The gauges the restored state stands behind: which alerts fire, and the
+        performance shown (else empty until the next window of labelled rows)."""
+        if self._metrics is not None:
+            self._metrics.restore_firing(self._versions.policy.firing())
+            self._metrics.restore_performance(self._versions.performance.shown())
 
     def _apply(self, store: CheckpointStore, tp: TopicPartition, checkpoint: Checkpoint) -> None:
         """Load a partition's stored state and read on from the offset it covers."""

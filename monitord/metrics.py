@@ -265,9 +265,8 @@ class DaemonMetrics:
                 model, result = evaluation.model, evaluation.result
                 detector = result.detector
                 if detector in PERFORMANCE_ALERTS:
-                    for name, value in evaluation.evidence:
-                        if not name.startswith("reference_") and math.isfinite(value):
-                            self._performance[model, evaluation.version, name] = value
+                    for name, value in evaluation.own_evidence():
+                        self._performance[model, evaluation.version, name] = value
                     continue
                 statistics, thresholds = result.statistic.tolist(), result.threshold.tolist()
                 for feature, statistic, threshold in zip(
@@ -304,6 +303,14 @@ class DaemonMetrics:
             restored.setdefault((model, version), set()).add((feature, detector))
         with self._lock:
             self._firing = restored
+
+    def restore_performance(self, shown: Iterable[tuple[str, str, str, float]]) -> None:
+        """After restoring performance state: what its gauges showed, as (model, version,
+        metric, value); else they stay empty until the versions' next windows of labelled
+        rows, which delayed labels may bring hours later."""
+        with self._lock:
+            for model, version, name, value in shown:
+                self._performance[model, version, name] = value
 
     def lag(self, by_partition: Mapping[tuple[str, int], int]) -> None:
         """Records behind the end of each assigned (topic, partition); replaces the last call,

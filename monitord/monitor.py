@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, Self
 
@@ -75,6 +75,12 @@ class Evaluation:
     # Performance windows: the window's metrics, the reference's and the label delay.
     evidence: tuple[tuple[str, float], ...] = ()
     registry: Provenance | None = None  # the reference came from a model registry
+
+    def own_evidence(self) -> Iterator[tuple[str, float]]:
+        """The evidence a gauge shows: the window's own values (not the reference's), finite."""
+        for name, value in self.evidence:
+            if not name.startswith("reference_") and math.isfinite(value):
+                yield name, value
 
 
 @dataclass

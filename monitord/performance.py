@@ -23,7 +23,7 @@ import logging
 import math
 import operator
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -71,6 +71,9 @@ class PerformanceState(Document):
     coverage_missed: NonNegativeInt = 0  # of which not labelled within the expected delay
     latency: LatencyState | None = None  # the latency stream, arrays under latency/
     last: dict[str, float] = Field(default_factory=dict)  # the last window's metrics
+    # What the performance gauges last showed: each evaluation's own evidence, the latest
+    # per name (empty in checkpoints from before it was kept).
+    shown: dict[str, float] = Field(default_factory=dict)
     refined_at: NonNegativeInt = 0  # misses kept when the dependence was last estimated
     kept_since: NonNegativeInt = 0  # window rows since
 
@@ -149,6 +152,7 @@ class VersionPerformance:
         self.label_share: LabelShare | None = None
         self._share_limits = (0, 0)
         self.last: dict[str, float] = {}  # the last window's metrics (for /status, metrics)
+        self.shown: dict[str, float] = {}  # the gauges' values (`PerformanceState.shown`)
         self.coverage_windows = self.coverage_due = self.coverage_missed = 0
         self.latency: VersionLatency | None = None
         # Misses of the reference and the clean windows since, for the null's dependence.
@@ -462,6 +466,7 @@ class VersionPerformance:
             refined_at=self.refined_at,
             kept_since=self.kept_since,
             last={k: v for k, v in self.last.items() if math.isfinite(v)},
+            shown=self.shown,
         )
         # A profile's pairs are not stored again: the profile is (`restore` keeps them).
         reference = [] if self.from_profile else self.reference_rows
@@ -493,6 +498,7 @@ class VersionPerformance:
         self.coverage_windows = state.coverage_windows
         self.coverage_due, self.coverage_missed = state.coverage_due, state.coverage_missed
         self.last = dict(state.last)
+        self.shown = dict(state.shown)
         self._window_misses = []
         if self.reference is not None and self.window:  # scored as when they were folded
             scoring = self.reference.scoring
@@ -596,7 +602,7 @@ class Performance:
         found = self._version(model, version)
         if found.latency is None:
             found.latency = self._latency(model, version)
-        return found.latency.update(values, times, records)
+        return self._shown(found.latency.update(values, times, records))
 
     def _latency(self, model: str, version: str) -> VersionLatency:
         detection = self.config.detection_for(model)
@@ -619,7 +625,7 @@ class Performance:
         evaluations: list[Evaluation] = []
         for (model, version), group in by_version.items():
             evaluations += self._version(model, version).update(group)
-        return evaluations
+        return self._shown(evaluations)
 
     def coverage(
         self, verdicts: Sequence[tuple[str, str, bool]], record: Record
@@ -637,7 +643,21 @@ class Performance:
             evaluations += self._version(model, version).coverage(
                 flags, labels.coverage_window, labels.min_coverage, record
             )
+        return self._shown(evaluations)
+
+    def _shown(self, evaluations: list[Evaluation]) -> list[Evaluation]:
+        """Keep each version's latest own evidence with its state (what its gauges show)."""
+        for evaluation in evaluations:
+            found = self.versions.get((evaluation.model, evaluation.version))
+            if found is not None:
+                found.shown.update(evaluation.own_evidence())
         return evaluations
+
+    def shown(self) -> Iterator[tuple[str, str, str, float]]:
+        """What every version's performance gauges show: (model, version, metric, value)."""
+        for (model, version), found in self.versions.items():
+            for name, value in found.shown.items():
+                yield model, version, name, value
 
     def snapshot(self, key: tuple[str, str]) -> tuple[dict[str, object], State] | None:
         found = self.versions.get(key)

@@ -16,6 +16,7 @@ from connectors.stream import Record, TopicPartition
 from monitord.alerts import Alert
 from monitord.config import Config, parse_config
 from monitord.labels import Joined, JoinStore, Label, LabelJoin, decode_labels
+from monitord.metrics import DaemonMetrics
 from monitord.policy import Policy
 from monitord.retrain import RetrainTrigger
 from monitord.volume import VolumeWatch
@@ -166,6 +167,47 @@ def test_a_crash_and_restore_joins_every_label_once_with_the_same_outputs(
     performance = second.daemon.performance.versions["m", "unversioned"]
     assert performance.rows == 12_000  # every label joined, none twice
     assert second.daemon.joins.pending() == 0
+
+
+def _performance_gauges(metrics: DaemonMetrics) -> list[str]:
+    text = metrics.exposition().decode()
+    return sorted(
+        line for line in text.splitlines() if line.startswith("monitord_model_performance{")
+    )
+
+
+def test_a_restart_shows_the_performance_gauges_it_showed_before_any_new_label(
+    tmp_path: Path,
+) -> None:
+    # With latency too: its p50 and p99 are gauges of the same family.
+    events, labels = _concept_stream(6000, 3000)
+    for i, event in enumerate(events):
+        event["latency_ms"] = 20.0 + i % 7
+    config = parse_config(
+        {
+            "labels": {"topics": ["labels"]},
+            "events": {"latency": "latency_ms"},
+            "kafka": {"consumer": {"max_poll_records": 700}},
+        }
+    )
+    records = _records(events, labels, max_delay=300)
+    path = tmp_path / "state.sqlite"
+    first = RecordedRun(config, records, path, metrics=DaemonMetrics(version="1"))
+    first.drain()
+    first.daemon.checkpoint()
+    assert first.daemon.metrics is not None
+    shown = _performance_gauges(first.daemon.metrics)
+    names = {line.split('metric="')[1].split('"')[0] for line in shown}
+    assert {"error_rate", "label_delay_p50_s", "latency_p50_ms", "latency_p99_ms"} <= names
+    first.crash()
+
+    # Every record is read: the restart restores state and reads nothing new.
+    committed = first.source.committed
+    second = RecordedRun(config, records, path, committed, metrics=DaemonMetrics(version="1"))
+    second.steps(1)
+    assert second.daemon.performance.versions["m", "unversioned"].rows > 0  # restored
+    assert second.daemon.metrics is not None
+    assert _performance_gauges(second.daemon.metrics) == shown
 
 
 @pytest.mark.parametrize("partitions", [1, 2])
