@@ -12,6 +12,7 @@ import pytest
 
 from connectors.broker import EmbeddedBroker
 from tests.faults.harness import (
+    FAST_CONSUMER,
     Offsets,
     Stream,
     assert_same_outputs,
@@ -49,6 +50,9 @@ def test_kill9_at_random_points_changes_no_output(
         stream,
         crashed_group,
         checkpoint={"store": "local", "interval_events": 7000, "interval_s": 2.0},
+        # A killed member leaves the group when its session times out, and each restart
+        # waits for that: keep it short.
+        kafka={"consumer": {**FAST_CONSUMER, "session_timeout_ms": 3000}},
         client=kafka_client,
     )
     rng = np.random.default_rng(9)
