@@ -55,6 +55,8 @@ JOIN_OUTCOMES = (
     "evicted",  # a prediction given up unlabelled (age or size)
     "unjoinable",  # a prediction without an event id, with label topics configured
     "duplicate_prediction",  # an event id seen before: the first prediction stands
+    "bad_label",  # an inline label that is an array or an object: no label
+    "unscored",  # joined, but no class or number its version's task scores (not tested)
 )
 """Outcomes counted per model; those of a label without its prediction (orphan, duplicate,
 conflicting, late) under the empty model: a label's own model name is unchecked input."""
@@ -857,12 +859,16 @@ class LabelJoin:
                 label = label[:CATEGORY_CHARS]
             elif type(label) is int:
                 label = storable(label)
-            if label is not None and not isinstance(label, list | dict):
-                counts[model, "joined"] += 1
-                joined.append(
-                    Joined(model, version, prediction, label, time, time, tp, record.offset, record)
-                )
-                continue
+            if label is not None:
+                if not isinstance(label, list | dict):
+                    counts[model, "joined"] += 1
+                    joined.append(
+                        Joined(
+                            model, version, prediction, label, time, time, tp, record.offset, record
+                        )
+                    )
+                    continue
+                counts[model, "bad_label"] += 1  # no label: it may still come on a label topic
             if not with_topics:
                 continue
             event_id = _event_id(event_ids[i], self.max_id_chars)

@@ -22,7 +22,7 @@ import itertools
 import logging
 import math
 import operator
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -149,6 +149,7 @@ class VersionPerformance:
         self.label_share: LabelShare | None = None
         self._share_limits = (0, 0)
         self.last: dict[str, float] = {}  # the last window's metrics (for /status, metrics)
+        self.unscored = 0  # rows its scoring could not score, since `Performance.update` took them
         self.coverage_windows = self.coverage_due = self.coverage_missed = 0
         self.latency: VersionLatency | None = None
         # Misses of the reference and the clean windows since, for the null's dependence.
@@ -174,7 +175,8 @@ class VersionPerformance:
         return self.reference is None
 
     def update(self, pairs: Sequence[Joined]) -> list[Evaluation]:
-        """Fold joined pairs in (in join order); the evaluations they complete."""
+        """Fold joined pairs in (in join order); the evaluations they complete. Rows past
+        the reference that its scoring cannot score (`unscored`) are left out, counted."""
         evaluations: list[Evaluation] = []
         rows = list(pairs)
         start = 0
@@ -270,6 +272,7 @@ class VersionPerformance:
         scored = np.isfinite(misses)
         if not scored.all():  # a row that cannot be scored is no row of the stream
             keep = np.flatnonzero(scored)
+            self.unscored += len(rows) - len(keep)
             rows = [rows[i] for i in keep]
             misses = misses[keep]
         first = self.rows
@@ -609,8 +612,14 @@ class Performance:
             self.config.performance.latency_slo_ms,
         )
 
-    def update(self, pairs: Sequence[Joined]) -> list[Evaluation]:
-        """Fold joined pairs in, per model version in join order."""
+    def update(
+        self, pairs: Sequence[Joined], counts: Counter[tuple[str, str]] | None = None
+    ) -> list[Evaluation]:
+        """Fold joined pairs in, per model version in join order; pairs a version cannot
+        score (a label or prediction that is no class or number of its task) are counted
+        in ``counts`` (the join's outcomes) as ``(model, "unscored")``."""
+        if counts is None:
+            counts = Counter()
         if not pairs or not self.config.performance.enabled:
             return []
         by_version: dict[tuple[str, str], list[Joined]] = {}
@@ -618,7 +627,11 @@ class Performance:
             by_version.setdefault(key, []).extend(run)
         evaluations: list[Evaluation] = []
         for (model, version), group in by_version.items():
-            evaluations += self._version(model, version).update(group)
+            stream = self._version(model, version)
+            evaluations += stream.update(group)
+            if stream.unscored:
+                counts[model, "unscored"] += stream.unscored
+                stream.unscored = 0
         return evaluations
 
     def coverage(
