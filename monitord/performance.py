@@ -80,6 +80,10 @@ _VERSION = operator.itemgetter(0, 1)  # of a `Joined`: (model, version)
 _PREDICTION, _LABEL, _PREDICTION_TIME, _LABEL_TIME, _PARTITION, _OFFSET, _RECORD = (
     operator.itemgetter(i) for i in range(2, 9)
 )
+_VALUE = operator.itemgetter(4)  # of a `Record`
+KEPT_RECORD_BYTES = 4096
+"""Most bytes of a record a kept row holds: past it, rows keep their records' positions only
+(a stream's warm-up and window would hold up to 1,200 records of up to a megabyte each)."""
 NO_PARTITION = TopicPartition("", -1)
 """Where a profile's reference pairs come from: no partition."""
 
@@ -178,7 +182,7 @@ class VersionPerformance:
         """Fold joined pairs in (in join order); the evaluations they complete. Rows past
         the reference that its scoring cannot score (`unscored`) are left out, counted."""
         evaluations: list[Evaluation] = []
-        rows = list(pairs)
+        rows = _light(pairs)
         start = 0
         if self.reference is None:
             take = self.settings.warmup_labels - len(self.reference_rows)
@@ -514,6 +518,18 @@ class VersionPerformance:
         if state.adwin_block is not None:
             self.adwin = BlockMeanADWIN(1, state.adwin_block, self.delta)
             self.adwin.restore(sub_state(arrays, "adwin/"))
+
+
+def _light(pairs: Sequence[Joined]) -> list[Row]:
+    """``pairs`` as rows to keep: each record its position only if any is large (an
+    evaluation reads only its record's position and time; the common case is checked in C)."""
+    values = filter(None, map(_VALUE, map(_RECORD, pairs)))
+    if max(map(len, values), default=0) <= KEPT_RECORD_BYTES:
+        return list(pairs)
+    return [
+        pair._replace(record=pair.record._replace(key=None, value=None, headers=()))
+        for pair in pairs
+    ]
 
 
 def _predictions(rows: Sequence[Row]) -> list[Any]:

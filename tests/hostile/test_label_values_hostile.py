@@ -296,3 +296,30 @@ def test_replay_tells_of_labels_its_task_cannot_score(
     err = _replay([str(events), "--labels", str(labels)], capsys)
     assert f"labels joined to {n} of {n} rows" in err
     assert "500 joined rows left out of performance" in err, err
+
+
+def _value_bytes(records: list[Record]) -> int:
+    return sum(len(record.value or b"") for record in records)
+
+
+def test_the_performance_stream_holds_no_padded_record_bytes() -> None:
+    # Label records padded to 100 kB each (fields beyond id and label are ignored): the
+    # warm-up and the open window keep their rows, not the records' bytes.
+    n, pad = 140, "x" * 100_000
+    labels = [
+        _label_record(i, orjson.dumps({"event_id": f"e{i}", "label": i % 2, "pad": pad}))
+        for i in range(n)
+    ]
+    run = RecordedRun(_config(), [_prediction(i) for i in range(n)] + labels).drain()
+    version = run.daemon.performance.versions[KEY]
+    assert version.rows == n
+    kept = [row.record for row in version.reference_rows + version.window]
+    assert _value_bytes(kept) <= len(kept) * 2048, _value_bytes(kept)
+
+
+@pytest.mark.parametrize("prediction", [[0.125] * 20_000, {"p": [0.125] * 20_000}], ids=str)
+def test_array_and_object_predictions_are_dead_lettered_not_held(prediction: Any) -> None:
+    n = 50
+    run = RecordedRun(_config(), [_prediction(i, prediction) for i in range(n)]).drain()
+    assert _reasons(run) == {"wrong_type": n}
+    assert run.daemon.joins.pending() == 0
