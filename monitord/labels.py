@@ -48,8 +48,8 @@ from monitord.events import BadRecord, EventGroup, json_object
 
 JOIN_OUTCOMES = (
     "joined",  # a label met its prediction
-    "duplicate",  # the same label again for a prediction already joined
-    "conflicting",  # a different label for a prediction already joined (the first stands)
+    "duplicate",  # the same label again for an event id joined, or waiting for its prediction
+    "conflicting",  # a different label for one of those (the first stands)
     "late",  # the prediction had been evicted (age or size) before its label came
     "orphan",  # no such prediction: evicted as an early label, or never seen
     "evicted",  # a prediction given up unlabelled (age or size)
@@ -467,8 +467,10 @@ class JoinStore:
     def wait(self, label: Label, counts: Counter[tuple[str, str]]) -> None:
         """Keep a label whose prediction has not come (yet)."""
         self.changed = True
-        if label.event_id in self.early:
-            counts["", "duplicate"] += 1
+        waiting = self.early.get(label.event_id)
+        if waiting is not None:  # the first stands, as once joined (`take`)
+            same = _remembered(waiting[0]) == _remembered(label.label)
+            counts["", "duplicate" if same else "conflicting"] += 1
             return
         record = label.record  # its position only: the bytes are not kept
         where = Record(

@@ -323,3 +323,21 @@ def test_array_and_object_predictions_are_dead_lettered_not_held(prediction: Any
     run = RecordedRun(_config(), [_prediction(i, prediction) for i in range(n)]).drain()
     assert _reasons(run) == {"wrong_type": n}
     assert run.daemon.joins.pending() == 0
+
+
+def test_a_second_label_before_its_prediction_is_told_duplicate_or_conflicting() -> None:
+    # Labels stamped before their prediction (a producer's clock behind) wait as early
+    # labels; another label for the same id while it waits is the same, or another.
+    config = parse_config(
+        {"labels": {"topics": ["labels"]}, "kafka": {"consumer": {"max_poll_records": 20}}}
+    )
+    early_ms = int((T0 + 1) * 1000)
+    labels = [
+        _label_record(k, orjson.dumps({"event_id": "e150", "label": value}), early_ms)
+        for k, value in enumerate([1, 1, 0, 1.0, 0])
+    ]
+    run = RecordedRun(config, labels + [_prediction(i) for i in range(200)]).drain()
+    counts = run.daemon.joins.counts
+    assert counts["m", "joined"] == 1
+    # The first label stands, as once joined (`JoinStore.take`): 1.0 is 1, 0 is another.
+    assert (counts["", "duplicate"], counts["", "conflicting"]) == (2, 2), counts
