@@ -35,7 +35,13 @@ from detectors.block_means import BlockMeanADWIN
 from detectors.dependence import Dependence
 from detectors.detection import Detection, FloatArray, State, sub_state
 from detectors.nulls import PERSISTENT
-from detectors.performance import LabelShare, PerformanceReference, Scoring, window_metrics
+from detectors.performance import (
+    LabelShare,
+    PerformanceReference,
+    Scoring,
+    class_text,
+    window_metrics,
+)
 from monitord.alerts import (
     COVERAGE_DETECTOR,
     ERROR_CHANGE_DETECTOR,
@@ -224,6 +230,7 @@ class VersionPerformance:
         settings = self.settings
         scoring = Scoring.infer(predictions, labels, settings.positive_class, settings.task)
         self.reference = reference = PerformanceReference.build(scoring, predictions, labels)
+        self._check_positive(scoring, labels)
         self.reference_id = stable_id(
             "performance", self.model, self.version, orjson.dumps([predictions, labels]).hex()
         )
@@ -237,6 +244,24 @@ class VersionPerformance:
         self.history = deque(misses[np.isfinite(misses)].astype(np.uint8).tolist(), HISTORY_ROWS)
         self.refined_at = len(self.history)
         return reference
+
+    def _check_positive(self, scoring: Scoring, labels: Sequence[Any]) -> None:
+        """Probabilities whose classes (the positive one, and "0" or "1" beside it) no label
+        is: every row would miss (accuracy 0, and no window could degrade): say which
+        setting to change."""
+        classes = sorted(filter(None, {class_text(label) for label in labels}))
+        predicted = {scoring.positive, "0" if scoring.positive != "0" else "1"}
+        if scoring.probabilistic and classes and predicted.isdisjoint(classes):
+            log.warning(
+                "%s/%s: predictions are probabilities, but performance.positive_class %r is "
+                "none of the labels' classes (%s): every row misses; set it to the class "
+                "the probabilities are of",
+                self.model,
+                self.version,
+                scoring.positive,
+                ", ".join(map(repr, classes)),
+                extra={"model": self.model, "model_version": self.version},
+            )
 
     def _learn(self, misses: FloatArray, degraded: bool) -> None:
         """Keep a clean window's misses, and refine the reference's dependence each time

@@ -341,3 +341,51 @@ def test_a_second_label_before_its_prediction_is_told_duplicate_or_conflicting()
     assert counts["m", "joined"] == 1
     # The first label stands, as once joined (`JoinStore.take`): 1.0 is 1, 0 is another.
     assert (counts["", "duplicate"], counts["", "conflicting"]) == (2, 2), counts
+
+
+def test_hostile_labels_waiting_and_joined_survive_a_crash_and_restart(tmp_path: Path) -> None:
+    n = 400
+    config = parse_config(
+        {
+            "labels": {"topics": ["labels"]},
+            "kafka": {"consumer": {"max_poll_records": 50}},
+            "checkpoint": {"interval_events": 50},
+            "performance": {"warmup_labels": 100, "window_size": 50},
+        }
+    )
+    odd: list[Any] = [2**200, -0.0, 1e308, True, "x" * 300, "", -(2**63), 2**64]
+    labels = [
+        # Every fifth stamped at 0 or before its prediction: it waits, untimed or early.
+        _label_record(
+            k,
+            json.dumps({"event_id": f"e{k}", "label": odd[k % len(odd)]}).encode(),
+            (0 if k % 10 == 0 else int((T0 + 1) * 1000)) if k % 5 == 0 else None,
+        )
+        for k in range(n)
+    ]
+    records = labels + [_prediction(i) for i in range(n)]
+    whole = RecordedRun(config, records, tmp_path / "whole.sqlite").drain()
+    first = RecordedRun(config, records, tmp_path / "crashed.sqlite")
+    first.steps(6)
+    first.crash()
+    second = RecordedRun(
+        config, records, tmp_path / "crashed.sqlite", committed=first.source.committed
+    ).drain()
+    assert whole.daemon.performance.versions[KEY].rows == n
+    assert second.daemon.performance.versions[KEY].rows == n
+    assert not any(store.early for store in second.daemon.joins.stores.values())
+
+
+def test_probabilities_of_a_class_no_label_names_are_told_not_scored_as_all_misses(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = parse_config({"performance": {"warmup_labels": 100, "window_size": 50}})
+    rng = np.random.default_rng(5)
+    scores = rng.uniform(size=200).round(4).tolist()
+    rows = [_inline(i, p, "yes" if p > 0.5 else "no") for i, p in enumerate(scores)]
+    run = RecordedRun(config, rows).drain()
+    version = run.daemon.performance.versions[KEY]
+    assert version.reference is not None
+    assert version.reference.scoring.probabilistic
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("performance.positive_class" in m and "'1'" in m for m in warned), warned
