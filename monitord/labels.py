@@ -930,11 +930,14 @@ class LabelJoin:
             self.newest_prediction_s = max(self.newest_prediction_s, float(np.nanmax(times)))
 
     def _seen_untimed(self, group: EventGroup, time_list: list[float]) -> None:
-        """A record without a time: its event's tells how far its partition is read."""
+        """A record without a time: its event's tells how far its partition is read, if
+        believable (as a record's time, in `read`): an event stamped in the year 2100 would
+        release every held label before its prediction is read."""
+        latest_ms = (now() + self.fields.max_time_ahead_s) * 1000.0
         for i, record in enumerate(group.records):
             if record.timestamp_ms <= 0:
                 tp, stamp = record.topic_partition, time_list[i] * 1000.0
-                if stamp > self.seen_ms.get(tp, -math.inf):
+                if latest_ms >= stamp > self.seen_ms.get(tp, -math.inf):
                     self.seen_ms[tp] = stamp
 
     @property

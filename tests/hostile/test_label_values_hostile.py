@@ -389,3 +389,57 @@ def test_probabilities_of_a_class_no_label_names_are_told_not_scored_as_all_miss
     assert version.reference.scoring.probabilistic
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("performance.positive_class" in m and "'1'" in m for m in warned), warned
+
+
+def _future_first(n: int, record_ms: int) -> list[Record]:
+    """``n`` predictions, the first stamped 2100-01-01 (its record at ``record_ms``), and a
+    label stamped at its prediction's time for every 100th from the 100th."""
+    future = orjson.loads(_prediction(0).value or b"")
+    future["timestamp"] = "2100-01-01T00:00:00Z"
+    first = Record("in", 0, 0, b"m", orjson.dumps(future), record_ms)
+    labels = [
+        _label_record(k, orjson.dumps({"event_id": f"e{i}", "label": 1}), int((T0 + i) * 1000))
+        for k, i in enumerate(range(100, n, 100))
+    ]
+    return [first] + [_prediction(i) for i in range(1, n)] + labels
+
+
+def test_an_untimed_event_stamped_in_the_far_future_releases_no_label_early() -> None:
+    # A record without a time tells how far its partition is read by its event's time,
+    # unless that is after the wall clock plus events.max_time_ahead_s (as a record's).
+    run = RecordedRun(_config(max_delay_s=500.0), _future_first(3000, -1)).drain()
+    counts = run.daemon.joins.counts
+    assert counts["m", "joined"] == 29, counts
+    assert counts["", "orphan"] == 0, counts
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="JoinStore expires predictions and early labels, and sweeps coverage, from the "
+    "head of arrival-ordered deques (ArrivalOrder, due) and stops at the first entry not yet "
+    "due: one prediction stamped far ahead of the stream, first in, stops age expiry (only "
+    "labels.max_pending evicts) and every coverage verdict behind it",
+)
+@pytest.mark.parametrize("record_ms", [-1, 4_102_444_800_000], ids=["untimed", "year-2100"])
+def test_one_prediction_stamped_in_the_far_future_does_not_stop_expiry_or_coverage(
+    record_ms: int,
+) -> None:
+    n = 3000
+    config = parse_config(
+        {
+            "labels": {
+                "topics": ["labels"],
+                "max_delay_s": 500.0,
+                "expected_delay_s": 100.0,
+                "min_coverage": 0.5,
+                "coverage_window": 100,
+            },
+            "kafka": {"consumer": {"max_poll_records": 200}},
+        }
+    )
+    run = RecordedRun(config, _future_first(n, record_ms)).drain()
+    counts = run.daemon.joins.counts
+    # Predictions unlabelled 500 s past their time are given up, the future one aside.
+    assert counts["m", "evicted"] >= n - 30 - 600, counts
+    coverage = [e for e in run.evaluations if e.features == ("unlabelled_share",)]
+    assert len(coverage) >= (n - 600) // 100, len(coverage)
