@@ -4,7 +4,7 @@ Every labelled row becomes a *miss* (1) or not (0), whatever the task:
 
 - **classification**: the predicted class is not the label. A prediction is a class (text,
   integer, boolean) or, for a binary label, the probability of `Scoring.positive` (the
-  class is then the positive one at 0.5 or above);
+  class is then the positive one at 0.5 or above; a value outside [0, 1] is none);
 - **regression**: the absolute error exceeds the reference's 90th percentile of it.
 
 The miss rate is what degradation is tested on: one test per window, a count against the
@@ -140,8 +140,9 @@ class Scoring:
             return [class_text(p) for p in predictions]
         negative = "0" if self.positive != "0" else "1"
         values = numbers(predictions)
+        # A value outside [0, 1] (NaN too) is no probability: no class, the row unscored.
         return [
-            None if math.isnan(v) else (self.positive if v >= 0.5 else negative) for v in values
+            (self.positive if v >= 0.5 else negative) if 0.0 <= v <= 1.0 else None for v in values
         ]
 
     def misses(self, predictions: Sequence[Any], labels: Sequence[Any]) -> FloatArray:
@@ -228,7 +229,8 @@ def window_metrics(
 def _probability_metrics(
     probabilities: FloatArray, actual: list[str | None], positive: str
 ) -> dict[str, float]:
-    known = np.isfinite(probabilities) & np.array([a is not None for a in actual], dtype=bool)
+    probability = (probabilities >= 0.0) & (probabilities <= 1.0)  # NaN: not one
+    known = probability & np.array([a is not None for a in actual], dtype=bool)
     if not known.any():
         return {"log_loss": math.nan, "calibration_error": math.nan}
     p = np.clip(probabilities[known], LOG_LOSS_EPSILON, 1.0 - LOG_LOSS_EPSILON)

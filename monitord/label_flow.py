@@ -163,7 +163,7 @@ class LabelFlow:
         """Fold joined pairs into their versions' performance."""
         if not pairs:
             return []
-        evaluations = self._performance.update(pairs)
+        evaluations = self._performance.update(pairs, self.joins.counts)
         self._changed({(pair.model, pair.version) for pair in pairs})
         return evaluations
 

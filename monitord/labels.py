@@ -48,13 +48,15 @@ from monitord.events import BadRecord, EventGroup, json_object
 
 JOIN_OUTCOMES = (
     "joined",  # a label met its prediction
-    "duplicate",  # the same label again for a prediction already joined
-    "conflicting",  # a different label for a prediction already joined (the first stands)
+    "duplicate",  # the same label again for an event id joined, or waiting for its prediction
+    "conflicting",  # a different label for one of those (the first stands)
     "late",  # the prediction had been evicted (age or size) before its label came
     "orphan",  # no such prediction: evicted as an early label, or never seen
     "evicted",  # a prediction given up unlabelled (age or size)
     "unjoinable",  # a prediction without an event id, with label topics configured
     "duplicate_prediction",  # an event id seen before: the first prediction stands
+    "bad_label",  # an inline label that is an array or an object: no label
+    "unscored",  # joined, but no class or number its version's task scores (not tested)
 )
 """Outcomes counted per model; those of a label without its prediction (orphan, duplicate,
 conflicting, late) under the empty model: a label's own model name is unchecked input."""
@@ -465,8 +467,10 @@ class JoinStore:
     def wait(self, label: Label, counts: Counter[tuple[str, str]]) -> None:
         """Keep a label whose prediction has not come (yet)."""
         self.changed = True
-        if label.event_id in self.early:
-            counts["", "duplicate"] += 1
+        waiting = self.early.get(label.event_id)
+        if waiting is not None:  # the first stands, as once joined (`take`)
+            same = _remembered(waiting[0]) == _remembered(label.label)
+            counts["", "duplicate" if same else "conflicting"] += 1
             return
         record = label.record  # its position only: the bytes are not kept
         where = Record(
@@ -857,12 +861,16 @@ class LabelJoin:
                 label = label[:CATEGORY_CHARS]
             elif type(label) is int:
                 label = storable(label)
-            if label is not None and not isinstance(label, list | dict):
-                counts[model, "joined"] += 1
-                joined.append(
-                    Joined(model, version, prediction, label, time, time, tp, record.offset, record)
-                )
-                continue
+            if label is not None:
+                if not isinstance(label, list | dict):
+                    counts[model, "joined"] += 1
+                    joined.append(
+                        Joined(
+                            model, version, prediction, label, time, time, tp, record.offset, record
+                        )
+                    )
+                    continue
+                counts[model, "bad_label"] += 1  # no label: it may still come on a label topic
             if not with_topics:
                 continue
             event_id = _event_id(event_ids[i], self.max_id_chars)
@@ -922,11 +930,14 @@ class LabelJoin:
             self.newest_prediction_s = max(self.newest_prediction_s, float(np.nanmax(times)))
 
     def _seen_untimed(self, group: EventGroup, time_list: list[float]) -> None:
-        """A record without a time: its event's tells how far its partition is read."""
+        """A record without a time: its event's tells how far its partition is read, if
+        believable (as a record's time, in `read`): an event stamped in the year 2100 would
+        release every held label before its prediction is read."""
+        latest_ms = (now() + self.fields.max_time_ahead_s) * 1000.0
         for i, record in enumerate(group.records):
             if record.timestamp_ms <= 0:
                 tp, stamp = record.topic_partition, time_list[i] * 1000.0
-                if stamp > self.seen_ms.get(tp, -math.inf):
+                if latest_ms >= stamp > self.seen_ms.get(tp, -math.inf):
                     self.seen_ms[tp] = stamp
 
     @property

@@ -532,7 +532,9 @@ class DaemonMetrics:
             "Label join outcomes per model: joined, duplicate, conflicting, late (its "
             "prediction was evicted), orphan (no such prediction; model '' when the label "
             "names none), evicted (a prediction given up unlabelled), unjoinable (a prediction "
-            "without an event id), duplicate_prediction.",
+            "without an event id), duplicate_prediction, bad_label (an inline label that is an "
+            "array or an object), unscored (joined, but no class or number of the version's "
+            "task: left out of performance).",
             ("model", "outcome"),
         )
         delay = HistogramMetricFamily(

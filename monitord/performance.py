@@ -22,7 +22,7 @@ import itertools
 import logging
 import math
 import operator
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -35,7 +35,13 @@ from detectors.block_means import BlockMeanADWIN
 from detectors.dependence import Dependence
 from detectors.detection import Detection, FloatArray, State, sub_state
 from detectors.nulls import PERSISTENT
-from detectors.performance import LabelShare, PerformanceReference, Scoring, window_metrics
+from detectors.performance import (
+    LabelShare,
+    PerformanceReference,
+    Scoring,
+    class_text,
+    window_metrics,
+)
 from monitord.alerts import (
     COVERAGE_DETECTOR,
     ERROR_CHANGE_DETECTOR,
@@ -83,6 +89,10 @@ _VERSION = operator.itemgetter(0, 1)  # of a `Joined`: (model, version)
 _PREDICTION, _LABEL, _PREDICTION_TIME, _LABEL_TIME, _PARTITION, _OFFSET, _RECORD = (
     operator.itemgetter(i) for i in range(2, 9)
 )
+_VALUE = operator.itemgetter(4)  # of a `Record`
+KEPT_RECORD_BYTES = 4096
+"""Most bytes of a record a kept row holds: past it, rows keep their records' positions only
+(a stream's warm-up and window would hold up to 1,200 records of up to a megabyte each)."""
 NO_PARTITION = TopicPartition("", -1)
 """Where a profile's reference pairs come from: no partition."""
 
@@ -153,6 +163,7 @@ class VersionPerformance:
         self._share_limits = (0, 0)
         self.last: dict[str, float] = {}  # the last window's metrics (for /status, metrics)
         self.shown: dict[str, float] = {}  # the gauges' values (`PerformanceState.shown`)
+        self.unscored = 0  # rows its scoring could not score, since `Performance.update` took them
         self.coverage_windows = self.coverage_due = self.coverage_missed = 0
         self.latency: VersionLatency | None = None
         # Misses of the reference and the clean windows since, for the null's dependence.
@@ -178,9 +189,10 @@ class VersionPerformance:
         return self.reference is None
 
     def update(self, pairs: Sequence[Joined]) -> list[Evaluation]:
-        """Fold joined pairs in (in join order); the evaluations they complete."""
+        """Fold joined pairs in (in join order); the evaluations they complete. Rows past
+        the reference that its scoring cannot score (`unscored`) are left out, counted."""
         evaluations: list[Evaluation] = []
-        rows = list(pairs)
+        rows = _light(pairs)
         start = 0
         if self.reference is None:
             take = self.settings.warmup_labels - len(self.reference_rows)
@@ -222,6 +234,7 @@ class VersionPerformance:
         settings = self.settings
         scoring = Scoring.infer(predictions, labels, settings.positive_class, settings.task)
         self.reference = reference = PerformanceReference.build(scoring, predictions, labels)
+        self._check_positive(scoring, labels)
         self.reference_id = stable_id(
             "performance", self.model, self.version, orjson.dumps([predictions, labels]).hex()
         )
@@ -235,6 +248,24 @@ class VersionPerformance:
         self.history = deque(misses[np.isfinite(misses)].astype(np.uint8).tolist(), HISTORY_ROWS)
         self.refined_at = len(self.history)
         return reference
+
+    def _check_positive(self, scoring: Scoring, labels: Sequence[Any]) -> None:
+        """Probabilities whose classes (the positive one, and "0" or "1" beside it) no label
+        is: every row would miss (accuracy 0, and no window could degrade): say which
+        setting to change."""
+        classes = sorted(filter(None, {class_text(label) for label in labels}))
+        predicted = {scoring.positive, "0" if scoring.positive != "0" else "1"}
+        if scoring.probabilistic and classes and predicted.isdisjoint(classes):
+            log.warning(
+                "%s/%s: predictions are probabilities, but performance.positive_class %r is "
+                "none of the labels' classes (%s): every row misses; set it to the class "
+                "the probabilities are of",
+                self.model,
+                self.version,
+                scoring.positive,
+                ", ".join(map(repr, classes)),
+                extra={"model": self.model, "model_version": self.version},
+            )
 
     def _learn(self, misses: FloatArray, degraded: bool) -> None:
         """Keep a clean window's misses, and refine the reference's dependence each time
@@ -274,6 +305,7 @@ class VersionPerformance:
         scored = np.isfinite(misses)
         if not scored.all():  # a row that cannot be scored is no row of the stream
             keep = np.flatnonzero(scored)
+            self.unscored += len(rows) - len(keep)
             rows = [rows[i] for i in keep]
             misses = misses[keep]
         first = self.rows
@@ -519,6 +551,18 @@ class VersionPerformance:
             self.adwin.restore(sub_state(arrays, "adwin/"))
 
 
+def _light(pairs: Sequence[Joined]) -> list[Row]:
+    """``pairs`` as rows to keep: each record its position only if any is large (an
+    evaluation reads only its record's position and time; the common case is checked in C)."""
+    values = filter(None, map(_VALUE, map(_RECORD, pairs)))
+    if max(map(len, values), default=0) <= KEPT_RECORD_BYTES:
+        return list(pairs)
+    return [
+        pair._replace(record=pair.record._replace(key=None, value=None, headers=()))
+        for pair in pairs
+    ]
+
+
 def _predictions(rows: Sequence[Row]) -> list[Any]:
     return list(map(_PREDICTION, rows))
 
@@ -615,8 +659,14 @@ class Performance:
             self.config.performance.latency_slo_ms,
         )
 
-    def update(self, pairs: Sequence[Joined]) -> list[Evaluation]:
-        """Fold joined pairs in, per model version in join order."""
+    def update(
+        self, pairs: Sequence[Joined], counts: Counter[tuple[str, str]] | None = None
+    ) -> list[Evaluation]:
+        """Fold joined pairs in, per model version in join order; pairs a version cannot
+        score (a label or prediction that is no class or number of its task) are counted
+        in ``counts`` (the join's outcomes) as ``(model, "unscored")``."""
+        if counts is None:
+            counts = Counter()
         if not pairs or not self.config.performance.enabled:
             return []
         by_version: dict[tuple[str, str], list[Joined]] = {}
@@ -624,7 +674,11 @@ class Performance:
             by_version.setdefault(key, []).extend(run)
         evaluations: list[Evaluation] = []
         for (model, version), group in by_version.items():
-            evaluations += self._version(model, version).update(group)
+            stream = self._version(model, version)
+            evaluations += stream.update(group)
+            if stream.unscored:
+                counts[model, "unscored"] += stream.unscored
+                stream.unscored = 0
         return self._shown(evaluations)
 
     def coverage(

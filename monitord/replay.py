@@ -442,10 +442,18 @@ def label_summary(daemon: Daemon, n_rows: int) -> list[str]:
     outcomes["orphan"] += sum(len(store.early) for store in daemon.joins.stores.values())
     outcomes = +outcomes
     joined = outcomes.pop("joined", 0)
+    unscored, bad_inline = outcomes.pop("unscored", 0), outcomes.pop("bad_label", 0)
     line = f"labels joined to {joined} of {n_rows} rows"
     if outcomes:
         line += "; not joined: " + ", ".join(f"{o} {n}" for o, n in sorted(outcomes.items()))
     lines = [line]
+    if bad_inline:
+        lines.append(f"{bad_inline} rows have a label that is an array or an object: no label")
+    if unscored:
+        lines.append(
+            f"{unscored} joined rows left out of performance: their label or prediction is "
+            "no class or number of their version's task (performance.task)"
+        )
     if outcomes["late"]:
         lines.append(
             f"{outcomes['late']} labels came more than labels.max_delay_s "
