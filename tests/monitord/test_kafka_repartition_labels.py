@@ -1,7 +1,8 @@
 """Delayed labels with ``kafka.repartition`` on the real broker: input not keyed by model is
 forwarded through the internal topic, labels keyed by model come minutes later, shuffled,
-some twice. Every label joins once, across a restart too; the performance outputs should
-be those of a run over the same events keyed by model, but are not yet (#13)."""
+some twice. Every label joins once, after its prediction is read back from the internal
+topic, across a restart too, with the performance outputs of a run over the same events
+keyed by model."""
 
 from __future__ import annotations
 
@@ -276,10 +277,9 @@ def test_labels_join_once_through_the_repartition_topic_across_a_restart(
     first = App()
     apps.append(first)
     third = sum(expected.values()) // 3
-    before = run(
-        first.build_daemon(settings["restarted"]), lambda d: sum(rows(d).values()) >= third, events
-    )
-    monitored = sum(first.daemon.stats.per_model.values()) if first.daemon else 0
+    stopped = first.build_daemon(settings["restarted"])
+    before = run(stopped, lambda d: sum(rows(d).values()) >= third, events)
+    monitored = sum(stopped.stats.per_model.values())
     first.close()
     assert 0 < monitored < events
     apps.append(App())
@@ -290,17 +290,14 @@ def test_labels_join_once_through_the_repartition_topic_across_a_restart(
     )
     assert after.rows == expected
     assert before.outcomes + after.outcomes == through.outcomes
+    # No label folded before its prediction was read back, so they join in the same order:
+    # the same performance windows, the same outputs.
+    assert through.early == before.early == after.early == 0
+    once, again = (settings[name].kafka.group_id for name in ("repartitioned", "restarted"))
+    assert brief(published(broker.bootstrap, again)) == brief(published(broker.bootstrap, once))
 
 
 @pytest.mark.kafka
-@pytest.mark.xfail(
-    strict=True,
-    reason="#13: with kafka.repartition the label gate releases labels before their "
-    "forwarded predictions are read back from the internal topic (LabelFlow._watermark_ms "
-    "counts the input partitions by how far they are read, and an internal partition read "
-    "to the end its last fetch saw as read past everything), so labels wait as early "
-    "labels and join in another order: other performance windows and outputs",
-)
 def test_labels_through_the_repartition_topic_give_the_outputs_of_keyed_input(
     tmp_path: Path,
     broker: EmbeddedBroker,
@@ -314,6 +311,7 @@ def test_labels_through_the_repartition_topic_give_the_outputs_of_keyed_input(
     without = uninterrupted(apps, settings["keyed"], stream)
     through = uninterrupted(apps, settings["repartitioned"], stream)
     assert without.rows == through.rows == stream.labelled()
+    assert without.outcomes == through.outcomes
     assert without.early == 0
     # The same outputs: per model a degradation alert and a retrain request among them.
     outputs = brief(published(broker.bootstrap, settings["keyed"].kafka.group_id))
