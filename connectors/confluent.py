@@ -553,6 +553,10 @@ class ConfluentSink(Closing):
         self._unacknowledged_since: float | None = None  # first flush that timed out
         self._config = _common_config(bootstrap, s.client_id, s.connect_timeout_s) | {
             "acks": "all",
+            # A key's partition as the Java client and kafka-python choose it (librdkafka's
+            # default hashes with CRC32): forwarded events then share a partition with
+            # labels and events a producer keyed by the same model.
+            "partitioner": "murmur2_random",
             "enable.idempotence": s.enable_idempotence,
             "linger.ms": s.linger_ms,
             "batch.size": s.batch_size,

@@ -31,6 +31,7 @@ from kafka import (
 )
 from kafka import TopicPartition as KafkaTopicPartition
 from kafka.net.compat import KafkaNetClient
+from kafka.partitioner.default import murmur2
 from kafka.record import util as record_util
 
 from connectors.stream import (
@@ -989,6 +990,13 @@ def existing_topics(
     return existing, missing
 
 
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition of ``partitions`` a producer gives ``key``: the Java client's murmur2,
+    as kafka-python's producer and ours on librdkafka (``murmur2_random``) choose it."""
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions
+
+
 def partition_counts(
     bootstrap: str,
     topics: Sequence[str],
@@ -1091,6 +1099,7 @@ __all__ = [
     "crc32c_accelerated",
     "ensure_topics",
     "existing_topics",
+    "key_partition",
     "partition_counts",
     "read_topic",
     "wait_for_broker",

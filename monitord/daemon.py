@@ -116,11 +116,14 @@ class Daemon:
         registry: LateReferences | None = None,
         recorder: DecisionRecorder | None = None,
         stopping: threading.Event | None = None,
+        internal_partitions: int = 0,
     ) -> None:
         """``registry``: references that come after a version's first sight, and their
         provenance (`monitord.registry`); the daemon closes it. ``recorder``: where the
         retrain requests the policy holds back are recorded (the audit log). ``stopping``:
-        an owner's event that stops the loop (`monitord.app.App`'s)."""
+        an owner's event that stops the loop (`monitord.app.App`'s).
+        ``internal_partitions``: with ``kafka.repartition``, the internal topic's partition
+        count (labels wait for the forwards to those this consumer reads; 0: none)."""
         self.config = config
         self.source = source
         self.monitor = Monitor(config, load_profile, registry)
@@ -135,7 +138,8 @@ class Daemon:
         self.stopping = stopping or threading.Event()  # set to stop: the batch finishes
         self.health: HealthReport = health or Unobserved()
         self.metrics = metrics
-        self.partitions = parts = Partitions()
+        internal = config.kafka.internal_topic if config.kafka.repartition else ""
+        self.partitions = parts = Partitions(internal, internal_partitions if internal else 0)
         self._state_dir = faults = StateDirFaults(self.health)
         self.output = BatchOutput(
             config, publishers, dead_letters, self.health, faults, self.stopping

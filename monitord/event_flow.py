@@ -52,6 +52,7 @@ class EventFlow:
             inputs = flatten({tp: rs for tp, rs in polled.items() if tp.topic != internal_topic})
             decoded = decode(inputs, self._config.events)
             forwarded, bad = forwards(inputs, decoded), list(decoded.bad)
+            self._label_flow.forwarded(forwarded)
         sources = self._partitions.sources
         fresh = {tp: sources.fresh(tp, records) for tp, records in internal.items()}
         return {tp: records for tp, records in fresh.items() if records}, forwarded, bad

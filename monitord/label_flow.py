@@ -16,6 +16,7 @@ from monitord.metrics import DaemonMetrics
 from monitord.monitor import Evaluation, Monitor, MonitorUpdate
 from monitord.partitions import Partitions, next_offsets
 from monitord.performance import Performance
+from monitord.repartition import Forward
 
 
 @dataclass
@@ -66,6 +67,12 @@ class LabelFlow:
             evaluations = self._performance.latencies(model, version, values, times, group.records)
             self._changed({(model, version)})
         return pairs, evaluations
+
+    def forwarded(self, forwards: list[Forward]) -> None:
+        """Events forwarded to the internal topic: labels of their time wait until they
+        are read back from it (their source partitions hold the watermark back)."""
+        if self.joins.topics and forwards:
+            self._partitions.in_flight.sent(forwards, self._source.assignment())
 
     def fold(self, polled: Polled, label_polled: Polled, pairs: list[Joined]) -> LabelFold:
         """After the batch's inference records (``polled``) are monitored (their inline
@@ -135,9 +142,12 @@ class LabelFlow:
         offsets of the batch at hand) holds nothing back."""
         ends = self._source.end_offsets()
         mark = math.inf
+        in_flight = self._partitions.in_flight
         for tp in self._source.assignment():
             if (tp.topic in self.joins.topics) != labels:
                 continue
+            if not labels:  # an input partition's forwards not read back yet
+                mark = min(mark, in_flight.oldest_ms(tp))
             done = read.get(tp) or self._partitions.next_offset(tp, labels)
             end = ends.get(tp)
             if end is not None and done >= end:

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass
 
 from connectors.stream import OffsetReset, Polled, TopicPartition
-from monitord.repartition import SourceOffsets
+from monitord.repartition import InFlight, SourceOffsets
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,13 @@ class Partition:
 
 class Partitions:
     """Every partition's `Partition`, the rebalances seen, and (with ``kafka.repartition``)
-    the source offsets folded into each internal partition."""
+    the source offsets folded into each internal partition and the forwards in flight to
+    the ``internal_partitions`` of ``internal`` topic (0: none waited for)."""
 
-    def __init__(self) -> None:
+    def __init__(self, internal: str = "", internal_partitions: int = 0) -> None:
         self._partitions: dict[TopicPartition, Partition] = {}
         self.sources = SourceOffsets()
+        self.in_flight = InFlight(self.sources, internal, internal_partitions)
         self.generation = 0  # rebalances seen, to drop records held across one
         self.moved: set[TopicPartition] = set()  # what a rebalance moved since the batch began
 
@@ -59,9 +61,11 @@ class Partitions:
 
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
         """Revoked: nothing of these partitions is kept."""
+        partitions = list(partitions)
         for tp in partitions:
             self._partitions.pop(tp, None)
             self.sources.drop(tp)
+        self.in_flight.drop(partitions)
 
     def processed(self, offsets: Mapping[TopicPartition, int]) -> None:
         for tp, offset in offsets.items():

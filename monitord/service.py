@@ -101,6 +101,7 @@ def build_kafka_daemon(
             registry=registry,
             recorder=audit,
             stopping=stopping,
+            internal_partitions=_internal_partitions(config, security),
         )
         built.pop_all()  # the daemon closes them now
     source.listen(daemon)  # the first poll assigns partitions: the daemon restores them
@@ -137,6 +138,18 @@ def _topics(config: Config, security: KafkaSecurity) -> list[str]:
         _check_label_partitions(config, security)
         topics += config.labels.topics
     return topics
+
+
+def _internal_partitions(config: Config, security: KafkaSecurity) -> int:
+    """The repartition topic's partition count, if labels wait for its forwards (else 0)."""
+    kafka = config.kafka
+    if not (kafka.repartition and config.labels.topics):
+        return 0
+    topic = kafka.internal_topic
+    counts = partition_counts(
+        kafka.bootstrap_servers, [topic], security=security, timeout_s=kafka.connect_timeout_s
+    )
+    return counts[topic]
 
 
 def kafka_source(config: Config, topics: list[str], security: KafkaSecurity) -> Source:

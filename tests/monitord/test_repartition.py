@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import math
 import zlib
 from pathlib import Path
 
 import numpy as np
 import orjson
 
+from connectors.kafka import key_partition
 from connectors.memory import MemorySink, MemorySource
 from connectors.stream import Record, TopicPartition
 from monitord.alerts import Alert
@@ -17,7 +19,7 @@ from monitord.config import Config, parse_config
 from monitord.daemon import Daemon
 from monitord.outputs import KafkaPublisher
 from monitord.policy import Output
-from monitord.repartition import SOURCE_HEADERS, SourceOffsets
+from monitord.repartition import SOURCE_HEADERS, Forward, InFlight, SourceOffsets
 
 INTERNAL = "monitord.repartition"
 MODELS = ("a", "b", "c")
@@ -120,3 +122,46 @@ def test_source_offsets_skip_what_was_folded_and_survive_a_restore() -> None:
     assert restored.fresh(internal, [forwarded(2), forwarded(3)]) == [forwarded(3)]
     plain = Record(INTERNAL, 0, 7, b"a", b"{}", 0, ())
     assert restored.fresh(internal, [plain]) == [plain]  # no source: kept
+
+
+def test_forwards_in_flight_hold_their_source_back_until_read_back() -> None:
+    def forward(model: str, offset: int, stamp_ms: int) -> Forward:
+        source = (
+            (SOURCE_HEADERS[0], b"in"),
+            (SOURCE_HEADERS[1], b"0"),
+            (SOURCE_HEADERS[2], b"%d" % offset),
+        )
+        return Forward(model.encode(), b"{}", source, stamp_ms)
+
+    def read_back(model: str, offset: int) -> Record:
+        headers = (
+            (SOURCE_HEADERS[0], b"in"),
+            (SOURCE_HEADERS[1], b"0"),
+            (SOURCE_HEADERS[2], b"%d" % offset),
+        )
+        return Record(
+            INTERNAL, key_partition(model.encode(), 3), offset, model.encode(), b"{}", 0, headers
+        )
+
+    homes = {model: TopicPartition(INTERNAL, key_partition(model.encode(), 3)) for model in "ab"}
+    source = TopicPartition("in", 0)
+    folded = SourceOffsets()
+    in_flight = InFlight(folded, INTERNAL, 3)
+    assert in_flight.oldest_ms(source) == math.inf
+    # "b" goes to a partition another replica reads: not waited for.
+    mine = {homes["a"]}
+    assert homes["b"] not in mine
+    in_flight.sent([forward("b", 0, 500), forward("a", 1, 1000), forward("a", 2, 900)], mine)
+    in_flight.sent([forward("a", 3, 2000)], mine)
+    assert in_flight.oldest_ms(source) == 900  # the earliest of the batch
+    folded.fresh(homes["a"], [read_back("a", 1)])
+    assert in_flight.oldest_ms(source) == 900  # offset 2 is not read back yet
+    folded.fresh(homes["a"], [read_back("a", 2)])
+    assert in_flight.oldest_ms(source) == 2000
+    folded.fresh(homes["a"], [read_back("a", 3)])
+    assert in_flight.oldest_ms(source) == math.inf
+    # A revoked internal partition is not waited for.
+    in_flight.sent([forward("a", 4, 3000)], mine)
+    assert in_flight.oldest_ms(source) == 3000
+    in_flight.drop([homes["a"]])
+    assert in_flight.oldest_ms(source) == math.inf
