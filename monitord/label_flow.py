@@ -101,14 +101,50 @@ class LabelFlow:
         if not self.joins.topics:
             return [], [], {}
         again = self.joins.hold(label_polled)
+        self._turn_away(again, read)
+        pairs, bad = self.joins.fold(self._read_past_ms(read))
+        # Labels of one record time filling the gate wait for their own partition to be
+        # read past that time, which the full gate never lets it do: without this, label
+        # processing would stop for good (`LabelGate.unstick`).
+        stuck = self._stuck(read)
+        if stuck is not None:
+            forced, refused, made_way = self.joins.unstick(*stuck)
+            pairs += forced
+            bad += refused
+            self._turn_away(made_way, read)
+            again.update(made_way)  # before the records the gate turned away in `hold`
+        self._reopen(read)
+        return pairs, bad, again
+
+    def _turn_away(
+        self, again: Mapping[TopicPartition, int], read: dict[TopicPartition, int]
+    ) -> None:
+        """Read these label partitions again from these offsets, once the gate has room."""
         for tp, offset in again.items():
             self._source.seek(tp, offset)
         if again:  # not fetched again and again while the gate is full
             self._source.pause(again)
         read.update(again)
-        pairs, bad = self.joins.fold(self._read_past_ms(read))
-        self._reopen(read)
-        return pairs, bad, again
+
+    def _stuck(
+        self, read: Mapping[TopicPartition, int]
+    ) -> tuple[float, list[TopicPartition]] | None:
+        """``(gate time, label partitions not read past it)`` when the full gate is stuck
+        (`LabelGate.unstick`), else None: nothing held can be folded, the inference
+        partitions are read past the oldest held gate time, the label partitions up to it
+        only, and each of those was turned away (no room to read it further)."""
+        gate = self.joins.gate
+        oldest = gate.oldest_ms()
+        if not gate.turned_away or oldest is None or not oldest < self._watermark_ms(read):
+            return None
+        seen = self.joins.seen_ms
+        marks = {tp: seen.get(tp, -math.inf) for tp in self._unfinished(read, labels=True)}
+        if min(marks.values(), default=math.inf) != oldest:
+            return None
+        open_partitions = [tp for tp, mark in marks.items() if mark == oldest]
+        if not all(tp in gate.turned_away for tp in open_partitions):
+            return None  # one of them can still be read past it
+        return oldest, open_partitions
 
     def _reopen(self, read: Mapping[TopicPartition, int]) -> None:
         """Resume the label partitions the full gate turned away once it has room for
@@ -118,7 +154,7 @@ class LabelFlow:
         if not gate.turned_away:
             return
         if not gate.roomy():
-            stalled = not self.due() and self._watermark_ms(
+            stalled = not self._releasable() and self._watermark_ms(
                 read, labels=True
             ) <= self._watermark_ms(read)
             if not (stalled and gate.has_room()):
@@ -127,7 +163,12 @@ class LabelFlow:
         gate.turned_away.clear()
 
     def due(self) -> bool:
-        """Whether held label records may be folded now (an idle poll does it)."""
+        """Whether held label records may be folded now, or the full gate is stuck (an idle
+        poll does it)."""
+        return self._releasable() or self._stuck({}) is not None
+
+    def _releasable(self) -> bool:
+        """Whether held label records are before every partition's read position."""
         oldest = self.joins.gate.oldest_ms()
         return oldest is not None and oldest < self._read_past_ms({})
 
@@ -139,21 +180,32 @@ class LabelFlow:
         """Record time every inference partition of this consumer is read past (with
         ``labels``: every label partition): a label older than it has its prediction in a
         join store, if it has one here. A partition read to its end (``read``: the next
-        offsets of the batch at hand) holds nothing back."""
+        offsets of the batch at hand) holds nothing back; an input partition whose forwards
+        to the repartition topic are not read back yet holds it at the oldest one's time."""
+        seen = self.joins.seen_ms
+        mark = min(
+            (seen.get(tp, -math.inf) for tp in self._unfinished(read, labels)), default=math.inf
+        )
+        if not labels:
+            in_flight = self._partitions.in_flight
+            for tp in self._source.assignment():
+                if tp.topic not in self.joins.topics:
+                    mark = min(mark, in_flight.oldest_ms(tp))
+        return mark
+
+    def _unfinished(self, read: Mapping[TopicPartition, int], labels: bool) -> list[TopicPartition]:
+        """The inference partitions (with ``labels``: label partitions) of this consumer
+        not read to their end (``read``: the next offsets of the batch at hand)."""
         ends = self._source.end_offsets()
-        mark = math.inf
-        in_flight = self._partitions.in_flight
+        out = []
         for tp in self._source.assignment():
             if (tp.topic in self.joins.topics) != labels:
                 continue
-            if not labels:  # an input partition's forwards not read back yet
-                mark = min(mark, in_flight.oldest_ms(tp))
             done = read.get(tp) or self._partitions.next_offset(tp, labels)
             end = ends.get(tp)
-            if end is not None and done >= end:
-                continue
-            mark = min(mark, self.joins.seen_ms.get(tp, -math.inf))
-        return mark
+            if end is None or done < end:
+                out.append(tp)
+        return out
 
     def offsets(
         self, label_polled: Polled, turned_away: Mapping[TopicPartition, int]
@@ -162,7 +214,7 @@ class LabelFlow:
         is not processed yet, nor one the full gate turned away."""
         if label_polled:
             self._partitions.labels_read(next_offsets(label_polled))
-            self._partitions.labels_read(turned_away)
+        self._partitions.labels_read(turned_away)  # by `hold`, or by `unstick` on an idle poll
         out = {}
         for tp, next_offset in self._partitions.label_next().items():
             held = self.joins.first_held(tp)

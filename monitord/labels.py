@@ -668,8 +668,8 @@ class LabelGate:
     moved back to the first of them (the partition is `turned_away`, and the reader pauses
     it rather than fetch the same records again), to be read again once there is room. A
     partition's first record that does not fit turns away the other partitions' held records
-    later than it (released after it, they would wait for it), and a record larger than the
-    whole gate is held alone. Labels of one record time filling the whole gate still wait.
+    released after it (they would wait for it), and a record larger than the whole gate is
+    held alone. Labels of one record time filling the whole gate are released by `unstick`.
     """
 
     def __init__(self, max_bytes: int = MAX_HELD_BYTES, max_ahead_s: float = 3600.0) -> None:
@@ -722,14 +722,18 @@ class LabelGate:
     def _make_way(
         self, tp: TopicPartition, gate_ms: float, again: dict[TopicPartition, int]
     ) -> bool:
-        """Turn away the held records of other partitions later than ``gate_ms`` (the gate
-        time of ``tp``'s first record that does not fit): they are released after it, so a
-        gate full of them would wait for ``tp`` without room to read it. Whether any went."""
+        """Turn away the held records of other partitions released after ``tp``'s first
+        record that does not fit (gate time ``gate_ms``): later gate times, and the same one
+        in a later partition (`release` merges by gate time, topic, partition). A gate full
+        of them would wait for ``tp`` without room to read it. Whether any went."""
         made = False
         for other, queue in self._held.items():
-            if other == tp or not queue or not queue[-1][0] > gate_ms:
+            # Records of a later partition are turned away from the same gate time on.
+            after = (other.topic, other.partition) > (tp.topic, tp.partition)
+            limit = math.nextafter(gate_ms, -math.inf) if after else gate_ms
+            if other == tp or not queue or not queue[-1][0] > limit:
                 continue
-            while queue and queue[-1][0] > gate_ms:
+            while queue and queue[-1][0] > limit:
                 first_gate, record = queue.pop()
                 self._bytes -= HELD_COST + len(record.value or b"")
             again[other] = record.offset
@@ -760,6 +764,33 @@ class LabelGate:
         # Gate times never go back within a partition: each list is in order already.
         merged = heapq.merge(*ready, key=lambda item: (item[0], *item[1][:3]))
         return [record for _, record in merged]
+
+    def unstick(
+        self, stuck_ms: float, open_partitions: Iterable[TopicPartition]
+    ) -> tuple[list[Record], dict[TopicPartition, int]]:
+        """The full gate is stuck at ``stuck_ms``: the oldest held gate time, which every
+        label partition not read past it (``open_partitions``, each turned away) is read up
+        to. `release` waits for those to be read past it, which they cannot be without room:
+        a gate full of labels of one record time (a producer batch the broker stamped with
+        LogAppendTime) would stop the labels for good.
+
+        Of the records of that gate time, the first partition (by topic, partition) that
+        holds some or may still bring some comes first in `release`'s order, its held
+        records in offset order: if it holds some, they are released (returned), a prefix of
+        the order every other run releases in; if it holds none, the held records of the
+        others (all released after it) are turned away to make room for it (the partitions
+        to read again from an offset are returned)."""
+        heads = [tp for tp, queue in self._held.items() if queue and queue[0][0] == stuck_ms]
+        first = min([*heads, *open_partitions], key=lambda tp: (tp.topic, tp.partition))
+        again: dict[TopicPartition, int] = {}
+        if first not in heads:
+            self._make_way(first, stuck_ms, again)
+            return [], again
+        queue, taken = self._held[first], []
+        while queue and queue[0][0] == stuck_ms:
+            taken.append(queue.popleft()[1])
+        self._bytes -= HELD_COST * len(taken) + sum(map(len, filter(None, map(_VALUE, taken))))
+        return taken, again
 
     def roomy(self) -> bool:
         """At least a quarter of the gate is free: worth reading turned-away partitions."""
@@ -1158,6 +1189,19 @@ class LabelJoin:
         elif outcome is None:  # no prediction yet: it waits with its own partition
             self.store(label.record.topic_partition).wait(label, counts)
             stores[:] = list(self.stores.values())  # that store may be new
+
+    def unstick(
+        self, stuck_ms: float, open_partitions: Iterable[TopicPartition]
+    ) -> tuple[list[Joined], list[BadRecord], dict[TopicPartition, int]]:
+        """`LabelGate.unstick`: the records it releases folded; the label partitions it
+        turned away, to read again from an offset."""
+        released, again = self.gate.unstick(stuck_ms, open_partitions)
+        self.seen_ms.update(self.gate.gate_ms)  # read up to the first record turned away
+        joined: list[Joined] = []
+        bad: list[BadRecord] = []
+        if released:
+            self._fold(released, joined, bad)
+        return joined, bad, again
 
     def first_held(self, tp: TopicPartition) -> int | None:
         return self.gate.first_held(tp)

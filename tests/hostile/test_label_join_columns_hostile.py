@@ -15,6 +15,7 @@ import math
 import random
 import time
 from collections import Counter, deque
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ import pytest
 
 from connectors.stream import Polled, Record, TopicPartition, by_partition
 from monitord.config import Config, parse_config
-from monitord.labels import HELD_COST, JoinStore, LabelGate, LabelJoin
+from monitord.labels import HELD_COST, Joined, JoinStore, LabelGate, LabelJoin
+from monitord.monitor import Evaluation
 from tests.monitord.recorded import RecordedRun
 
 T0 = 1_700_000_000.0
@@ -203,12 +205,6 @@ def _drained(run: RecordedRun, steps: int = 400) -> RecordedRun:
     raise AssertionError(f"still polling after {steps} steps: stalled or read again and again")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="labels of one record time filling the gate wait for their partition to be read "
-    "past that time (LabelGate.release takes gate times before the watermark, and the "
-    "partition's own read position counts), which the full gate never lets it do",
-)
 @pytest.mark.parametrize("later", [True, False], ids=["then_later", "all_same"])
 def test_a_gate_full_of_labels_of_one_record_time_is_not_a_stall(later: bool) -> None:
     # A producer batch stamped by the broker (LogAppendTime): every label one record time.
@@ -216,6 +212,67 @@ def test_a_gate_full_of_labels_of_one_record_time_is_not_a_stall(later: bool) ->
     same_ms = int((T0 + n + 10) * 1000)
     labels = [_padded_label(i, i, same_ms + 1000 * (later and i >= 100)) for i in range(n)]
     run = _drained(_gated(_config(), _events(n) + labels))
+    assert run.daemon.joins.counts["m", "joined"] == n
+    assert not run.source.paused()
+
+
+def _pair_order(run: RecordedRun) -> list[tuple[int, int]]:
+    """The joined pairs in the order performance takes them, as their labels' positions
+    (recorded as the run goes)."""
+    order: list[tuple[int, int]] = []
+    update = run.daemon.performance.update
+
+    def recording(
+        pairs: Sequence[Joined], counts: Counter[tuple[str, str]] | None = None
+    ) -> list[Evaluation]:
+        order.extend((pair.record.partition, pair.record.offset) for pair in pairs)
+        return update(pairs, counts)
+
+    run.daemon.performance.update = recording  # type: ignore[method-assign]
+    return order
+
+
+@pytest.mark.parametrize("gate_kib", [8, 24, 64])
+def test_labels_of_one_record_time_in_two_partitions_release_as_a_roomy_gate_does(
+    gate_kib: int,
+) -> None:
+    # Both label partitions' batches stamped the same millisecond, each followed by later
+    # ones: whichever partition a poll reads first and however much the gate holds, the
+    # pairs come in the order a roomy gate releases them (by time, then partition 0's first).
+    n = 400
+    same_ms = int((T0 + n + 10) * 1000)
+    labels = [
+        _padded_label(i, i // 2, same_ms + 1000 * (i >= 300), partition=i % 2) for i in range(n)
+    ]
+    gated = RecordedRun(_config(), _events(n) + labels)
+    gated.daemon.joins.gate = LabelGate(max_bytes=gate_kib * 1024)
+    gated_order = _pair_order(gated)
+    _drained(gated)
+    roomy = RecordedRun(_config(), _events(n) + labels)
+    roomy_order = _pair_order(roomy)
+    roomy.drain()
+    assert len(roomy_order) == n
+    assert gated_order == roomy_order
+    assert gated.daemon.performance.versions[KEY].rows == n  # none twice
+    assert not gated.source.paused()
+
+
+def test_a_gate_full_of_labels_of_one_record_time_unsticks_on_an_idle_poll() -> None:
+    # The full gate waits on a lagging inference partition; that partition is revoked, and
+    # nothing is left to poll: the stuck gate is released by idle polls.
+    n = 200
+    labels = [_padded_label(i, i, int((T0 + 300) * 1000)) for i in range(n)]
+    lagging = [_prediction(int(j * 0.09), 1, j, f"x{j}", 0) for j in range(3000)]
+    run = _gated(_config(), _events(n) + lagging + labels)
+    label_partition = TopicPartition("labels", 0)
+    for _ in range(50):
+        run.daemon.step(0.0)
+        if label_partition in run.source.paused():
+            break
+    assert label_partition in run.source.paused()
+    assert run.daemon.joins.seen_ms[TopicPartition("in", 1)] < (T0 + 300) * 1000
+    run.source.revoke([TopicPartition("in", 1)])
+    _drained(run)
     assert run.daemon.joins.counts["m", "joined"] == n
     assert not run.source.paused()
 
@@ -274,6 +331,27 @@ def test_a_crash_while_a_label_partition_is_paused_joins_every_label_once(
         if TopicPartition("labels", 0) in first.source.paused():
             break
     assert TopicPartition("labels", 0) in first.source.paused()
+    first.daemon.checkpoint()
+    first.daemon.step(0.0)
+    first.crash()
+    second = _gated(_config(), records, tmp_path / "s.sqlite", first.source.committed)
+    _drained(second)
+    assert second.daemon.performance.versions[KEY].rows == n  # none twice, none lost
+    assert second.daemon.joins.pending() == 3000 - n
+
+
+@pytest.mark.parametrize("steps", [2, 5, 9])  # paused; between forced releases; later time
+def test_a_crash_amid_labels_of_one_record_time_joins_every_label_once(
+    tmp_path: Path, steps: int
+) -> None:
+    n = 300
+    same_ms = int((T0 + n + 10) * 1000)
+    labels = [
+        _padded_label(i, i // 2, same_ms + 1000 * (i >= 200), partition=i % 2) for i in range(n)
+    ]
+    records = _events(3000) + labels
+    first = _gated(_config(), records, tmp_path / "s.sqlite")
+    first.steps(steps)
     first.daemon.checkpoint()
     first.daemon.step(0.0)
     first.crash()
