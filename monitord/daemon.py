@@ -118,14 +118,11 @@ class Daemon:
         stopping: threading.Event | None = None,
         internal_partitions: int = 0,
     ) -> None:
-        """``registry``: references that come after a version's first sight, and their
-        provenance (`monitord.registry`); the daemon closes it. ``recorder``: where the
-        retrain requests the policy holds back are recorded (the audit log). ``stopping``:
-        an owner's event that stops the loop (`monitord.app.App`'s).
-        ``internal_partitions``: with ``kafka.repartition``, the internal topic's partition
-        count (labels wait for the forwards to those this consumer reads; 0: none)."""
-        self.config = config
-        self.source = source
+        """``registry``: late references and their provenance (closed here); ``recorder``:
+        the audit log of held-back retrain requests; ``stopping``: an owner's event that
+        stops the loop; ``internal_partitions``: with ``kafka.repartition``, the internal
+        topic's partition count (labels wait for forwards to those read here; 0: none)."""
+        self.config, self.source = config, source
         self.monitor = Monitor(config, load_profile, registry)
         self.decode: Decoder = decode  # replay swaps in its by-column decoder
         self.registry = registry
@@ -134,10 +131,9 @@ class Daemon:
         self.recorder = recorder
         policy = Policy.from_config(config)
         self.versions = versions = VersionStates(self.monitor, policy, self.performance)
-        self.stats = Stats()
+        self.stats, self.metrics = Stats(), metrics
         self.stopping = stopping or threading.Event()  # set to stop: the batch finishes
         self.health: HealthReport = health or Unobserved()
-        self.metrics = metrics
         internal = config.kafka.internal_topic if config.kafka.repartition else ""
         self.partitions = parts = Partitions(internal, internal_partitions if internal else 0)
         self._state_dir = faults = StateDirFaults(self.health)

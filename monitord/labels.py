@@ -212,6 +212,14 @@ def _plain_labels(values: Sequence[Any]) -> bool:
     )
 
 
+def _kept(value: Any) -> Any:
+    """A prediction or label as a store keeps it: class text cut to `CATEGORY_CHARS`, an
+    integer beyond 64 bits as `storable` makes it, anything else as it is."""
+    if type(value) is str and len(value) > CATEGORY_CHARS:
+        return value[:CATEGORY_CHARS]
+    return storable(value) if type(value) is int else value
+
+
 def _stored_as_is(values: Sequence[Any]) -> bool:
     """Every value a prediction a store keeps as it is (no class text to cut, no integer
     beyond 64 bits)."""
@@ -879,19 +887,10 @@ class LabelJoin:
         for i, (record, given) in enumerate(zip(group.records, group.labels, strict=True)):
             if i in skip:
                 continue
-            label = given
-            prediction, time = predictions[i], time_list[i]
-            if type(prediction) is str and len(prediction) > CATEGORY_CHARS:
-                prediction = prediction[:CATEGORY_CHARS]
-            elif type(prediction) is int:
-                prediction = storable(prediction)
+            label, prediction, time = _kept(given), _kept(predictions[i]), time_list[i]
             if (record.topic, record.partition) != where:  # a new partition: its store
                 where = (record.topic, record.partition)
                 tp, store = record.topic_partition, None
-            if type(label) is str and len(label) > CATEGORY_CHARS:
-                label = label[:CATEGORY_CHARS]
-            elif type(label) is int:
-                label = storable(label)
             if label is not None:
                 if not isinstance(label, list | dict):
                     counts[model, "joined"] += 1
