@@ -58,7 +58,13 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     del sys.path[0]
 
 from connectors.broker import EmbeddedBroker
-from connectors.kafka import KafkaProducerSettings, KafkaSink, crc32c_accelerated, ensure_topics
+from connectors.kafka import (
+    KafkaConsumerSettings,
+    KafkaProducerSettings,
+    KafkaSink,
+    crc32c_accelerated,
+    ensure_topics,
+)
 from monitord.config import parse_config
 from monitord.daemon import Daemon, limit_blas_threads, tune_garbage_collector
 from monitord.service import build_kafka_daemon
@@ -155,15 +161,22 @@ def raw_confluent_consume(
     """`raw_consume` on confluent-kafka: the same fetch sizes, batches of up to
     ``max_poll_records`` messages, each run of one topic passed on with its topic."""
     assert confluent_kafka is not None, "--client confluent: pip install 'monitord[confluent]'"
+    from connectors.confluent import fetch_config  # noqa: PLC0415 (needs the extra)
+
     consumer = confluent_kafka.Consumer(
         {
             "bootstrap.servers": bootstrap,
             "group.id": f"bench-raw-{time.time_ns()}",  # required, unused: assign() below
             "enable.auto.commit": False,
-            "fetch.max.bytes": FETCH["fetch_max_bytes"],
-            "max.partition.fetch.bytes": FETCH["max_partition_fetch_bytes"],
-            "fetch.wait.max.ms": FETCH["fetch_max_wait_ms"],
-            "receive.message.max.bytes": FETCH["fetch_max_bytes"] + 512,
+            # The daemon's fetch settings (its fetch queue backoff too: without it, one
+            # run in two or three waited up to a second for a fetch, a bimodal floor).
+            **fetch_config(
+                KafkaConsumerSettings(
+                    fetch_max_bytes=FETCH["fetch_max_bytes"],
+                    max_partition_fetch_bytes=FETCH["max_partition_fetch_bytes"],
+                    fetch_max_wait_ms=FETCH["fetch_max_wait_ms"],
+                )
+            ),
         }
     )
     metadata = consumer.list_topics(timeout=10)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from connectors.confluent import security_config
-from connectors.kafka import KafkaSecurity
+from connectors.confluent import fetch_config, security_config
+from connectors.kafka import KafkaConsumerSettings, KafkaSecurity
 from connectors.stream import Record, TopicPartition, by_partition
 from connectors.tls import TlsFileError
 from tests.pki import make_pki
@@ -66,3 +66,13 @@ def test_records_are_grouped_by_partition_in_offset_order() -> None:
         TopicPartition("b", 0): [9],
     }
     assert by_partition([]) == {}
+
+
+def test_the_fetcher_backs_off_briefly_once_its_queue_was_full() -> None:
+    """librdkafka's default (1000 ms) made the next fetch wait up to a second after a poll
+    drained a full queue; 0 would check a full queue in a busy loop."""
+    settings = KafkaConsumerSettings(fetch_max_wait_ms=100, fetch_max_bytes=1 << 20)
+    config = fetch_config(settings)
+    assert 0 < config["fetch.queue.backoff.ms"] <= settings.fetch_max_wait_ms
+    assert config["fetch.wait.max.ms"] == 100
+    assert config["receive.message.max.bytes"] >= settings.fetch_max_bytes + 512
