@@ -26,6 +26,7 @@ Praestgaard, Scand. J. Statist. 22 (1995) 305-322. H. R. Kunsch, Ann. Statist. 1
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -92,6 +93,7 @@ def _numeric_kernel(
     window: IntArray,
     shrink: float,
     floor: float,
+    terms: FloatArray,
     ks: FloatArray,
     psi: FloatArray,
 ) -> None:
@@ -103,7 +105,9 @@ def _numeric_kernel(
     marks the last of a tie group; ``bin_end[f, b]`` is the number of sorted values in PSI
     bins 0..b-1. Per feature, one pass in sorted order accumulates every replicate's counts;
     D is evaluated in integers, |i N_w - j N_r|, as `detectors.ks` does (exact in the
-    counts' dtype: the caller picks one wide enough for N_r N_w).
+    counts' dtype: the caller picks one wide enough for N_r N_w). ``terms`` is
+    `psi_terms` of the draws' sizes where ``shrink`` is 1, else empty: a replicate and
+    feature with those sizes (nothing missing) looks its PSI terms up.
     """
     n_features, n = order.shape
     lanes, n_bins = reference.shape[1], bin_end.shape[1] - 1
@@ -152,6 +156,17 @@ def _numeric_kernel(
                 psi[r, f] = np.nan
                 continue
             ks[r, f] = np.int64(best[r]) / (n_ref * n_win)
+            if terms.shape[0] == n_win + 1 and terms.shape[1] == n_ref + 1:
+                value = 0.0
+                ref_below = win_below = 0  # counts of the bins before, as integers
+                for bin_ in range(n_bins):
+                    ref_upto = win_upto = 0
+                    if edges[bin_ + 1] > 0:  # else no value is in these bins (stale counts)
+                        ref_upto, win_upto = at_ref[bin_ + 1, r], at_win[bin_ + 1, r]
+                    value += terms[win_upto - win_below, ref_upto - ref_below]
+                    ref_below, win_below = ref_upto, win_upto
+                psi[r, f] = value
+                continue
             weight_total = m + shrink * (n_ref - m)
             value = 0.0
             before_ref = 0.0
@@ -169,6 +184,28 @@ def _numeric_kernel(
                 before_ref = upto_ref
                 before_win = upto_win
             psi[r, f] = value
+
+
+@njit(cache=True, nogil=True)
+def psi_terms(n_ref: int, n_win: int, floor: float) -> FloatArray:
+    """``(n_win + 1, n_ref + 1)``: the PSI term of a bin holding ``w`` of ``n_win`` window
+    rows and ``r`` of ``n_ref`` reference rows, computed as `_numeric_kernel` computes it
+    unshrunk (the same operations: a lookup gives the same bits). A replicate's PSI is a
+    sum of such terms over the bins: a million logarithms a calibration of 50 features,
+    where the window's and the reference's counts take a few thousand pairs of values."""
+    terms = np.empty((n_win + 1, n_ref + 1))
+    weight_total = 0 + 1.0 * (n_ref - 0)  # the kernel's m + shrink * (n_ref - m)
+    for w in range(n_win + 1):
+        share_win = max(float(w) / n_win, floor)
+        for r in range(n_ref + 1):
+            share_ref = max(float(r) / weight_total, floor)
+            terms[w, r] = (share_win - share_ref) * math.log(share_win / share_ref)
+    return terms
+
+
+MAX_TERMS = 1 << 18
+"""Most entries of a `psi_terms` table (2 MiB): beyond, the reference and window are large
+enough that the table would cost about as many logarithms as it saves."""
 
 
 class NumericResampler:
@@ -198,6 +235,9 @@ class NumericResampler:
         ks, psi = np.empty((block, p)), np.empty((block, p))
         # D compares i N_w with j N_r, at most N_r N_w: 32-bit lanes are twice as many.
         dtype = np.int32 if n_ref * n_win <= INT32_MAX else np.int64
+        terms = _NO_TERMS
+        if shrink == 1.0 and (n_ref + 1) * (n_win + 1) <= MAX_TERMS:
+            terms = _terms(n_ref, n_win)
 
         def lane_group(group: int) -> None:
             lo, hi = group * LANES, min((group + 1) * LANES, block)
@@ -211,6 +251,7 @@ class NumericResampler:
                 window,
                 shrink,
                 SHARE_FLOOR,
+                terms,
                 ks[lo:hi],
                 psi[lo:hi],
             )
@@ -218,6 +259,17 @@ class NumericResampler:
         # Replicates are independent: lane groups shared across CPUs.
         WORKERS.share(-(-block // LANES), lane_group)
         return ks, psi
+
+
+_NO_TERMS = np.empty((0, 0))
+
+
+@functools.lru_cache(maxsize=8)
+def _terms(n_ref: int, n_win: int) -> FloatArray:
+    """`psi_terms` of these sizes, shared by the calibrations of a fleet (read-only)."""
+    terms = psi_terms(n_ref, n_win, SHARE_FLOOR)
+    terms.flags.writeable = False
+    return terms
 
 
 class DrawnRows:

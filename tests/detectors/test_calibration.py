@@ -292,23 +292,32 @@ def test_resampled_statistics_equal_the_live_ones() -> None:
     picked = rng.integers(0, 800, size=300)
     window = np.bincount(picked, minlength=800)[:, None]  # one replicate: one lane
     reference = np.ones((800, 1), dtype=np.int64)  # the sample itself
-    ks, psi = np.empty((1, N_FEATURES)), np.empty((1, N_FEATURES))
-    resampling._numeric_kernel(
-        nulls.order,
-        nulls.n_observed,
-        nulls.group_end,
-        nulls.bin_end,
-        reference,
-        window,
-        1.0,
-        SHARE_FLOOR,
-        ks,
-        psi,
-    )
     window_rows = profile.numeric_rows[picked]
-    np.testing.assert_allclose(ks[0], ks_statistic(profile.sorted_sample, window_rows), rtol=1e-12)
     expected_psi = psi_numeric(window_rows, profile.bin_edges, profile.bin_fractions)
-    np.testing.assert_allclose(psi[0], expected_psi, rtol=1e-9)
+    # PSI term by term, and looked up in the table of the draws' sizes (the columns
+    # without missing values): the same bits.
+    computed = []
+    for terms in (np.empty((0, 0)), resampling.psi_terms(800, 300, SHARE_FLOOR)):
+        ks, psi = np.empty((1, N_FEATURES)), np.empty((1, N_FEATURES))
+        resampling._numeric_kernel(
+            nulls.order,
+            nulls.n_observed,
+            nulls.group_end,
+            nulls.bin_end,
+            reference,
+            window,
+            1.0,
+            SHARE_FLOOR,
+            terms,
+            ks,
+            psi,
+        )
+        np.testing.assert_allclose(
+            ks[0], ks_statistic(profile.sorted_sample, window_rows), rtol=1e-12
+        )
+        np.testing.assert_allclose(psi[0], expected_psi, rtol=1e-9)
+        computed.append(psi[0])
+    assert np.array_equal(computed[0], computed[1])
 
     counts = (np.array([400, 250, 100, 5]), np.array([30, 10]))
     buckets = CategoryBuckets.from_counts(counts)
@@ -398,7 +407,7 @@ def _min_p_by_lexsort(
 
 
 def test_the_copula_min_p_is_the_lexsort_one() -> None:
-    """Each column sorted along a contiguous row (a quicksort, its runs of ties put back in
+    """Each column sorted along a contiguous row (a quicksort, its runs of ties ranked in
     replicate order) gives exactly the min-p of one lexsort down the columns: ties (lattice
     values), NaN, a column of one value, columns left out."""
     rng = np.random.default_rng(11)
