@@ -143,6 +143,10 @@ class ColumnLearner:
         self._texts: list[int] = []
         # Row-major chunks as taken; a later chunk may be wider (names seen later).
         self._chunks: list[tuple[FloatArray, npt.NDArray[np.object_]]] = []
+        # The names of the last row read value by value, and their columns: a later
+        # `take` whose rows hold them, floats only, keeps them as they are from its first
+        # row on (a fleet's batch brings each version a few rows per `take`).
+        self._recent: tuple[tuple[str, ...], list[int | None]] | None = None
 
     @property
     def complete(self) -> bool:
@@ -161,6 +165,8 @@ class ColumnLearner:
         texts: list[list[str | None]] = []
         floats: dict[tuple[str, ...], _FloatRows] = {}  # by names
         last: _FloatRows | None = None  # the names of the row before, when it was held
+        if self._recent is not None:
+            last = floats[self._recent[0]] = _FloatRows(*self._recent)
         consumed = 0
         for features, prediction in zip(group.features, group.predictions, strict=True):
             if self.rows + len(numbers) >= self.size:
@@ -190,6 +196,7 @@ class ColumnLearner:
             numbers.append(number_row)
             texts.append(text_row)
             last = floats.get(names) or floats.setdefault(names, _FloatRows(names, columns))
+            self._recent = names, columns
         for rows in floats.values():
             rows.vote(self._numbers)
         if numbers:

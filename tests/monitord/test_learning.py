@@ -96,7 +96,12 @@ def _learn(
     )
 
 
-@pytest.mark.parametrize(("seed", "size", "chunk"), [(1, 3000, 500), (2, 700, 64), (3, 4000, 4000)])
+@pytest.mark.parametrize(
+    ("seed", "size", "chunk"),
+    # Takes of a few rows too, as a fleet's batches bring each version: the names of the
+    # last row read value by value carry over from one take to the next.
+    [(1, 3000, 500), (2, 700, 64), (3, 4000, 4000), (4, 900, 5), (5, 300, 1)],
+)
 def test_float_rows_in_bulk_learn_exactly_what_value_by_value_does(
     seed: int, size: int, chunk: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -111,3 +116,15 @@ def test_float_rows_in_bulk_learn_exactly_what_value_by_value_does(
     assert any(row[e] not in (None, "t") for row in in_bulk.texts)
     assert "a" in in_bulk.numeric
     assert any(wrong for _, wrong in in_bulk.taken)  # arrays and 1e200 were refused
+
+
+def test_what_is_learned_does_not_depend_on_the_takes() -> None:
+    features, predictions = _rows(6, 4500)
+    whole = _learn(features, predictions, 2000, 4500)
+    for chunk in (1, 3, 20):
+        learned = _learn(features, predictions, 2000, chunk)
+        assert learned.numbers == whole.numbers
+        assert learned.texts == whole.texts
+        assert (learned.numeric, learned.categorical) == (whole.numeric, whole.categorical)
+        assert learned.set_aside == whole.set_aside
+        assert learned.state == whole.state
