@@ -282,12 +282,16 @@ class JoinStore:
     track_coverage: bool = True  # off: no verdicts (labels.min_coverage = 0)
     newest: float = -math.inf  # event time of the newest prediction added
     label_clock: float = -math.inf  # the newest label time when last stored (expiry clock)
+    # An entry stamped further than this after the clock it falls due by is set aside
+    # (`ArrivalOrder.due`), not left to hold back those behind it (events.max_time_ahead_s).
+    max_ahead_s: float = 3600.0
     # Arrival order (time, event id); an entry whose id has left since is skipped.
     pending_order: ArrivalOrder = field(default_factory=ArrivalOrder)
     early_order: ArrivalOrder = field(default_factory=ArrivalOrder)
     done_order: deque[str] = field(default_factory=deque)
-    # Pending predictions by time, for coverage; those past expected_delay_s unlabelled.
-    due: deque[tuple[float, str]] = field(default_factory=deque)
+    # Pending predictions in arrival order, for coverage; those past expected_delay_s
+    # unlabelled.
+    due: ArrivalOrder = field(default_factory=ArrivalOrder)
     overdue: set[str] = field(default_factory=set)
     # Where each prediction's coverage verdict goes, in order: (model, version, covered).
     coverage: list[tuple[str, str, bool]] = field(default_factory=list)
@@ -329,7 +333,7 @@ class JoinStore:
         self.pending[event_id] = pending
         self.pending_order.append(pending[3], event_id)
         if self.track_coverage:
-            self.due.append((pending[3], event_id))
+            self.due.append(pending[3], event_id)
         if len(self.pending_order) > 2 * len(self.pending) + COMPACT_SLACK:
             self._compact()
         self.newest = max(self.newest, pending[3])
@@ -363,7 +367,7 @@ class JoinStore:
             pending.update(zip(ids, entries, strict=False))
             self.pending_order.extend(times, ids)
             if self.track_coverage:
-                self.due.extend(zip(times, ids, strict=True))
+                self.due.extend(times, ids)
             latest = float(np.fmax.reduce(times, initial=-math.inf))  # NaN: not a time
             self.newest = max(self.newest, latest)
         else:
@@ -390,7 +394,7 @@ class JoinStore:
             pending[event_id] = (model, version, prediction, time, offset)
             order.append(time, event_id)
             if due is not None:
-                due.append((time, event_id))
+                due.append(time, event_id)
             if time > newest:  # noqa: PLR1730 (a comparison, cheaper than a call a row; NaN: no)
                 newest = time
             if len(pending) > limit:
@@ -416,11 +420,19 @@ class JoinStore:
 
     def _compact(self) -> None:
         """Drop the order entries of ids that left (joined), which would otherwise stay
-        until their time expires: rebuilt from the dictionaries' own insertion order."""
-        self.pending_order = ArrivalOrder((p[3], e) for e, p in self.pending.items())
+        until their time expires: rebuilt from the dictionaries' own insertion order, the
+        entries set aside kept aside."""
+        pending, early = self.pending, self.early
+        self.pending_order = ArrivalOrder(
+            ((p[3], e) for e, p in pending.items()), self.pending_order.parked()
+        )
         waiting = {e for _, e in self.due}  # not swept yet
-        self.due = deque((p[3], e) for e, p in self.pending.items() if e in waiting)
-        self.early_order = ArrivalOrder((early[2], e) for e, early in self.early.items())
+        self.due = ArrivalOrder(
+            ((p[3], e) for e, p in pending.items() if e in waiting), self.due.parked()
+        )
+        self.early_order = ArrivalOrder(
+            ((label[2], e) for e, label in early.items()), self.early_order.parked()
+        )
 
     def take(self, label: Label, counts: Counter[tuple[str, str]]) -> Joined | bool | None:
         """The label's prediction if it waits here (joined); False if this store knows the
@@ -494,17 +506,16 @@ class JoinStore:
 
     def expire(self, now: float, counts: Counter[tuple[str, str]]) -> None:
         """Give up predictions and early labels older than ``max_delay_s`` at event time
-        ``now`` (the newest label time seen)."""
-        cutoff = now - self.max_delay_s
-        order = self.pending_order
-        while order and not order.first_time() >= cutoff:  # NaN times go too
-            _, event_id = order.popleft()
-            if event_id in self.pending:
+        ``now`` (the newest label time seen); one stamped more than ``max_ahead_s`` after
+        ``now`` does not hold back those that came after it."""
+        cutoff, horizon = now - self.max_delay_s, now + self.max_ahead_s
+        pending = self.pending
+        for event_id in self.pending_order.due(cutoff, horizon):  # NaN times go too
+            if event_id in pending:
                 self._give_up(event_id, counts)
-        order = self.early_order
-        while order and not order.first_time() >= cutoff:
-            _, event_id = order.popleft()
-            if self.early.pop(event_id, None) is not None:
+        early = self.early
+        for event_id in self.early_order.due(cutoff, horizon):
+            if early.pop(event_id, None) is not None:
                 self.changed = True
                 counts["", "orphan"] += 1
 
@@ -522,11 +533,10 @@ class JoinStore:
 
     def sweep(self, now: float) -> None:
         """Predictions still unlabelled ``expected_delay_s`` before event time ``now`` are
-        not covered (each told once; they keep waiting for their label)."""
+        not covered (each told once; they keep waiting for their label). One stamped more
+        than ``max_ahead_s`` after ``now`` does not hold back those that came after it."""
         cutoff = now - self.expected_delay_s
-        due = self.due
-        while due and due[0][0] < cutoff:
-            _, event_id = due.popleft()
+        for event_id in self.due.due(cutoff, now + self.max_ahead_s):
             pending = self.pending.get(event_id)
             if pending is not None and event_id not in self.overdue:
                 self.overdue.add(event_id)
@@ -557,11 +567,23 @@ class JoinStore:
                 "done": self.done,
                 "due": [entry for entry in self.due if entry[1] in self.pending],
                 "overdue": sorted(self.overdue),
+                "parked": self._parked(),
                 "newest": self.newest if math.isfinite(self.newest) else None,
                 "label_clock": self.label_clock if math.isfinite(self.label_clock) else None,
             },
             option=orjson.OPT_SERIALIZE_NUMPY,
         )
+
+    def _parked(self) -> dict[str, list[str]]:
+        """The ids each order has set aside (`ArrivalOrder.due`) and still holds, so that a
+        restored store falls due as this one would."""
+        pending, early = self.pending, self.early
+        parked = {
+            "pending": [e for e in self.pending_order.parked() if e in pending],
+            "early": [e for e in self.early_order.parked() if e in early],
+            "due": [e for e in self.due.parked() if e in pending],
+        }
+        return {name: sorted(ids) for name, ids in parked.items() if ids}
 
     def restore(self, blob: bytes) -> None:
         data = orjson.loads(blob)
@@ -582,9 +604,16 @@ class JoinStore:
         }
         self.done = dict(data["done"])  # an object, or [event id, label] rows at first
         self.done_order = deque(self.done)
-        self.pending_order = ArrivalOrder((p[3], e) for e, p in self.pending.items())
-        self.early_order = ArrivalOrder((early[2], e) for e, early in self.early.items())
-        self.due = deque((_float(t), e) for t, e in data.get("due", ()))
+        parked = data.get("parked", {})
+        self.pending_order = ArrivalOrder(
+            ((p[3], e) for e, p in self.pending.items()), set(parked.get("pending", ()))
+        )
+        self.early_order = ArrivalOrder(
+            ((early[2], e) for e, early in self.early.items()), set(parked.get("early", ()))
+        )
+        self.due = ArrivalOrder(
+            ((_float(t), e) for t, e in data.get("due", ())), set(parked.get("due", ()))
+        )
         self.overdue = set(data.get("overdue", ()))
         newest = data.get("newest")
         self.newest = -math.inf if newest is None else float(newest)
@@ -854,6 +883,7 @@ class LabelJoin:
                 settings.max_delay_s,
                 settings.remember_joined,
                 expected_delay_s=settings.expected_delay_s,
+                max_ahead_s=self.fields.max_time_ahead_s,
                 track_coverage=settings.min_coverage > 0,
                 coverage=self.coverage,
             )

@@ -371,6 +371,27 @@ def test_an_early_label_waits_for_its_prediction_and_survives_a_snapshot() -> No
     assert counts == {("m", "joined"): 1}
 
 
+def test_a_prediction_stamped_far_ahead_holds_back_nothing_after_a_restore() -> None:
+    store, counts = _store(max_pending=10), Counter[tuple[str, str]]()
+    store.expected_delay_s, store.coverage = 20.0, []
+    record = Record("in", 0, 0, None, b"", 0)
+    store.add("far", ("m", "1", 0, 1e10, 0), record, counts)  # a clock in the year 2286
+    for i in range(1, 4):
+        store.add(f"e{i}", ("m", "1", 0, float(i), i), record, counts)
+    store.sweep(50.0)  # passes over "far", which stays aside
+    assert [covered for *_, covered in store.coverage] == [False] * 3
+    copy = _store(max_pending=10)
+    copy.expected_delay_s, copy.coverage = 20.0, []
+    copy.restore(store.snapshot())
+    assert copy.pending_order.parked() == set()  # not swept yet: expiry has not met it
+    assert copy.due.parked() == store.due.parked() == {"far"}
+    for joins in (store, copy):
+        joins.expire(110.0, counts)
+        assert list(joins.pending) == ["far"]
+        assert joins.pending_order.parked() == {"far"}
+    assert counts == {("m", "evicted"): 6}
+
+
 def test_a_join_store_of_the_first_checkpoint_format_restores() -> None:
     # Written before pending and done were stored as JSON objects: rows of [id, *entry].
     first = orjson.dumps(
