@@ -5,6 +5,12 @@ and their arrival order beside them, so that the oldest is found in constant tim
 the front of a dictionary leaves holes that every later pop scans). An id that has left
 its dictionary since (joined) stays in the order until it is skipped or compacted away.
 
+Entries fall due by time (`due`) from the front, so one stamped far after the others (a
+producer's clock ahead, or a hostile time) would hold back every entry behind it. `due`
+therefore sets such an entry aside (*parks* it) in a heap by time, where it falls due in
+its turn: each entry is parked at most once, so the cost stays constant per entry. Parked
+entries arrived before every entry still in line, so `oldest` looks at them first.
+
 The times and the ids are two deques rather than one deque of pairs: a pair would be one
 more object per prediction to allocate and for the garbage collector to scan, and a batch
 of predictions extends both deques in C.
@@ -12,20 +18,30 @@ of predictions extends both deques in C.
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Container, Iterable, Iterator, Sequence
 
 
 class ArrivalOrder:
-    """Entries ``(time, event id)`` in arrival order."""
+    """Entries ``(time, event id)`` in arrival order, those parked by `due` first."""
 
-    __slots__ = ("_ids", "_times")
+    __slots__ = ("_ids", "_parked", "_parked_ids", "_times")
 
-    def __init__(self, entries: Iterable[tuple[float, str]] = ()) -> None:
+    def __init__(
+        self, entries: Iterable[tuple[float, str]] = (), parked: Container[str] = ()
+    ) -> None:
+        """``entries`` in arrival order; those whose id is in ``parked`` go straight to the
+        parked entries (a store rebuilt keeps what its order had set aside)."""
         self._times: deque[float] = deque()
         self._ids: deque[str] = deque()
+        self._parked: list[tuple[float, str]] = []  # a heap by (time, event id)
+        self._parked_ids: deque[str] = deque()  # the parked ids in arrival order
         for time, event_id in entries:
-            self.append(time, event_id)
+            if event_id in parked:
+                self._park(time, event_id)
+            else:
+                self.append(time, event_id)
 
     def append(self, time: float, event_id: str) -> None:
         self._times.append(time)
@@ -39,22 +55,61 @@ class ArrivalOrder:
         self._ids.extend(event_ids)
 
     def __len__(self) -> int:
-        return len(self._ids)
+        """Entries held, those of ids that left included (what compaction weighs)."""
+        return len(self._ids) + len(self._parked) + len(self._parked_ids)
 
     def __iter__(self) -> Iterator[tuple[float, str]]:
-        return zip(self._times, self._ids, strict=True)
+        """The parked entries (by time), then the others in arrival order."""
+        yield from sorted(self._parked)
+        yield from zip(self._times, self._ids, strict=True)
 
     def first_time(self) -> float:
-        """Time of the oldest entry (IndexError when empty)."""
+        """Time of the oldest entry in line, the parked aside (IndexError when none)."""
         return self._times[0]
 
     def popleft(self) -> tuple[float, str]:
-        """The oldest entry, removed."""
+        """The oldest entry in line (the parked aside), removed."""
         return self._times.popleft(), self._ids.popleft()
 
+    def parked(self) -> set[str]:
+        """The ids of the parked entries."""
+        return {event_id for _, event_id in self._parked}
+
+    def due(self, cutoff: float, horizon: float) -> list[str]:
+        """Remove and return the ids of the entries whose time is before ``cutoff`` (or
+        NaN): from the front, up to the first that is not, passing over (parking) those
+        stamped after ``horizon``; then the parked entries before ``cutoff``, by time."""
+        times, ids, gone = self._times, self._ids, []
+        while times:
+            time = times[0]
+            if not time >= cutoff:  # NaN times go too
+                times.popleft()
+                gone.append(ids.popleft())
+            elif time > horizon:
+                times.popleft()
+                self._park(time, ids.popleft())
+            else:
+                break
+        parked = self._parked
+        if parked and parked[0][0] < cutoff:
+            while parked and parked[0][0] < cutoff:
+                gone.append(heapq.heappop(parked)[1])
+            if not parked:  # none left aside: their places in arrival order go too
+                self._parked_ids.clear()
+        return gone
+
+    def _park(self, time: float, event_id: str) -> None:
+        heapq.heappush(self._parked, (time, event_id))
+        self._parked_ids.append(event_id)
+
     def oldest(self, entries: Container[str]) -> str:
-        """The id of the oldest entry still in ``entries`` (the entries before it dropped);
-        IndexError when none is."""
+        """The id of the oldest entry still in ``entries`` (the entries before it dropped),
+        parked ones first (they came before the others); IndexError when none is."""
+        parked = self._parked_ids
+        while parked and parked[0] not in entries:
+            parked.popleft()
+        if parked:
+            return parked[0]
         ids, times = self._ids, self._times
         while ids[0] not in entries:
             ids.popleft()

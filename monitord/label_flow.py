@@ -168,8 +168,9 @@ class LabelFlow:
         return self._releasable() or self._stuck({}) is not None
 
     def _releasable(self) -> bool:
-        """Whether held label records are before every partition's read position."""
-        oldest = self.joins.gate.oldest_ms()
+        """Whether held label records (or deferred joins) are before every partition's
+        read position."""
+        oldest = self.joins.oldest_ms()
         return oldest is not None and oldest < self._read_past_ms({})
 
     def _read_past_ms(self, read: Mapping[TopicPartition, int]) -> float:

@@ -17,8 +17,10 @@ not co-partitioned) waits as an early label until it is evicted: an orphan, coun
 is folded only once every partition of this consumer, inference and label, is read past the
 label's record time (or read to its end), merged across label partitions by time, so its
 prediction, written before it, is already in the store. A restart or a slow fetch therefore
-joins the same pairs in the same order, except a label stamped before its prediction (a
-producer's clock behind), which joins when its prediction is read.
+joins the same pairs in the same order. A label whose record time is before its prediction's
+record time (a producer's clock behind) may be released before or after its prediction is
+read, as the batches fall: either way the pair joins at the prediction's record time in the
+same gate order (`LabelJoin._turn`), the label waiting in the store meanwhile.
 """
 
 from __future__ import annotations
@@ -185,6 +187,7 @@ _VALUE, _TIMESTAMP = operator.itemgetter(4), operator.itemgetter(5)
 _PENDING_MODEL, _PENDING_VERSION, _PENDING_PREDICTION, _PENDING_TIME, _PENDING_OFFSET = (
     operator.itemgetter(i) for i in range(5)
 )
+_PENDING_RECORD_MS = operator.itemgetter(5)
 FOLD_CHUNK = 256
 """Label records folded by column at a time: an odd one sends only its chunk label by label."""
 
@@ -254,10 +257,11 @@ def _label_time(stamp: object, record: Record, max_ahead_s: float) -> float:
     return record_s
 
 
-# A pending prediction: (model, version, prediction, event time, offset).
-PendingPrediction = tuple[str, str, Any, float, int]
-# A label waiting for its prediction: (label, model or "", label time, the label's record).
-EarlyLabel = tuple[Any, str, float, Record]
+# A pending prediction: (model, version, prediction, event time, offset, record time in ms).
+PendingPrediction = tuple[str, str, Any, float, int, int]
+# A label waiting for its prediction: (label, model or "", label time, the label's record,
+# its gate time in ms).
+EarlyLabel = tuple[Any, str, float, Record, float]
 
 
 @dataclass
@@ -282,12 +286,16 @@ class JoinStore:
     track_coverage: bool = True  # off: no verdicts (labels.min_coverage = 0)
     newest: float = -math.inf  # event time of the newest prediction added
     label_clock: float = -math.inf  # the newest label time when last stored (expiry clock)
+    # An entry stamped further than this after the clock it falls due by is set aside
+    # (`ArrivalOrder.due`), not left to hold back those behind it (events.max_time_ahead_s).
+    max_ahead_s: float = 3600.0
     # Arrival order (time, event id); an entry whose id has left since is skipped.
     pending_order: ArrivalOrder = field(default_factory=ArrivalOrder)
     early_order: ArrivalOrder = field(default_factory=ArrivalOrder)
     done_order: deque[str] = field(default_factory=deque)
-    # Pending predictions by time, for coverage; those past expected_delay_s unlabelled.
-    due: deque[tuple[float, str]] = field(default_factory=deque)
+    # Pending predictions in arrival order, for coverage; those past expected_delay_s
+    # unlabelled.
+    due: ArrivalOrder = field(default_factory=ArrivalOrder)
     overdue: set[str] = field(default_factory=set)
     # Where each prediction's coverage verdict goes, in order: (model, version, covered).
     coverage: list[tuple[str, str, bool]] = field(default_factory=list)
@@ -298,14 +306,17 @@ class JoinStore:
         pending: PendingPrediction,
         record: Record,
         counts: Counter[tuple[str, str]],
+        join_early: bool = True,
     ) -> Joined | None:
-        """A prediction: joined with its early label if one waits, else pending."""
+        """A prediction: joined with its early label if one waits (unless not
+        ``join_early``: the label waits on, its join deferred by `LabelJoin`), else
+        pending."""
         self.changed = True
         model = pending[0]
-        if self.early:
+        if join_early and self.early:
             early = self.early.pop(event_id, None)
             if early is not None and early[1] in ("", model):
-                label, _, label_time, _ = early
+                label, _, label_time, _, _ = early
                 self._remember(event_id, _remembered(label))
                 counts[model, "joined"] += 1
                 if self.track_coverage:
@@ -329,7 +340,7 @@ class JoinStore:
         self.pending[event_id] = pending
         self.pending_order.append(pending[3], event_id)
         if self.track_coverage:
-            self.due.append((pending[3], event_id))
+            self.due.append(pending[3], event_id)
         if len(self.pending_order) > 2 * len(self.pending) + COMPACT_SLACK:
             self._compact()
         self.newest = max(self.newest, pending[3])
@@ -341,15 +352,15 @@ class JoinStore:
         self,
         model: str,
         version: str,
-        rows: tuple[list[str], list[Any], list[float], list[int]],
+        rows: tuple[list[str], list[Any], list[float], list[int], list[int]],
         counts: Counter[tuple[str, str]],
     ) -> None:
         """Predictions of one model version, as columns ``(event ids, predictions, event
-        times, offsets)``, as `add` would take each while no early label waits here (the
-        common case, without a call per prediction)."""
+        times, offsets, record times in ms)``, as `add` would take each while no early label
+        waits here (the common case, without a call per prediction)."""
         assert not self.early
         self.changed = True
-        ids, predictions, times, offsets = rows
+        ids, predictions, times, offsets, record_ms = rows
         pending = self.pending
         if (
             len(pending) + len(ids) <= self.max_pending
@@ -359,15 +370,15 @@ class JoinStore:
         ):
             # No duplicate and no eviction: what the loop of `_add_each` does, in C.
             model_version = itertools.repeat(model), itertools.repeat(version)  # endless
-            entries = zip(*model_version, predictions, times, offsets, strict=False)
+            entries = zip(*model_version, predictions, times, offsets, record_ms, strict=False)
             pending.update(zip(ids, entries, strict=False))
             self.pending_order.extend(times, ids)
             if self.track_coverage:
-                self.due.extend(zip(times, ids, strict=True))
+                self.due.extend(times, ids)
             latest = float(np.fmax.reduce(times, initial=-math.inf))  # NaN: not a time
             self.newest = max(self.newest, latest)
         else:
-            each = zip(ids, predictions, times, offsets, strict=True)
+            each = zip(ids, predictions, times, offsets, record_ms, strict=True)
             self._add_each(model, version, each, counts)
         if len(self.pending_order) > 2 * len(pending) + COMPACT_SLACK:
             self._compact()
@@ -376,21 +387,21 @@ class JoinStore:
         self,
         model: str,
         version: str,
-        rows: Iterable[tuple[str, Any, float, int]],
+        rows: Iterable[tuple[str, Any, float, int, int]],
         counts: Counter[tuple[str, str]],
     ) -> None:
         """`add_all` one prediction at a time: duplicates counted, the oldest evicted."""
         pending, done, order, limit = self.pending, self.done, self.pending_order, self.max_pending
         due = self.due if self.track_coverage else None
         newest = self.newest
-        for event_id, prediction, time, offset in rows:
+        for event_id, prediction, time, offset, record_ms in rows:
             if event_id in pending or event_id in done:
                 counts[model, "duplicate_prediction"] += 1
                 continue
-            pending[event_id] = (model, version, prediction, time, offset)
+            pending[event_id] = (model, version, prediction, time, offset, record_ms)
             order.append(time, event_id)
             if due is not None:
-                due.append((time, event_id))
+                due.append(time, event_id)
             if time > newest:  # noqa: PLR1730 (a comparison, cheaper than a call a row; NaN: no)
                 newest = time
             if len(pending) > limit:
@@ -416,11 +427,19 @@ class JoinStore:
 
     def _compact(self) -> None:
         """Drop the order entries of ids that left (joined), which would otherwise stay
-        until their time expires: rebuilt from the dictionaries' own insertion order."""
-        self.pending_order = ArrivalOrder((p[3], e) for e, p in self.pending.items())
+        until their time expires: rebuilt from the dictionaries' own insertion order, the
+        entries set aside kept aside."""
+        pending, early = self.pending, self.early
+        self.pending_order = ArrivalOrder(
+            ((p[3], e) for e, p in pending.items()), self.pending_order.parked()
+        )
         waiting = {e for _, e in self.due}  # not swept yet
-        self.due = deque((p[3], e) for e, p in self.pending.items() if e in waiting)
-        self.early_order = ArrivalOrder((early[2], e) for e, early in self.early.items())
+        self.due = ArrivalOrder(
+            ((p[3], e) for e, p in pending.items() if e in waiting), self.due.parked()
+        )
+        self.early_order = ArrivalOrder(
+            ((label[2], e) for e, label in early.items()), self.early_order.parked()
+        )
 
     def take(self, label: Label, counts: Counter[tuple[str, str]]) -> Joined | bool | None:
         """The label's prediction if it waits here (joined); False if this store knows the
@@ -472,39 +491,42 @@ class JoinStore:
             label.record,
         )
 
-    def wait(self, label: Label, counts: Counter[tuple[str, str]]) -> None:
-        """Keep a label whose prediction has not come (yet)."""
+    def wait(
+        self, label: Label, counts: Counter[tuple[str, str]], gate_ms: float = -math.inf
+    ) -> bool:
+        """Keep a label (released at gate time ``gate_ms``) whose prediction has not come
+        (yet), or whose join waits its turn (`LabelJoin`); False if one waits already."""
         self.changed = True
         waiting = self.early.get(label.event_id)
         if waiting is not None:  # the first stands, as once joined (`take`)
             same = _remembered(waiting[0]) == _remembered(label.label)
             counts["", "duplicate" if same else "conflicting"] += 1
-            return
+            return False
         record = label.record  # its position only: the bytes are not kept
         where = Record(
             record.topic, record.partition, record.offset, None, None, record.timestamp_ms
         )
-        self.early[label.event_id] = (label.label, label.model or "", label.time, where)
+        self.early[label.event_id] = (label.label, label.model or "", label.time, where, gate_ms)
         self.early_order.append(label.time, label.event_id)
         if len(self.early_order) > 2 * len(self.early) + COMPACT_SLACK:
             self._compact()
         if len(self.early) > self.max_pending:
             del self.early[self.early_order.oldest(self.early)]
             counts["", "orphan"] += 1
+        return True
 
     def expire(self, now: float, counts: Counter[tuple[str, str]]) -> None:
         """Give up predictions and early labels older than ``max_delay_s`` at event time
-        ``now`` (the newest label time seen)."""
-        cutoff = now - self.max_delay_s
-        order = self.pending_order
-        while order and not order.first_time() >= cutoff:  # NaN times go too
-            _, event_id = order.popleft()
-            if event_id in self.pending:
+        ``now`` (the newest label time seen); one stamped more than ``max_ahead_s`` after
+        ``now`` does not hold back those that came after it."""
+        cutoff, horizon = now - self.max_delay_s, now + self.max_ahead_s
+        pending = self.pending
+        for event_id in self.pending_order.due(cutoff, horizon):  # NaN times go too
+            if event_id in pending:
                 self._give_up(event_id, counts)
-        order = self.early_order
-        while order and not order.first_time() >= cutoff:
-            _, event_id = order.popleft()
-            if self.early.pop(event_id, None) is not None:
+        early = self.early
+        for event_id in self.early_order.due(cutoff, horizon):
+            if early.pop(event_id, None) is not None:
                 self.changed = True
                 counts["", "orphan"] += 1
 
@@ -522,11 +544,10 @@ class JoinStore:
 
     def sweep(self, now: float) -> None:
         """Predictions still unlabelled ``expected_delay_s`` before event time ``now`` are
-        not covered (each told once; they keep waiting for their label)."""
+        not covered (each told once; they keep waiting for their label). One stamped more
+        than ``max_ahead_s`` after ``now`` does not hold back those that came after it."""
         cutoff = now - self.expected_delay_s
-        due = self.due
-        while due and due[0][0] < cutoff:
-            _, event_id = due.popleft()
+        for event_id in self.due.due(cutoff, now + self.max_ahead_s):
             pending = self.pending.get(event_id)
             if pending is not None and event_id not in self.overdue:
                 self.overdue.add(event_id)
@@ -545,8 +566,8 @@ class JoinStore:
     def snapshot(self) -> bytes:
         """The store as one JSON document (record fields of early labels included)."""
         early = [
-            [event_id, label, model, time, [*record[:3], record.timestamp_ms]]
-            for event_id, (label, model, time, record) in self.early.items()
+            [event_id, label, model, time, [*record[:3], record.timestamp_ms], gate]
+            for event_id, (label, model, time, record, gate) in self.early.items()
         ]
         # Dictionaries as JSON objects (their order is their arrival order): no list per
         # entry to build, at up to 200,000 entries each.
@@ -557,19 +578,33 @@ class JoinStore:
                 "done": self.done,
                 "due": [entry for entry in self.due if entry[1] in self.pending],
                 "overdue": sorted(self.overdue),
+                "parked": self._parked(),
                 "newest": self.newest if math.isfinite(self.newest) else None,
                 "label_clock": self.label_clock if math.isfinite(self.label_clock) else None,
             },
             option=orjson.OPT_SERIALIZE_NUMPY,
         )
 
+    def _parked(self) -> dict[str, list[str]]:
+        """The ids each order has set aside (`ArrivalOrder.due`) and still holds, so that a
+        restored store falls due as this one would."""
+        pending, early = self.pending, self.early
+        parked = {
+            "pending": [e for e in self.pending_order.parked() if e in pending],
+            "early": [e for e in self.early_order.parked() if e in early],
+            "due": [e for e in self.due.parked() if e in pending],
+        }
+        return {name: sorted(ids) for name, ids in parked.items() if ids}
+
     def restore(self, blob: bytes) -> None:
         data = orjson.loads(blob)
         pending = data["pending"]
         if isinstance(pending, list):  # the first format: [event id, *entry] rows
             pending = {row[0]: row[1:] for row in pending}
+        # Record times came in later: a prediction stored without one joins as untimed.
         self.pending = {
-            e: (row[0], row[1], row[2], _float(row[3]), row[4]) for e, row in pending.items()
+            e: (row[0], row[1], row[2], _float(row[3]), row[4], row[5] if len(row) > 5 else -1)
+            for e, row in pending.items()
         }
         self.early = {
             row[0]: (
@@ -577,14 +612,22 @@ class JoinStore:
                 row[2],
                 _float(row[3]),
                 Record(row[4][0], row[4][1], row[4][2], None, None, row[4][3]),
+                _gate(row[5] if len(row) > 5 else row[4][3]),
             )
             for row in data["early"]
         }
         self.done = dict(data["done"])  # an object, or [event id, label] rows at first
         self.done_order = deque(self.done)
-        self.pending_order = ArrivalOrder((p[3], e) for e, p in self.pending.items())
-        self.early_order = ArrivalOrder((early[2], e) for e, early in self.early.items())
-        self.due = deque((_float(t), e) for t, e in data.get("due", ()))
+        parked = data.get("parked", {})
+        self.pending_order = ArrivalOrder(
+            ((p[3], e) for e, p in self.pending.items()), set(parked.get("pending", ()))
+        )
+        self.early_order = ArrivalOrder(
+            ((early[2], e) for e, early in self.early.items()), set(parked.get("early", ()))
+        )
+        self.due = ArrivalOrder(
+            ((_float(t), e) for t, e in data.get("due", ())), set(parked.get("due", ()))
+        )
         self.overdue = set(data.get("overdue", ()))
         newest = data.get("newest")
         self.newest = -math.inf if newest is None else float(newest)
@@ -596,6 +639,11 @@ class JoinStore:
 def _float(value: float | None) -> float:
     """A stored time: a JSON number, or null for NaN (JSON has no NaN)."""
     return math.nan if value is None else float(value)
+
+
+def _gate(value: float | None) -> float:
+    """A stored gate time: a JSON number, or null for none yet (-inf)."""
+    return -math.inf if value is None else float(value)
 
 
 def _remembered(label: Any) -> Any:
@@ -644,7 +692,13 @@ def _runs(records: list[Record]) -> list[tuple[TopicPartition, list[Record]]]:
     return runs
 
 
-_HELD_RECORD = operator.itemgetter(1)  # of a held (gate time, record)
+_HELD_GATE, _HELD_RECORD = operator.itemgetter(0), operator.itemgetter(1)  # of a held pair
+
+
+def _position(held: tuple[float, Record]) -> tuple[float, str, int, int]:
+    """A held record's place in release order: gate time, topic, partition, offset."""
+    gate, record = held
+    return gate, record.topic, record.partition, record.offset
 
 
 def _value_sizes(records: list[Record]) -> npt.NDArray[np.int64]:
@@ -752,6 +806,10 @@ class LabelGate:
 
     def release(self, watermark_ms: float) -> list[Record]:
         """Held records whose gate time is before ``watermark_ms``, merged in order."""
+        return list(map(_HELD_RECORD, self.release_timed(watermark_ms)))
+
+    def release_timed(self, watermark_ms: float) -> list[tuple[float, Record]]:
+        """`release`, each record with its gate time."""
         ready: list[list[tuple[float, Record]]] = []
         for queue in self._held.values():
             if not queue or not queue[0][0] < watermark_ms:
@@ -768,10 +826,9 @@ class LabelGate:
             )
             ready.append(taken)
         if len(ready) == 1:
-            return list(map(_HELD_RECORD, ready[0]))
+            return ready[0]
         # Gate times never go back within a partition: each list is in order already.
-        merged = heapq.merge(*ready, key=lambda item: (item[0], *item[1][:3]))
-        return [record for _, record in merged]
+        return list(heapq.merge(*ready, key=_position))
 
     def unstick(
         self, stuck_ms: float, open_partitions: Iterable[TopicPartition]
@@ -843,6 +900,9 @@ class LabelJoin:
         self.seen_ms: dict[TopicPartition, float] = {}  # how far each partition is read (ms)
         self.coverage: list[tuple[str, str, bool]] = []  # verdicts in order, drained by the daemon
         self._restored = False  # a store was restored: early labels may meet predictions
+        # Joins deferred to their turn in gate order (`_turn`): a heap of (gate time, the
+        # label's topic, partition and offset, event id); both wait in their stores.
+        self.deferred: list[tuple[float, str, int, int, str]] = []
 
     def store(self, tp: TopicPartition) -> JoinStore:
         found = self.stores.get(tp)
@@ -854,6 +914,7 @@ class LabelJoin:
                 settings.max_delay_s,
                 settings.remember_joined,
                 expected_delay_s=settings.expected_delay_s,
+                max_ahead_s=self.fields.max_time_ahead_s,
                 track_coverage=settings.min_coverage > 0,
                 coverage=self.coverage,
             )
@@ -909,14 +970,16 @@ class LabelJoin:
                 continue
             if store is None:
                 store = self.store(tp)
+            entry = (model, version, prediction, time, record.offset, record.timestamp_ms)
             if early_waits:  # a label may have come first: hand it to this store
                 early = self._early_store(event_id)
                 if early is not None and early is not store:
                     store.early[event_id] = early.early.pop(event_id)
                     early.changed = True
-            pair = store.add(
-                event_id, (model, version, prediction, time, record.offset), record, counts
-            )
+                if self._meets_later(store, event_id, entry):
+                    store.add(event_id, entry, record, counts, join_early=False)
+                    continue
+            pair = store.add(event_id, entry, record, counts)
             if pair is not None:
                 joined.append(pair)
         self._seen(group, times, time_list)
@@ -943,10 +1006,17 @@ class LabelJoin:
             return False
         time_list = times.tolist()
         ids, predictions, offsets = group.event_ids, group.predictions, list(map(_OFFSET, records))
+        record_ms = list(map(_TIMESTAMP, records))
         start = 0
         for tp, run in _runs(records):  # each partition's run to its store
             end = start + len(run)
-            rows = ids[start:end], predictions[start:end], time_list[start:end], offsets[start:end]
+            rows = (
+                ids[start:end],
+                predictions[start:end],
+                time_list[start:end],
+                offsets[start:end],
+                record_ms[start:end],
+            )
             self.store(tp).add_all(model, version, rows, self.counts)
             start = end
         self._seen(group, times, time_list)
@@ -1009,10 +1079,78 @@ class LabelJoin:
         if self._restored:
             self._restored = False
             self._rematch(joined)
-        released = self.gate.release(watermark_ms)
+        released = self.gate.release_timed(watermark_ms)
         if released:
             self._fold(released, joined, bad)
+        self._deferred_joins((watermark_ms,), joined)
+        if released:
+            self._expire()
         return joined, bad
+
+    def _meets_later(self, store: JoinStore, event_id: str, prediction: PendingPrediction) -> bool:
+        """Whether a prediction meets its early label in ``store`` at a later turn: its
+        record came after the label's gate time. The pair then joins in gate order at the
+        prediction's record time (`_defer`), as it would had the prediction been read
+        before the label was released: the same place whatever the batches."""
+        early = store.early.get(event_id)
+        if (
+            early is None
+            or early[1] not in ("", prediction[0])
+            or event_id in store.pending
+            or event_id in store.done
+        ):
+            return False
+        turn = self._turn(prediction, early[4])
+        if turn is not None:
+            self._defer(turn, early[3], event_id)
+        return turn is not None
+
+    def _turn(self, prediction: PendingPrediction, gate_ms: float) -> float | None:
+        """When in gate order a label released at ``gate_ms`` joins ``prediction``: at the
+        prediction's record time (believable: no later than the wall clock allows) if after
+        ``gate_ms`` (the label may be released before the prediction is read, or after,
+        as the batches fall); None: at once (an untimed record joins as it comes)."""
+        record_ms = prediction[5]
+        if not record_ms > 0:
+            return None
+        turn = min(float(record_ms), (now() + self.fields.max_time_ahead_s) * 1000.0)
+        return turn if turn > gate_ms else None
+
+    def _defer(self, turn_ms: float, label: Record, event_id: str) -> None:
+        """The join of a waiting label (at ``label``'s position) at gate time ``turn_ms``:
+        its pair is released with the records of that gate time, by position (`_fold`)."""
+        heapq.heappush(
+            self.deferred, (turn_ms, label.topic, label.partition, label.offset, event_id)
+        )
+
+    def _deferred_joins(self, before: tuple[Any, ...], joined: list[Joined]) -> None:
+        """Join the deferred pairs whose turn (gate time, label's position) is before
+        ``before``, in order: the early label with the prediction that came for it, if
+        both still wait (else the label waits on as any, to be evicted)."""
+        deferred = self.deferred
+        while deferred and deferred[0][:4] < before:
+            _, topic, partition, offset, event_id = heapq.heappop(deferred)
+            store = self._early_store(event_id)
+            early = None if store is None else store.early[event_id]
+            if store is None or early is None or early[3][:3] != (topic, partition, offset):
+                continue
+            for other in (store, *self.stores.values()):
+                found = other.pending.get(event_id)
+                if found is not None and early[1] in ("", found[0]):
+                    del store.early[event_id]
+                    store.changed = True
+                    label = Label(event_id, early[0], early[1] or None, early[2], early[3])
+                    joined.append(other.join(label, found, self.counts))
+                    break
+
+    def oldest_ms(self) -> float | None:
+        """The oldest gate time a held label record or a deferred join waits at (None:
+        nothing waits)."""
+        held = self.gate.oldest_ms()
+        turn = self.deferred[0][0] if self.deferred else None
+        if held is None or turn is None:
+            return turn if held is None else held
+        return min(held, turn)
 
     def _rematch(self, joined: list[Joined]) -> None:
         """Early labels of every store against the pending predictions of every store, in
@@ -1031,26 +1169,39 @@ class LabelJoin:
             for other in stores:
                 found = other.pending.get(event_id)
                 if found is not None and early[1] in ("", found[0]):
+                    turn = self._turn(found, early[4])
+                    if turn is not None:  # a join deferred when the store was saved
+                        self._defer(turn, early[3], event_id)
+                        break
                     del store.early[event_id]
                     store.changed = True
                     label = Label(event_id, early[0], early[1] or None, early[2], early[3])
                     joined.append(other.join(label, found, self.counts))
                     break
 
-    def _fold(self, records: list[Record], joined: list[Joined], bad: list[BadRecord]) -> None:
-        """Fold released label records in order, a chunk at a time: a chunk of the common
-        case (well-formed labels naming no model and no time, whose predictions wait) by
-        column (`_fold_plain`), any other label by label (`_fold_each`)."""
+    def _fold(
+        self, released: list[tuple[float, Record]], joined: list[Joined], bad: list[BadRecord]
+    ) -> None:
+        """Fold released label records ``(gate time, record)`` in order, a chunk at a time:
+        a chunk of the common case (well-formed labels naming no model and no time, whose
+        predictions wait, read before the labels were released) by column (`_fold_plain`),
+        any other label by label (`_fold_each`); deferred joins in their turn."""
         stores = list(self.stores.values())
         # The stores predictions wait in, in the order `_fold_label` looks (another may
         # hold early labels only, as a label partition's store does once a label came
         # before its prediction). Coverage verdicts are given label by label.
         waiting = [store for store in stores if store.pending and not store.track_coverage]
         latest_ms = (now() + self.fields.max_time_ahead_s) * 1000.0
-        for first in range(0, len(records), FOLD_CHUNK):
-            chunk = records[first : first + FOLD_CHUNK]
-            if not waiting or not self._fold_plain(chunk, waiting, latest_ms, joined):
+        for first in range(0, len(released), FOLD_CHUNK):
+            chunk = released[first : first + FOLD_CHUNK]
+            if self.deferred:
+                self._deferred_joins(_position(chunk[0]), joined)
+            plain = not (self.deferred and self.deferred[0][:4] < _position(chunk[-1]))
+            if not (plain and waiting and self._fold_plain(chunk, waiting, latest_ms, joined)):
                 self._fold_each(chunk, stores, joined, bad)
+
+    def _expire(self) -> None:
+        """Give up what waited too long, by the clock the streams have got to."""
         # The clock predictions expire by: no later than both streams have got, nor than the
         # wall clock allows, so one label or record stamped far ahead cannot expire them all.
         clock = min(
@@ -1062,13 +1213,14 @@ class LabelJoin:
 
     def _fold_plain(
         self,
-        records: list[Record],
+        released: list[tuple[float, Record]],
         waiting: list[JoinStore],
         latest_ms: float,
         joined: list[Joined],
     ) -> bool:
         """Join a chunk of label records by column if every one is the common case (as
         `_fold_each` would, label by label); False (nothing done) if any is not."""
+        records = list(map(_HELD_RECORD, released))
         plain = self._plain_chunk(records, latest_ms)
         if plain is None:
             return False
@@ -1080,6 +1232,10 @@ class LabelJoin:
         times = np.array(stamps, dtype=np.float64) / 1000.0
         waited = times - np.fromiter(map(_PENDING_TIME, found), np.float64, len(found))
         if np.any(waited > self.settings.max_delay_s):  # given up on: counted one by one
+            return False
+        read_ms = np.fromiter(map(_PENDING_RECORD_MS, found), np.float64, len(found))
+        gates = np.fromiter(map(_HELD_GATE, released), np.float64, len(released))
+        if np.any(read_ms > gates):  # a prediction read after its label: `_turn`
             return False
         # Committed from here: each label joins its prediction, as `JoinStore.join` does.
         if owners is None:
@@ -1151,21 +1307,29 @@ class LabelJoin:
 
     def _fold_each(
         self,
-        records: list[Record],
+        released: list[tuple[float, Record]],
         stores: list[JoinStore],
         joined: list[Joined],
         bad: list[BadRecord],
     ) -> None:
         """Fold label records one by one: `decode_labels`, then `_fold_label` (what
-        `_fold_plain` does by column for the common case)."""
+        `_fold_plain` does by column for the common case), deferred joins in their turn."""
+        gate_of = {id(record): gate for gate, record in released}
+        records = list(map(_HELD_RECORD, released))
         labels, refused = decode_labels(records, self.fields, self.max_id_chars)
         bad += refused
         for label in labels:
+            gate = gate_of[id(label.record)]
+            if self.deferred:
+                self._deferred_joins((gate, *label.record[:3]), joined)
             self.newest_label_s = max(self.newest_label_s, label.time)
-            self._fold_label(label, stores, joined)
+            self._fold_label(label, gate, stores, joined)
 
-    def _fold_label(self, label: Label, stores: list[JoinStore], joined: list[Joined]) -> None:
-        """One decoded label: joined, counted as done, or kept waiting for its prediction."""
+    def _fold_label(
+        self, label: Label, gate_ms: float, stores: list[JoinStore], joined: list[Joined]
+    ) -> None:
+        """One decoded label (released at ``gate_ms``): joined, counted as done, or kept
+        waiting for its prediction or for its turn to join it (`_turn`)."""
         counts, event_id, found = self.counts, label.event_id, None
         for store in stores:  # the common case first: its prediction waits, in time
             found = store.pending.get(event_id)
@@ -1176,7 +1340,11 @@ class LabelJoin:
             and (label.model is None or label.model == found[0])
             and not label.time - found[3] > self.settings.max_delay_s
         ):
-            joined.append(store.join(label, found, counts))
+            turn = self._turn(found, gate_ms)
+            if turn is None:
+                joined.append(store.join(label, found, counts))
+            elif store.wait(label, counts, gate_ms):
+                self._defer(turn, label.record, event_id)
             return
         outcome: Joined | bool | None = None
         for store in stores:
@@ -1186,7 +1354,7 @@ class LabelJoin:
         if isinstance(outcome, Joined):
             joined.append(outcome)
         elif outcome is None:  # no prediction yet: it waits with its own partition
-            self.store(label.record.topic_partition).wait(label, counts)
+            self.store(label.record.topic_partition).wait(label, counts, gate_ms)
             stores[:] = list(self.stores.values())  # that store may be new
 
     def unstick(
@@ -1199,7 +1367,8 @@ class LabelJoin:
         joined: list[Joined] = []
         bad: list[BadRecord] = []
         if released:
-            self._fold(released, joined, bad)
+            self._fold([(stuck_ms, record) for record in released], joined, bad)
+            self._expire()
         return joined, bad, again
 
     def first_held(self, tp: TopicPartition) -> int | None:

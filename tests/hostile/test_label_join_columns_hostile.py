@@ -464,9 +464,9 @@ def test_predictions_added_by_column_as_one_by_one(max_pending: int) -> None:
         if times and batch % 2:
             times[-1] = batch + 101.0  # the newest prediction last
         offsets = list(range(batch * 100, batch * 100 + n))
-        stores[0].add_all("m", "1", (ids, predictions, times, offsets), counts[0])
+        stores[0].add_all("m", "1", (ids, predictions, times, offsets, [0] * n), counts[0])
         for row in zip(ids, predictions, times, offsets, strict=True):
-            stores[1].add(row[0], ("m", "1", *row[1:]), record, counts[1])
+            stores[1].add(row[0], ("m", "1", *row[1:], 0), record, counts[1])
         if batch % 3 == 2:  # some join, then expire: ids done (joined or given up)
             joined = list(stores[0].pending)[: rnd.randint(0, 5)]
             for store in stores:

@@ -176,12 +176,6 @@ def test_labels_of_one_model_on_several_partitions_keep_their_order_across_a_cra
     assert _rows(second) == _rows(uninterrupted)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a label released before its prediction (its record stamped earlier) waits as an "
-    "early label and joins when the prediction is folded (JoinStore.add): its place in the "
-    "stream depends on which labels the batches released before then",
-)
 def test_early_labels_keep_their_place_in_the_stream_across_a_crash(tmp_path: Path) -> None:
     records = _stream(1, 3000, partitions=1, early=0.05)
     config = _config(max_poll_records=250)
@@ -193,6 +187,18 @@ def test_early_labels_keep_their_place_in_the_stream_across_a_crash(tmp_path: Pa
     second = RecordedRun(config, records, tmp_path / "crashed.sqlite", committed=committed)
     second.drain()
     assert _rows(second) == _rows(uninterrupted)
+
+
+@pytest.mark.parametrize("partitions", [1, 3])
+def test_early_labels_keep_their_place_in_the_stream_whatever_the_batch_size(
+    partitions: int,
+) -> None:
+    # A fifth of the labels stamped before their predictions: released before or after
+    # their prediction is read as the batch sizes fall, each pair joins in the same place.
+    records = _stream(2, 3000, partitions=partitions, early=0.2)
+    runs = [RecordedRun(_config(max_poll_records=n), records).drain() for n in (97, 250, 700)]
+    assert _rows(runs[0]) == _rows(runs[1]) == _rows(runs[2])
+    assert all(_joined(run) == 3000 for run in runs)
 
 
 def test_predictions_restored_by_a_rebalance_meet_the_labels_folded_meanwhile(

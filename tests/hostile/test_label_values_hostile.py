@@ -413,13 +413,6 @@ def test_an_untimed_event_stamped_in_the_far_future_releases_no_label_early() ->
     assert counts["", "orphan"] == 0, counts
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="JoinStore expires predictions and early labels, and sweeps coverage, from the "
-    "head of arrival-ordered deques (ArrivalOrder, due) and stops at the first entry not yet "
-    "due: one prediction stamped far ahead of the stream, first in, stops age expiry (only "
-    "labels.max_pending evicts) and every coverage verdict behind it",
-)
 @pytest.mark.parametrize("record_ms", [-1, 4_102_444_800_000], ids=["untimed", "year-2100"])
 def test_one_prediction_stamped_in_the_far_future_does_not_stop_expiry_or_coverage(
     record_ms: int,

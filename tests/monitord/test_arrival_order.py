@@ -34,3 +34,29 @@ def test_oldest_skips_ids_that_left() -> None:
 def test_extend_refuses_columns_of_unequal_length() -> None:
     with pytest.raises(ValueError, match="times: 1 for 2 event ids"):
         ArrivalOrder().extend([1.0], ["a", "b"])
+
+
+def test_an_entry_stamped_past_the_horizon_is_set_aside_not_in_the_way() -> None:
+    order = ArrivalOrder([(1e9, "far"), (1.0, "a"), (2.0, "b"), (50.0, "c")])
+    # "far" would hold back every entry behind it: it is parked, "c" (not due, within the
+    # horizon) stops the walk, as an entry in line does.
+    assert order.due(cutoff=10.0, horizon=100.0) == ["a", "b"]
+    assert order.parked() == {"far"}
+    assert order.first_time() == 50.0
+    assert list(order) == [(1e9, "far"), (50.0, "c")]
+    order.append(math.nan, "d")
+    assert order.due(cutoff=60.0, horizon=100.0) == ["c", "d"]  # NaN: no time, due at once
+    assert order.due(cutoff=2e9, horizon=3e9) == ["far"]  # a parked entry falls due by time
+    assert not order
+
+
+def test_parked_entries_are_the_oldest_and_survive_a_rebuild() -> None:
+    order = ArrivalOrder([(1e9, "x"), (2e9, "y"), (1.0, "a")])
+    assert order.due(cutoff=0.0, horizon=100.0) == []
+    assert order.oldest({"x", "y", "a"}) == "x"  # they came first
+    assert order.oldest({"y", "a"}) == "y"
+    assert order.oldest({"a"}) == "a"
+    rebuilt = ArrivalOrder([(2e9, "y"), (1.0, "a")], parked={"y"})
+    assert rebuilt.parked() == {"y"}
+    assert rebuilt.due(cutoff=5.0, horizon=100.0) == ["a"]
+    assert len(rebuilt) == 2  # the heap entry and its place in arrival order

@@ -342,7 +342,7 @@ def test_join_store_counts_duplicates_conflicts_late_and_evicted_labels() -> Non
     store, counts = _store(), Counter[tuple[str, str]]()
     record = Record("in", 0, 0, None, b"", 0)
     for i in range(4):  # one more than max_pending: the oldest is evicted
-        assert store.add(f"e{i}", ("m", "1", 0.5, float(i), i), record, counts) is None
+        assert store.add(f"e{i}", ("m", "1", 0.5, float(i), i, 0), record, counts) is None
     assert store.take(_label("e1", 1), counts) is not None
     assert store.take(_label("e1", 1), counts) is False  # the same label again
     assert store.take(_label("e1", 0), counts) is False  # another label for it
@@ -364,11 +364,34 @@ def test_an_early_label_waits_for_its_prediction_and_survives_a_snapshot() -> No
     store.wait(_label("e7", "cat"), counts)
     copy = _store()
     copy.restore(store.snapshot())
-    joined = copy.add("e7", ("m", "1", "dog", 5.0, 42), Record("in", 0, 42, None, b"", 0), counts)
+    joined = copy.add(
+        "e7", ("m", "1", "dog", 5.0, 42, 0), Record("in", 0, 42, None, b"", 0), counts
+    )
     assert joined is not None
     assert (joined.label, joined.prediction, joined.offset) == ("cat", "dog", 42)
     copy.expire(1e9, counts)
     assert counts == {("m", "joined"): 1}
+
+
+def test_a_prediction_stamped_far_ahead_holds_back_nothing_after_a_restore() -> None:
+    store, counts = _store(max_pending=10), Counter[tuple[str, str]]()
+    store.expected_delay_s, store.coverage = 20.0, []
+    record = Record("in", 0, 0, None, b"", 0)
+    store.add("far", ("m", "1", 0, 1e10, 0, 0), record, counts)  # a clock in the year 2286
+    for i in range(1, 4):
+        store.add(f"e{i}", ("m", "1", 0, float(i), i, 0), record, counts)
+    store.sweep(50.0)  # passes over "far", which stays aside
+    assert [covered for *_, covered in store.coverage] == [False] * 3
+    copy = _store(max_pending=10)
+    copy.expected_delay_s, copy.coverage = 20.0, []
+    copy.restore(store.snapshot())
+    assert copy.pending_order.parked() == set()  # not swept yet: expiry has not met it
+    assert copy.due.parked() == store.due.parked() == {"far"}
+    for joins in (store, copy):
+        joins.expire(110.0, counts)
+        assert list(joins.pending) == ["far"]
+        assert joins.pending_order.parked() == {"far"}
+    assert counts == {("m", "evicted"): 6}
 
 
 def test_a_join_store_of_the_first_checkpoint_format_restores() -> None:
@@ -390,7 +413,7 @@ def test_a_join_store_of_the_first_checkpoint_format_restores() -> None:
     again.restore(store.snapshot())
     for restored in (store, again):
         assert list(restored.pending) == ["e1", "e2"]
-        assert restored.pending["e1"] == ("m", "1", "dog", 5.0, 41)
+        assert restored.pending["e1"] == ("m", "1", "dog", 5.0, 41, -1)  # record time unknown
         assert math.isnan(restored.pending["e2"][3])
         assert (list(restored.done), list(restored.due)) == (["e0"], [(5.0, "e1")])
     joined = again.take(_label("e1", "cat"), counts)
