@@ -205,9 +205,10 @@ def test_kill9_while_joining_labels_joins_each_once_with_the_same_outputs(
     # mid-save. Counted on both topics: the inference topic alone is read far ahead of the
     # labels (they wait for it in the gate), and a life could read it to its end between a
     # target and its kill, leaving the next life no inference offset to reach. The targets
-    # lie in the first 55 % of the records: once the inference topic is read to its end,
-    # every held label is released at once, and the committed offsets jump to the end.
-    share = total // (2 * KILLS)
+    # lie in the first 47 % of the records: once the inference topic (half of them) is read
+    # to its end, every held label is released at once, and the committed offsets jump to
+    # the end (targets up to 55 % let a life finish before its kill, one run in several).
+    share = total // (2 * KILLS + 2)
     targets = [share * k + int(rng.integers(0, share // 2)) for k in range(1, KILLS + 1)]
     pause = threading.Event()
     with daemons() as start:
