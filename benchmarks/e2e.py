@@ -259,7 +259,9 @@ def daemon_consume(
                 "detection": {"warmup_events": 5000, "window_size": 1000},
                 "checkpoint": {"store": store},
                 "state_dir": state_dir,
-                "labels": {"topics": [LABELS] if labels else []},
+                # The labels come after every event: each prediction waits for its label
+                # (the default 200,000 per partition would evict most of a full run's).
+                "labels": {"topics": [LABELS] if labels else [], "max_pending": max(n, 200_000)},
             }
         )
         records = 2 * n if labels else n
