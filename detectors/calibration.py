@@ -326,12 +326,11 @@ def _copula_min_p(
     # numpy's quicksort (several times its stable sort), its runs of ties then ranked in
     # replicate order: the stable order, cheaper. Columns in parts, on the calibration's
     # threads (both steps release the GIL); the least over the parts is exact.
-    parts = np.array_split(np.arange(by_column.shape[0]), min(WORKERS.size + 1, len(by_column)))
+    parts = np.array_split(by_column, min(WORKERS.size + 1, len(by_column)))  # row views
     smallest_of = np.ones((len(parts), b))
 
     def rank(k: int) -> None:
-        rows = by_column[parts[k][0] : parts[k][-1] + 1]
-        _ranked_min_p(rows, np.argsort(rows, axis=1), jitter, smallest_of[k])
+        _ranked_min_p(parts[k], np.argsort(parts[k], axis=1), jitter, smallest_of[k])
 
     WORKERS.share(len(parts), rank)
     smallest = smallest_of.min(axis=0)

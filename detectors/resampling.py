@@ -194,11 +194,11 @@ def psi_terms(n_ref: int, n_win: int, floor: float) -> FloatArray:
     sum of such terms over the bins: a million logarithms a calibration of 50 features,
     where the window's and the reference's counts take a few thousand pairs of values."""
     terms = np.empty((n_win + 1, n_ref + 1))
-    weight_total = 0 + 1.0 * (n_ref - 0)  # the kernel's m + shrink * (n_ref - m)
     for w in range(n_win + 1):
         share_win = max(float(w) / n_win, floor)
         for r in range(n_ref + 1):
-            share_ref = max(float(r) / weight_total, floor)
+            # The kernel's weight total m + shrink * (n_ref - m) is n_ref exactly unshrunk.
+            share_ref = max(float(r) / float(n_ref), floor)
             terms[w, r] = (share_win - share_ref) * math.log(share_win / share_ref)
     return terms
 
