@@ -194,6 +194,24 @@ def _gated(
     return run
 
 
+def _step_until_paused(run: RecordedRun, partition: TopicPartition, steps: int = 50) -> None:
+    """Step ``run`` until the full gate pauses ``partition`` (at most ``steps`` steps; the
+    caller asserts it paused)."""
+    for _ in range(steps):
+        run.daemon.step(0.0)
+        if partition in run.source.paused():
+            return
+
+
+def _crashed_and_restored(first: RecordedRun, records: list[Record], tmp_path: Path) -> RecordedRun:
+    """``first`` checkpointed, one more step, killed; a second run from its checkpoints and
+    commits, drained."""
+    first.daemon.checkpoint()
+    first.daemon.step(0.0)
+    first.crash()
+    return _drained(_gated(_config(), records, tmp_path / "s.sqlite", first.source.committed))
+
+
 def _drained(run: RecordedRun, steps: int = 400) -> RecordedRun:
     """Steps until nothing is polled twice in a row (bounded: a stall fails, not hangs)."""
     idle = 0
@@ -265,10 +283,7 @@ def test_a_gate_full_of_labels_of_one_record_time_unsticks_on_an_idle_poll() -> 
     lagging = [_prediction(int(j * 0.09), 1, j, f"x{j}", 0) for j in range(3000)]
     run = _gated(_config(), _events(n) + lagging + labels)
     label_partition = TopicPartition("labels", 0)
-    for _ in range(50):
-        run.daemon.step(0.0)
-        if label_partition in run.source.paused():
-            break
+    _step_until_paused(run, label_partition)
     assert label_partition in run.source.paused()
     assert run.daemon.joins.seen_ms[TopicPartition("in", 1)] < (T0 + 300) * 1000
     run.source.revoke([TopicPartition("in", 1)])
@@ -305,10 +320,7 @@ def test_a_label_partition_revoked_and_reassigned_while_paused_is_read_again(
     labels = [_padded_label(i, i, int((T0 + n + i) * 1000)) for i in range(n)]
     run = _gated(_config(), _events(3000) + labels, tmp_path / "s.sqlite")
     label_partition = TopicPartition("labels", 0)
-    for _ in range(50):
-        run.daemon.step(0.0)
-        if label_partition in run.source.paused():
-            break
+    _step_until_paused(run, label_partition)
     assert label_partition in run.source.paused()
     run.source.revoke([label_partition])
     run.daemon.step(0.0)
@@ -326,16 +338,9 @@ def test_a_crash_while_a_label_partition_is_paused_joins_every_label_once(
     labels = [_padded_label(i, i, int((T0 + n + i) * 1000)) for i in range(n)]
     records = _events(3000) + labels
     first = _gated(_config(), records, tmp_path / "s.sqlite")
-    for _ in range(50):
-        first.daemon.step(0.0)
-        if TopicPartition("labels", 0) in first.source.paused():
-            break
+    _step_until_paused(first, TopicPartition("labels", 0))
     assert TopicPartition("labels", 0) in first.source.paused()
-    first.daemon.checkpoint()
-    first.daemon.step(0.0)
-    first.crash()
-    second = _gated(_config(), records, tmp_path / "s.sqlite", first.source.committed)
-    _drained(second)
+    second = _crashed_and_restored(first, records, tmp_path)
     assert second.daemon.performance.versions[KEY].rows == n  # none twice, none lost
     assert second.daemon.joins.pending() == 3000 - n
 
@@ -352,11 +357,7 @@ def test_a_crash_amid_labels_of_one_record_time_joins_every_label_once(
     records = _events(3000) + labels
     first = _gated(_config(), records, tmp_path / "s.sqlite")
     first.steps(steps)
-    first.daemon.checkpoint()
-    first.daemon.step(0.0)
-    first.crash()
-    second = _gated(_config(), records, tmp_path / "s.sqlite", first.source.committed)
-    _drained(second)
+    second = _crashed_and_restored(first, records, tmp_path)
     assert second.daemon.performance.versions[KEY].rows == n  # none twice, none lost
     assert second.daemon.joins.pending() == 3000 - n
 

@@ -243,6 +243,18 @@ def configs(
     return built
 
 
+def produced(
+    tmp_path: Path,
+    broker: EmbeddedBroker,
+    unique_name: Callable[[str], str],
+    kafka_client: str,
+) -> tuple[Stream, dict[str, Config]]:
+    """A stream on fresh topics, produced, and the settings of the daemons reading it."""
+    stream = Stream(unique_name("keyed"), unique_name("unkeyed"), unique_name("labels"))
+    stream.produce(broker.bootstrap)
+    return stream, configs(tmp_path, broker.bootstrap, stream, unique_name, kafka_client)
+
+
 @pytest.mark.kafka
 def test_labels_join_once_through_the_repartition_topic_across_a_restart(
     tmp_path: Path,
@@ -251,9 +263,7 @@ def test_labels_join_once_through_the_repartition_topic_across_a_restart(
     apps: list[App],
     kafka_client: str,
 ) -> None:
-    stream = Stream(unique_name("keyed"), unique_name("unkeyed"), unique_name("labels"))
-    stream.produce(broker.bootstrap)
-    settings = configs(tmp_path, broker.bootstrap, stream, unique_name, kafka_client)
+    stream, settings = produced(tmp_path, broker, unique_name, kafka_client)
     expected = stream.labelled()
     events = stream.models * stream.per_model
     through = uninterrupted(apps, settings["repartitioned"], stream)
@@ -305,9 +315,7 @@ def test_labels_through_the_repartition_topic_give_the_outputs_of_keyed_input(
     apps: list[App],
     kafka_client: str,
 ) -> None:
-    stream = Stream(unique_name("keyed"), unique_name("unkeyed"), unique_name("labels"))
-    stream.produce(broker.bootstrap)
-    settings = configs(tmp_path, broker.bootstrap, stream, unique_name, kafka_client)
+    stream, settings = produced(tmp_path, broker, unique_name, kafka_client)
     without = uninterrupted(apps, settings["keyed"], stream)
     through = uninterrupted(apps, settings["repartitioned"], stream)
     assert without.rows == through.rows == stream.labelled()
