@@ -813,14 +813,15 @@ class KafkaSink(Closing):
         self,
         topic: str,
         key: bytes | None,
-        value: bytes,
+        value: bytes | None,
         headers: Sequence[tuple[str, bytes]] = (),
         *,
         partition: int | None = None,
         timestamp_ms: int | None = None,
     ) -> None:
-        """Queue a message; ``partition`` overrides the key's partition (changelogs), and
-        ``timestamp_ms`` the producer's clock (a forwarded record keeps its own)."""
+        """Queue a message (a ``value`` of None: a tombstone, for compacted topics);
+        ``partition`` overrides the key's partition (changelogs), and ``timestamp_ms`` the
+        producer's clock (a forwarded record keeps its own)."""
         self._check_open()
         if self._producer is None:  # replaced after it stopped delivering (see `flush`)
             self._producer = self._connect_producer()

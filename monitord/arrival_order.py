@@ -75,14 +75,22 @@ class ArrivalOrder:
         """The ids of the parked entries."""
         return {event_id for _, event_id in self._parked}
 
-    def due(self, cutoff: float, horizon: float) -> list[str]:
+    def due(self, cutoff: float, horizon: float, live: Container[str] | None = None) -> list[str]:
         """Remove and return the ids of the entries whose time is before ``cutoff`` (or
         NaN): from the front, up to the first that is not, passing over (parking) those
-        stamped after ``horizon``; then the parked entries before ``cutoff``, by time."""
+        stamped after ``horizon``; then the parked entries before ``cutoff``, by time.
+
+        An entry whose id is not in ``live`` (it left since) goes, neither returned nor
+        stopping the search: else what fell due would depend on what left and when, and
+        a store restored without them would fall due otherwise.
+        """
         times, ids, gone = self._times, self._ids, []
         while times:
             time = times[0]
-            if not time >= cutoff:  # NaN times go too
+            if live is not None and ids[0] not in live:
+                times.popleft()
+                ids.popleft()
+            elif not time >= cutoff:  # NaN times go too
                 times.popleft()
                 gone.append(ids.popleft())
             elif time > horizon:

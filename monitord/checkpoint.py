@@ -26,7 +26,7 @@ import json
 import logging
 import sqlite3
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,6 +40,7 @@ from connectors.stream import Sink, TopicPartition
 from detectors.detection import State, sub_state
 from detectors.npz import read_npz
 from detectors.profile import ProfileError, ReferenceProfile
+from monitord.join_parts import JoinParts
 from monitord.monitor import MonitorState
 from monitord.state import StateError, StateModel
 
@@ -72,7 +73,8 @@ class Checkpoint:
     versions: list[VersionState]
     written_at: float = 0.0
     sources: dict[str, int] = field(default_factory=dict)  # repartitioned: source offsets
-    join: bytes | None = None  # the partition's `monitord.labels.JoinStore`, as JSON
+    # The partition's `monitord.labels.JoinStore`, in parts (`monitord.join_parts`).
+    join: JoinParts | None = None
 
 
 class StoredVersion(StateModel):
@@ -94,6 +96,9 @@ class CheckpointMeta(StateModel):
     written_at: float
     versions: tuple[StoredVersion, ...]
     sources: dict[str, NonNegativeInt] = Field(default_factory=dict)  # absent before repartition
+    # The ids of the join store's parts, stored beside the checkpoint (before them, the
+    # store was inline: the container's "join" entry).
+    join_parts: tuple[str, ...] = ()
 
 
 def encode(checkpoint: Checkpoint) -> bytes:
@@ -110,6 +115,7 @@ def encode(checkpoint: Checkpoint) -> bytes:
             for v in checkpoint.versions
         ),
         sources=checkpoint.sources,
+        join_parts=() if checkpoint.join is None else checkpoint.join.ids,
     )
     entries: dict[str, Any] = {
         f"{i}/{name}": value
@@ -119,8 +125,6 @@ def encode(checkpoint: Checkpoint) -> bytes:
     buffer = io.BytesIO()
     # Uncompressed: window contents are floats that hardly compress, and time matters here.
     entries["meta"] = np.frombuffer(json.dumps(meta.model_dump()).encode(), dtype=np.uint8)
-    if checkpoint.join is not None:
-        entries["join"] = np.frombuffer(checkpoint.join, dtype=np.uint8)
     np.savez(buffer, **entries)
     return buffer.getvalue()
 
@@ -150,14 +154,31 @@ def decode(blob: bytes, source: str) -> Checkpoint:
         )
         for i, version in enumerate(meta.versions)
     ]
+    if meta.join_parts:  # read from the store by the caller (`with_join_parts`)
+        parts: JoinParts | None = JoinParts(meta.join_parts, {})
+    else:
+        parts = None if join is None else JoinParts((INLINE_JOIN,), {INLINE_JOIN: bytes(join)})
     return Checkpoint(
         TopicPartition(meta.topic, meta.partition),
         meta.next_offset,
         versions,
         meta.written_at,
         dict(meta.sources),
-        None if join is None else bytes(join),
+        parts,
     )
+
+
+def with_join_parts(checkpoint: Checkpoint, stored: Mapping[str, bytes], source: str) -> Checkpoint:
+    """``checkpoint`` with the blobs of its join store's parts from ``stored`` (a store's
+    parts of the partition, by id); CheckpointError if one is missing."""
+    join = checkpoint.join
+    if join is None or not join.missing():
+        return checkpoint
+    missing = [part for part in join.missing() if part not in stored]
+    if missing:
+        raise CheckpointError(f"{source}: join store part {missing[0]} is missing")
+    checkpoint.join = JoinParts(join.ids, {part: stored[part] for part in join.ids})
+    return checkpoint
 
 
 class CheckpointStore(Protocol):
@@ -182,6 +203,8 @@ _LOCAL_SCHEMA = """
 CREATE TABLE IF NOT EXISTS checkpoints (topic TEXT, partition INTEGER, next_offset INTEGER,
     blob BLOB, PRIMARY KEY (topic, partition));
 CREATE TABLE IF NOT EXISTS profiles (id TEXT PRIMARY KEY, blob BLOB);
+CREATE TABLE IF NOT EXISTS join_parts (topic TEXT, partition INTEGER, id TEXT, blob BLOB,
+    PRIMARY KEY (topic, partition, id));
 """
 
 
@@ -214,18 +237,39 @@ class LocalStore:
                     (profile.profile_id, profile.to_bytes()),
                 )
             for checkpoint in checkpoints:
-                tp = checkpoint.partition
+                tp, join = checkpoint.partition, checkpoint.join
                 db.execute(
                     "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)",
                     (tp.topic, tp.partition, checkpoint.next_offset, encode(checkpoint)),
                 )
+                if join is None or join.full:  # the parts of an earlier chain are done with
+                    db.execute(
+                        "DELETE FROM join_parts WHERE topic = ? AND partition = ?",
+                        (tp.topic, tp.partition),
+                    )
+                for part, blob in ({} if join is None else join.blobs).items():
+                    db.execute(
+                        "INSERT OR REPLACE INTO join_parts VALUES (?, ?, ?, ?)",
+                        (tp.topic, tp.partition, part, blob),
+                    )
 
     def load(self, partition: TopicPartition) -> Checkpoint | None:
         row = self._read(
             "SELECT blob FROM checkpoints WHERE topic = ? AND partition = ?",
             (partition.topic, partition.partition),
         )
-        return None if row is None else decode(row[0], f"{self.path} [{partition}]")
+        if row is None:
+            return None
+        source = f"{self.path} [{partition}]"
+        checkpoint = decode(row[0], source)
+        if checkpoint.join is None or not checkpoint.join.missing():
+            return checkpoint
+        parts = self._read(
+            "SELECT id, blob FROM join_parts WHERE topic = ? AND partition = ?",
+            (partition.topic, partition.partition),
+            every=True,
+        )
+        return with_join_parts(checkpoint, dict(parts), source)
 
     def load_profile(self, partition: TopicPartition, profile_id: str) -> ReferenceProfile:
         del partition  # one file holds every partition's references
@@ -237,9 +281,11 @@ class LocalStore:
         except ProfileError as exc:
             raise CheckpointError(str(exc)) from exc
 
-    def _read(self, query: str, parameters: tuple[object, ...]) -> Any:
+    def _read(self, query: str, parameters: tuple[object, ...], every: bool = False) -> Any:
+        """The first row of ``query`` (every row if ``every``)."""
         try:
-            return self._db.execute(query, parameters).fetchone()
+            rows = self._db.execute(query, parameters)
+            return rows.fetchall() if every else rows.fetchone()
         except sqlite3.OperationalError as exc:
             raise StorageUnavailable(f"{self.path}: not readable ({exc})") from None
 
@@ -249,6 +295,9 @@ class LocalStore:
 
 CHECKPOINT_KEY = "checkpoint/"
 PROFILE_KEY = "profile/"
+JOIN_KEY = "join/"
+INLINE_JOIN = "inline"
+"""The one part id of a join store stored inside its checkpoint (the first format)."""
 
 
 class ChangelogSink(Sink, Protocol):
@@ -258,7 +307,7 @@ class ChangelogSink(Sink, Protocol):
         self,
         topic: str,
         key: bytes | None,
-        value: bytes,
+        value: bytes | None,
         headers: Sequence[tuple[str, bytes]] = (),
         *,
         partition: int | None = None,
@@ -272,8 +321,10 @@ class ChangelogStore:
     The checkpoint of input partition ``topic[p]`` is the newest message keyed
     ``checkpoint/<topic>`` in changelog partition ``p``; a reference captured from warm-up
     events is keyed ``profile/<id>`` in the same partition, written before the first
-    checkpoint that names it. Whoever is assigned ``topic[p]`` replays changelog partition
-    ``p``, so state follows a partition to another machine.
+    checkpoint that names it, and so is each part of its join store, keyed
+    ``join/<topic>/<part id>`` (a tombstone once a full part starts a new chain, written
+    after the checkpoint that no longer reads it). Whoever is assigned ``topic[p]`` replays
+    changelog partition ``p``, so state follows a partition to another machine.
     """
 
     def __init__(
@@ -288,6 +339,7 @@ class ChangelogStore:
         self.bootstrap, self.topic = bootstrap, topic
         self._sink, self._security, self._timeout_s = sink, security, timeout_s
         self._profiles: dict[str, ReferenceProfile] = {}  # every reference seen or written
+        self._join_parts: dict[TopicPartition, set[str]] = {}  # part ids seen or written
 
     def save(self, checkpoints: list[Checkpoint], profiles: list[ReferenceProfile]) -> None:
         new = {profile.profile_id: profile for profile in profiles}
@@ -300,10 +352,26 @@ class ChangelogStore:
                         data = new.pop(profile_id).to_bytes()
                         key = (PROFILE_KEY + profile_id).encode()
                         self._sink.send(self.topic, key, data, partition=partition)
-            key = (CHECKPOINT_KEY + checkpoint.partition.topic).encode()
-            self._sink.send(self.topic, key, encode(checkpoint), partition=partition)
+            self._save_join(checkpoint, partition)
         self._sink.flush(self._timeout_s)
         self._profiles.update((p.profile_id, p) for p in profiles)
+
+    def _save_join(self, checkpoint: Checkpoint, partition: int) -> None:
+        """Send a checkpoint with the new part of its join store before it, and tombstones
+        for the parts it no longer reads after it."""
+        tp, join = checkpoint.partition, checkpoint.join
+        known = self._join_parts.setdefault(tp, set())
+        for part, blob in ({} if join is None else join.blobs).items():
+            key = f"{JOIN_KEY}{tp.topic}/{part}".encode()
+            self._sink.send(self.topic, key, blob, partition=partition)
+            known.add(part)
+        key = (CHECKPOINT_KEY + tp.topic).encode()
+        self._sink.send(self.topic, key, encode(checkpoint), partition=partition)
+        if join is None or join.full:
+            for part in sorted(known.difference(() if join is None else join.ids)):
+                key = f"{JOIN_KEY}{tp.topic}/{part}".encode()
+                self._sink.send(self.topic, key, None, partition=partition)
+                known.discard(part)
 
     def load(self, partition: TopicPartition) -> Checkpoint | None:
         records = read_topic(
@@ -314,11 +382,19 @@ class ChangelogStore:
             partitions=[partition.partition],
         )
         wanted = (CHECKPOINT_KEY + partition.topic).encode()
+        join_prefix = f"{JOIN_KEY}{partition.topic}/".encode()
         newest = None
+        parts: dict[str, bytes] = {}
         for record in records:
             key = record.key or b""
             if key == wanted:
                 newest = record
+            elif key.startswith(join_prefix):  # the newest of each part (none: a tombstone)
+                part = key[len(join_prefix) :].decode(errors="replace")
+                if record.value:
+                    parts[part] = record.value
+                else:
+                    parts.pop(part, None)
             elif key.startswith(PROFILE_KEY.encode()) and record.value:
                 profile_id = key[len(PROFILE_KEY) :].decode(errors="replace")
                 source = f"{self.topic}[{partition.partition}]@{record.offset}"
@@ -326,9 +402,11 @@ class ChangelogStore:
                     self._profiles[profile_id] = ReferenceProfile.from_bytes(record.value, source)
                 except ProfileError as exc:
                     log.error("%s", exc)
+        self._join_parts[partition] = set(parts)
         if newest is None or not newest.value:
             return None
-        return decode(newest.value, f"{self.topic}[{partition.partition}]@{newest.offset}")
+        source = f"{self.topic}[{partition.partition}]@{newest.offset}"
+        return with_join_parts(decode(newest.value, source), parts, source)
 
     def load_profile(self, partition: TopicPartition, profile_id: str) -> ReferenceProfile:
         profile = self._profiles.get(profile_id)
@@ -346,6 +424,8 @@ __all__ = [
     "CHECKPOINT_KEY",
     "FORMAT",
     "FORMAT_VERSION",
+    "INLINE_JOIN",
+    "JOIN_KEY",
     "PROFILE_KEY",
     "ChangelogSink",
     "ChangelogStore",
@@ -358,4 +438,5 @@ __all__ = [
     "VersionState",
     "decode",
     "encode",
+    "with_join_parts",
 ]

@@ -230,7 +230,7 @@ class Checkpointer:
                 log.error("%s: cannot restore a model version (%s); it starts afresh", tp, exc)
         self._partitions.sources.restore(tp, checkpoint.sources)
         if checkpoint.join is not None:
-            self._joins.restore(tp, checkpoint.join)
+            self._joins.restore(tp, checkpoint.join.in_order())
         self._source.seek(tp, checkpoint.next_offset)
         self._partitions.restored(tp, checkpoint.next_offset, tp.topic in self._joins.topics)
         log.info(

@@ -47,6 +47,15 @@ from monitord.arrival_order import ArrivalOrder
 from monitord.clock import now, parse_event_time
 from monitord.config import EventFields, LabelSettings
 from monitord.events import BadRecord, EventGroup, json_object
+from monitord.join_parts import (
+    FULL_AFTER,
+    JOURNAL_SLACK,
+    JoinJournal,
+    JoinParts,
+    PartChain,
+    apply,
+    delta,
+)
 
 JOIN_OUTCOMES = (
     "joined",  # a label met its prediction
@@ -299,6 +308,10 @@ class JoinStore:
     overdue: set[str] = field(default_factory=set)
     # Where each prediction's coverage verdict goes, in order: (model, version, covered).
     coverage: list[tuple[str, str, bool]] = field(default_factory=list)
+    # What changed since the last stored part (None: the next part is full), and the parts
+    # stored (`monitord.join_parts`).
+    journal: JoinJournal | None = None
+    chain: PartChain = field(default_factory=PartChain)
 
     def add(
         self,
@@ -338,6 +351,8 @@ class JoinStore:
             counts[model, "duplicate_prediction"] += 1
             return None
         self.pending[event_id] = pending
+        if self.journal is not None:
+            self.journal.added.append(event_id)
         self.pending_order.append(pending[3], event_id)
         if self.track_coverage:
             self.due.append(pending[3], event_id)
@@ -372,6 +387,8 @@ class JoinStore:
             model_version = itertools.repeat(model), itertools.repeat(version)  # endless
             entries = zip(*model_version, predictions, times, offsets, record_ms, strict=False)
             pending.update(zip(ids, entries, strict=False))
+            if self.journal is not None:
+                self.journal.added.extend(ids)
             self.pending_order.extend(times, ids)
             if self.track_coverage:
                 self.due.extend(times, ids)
@@ -394,11 +411,14 @@ class JoinStore:
         pending, done, order, limit = self.pending, self.done, self.pending_order, self.max_pending
         due = self.due if self.track_coverage else None
         newest = self.newest
+        journal = self.journal
         for event_id, prediction, time, offset, record_ms in rows:
             if event_id in pending or event_id in done:
                 counts[model, "duplicate_prediction"] += 1
                 continue
             pending[event_id] = (model, version, prediction, time, offset, record_ms)
+            if journal is not None:
+                journal.added.append(event_id)
             order.append(time, event_id)
             if due is not None:
                 due.append(time, event_id)
@@ -411,19 +431,26 @@ class JoinStore:
     def joined(self, event_ids: Sequence[str], labels: Sequence[Any]) -> None:
         """Labels met these pending predictions (plain labels, no coverage tracked: what
         `join` does for each, at once)."""
-        pending = self.pending
+        pending, journal = self.pending, self.journal
         for event_id in event_ids:
             del pending[event_id]
         self.changed = True
+        if journal is not None:
+            journal.left.extend(event_ids)
         if self.remember > 0:
-            done = self.done
+            done, done_order = self.done, self.done_order
             if done.keys().isdisjoint(event_ids):  # as always: a pending id is not done
-                self.done_order.extend(event_ids)
+                done_order.extend(event_ids)
             else:
-                self.done_order.extend(e for e in event_ids if e not in done)
+                done_order.extend(e for e in event_ids if e not in done)
             done.update(zip(event_ids, labels, strict=True))
-            while len(self.done_order) > self.remember:
-                done.pop(self.done_order.popleft(), None)
+            if journal is not None:
+                journal.remembered.extend(event_ids)
+            while len(done_order) > self.remember:
+                forgotten = done_order.popleft()
+                done.pop(forgotten, None)
+                if journal is not None:
+                    journal.forgotten.append(forgotten)
 
     def _compact(self) -> None:
         """Drop the order entries of ids that left (joined), which would otherwise stay
@@ -470,6 +497,8 @@ class JoinStore:
         event_id = label.event_id
         del self.pending[event_id]
         self.changed = True
+        if self.journal is not None:
+            self.journal.left.append(event_id)
         self._remember(event_id, _remembered(label.label))
         counts[found[0], "joined"] += 1
         if not self.track_coverage:
@@ -521,11 +550,11 @@ class JoinStore:
         ``now`` does not hold back those that came after it."""
         cutoff, horizon = now - self.max_delay_s, now + self.max_ahead_s
         pending = self.pending
-        for event_id in self.pending_order.due(cutoff, horizon):  # NaN times go too
+        for event_id in self.pending_order.due(cutoff, horizon, pending):  # NaN times too
             if event_id in pending:
                 self._give_up(event_id, counts)
         early = self.early
-        for event_id in self.early_order.due(cutoff, horizon):
+        for event_id in self.early_order.due(cutoff, horizon, early):
             if early.pop(event_id, None) is not None:
                 self.changed = True
                 counts["", "orphan"] += 1
@@ -533,6 +562,8 @@ class JoinStore:
     def _give_up(self, event_id: str, counts: Counter[tuple[str, str]]) -> None:
         pending = self.pending.pop(event_id)
         self.changed = True
+        if self.journal is not None:
+            self.journal.left.append(event_id)
         counts[pending[0], "evicted"] += 1
         self._remember(event_id, GIVEN_UP)
         if not self.track_coverage:
@@ -547,10 +578,12 @@ class JoinStore:
         not covered (each told once; they keep waiting for their label). One stamped more
         than ``max_ahead_s`` after ``now`` does not hold back those that came after it."""
         cutoff = now - self.expected_delay_s
-        for event_id in self.due.due(cutoff, now + self.max_ahead_s):
+        for event_id in self.due.due(cutoff, now + self.max_ahead_s, self.pending):
             pending = self.pending.get(event_id)
             if pending is not None and event_id not in self.overdue:
                 self.overdue.add(event_id)
+                if self.journal is not None:
+                    self.journal.swept.append(event_id)
                 self.changed = True
                 self.coverage.append((pending[0], pending[1], False))
 
@@ -560,30 +593,68 @@ class JoinStore:
         if event_id not in self.done:
             self.done_order.append(event_id)
         self.done[event_id] = text
+        journal = self.journal
+        if journal is not None:
+            journal.remembered.append(event_id)
         if len(self.done_order) > self.remember:
-            self.done.pop(self.done_order.popleft(), None)
+            forgotten = self.done_order.popleft()
+            self.done.pop(forgotten, None)
+            if journal is not None:
+                journal.forgotten.append(forgotten)
 
     def snapshot(self) -> bytes:
-        """The store as one JSON document (record fields of early labels included)."""
-        early = [
-            [event_id, label, model, time, [*record[:3], record.timestamp_ms], gate]
-            for event_id, (label, model, time, record, gate) in self.early.items()
-        ]
+        """The store as one JSON document, a full part (record fields of early labels
+        included)."""
         # Dictionaries as JSON objects (their order is their arrival order): no list per
         # entry to build, at up to 200,000 entries each.
         return orjson.dumps(
             {
                 "pending": self.pending,
-                "early": early,
                 "done": self.done,
                 "due": [entry for entry in self.due if entry[1] in self.pending],
                 "overdue": sorted(self.overdue),
-                "parked": self._parked(),
-                "newest": self.newest if math.isfinite(self.newest) else None,
-                "label_clock": self.label_clock if math.isfinite(self.label_clock) else None,
+                **self._whole(),
             },
             option=orjson.OPT_SERIALIZE_NUMPY,
         )
+
+    def parts(self) -> JoinParts:
+        """The store as its checkpoint stores it: the changes since the last part stored,
+        or a full part (`monitord.join_parts`)."""
+        journal, chain = self.journal, self.chain
+        entries = len(self.pending) + len(self.done) + len(self.early)
+        if journal is None or chain.wants_full(len(journal), entries):
+            return chain.take(self.snapshot(), full=True, changes=0)
+        changes = delta(self.pending, self.done, self.overdue, journal)
+        blob = orjson.dumps({**changes, **self._whole()}, option=orjson.OPT_SERIALIZE_NUMPY)
+        return chain.take(blob, full=False, changes=len(journal))
+
+    def _whole(self) -> dict[str, Any]:
+        """What every part holds whole: the early labels, the ids set aside, the clocks."""
+        early = [
+            [event_id, label, model, time, [*record[:3], record.timestamp_ms], gate]
+            for event_id, (label, model, time, record, gate) in self.early.items()
+        ]
+        return {
+            "early": early,
+            "parked": self._parked(),
+            "newest": self.newest if math.isfinite(self.newest) else None,
+            "label_clock": self.label_clock if math.isfinite(self.label_clock) else None,
+        }
+
+    def saved(self) -> None:
+        """The part last taken is stored: the changes from now on are journaled."""
+        self.chain.stored()
+        self.journal = JoinJournal()
+        self.changed = False
+
+    def bound_journal(self) -> None:
+        """Drop a journal grown past what a full part holds (nothing stored for long:
+        checkpoints off, a full disk): the next part is full."""
+        journal = self.journal
+        entries = len(self.pending) + len(self.done) + len(self.early)
+        if journal is not None and len(journal) > FULL_AFTER * entries + JOURNAL_SLACK:
+            self.journal = None
 
     def _parked(self) -> dict[str, list[str]]:
         """The ids each order has set aside (`ArrivalOrder.due`) and still holds, so that a
@@ -596,16 +667,39 @@ class JoinStore:
         }
         return {name: sorted(ids) for name, ids in parked.items() if ids}
 
-    def restore(self, blob: bytes) -> None:
-        data = orjson.loads(blob)
+    def restore(self, full: bytes, deltas: Sequence[bytes] = ()) -> None:
+        """Load the store from a full part (`snapshot`) and the deltas stored after it
+        (`parts`)."""
+        data = orjson.loads(full)
         pending = data["pending"]
         if isinstance(pending, list):  # the first format: [event id, *entry] rows
             pending = {row[0]: row[1:] for row in pending}
+        done = dict(data["done"])  # an object, or [event id, label] rows at first
+        overdue = set(data.get("overdue", ()))
+        # Coverage order entries (time, id, the part that added them), and the part that
+        # last found each id overdue: an entry found overdue since it came has gone.
+        due = [(time, event_id, 0) for time, event_id in data.get("due", ())]
+        swept_at: dict[str, int] = {}
+        for part, blob in enumerate(deltas, start=1):
+            data = orjson.loads(blob)
+            added = apply(data, pending, done, overdue)
+            if self.track_coverage:
+                due += [(pending[event_id][3], event_id, part) for event_id in added]
+            swept_at.update(dict.fromkeys(data["overdue"], part))
         # Record times came in later: a prediction stored without one joins as untimed.
         self.pending = {
             e: (row[0], row[1], row[2], _float(row[3]), row[4], row[5] if len(row) > 5 else -1)
             for e, row in pending.items()
         }
+        self.done, self.done_order, self.overdue = done, deque(done), overdue
+        due = [entry for entry in due if swept_at.get(entry[1], -1) < entry[2]]
+        self._restore_whole(data, [(_float(t), e) for t, e, _ in due if e in self.pending])
+        self.journal = None  # a new owner writes a chain of its own, from a full part
+        self.chain.forget()
+        self.changed = False
+
+    def _restore_whole(self, data: dict[str, Any], due: list[tuple[float, str]]) -> None:
+        """What the last part holds whole (`_whole`), and the orders rebuilt."""
         self.early = {
             row[0]: (
                 row[1],
@@ -616,8 +710,6 @@ class JoinStore:
             )
             for row in data["early"]
         }
-        self.done = dict(data["done"])  # an object, or [event id, label] rows at first
-        self.done_order = deque(self.done)
         parked = data.get("parked", {})
         self.pending_order = ArrivalOrder(
             ((p[3], e) for e, p in self.pending.items()), set(parked.get("pending", ()))
@@ -625,15 +717,11 @@ class JoinStore:
         self.early_order = ArrivalOrder(
             ((early[2], e) for e, early in self.early.items()), set(parked.get("early", ()))
         )
-        self.due = ArrivalOrder(
-            ((_float(t), e) for t, e in data.get("due", ())), set(parked.get("due", ()))
-        )
-        self.overdue = set(data.get("overdue", ()))
+        self.due = ArrivalOrder(due, set(parked.get("due", ())))
         newest = data.get("newest")
         self.newest = -math.inf if newest is None else float(newest)
         clock = data.get("label_clock")
         self.label_clock = -math.inf if clock is None else float(clock)
-        self.changed = False
 
 
 def _float(value: float | None) -> float:
@@ -1085,6 +1173,8 @@ class LabelJoin:
         self._deferred_joins((watermark_ms,), joined)
         if released:
             self._expire()
+        for store in self.stores.values():
+            store.bound_journal()
         return joined, bad
 
     def _meets_later(self, store: JoinStore, event_id: str, prediction: PendingPrediction) -> bool:
@@ -1395,22 +1485,25 @@ class LabelJoin:
         """Partitions whose store changed since `saved`."""
         return {tp for tp, store in self.stores.items() if store.changed}
 
-    def snapshot(self, tp: TopicPartition) -> bytes | None:
+    def snapshot(self, tp: TopicPartition) -> JoinParts | None:
+        """The part of ``tp``'s store to checkpoint (`JoinStore.parts`), None if none."""
         store = self.stores.get(tp)
         if store is None:
             return None
         store.label_clock = self.newest_label_s
-        return store.snapshot()
+        return store.parts()
 
     def saved(self, partitions: Iterable[TopicPartition]) -> None:
+        """The parts `snapshot` took of ``partitions`` are stored."""
         for tp in partitions:
             store = self.stores.get(tp)
             if store is not None:
-                store.changed = False
+                store.saved()
 
-    def restore(self, tp: TopicPartition, blob: bytes) -> None:
+    def restore(self, tp: TopicPartition, parts: Sequence[bytes]) -> None:
+        """Load ``tp``'s store from its stored parts, the full one first."""
         store = self.store(tp)
-        store.restore(blob)
+        store.restore(parts[0], parts[1:])
         self._restored = True
         self.newest_prediction_s = max(self.newest_prediction_s, store.newest)
         self.newest_label_s = max(self.newest_label_s, store.label_clock)

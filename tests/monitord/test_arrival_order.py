@@ -60,3 +60,11 @@ def test_parked_entries_are_the_oldest_and_survive_a_rebuild() -> None:
     assert rebuilt.parked() == {"y"}
     assert rebuilt.due(cutoff=5.0, horizon=100.0) == ["a"]
     assert len(rebuilt) == 2  # the heap entry and its place in arrival order
+
+
+def test_entries_of_ids_that_left_neither_fall_due_nor_hold_back_those_behind() -> None:
+    entries = [(1.0, "a"), (50.0, "gone"), (2.0, "b"), (1e9, "far-gone"), (3.0, "c")]
+    assert ArrivalOrder(entries).due(cutoff=10.0, horizon=100.0) == ["a"]  # "gone" stops it
+    order = ArrivalOrder(entries)
+    assert order.due(cutoff=10.0, horizon=100.0, live={"a", "b", "c"}) == ["a", "b", "c"]
+    assert not order  # nothing parked for an id that left

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sqlite3
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -12,19 +13,26 @@ import numpy as np
 import orjson
 import pytest
 
+from connectors.broker import EmbeddedBroker
+from connectors.kafka import KafkaProducerSettings, ensure_topics, read_topic
 from connectors.stream import BrokerUnavailable, Polled, Record, TopicPartition
 from monitord import checkpoint
 from monitord.checkpoint import (
+    INLINE_JOIN,
+    ChangelogStore,
     Checkpoint,
     CheckpointError,
+    CheckpointStore,
     LocalStore,
     VersionState,
     decode,
     encode,
 )
 from monitord.config import Config, parse_config
+from monitord.join_parts import JoinParts
 from monitord.monitor import Evaluation
 from monitord.policy import Output
+from monitord.service import kafka_sink
 from tests.monitord.recorded import RecordedRun
 
 P0, P1 = TopicPartition("in", 0), TopicPartition("in", 1)
@@ -225,21 +233,34 @@ def test_a_negative_offset_is_refused_naming_the_field() -> None:
     with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
         meta = orjson.loads(bytes(npz["meta"]))
     meta["next_offset"] = -7
-    with zipfile.ZipFile(io.BytesIO(blob)) as old:
-        members = {info.filename: old.read(info) for info in old.infolist()}
-    stored = io.BytesIO()
-    np.save(stored, np.frombuffer(orjson.dumps(meta), dtype=np.uint8))
-    members["meta.npy"] = stored.getvalue()
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as new:
-        for name, content in members.items():
-            new.writestr(name, content)
     with pytest.raises(
         CheckpointError,
         match=r"store \[in-0\]: next_offset: .*greater than or "
         r"equal to 0 \(got -7\)",
     ):
-        decode(out.getvalue(), "store [in-0]")
+        decode(_with_member(blob, "meta", orjson.dumps(meta)), "store [in-0]")
+
+
+def _with_member(blob: bytes, name: str, data: bytes) -> bytes:
+    """A checkpoint container with entry ``name`` (bytes) set to ``data``."""
+    with zipfile.ZipFile(io.BytesIO(blob)) as old:
+        members = {info.filename: old.read(info) for info in old.infolist()}
+    stored = io.BytesIO()
+    np.save(stored, np.frombuffer(data, dtype=np.uint8))
+    members[f"{name}.npy"] = stored.getvalue()
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as new:
+        for member, content in members.items():
+            new.writestr(member, content)
+    return out.getvalue()
+
+
+def test_a_join_store_inside_a_checkpoint_of_the_first_format_is_read() -> None:
+    # Before join stores were stored in parts, the whole store was the entry "join".
+    blob = _with_member(encode(_checkpoint()), "join", b'{"pending": {}}')
+    restored = decode(blob, "test")
+    assert restored.join == JoinParts((INLINE_JOIN,), {INLINE_JOIN: b'{"pending": {}}'})
+    assert restored.join.in_order() == [b'{"pending": {}}']
 
 
 def test_pickled_content_is_refused(tmp_path: Path) -> None:
@@ -333,3 +354,80 @@ def test_a_partition_whose_checkpoint_cannot_be_read_waits_for_it(
     rows = _rows(first.evaluations) | _rows(second.evaluations)
     assert rows == _rows(uninterrupted.evaluations)
     assert _ids(first.outputs + second.outputs) == _ids(uninterrupted.outputs)
+
+
+def _with_join(offset: int, ids: tuple[str, ...], new: dict[str, bytes]) -> Checkpoint:
+    return Checkpoint(P0, offset, [], 1.5, join=JoinParts(ids, new))
+
+
+def _store_join_chains(store: CheckpointStore) -> None:
+    """Save a chain of join store parts, a failed part, and a new chain; load each."""
+    store.save([_with_join(10, ("t/0",), {"t/0": b"full"})], [])
+    store.save([_with_join(20, ("t/0", "t/1"), {"t/1": b"one"})], [])
+    store.save([Checkpoint(P1, 5, [], 1.5)], [])  # another partition, without labels
+    loaded = store.load(P0)
+    assert loaded is not None
+    assert loaded.join is not None
+    assert (loaded.next_offset, loaded.join.in_order()) == (20, [b"full", b"one"])
+    # Part 2 was taken but its checkpoint not stored: part 3 follows part 1.
+    store.save([_with_join(30, ("t/0", "t/1", "t/3"), {"t/3": b"three"})], [])
+    loaded = store.load(P0)
+    assert loaded is not None
+    assert loaded.join is not None
+    assert loaded.join.in_order() == [b"full", b"one", b"three"]
+    store.save([_with_join(40, ("u/0",), {"u/0": b"new full"})], [])
+    loaded = store.load(P0)
+    assert loaded is not None
+    assert loaded.join is not None
+    assert (loaded.next_offset, loaded.join.in_order()) == (40, [b"new full"])
+    assert store.load(P1) == Checkpoint(P1, 5, [], 1.5)
+
+
+def test_join_store_parts_are_stored_beside_the_checkpoint(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "c.sqlite")
+    _store_join_chains(store)
+    # A full part leaves no part of the chains before it behind.
+    with sqlite3.connect(tmp_path / "c.sqlite") as db:
+        assert db.execute("SELECT topic, partition, id FROM join_parts").fetchall() == [
+            ("in", 0, "u/0")
+        ]
+    store.save([_with_join(50, ("u/0", "u/1"), {"u/1": b"one"})], [])
+    with sqlite3.connect(tmp_path / "c.sqlite") as db:
+        db.execute("DELETE FROM join_parts WHERE id = 'u/0'")
+    with pytest.raises(
+        CheckpointError, match=r"c.sqlite \[in\[0\]\]: join store part u/0 is missing"
+    ):
+        store.load(P0)
+    store.close()
+
+
+@pytest.mark.kafka
+def test_join_store_parts_are_stored_in_the_changelog_and_tombstoned_when_done(
+    broker: EmbeddedBroker, unique_name: Callable[[str], str], kafka_client: str
+) -> None:
+    topic = unique_name("changelog")
+    ensure_topics(broker.bootstrap, {topic: 2})
+    kafka = {"client": kafka_client, "bootstrap_servers": broker.bootstrap}
+    config = parse_config({"kafka": kafka})
+    sink = kafka_sink(config, KafkaProducerSettings())
+    store = ChangelogStore(broker.bootstrap, topic, sink)
+    _store_join_chains(store)
+    store.close()
+    # After the checkpoint that starts the new chain: a tombstone for each earlier part.
+    records = read_topic(broker.bootstrap, topic, partitions=[0])
+    keys = [(record.key or b"").decode() for record in records]
+    assert keys[-5:] == [
+        "join/in/u/0",
+        "checkpoint/in",
+        "join/in/t/0",
+        "join/in/t/1",
+        "join/in/t/3",
+    ]
+    assert [record.value for record in records[-3:]] == [None, None, None]
+    # A new owner reads the new chain only.
+    again = ChangelogStore(broker.bootstrap, topic, kafka_sink(config, KafkaProducerSettings()))
+    loaded = again.load(P0)
+    assert loaded is not None
+    assert loaded.join is not None
+    assert loaded.join.in_order() == [b"new full"]
+    again.close()

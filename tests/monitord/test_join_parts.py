@@ -1,0 +1,155 @@
+"""A join store checkpointed in parts (a full part, then deltas) restores to the store it
+was: the same entries in the same orders, and the same joins after."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import orjson
+
+from connectors.stream import Record, TopicPartition
+from monitord.join_parts import FULL_AFTER, JoinJournal, apply, delta
+from monitord.labels import JoinStore, Label
+
+RECORD = Record("in", 0, 0, None, b"", 0)
+
+
+def _store() -> JoinStore:
+    # Small bounds, so evictions, expiry and forgetting all happen.
+    store = JoinStore(TopicPartition("in", 0), 40, 500.0, remember=200, max_ahead_s=1000.0)
+    store.expected_delay_s, store.coverage = 60.0, []
+    return store
+
+
+def _step(store: JoinStore, rng: np.random.Generator, step: int, counts: Counter[Any]) -> Any:
+    """One random change of ``store`` at step (and event time) ``step``; what it returned.
+
+    Ids are of the last 30 steps: within them nothing is forgotten (at most 190 ids are
+    remembered in 30 steps), so an id that left never comes back, which would leave its
+    first arrival in the live store's orders (as until a compaction) but not in a restored
+    one's.
+    """
+    kind = rng.integers(0, 8)
+    event_id = f"e{step - rng.integers(0, 30) if rng.random() < 0.3 else step}"
+    time = step + float(rng.normal(0, 5))
+    if rng.random() < 0.03:
+        time = math.nan if rng.random() < 0.5 else step + 1e5  # untimed, or far ahead
+    if kind <= 2:
+        return store.add(event_id, ("m", "1", 0.5, time, step, 0), RECORD, counts)
+    if kind == 3 and not store.early:
+        ids = [f"e{step}-{k}" for k in range(5)]
+        rows = (ids, [1] * 5, [time] * 5, [step] * 5, [0] * 5)
+        return store.add_all("m", "1", rows, counts)
+    label = Label(f"e{step - rng.integers(0, 30)}", int(rng.integers(0, 2)), None, time, RECORD)
+    if kind <= 5:
+        taken = store.take(label, counts)
+        return taken if taken is not None else store.wait(label, counts, time * 1000.0)
+    if kind == 6:
+        return store.expire(step - 100.0, counts)
+    return store.sweep(step)
+
+
+def _restored(stored: dict[str, bytes], chain: tuple[str, ...]) -> JoinStore:
+    copy = _store()
+    blobs = [stored[part] for part in chain]
+    copy.restore(blobs[0], blobs[1:])
+    return copy
+
+
+def _same(live: JoinStore, copy: JoinStore) -> None:
+    stores = (live, copy)
+    assert copy.snapshot() == live.snapshot()  # entries, orders, overdue, parked, clocks
+    assert list(copy.done_order) == list(live.done_order)
+    for name in ("pending_order", "early_order"):  # the entries of ids still there
+        entries = live.pending if name == "pending_order" else live.early
+        in_line = [[entry for entry in getattr(s, name) if entry[1] in entries] for s in stores]
+        assert in_line[0] == in_line[1], name
+
+
+def test_a_store_restored_from_its_parts_is_the_store_it_was() -> None:
+    rng = np.random.default_rng(7)
+    live, counts = _store(), Counter[Any]()
+    stored: dict[str, bytes] = {}
+    chains: list[tuple[str, ...]] = []
+    for step in range(6000):
+        _step(live, rng, step, counts)
+        if step % 37 == 0:
+            parts = live.parts()
+            if rng.random() < 0.1:
+                continue  # the checkpoint failed to store: the next part covers these too
+            stored.update(parts.blobs)
+            live.saved()
+            chains.append(parts.ids)
+            if len(chains) % 9 == 0:
+                _same(live, _restored(stored, parts.ids))
+    # Deltas were stored, chains of several, and full parts started new chains.
+    assert max(map(len, chains)) > 3
+    assert sum(len(chain) == 1 for chain in chains) > 3
+    assert counts["m", "evicted"] > 100
+    assert counts["m", "joined"] > 500
+    assert counts["", "orphan"] > 0
+    assert counts["m", "duplicate_prediction"] > 0
+
+    # A store restored from its last parts goes on as the live one does.
+    parts = live.parts()
+    stored.update(parts.blobs)
+    live.saved()
+    copy = _restored(stored, parts.ids)
+    copy_counts = Counter[Any]()
+    counts.clear()
+    live.coverage.clear()
+    for step in range(6000, 8000):
+        got = _step(live, np.random.default_rng(step), step, counts)
+        again = _step(copy, np.random.default_rng(step), step, copy_counts)
+        assert got == again, step
+    assert counts == copy_counts
+    assert live.coverage == copy.coverage
+    assert sum(not covered for *_, covered in copy.coverage) > 100
+    _same(live, copy)
+
+
+def test_a_delta_restores_ids_that_left_and_came_back_and_labels_changed_in_place() -> None:
+    pending = {"a": [1], "b": [2], "c": [3]}
+    done = {"x": 1, "y": 2, "z": 3}
+    journal = JoinJournal()
+    # "a" leaves and comes back (now last); "b" leaves; "d" comes and goes.
+    del pending["a"], pending["b"]
+    pending["a"] = [4]
+    journal.left += ["a", "b", "d"]
+    journal.added += ["d", "a"]
+    # "y" relabelled in place; "x" forgotten and "w" remembered after "z".
+    done["y"] = 5
+    done.pop("x")
+    done["w"] = 6
+    journal.remembered += ["y", "w"]
+    journal.forgotten.append("x")
+    changes = orjson.loads(orjson.dumps(delta(pending, done, {"c"}, journal)))
+    old_pending = {"a": [1], "b": [2], "c": [3]}
+    old_done = {"x": 1, "y": 2, "z": 3}
+    overdue = {"b"}
+    assert apply(changes, old_pending, old_done, overdue) == ["a"]
+    assert list(old_pending.items()) == list(pending.items()) == [("c", [3]), ("a", [4])]
+    assert list(old_done.items()) == list(done.items()) == [("y", 5), ("z", 3), ("w", 6)]
+    assert overdue == set()  # "b" left; "c" was not swept since
+
+
+def test_a_chain_of_deltas_is_cut_by_a_full_part_once_it_outgrows_the_store() -> None:
+    store, counts = _store(), Counter[Any]()
+    store.max_pending, store.remember = 1000, 25
+    lengths = []
+    for round_ in range(40):
+        for i in range(10):  # ten predictions come, and the ten before are labelled
+            store.add(f"r{round_}-{i}", ("m", "1", 0, float(round_), i, 0), RECORD, counts)
+            if round_:
+                store.take(Label(f"r{round_ - 1}-{i}", 1, None, float(round_), RECORD), counts)
+        parts = store.parts()
+        store.saved()
+        lengths.append(len(parts.ids))
+        entries = len(store.pending) + len(store.done) + len(store.early)
+        assert store.chain.changes <= FULL_AFTER * entries
+    assert counts["m", "joined"] == 390
+    assert lengths[:3] == [1, 2, 3]  # the first part is full (nothing journaled), then deltas
+    assert lengths.count(1) > 3  # full parts start new chains as the deltas outgrow the store
