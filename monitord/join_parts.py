@@ -23,6 +23,7 @@ are in every part whole.
 
 from __future__ import annotations
 
+import itertools
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -86,11 +87,7 @@ def _added(entries: dict[str, Any], since: set[str]) -> list[str]:
     longest end of the dictionary (it only appends) made of ids in ``since``, the ids
     journaled. An id before that end was there at the last part and is either unchanged
     or changed in place; one in the end put back at the end again keeps the order."""
-    ids: list[str] = []
-    for event_id in reversed(entries):
-        if event_id not in since:
-            break
-        ids.append(event_id)
+    ids = list(itertools.takewhile(since.__contains__, reversed(entries)))
     ids.reverse()
     return ids
 
@@ -102,19 +99,21 @@ def delta(
     journal: JoinJournal,
 ) -> dict[str, Any]:
     """The changes of a store's three journaled collections since its last stored part."""
+    # By C-level passes (map, filter, zip): a delta holds up to a checkpoint interval of
+    # changes, and is taken while the loop waits.
     added = _added(pending, set(journal.added))
     remembered = set(journal.remembered)
     new_done = _added(done, remembered)
-    appended = set(new_done)
+    in_place = sorted(remembered.difference(new_done))  # usually none
     return {
-        "pending": {event_id: pending[event_id] for event_id in added},
+        "pending": dict(zip(added, map(pending.__getitem__, added), strict=True)),
         # Ids that left: any later back is in "pending" (applied after, at the end).
-        "left": [e for e in dict.fromkeys(journal.left) if e not in pending],
-        "done": {event_id: done[event_id] for event_id in new_done},
+        "left": list(itertools.filterfalse(pending.__contains__, journal.left)),
+        "done": dict(zip(new_done, map(done.__getitem__, new_done), strict=True)),
         # Joined ids whose label changed in place (their place in the order kept).
-        "relabelled": {e: done[e] for e in remembered if e in done and e not in appended},
-        "forgotten": [e for e in dict.fromkeys(journal.forgotten) if e not in done],
-        "overdue": [e for e in dict.fromkeys(journal.swept) if e in overdue],
+        "relabelled": {event_id: done[event_id] for event_id in in_place if event_id in done},
+        "forgotten": list(itertools.filterfalse(done.__contains__, journal.forgotten)),
+        "overdue": list(dict.fromkeys(filter(overdue.__contains__, journal.swept))),
     }
 
 
