@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 
 from connectors.stream import Record, TopicPartition
-from monitord.join_parts import FULL_AFTER, JoinJournal, apply, delta
+from monitord.join_parts import FULL_AFTER, JOURNAL_SLACK, JoinJournal, apply, delta
 from monitord.labels import JoinStore, Label
 
 RECORD = Record("in", 0, 0, None, b"", 0)
@@ -153,3 +153,22 @@ def test_a_chain_of_deltas_is_cut_by_a_full_part_once_it_outgrows_the_store() ->
     assert counts["m", "joined"] == 390
     assert lengths[:3] == [1, 2, 3]  # the first part is full (nothing journaled), then deltas
     assert lengths.count(1) > 3  # full parts start new chains as the deltas outgrow the store
+
+
+def test_a_journal_nothing_stores_is_dropped_for_a_full_part_not_kept_growing() -> None:
+    store, counts = _store(), Counter[Any]()
+    store.max_pending = 100
+    store.parts()
+    store.saved()  # journaling from here; no part is stored after (a full disk, say)
+    # Each prediction comes and, the store full, evicts one: up to 4 changes each (came,
+    # left, remembered given up, and forgotten once 200 are remembered).
+    for i in range(JOURNAL_SLACK // 8):
+        store.add(f"p{i}", ("m", "1", 0, float(i), i, 0), RECORD, counts)
+    store.bound_journal()
+    assert store.journal is not None  # within what a full part holds, plus the slack
+    assert len(store.journal) > JOURNAL_SLACK // 4
+    for i in range(JOURNAL_SLACK // 8, JOURNAL_SLACK):
+        store.add(f"p{i}", ("m", "1", 0, float(i), i, 0), RECORD, counts)
+    store.bound_journal()
+    assert store.journal is None
+    assert store.parts().full  # what it journaled is in a full part instead
