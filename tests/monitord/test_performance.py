@@ -11,7 +11,8 @@ import pytest
 from connectors.stream import Record, TopicPartition
 from monitord.config import parse_config
 from monitord.labels import Joined
-from monitord.performance import Performance
+from monitord.monitor import OffsetRange
+from monitord.performance import Performance, _finite_median, _offset_ranges
 
 T0 = 1_700_000_000.0
 
@@ -118,3 +119,27 @@ def test_a_restored_stream_evaluates_as_an_uninterrupted_one(cut: int, make: Any
         found += restored.update(pairs[start : start + 700])
     assert "performance" in {e.result.detector for e in expected}
     assert _described(found) == _described(expected)
+
+
+def test_the_median_delay_is_numpys_to_the_bit() -> None:
+    # Zeros of both signs, ties, sums that overflow: np.median's arithmetic, not a sort's.
+    rng = np.random.default_rng(5)
+    edges = [0.0, -0.0, 1.0, -1.0, 2.5, 1.7976931348623157e308, -1.7976931348623157e308, 5e-324]
+    for size in [*range(1, 12), 199, 200, 201]:
+        for values in (rng.normal(size=size) * 1e3, rng.choice(edges, size=size)):
+            with np.errstate(over="ignore"):
+                expected = np.float64(np.median(values))
+            assert np.float64(_finite_median(values)).tobytes() == expected.tobytes(), values
+
+
+def test_offset_ranges_of_one_partition_equal_the_general_case() -> None:
+    # The common case checks the partitions' identity first: equal partitions that are not
+    # one object, and several partitions (the step per row), give the same ranges.
+    pairs = _pairs(40)
+    copies = [p._replace(partition=TopicPartition("in", 0), offset=100 - p.offset) for p in pairs]
+    mixed = [p._replace(partition=TopicPartition("in", p.offset % 3)) for p in pairs]
+    assert _offset_ranges(pairs) == (OffsetRange("in", 0, 0, 39),)
+    assert _offset_ranges(copies) == (OffsetRange("in", 0, 61, 100),)
+    assert _offset_ranges(mixed) == tuple(
+        OffsetRange("in", k, min(range(k, 40, 3)), max(range(k, 40, 3))) for k in range(3)
+    )
