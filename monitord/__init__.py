@@ -19,6 +19,9 @@ Data flows in four hops: `Source.poll` -> `events.decode` -> `Monitor.update` ->
   `console` (a replay's table and progress) and `tally` (its summary): what a person reads
 - `checkpoint`: each partition's state with the offset it covers; `state`: the typed,
   validated models that state is stored as
+- `labels`: label records joined to their predictions (`label_gate`: held until the
+  inference partitions are read past them; `join_store`: the predictions waiting, stored
+  in parts by `join_parts`); `performance`: what the joined pairs are tested for
 - `reference`, `tabular`: profiles and data files on disk (read in columnar batches);
   `traffic`: synthetic events
 - `api`: the Python API for notebooks (`build_reference`, `compare`, `DriftMonitor`);

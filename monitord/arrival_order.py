@@ -1,6 +1,6 @@
 """The order in which a join store's entries arrived, with their times.
 
-`monitord.labels.JoinStore` keeps its pending predictions and early labels in dictionaries
+`monitord.join_store.JoinStore` keeps its pending predictions and early labels in dictionaries
 and their arrival order beside them, so that the oldest is found in constant time (popping
 the front of a dictionary leaves holes that every later pop scans). An id that has left
 its dictionary since (joined) stays in the order until it is skipped or compacted away.

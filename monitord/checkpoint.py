@@ -73,7 +73,7 @@ class Checkpoint:
     versions: list[VersionState]
     written_at: float = 0.0
     sources: dict[str, int] = field(default_factory=dict)  # repartitioned: source offsets
-    # The partition's `monitord.labels.JoinStore`, in parts (`monitord.join_parts`).
+    # The partition's `monitord.join_store.JoinStore`, in parts (`monitord.join_parts`).
     join: JoinParts | None = None
 
 

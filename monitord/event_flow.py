@@ -9,8 +9,8 @@ import time
 from connectors.stream import Polled, TopicPartition, flatten
 from monitord.config import Config
 from monitord.events import BadRecord, DecodedBatch, decode
+from monitord.join_store import Joined
 from monitord.label_flow import LabelFlow
-from monitord.labels import Joined
 from monitord.metrics import DaemonMetrics
 from monitord.monitor import Evaluation, Monitor
 from monitord.partitions import Partitions

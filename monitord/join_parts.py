@@ -1,6 +1,6 @@
 """A join store's checkpoint in parts: a full part, then the changes after it.
 
-A partition's `monitord.labels.JoinStore` holds up to ``labels.max_pending`` predictions
+A partition's `monitord.join_store.JoinStore` holds up to ``labels.max_pending`` predictions
 and ``labels.remember_joined`` joined ids (200,000 each by default): written whole at every
 checkpoint it was 15 MB at 200,000 predictions, and a full run of a million labelled events
 spent a third of its time writing it. So a checkpoint writes the store's *changes* since

@@ -1,5 +1,5 @@
 """The label side of a batch: predictions into the join, label records through the gate
-(`monitord.labels.LabelGate`) until every partition is read past them, joined pairs and
+(`monitord.label_gate.LabelGate`) until every partition is read past them, joined pairs and
 latencies into performance, and the label partitions paused while the gate is full."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from connectors.stream import Polled, Source, TopicPartition
 from monitord.events import BadRecord, EventGroup
-from monitord.labels import Joined, LabelJoin
+from monitord.join_store import Joined
+from monitord.labels import LabelJoin
 from monitord.latency import latencies
 from monitord.metrics import DaemonMetrics
 from monitord.monitor import Evaluation, Monitor, MonitorUpdate

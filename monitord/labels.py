@@ -1,4 +1,5 @@
-"""Labels joined to their predictions: label records, the join store, the label gate.
+"""Labels joined to their predictions: label records decoded, and `LabelJoin`, which owns
+a consumer's join stores (`monitord.join_store`) and its label gate (`monitord.label_gate`).
 
 A label arrives inline in its inference event (``events.label``) or later as a record of
 its own on a label topic (``labels.topics``): a JSON object with the prediction's
@@ -6,7 +7,7 @@ its own on a label topic (``labels.topics``): a JSON object with the prediction'
 are keyed and partitioned like the inference topic, so partition ``p`` of each lands on the
 consumer holding the other's ``p`` (Kafka's range assignment, equal partition counts).
 
-`JoinStore` (one per inference partition, checkpointed with it) keeps the predictions that
+`JoinStore` (one per inference partition, checkpointed with it in parts) keeps the predictions that
 wait for a label, the labels that came before their prediction, and the event ids already
 joined or given up (to tell a duplicate or a conflicting label from an orphan), each
 bounded (``labels.max_pending``, ``labels.max_delay_s``, ``labels.remember_joined``); what
@@ -25,37 +26,31 @@ same gate order (`LabelJoin._turn`), the label waiting in the store meanwhile.
 
 from __future__ import annotations
 
-import bisect
-import hashlib
 import heapq
 import itertools
 import math
 import operator
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple, TypeGuard, cast
+from typing import Any, TypeGuard, cast
 
 import numpy as np
-import numpy.typing as npt
 import orjson
 
 from connectors.stream import Polled, Record, TopicPartition, one_partition
 from detectors.detection import FloatArray
 from detectors.profile import CATEGORY_CHARS
-from monitord.arrival_order import ArrivalOrder
 from monitord.clock import now, parse_event_time
 from monitord.config import EventFields, LabelSettings
 from monitord.events import BadRecord, EventGroup, json_object
-from monitord.join_parts import (
-    FULL_AFTER,
-    JOURNAL_SLACK,
-    JoinJournal,
-    JoinParts,
-    PartChain,
-    apply,
-    delta,
+from monitord.join_parts import JoinParts
+from monitord.join_store import (
+    Joined,
+    JoinStore,
+    Label,
+    PendingPrediction,
 )
+from monitord.label_gate import LabelGate, release_position
 
 JOIN_OUTCOMES = (
     "joined",  # a label met its prediction
@@ -74,39 +69,6 @@ conflicting, late) under the empty model: a label's own model name is unchecked 
 
 _INT_LOW, _INT_HIGH = -(2**63), 2**63 - 1
 """Integers stored as they are (JSON writers refuse wider ones): others become floats."""
-COMPACT_SLACK = 1024
-"""Order entries of departed ids tolerated beyond twice the live ones before compacting."""
-MAX_HELD_BYTES = 64 * 1024 * 1024
-"""Most a consumer holds of label records read ahead of their predictions."""
-HELD_COST = 300
-"""Bytes a held record costs besides its value (the record tuple, its deque slot)."""
-
-GIVEN_UP = None
-"""What `JoinStore.done` holds for a prediction evicted unlabelled (no label is null)."""
-
-
-class Label(NamedTuple):
-    """One label record, decoded (a named tuple: one is built per label record)."""
-
-    event_id: str
-    label: Any
-    model: str | None
-    time: float  # seconds: the label's own time, else its record's
-    record: Record
-
-
-class Joined(NamedTuple):
-    """A prediction and its label (a named tuple: one is built per joined label)."""
-
-    model: str
-    version: str
-    prediction: Any
-    label: Any
-    prediction_time: float
-    label_time: float
-    partition: TopicPartition  # the prediction's
-    offset: int
-    record: Record  # the record whose arrival made the pair (the label's, or the event's)
 
 
 def decode_labels(
@@ -197,6 +159,7 @@ _PENDING_MODEL, _PENDING_VERSION, _PENDING_PREDICTION, _PENDING_TIME, _PENDING_O
     operator.itemgetter(i) for i in range(5)
 )
 _PENDING_RECORD_MS = operator.itemgetter(5)
+_HELD_GATE, _HELD_RECORD = operator.itemgetter(0), operator.itemgetter(1)  # of a held pair
 FOLD_CHUNK = 256
 """Label records folded by column at a time: an odd one sends only its chunk label by label."""
 
@@ -266,482 +229,6 @@ def _label_time(stamp: object, record: Record, max_ahead_s: float) -> float:
     return record_s
 
 
-# A pending prediction: (model, version, prediction, event time, offset, record time in ms).
-PendingPrediction = tuple[str, str, Any, float, int, int]
-# A label waiting for its prediction: (label, model or "", label time, the label's record,
-# its gate time in ms).
-EarlyLabel = tuple[Any, str, float, Record, float]
-
-
-@dataclass
-class JoinStore:
-    """What one inference partition's predictions wait with (module docstring).
-
-    Dictionaries give each id's entry; deques keep arrival order, so the oldest entry is
-    found in constant time (popping the front of a dict leaves holes every later pop
-    scans: 14 us a pop at 200,000 entries).
-    """
-
-    partition: TopicPartition
-    max_pending: int
-    max_delay_s: float
-    remember: int
-    pending: dict[str, PendingPrediction] = field(default_factory=dict)
-    early: dict[str, EarlyLabel] = field(default_factory=dict)
-    # event id -> its label (`_remembered`), or GIVEN_UP
-    done: dict[str, Any] = field(default_factory=dict)
-    changed: bool = False  # since the last checkpoint, without an offset moving maybe
-    expected_delay_s: float = math.inf  # label coverage: labelled within this is covered
-    track_coverage: bool = True  # off: no verdicts (labels.min_coverage = 0)
-    newest: float = -math.inf  # event time of the newest prediction added
-    label_clock: float = -math.inf  # the newest label time when last stored (expiry clock)
-    # An entry stamped further than this after the clock it falls due by is set aside
-    # (`ArrivalOrder.due`), not left to hold back those behind it (events.max_time_ahead_s).
-    max_ahead_s: float = 3600.0
-    # Arrival order (time, event id); an entry whose id has left since is skipped.
-    pending_order: ArrivalOrder = field(default_factory=ArrivalOrder)
-    early_order: ArrivalOrder = field(default_factory=ArrivalOrder)
-    done_order: deque[str] = field(default_factory=deque)
-    # Pending predictions in arrival order, for coverage; those past expected_delay_s
-    # unlabelled.
-    due: ArrivalOrder = field(default_factory=ArrivalOrder)
-    overdue: set[str] = field(default_factory=set)
-    # Where each prediction's coverage verdict goes, in order: (model, version, covered).
-    coverage: list[tuple[str, str, bool]] = field(default_factory=list)
-    # What changed since the last stored part (None: the next part is full), and the parts
-    # stored (`monitord.join_parts`).
-    journal: JoinJournal | None = None
-    chain: PartChain = field(default_factory=PartChain)
-
-    def add(
-        self,
-        event_id: str,
-        pending: PendingPrediction,
-        record: Record,
-        counts: Counter[tuple[str, str]],
-        join_early: bool = True,
-    ) -> Joined | None:
-        """A prediction: joined with its early label if one waits (unless not
-        ``join_early``: the label waits on, its join deferred by `LabelJoin`), else
-        pending."""
-        self.changed = True
-        model = pending[0]
-        if join_early and self.early:
-            early = self.early.pop(event_id, None)
-            if early is not None and early[1] in ("", model):
-                label, _, label_time, _, _ = early
-                self._remember(event_id, _remembered(label))
-                counts[model, "joined"] += 1
-                if self.track_coverage:
-                    self.coverage.append((model, pending[1], True))
-                return Joined(
-                    model,
-                    pending[1],
-                    pending[2],
-                    label,
-                    pending[3],
-                    label_time,
-                    self.partition,
-                    pending[4],
-                    record,
-                )
-            if early is not None:  # the label names another model: no label of this one
-                counts["", "orphan"] += 1
-        if event_id in self.pending or event_id in self.done:
-            counts[model, "duplicate_prediction"] += 1
-            return None
-        self.pending[event_id] = pending
-        if self.journal is not None:
-            self.journal.added.append(event_id)
-        self.pending_order.append(pending[3], event_id)
-        if self.track_coverage:
-            self.due.append(pending[3], event_id)
-        if len(self.pending_order) > 2 * len(self.pending) + COMPACT_SLACK:
-            self._compact()
-        self.newest = max(self.newest, pending[3])
-        if len(self.pending) > self.max_pending:
-            self._give_up(self.pending_order.oldest(self.pending), counts)
-        return None
-
-    def add_all(
-        self,
-        model: str,
-        version: str,
-        rows: tuple[list[str], list[Any], list[float], list[int], list[int]],
-        counts: Counter[tuple[str, str]],
-    ) -> None:
-        """Predictions of one model version, as columns ``(event ids, predictions, event
-        times, offsets, record times in ms)``, as `add` would take each while no early label
-        waits here (the common case, without a call per prediction)."""
-        assert not self.early
-        self.changed = True
-        ids, predictions, times, offsets, record_ms = rows
-        pending = self.pending
-        if (
-            len(pending) + len(ids) <= self.max_pending
-            and pending.keys().isdisjoint(ids)
-            and self.done.keys().isdisjoint(ids)
-            and len(set(ids)) == len(ids)
-        ):
-            # No duplicate and no eviction: what the loop of `_add_each` does, in C.
-            model_version = itertools.repeat(model), itertools.repeat(version)  # endless
-            entries = zip(*model_version, predictions, times, offsets, record_ms, strict=False)
-            pending.update(zip(ids, entries, strict=False))
-            if self.journal is not None:
-                self.journal.added.extend(ids)
-            self.pending_order.extend(times, ids)
-            if self.track_coverage:
-                self.due.extend(times, ids)
-            latest = float(np.fmax.reduce(times, initial=-math.inf))  # NaN: not a time
-            self.newest = max(self.newest, latest)
-        else:
-            each = zip(ids, predictions, times, offsets, record_ms, strict=True)
-            self._add_each(model, version, each, counts)
-        if len(self.pending_order) > 2 * len(pending) + COMPACT_SLACK:
-            self._compact()
-
-    def _add_each(
-        self,
-        model: str,
-        version: str,
-        rows: Iterable[tuple[str, Any, float, int, int]],
-        counts: Counter[tuple[str, str]],
-    ) -> None:
-        """`add_all` one prediction at a time: duplicates counted, the oldest evicted."""
-        pending, done, order, limit = self.pending, self.done, self.pending_order, self.max_pending
-        due = self.due if self.track_coverage else None
-        newest = self.newest
-        journal = self.journal
-        for event_id, prediction, time, offset, record_ms in rows:
-            if event_id in pending or event_id in done:
-                counts[model, "duplicate_prediction"] += 1
-                continue
-            pending[event_id] = (model, version, prediction, time, offset, record_ms)
-            if journal is not None:
-                journal.added.append(event_id)
-            order.append(time, event_id)
-            if due is not None:
-                due.append(time, event_id)
-            if time > newest:  # noqa: PLR1730 (a comparison, cheaper than a call a row; NaN: no)
-                newest = time
-            if len(pending) > limit:
-                self._give_up(order.oldest(pending), counts)
-        self.newest = newest
-
-    def joined(self, event_ids: Sequence[str], labels: Sequence[Any]) -> None:
-        """Labels met these pending predictions (plain labels, no coverage tracked: what
-        `join` does for each, at once)."""
-        pending, journal = self.pending, self.journal
-        for event_id in event_ids:
-            del pending[event_id]
-        self.changed = True
-        if journal is not None:
-            journal.left.extend(event_ids)
-        if self.remember > 0:
-            done, done_order = self.done, self.done_order
-            if done.keys().isdisjoint(event_ids):  # as always: a pending id is not done
-                done_order.extend(event_ids)
-            else:
-                done_order.extend(e for e in event_ids if e not in done)
-            done.update(zip(event_ids, labels, strict=True))
-            if journal is not None:
-                journal.remembered.extend(event_ids)
-            while len(done_order) > self.remember:
-                forgotten = done_order.popleft()
-                done.pop(forgotten, None)
-                if journal is not None:
-                    journal.forgotten.append(forgotten)
-
-    def _compact(self) -> None:
-        """Drop the order entries of ids that left (joined), which would otherwise stay
-        until their time expires: rebuilt from the dictionaries' own insertion order, the
-        entries set aside kept aside."""
-        pending, early = self.pending, self.early
-        self.pending_order = ArrivalOrder(
-            ((p[3], e) for e, p in pending.items()), self.pending_order.parked()
-        )
-        waiting = {e for _, e in self.due}  # not swept yet
-        self.due = ArrivalOrder(
-            ((p[3], e) for e, p in pending.items() if e in waiting), self.due.parked()
-        )
-        self.early_order = ArrivalOrder(
-            ((label[2], e) for e, label in early.items()), self.early_order.parked()
-        )
-
-    def take(self, label: Label, counts: Counter[tuple[str, str]]) -> Joined | bool | None:
-        """The label's prediction if it waits here (joined); False if this store knows the
-        event id as done (counted); None if it knows nothing of it."""
-        found = self.pending.get(label.event_id)
-        if found is not None and label.model in (None, found[0]):
-            if label.time - found[3] > self.max_delay_s:  # waited too long: given up
-                self._give_up(label.event_id, counts)
-                counts[found[0], "late"] += 1
-                return False
-            return self.join(label, found, counts)
-        if label.event_id not in self.done:
-            return None
-        seen = self.done[label.event_id]
-        model = ""  # a label's own model name is not counted under: it is unchecked input
-        if seen is GIVEN_UP:
-            counts[model, "late"] += 1
-        elif seen == _remembered(label.label):
-            counts[model, "duplicate"] += 1
-        else:
-            counts[model, "conflicting"] += 1
-        return False
-
-    def join(
-        self, label: Label, found: PendingPrediction, counts: Counter[tuple[str, str]]
-    ) -> Joined:
-        """The label meets its pending prediction ``found``."""
-        event_id = label.event_id
-        del self.pending[event_id]
-        self.changed = True
-        if self.journal is not None:
-            self.journal.left.append(event_id)
-        self._remember(event_id, _remembered(label.label))
-        counts[found[0], "joined"] += 1
-        if not self.track_coverage:
-            pass
-        elif event_id in self.overdue:
-            self.overdue.discard(event_id)  # its coverage verdict was given
-        else:
-            covered = label.time - found[3] <= self.expected_delay_s
-            self.coverage.append((found[0], found[1], covered))
-        return Joined(
-            found[0],
-            found[1],
-            found[2],
-            label.label,
-            found[3],
-            label.time,
-            self.partition,
-            found[4],
-            label.record,
-        )
-
-    def wait(
-        self, label: Label, counts: Counter[tuple[str, str]], gate_ms: float = -math.inf
-    ) -> bool:
-        """Keep a label (released at gate time ``gate_ms``) whose prediction has not come
-        (yet), or whose join waits its turn (`LabelJoin`); False if one waits already."""
-        self.changed = True
-        waiting = self.early.get(label.event_id)
-        if waiting is not None:  # the first stands, as once joined (`take`)
-            same = _remembered(waiting[0]) == _remembered(label.label)
-            counts["", "duplicate" if same else "conflicting"] += 1
-            return False
-        record = label.record  # its position only: the bytes are not kept
-        where = Record(
-            record.topic, record.partition, record.offset, None, None, record.timestamp_ms
-        )
-        self.early[label.event_id] = (label.label, label.model or "", label.time, where, gate_ms)
-        self.early_order.append(label.time, label.event_id)
-        if len(self.early_order) > 2 * len(self.early) + COMPACT_SLACK:
-            self._compact()
-        if len(self.early) > self.max_pending:
-            del self.early[self.early_order.oldest(self.early)]
-            counts["", "orphan"] += 1
-        return True
-
-    def expire(self, now: float, counts: Counter[tuple[str, str]]) -> None:
-        """Give up predictions and early labels older than ``max_delay_s`` at event time
-        ``now`` (the newest label time seen); one stamped more than ``max_ahead_s`` after
-        ``now`` does not hold back those that came after it."""
-        cutoff, horizon = now - self.max_delay_s, now + self.max_ahead_s
-        pending = self.pending
-        for event_id in self.pending_order.due(cutoff, horizon, pending):  # NaN times too
-            if event_id in pending:
-                self._give_up(event_id, counts)
-        early = self.early
-        for event_id in self.early_order.due(cutoff, horizon, early):
-            if early.pop(event_id, None) is not None:
-                self.changed = True
-                counts["", "orphan"] += 1
-
-    def _give_up(self, event_id: str, counts: Counter[tuple[str, str]]) -> None:
-        pending = self.pending.pop(event_id)
-        self.changed = True
-        if self.journal is not None:
-            self.journal.left.append(event_id)
-        counts[pending[0], "evicted"] += 1
-        self._remember(event_id, GIVEN_UP)
-        if not self.track_coverage:
-            pass
-        elif event_id in self.overdue:
-            self.overdue.discard(event_id)
-        else:
-            self.coverage.append((pending[0], pending[1], False))
-
-    def sweep(self, now: float) -> None:
-        """Predictions still unlabelled ``expected_delay_s`` before event time ``now`` are
-        not covered (each told once; they keep waiting for their label). One stamped more
-        than ``max_ahead_s`` after ``now`` does not hold back those that came after it."""
-        cutoff = now - self.expected_delay_s
-        for event_id in self.due.due(cutoff, now + self.max_ahead_s, self.pending):
-            pending = self.pending.get(event_id)
-            if pending is not None and event_id not in self.overdue:
-                self.overdue.add(event_id)
-                if self.journal is not None:
-                    self.journal.swept.append(event_id)
-                self.changed = True
-                self.coverage.append((pending[0], pending[1], False))
-
-    def _remember(self, event_id: str, text: Any) -> None:
-        if self.remember <= 0:
-            return
-        if event_id not in self.done:
-            self.done_order.append(event_id)
-        self.done[event_id] = text
-        journal = self.journal
-        if journal is not None:
-            journal.remembered.append(event_id)
-        if len(self.done_order) > self.remember:
-            forgotten = self.done_order.popleft()
-            self.done.pop(forgotten, None)
-            if journal is not None:
-                journal.forgotten.append(forgotten)
-
-    def snapshot(self) -> bytes:
-        """The store as one JSON document, a full part (record fields of early labels
-        included)."""
-        # Dictionaries as JSON objects (their order is their arrival order): no list per
-        # entry to build, at up to 200,000 entries each.
-        return orjson.dumps(
-            {
-                "pending": self.pending,
-                "done": self.done,
-                "due": [entry for entry in self.due if entry[1] in self.pending],
-                "overdue": sorted(self.overdue),
-                **self._whole(),
-            },
-            option=orjson.OPT_SERIALIZE_NUMPY,
-        )
-
-    def parts(self) -> JoinParts:
-        """The store as its checkpoint stores it: the changes since the last part stored,
-        or a full part (`monitord.join_parts`)."""
-        journal, chain = self.journal, self.chain
-        entries = len(self.pending) + len(self.done) + len(self.early)
-        if journal is None or chain.wants_full(len(journal), entries):
-            return chain.take(self.snapshot(), full=True, changes=0)
-        changes = delta(self.pending, self.done, self.overdue, journal)
-        blob = orjson.dumps({**changes, **self._whole()}, option=orjson.OPT_SERIALIZE_NUMPY)
-        return chain.take(blob, full=False, changes=len(journal))
-
-    def _whole(self) -> dict[str, Any]:
-        """What every part holds whole: the early labels, the ids set aside, the clocks."""
-        early = [
-            [event_id, label, model, time, [*record[:3], record.timestamp_ms], gate]
-            for event_id, (label, model, time, record, gate) in self.early.items()
-        ]
-        return {
-            "early": early,
-            "parked": self._parked(),
-            "newest": self.newest if math.isfinite(self.newest) else None,
-            "label_clock": self.label_clock if math.isfinite(self.label_clock) else None,
-        }
-
-    def saved(self) -> None:
-        """The part last taken is stored: the changes from now on are journaled."""
-        self.chain.stored()
-        self.journal = JoinJournal()
-        self.changed = False
-
-    def bound_journal(self) -> None:
-        """Drop a journal grown past what a full part holds (nothing stored for long:
-        checkpoints off, a full disk): the next part is full."""
-        journal = self.journal
-        entries = len(self.pending) + len(self.done) + len(self.early)
-        if journal is not None and len(journal) > FULL_AFTER * entries + JOURNAL_SLACK:
-            self.journal = None
-
-    def _parked(self) -> dict[str, list[str]]:
-        """The ids each order has set aside (`ArrivalOrder.due`) and still holds, so that a
-        restored store falls due as this one would."""
-        pending, early = self.pending, self.early
-        parked = {
-            "pending": [e for e in self.pending_order.parked() if e in pending],
-            "early": [e for e in self.early_order.parked() if e in early],
-            "due": [e for e in self.due.parked() if e in pending],
-        }
-        return {name: sorted(ids) for name, ids in parked.items() if ids}
-
-    def restore(self, full: bytes, deltas: Sequence[bytes] = ()) -> None:
-        """Load the store from a full part (`snapshot`) and the deltas stored after it
-        (`parts`)."""
-        data = orjson.loads(full)
-        pending = data["pending"]
-        if isinstance(pending, list):  # the first format: [event id, *entry] rows
-            pending = {row[0]: row[1:] for row in pending}
-        done = dict(data["done"])  # an object, or [event id, label] rows at first
-        overdue = set(data.get("overdue", ()))
-        # Coverage order entries (time, id, the part that added them), and the part that
-        # last found each id overdue: an entry found overdue since it came has gone.
-        due = [(time, event_id, 0) for time, event_id in data.get("due", ())]
-        swept_at: dict[str, int] = {}
-        for part, blob in enumerate(deltas, start=1):
-            data = orjson.loads(blob)
-            added = apply(data, pending, done, overdue)
-            if self.track_coverage:
-                due += [(pending[event_id][3], event_id, part) for event_id in added]
-            swept_at.update(dict.fromkeys(data["overdue"], part))
-        # Record times came in later: a prediction stored without one joins as untimed.
-        self.pending = {
-            e: (row[0], row[1], row[2], _float(row[3]), row[4], row[5] if len(row) > 5 else -1)
-            for e, row in pending.items()
-        }
-        self.done, self.done_order, self.overdue = done, deque(done), overdue
-        due = [entry for entry in due if swept_at.get(entry[1], -1) < entry[2]]
-        self._restore_whole(data, [(_float(t), e) for t, e, _ in due if e in self.pending])
-        self.journal = None  # a new owner writes a chain of its own, from a full part
-        self.chain.forget()
-        self.changed = False
-
-    def _restore_whole(self, data: dict[str, Any], due: list[tuple[float, str]]) -> None:
-        """What the last part holds whole (`_whole`), and the orders rebuilt."""
-        self.early = {
-            row[0]: (
-                row[1],
-                row[2],
-                _float(row[3]),
-                Record(row[4][0], row[4][1], row[4][2], None, None, row[4][3]),
-                _gate(row[5] if len(row) > 5 else row[4][3]),
-            )
-            for row in data["early"]
-        }
-        parked = data.get("parked", {})
-        self.pending_order = ArrivalOrder(
-            ((p[3], e) for e, p in self.pending.items()), set(parked.get("pending", ()))
-        )
-        self.early_order = ArrivalOrder(
-            ((early[2], e) for e, early in self.early.items()), set(parked.get("early", ()))
-        )
-        self.due = ArrivalOrder(due, set(parked.get("due", ())))
-        newest = data.get("newest")
-        self.newest = -math.inf if newest is None else float(newest)
-        clock = data.get("label_clock")
-        self.label_clock = -math.inf if clock is None else float(clock)
-
-
-def _float(value: float | None) -> float:
-    """A stored time: a JSON number, or null for NaN (JSON has no NaN)."""
-    return math.nan if value is None else float(value)
-
-
-def _gate(value: float | None) -> float:
-    """A stored gate time: a JSON number, or null for none yet (-inf)."""
-    return -math.inf if value is None else float(value)
-
-
-def _remembered(label: Any) -> Any:
-    """What a joined id remembers of its label: enough to tell the same label from another
-    (the label itself, or for text over 24 characters an 8-byte hash of it)."""
-    if type(label) is not str or len(label) <= 24:
-        return label
-    return "#" + hashlib.blake2b(label.encode(), digest_size=8).hexdigest()
-
-
 def _waiting_predictions(
     waiting: list[JoinStore], ids: Sequence[str]
 ) -> tuple[list[PendingPrediction], list[JoinStore] | None] | None:
@@ -778,201 +265,6 @@ def _runs(records: list[Record]) -> list[tuple[TopicPartition, list[Record]]]:
             runs.append((record.topic_partition, []))
         runs[-1][1].append(record)
     return runs
-
-
-_HELD_GATE, _HELD_RECORD = operator.itemgetter(0), operator.itemgetter(1)  # of a held pair
-
-
-def _position(held: tuple[float, Record]) -> tuple[float, str, int, int]:
-    """A held record's place in release order: gate time, topic, partition, offset."""
-    gate, record = held
-    return gate, record.topic, record.partition, record.offset
-
-
-def _value_sizes(records: list[Record]) -> npt.NDArray[np.int64]:
-    """Bytes of each record's value (a tombstone: none)."""
-    values = list(map(_VALUE, records))
-    # A truth test a value, not `None in values`: comparing bytes to None falls back
-    # through both types' __eq__, three times as slow.
-    if not all(values):
-        values = [value or b"" for value in values]
-    return np.fromiter(map(len, values), np.int64, len(values))
-
-
-def _fitting(totals: npt.NDArray[np.int64], room: int) -> int:
-    """How many records fit in ``room`` bytes: those whose running total is within it."""
-    return int(np.searchsorted(totals, room, side="right"))
-
-
-class LabelGate:
-    """Holds label records until the inference partitions are read past their time.
-
-    A held record's *gate time* is the latest believable record time of its partition so
-    far (a record time after the wall clock plus ``max_ahead_s``, or none, is not
-    believed), so gate times never go back within a partition and one record stamped in
-    the year 2100 cannot hold back those behind it. `release` hands out, merged across
-    partitions by (gate time, topic, partition, offset), the records before a watermark
-    every partition is read past: the same records in the same order however the polls
-    fell.
-
-    What it holds is bounded in bytes (`MAX_HELD_BYTES` of record values and `HELD_COST`
-    per record): past it, a partition's newer records are dropped unread and its position
-    moved back to the first of them (the partition is `turned_away`, and the reader pauses
-    it rather than fetch the same records again), to be read again once there is room. A
-    partition's first record that does not fit turns away the other partitions' held records
-    released after it (they would wait for it), and a record larger than the whole gate is
-    held alone. Labels of one record time filling the whole gate are released by `unstick`.
-    """
-
-    def __init__(self, max_bytes: int = MAX_HELD_BYTES, max_ahead_s: float = 3600.0) -> None:
-        self.max_bytes, self.max_ahead_s = max_bytes, max_ahead_s
-        self._held: dict[TopicPartition, deque[tuple[float, Record]]] = {}
-        self._bytes = 0
-        self.gate_ms: dict[TopicPartition, float] = {}  # a partition's latest gate time
-        self.turned_away: set[TopicPartition] = set()  # partitions to read again when roomy
-
-    def hold(self, polled: Polled) -> dict[TopicPartition, int]:
-        """Queue the ``polled`` records; returns label partitions to read again from an
-        offset (the gate was full: their newest records are dropped, unread, to come
-        again)."""
-        again: dict[TopicPartition, int] = {}
-        latest_ms = (now() + self.max_ahead_s) * 1000.0
-        for tp, run in polled.items():
-            if tp in again:  # its held records were turned away: read again from the first
-                continue
-            queue = self._held.setdefault(tp, deque())
-            # What fits: the records whose running total of costs stays within the bound.
-            totals = np.cumsum(_value_sizes(run) + HELD_COST)
-            # Gate times: the running maximum of the believable record times (a record
-            # stamped after the wall clock allows, or not at all, keeps its predecessor's).
-            stamps = np.fromiter(map(_TIMESTAMP, run), np.float64, len(run))
-            stamps[stamps > latest_ms] = -math.inf
-            first = self.gate_ms.get(tp, -math.inf)
-            gates = np.maximum.accumulate(np.concatenate(([first], stamps))).tolist()
-            fits = _fitting(totals, self.max_bytes - self._bytes)
-            if fits < len(run) and self._make_way(tp, gates[fits + 1], again):
-                fits = _fitting(totals, self.max_bytes - self._bytes)
-            # Nor records later than another partition's first one turned away: released
-            # after it, they would be turned away to make way for it (filled, dropped, read
-            # again at every poll).
-            others = [ms for q, ms in self.gate_ms.items() if q in self.turned_away and q != tp]
-            if others:
-                fits = min(fits, max(0, bisect.bisect_right(gates, min(others)) - 1))
-            if not fits and not self._bytes:
-                fits = 1  # a record larger than the whole gate: held alone, not a stall
-            # The first record turned away counts too: every record after it has its gate
-            # time or a later one, so the partition is read up to it.
-            self.gate_ms[tp] = gates[min(fits + 1, len(run))]
-            if fits < len(run):
-                again[tp] = run[fits].offset
-                self.turned_away.add(tp)
-            if fits:
-                queue.extend(zip(gates[1 : fits + 1], run[:fits], strict=True))
-                self._bytes += int(totals[fits - 1])
-        return again
-
-    def _make_way(
-        self, tp: TopicPartition, gate_ms: float, again: dict[TopicPartition, int]
-    ) -> bool:
-        """Turn away the held records of other partitions released after ``tp``'s first
-        record that does not fit (gate time ``gate_ms``): later gate times, and the same one
-        in a later partition (`release` merges by gate time, topic, partition). A gate full
-        of them would wait for ``tp`` without room to read it. Whether any went."""
-        made = False
-        for other, queue in self._held.items():
-            # Records of a later partition are turned away from the same gate time on.
-            after = (other.topic, other.partition) > (tp.topic, tp.partition)
-            limit = math.nextafter(gate_ms, -math.inf) if after else gate_ms
-            if other == tp or not queue or not queue[-1][0] > limit:
-                continue
-            while queue and queue[-1][0] > limit:
-                first_gate, record = queue.pop()
-                self._bytes -= HELD_COST + len(record.value or b"")
-            again[other] = record.offset
-            self.gate_ms[other] = first_gate  # read up to its first record turned away
-            self.turned_away.add(other)
-            made = True
-        return made
-
-    def release(self, watermark_ms: float) -> list[Record]:
-        """Held records whose gate time is before ``watermark_ms``, merged in order."""
-        return list(map(_HELD_RECORD, self.release_timed(watermark_ms)))
-
-    def release_timed(self, watermark_ms: float) -> list[tuple[float, Record]]:
-        """`release`, each record with its gate time."""
-        ready: list[list[tuple[float, Record]]] = []
-        for queue in self._held.values():
-            if not queue or not queue[0][0] < watermark_ms:
-                continue
-            if queue[-1][0] < watermark_ms:  # all of it (a backlog read past at once)
-                taken = list(queue)
-                queue.clear()
-            else:
-                taken = []
-                while queue[0][0] < watermark_ms:
-                    taken.append(queue.popleft())
-            self._bytes -= HELD_COST * len(taken) + sum(
-                map(len, filter(None, map(_VALUE, map(_HELD_RECORD, taken))))
-            )
-            ready.append(taken)
-        if len(ready) == 1:
-            return ready[0]
-        # Gate times never go back within a partition: each list is in order already.
-        return list(heapq.merge(*ready, key=_position))
-
-    def unstick(
-        self, stuck_ms: float, open_partitions: Iterable[TopicPartition]
-    ) -> tuple[list[Record], dict[TopicPartition, int]]:
-        """The full gate is stuck at ``stuck_ms``: the oldest held gate time, which every
-        label partition not read past it (``open_partitions``, each turned away) is read up
-        to. `release` waits for those to be read past it, which they cannot be without room:
-        a gate full of labels of one record time (a producer batch the broker stamped with
-        LogAppendTime) would stop the labels for good.
-
-        Of the records of that gate time, the first partition (by topic, partition) that
-        holds some or may still bring some comes first in `release`'s order, its held
-        records in offset order: if it holds some, they are released (returned), a prefix of
-        the order every other run releases in; if it holds none, the held records of the
-        others (all released after it) are turned away to make room for it (the partitions
-        to read again from an offset are returned)."""
-        heads = [tp for tp, queue in self._held.items() if queue and queue[0][0] == stuck_ms]
-        first = min([*heads, *open_partitions], key=lambda tp: (tp.topic, tp.partition))
-        again: dict[TopicPartition, int] = {}
-        if first not in heads:
-            self._make_way(first, stuck_ms, again)
-            return [], again
-        queue, taken = self._held[first], []
-        while queue and queue[0][0] == stuck_ms:
-            taken.append(queue.popleft()[1])
-        self._bytes -= HELD_COST * len(taken) + sum(map(len, filter(None, map(_VALUE, taken))))
-        return taken, again
-
-    def roomy(self) -> bool:
-        """At least a quarter of the gate is free: worth reading turned-away partitions."""
-        return self._bytes <= self.max_bytes * 3 // 4
-
-    def has_room(self) -> bool:
-        """Room for one more small record."""
-        return self._bytes + 2 * HELD_COST <= self.max_bytes
-
-    def oldest_ms(self) -> float | None:
-        """Gate time of the oldest held record (None: nothing held)."""
-        heads = [queue[0][0] for queue in self._held.values() if queue]
-        return min(heads) if heads else None
-
-    def first_held(self, tp: TopicPartition) -> int | None:
-        queue = self._held.get(tp)
-        return queue[0][1].offset if queue else None
-
-    def held(self) -> int:
-        return sum(len(queue) for queue in self._held.values())
-
-    def drop(self, partitions: Iterable[TopicPartition]) -> None:
-        for tp in partitions:
-            self.gate_ms.pop(tp, None)
-            self.turned_away.discard(tp)
-            for _, record in self._held.pop(tp, ()):
-                self._bytes -= HELD_COST + len(record.value or b"")
 
 
 class LabelJoin:
@@ -1287,8 +579,8 @@ class LabelJoin:
         for first in range(0, len(released), FOLD_CHUNK):
             chunk = released[first : first + FOLD_CHUNK]
             if self.deferred:
-                self._deferred_joins(_position(chunk[0]), joined)
-            plain = not (self.deferred and self.deferred[0][:4] < _position(chunk[-1]))
+                self._deferred_joins(release_position(chunk[0]), joined)
+            plain = not (self.deferred and self.deferred[0][:4] < release_position(chunk[-1]))
             if not (plain and waiting and self._fold_plain(chunk, waiting, latest_ms, joined)):
                 self._fold_each(chunk, stores, joined, bad)
 
@@ -1521,18 +813,4 @@ class LabelJoin:
         return sum(len(store.pending) + len(store.early) for store in self.stores.values())
 
 
-__all__ = [
-    "GIVEN_UP",
-    "HELD_COST",
-    "JOIN_OUTCOMES",
-    "MAX_HELD_BYTES",
-    "EarlyLabel",
-    "JoinStore",
-    "Joined",
-    "Label",
-    "LabelGate",
-    "LabelJoin",
-    "PendingPrediction",
-    "decode_labels",
-    "storable",
-]
+__all__ = ["JOIN_OUTCOMES", "LabelJoin", "decode_labels", "storable"]

@@ -50,7 +50,7 @@ from monitord.alerts import (
     stable_id,
 )
 from monitord.config import Config, PerformanceSettings
-from monitord.labels import Joined
+from monitord.join_store import Joined
 from monitord.latency import LatencyState, VersionLatency
 from monitord.monitor import Evaluation, OffsetRange, ProfileLoader
 from monitord.state import Document

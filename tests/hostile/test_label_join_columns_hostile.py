@@ -24,7 +24,9 @@ import pytest
 
 from connectors.stream import Polled, Record, TopicPartition, by_partition
 from monitord.config import Config, parse_config
-from monitord.labels import HELD_COST, Joined, JoinStore, LabelGate, LabelJoin
+from monitord.join_store import Joined, JoinStore
+from monitord.label_gate import HELD_COST, LabelGate
+from monitord.labels import LabelJoin
 from monitord.monitor import Evaluation
 from tests.monitord.recorded import RecordedRun
 

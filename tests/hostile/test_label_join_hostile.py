@@ -17,7 +17,7 @@ import pytest
 
 from connectors.stream import Polled, Record, TopicPartition, flatten
 from monitord.config import Config, parse_config
-from monitord.labels import LabelGate
+from monitord.label_gate import LabelGate
 from tests.monitord.recorded import RecordedRun
 
 T0 = 1_700_000_000.0

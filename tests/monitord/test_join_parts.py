@@ -12,7 +12,7 @@ import orjson
 
 from connectors.stream import Record, TopicPartition
 from monitord.join_parts import FULL_AFTER, JOURNAL_SLACK, JoinJournal, apply, delta
-from monitord.labels import JoinStore, Label
+from monitord.join_store import JoinStore, Label
 
 RECORD = Record("in", 0, 0, None, b"", 0)
 

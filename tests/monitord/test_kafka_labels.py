@@ -14,7 +14,7 @@ from connectors.kafka import KafkaSink, ensure_topics
 from connectors.stream import Polled, TopicPartition
 from monitord.config import Config, parse_config
 from monitord.daemon import Daemon
-from monitord.labels import LabelGate
+from monitord.label_gate import LabelGate
 
 EVENTS = 1500
 T0 = 1_700_000_000

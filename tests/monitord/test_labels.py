@@ -15,7 +15,8 @@ import pytest
 from connectors.stream import Record, TopicPartition
 from monitord.alerts import Alert
 from monitord.config import Config, parse_config
-from monitord.labels import Joined, JoinStore, Label, LabelJoin, decode_labels
+from monitord.join_store import Joined, JoinStore, Label
+from monitord.labels import LabelJoin, decode_labels
 from monitord.metrics import DaemonMetrics
 from monitord.policy import Policy
 from monitord.retrain import RetrainTrigger

@@ -10,7 +10,7 @@ import pytest
 
 from connectors.stream import Record, TopicPartition
 from monitord.config import parse_config
-from monitord.labels import Joined
+from monitord.join_store import Joined
 from monitord.monitor import OffsetRange
 from monitord.performance import Performance, _finite_median, _offset_ranges
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from connectors.stream import Record, TopicPartition
 from monitord.config import PerformanceSettings
-from monitord.labels import Joined
+from monitord.join_store import Joined
 from monitord.performance import VersionPerformance
 
 SETTINGS = PerformanceSettings()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from monitord.config import parse_config
-from monitord.labels import HELD_COST, MAX_HELD_BYTES
+from monitord.label_gate import HELD_COST, MAX_HELD_BYTES
 from monitord.reference import profile_from_file, profile_from_rows, save_profile
 from monitord.replay import replay
 from monitord.tabular import ABSENT, MAX_EXACT_INTEGER, open_data, read_rows
