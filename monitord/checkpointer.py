@@ -230,7 +230,11 @@ class Checkpointer:
                 log.error("%s: cannot restore a model version (%s); it starts afresh", tp, exc)
         self._partitions.sources.restore(tp, checkpoint.sources)
         if checkpoint.join is not None:
-            self._joins.restore(tp, checkpoint.join.in_order())
+            try:
+                self._joins.restore(tp, checkpoint.join.in_order())
+            except ValueError as exc:
+                # Its predictions are lost (their labels count as orphans), not the daemon.
+                log.error("%s: cannot restore the label join store (%s); it starts empty", tp, exc)
         self._source.seek(tp, checkpoint.next_offset)
         self._partitions.restored(tp, checkpoint.next_offset, tp.topic in self._joins.topics)
         log.info(

@@ -795,9 +795,14 @@ class LabelJoin:
                 store.saved()
 
     def restore(self, tp: TopicPartition, parts: Sequence[bytes]) -> None:
-        """Load ``tp``'s store from its stored parts, the full one first."""
+        """Load ``tp``'s store from its stored parts, the full one first; ValueError if
+        they are not a store's (the partition's store is left empty)."""
         store = self.store(tp)
-        store.restore(parts[0], parts[1:])
+        try:
+            store.restore(parts[0], parts[1:])
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+            del self.stores[tp]  # half restored: the next `store` call starts it afresh
+            raise ValueError(f"not a label join store ({type(exc).__name__}: {exc})") from None
         self._restored = True
         self.newest_prediction_s = max(self.newest_prediction_s, store.newest)
         self.newest_label_s = max(self.newest_label_s, store.label_clock)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -146,9 +147,11 @@ def test_inline_labels_are_joined_without_a_label_topic() -> None:
     assert CHANGE <= min(o.row for o in found if isinstance(o, Alert)) <= CHANGE + 1000
 
 
+@pytest.mark.parametrize("checkpoints", ["once", "every step"])
 def test_a_crash_and_restore_joins_every_label_once_with_the_same_outputs(
-    tmp_path: Path,
+    tmp_path: Path, checkpoints: str
 ) -> None:
+    # Every step: the join store is restored from a full part and the deltas after it.
     events, labels = _concept_stream(12_000, CHANGE)
     records = _records(events, labels, max_delay=2000)
     whole = RecordedRun(_config(), records, tmp_path / "whole.sqlite").drain()
@@ -157,8 +160,14 @@ def test_a_crash_and_restore_joins_every_label_once_with_the_same_outputs(
 
     path = tmp_path / "crashed.sqlite"
     first = RecordedRun(_config(), records, path)
-    first.steps(9)
+    for _ in range(9):
+        first.steps(1)
+        if checkpoints == "every step":
+            first.daemon.checkpoint()
     first.daemon.checkpoint()
+    if checkpoints == "every step":
+        with sqlite3.connect(path) as db:
+            assert db.execute("SELECT count(*) FROM join_parts").fetchone()[0] > 2
     first.steps(4)  # folded, never checkpointed: lost with the crash, read again
     first.crash()
     committed = first.source.committed
@@ -168,6 +177,32 @@ def test_a_crash_and_restore_joins_every_label_once_with_the_same_outputs(
     performance = second.daemon.performance.versions["m", "unversioned"]
     assert performance.rows == 12_000  # every label joined, none twice
     assert second.daemon.joins.pending() == 0
+
+
+@pytest.mark.parametrize("part", [b"{", b'{"pending": 5}', b'{"left": [], "pending": {}}'])
+def test_a_join_store_part_that_cannot_be_read_starts_the_store_empty_not_a_crash_loop(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, part: bytes
+) -> None:
+    events, labels = _concept_stream(6000, None)
+    records = _records(events, labels, max_delay=2000)
+    path = tmp_path / "state.sqlite"
+    first = RecordedRun(_config(), records, path)
+    for _ in range(4):
+        first.steps(1)
+        first.daemon.checkpoint()
+    assert first.daemon.joins.pending() > 0
+    first.crash()
+    with sqlite3.connect(path) as db:  # the newest delta, or the full part (0) if none
+        db.execute(
+            "UPDATE join_parts SET blob = ? WHERE id = (SELECT max(id) FROM join_parts)", (part,)
+        )
+    second = RecordedRun(_config(), records, path, committed=first.source.committed)
+    second.steps(1)
+    assert "in[0]: cannot restore the label join store (not a label join store" in caplog.text
+    assert second.daemon.monitor.versions  # the rest of the checkpoint restored
+    second.drain()  # the predictions waiting were lost: their labels are orphans
+    joined = second.daemon.performance.versions["m", "unversioned"].rows
+    assert 0 < joined < 6000
 
 
 def _performance_gauges(metrics: DaemonMetrics) -> list[str]:
