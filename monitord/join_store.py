@@ -474,22 +474,25 @@ class JoinStore:
         done = dict(data["done"])  # an object, or [event id, label] rows at first
         overdue = set(data.get("overdue", ()))
         # Coverage order entries (time, id, the part that added them), and the part that
-        # last found each id overdue: an entry found overdue since it came has gone.
+        # last found each id overdue or saw it leave: an entry found overdue since it came
+        # has gone, and so has one whose id left since (back since: the later entry is its).
         due = [(time, event_id, 0) for time, event_id in data.get("due", ())]
-        swept_at: dict[str, int] = {}
+        gone_at: dict[str, float] = {}
         for part, blob in enumerate(deltas, start=1):
             data = orjson.loads(blob)
             added = apply(data, pending, done, overdue)
             if self.track_coverage:
                 due += [(pending[event_id][3], event_id, part) for event_id in added]
-            swept_at.update(dict.fromkeys(data["overdue"], part))
+            # A part's ids left before those it added (`apply`): its own entries stay.
+            gone_at.update(dict.fromkeys(data["left"], part - 0.5))
+            gone_at.update(dict.fromkeys(data["overdue"], part))
         # Record times came in later: a prediction stored without one joins as untimed.
         self.pending = {
             e: (row[0], row[1], row[2], _float(row[3]), row[4], row[5] if len(row) > 5 else -1)
             for e, row in pending.items()
         }
         self.done, self.done_order, self.overdue = done, deque(done), overdue
-        due = [entry for entry in due if swept_at.get(entry[1], -1) < entry[2]]
+        due = [entry for entry in due if gone_at.get(entry[1], -1) < entry[2]]
         self._restore_whole(data, [(_float(t), e) for t, e, _ in due if e in self.pending])
         self.journal = None  # a new owner writes a chain of its own, from a full part
         self.chain.forget()

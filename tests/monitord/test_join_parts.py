@@ -172,3 +172,28 @@ def test_a_journal_nothing_stores_is_dropped_for_a_full_part_not_kept_growing() 
     store.bound_journal()
     assert store.journal is None
     assert store.parts().full  # what it journaled is in a full part instead
+
+
+def test_a_restored_store_does_not_sweep_a_returned_prediction_by_its_first_arrival() -> None:
+    # An id that left and came back after a full part (nothing remembers it): the full
+    # part's coverage entry is of its first arrival, and the restored store must not keep
+    # it beside the delta's entry of its return (a verdict at the first arrival's time).
+    live = _store()
+    live.remember, counts = 0, Counter[Any]()
+    live.add("x", ("m", "1", 0, 0.0, 0, 0), RECORD, counts)
+    full = live.parts()
+    live.saved()
+    live.take(Label("x", 1, None, 1.0, RECORD), counts)  # joined, covered
+    live.sweep(10.0)  # drops the order entry of x, which left
+    live.add("x", ("m", "1", 0, 1000.0, 1, 0), RECORD, counts)  # x again, at 1000
+    last = live.parts()
+    live.saved()
+    copy = _store()
+    copy.remember = 0
+    stored = {**full.blobs, **last.blobs}
+    copy.restore(stored[last.ids[0]], [stored[part] for part in last.ids[1:]])
+    live.coverage.clear()
+    live.sweep(100.0)  # x came at 1000: not overdue yet
+    copy.sweep(100.0)
+    assert live.coverage == copy.coverage == []
+    assert list(copy.due) == list(live.due) == [(1000.0, "x")]
