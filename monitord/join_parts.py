@@ -170,6 +170,9 @@ class PartChain:
         """Name the part ``blob`` (a full part, or a delta of ``changes``)."""
         if full:
             self.token, self.taken = secrets.token_hex(8), 0
+            # Storing a full part drops the chain before it (the changelog's tombstones may
+            # be sent though the store failed): the next part is full until one is stored.
+            self.ids, self.changes = (), 0
         part = f"{self.token}/{self.taken}"
         self.taken += 1
         if full:

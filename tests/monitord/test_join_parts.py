@@ -197,3 +197,22 @@ def test_a_restored_store_does_not_sweep_a_returned_prediction_by_its_first_arri
     copy.sweep(100.0)
     assert live.coverage == copy.coverage == []
     assert list(copy.due) == list(live.due) == [(1000.0, "x")]
+
+
+def test_a_full_part_not_stored_is_followed_by_a_full_part_not_a_delta_on_the_old_chain() -> None:
+    # Saving a full part sends tombstones for the parts of the chain before it (the
+    # changelog), and a flush that times out may have sent them: the next part cannot be a
+    # delta on that chain, which would name parts gone.
+    store, counts = _store(), Counter[Any]()
+    store.remember, store.max_pending = 0, 1000
+    first = store.parts()
+    store.saved()
+    for i in range(10):  # ten come and go: twenty changes in a store now empty
+        store.add(f"a{i}", ("m", "1", 0, float(i), i, 0), RECORD, counts)
+        store.take(Label(f"a{i}", 1, None, float(i), RECORD), counts)
+    assert store.parts().full  # not stored
+    for i in range(10):  # the store grows: thirty changes are fewer than four times ten
+        store.add(f"b{i}", ("m", "1", 0, float(i), i, 0), RECORD, counts)
+    parts = store.parts()
+    assert first.ids[0] not in parts.ids
+    assert parts.full
