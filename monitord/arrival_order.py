@@ -19,8 +19,10 @@ of predictions extends both deques in C.
 from __future__ import annotations
 
 import heapq
+import math
 from collections import deque
-from collections.abc import Container, Iterable, Iterator, Sequence
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 
 class ArrivalOrder:
@@ -75,19 +77,26 @@ class ArrivalOrder:
         """The ids of the parked entries."""
         return {event_id for _, event_id in self._parked}
 
-    def due(self, cutoff: float, horizon: float, live: Container[str] | None = None) -> list[str]:
+    def due(
+        self,
+        cutoff: float,
+        horizon: float,
+        live: Mapping[str, Sequence[Any]] | None = None,
+        at: int = 0,
+    ) -> list[str]:
         """Remove and return the ids of the entries whose time is before ``cutoff`` (or
         NaN): from the front, up to the first that is not, passing over (parking) those
         stamped after ``horizon``; then the parked entries before ``cutoff``, by time.
 
-        An entry whose id is not in ``live`` (it left since) goes, neither returned nor
-        stopping the search: else what fell due would depend on what left and when, and
-        a store restored without them would fall due otherwise.
+        An entry that is not its id's in ``live`` (the live entries by id, each with its
+        time at index ``at``) goes, neither returned nor stopping the search: its id left
+        since, or left and came back (its later entry is the one). Else what fell due would
+        depend on what left and when, and a store restored without them would differ.
         """
         times, ids, gone = self._times, self._ids, []
         while times:
             time = times[0]
-            if live is not None and ids[0] not in live:
+            if live is not None and not _arrived(live.get(ids[0]), at, time):
                 times.popleft()
                 ids.popleft()
             elif not time >= cutoff:  # NaN times go too
@@ -110,19 +119,30 @@ class ArrivalOrder:
         heapq.heappush(self._parked, (time, event_id))
         self._parked_ids.append(event_id)
 
-    def oldest(self, entries: Container[str]) -> str:
-        """The id of the oldest entry still in ``entries`` (the entries before it dropped),
-        parked ones first (they came before the others); IndexError when none is."""
+    def oldest(self, entries: Mapping[str, Sequence[Any]], at: int) -> str:
+        """The id of the oldest entry still in ``entries`` (each with its time at index
+        ``at``; the order's entries before it dropped, and those of an id that left and
+        came back: `due`), parked ones first (they came before the others); IndexError
+        when none is."""
         parked = self._parked_ids
         while parked and parked[0] not in entries:
             parked.popleft()
         if parked:
             return parked[0]
         ids, times = self._ids, self._times
-        while ids[0] not in entries:
+        while not _arrived(entries.get(ids[0]), at, times[0]):
             ids.popleft()
             times.popleft()
         return ids[0]
+
+
+def _arrived(entry: Sequence[Any] | None, at: int, time: float) -> bool:
+    """Whether ``entry`` (None: its id left) is the one that arrived at ``time`` (both NaN:
+    the same untimed arrival, as far as can be told)."""
+    if entry is None:
+        return False
+    own = entry[at]
+    return bool(own == time or (math.isnan(own) and math.isnan(time)))
 
 
 __all__ = ["ArrivalOrder"]

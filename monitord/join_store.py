@@ -157,7 +157,7 @@ class JoinStore:
             self._compact()
         self.newest = max(self.newest, pending[3])
         if len(self.pending) > self.max_pending:
-            self._give_up(self.pending_order.oldest(self.pending), counts)
+            self._give_up(self.pending_order.oldest(self.pending, 3), counts)
         return None
 
     def add_all(
@@ -222,7 +222,7 @@ class JoinStore:
             if time > newest:  # noqa: PLR1730 (a comparison, cheaper than a call a row; NaN: no)
                 newest = time
             if len(pending) > limit:
-                self._give_up(order.oldest(pending), counts)
+                self._give_up(order.oldest(pending, 3), counts)
         self.newest = newest
 
     def joined(self, event_ids: Sequence[str], labels: Sequence[Any]) -> None:
@@ -337,7 +337,7 @@ class JoinStore:
         if len(self.early_order) > 2 * len(self.early) + COMPACT_SLACK:
             self._compact()
         if len(self.early) > self.max_pending:
-            del self.early[self.early_order.oldest(self.early)]
+            del self.early[self.early_order.oldest(self.early, 2)]
             counts["", "orphan"] += 1
         return True
 
@@ -347,11 +347,11 @@ class JoinStore:
         ``now`` does not hold back those that came after it."""
         cutoff, horizon = now - self.max_delay_s, now + self.max_ahead_s
         pending = self.pending
-        for event_id in self.pending_order.due(cutoff, horizon, pending):  # NaN times too
+        for event_id in self.pending_order.due(cutoff, horizon, pending, 3):  # NaN times too
             if event_id in pending:
                 self._give_up(event_id, counts)
         early = self.early
-        for event_id in self.early_order.due(cutoff, horizon, early):
+        for event_id in self.early_order.due(cutoff, horizon, early, 2):
             if early.pop(event_id, None) is not None:
                 self.changed = True
                 counts["", "orphan"] += 1
@@ -375,7 +375,7 @@ class JoinStore:
         not covered (each told once; they keep waiting for their label). One stamped more
         than ``max_ahead_s`` after ``now`` does not hold back those that came after it."""
         cutoff = now - self.expected_delay_s
-        for event_id in self.due.due(cutoff, now + self.max_ahead_s, self.pending):
+        for event_id in self.due.due(cutoff, now + self.max_ahead_s, self.pending, 3):
             pending = self.pending.get(event_id)
             if pending is not None and event_id not in self.overdue:
                 self.overdue.add(event_id)

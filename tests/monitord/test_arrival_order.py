@@ -9,6 +9,11 @@ import pytest
 from monitord.arrival_order import ArrivalOrder
 
 
+def _live(**times: float) -> dict[str, tuple[float]]:
+    """Live entries by id, each with its time first."""
+    return {event_id: (time,) for event_id, time in times.items()}
+
+
 def test_entries_keep_their_arrival_order_and_times() -> None:
     order = ArrivalOrder([(5.0, "a")])
     order.append(3.0, "b")  # an earlier time later: arrival order, not time order
@@ -23,11 +28,11 @@ def test_entries_keep_their_arrival_order_and_times() -> None:
 
 def test_oldest_skips_ids_that_left() -> None:
     order = ArrivalOrder([(1.0, "a"), (2.0, "b"), (3.0, "c")])
-    assert order.oldest({"b", "c"}) == "b"
+    assert order.oldest(_live(b=2.0, c=3.0), 0) == "b"
     assert list(order) == [(2.0, "b"), (3.0, "c")]  # "a" dropped on the way
-    assert order.oldest({"b"}) == "b"  # nothing dropped: "b" is still in
+    assert order.oldest(_live(b=2.0), 0) == "b"  # nothing dropped: "b" is still in
     with pytest.raises(IndexError):
-        order.oldest(set())
+        order.oldest({}, 0)
     assert not order
 
 
@@ -53,9 +58,9 @@ def test_an_entry_stamped_past_the_horizon_is_set_aside_not_in_the_way() -> None
 def test_parked_entries_are_the_oldest_and_survive_a_rebuild() -> None:
     order = ArrivalOrder([(1e9, "x"), (2e9, "y"), (1.0, "a")])
     assert order.due(cutoff=0.0, horizon=100.0) == []
-    assert order.oldest({"x", "y", "a"}) == "x"  # they came first
-    assert order.oldest({"y", "a"}) == "y"
-    assert order.oldest({"a"}) == "a"
+    assert order.oldest(_live(x=1e9, y=2e9, a=1.0), 0) == "x"  # they came first
+    assert order.oldest(_live(y=2e9, a=1.0), 0) == "y"
+    assert order.oldest(_live(a=1.0), 0) == "a"
     rebuilt = ArrivalOrder([(2e9, "y"), (1.0, "a")], parked={"y"})
     assert rebuilt.parked() == {"y"}
     assert rebuilt.due(cutoff=5.0, horizon=100.0) == ["a"]
@@ -66,5 +71,15 @@ def test_entries_of_ids_that_left_neither_fall_due_nor_hold_back_those_behind() 
     entries = [(1.0, "a"), (50.0, "gone"), (2.0, "b"), (1e9, "far-gone"), (3.0, "c")]
     assert ArrivalOrder(entries).due(cutoff=10.0, horizon=100.0) == ["a"]  # "gone" stops it
     order = ArrivalOrder(entries)
-    assert order.due(cutoff=10.0, horizon=100.0, live={"a", "b", "c"}) == ["a", "b", "c"]
+    assert order.due(cutoff=10.0, horizon=100.0, live=_live(a=1.0, b=2.0, c=3.0)) == ["a", "b", "c"]
     assert not order  # nothing parked for an id that left
+
+
+def test_the_entry_of_an_id_that_left_and_came_back_is_not_its_entry() -> None:
+    order = ArrivalOrder([(1.0, "x"), (2.0, "y"), (1000.0, "x")])  # x left, and came back
+    back = _live(x=1000.0, y=2.0)
+    assert order.oldest(back, 0) == "y"  # not x by its first arrival
+    assert order.due(cutoff=600.0, horizon=1e9, live=back) == ["y"]
+    assert list(order) == [(1000.0, "x")]
+    untimed = ArrivalOrder([(math.nan, "u")])
+    assert untimed.oldest(_live(u=math.nan), 0) == "u"  # NaN is NaN's own time

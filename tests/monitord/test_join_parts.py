@@ -216,3 +216,31 @@ def test_a_full_part_not_stored_is_followed_by_a_full_part_not_a_delta_on_the_ol
     parts = store.parts()
     assert first.ids[0] not in parts.ids
     assert parts.full
+
+
+def test_a_prediction_that_came_back_is_evicted_and_expired_by_its_return() -> None:
+    # Nothing remembers a joined id (remember 0, or forgotten since): its prediction may
+    # come again. The live store's orders still hold its first arrival's entry; a store
+    # restored from its parts does not, so the two evict and expire differently.
+    def came_back(max_pending: int) -> JoinStore:
+        store, counts = _store(), Counter[Any]()
+        store.remember, store.max_pending = 0, max_pending
+        store.add("x", ("m", "1", 0, 0.0, 0, 0), RECORD, counts)
+        store.take(Label("x", 1, None, 1.0, RECORD), counts)
+        store.add("y", ("m", "1", 0, 2.0, 1, 0), RECORD, counts)
+        store.add("x", ("m", "1", 0, 1000.0, 2, 0), RECORD, counts)  # x again, after y
+        return store
+
+    live = came_back(2)
+    parts = live.parts()
+    copy = _store()
+    copy.remember, copy.max_pending = 0, 2
+    copy.restore(parts.blobs[parts.ids[0]])
+    for store in (live, copy):
+        store.add("z", ("m", "1", 0, 1001.0, 3, 0), RECORD, Counter[Any]())
+    assert list(copy.pending) == ["x", "z"]  # y, the oldest, evicted
+    assert list(live.pending) == list(copy.pending)
+
+    live = came_back(40)
+    live.expire(600.0, Counter[Any]())  # gives up what came before 100
+    assert list(live.pending) == ["x"]  # x came (back) at 1000
