@@ -170,13 +170,20 @@ def decode(blob: bytes, source: str) -> Checkpoint:
 
 def with_join_parts(checkpoint: Checkpoint, stored: Mapping[str, bytes], source: str) -> Checkpoint:
     """``checkpoint`` with the blobs of its join store's parts from ``stored`` (a store's
-    parts of the partition, by id); CheckpointError if one is missing."""
+    parts of the partition, by id). With one missing the join store starts empty, logged,
+    as with one unreadable (`monitord.checkpointer`): the rest of the state is whole."""
     join = checkpoint.join
     if join is None or not join.missing():
         return checkpoint
     missing = [part for part in join.missing() if part not in stored]
     if missing:
-        raise CheckpointError(f"{source}: join store part {missing[0]} is missing")
+        log.error(
+            "%s: join store part %s is missing; the label join store starts empty",
+            source,
+            missing[0],
+        )
+        checkpoint.join = None
+        return checkpoint
     checkpoint.join = JoinParts(join.ids, {part: stored[part] for part in join.ids})
     return checkpoint
 
