@@ -356,7 +356,8 @@ class LabelJoin:
             if early_waits:  # a label may have come first: hand it to this store
                 early = self._early_store(event_id)
                 if early is not None and early is not store:
-                    store.early[event_id] = early.early.pop(event_id)
+                    moved = store.early[event_id] = early.early.pop(event_id)
+                    store.early_order.append(moved[2], event_id)  # expires as it would there
                     early.changed = True
                 if self._meets_later(store, event_id, entry):
                     store.add(event_id, entry, record, counts, join_early=False)
