@@ -173,7 +173,7 @@ def with_join_parts(checkpoint: Checkpoint, stored: Mapping[str, bytes], source:
     parts of the partition, by id). With one missing the join store starts empty, logged,
     as with one unreadable (`monitord.checkpointer`): the rest of the state is whole."""
     join = checkpoint.join
-    if join is None or not join.missing():
+    if join is None:
         return checkpoint
     missing = [part for part in join.missing() if part not in stored]
     if missing:
@@ -184,7 +184,8 @@ def with_join_parts(checkpoint: Checkpoint, stored: Mapping[str, bytes], source:
         )
         checkpoint.join = None
         return checkpoint
-    checkpoint.join = JoinParts(join.ids, {part: stored[part] for part in join.ids})
+    blobs = {**stored, **join.blobs}
+    checkpoint.join = JoinParts(join.ids, {part: blobs[part] for part in join.ids})
     return checkpoint
 
 

@@ -419,8 +419,7 @@ class JoinStore:
         """The store as its checkpoint stores it: the changes since the last part stored,
         or a full part (`monitord.join_parts`)."""
         journal, chain = self.journal, self.chain
-        entries = len(self.pending) + len(self.done) + len(self.early)
-        if journal is None or chain.wants_full(len(journal), entries):
+        if journal is None or chain.wants_full(len(journal), self._entries()):
             return chain.take(self.snapshot(), full=True, changes=0)
         changes = delta(self.pending, self.done, self.overdue, journal)
         blob = orjson.dumps({**changes, **self._whole()}, option=orjson.OPT_SERIALIZE_NUMPY)
@@ -449,9 +448,12 @@ class JoinStore:
         """Drop a journal grown past what a full part holds (nothing stored for long:
         checkpoints off, a full disk): the next part is full."""
         journal = self.journal
-        entries = len(self.pending) + len(self.done) + len(self.early)
-        if journal is not None and len(journal) > FULL_AFTER * entries + JOURNAL_SLACK:
+        if journal is not None and len(journal) > FULL_AFTER * self._entries() + JOURNAL_SLACK:
             self.journal = None
+
+    def _entries(self) -> int:
+        """What a full part holds, in entries (the measure deltas are weighed against)."""
+        return len(self.pending) + len(self.done) + len(self.early)
 
     def _parked(self) -> dict[str, list[str]]:
         """The ids each order has set aside (`ArrivalOrder.due`) and still holds, so that a
