@@ -116,6 +116,7 @@ __all__ = [
     "Thresholds",
     "WindowPlan",
     "calibrate",
+    "rebound",
 ]
 
 TESTS = ("ks", "psi", "chi2")
@@ -295,6 +296,18 @@ def calibrate(
         _laws=laws,
         _family=family,
     )
+
+
+def rebound(calibration: Calibration, profile: ReferenceProfile) -> Calibration:
+    """``calibration``, made for ``profile``'s content in another process (from a copy),
+    reading ``profile`` itself and the laws this process shares: the laws that size
+    thresholds for other windows keep what they were made from, a copy per version."""
+    if calibration.profile_id != profile.profile_id:
+        raise ValueError(
+            f"a calibration of profile {calibration.profile_id} cannot serve {profile.profile_id}"
+        )
+    calibration._laws.rebind(profile)
+    return calibration
 
 
 def _size_grid(rows: int) -> int:

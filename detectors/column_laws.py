@@ -116,6 +116,12 @@ class ColumnLaws:
         self.n_quality_tests = sum(counted.values()) - self.n_distribution_tests
         self.n_tests = self.n_distribution_tests + self.n_quality_tests
 
+    def rebind(self, profile: ReferenceProfile) -> None:
+        """Laws made in another process from a copy of ``profile``: read ``profile`` itself,
+        and the count laws this process shares (a copy of each per version otherwise)."""
+        self.profile = profile
+        self._counts.share()
+
     def window(self, rows: int) -> tuple[FloatArray, FloatArray]:
         """``(p + c,)`` expected observed values of a window of ``rows`` rows, and its
         inflation."""

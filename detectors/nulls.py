@@ -49,6 +49,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import threading
@@ -332,6 +333,16 @@ class CountLaws:
                 ),
             )
         return found
+
+    def share(self) -> None:
+        """Use the process's shared laws (`SHARED_COUNT_LAWS`) in place of equal ones made
+        in another process (a calibration worker's, unpickled here: a copy per version)."""
+        for key, laws in self._laws.items():
+            self._laws[key] = SHARED_COUNT_LAWS.get(key, functools.partial(_made, laws))
+
+
+def _made(laws: tuple[TailLaw, ...], rng: np.random.Generator) -> tuple[TailLaw, ...]:
+    return laws
 
 
 class SharedCountLaws:

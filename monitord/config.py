@@ -502,6 +502,18 @@ class CheckpointSettings(_Section):
     )
 
 
+class CalibrationSettings(_Section):
+    """Where new references' thresholds are calibrated (`monitord.calibrations`)."""
+
+    workers: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description="processes that calibrate the new references of a batch after its "
+        "first, while the loop reads on (0: every one on the loop)",
+    )
+
+
 class ShutdownSettings(_Section):
     grace_s: float = Field(
         30.0, gt=0, description="SIGTERM: drain, checkpoint, commit and exit within this"
@@ -653,6 +665,7 @@ class Config(_Section):
     admin: AdminSettings = AdminSettings()
     logging: LoggingSettings = LoggingSettings()
     checkpoint: CheckpointSettings = CheckpointSettings()
+    calibration: CalibrationSettings = CalibrationSettings()
     shutdown: ShutdownSettings = ShutdownSettings()
     limits: LimitSettings = LimitSettings()
     labels: LabelSettings = LabelSettings()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import os
 import threading
 import time
@@ -28,6 +29,7 @@ from connectors.stream import ConnectorError, Polled, Sink, Source, TopicPartiti
 from monitord.audit import record_held
 from monitord.batch_output import BACKOFF_S, BatchOutput, back_off
 from monitord.batch_reader import PROBE_INTERVAL_S, BatchReader
+from monitord.calibrations import Calibrations
 from monitord.checkpoint import CheckpointStore
 from monitord.checkpointer import STORING_CHECKPOINTS, Checkpointer
 from monitord.config import Config
@@ -123,7 +125,8 @@ class Daemon:
         stops the loop; ``internal_partitions``: with ``kafka.repartition``, the internal
         topic's partition count (labels wait for forwards to those read here; 0: none)."""
         self.config, self.source = config, source
-        self.monitor = Monitor(config, load_profile, registry)
+        workers = Calibrations(config.calibration.workers)
+        self.monitor = Monitor(config, load_profile, registry, workers)
         self.decode: Decoder = decode  # replay swaps in its by-column decoder
         self.registry = registry
         self.joins = LabelJoin(config.labels, config.events, config.limits.max_name_chars)
@@ -199,8 +202,8 @@ class Daemon:
             self._count(0, [], due)
             if self.metrics is not None:
                 self.metrics.outputs(due)
-        if self.checkpoints.due():
-            self.checkpoint()
+        # Versions calibrated meanwhile detect over their held rows now, not next batch.
+        due += self.checkpoint() if self.checkpoints.due() else self._settle(math.inf)
         self.reader.probe()
         return due
 
@@ -229,12 +232,13 @@ class Daemon:
         processed = next_offsets(events)
         processed.update(self.label_flow.offsets(labels, labelled.turned_away))
         self.partitions.processed(processed)
+        settled: list[Output] = []
         if self.store is None:
             self.source.commit(processed)
         else:
             self.checkpoints.count(polled)
             if self.checkpoints.due():
-                self.checkpoint()
+                settled = self.checkpoint()
         if self.metrics is not None:
             self.metrics.evaluations(evaluations)
             self.metrics.outputs(outputs)
@@ -242,20 +246,34 @@ class Daemon:
             self.label_flow.report(self.metrics, labelled.pairs)
             self.metrics.lag(self.partitions.lag(self.source.end_offsets()))
             self.metrics.batch(polled, time.perf_counter() - started)
-        return polled, outputs
+        return polled, outputs + settled
 
     def _count(self, n_records: int, bad: list[BadRecord], outputs: list[Output]) -> None:
         """Count a delivered batch, and log its outputs and dead letters."""
         self.output.delivered(outputs, bad)
         self.stats.count(n_records, bad, outputs)
 
-    def checkpoint(self, partitions: set[TopicPartition] | None = None) -> None:
-        """Store the state of ``partitions`` (default: all) that moved, then commit them.
+    def checkpoint(self, partitions: set[TopicPartition] | None = None) -> list[Output]:
+        """Store the state of ``partitions`` (default: all) that moved, then commit them;
+        versions being calibrated are settled first (held rows are not state): returns
+        the outputs that made.
 
         Call only between batches: everything folded into the state must be flushed.
         """
+        outputs = self._settle()
         if not self.output.undelivered:
             self.checkpoints.save(partitions)
+        return outputs
+
+    def _settle(self, keep_bytes: float = 0.0) -> list[Output]:
+        """Detect over rows held for calibrations (`EventFlow.settle`); deliver the outputs."""
+        evaluations = self.event_flow.settle(keep_bytes)
+        outputs = _decided(self.recorder, self.policy.decide(evaluations)) if evaluations else []
+        if outputs and self.output.deliver(outputs, []):
+            self._count(0, [], outputs)
+            if self.metrics is not None:
+                self.metrics.outputs(outputs)
+        return outputs
 
     def on_assigned(self, partitions: set[TopicPartition]) -> None:
         """Rebalance callback: restore each partition's state and read on from its offset."""
@@ -334,6 +352,7 @@ class Daemon:
         if first:
             log.info("shutting down: checkpointing, leaving the consumer group, flushing outputs")
         self.checkpoint()
+        self.monitor.close()
         self.source.close()  # revokes every partition: nothing left to checkpoint
         self.output.close(first)
         self.checkpoints.close()

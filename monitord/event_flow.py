@@ -4,6 +4,7 @@ model; each version's decoded events into its monitor, their predictions and lat
 
 from __future__ import annotations
 
+import math
 import time
 
 from connectors.stream import Polled, TopicPartition, flatten
@@ -19,6 +20,10 @@ from monitord.repartition import Forward, forwards
 from monitord.stats import Stats
 from monitord.version_states import VersionStates
 from monitord.volume import VolumeWatch
+
+MAX_HELD_BYTES = 64 << 20
+"""Rows held for versions being calibrated (`Monitor.settle`) past which a batch ends by
+waiting for the oldest calibrations: memory stays bounded whatever a fleet's warm-up sends."""
 
 
 class EventFlow:
@@ -64,7 +69,8 @@ class EventFlow:
         evaluations and the pairs their inline labels make."""
         monitor: Monitor = self._versions.monitor
         metrics = self._metrics
-        evaluations: list[Evaluation] = []
+        monitor.new_batch()
+        evaluations = self.settle(math.inf)  # of versions calibrated since the last batch
         pairs: list[Joined] = []
         for group in decoded.groups.values():
             update = monitor.update(group)
@@ -90,7 +96,21 @@ class EventFlow:
                     update.untimed,
                 )
                 metrics.columns_not_monitored(group.model, group.version, update.not_monitored)
+        if monitor.held_bytes > MAX_HELD_BYTES:
+            evaluations += self.settle(MAX_HELD_BYTES)
         return evaluations, pairs
+
+    def settle(self, keep_bytes: float = 0.0) -> list[Evaluation]:
+        """The evaluations of rows held for versions whose calibration is done, and (waiting)
+        of more until the rest hold at most ``keep_bytes`` (0: all; `Monitor.settle`)."""
+        evaluations: list[Evaluation] = []
+        for settled in self._versions.monitor.settle(keep_bytes):
+            evaluations += settled.evaluations
+            if self._metrics is not None and settled.late:
+                self._metrics.model_events(
+                    settled.model, settled.version, 0, math.nan, settled.late
+                )
+        return evaluations
 
     def volume_alerts(self) -> Decisions:
         """Alerts of volume due now, models gone quiet among them (`monitord.volume`)."""

@@ -16,6 +16,8 @@ evaluations too, marked with the regime's number and reference.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
 import math
 import operator
@@ -30,8 +32,9 @@ from pydantic import Field, NonNegativeInt, model_validator
 from connectors.stream import Record, TopicPartition, one_partition
 from detectors.detection import Detection, FloatArray, State, sub_state
 from detectors.profile import ReferenceProfile, build_profile
+from monitord.calibrations import Calibrated, Calibrations, PendingCalibration
 from monitord.clock import now
-from monitord.config import Config
+from monitord.config import Config, DetectionSettings
 from monitord.events import BadRecord, Columns, EventGroup
 from monitord.learning import (
     MAX_REPORTED,
@@ -47,6 +50,12 @@ from monitord.state import Document, StateModel
 from monitord.suite import DetectorSuite
 
 log = logging.getLogger(__name__)
+
+Calibrate = Callable[[ReferenceProfile, DetectionSettings], PendingCalibration]
+"""Starts a new reference's calibration (`Monitor`'s, on the loop or in a worker)."""
+_Held = tuple[FloatArray, npt.NDArray[np.object_], "_Places", FloatArray]
+"""Rows held while their version is calibrated: `_VersionMonitor._detect`'s arguments,
+their records' places for the records."""
 
 
 @dataclass(frozen=True)
@@ -260,7 +269,9 @@ class _VersionMonitor:
         config: Config,
         profile: ReferenceProfile | None,
         owner: TopicPartition,
+        calibrate: Calibrate | None = None,
     ):
+        """``calibrate``: how the warm-up's reference is calibrated (None: on the loop)."""
         self.model, self.version, self._config = model, version, config
         self.owner = owner  # the partition whose checkpoint holds this version's state
         self.profile_from_file = profile is not None
@@ -280,12 +291,27 @@ class _VersionMonitor:
         self.regime: RegimeTracker | None = None
         self.columns: Columns | None = None
         self._log = _RowLog(self.detection.window_size + self.detection.step)
+        self._calibrate = calibrate
+        self._pending: PendingCalibration | None = None  # the warm-up reference's calibration
+        self._held: list[_Held] = []  # rows that came while it was under way
+        self.held_bytes = 0
         if profile is not None:
             self._start(profile)
 
     @property
     def warming_up(self) -> bool:
+        """Learning a reference, or calibrating it: not detecting yet."""
         return self.detectors is None
+
+    @property
+    def calibrating(self) -> bool:
+        """Its reference is calibrated elsewhere; its rows are held until `settle`."""
+        return self._pending is not None
+
+    @property
+    def calibrated(self) -> bool:
+        """Not waiting for a calibration, or the calibration it waits for is done."""
+        return self._pending is None or self._pending.done()
 
     def adopt(self, profile: ReferenceProfile, provenance: Provenance | None) -> None:
         """Detect against ``profile`` from the next row on, in place of the warm-up or the
@@ -295,11 +321,23 @@ class _VersionMonitor:
         self._start(profile)
         self.profile_from_file, self.provenance = True, provenance
 
-    def _start(self, profile: ReferenceProfile) -> None:
+    def _start(self, profile: ReferenceProfile, pending: PendingCalibration | None = None) -> None:
+        """Detect against ``profile`` once its calibration (``pending``, else made now) is
+        done; meanwhile rows are held (`_monitor`)."""
         self.profile = profile
         self.columns = Columns(profile.numeric_names, profile.categorical_names)
         self._never_seen = {*profile.numeric_names, *profile.categorical_names}
-        self.detectors = DetectorSuite(profile, self.detection)
+        self._pending = pending
+        if pending is None:
+            self._detect_with(None)
+        elif pending.done():  # calibrated on the loop
+            self._detect_with(pending.result())
+
+    def _detect_with(self, calibrated: Calibrated | None) -> None:
+        """Detectors for the profile at the thresholds ``calibrated`` (None: made here)."""
+        assert self.profile is not None
+        profile, self._pending = self.profile, None
+        self.detectors = DetectorSuite(profile, self.detection, calibrated)
         if self.detection.change_detection and changes_testable(profile, self.detection):
             names = (profile.numeric_names, profile.categorical_names)
             self.regime = RegimeTracker(
@@ -358,24 +396,24 @@ class _VersionMonitor:
                     distinct,
                     most,
                 )
-        self._start(
-            build_profile(
-                self.model,
-                self.version,
-                names[0],
-                numeric,
-                names[1],
-                categorical,
-                self.detection.psi_bins,
-                max_categories=most,
-            )
+        profile = build_profile(
+            self.model,
+            self.version,
+            names[0],
+            numeric,
+            names[1],
+            categorical,
+            self.detection.psi_bins,
+            max_categories=most,
         )
+        calibrate = self._calibrate
+        self._start(profile, None if calibrate is None else calibrate(profile, self.detection))
         self._never_seen = set()  # every learned column had values in the warm-up
 
     def _monitor(self, group: EventGroup, times: FloatArray) -> MonitorUpdate:
-        """Detection over ``group`` (columns known), whose event times are ``times``."""
+        """Detection over ``group`` (columns known), whose event times are ``times``; held
+        while the reference is calibrated elsewhere."""
         assert self.columns is not None
-        assert self.detectors is not None
         numeric, categorical, wrong = self.columns.arrays(group)
         self._note_columns(group, numeric, categorical)
         bad = [
@@ -391,9 +429,36 @@ class _VersionMonitor:
             return MonitorUpdate([], bad)
         newest = float(times.max())
         self._seen(newest)
-        late = self.detectors.late_rows
-        evaluations = self._detect(numeric, categorical, records, times)
-        return MonitorUpdate(evaluations, bad, newest, self.detectors.late_rows - late)
+        if not self.calibrated:
+            places = _Places(records)
+            self._held.append((numeric, categorical, places, times))
+            self.held_bytes += numeric.nbytes + 8 * categorical.size + places.nbytes
+            return MonitorUpdate([], bad, newest)
+        held, late = self.settle() if self._pending is not None else ([], 0)
+        assert self.detectors is not None
+        before = self.detectors.late_rows
+        evaluations = held + self._detect(numeric, categorical, records, times)
+        return MonitorUpdate(evaluations, bad, newest, late + self.detectors.late_rows - before)
+
+    def settle(self) -> tuple[list[Evaluation], int]:
+        """Once the reference is calibrated (waiting for it), detect over the rows held
+        meanwhile, in order: their evaluations, and how many were late."""
+        assert self._pending is not None
+        self._detect_with(self._pending.result())
+        assert self.detectors is not None
+        held, self._held, self.held_bytes = self._held, [], 0
+        before = self.detectors.late_rows
+        evaluations = [
+            evaluation
+            for numeric, categorical, places, times in held
+            for evaluation in self._detect(numeric, categorical, places.records(), times)
+        ]
+        return evaluations, self.detectors.late_rows - before
+
+    def cancel(self) -> None:
+        """Stop a calibration under way (the version is dropped with its held rows)."""
+        if self._pending is not None:
+            self._pending.cancel()
 
     def _seen(self, newest: float) -> None:
         # No later than the wall clock allows: a producer's clock must not make this
@@ -472,7 +537,9 @@ class _VersionMonitor:
         return evaluations
 
     def snapshot(self) -> tuple[MonitorState, State]:
-        """This version's state: typed metadata and named arrays (no pickle)."""
+        """This version's state: typed metadata and named arrays (no pickle). Not while
+        calibrating: its held rows are not state (`Monitor.settle` first)."""
+        assert self._pending is None, f"{self.model}/{self.version}: settle before a snapshot"
         arrays: State = {}
         log = regime = learner = None
         if self.columns is None:
@@ -510,6 +577,7 @@ class _VersionMonitor:
             "numeric": 0 if columns is None else len(columns.numeric),
             "categorical": 0 if columns is None else len(columns.categorical),
             "learning": columns is None,
+            "calibrating": self.calibrating,
             "not_monitored": dict(self.unmonitored.reasons),
             "not_monitored_more": self.unmonitored.overflow,
             "never_seen": self.never_seen[:MAX_REPORTED],
@@ -613,6 +681,38 @@ def _offset_ranges(
 
 
 _OFFSET, _PARTITION = operator.attrgetter("offset"), operator.attrgetter("partition")
+_TOPIC = operator.attrgetter("topic")
+_NEW_RECORD = functools.partial(tuple.__new__, Record)
+
+
+class _Places:
+    """Where held records were read, as arrays (no object per record: rows held by the
+    hundred thousand, then freed, would leave the small-object heap fragmented), and
+    back as records without key, value nor time (as `_RowLog.span` gives): all that
+    detection reads of them. Not the records: each holds its event's bytes."""
+
+    def __init__(self, records: list[Record]) -> None:
+        n = len(records)
+        self.topics = tuple(map(_TOPIC, records))  # one array of references to few strings
+        self.partitions = np.fromiter(map(_PARTITION, records), np.int32, n)
+        self.offsets = np.fromiter(map(_OFFSET, records), np.int64, n)
+
+    @property
+    def nbytes(self) -> int:
+        return 8 * len(self.topics) + self.partitions.nbytes + self.offsets.nbytes
+
+    def records(self) -> list[Record]:
+        none = itertools.repeat(None)
+        fields = zip(
+            self.topics,
+            self.partitions.tolist(),
+            self.offsets.tolist(),
+            none,
+            none,
+            itertools.repeat(0),
+            itertools.repeat(()),
+        )
+        return list(map(_NEW_RECORD, fields))
 
 
 ProfileLoader = Callable[[str, str], ReferenceProfile | None]
@@ -635,15 +735,37 @@ MAX_LOGGED_REFUSALS = 1_000
 """Refused model versions logged by name; past it refusals are only counted (dead letters)."""
 
 
+@dataclass
+class Settled:
+    """A version's first detections, over the rows held while its reference was calibrated."""
+
+    model: str
+    version: str
+    evaluations: list[Evaluation]
+    late: int
+
+
 class Monitor:
-    """All model versions seen in the stream; creates a version's monitor on first sight."""
+    """All model versions seen in the stream; creates a version's monitor on first sight.
+
+    With ``calibrations`` (the daemon's), the first new reference of a batch is calibrated
+    on the loop and the others in its workers, their versions' rows held until `settle`
+    (or their next events) finds them calibrated; without, every one on the loop.
+    """
 
     def __init__(
-        self, config: Config, load_profile: ProfileLoader, late: LateReferences | None = None
+        self,
+        config: Config,
+        load_profile: ProfileLoader,
+        late: LateReferences | None = None,
+        calibrations: Calibrations | None = None,
     ) -> None:
         self._config = config
         self._load_profile = load_profile
         self._late = late
+        self._calibrations = calibrations
+        self._on_loop = 1  # calibrations this batch still makes on the loop
+        self.calibrating: dict[tuple[str, str], _VersionMonitor] = {}  # in the order begun
         self.versions: dict[tuple[str, str], _VersionMonitor] = {}
         self._by_model: dict[str, list[str]] = {}  # the versions of each model
         self._refusals_logged: set[tuple[str, str]] = set()
@@ -658,6 +780,7 @@ class Monitor:
         monitor = self.versions.get(key)
         retired: dict[tuple[str, str], TopicPartition] = {}
         refused: list[BadRecord] = []
+        held: list[Settled] = []
         if monitor is None:
             refusal, first = self._admit(group, retired)
             if refusal is not None:
@@ -669,7 +792,8 @@ class Monitor:
                 group = group.rows_from(first)
             profile = self._load_profile(group.model, group.version)
             owner = group.records[0].topic_partition
-            monitor = _VersionMonitor(*key, self._config, profile, owner)
+            calibrate = None if self._calibrations is None else self._calibrate
+            monitor = _VersionMonitor(*key, self._config, profile, owner, calibrate)
             monitor.provenance = self._provenance(profile)
             if profile is None:
                 log.info(
@@ -680,23 +804,70 @@ class Monitor:
                 )
             self._add(monitor)
         elif self._late is not None:
-            self._adopt_late(monitor)
+            held = self._adopt_late(monitor)
         update = monitor.update(group)
+        if monitor.calibrating:
+            self.calibrating[key] = monitor
+        else:  # settled by this update, if it was being calibrated
+            self.calibrating.pop(key, None)
         update.bad[:0] = refused
         update.retired = retired
         update.not_monitored = monitor.unmonitored.count
+        for settled in held:
+            update.evaluations[:0] = settled.evaluations
+            update.late += settled.late
         return update
+
+    def new_batch(self) -> None:
+        """A batch begins: its first new reference is calibrated on the loop."""
+        self._on_loop = 1
+
+    def _calibrate(
+        self, profile: ReferenceProfile, settings: DetectionSettings
+    ) -> PendingCalibration:
+        assert self._calibrations is not None
+        on_loop, self._on_loop = self._on_loop > 0, self._on_loop - 1
+        return self._calibrations.start(profile, settings, inline=on_loop)
+
+    @property
+    def held_bytes(self) -> int:
+        """What the rows held for versions being calibrated take."""
+        return sum(monitor.held_bytes for monitor in self.calibrating.values())
+
+    def settle(self, keep_bytes: float = 0.0) -> list[Settled]:
+        """Detect over the held rows of the versions whose calibration is done, and (waiting
+        for the oldest first) of more until the rest hold at most ``keep_bytes`` (0: every
+        version is settled)."""
+        settled: list[Settled] = []
+        held = self.held_bytes
+        for key, monitor in list(self.calibrating.items()):
+            if monitor.calibrated or held > keep_bytes or keep_bytes <= 0:
+                held -= monitor.held_bytes
+                del self.calibrating[key]
+                settled.append(Settled(*key, *monitor.settle()))
+        return settled
+
+    def close(self) -> None:
+        """Stop the calibration workers (if any)."""
+        if self._calibrations is not None:
+            self._calibrations.close()
 
     def _provenance(self, profile: ReferenceProfile | None) -> Provenance | None:
         if profile is None or self._late is None:
             return None
         return self._late.provenance(profile.profile_id)
 
-    def _adopt_late(self, monitor: _VersionMonitor) -> None:
+    def _adopt_late(self, monitor: _VersionMonitor) -> list[Settled]:
+        """A registry's profile for ``monitor`` that came since; a calibration under way
+        is settled first, its held rows detected against the reference they came under."""
         assert self._late is not None
         profile = self._late.arrived(monitor.model, monitor.version)
-        if profile is not None:
-            monitor.adopt(profile, self._provenance(profile))
+        if profile is None:
+            return []
+        key = (monitor.model, monitor.version)
+        held = [Settled(*key, *monitor.settle())] if self.calibrating.pop(key, None) else []
+        monitor.adopt(profile, self._provenance(profile))
+        return held
 
     def _admit(
         self, group: EventGroup, retired: dict[tuple[str, str], TopicPartition]
@@ -729,11 +900,20 @@ class Monitor:
                     "(limits.max_versions_per_model)"
                 ),
             )
-            idle = min((self.versions[model, v] for v in versions), key=lambda m: m.newest_time)
+            # Not one being calibrated: its warm-up has just ended.
+            idle = min(
+                (self.versions[model, v] for v in versions if (model, v) not in self.calibrating),
+                key=lambda m: m.newest_time,
+                default=None,
+            )
             arriving = np.maximum.accumulate(self._believable(group.event_times()[0]))
-            room = np.flatnonzero(idle.newest_time <= arriving - limits.retire_idle_s)
+            room = (
+                np.empty(0, dtype=np.intp)
+                if idle is None
+                else np.flatnonzero(idle.newest_time <= arriving - limits.retire_idle_s)
+            )
             first = int(room[0]) if room.size else len(group)
-            if first < len(group):
+            if idle is not None and first < len(group):
                 log.warning(
                     "%s/%s retired after %.0f s without events, to monitor %s/%s "
                     "(limits.max_versions_per_model = %d)",
@@ -803,7 +983,12 @@ class Monitor:
         return model, version
 
     def drop(self, keys: list[tuple[str, str]]) -> None:
+        """Forget versions (their partitions went to another member, or retired); one
+        being calibrated is forgotten with the rows it held, which its partition's next
+        owner reads again from the last checkpoint."""
         for model, version in keys:
+            self.versions[model, version].cancel()
+            self.calibrating.pop((model, version), None)
             del self.versions[model, version]
             versions = self._by_model[model]
             versions.remove(version)

@@ -258,8 +258,9 @@ class _Settings:
 
 def _replay_config(config: Config, inputs: _Inputs) -> Config:
     """``config`` for one file read as one partition: no repartitioning, the labels file's
-    topic as the label topic, and room for every prediction to wait for its label (which
-    may come after the file's last event)."""
+    topic as the label topic, room for every prediction to wait for its label (which
+    may come after the file's last event), and every calibration on the loop (a version
+    calibrated by a worker detects when it is done: outputs in another order each run)."""
     labels = config.labels.model_copy(
         update={
             "topics": (inputs.label_topic,) if inputs.label_topic else (),
@@ -267,7 +268,8 @@ def _replay_config(config: Config, inputs: _Inputs) -> Config:
         }
     )
     kafka = config.kafka.model_copy(update={"repartition": False})
-    return config.model_copy(update={"labels": labels, "kafka": kafka})
+    calibration = config.calibration.model_copy(update={"workers": 0})
+    return config.model_copy(update={"labels": labels, "kafka": kafka, "calibration": calibration})
 
 
 def _loader(config: Config, profile_path: Path | None) -> ProfileLoader:

@@ -54,10 +54,19 @@ ADWIN_NAME = "adwin"
 class DetectorSuite:
     """Every detector of one model version; `update` returns ``(column names, result)``."""
 
-    def __init__(self, profile: ReferenceProfile, settings: DetectionSettings) -> None:
+    def __init__(
+        self,
+        profile: ReferenceProfile,
+        settings: DetectionSettings,
+        calibrated: tuple[Calibration | None] | None = None,
+    ) -> None:
+        """``calibrated``: `calibrate_suite`'s result for ``profile`` and ``settings`` if
+        it was made elsewhere (a worker process), in a one-tuple; else it is made here."""
         self.profile = profile
         self.settings = settings
-        self.calibration = calibrate_suite(profile, settings)
+        if calibrated is None:
+            calibrated = (calibrate_suite(profile, settings),)
+        self.calibration = calibrated[0]
         numeric, categorical = self._window_tests()
         p, c = len(profile.numeric_names), len(profile.categorical_names)
         self.numeric = WindowedDetector(numeric, window(p, settings)) if numeric else None

@@ -1,0 +1,219 @@
+"""Threshold calibration of new model versions, in worker processes when many come at once.
+
+A version whose warm-up is complete has its thresholds calibrated (`calibrate_suite`:
+about 15 ms at 50 features, over a second at 500) before it can detect. One version at a
+time, that is done on the loop. A fleet of versions warming up together (a release of
+many models, or a daemon starting on many) used to stop the loop for the sum of them:
+instead, every calibration after the first of a batch goes to ``workers`` processes, and
+the loop reads on, holding those versions' rows until their thresholds come back
+(`monitord.monitor`). Processes, not threads: the calibration's Python steps would
+contend for the loop's interpreter lock.
+
+A worker is ``python -m monitord.calibration_worker`` reading jobs on its stdin and writing
+results on its stdout (length-prefixed pickles, between this process and its own child
+only). Not `multiprocessing`: its spawned children import the parent's main module again,
+which runs an embedding script's top level a second time. A worker exits when its stdin
+closes, so it does not outlive the daemon, even one killed with SIGKILL. A worker that
+dies fails its jobs, which are then calibrated on the loop, as is everything after.
+
+The calibration is a deterministic function of the profile and the settings, so a version
+detects exactly as if it had been calibrated on the loop, only later.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import pickle
+import queue
+import struct
+import subprocess
+import sys
+import threading
+from concurrent.futures import Future
+from pathlib import Path
+from typing import IO, Any
+
+from detectors.calibration import Calibration, rebound
+from detectors.profile import ReferenceProfile
+from monitord.config import DetectionSettings
+from monitord.suite import calibrate_suite
+
+log = logging.getLogger(__name__)
+
+Calibrated = tuple[Calibration | None]
+"""`calibrate_suite`'s result in a one-tuple (None is a result: no window test applies)."""
+LENGTH = struct.Struct("<Q")
+
+
+class WorkerGoneError(RuntimeError):
+    """A calibration worker exited before it answered."""
+
+
+def calibrated(profile: ReferenceProfile, settings: DetectionSettings) -> Calibrated:
+    return (calibrate_suite(profile, settings),)
+
+
+class PendingCalibration:
+    """A calibration under way: `done` without waiting, `result` waiting for it."""
+
+    def __init__(
+        self, future: Future[Calibrated], profile: ReferenceProfile, settings: DetectionSettings
+    ) -> None:
+        self._future, self.profile, self._settings = future, profile, settings
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def result(self) -> Calibrated:
+        """The calibration (waiting for it), made on the loop if its worker is gone. It
+        refers to `profile` itself, not to the copy the worker was sent."""
+        try:
+            (calibration,) = self._future.result()
+        except WorkerGoneError as exc:
+            log.warning("%s: calibrating on the loop", exc)
+            return calibrated(self.profile, self._settings)
+        return (None if calibration is None else rebound(calibration, self.profile),)
+
+    def cancel(self) -> None:
+        self._future.cancel()
+
+
+class _Worker:
+    """One worker process, a thread writing its jobs and one reading its answers (each
+    waits on a pipe, not on the interpreter)."""
+
+    def __init__(self) -> None:
+        package_root = str(Path(__file__).resolve().parent.parent)
+        path = os.environ.get("PYTHONPATH")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, path]))}
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "monitord.calibration_worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        self._jobs: queue.SimpleQueue[tuple[bytes, Future[Calibrated]] | None] = queue.SimpleQueue()
+        self._answering: collections.deque[Future[Calibrated]] = collections.deque()
+        self.alive = True
+        for run in (self._write, self._read):
+            threading.Thread(target=run, name="monitord-calibration", daemon=True).start()
+
+    @property
+    def load(self) -> int:
+        """Jobs given and not answered."""
+        return self._jobs.qsize() + len(self._answering)
+
+    def submit(self, profile: ReferenceProfile, settings: DetectionSettings) -> Future[Calibrated]:
+        future: Future[Calibrated] = Future()
+        self._jobs.put((pickle.dumps((profile, settings), pickle.HIGHEST_PROTOCOL), future))
+        return future
+
+    def close(self) -> None:
+        self._jobs.put(None)
+
+    def _write(self) -> None:
+        stdin = self._process.stdin
+        assert stdin is not None
+        try:
+            while (job := self._jobs.get()) is not None:
+                payload, future = job
+                if future.set_running_or_notify_cancel():  # else cancelled: not sent
+                    self._answering.append(future)
+                    stdin.write(LENGTH.pack(len(payload)) + payload)
+                    stdin.flush()
+        except OSError:  # the worker is gone: _read fails what it was given
+            pass
+        finally:
+            stdin.close()  # the worker's end of input: it exits
+
+    def _read(self) -> None:
+        stdout = self._process.stdout
+        assert stdout is not None
+        try:
+            while (answer := receive(stdout)) is not None:
+                future = self._answering.popleft()
+                if isinstance(answer, BaseException):
+                    future.set_exception(answer)
+                else:
+                    future.set_result(answer)
+        finally:
+            self.alive = False
+            self._process.wait()
+            gone = WorkerGoneError(f"calibration worker exited with {self._process.returncode}")
+            while self._answering:
+                self._answering.popleft().set_exception(gone)
+            while True:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None and job[1].set_running_or_notify_cancel():
+                    job[1].set_exception(gone)
+
+
+def receive(stream: IO[bytes]) -> Any:
+    """The next length-prefixed pickle on ``stream`` (None at its end)."""
+    head = stream.read(LENGTH.size)
+    if len(head) < LENGTH.size:
+        return None
+    (length,) = LENGTH.unpack(head)
+    return pickle.loads(stream.read(length))
+
+
+class Calibrations:
+    """Calibrates references on the loop, or in ``workers`` processes (0: always on the
+    loop) when `start` is not asked for the loop (``inline``). Workers are started on first
+    use: a daemon that never sees two new versions in one batch never has one."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._pool: list[_Worker] = []
+        self._failed = False  # a worker died: the loop calibrates from then on
+
+    def start(
+        self, profile: ReferenceProfile, settings: DetectionSettings, *, inline: bool
+    ) -> PendingCalibration:
+        future: Future[Calibrated] | None = None
+        if not inline and self.workers > 0 and not self._failed:
+            worker = self._worker()
+            if worker is not None:
+                future = worker.submit(profile, settings)
+        if future is None:
+            future = Future()
+            future.set_result(calibrated(profile, settings))
+        return PendingCalibration(future, profile, settings)
+
+    def _worker(self) -> _Worker | None:
+        """The least busy worker (started if fewer than ``workers`` run); None if one died."""
+        if not all(worker.alive for worker in self._pool):
+            log.warning("a calibration worker died: new references are calibrated on the loop")
+            self._failed = True
+            self.close()
+            return None
+        if len(self._pool) < self.workers:
+            try:
+                self._pool.append(_Worker())
+            except OSError as exc:
+                log.warning("cannot start a calibration worker (%s): calibrating on the loop", exc)
+                self._failed = True
+                return None
+        return min(self._pool, key=lambda worker: worker.load)
+
+    def close(self) -> None:
+        """End the workers once their jobs are answered (they exit as their input ends)."""
+        for worker in self._pool:
+            worker.close()
+        self._pool = []
+
+
+__all__ = [
+    "LENGTH",
+    "Calibrated",
+    "Calibrations",
+    "PendingCalibration",
+    "WorkerGoneError",
+    "calibrated",
+    "receive",
+]

@@ -1,0 +1,233 @@
+"""New references calibrated in a worker process while the loop reads on: the same
+thresholds and the same outputs as on the loop, held rows bounded, and a worker that dies
+(or outlives its daemon) is neither a crash nor a leak."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from connectors.memory import MemorySink, MemorySource
+from connectors.stream import Record
+from detectors.profile import build_profile
+from monitord import event_flow
+from monitord.calibrations import Calibrations
+from monitord.config import parse_config
+from monitord.daemon import Daemon
+from monitord.outputs import KafkaPublisher
+from monitord.suite import calibrate_suite
+
+MODELS = 6
+FEATURES = ("a", "b", "c")
+
+
+def _thresholds(calibration: Any) -> dict[str, Any]:
+    return {
+        field.name: getattr(calibration.thresholds, field.name)
+        for field in dataclasses.fields(calibration.thresholds)
+    }
+
+
+def _profile(seed: int) -> Any:
+    rows = np.random.default_rng(seed).normal(size=(300, 3))
+    return build_profile("m", "1", FEATURES, rows)
+
+
+def test_a_worker_calibrates_exactly_as_the_loop_and_shares_the_profile() -> None:
+    settings = parse_config({"detection": {"window_size": 100}}).detection
+    profiles = [_profile(seed) for seed in range(3)]
+    calibrations = Calibrations(1)
+    try:
+        pending = [calibrations.start(p, settings, inline=False) for p in profiles]
+        for profile, job in zip(profiles, pending, strict=True):
+            (made,) = job.result()
+            expected = calibrate_suite(profile, settings)
+            assert made is not None
+            assert expected is not None
+            got, want = _thresholds(made), _thresholds(expected)
+            assert got.keys() == want.keys()
+            for name, value in want.items():
+                np.testing.assert_array_equal(got[name], value, err_msg=name)
+            assert made.effective_tests == expected.effective_tests
+            # The laws read the daemon's own profile, not the copy the worker was sent.
+            assert made._laws.profile is profile
+    finally:
+        calibrations.close()
+
+
+def test_a_dead_worker_fails_over_to_the_loop(caplog: pytest.LogCaptureFixture) -> None:
+    settings = parse_config({"detection": {"window_size": 100}}).detection
+    profile = _profile(7)
+    calibrations = Calibrations(1)
+    try:
+        first = calibrations.start(profile, settings, inline=False)
+        first.result()  # the worker is up
+        worker = calibrations._pool[0]
+        worker._process.kill()
+        worker._process.wait()
+        with caplog.at_level(logging.WARNING, logger="monitord.calibrations"):
+            # Sent to the dead worker (or refused): made on the loop, the same thresholds.
+            (made,) = calibrations.start(profile, settings, inline=False).result()
+            (again,) = calibrations.start(profile, settings, inline=False).result()
+        expected = calibrate_suite(profile, settings)
+        assert made is not None
+        assert again is not None
+        assert expected is not None
+        for got in (made, again):
+            np.testing.assert_array_equal(got.thresholds.ks, expected.thresholds.ks)
+        messages = [record.getMessage() for record in caplog.records]
+        assert any("calibrat" in m and "on the loop" in m for m in messages)
+        assert calibrations._pool == []  # no new worker after one died
+    finally:
+        calibrations.close()
+
+
+def test_a_worker_exits_when_its_daemon_is_killed(tmp_path: Any) -> None:
+    script = textwrap.dedent(
+        """
+        import sys
+        import numpy as np
+        from detectors.profile import build_profile
+        from monitord.calibrations import Calibrations
+        from monitord.config import parse_config
+
+        settings = parse_config({"detection": {"window_size": 100}}).detection
+        rows = np.random.default_rng(1).normal(size=(300, 3))
+        profile = build_profile("m", "1", ("a", "b", "c"), rows)
+        calibrations = Calibrations(1)
+        calibrations.start(profile, settings, inline=False).result()
+        print(calibrations._pool[0]._process.pid, flush=True)
+        sys.stdin.read()  # until killed
+        """
+    )
+    daemon = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert daemon.stdout is not None
+        worker_pid = int(daemon.stdout.readline())
+        worker = os.pidfd_open(worker_pid)
+    finally:
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait()
+    try:
+        # The worker's input ends with its daemon: it exits (a pidfd is readable then).
+        readable, _, _ = select.select([worker], [], [], 60)
+        assert readable == [worker], f"calibration worker {worker_pid} outlived its daemon"
+    finally:
+        os.close(worker)
+
+
+def _events(rows: int, drift_from: int) -> list[Record]:
+    """``MODELS`` models round-robin, three features; models 0 and 3 shift from
+    ``drift_from`` on."""
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=(rows, len(FEATURES)))
+    records = []
+    for i, row in enumerate(values):
+        model = i % MODELS
+        shifted = row + (2.0 if model % 3 == 0 and i >= drift_from else 0.0)
+        features = dict(zip(FEATURES, shifted.tolist(), strict=True))
+        event = {"model": f"m{model}", "features": features}
+        records.append(Record("in", 0, i, b"", orjson.dumps(event), 0))
+    return records
+
+
+def _run(workers: int, records: list[Record]) -> tuple[Daemon, MemorySink, list[tuple[int, int]]]:
+    """A daemon over ``records`` (every model's warm-up ends in its second batch); how
+    many versions were being calibrated after each step, and the bytes they held."""
+    config = parse_config(
+        {
+            "detection": {"warmup_events": 200, "window_size": 100},
+            "kafka": {"consumer": {"max_poll_records": 600}},
+            "calibration": {"workers": workers},
+        }
+    )
+    sink = MemorySink()
+    daemon = Daemon(
+        config,
+        MemorySource(records),
+        sink,
+        [KafkaPublisher(sink, "alerts", "retrain")],
+        lambda m, v: None,
+    )
+    calibrating = []
+    while daemon.step(0)[0]:
+        calibrating.append((len(daemon.monitor.calibrating), daemon.monitor.held_bytes))
+    daemon.close()  # settles what is still calibrated, delivers its outputs
+    return daemon, sink, calibrating
+
+
+def _alerts(sink: MemorySink) -> dict[str, list[tuple[Any, ...]]]:
+    """Each model's alerts in order (models are independent: their interleaving is not)."""
+    by_model: dict[str, list[tuple[Any, ...]]] = {}
+    for message in sink.messages("alerts"):
+        data = orjson.loads(message.value)["data"]
+        key = (data["status"], data["feature"], data["detector"], data["row"], data["id"])
+        by_model.setdefault(data["model"], []).append(key)
+    return by_model
+
+
+def test_versions_calibrated_by_a_worker_detect_as_on_the_loop() -> None:
+    records = _events(MODELS * 1500, drift_from=MODELS * 700)
+    _, on_loop, never = _run(0, records)
+    daemon, in_worker, calibrating = _run(1, records)
+    assert not any(count for count, _ in never)
+    # The second batch ends every warm-up: its first reference is calibrated on the loop,
+    # the other five in the worker (which takes longer to start than the loop to go on),
+    # whose rows the next batch holds.
+    assert calibrating[1] == (MODELS - 1, 0)
+    assert calibrating[2][1] > 0
+    assert daemon.monitor.calibrating == {}
+    assert all(not monitor.warming_up for monitor in daemon.monitor.versions.values())
+    expected = _alerts(on_loop)
+    assert {"m0", "m3"} <= set(expected)  # the drifted models alert
+    assert _alerts(in_worker) == expected
+    assert [m.value for m in in_worker.messages("retrain")] != []
+    assert sorted(m.value for m in in_worker.messages("retrain")) == sorted(
+        m.value for m in on_loop.messages("retrain")
+    )
+
+
+def test_held_rows_past_the_cap_make_the_batch_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(event_flow, "MAX_HELD_BYTES", 1)
+    records = _events(MODELS * 600, drift_from=MODELS * 600)
+    _, _, calibrating = _run(1, records)
+    assert max(count for count, _ in calibrating) == MODELS - 1
+    assert all(held == 0 for _, held in calibrating)  # each batch waited for what it held
+
+
+def test_a_checkpoint_settles_calibrations_first() -> None:
+    records = _events(MODELS * 450, drift_from=MODELS * 450)
+    config = parse_config(
+        {
+            "detection": {"warmup_events": 200, "window_size": 100},
+            "kafka": {"consumer": {"max_poll_records": 600}},
+        }
+    )
+    sink = MemorySink()
+    daemon = Daemon(config, MemorySource(records), sink, [], lambda m, v: None)
+    daemon.step(0)
+    daemon.step(0)
+    held = daemon.monitor.calibrating
+    assert len(held) == MODELS - 1
+    assert daemon.monitor.held_bytes == 0
+    daemon.step(0)  # rows of calibrating versions are held
+    assert daemon.monitor.held_bytes > 0
+    daemon.checkpoint()
+    assert daemon.monitor.calibrating == {}
+    assert daemon.monitor.held_bytes == 0
+    for key in daemon.monitor.versions:
+        daemon.monitor.snapshot(key)  # a snapshot of every version can be taken
+    daemon.close()
