@@ -9,7 +9,9 @@ Data flows in four hops: `Source.poll` -> `events.decode` -> `Monitor.update` ->
 - `receivers`: one module per receiver type (settings, connector, payloads); `delivery`:
   the outbox between the policy and the receivers
 - `events`: records -> per-model-version groups + bad records
-- `monitor`, `suite`: each model version's reference and detectors
+- `monitor`, `suite`: each model version's reference and detectors (`row_log`: where its
+  recent rows were read; `calibrations`: new references' thresholds, in worker processes
+  run as `calibration_worker` when many come at once)
 - `policy`: alerts and retrain requests, decided without I/O (`retrain`: drift episodes;
   `retrain_policy`: guards, schedules, manual requests; `schedule`: the slots taken;
   `cron`: crontab expressions); `audit`: where they are recorded; `cloudevent`, `outputs`:

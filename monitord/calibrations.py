@@ -23,6 +23,7 @@ detects exactly as if it had been calibrated on the loop, only later.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import pickle
@@ -97,6 +98,7 @@ class _Worker:
         self._jobs: queue.SimpleQueue[tuple[bytes, Future[Calibrated]] | None] = queue.SimpleQueue()
         self._answering: collections.deque[Future[Calibrated]] = collections.deque()
         self.alive = True
+        self._lock = threading.Lock()
         for run in (self._write, self._read):
             threading.Thread(target=run, name="monitord-calibration", daemon=True).start()
 
@@ -116,16 +118,23 @@ class _Worker:
     def _write(self) -> None:
         stdin = self._process.stdin
         assert stdin is not None
-        try:
-            while (job := self._jobs.get()) is not None:
-                payload, future = job
-                if future.set_running_or_notify_cancel():  # else cancelled: not sent
+        while (job := self._jobs.get()) is not None:
+            payload, future = job
+            if not future.set_running_or_notify_cancel():
+                continue  # cancelled: not sent
+            with self._lock:  # else _read may have failed what was given, not this one
+                given = self.alive
+                if given:
                     self._answering.append(future)
-                    stdin.write(LENGTH.pack(len(payload)) + payload)
-                    stdin.flush()
-        except OSError:  # the worker is gone: _read fails what it was given
-            pass
-        finally:
+            if not given:
+                future.set_exception(self._gone())
+                continue
+            try:
+                stdin.write(LENGTH.pack(len(payload)) + payload)
+                stdin.flush()
+            except OSError:  # the worker is gone: _read fails what it was given
+                continue
+        with contextlib.suppress(OSError):
             stdin.close()  # the worker's end of input: it exits
 
     def _read(self) -> None:
@@ -139,18 +148,16 @@ class _Worker:
                 else:
                     future.set_result(answer)
         finally:
-            self.alive = False
             self._process.wait()
-            gone = WorkerGoneError(f"calibration worker exited with {self._process.returncode}")
-            while self._answering:
-                self._answering.popleft().set_exception(gone)
-            while True:
-                try:
-                    job = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if job is not None and job[1].set_running_or_notify_cancel():
-                    job[1].set_exception(gone)
+            with self._lock:
+                self.alive = False
+                unanswered = list(self._answering)
+                self._answering.clear()
+            for future in unanswered:
+                future.set_exception(self._gone())
+
+    def _gone(self) -> WorkerGoneError:
+        return WorkerGoneError(f"calibration worker exited with {self._process.returncode}")
 
 
 def receive(stream: IO[bytes]) -> Any:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import math
 import os
 import threading
 import time
@@ -202,8 +201,9 @@ class Daemon:
             self._count(0, [], due)
             if self.metrics is not None:
                 self.metrics.outputs(due)
-        # Versions calibrated meanwhile detect over their held rows now, not next batch.
-        due += self.checkpoint() if self.checkpoints.due() else self._settle(math.inf)
+        # Nothing to read: versions being calibrated detect over their held rows now (a
+        # drained daemon has every output), not at the next batch.
+        due += self.checkpoint() if self.checkpoints.due() else self._settle()
         self.reader.probe()
         return due
 
@@ -265,9 +265,9 @@ class Daemon:
             self.checkpoints.save(partitions)
         return outputs
 
-    def _settle(self, keep_bytes: float = 0.0) -> list[Output]:
+    def _settle(self) -> list[Output]:
         """Detect over rows held for calibrations (`EventFlow.settle`); deliver the outputs."""
-        evaluations = self.event_flow.settle(keep_bytes)
+        evaluations = self.event_flow.settle()
         outputs = _decided(self.recorder, self.policy.decide(evaluations)) if evaluations else []
         if outputs and self.output.deliver(outputs, []):
             self._count(0, [], outputs)
