@@ -4,8 +4,9 @@ A version whose warm-up is complete has its thresholds calibrated (`calibrate_su
 about 15 ms at 50 features, over a second at 500) before it can detect. One version at a
 time, that is done on the loop. A fleet of versions warming up together (a release of
 many models, or a daemon starting on many) used to stop the loop for the sum of them:
-instead, every calibration after the first of a batch goes to ``workers`` processes, and
-the loop reads on, holding those versions' rows until their thresholds come back
+instead, once a batch has spent a tenth of a second calibrating on the loop
+(`monitord.monitor.LOOP_CALIBRATION_S`), the rest go to ``workers`` processes, and the
+loop reads on, holding those versions' rows until their thresholds come back
 (`monitord.monitor`). Processes, not threads: the calibration's Python steps would
 contend for the loop's interpreter lock.
 
@@ -172,7 +173,7 @@ def receive(stream: IO[bytes]) -> Any:
 class Calibrations:
     """Calibrates references on the loop, or in ``workers`` processes (0: always on the
     loop) when `start` is not asked for the loop (``inline``). Workers are started on first
-    use: a daemon that never sees two new versions in one batch never has one."""
+    use: a daemon that never sees many new versions in one batch never has one."""
 
     def __init__(self, workers: int) -> None:
         self.workers = workers

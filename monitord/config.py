@@ -509,8 +509,8 @@ class CalibrationSettings(_Section):
         1,
         ge=0,
         le=64,
-        description="processes that calibrate the new references of a batch after its "
-        "first, while the loop reads on (0: every one on the loop)",
+        description="processes that calibrate a batch's new references once it has spent "
+        "0.1 s calibrating on the loop, while the loop reads on (0: all on the loop)",
     )
 
 

@@ -197,10 +197,7 @@ class Daemon:
             *_decided(self.recorder, self.policy.due(time.time())),
             *_decided(self.recorder, self.event_flow.volume_alerts()),
         ]
-        if due and self.output.deliver(due, []):
-            self._count(0, [], due)
-            if self.metrics is not None:
-                self.metrics.outputs(due)
+        self._deliver(due)
         # Nothing to read: versions being calibrated detect over their held rows now (a
         # drained daemon has every output), not at the next batch.
         due += self.checkpoint() if self.checkpoints.due() else self._settle()
@@ -268,12 +265,20 @@ class Daemon:
     def _settle(self) -> list[Output]:
         """Detect over rows held for calibrations (`EventFlow.settle`); deliver the outputs."""
         evaluations = self.event_flow.settle()
-        outputs = _decided(self.recorder, self.policy.decide(evaluations)) if evaluations else []
+        if not evaluations:
+            return []
+        if self.metrics is not None:
+            self.metrics.evaluations(evaluations)
+        outputs = _decided(self.recorder, self.policy.decide(evaluations))
+        self._deliver(outputs)
+        return outputs
+
+    def _deliver(self, outputs: list[Output]) -> None:
+        """Deliver and count outputs decided between batches."""
         if outputs and self.output.deliver(outputs, []):
             self._count(0, [], outputs)
             if self.metrics is not None:
                 self.metrics.outputs(outputs)
-        return outputs
 
     def on_assigned(self, partitions: set[TopicPartition]) -> None:
         """Rebalance callback: restore each partition's state and read on from its offset."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, Self
@@ -562,6 +563,10 @@ class LateReferences(Protocol):
     def close(self) -> None: ...
 
 
+LOOP_CALIBRATION_S = 0.1
+"""Time a batch spends calibrating new references on the loop before it hands the rest to
+the calibration workers: two or three new models a batch (15 ms each at 50 features) never
+start a worker; a fleet's release does, after a tenth of a second."""
 MAX_LOGGED_REFUSALS = 1_000
 """Refused model versions logged by name; past it refusals are only counted (dead letters)."""
 
@@ -579,9 +584,9 @@ class Settled:
 class Monitor:
     """All model versions seen in the stream; creates a version's monitor on first sight.
 
-    With ``calibrations`` (the daemon's), the first new reference of a batch is calibrated
-    on the loop and the others in its workers, their versions' rows held until `settle`
-    (or their next events) finds them calibrated; without, every one on the loop.
+    With ``calibrations`` (the daemon's), a batch's new references are calibrated on the
+    loop for `LOOP_CALIBRATION_S` and the rest in its workers, their versions' rows held
+    until `settle` (or their next events) finds them calibrated; without, all on the loop.
     """
 
     def __init__(
@@ -595,7 +600,7 @@ class Monitor:
         self._load_profile = load_profile
         self._late = late
         self._calibrations = calibrations
-        self._on_loop = 1  # calibrations this batch still makes on the loop
+        self._on_loop_s = 0.0  # spent calibrating on the loop in this batch
         self.calibrating: dict[tuple[str, str], _VersionMonitor] = {}  # in the order begun
         self.versions: dict[tuple[str, str], _VersionMonitor] = {}
         self._by_model: dict[str, list[str]] = {}  # the versions of each model
@@ -650,15 +655,21 @@ class Monitor:
         return update
 
     def new_batch(self) -> None:
-        """A batch begins: its first new reference is calibrated on the loop."""
-        self._on_loop = 1
+        """A batch begins: its new references are calibrated on the loop again."""
+        self._on_loop_s = 0.0
 
     def _calibrate(
         self, profile: ReferenceProfile, settings: DetectionSettings
     ) -> PendingCalibration:
+        """On the loop until the batch's calibrations there took `LOOP_CALIBRATION_S`;
+        the rest in the workers."""
         assert self._calibrations is not None
-        on_loop, self._on_loop = self._on_loop > 0, self._on_loop - 1
-        return self._calibrations.start(profile, settings, inline=on_loop)
+        on_loop = self._on_loop_s < LOOP_CALIBRATION_S
+        started = time.perf_counter()
+        pending = self._calibrations.start(profile, settings, inline=on_loop)
+        if on_loop:
+            self._on_loop_s += time.perf_counter() - started
+        return pending
 
     @property
     def held_bytes(self) -> int:

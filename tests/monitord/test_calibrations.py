@@ -21,7 +21,7 @@ import pytest
 from connectors.memory import MemorySink, MemorySource
 from connectors.stream import Record
 from detectors.profile import build_profile
-from monitord import event_flow
+from monitord import event_flow, monitor
 from monitord.calibrations import Calibrations
 from monitord.config import parse_config
 from monitord.daemon import Daemon
@@ -144,6 +144,13 @@ def _events(rows: int, drift_from: int) -> list[Record]:
     return records
 
 
+@pytest.fixture
+def one_on_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch calibrates one new reference on the loop (any takes longer than this), the
+    others in the worker: these models are too small to reach the default time."""
+    monkeypatch.setattr(monitor, "LOOP_CALIBRATION_S", 1e-9)
+
+
 def _run(workers: int, records: list[Record]) -> tuple[Daemon, MemorySink, list[tuple[int, int]]]:
     """A daemon over ``records`` (every model's warm-up ends in its second batch); how
     many versions were being calibrated after each step, and the bytes they held."""
@@ -179,6 +186,7 @@ def _alerts(sink: MemorySink) -> dict[str, list[tuple[Any, ...]]]:
     return by_model
 
 
+@pytest.mark.usefixtures("one_on_the_loop")
 def test_versions_calibrated_by_a_worker_detect_as_on_the_loop() -> None:
     records = _events(MODELS * 1500, drift_from=MODELS * 700)
     _, on_loop, never = _run(0, records)
@@ -200,6 +208,7 @@ def test_versions_calibrated_by_a_worker_detect_as_on_the_loop() -> None:
     )
 
 
+@pytest.mark.usefixtures("one_on_the_loop")
 def test_held_rows_past_the_cap_make_the_batch_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(event_flow, "MAX_HELD_BYTES", 1)
     records = _events(MODELS * 600, drift_from=MODELS * 600)
@@ -208,6 +217,15 @@ def test_held_rows_past_the_cap_make_the_batch_wait(monkeypatch: pytest.MonkeyPa
     assert all(held == 0 for _, held in calibrating)  # each batch waited for what it held
 
 
+def test_a_few_small_new_versions_a_batch_start_no_worker() -> None:
+    daemon, _, calibrating = _run(1, _events(MODELS * 450, drift_from=MODELS * 450))
+    assert not any(count for count, _ in calibrating)
+    assert all(not version.warming_up for version in daemon.monitor.versions.values())
+    assert daemon.monitor._calibrations is not None
+    assert daemon.monitor._calibrations._pool == []
+
+
+@pytest.mark.usefixtures("one_on_the_loop")
 def test_a_checkpoint_settles_calibrations_first() -> None:
     records = _events(MODELS * 450, drift_from=MODELS * 450)
     config = parse_config(
