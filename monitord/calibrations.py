@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 Calibrated = tuple[Calibration | None]
 """`calibrate_suite`'s result in a one-tuple (None is a result: no window test applies)."""
 LENGTH = struct.Struct("<Q")
+_Job = tuple[ReferenceProfile, DetectionSettings, "Future[Calibrated]"]
 
 
 class WorkerGoneError(RuntimeError):
@@ -69,8 +70,11 @@ class PendingCalibration:
         return self._future.done()
 
     def result(self) -> Calibrated:
-        """The calibration (waiting for it), made on the loop if its worker is gone. It
-        refers to `profile` itself, not to the copy the worker was sent."""
+        """The calibration, made on the loop if no worker has started it yet (rather than
+        wait for the worker's queue) or its worker is gone; else the worker's, waited for.
+        It refers to `profile` itself, not to the copy the worker was sent."""
+        if self._future.cancel():
+            return calibrated(self.profile, self._settings)
         try:
             (calibration,) = self._future.result()
         except WorkerGoneError as exc:
@@ -96,10 +100,11 @@ class _Worker:
             stdout=subprocess.PIPE,
             env=env,
         )
-        self._jobs: queue.SimpleQueue[tuple[bytes, Future[Calibrated]] | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._answering: collections.deque[Future[Calibrated]] = collections.deque()
         self.alive = True
         self._lock = threading.Lock()
+        self._free = threading.Semaphore(1)  # the worker has no job
         for run in (self._write, self._read):
             threading.Thread(target=run, name="monitord-calibration", daemon=True).start()
 
@@ -110,7 +115,9 @@ class _Worker:
 
     def submit(self, profile: ReferenceProfile, settings: DetectionSettings) -> Future[Calibrated]:
         future: Future[Calibrated] = Future()
-        self._jobs.put((pickle.dumps((profile, settings), pickle.HIGHEST_PROTOCOL), future))
+        # Pickled when sent, not now: a queue of pickles would be a copy of every waiting
+        # version's reference (4 MB each at 500 features).
+        self._jobs.put((profile, settings, future))
         return future
 
     def close(self) -> None:
@@ -120,15 +127,21 @@ class _Worker:
         stdin = self._process.stdin
         assert stdin is not None
         while (job := self._jobs.get()) is not None:
-            payload, future = job
+            profile, settings, future = job
+            # One job at the worker at a time: the others stay in the queue, where the
+            # loop can still take them (`PendingCalibration.result`).
+            self._free.acquire()
             if not future.set_running_or_notify_cancel():
-                continue  # cancelled: not sent
+                self._free.release()
+                continue  # cancelled (made on the loop): not sent
+            payload = pickle.dumps((profile, settings), pickle.HIGHEST_PROTOCOL)
             with self._lock:  # else _read may have failed what was given, not this one
                 given = self.alive
                 if given:
                     self._answering.append(future)
             if not given:
                 future.set_exception(self._gone())
+                self._free.release()
                 continue
             try:
                 stdin.write(LENGTH.pack(len(payload)) + payload)
@@ -148,7 +161,11 @@ class _Worker:
                     future.set_exception(answer)
                 else:
                     future.set_result(answer)
+                self._free.release()
         finally:
+            # Ended, or an answer could not be read: the worker is of no more use.
+            with contextlib.suppress(OSError):
+                self._process.kill()
             self._process.wait()
             with self._lock:
                 self.alive = False
@@ -156,18 +173,21 @@ class _Worker:
                 self._answering.clear()
             for future in unanswered:
                 future.set_exception(self._gone())
+            self._free.release()  # a job waiting to be sent finds the worker gone
 
     def _gone(self) -> WorkerGoneError:
         return WorkerGoneError(f"calibration worker exited with {self._process.returncode}")
 
 
 def receive(stream: IO[bytes]) -> Any:
-    """The next length-prefixed pickle on ``stream`` (None at its end)."""
+    """The next length-prefixed pickle on ``stream`` (None at its end, or where it ends
+    early: its writer exited while writing)."""
     head = stream.read(LENGTH.size)
     if len(head) < LENGTH.size:
         return None
     (length,) = LENGTH.unpack(head)
-    return pickle.loads(stream.read(length))
+    payload = stream.read(length)
+    return pickle.loads(payload) if len(payload) == length else None
 
 
 class Calibrations:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -319,7 +320,7 @@ class _VersionMonitor:
         if not self.calibrated:
             places = Places(records)
             self._held.append((numeric, categorical, places, times))
-            self.held_bytes += numeric.nbytes + 8 * categorical.size + places.nbytes
+            self.held_bytes += _held_bytes(numeric, categorical, places, times)
             return MonitorUpdate([], bad, newest)
         held, late = self.settle() if self._pending is not None else ([], 0)
         assert self.detectors is not None
@@ -563,6 +564,14 @@ class LateReferences(Protocol):
     def close(self) -> None: ...
 
 
+def _held_bytes(
+    numeric: FloatArray, categorical: npt.NDArray[np.object_], places: Places, times: FloatArray
+) -> int:
+    """What held rows take: their arrays, and each category text (the stream's to size)."""
+    texts = sum(map(sys.getsizeof, filter(None, categorical.ravel().tolist())))
+    return numeric.nbytes + 8 * categorical.size + texts + places.nbytes + times.nbytes
+
+
 LOOP_CALIBRATION_S = 0.1
 """Time a batch spends calibrating new references on the loop before it hands the rest to
 the calibration workers: two or three new models a batch (15 ms each at 50 features) never
@@ -641,6 +650,8 @@ class Monitor:
             self._add(monitor)
         elif self._late is not None:
             held = self._adopt_late(monitor)
+        if len(self._by_model[group.model]) > 1:
+            held[:0] = self._settle_older(monitor)
         update = monitor.update(group)
         if monitor.calibrating:
             self.calibrating[key] = monitor
@@ -649,10 +660,21 @@ class Monitor:
         update.bad[:0] = refused
         update.retired = retired
         update.not_monitored = monitor.unmonitored.count
-        for settled in held:
-            update.evaluations[:0] = settled.evaluations
-            update.late += settled.late
+        update.evaluations[:0] = [e for settled in held for e in settled.evaluations]
+        update.late += sum(settled.late for settled in held)
         return update
+
+    def _settle_older(self, monitor: _VersionMonitor) -> list[Settled]:
+        """Versions of ``monitor``'s model being calibrated (waiting for them), before it
+        detects: what they hold came first. A version is sent to a worker only while it is
+        its model's one, so this waits only for a version followed by another that soon."""
+        settled = []
+        for version in self._by_model[monitor.model]:
+            older = self.calibrating.get((monitor.model, version))
+            if older is not None and older is not monitor:
+                settled.append(Settled(monitor.model, version, *older.settle()))
+                del self.calibrating[monitor.model, version]
+        return settled
 
     def new_batch(self) -> None:
         """A batch begins: its new references are calibrated on the loop again."""
@@ -662,9 +684,12 @@ class Monitor:
         self, profile: ReferenceProfile, settings: DetectionSettings
     ) -> PendingCalibration:
         """On the loop until the batch's calibrations there took `LOOP_CALIBRATION_S`;
-        the rest in the workers."""
+        the rest in the workers, but for a version whose model has others: the policy takes
+        the version with the newest first window as its model's current one, so versions
+        of a model must detect in the order they came (see `_settle_older`)."""
         assert self._calibrations is not None
-        on_loop = self._on_loop_s < LOOP_CALIBRATION_S
+        alone = len(self._by_model[profile.model]) == 1
+        on_loop = self._on_loop_s < LOOP_CALIBRATION_S or not alone
         started = time.perf_counter()
         pending = self._calibrations.start(profile, settings, inline=on_loop)
         if on_loop:
@@ -685,8 +710,8 @@ class Monitor:
         for key, monitor in list(self.calibrating.items()):
             if monitor.calibrated or held > keep_bytes or keep_bytes <= 0:
                 held -= monitor.held_bytes
-                del self.calibrating[key]
                 settled.append(Settled(*key, *monitor.settle()))
+                del self.calibrating[key]
         return settled
 
     def close(self) -> None:
@@ -817,7 +842,8 @@ class Monitor:
                     )
             else:
                 profile = captured(state.profile_id)
-        monitor = _VersionMonitor(model, version, self._config, None, owner)
+        calibrate = None if self._calibrations is None else self._calibrate
+        monitor = _VersionMonitor(model, version, self._config, None, owner, calibrate)
         monitor.restore(state, arrays, profile, captured)
         if state.profile_from_file:
             monitor.provenance = self._provenance(profile)

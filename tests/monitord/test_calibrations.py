@@ -5,6 +5,7 @@ thresholds and the same outputs as on the loop, held rows bounded, and a worker 
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import os
 import select
@@ -22,10 +23,11 @@ from connectors.memory import MemorySink, MemorySource
 from connectors.stream import Record
 from detectors.profile import build_profile
 from monitord import event_flow, monitor
-from monitord.calibrations import Calibrations
+from monitord.calibrations import LENGTH, Calibrations, receive
 from monitord.config import parse_config
 from monitord.daemon import Daemon
 from monitord.outputs import KafkaPublisher
+from monitord.row_log import Places
 from monitord.suite import calibrate_suite
 
 MODELS = 6
@@ -66,6 +68,38 @@ def test_a_worker_calibrates_exactly_as_the_loop_and_shares_the_profile() -> Non
         calibrations.close()
 
 
+def test_waiting_for_a_job_no_worker_has_started_makes_it_on_the_loop() -> None:
+    settings = parse_config({"detection": {"window_size": 100}}).detection
+    profiles = [_profile(seed) for seed in range(3)]
+    calibrations = Calibrations(1)
+    try:
+        jobs = [calibrations.start(p, settings, inline=False) for p in profiles]
+        # The worker (a second to start) has the first; the last waits its turn: made here.
+        (made,) = jobs[2].result()
+        assert jobs[2]._future.cancelled()
+        (first,) = jobs[0].result()
+        assert not jobs[0]._future.cancelled()
+        for job, got in ((jobs[0], first), (jobs[2], made)):
+            expected = calibrate_suite(job.profile, settings)
+            assert got is not None
+            assert expected is not None
+            np.testing.assert_array_equal(got.thresholds.ks, expected.thresholds.ks)
+    finally:
+        calibrations.close()
+
+
+def test_held_category_texts_count_at_their_size() -> None:
+    texts = np.array([["x" * 250 + str(i)] for i in range(100)], dtype=object)
+    places = Places([Record("in", 0, i, None, None, 0) for i in range(100)])
+    held = monitor._held_bytes(np.zeros((100, 1)), texts, places, np.zeros(100))
+    assert held > 100 * 250
+
+
+def test_an_answer_cut_short_ends_the_stream() -> None:
+    whole = LENGTH.pack(100) + b"x" * 10  # its writer exited while writing
+    assert receive(io.BytesIO(whole)) is None
+
+
 def test_a_dead_worker_fails_over_to_the_loop(caplog: pytest.LogCaptureFixture) -> None:
     settings = parse_config({"detection": {"window_size": 100}}).detection
     profile = _profile(7)
@@ -99,7 +133,7 @@ def test_a_worker_exits_when_its_daemon_is_killed(tmp_path: Any) -> None:
         import sys
         import numpy as np
         from detectors.profile import build_profile
-        from monitord.calibrations import Calibrations
+        from monitord.calibrations import LENGTH, Calibrations, receive
         from monitord.config import parse_config
 
         settings = parse_config({"detection": {"window_size": 100}}).detection
@@ -249,3 +283,55 @@ def test_a_checkpoint_settles_calibrations_first() -> None:
     for key in daemon.monitor.versions:
         daemon.monitor.snapshot(key)  # a snapshot of every version can be taken
     daemon.close()
+
+
+def _model_versions() -> list[Record]:
+    """Model X and version 1 of model M warm up together (M/1 is calibrated in the worker),
+    then version 2 of M comes and drifts; X fills what is left."""
+    rng = np.random.default_rng(9)
+    events: list[tuple[str, str, np.ndarray]] = []
+    for i in range(600):  # one batch: X, then M/1, end their warm-up (200) in it
+        events.append(("M", "1", rng.normal(size=3)) if i % 2 else ("X", "1", rng.normal(size=3)))
+    for i in range(3000):
+        shift = 3.0 if i >= 1500 else 0.0
+        events.append(
+            ("M", "2", rng.normal(size=3) + shift) if i % 2 else ("X", "1", rng.normal(size=3))
+        )
+    return [
+        Record(
+            "in",
+            0,
+            i,
+            b"",
+            orjson.dumps(
+                {
+                    "model": m,
+                    "model_version": v,
+                    "features": dict(zip(FEATURES, x.tolist(), strict=True)),
+                }
+            ),
+            0,
+        )
+        for i, (m, v, x) in enumerate(events)
+    ]
+
+
+@pytest.mark.usefixtures("one_on_the_loop")
+def test_a_model_s_versions_detect_in_the_order_they_came() -> None:
+    # The policy takes the version whose first window came last as its model's current
+    # one: M/1, calibrated in the worker, must not report its first windows after M/2.
+    records = _model_versions()
+    loop_daemon, on_loop, _ = _run(0, records)
+    worker_daemon, in_worker, calibrating = _run(1, records)
+    assert calibrating[0][0] == 1  # M/1 went to the worker, after X on the loop
+    assert ("M", "1") in worker_daemon.monitor.versions
+    currents = [
+        daemon.policy.retraining._models["M"].current for daemon in (loop_daemon, worker_daemon)
+    ]
+    assert currents == ["2", "2"]
+    assert _alerts(in_worker) == _alerts(on_loop)
+    requested = [orjson.loads(m.value)["data"]["version"] for m in in_worker.messages("retrain")]
+    assert requested == ["2"]
+    assert requested == [
+        orjson.loads(m.value)["data"]["version"] for m in on_loop.messages("retrain")
+    ]
