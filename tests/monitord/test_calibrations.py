@@ -179,10 +179,10 @@ def _events(rows: int, drift_from: int) -> list[Record]:
 
 
 @pytest.fixture
-def one_on_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A batch calibrates one new reference on the loop (any takes longer than this), the
-    others in the worker: these models are too small to reach the default time."""
-    monkeypatch.setattr(monitor, "LOOP_CALIBRATION_S", 1e-9)
+def all_to_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No time on the loop for calibrations: these models are too small to reach the
+    default (a batch calibrates for 0.1 s on the loop before it hands the rest over)."""
+    monkeypatch.setattr(monitor, "LOOP_CALIBRATION_S", 0.0)
 
 
 def _run(workers: int, records: list[Record]) -> tuple[Daemon, MemorySink, list[tuple[int, int]]]:
@@ -220,16 +220,15 @@ def _alerts(sink: MemorySink) -> dict[str, list[tuple[Any, ...]]]:
     return by_model
 
 
-@pytest.mark.usefixtures("one_on_the_loop")
+@pytest.mark.usefixtures("all_to_the_worker")
 def test_versions_calibrated_by_a_worker_detect_as_on_the_loop() -> None:
     records = _events(MODELS * 1500, drift_from=MODELS * 700)
     _, on_loop, never = _run(0, records)
     daemon, in_worker, calibrating = _run(1, records)
     assert not any(count for count, _ in never)
-    # The second batch ends every warm-up: its first reference is calibrated on the loop,
-    # the other five in the worker (which takes longer to start than the loop to go on),
-    # whose rows the next batch holds.
-    assert calibrating[1] == (MODELS - 1, 0)
+    # The second batch ends every warm-up: the references go to the worker (which takes
+    # longer to start than the loop to go on), whose rows the next batch holds.
+    assert calibrating[1] == (MODELS, 0)
     assert calibrating[2][1] > 0
     assert daemon.monitor.calibrating == {}
     assert all(not monitor.warming_up for monitor in daemon.monitor.versions.values())
@@ -242,12 +241,12 @@ def test_versions_calibrated_by_a_worker_detect_as_on_the_loop() -> None:
     )
 
 
-@pytest.mark.usefixtures("one_on_the_loop")
+@pytest.mark.usefixtures("all_to_the_worker")
 def test_held_rows_past_the_cap_make_the_batch_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(event_flow, "MAX_HELD_BYTES", 1)
     records = _events(MODELS * 600, drift_from=MODELS * 600)
     _, _, calibrating = _run(1, records)
-    assert max(count for count, _ in calibrating) == MODELS - 1
+    assert max(count for count, _ in calibrating) == MODELS
     assert all(held == 0 for _, held in calibrating)  # each batch waited for what it held
 
 
@@ -259,7 +258,7 @@ def test_a_few_small_new_versions_a_batch_start_no_worker() -> None:
     assert daemon.monitor._calibrations._pool == []
 
 
-@pytest.mark.usefixtures("one_on_the_loop")
+@pytest.mark.usefixtures("all_to_the_worker")
 def test_a_checkpoint_settles_calibrations_first() -> None:
     records = _events(MODELS * 450, drift_from=MODELS * 450)
     config = parse_config(
@@ -273,7 +272,7 @@ def test_a_checkpoint_settles_calibrations_first() -> None:
     daemon.step(0)
     daemon.step(0)
     held = daemon.monitor.calibrating
-    assert len(held) == MODELS - 1
+    assert len(held) == MODELS
     assert daemon.monitor.held_bytes == 0
     daemon.step(0)  # rows of calibrating versions are held
     assert daemon.monitor.held_bytes > 0
@@ -316,14 +315,14 @@ def _model_versions() -> list[Record]:
     ]
 
 
-@pytest.mark.usefixtures("one_on_the_loop")
+@pytest.mark.usefixtures("all_to_the_worker")
 def test_a_model_s_versions_detect_in_the_order_they_came() -> None:
     # The policy takes the version whose first window came last as its model's current
     # one: M/1, calibrated in the worker, must not report its first windows after M/2.
     records = _model_versions()
     loop_daemon, on_loop, _ = _run(0, records)
     worker_daemon, in_worker, calibrating = _run(1, records)
-    assert calibrating[0][0] == 1  # M/1 went to the worker, after X on the loop
+    assert calibrating[0][0] == 2  # X and M/1 went to the worker
     assert ("M", "1") in worker_daemon.monitor.versions
     currents = [
         daemon.policy.retraining._models["M"].current for daemon in (loop_daemon, worker_daemon)
