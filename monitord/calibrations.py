@@ -71,14 +71,14 @@ class PendingCalibration:
 
     def result(self) -> Calibrated:
         """The calibration, made on the loop if no worker has started it yet (rather than
-        wait for the worker's queue) or its worker is gone; else the worker's, waited for.
+        wait for the worker's queue) or the worker's failed; else the worker's, waited for.
         It refers to `profile` itself, not to the copy the worker was sent."""
         if self._future.cancel():
             return calibrated(self.profile, self._settings)
         try:
             (calibration,) = self._future.result()
-        except WorkerGoneError as exc:
-            log.warning("%s: calibrating on the loop", exc)
+        except Exception as exc:  # the loop's calibration raises as the worker's did, if so
+            log.warning("calibration in a worker failed (%s): calibrating on the loop", exc)
             return calibrated(self.profile, self._settings)
         return (None if calibration is None else rebound(calibration, self.profile),)
 
@@ -134,7 +134,12 @@ class _Worker:
             if not future.set_running_or_notify_cancel():
                 self._free.release()
                 continue  # cancelled (made on the loop): not sent
-            payload = pickle.dumps((profile, settings), pickle.HIGHEST_PROTOCOL)
+            try:  # the loop may be filling the profile's cached fields meanwhile
+                payload = pickle.dumps((profile, settings), pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:  # made on the loop (`PendingCalibration.result`)
+                future.set_exception(exc)
+                self._free.release()
+                continue
             with self._lock:  # else _read may have failed what was given, not this one
                 given = self.alive
                 if given:
