@@ -26,6 +26,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import math
 import os
 import pickle
 import queue
@@ -33,6 +34,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import Future
 from pathlib import Path
 from typing import IO, Any
@@ -48,6 +50,10 @@ Calibrated = tuple[Calibration | None]
 """`calibrate_suite`'s result in a one-tuple (None is a result: no window test applies)."""
 LENGTH = struct.Struct("<Q")
 _Job = tuple[ReferenceProfile, DetectionSettings, "Future[Calibrated]"]
+
+
+IDLE_S = 60.0
+"""Seconds without a job after which the calibration workers are ended (`Calibrations.tidy`)."""
 
 
 class WorkerGoneError(RuntimeError):
@@ -204,6 +210,7 @@ class Calibrations:
         self.workers = workers
         self._pool: list[_Worker] = []
         self._failed = False  # a worker died: the loop calibrates from then on
+        self._used = -math.inf  # when a worker was last given a job (monotonic)
 
     def start(
         self, profile: ReferenceProfile, settings: DetectionSettings, *, inline: bool
@@ -213,6 +220,7 @@ class Calibrations:
             worker = self._worker()
             if worker is not None:
                 future = worker.submit(profile, settings)
+                self._used = time.monotonic()
         if future is None:
             future = Future()
             future.set_result(calibrated(profile, settings))
@@ -233,6 +241,13 @@ class Calibrations:
                 self._failed = True
                 return None
         return min(self._pool, key=lambda worker: worker.load)
+
+    def tidy(self) -> None:
+        """End the workers once they have had nothing to do for `IDLE_S`: a fleet's warm-up
+        is a burst, and a worker holds about 250 MB of its own."""
+        idle = time.monotonic() - self._used > IDLE_S
+        if self._pool and idle and not any(worker.load for worker in self._pool):
+            self.close()
 
     def close(self) -> None:
         """End the workers once their jobs are answered (they exit as their input ends)."""

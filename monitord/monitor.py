@@ -707,6 +707,8 @@ class Monitor:
         """Detect over the held rows of the versions whose calibration is done, and (waiting
         for the oldest first) of more until the rest hold at most ``keep_bytes`` (0: every
         version is settled)."""
+        if self._calibrations is not None:
+            self._calibrations.tidy()
         settled: list[Settled] = []
         held = self.held_bytes
         for key, monitor in list(self.calibrating.items()):

@@ -22,6 +22,7 @@ import pytest
 from connectors.memory import MemorySink, MemorySource
 from connectors.stream import Record
 from detectors.profile import build_profile
+from monitord import calibrations as calibrations_module
 from monitord import event_flow, monitor
 from monitord.calibrations import LENGTH, Calibrations, receive
 from monitord.config import parse_config
@@ -334,3 +335,12 @@ def test_a_model_s_versions_detect_in_the_order_they_came() -> None:
     assert requested == [
         orjson.loads(m.value)["data"]["version"] for m in on_loop.messages("retrain")
     ]
+
+
+@pytest.mark.usefixtures("all_to_the_worker")
+def test_workers_end_once_idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(calibrations_module, "IDLE_S", 0.0)
+    daemon, _, calibrating = _run(1, _events(MODELS * 450, drift_from=MODELS * 450))
+    assert max(count for count, _ in calibrating) == MODELS  # a worker was used
+    assert daemon.monitor._calibrations is not None
+    assert daemon.monitor._calibrations._pool == []  # and ended once it had nothing to do
