@@ -771,32 +771,7 @@ class Monitor:
                     "(limits.max_versions_per_model)"
                 ),
             )
-            # Not one being calibrated: its warm-up has just ended.
-            idle = min(
-                (self.versions[model, v] for v in versions if (model, v) not in self.calibrating),
-                key=lambda m: m.newest_time,
-                default=None,
-            )
-            arriving = np.maximum.accumulate(self._believable(group.event_times()[0]))
-            room = (
-                np.empty(0, dtype=np.intp)
-                if idle is None
-                else np.flatnonzero(idle.newest_time <= arriving - limits.retire_idle_s)
-            )
-            first = int(room[0]) if room.size else len(group)
-            if idle is not None and first < len(group):
-                log.warning(
-                    "%s/%s retired after %.0f s without events, to monitor %s/%s "
-                    "(limits.max_versions_per_model = %d)",
-                    model,
-                    idle.version,
-                    arriving[first] - idle.newest_time,
-                    model,
-                    version,
-                    limits.max_versions_per_model,
-                )
-                retired[model, idle.version] = idle.owner
-                self.drop([(model, idle.version)])
+            first = self._retire_idle(group, versions, retired)
         if (
             first
             and len(self._refusals_logged) < MAX_LOGGED_REFUSALS
@@ -805,6 +780,43 @@ class Monitor:
             self._refusals_logged.add((model, version))
             log.warning("events of %s/%s refused: %s", model, version, refusal[1])
         return (refusal if first else None), first
+
+    def _retire_idle(
+        self,
+        group: EventGroup,
+        versions: list[str],
+        retired: dict[tuple[str, str], TopicPartition],
+    ) -> int:
+        """The first row of ``group`` (a new version of a model at its cap) from which its
+        model's longest idle version has been idle for ``limits.retire_idle_s``, which is
+        then retired (into ``retired``); ``len(group)`` if none is."""
+        limits, model = self._config.limits, group.model
+        # Not one being calibrated: its warm-up has just ended.
+        idle = min(
+            (self.versions[model, v] for v in versions if (model, v) not in self.calibrating),
+            key=lambda m: m.newest_time,
+            default=None,
+        )
+        if idle is None:
+            return len(group)
+        arriving = np.maximum.accumulate(self._believable(group.event_times()[0]))
+        room = np.flatnonzero(idle.newest_time <= arriving - limits.retire_idle_s)
+        if not room.size:
+            return len(group)
+        first = int(room[0])
+        log.warning(
+            "%s/%s retired after %.0f s without events, to monitor %s/%s "
+            "(limits.max_versions_per_model = %d)",
+            model,
+            idle.version,
+            arriving[first] - idle.newest_time,
+            model,
+            group.version,
+            limits.max_versions_per_model,
+        )
+        retired[model, idle.version] = idle.owner
+        self.drop([(model, idle.version)])
+        return first
 
     def _believable(self, times: FloatArray) -> FloatArray:
         """Event times no later than the wall clock allows (``events.max_time_ahead_s``): a
