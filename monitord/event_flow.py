@@ -41,6 +41,7 @@ class EventFlow:
         self._config, self._versions, self._label_flow = config, versions, label_flow
         self._partitions, self._stats, self._metrics = partitions, stats, metrics
         self.volume = VolumeWatch(config.volume)
+        self._retired: dict[tuple[str, str], TopicPartition] = {}  # last batch's (`monitor`)
         kafka = config.kafka
         self._internal = kafka.internal_topic if kafka.repartition else None
 
@@ -70,14 +71,16 @@ class EventFlow:
         monitor: Monitor = self._versions.monitor
         metrics = self._metrics
         monitor.new_batch()
+        self._forget_retired()
         evaluations = self.settle(math.inf)  # of versions calibrated since the last batch
         pairs: list[Joined] = []
         for group in decoded.groups.values():
             update = monitor.update(group)
             evaluations += update.evaluations
             bad += update.bad
-            if update.retired:
-                self._retire(update.retired)
+            self._retired.update(update.retired)
+            for partition in update.retired.values():  # its next checkpoint, due now,
+                self._partitions.retired(partition)  # no longer holds them
             if update.refused:  # no series nor counts for what a limit keeps out
                 continue
             joined, latency = self._label_flow.predictions(group, update)
@@ -118,14 +121,19 @@ class EventFlow:
             return Decisions([])
         return self._versions.policy.decide(self.volume.check(time.time()))
 
-    def _retire(self, retired: dict[tuple[str, str], TopicPartition]) -> None:
-        """Forget retired versions' policy state; their partitions' next checkpoint, due
-        now, no longer holds them."""
+    def _forget_retired(self) -> None:
+        """Forget the policy and performance state of the versions the monitor retired in
+        the last batch, now that its evaluations (theirs among them, and those of rows held
+        for them or labelled since) were decided: forgotten before, they were decided into
+        new state of the retired version. A version back since is not forgotten."""
+        monitored = self._versions.monitor.versions
+        retired = {key: tp for key, tp in self._retired.items() if key not in monitored}
+        self._retired = {}
+        if not retired:
+            return
         self._versions.forget(list(retired))
         if self._metrics is not None:
             self._metrics.retired(retired)
-        for partition in retired.values():
-            self._partitions.retired(partition)
 
 
 __all__ = ["EventFlow"]

@@ -626,7 +626,7 @@ class Monitor:
         monitor = self.versions.get(key)
         retired: dict[tuple[str, str], TopicPartition] = {}
         refused: list[BadRecord] = []
-        held: list[Settled] = []
+        held = self._settle_others(key)
         if monitor is None:
             refusal, first = self._admit(group, retired)
             if refusal is not None:
@@ -650,9 +650,7 @@ class Monitor:
                 )
             self._add(monitor)
         elif self._late is not None:
-            held = self._adopt_late(monitor)
-        if len(self._by_model[group.model]) > 1:
-            held[:0] = self._settle_older(monitor)
+            held += self._adopt_late(monitor)
         update = monitor.update(group)
         if monitor.calibrating:
             self.calibrating[key] = monitor
@@ -665,16 +663,23 @@ class Monitor:
         update.late += sum(settled.late for settled in held)
         return update
 
-    def _settle_older(self, monitor: _VersionMonitor) -> list[Settled]:
-        """Versions of ``monitor``'s model being calibrated (waiting for them), before it
-        detects: what they hold came first. A version is sent to a worker only while it is
-        its model's one, so this waits only for a version followed by another that soon."""
+    def _settle_others(self, key: tuple[str, str]) -> list[Settled]:
+        """Versions of ``key``'s model being calibrated, other than ``key`` (waiting for
+        them), before its rows are judged (a new version may retire an idle one) and
+        detected: the policy takes the version whose first window came last as its model's
+        current one, so a model's versions detect in the order they came. A version goes to
+        a worker only while it is its model's one: this waits for one followed soon by
+        another."""
+        model, version = key
+        versions = self._by_model.get(model)
+        if not versions or versions == [version]:
+            return []
         settled = []
-        for version in self._by_model[monitor.model]:
-            older = self.calibrating.get((monitor.model, version))
-            if older is not None and older is not monitor:
-                settled.append(Settled(monitor.model, version, *older.settle()))
-                del self.calibrating[monitor.model, version]
+        for other in versions:
+            calibrating = self.calibrating.get((model, other))
+            if calibrating is not None and other != version:
+                settled.append(Settled(model, other, *calibrating.settle()))
+                del self.calibrating[model, other]
         return settled
 
     def new_batch(self) -> None:
@@ -687,7 +692,7 @@ class Monitor:
         """On the loop until the batch's calibrations there took `LOOP_CALIBRATION_S`;
         the rest in the workers, but for a version whose model has others: the policy takes
         the version with the newest first window as its model's current one, so versions
-        of a model must detect in the order they came (see `_settle_older`)."""
+        of a model must detect in the order they came (see `_settle_others`)."""
         assert self._calibrations is not None
         alone = len(self._by_model[profile.model]) == 1
         on_loop = self._on_loop_s < LOOP_CALIBRATION_S or not alone
@@ -791,14 +796,7 @@ class Monitor:
         model's longest idle version has been idle for ``limits.retire_idle_s``, which is
         then retired (into ``retired``); ``len(group)`` if none is."""
         limits, model = self._config.limits, group.model
-        # Not one being calibrated: its warm-up has just ended.
-        idle = min(
-            (self.versions[model, v] for v in versions if (model, v) not in self.calibrating),
-            key=lambda m: m.newest_time,
-            default=None,
-        )
-        if idle is None:
-            return len(group)
+        idle = min((self.versions[model, v] for v in versions), key=lambda m: m.newest_time)
         arriving = np.maximum.accumulate(self._believable(group.event_times()[0]))
         room = np.flatnonzero(idle.newest_time <= arriving - limits.retire_idle_s)
         if not room.size:

@@ -344,3 +344,46 @@ def test_workers_end_once_idle(monkeypatch: pytest.MonkeyPatch) -> None:
     assert max(count for count, _ in calibrating) == MODELS  # a worker was used
     assert daemon.monitor._calibrations is not None
     assert daemon.monitor._calibrations._pool == []  # and ended once it had nothing to do
+
+
+@pytest.mark.usefixtures("all_to_the_worker")
+def test_a_version_being_calibrated_is_retired_as_on_the_loop() -> None:
+    # M/1 is calibrated in the worker (its rows held) when M/2 comes a day of event time
+    # later, one version a model: M/1 is settled, then retired for M/2, as on the loop.
+    start = 1_600_000_000
+
+    def event(i: int, model: str, version: str, at: int) -> Record:
+        shift = 10.0 if (model, version) == ("M", "1") and i >= 500 else 0.0  # M/1 drifts
+        values = (float(i % 7) + shift, float(i % 5), float(i % 3))
+        features = dict(zip(FEATURES, values, strict=True))
+        value = {"model": model, "model_version": version, "timestamp": at, "features": features}
+        return Record("in", 0, i, b"", orjson.dumps(value), 0)
+
+    records = [event(i, "XM"[i % 2], "1", start + i) for i in range(900)]
+    records += [event(900 + i, "M", "2", start + 86_400 + i) for i in range(600)]
+    config = {
+        "detection": {"warmup_events": 200, "window_size": 100},
+        "kafka": {"consumer": {"max_poll_records": 600}},
+        "limits": {"max_versions_per_model": 1, "retire_idle_s": 7200},
+    }
+    runs = []
+    for workers in (0, 1):
+        sink = MemorySink()
+        daemon = Daemon(
+            parse_config({**config, "calibration": {"workers": workers}}),
+            MemorySource(records),
+            sink,
+            [KafkaPublisher(sink, "alerts", "retrain")],
+            lambda m, v: None,
+        )
+        steps = []
+        while daemon.step(0)[0]:
+            steps.append(len(daemon.monitor.calibrating))
+        daemon.close()
+        runs.append((steps, sorted(daemon.monitor.versions), sink))
+    (_, on_loop, loop_sink), (steps, in_worker, worker_sink) = runs
+    assert steps[0] == 2  # X and M/1 held in the worker when M/2 comes
+    assert on_loop == in_worker == [("M", "2"), ("X", "1")]
+    assert worker_sink.messages("monitord.dead-letter") == []
+    assert "M" in _alerts(loop_sink)  # M/1's drift, in rows held while it was calibrated
+    assert _alerts(worker_sink) == _alerts(loop_sink)
