@@ -186,7 +186,9 @@ def all_to_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(monitor, "LOOP_CALIBRATION_S", 0.0)
 
 
-def _run(workers: int, records: list[Record]) -> tuple[Daemon, MemorySink, list[tuple[int, int]]]:
+def _run(
+    workers: int, records: list[Record], limits: dict[str, Any] | None = None
+) -> tuple[Daemon, MemorySink, list[tuple[int, int]]]:
     """A daemon over ``records`` (every model's warm-up ends in its second batch); how
     many versions were being calibrated after each step, and the bytes they held."""
     config = parse_config(
@@ -194,6 +196,7 @@ def _run(workers: int, records: list[Record]) -> tuple[Daemon, MemorySink, list[
             "detection": {"warmup_events": 200, "window_size": 100},
             "kafka": {"consumer": {"max_poll_records": 600}},
             "calibration": {"workers": workers},
+            "limits": limits or {},
         }
     )
     sink = MemorySink()
@@ -361,29 +364,12 @@ def test_a_version_being_calibrated_is_retired_as_on_the_loop() -> None:
 
     records = [event(i, "XM"[i % 2], "1", start + i) for i in range(900)]
     records += [event(900 + i, "M", "2", start + 86_400 + i) for i in range(600)]
-    config = {
-        "detection": {"warmup_events": 200, "window_size": 100},
-        "kafka": {"consumer": {"max_poll_records": 600}},
-        "limits": {"max_versions_per_model": 1, "retire_idle_s": 7200},
-    }
-    runs = []
-    for workers in (0, 1):
-        sink = MemorySink()
-        daemon = Daemon(
-            parse_config({**config, "calibration": {"workers": workers}}),
-            MemorySource(records),
-            sink,
-            [KafkaPublisher(sink, "alerts", "retrain")],
-            lambda m, v: None,
-        )
-        steps = []
-        while daemon.step(0)[0]:
-            steps.append(len(daemon.monitor.calibrating))
-        daemon.close()
-        runs.append((steps, sorted(daemon.monitor.versions), sink))
-    (_, on_loop, loop_sink), (steps, in_worker, worker_sink) = runs
-    assert steps[0] == 2  # X and M/1 held in the worker when M/2 comes
-    assert on_loop == in_worker == [("M", "2"), ("X", "1")]
+    limits = {"max_versions_per_model": 1, "retire_idle_s": 7200}
+    loop_daemon, loop_sink, _ = _run(0, records, limits)
+    worker_daemon, worker_sink, calibrating = _run(1, records, limits)
+    assert calibrating[0][0] == 2  # X and M/1 held in the worker when M/2 comes
+    versions = [sorted(d.monitor.versions) for d in (loop_daemon, worker_daemon)]
+    assert versions == [[("M", "2"), ("X", "1")]] * 2
     assert worker_sink.messages("monitord.dead-letter") == []
     assert "M" in _alerts(loop_sink)  # M/1's drift, in rows held while it was calibrated
     assert _alerts(worker_sink) == _alerts(loop_sink)
