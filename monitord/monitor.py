@@ -659,8 +659,9 @@ class Monitor:
         update.bad[:0] = refused
         update.retired = retired
         update.not_monitored = monitor.unmonitored.count
-        update.evaluations[:0] = [e for settled in held for e in settled.evaluations]
-        update.late += sum(settled.late for settled in held)
+        if held:
+            update.evaluations[:0] = [e for settled in held for e in settled.evaluations]
+            update.late += sum(settled.late for settled in held)
         return update
 
     def _settle_others(self, key: tuple[str, str]) -> list[Settled]:
@@ -672,7 +673,7 @@ class Monitor:
         another."""
         model, version = key
         versions = self._by_model.get(model)
-        if not versions or versions == [version]:
+        if not versions or (len(versions) == 1 and versions[0] == version):
             return []
         settled = []
         for other in versions:

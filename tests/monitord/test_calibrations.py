@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -47,46 +48,51 @@ def _profile(seed: int) -> Any:
     return build_profile("m", "1", FEATURES, rows)
 
 
-def test_a_worker_calibrates_exactly_as_the_loop_and_shares_the_profile() -> None:
-    settings = parse_config({"detection": {"window_size": 100}}).detection
-    profiles = [_profile(seed) for seed in range(3)]
-    calibrations = Calibrations(1)
-    try:
-        pending = [calibrations.start(p, settings, inline=False) for p in profiles]
-        for profile, job in zip(profiles, pending, strict=True):
-            (made,) = job.result()
-            expected = calibrate_suite(profile, settings)
-            assert made is not None
-            assert expected is not None
-            got, want = _thresholds(made), _thresholds(expected)
-            assert got.keys() == want.keys()
-            for name, value in want.items():
-                np.testing.assert_array_equal(got[name], value, err_msg=name)
-            assert made.effective_tests == expected.effective_tests
-            # The laws read the daemon's own profile, not the copy the worker was sent.
-            assert made._laws.profile is profile
-    finally:
-        calibrations.close()
+SETTINGS = parse_config({"detection": {"window_size": 100}}).detection
 
 
-def test_waiting_for_a_job_no_worker_has_started_makes_it_on_the_loop() -> None:
-    settings = parse_config({"detection": {"window_size": 100}}).detection
+@pytest.fixture
+def calibrations() -> Iterator[Calibrations]:
+    """One worker, ended after the test."""
+    made = Calibrations(1)
+    yield made
+    made.close()
+
+
+def test_a_worker_calibrates_exactly_as_the_loop_and_shares_the_profile(
+    calibrations: Calibrations,
+) -> None:
     profiles = [_profile(seed) for seed in range(3)]
-    calibrations = Calibrations(1)
-    try:
-        jobs = [calibrations.start(p, settings, inline=False) for p in profiles]
-        # The worker (a second to start) has the first; the last waits its turn: made here.
-        (made,) = jobs[2].result()
-        assert jobs[2]._future.cancelled()
-        (first,) = jobs[0].result()
-        assert not jobs[0]._future.cancelled()
-        for job, got in ((jobs[0], first), (jobs[2], made)):
-            expected = calibrate_suite(job.profile, settings)
-            assert got is not None
-            assert expected is not None
-            np.testing.assert_array_equal(got.thresholds.ks, expected.thresholds.ks)
-    finally:
-        calibrations.close()
+    pending = [calibrations.start(p, SETTINGS, inline=False) for p in profiles]
+    for profile, job in zip(profiles, pending, strict=True):
+        (made,) = job.result()
+        expected = calibrate_suite(profile, SETTINGS)
+        assert made is not None
+        assert expected is not None
+        got, want = _thresholds(made), _thresholds(expected)
+        assert got.keys() == want.keys()
+        for name, value in want.items():
+            np.testing.assert_array_equal(got[name], value, err_msg=name)
+        assert made.effective_tests == expected.effective_tests
+        # The laws read the daemon's own profile, not the copy the worker was sent.
+        assert made._laws.profile is profile
+
+
+def test_waiting_for_a_job_no_worker_has_started_makes_it_on_the_loop(
+    calibrations: Calibrations,
+) -> None:
+    profiles = [_profile(seed) for seed in range(3)]
+    jobs = [calibrations.start(p, SETTINGS, inline=False) for p in profiles]
+    # The worker (a second to start) has the first; the last waits its turn: made here.
+    (made,) = jobs[2].result()
+    assert jobs[2]._future.cancelled()
+    (first,) = jobs[0].result()
+    assert not jobs[0]._future.cancelled()
+    for job, got in ((jobs[0], first), (jobs[2], made)):
+        expected = calibrate_suite(job.profile, SETTINGS)
+        assert got is not None
+        assert expected is not None
+        np.testing.assert_array_equal(got.thresholds.ks, expected.thresholds.ks)
 
 
 def test_held_category_texts_count_at_their_size() -> None:
@@ -101,31 +107,28 @@ def test_an_answer_cut_short_ends_the_stream() -> None:
     assert receive(io.BytesIO(whole)) is None
 
 
-def test_a_dead_worker_fails_over_to_the_loop(caplog: pytest.LogCaptureFixture) -> None:
-    settings = parse_config({"detection": {"window_size": 100}}).detection
+def test_a_dead_worker_fails_over_to_the_loop(
+    calibrations: Calibrations, caplog: pytest.LogCaptureFixture
+) -> None:
     profile = _profile(7)
-    calibrations = Calibrations(1)
-    try:
-        first = calibrations.start(profile, settings, inline=False)
-        first.result()  # the worker is up
-        worker = calibrations._pool[0]
-        worker._process.kill()
-        worker._process.wait()
-        with caplog.at_level(logging.WARNING, logger="monitord.calibrations"):
-            # Sent to the dead worker (or refused): made on the loop, the same thresholds.
-            (made,) = calibrations.start(profile, settings, inline=False).result()
-            (again,) = calibrations.start(profile, settings, inline=False).result()
-        expected = calibrate_suite(profile, settings)
-        assert made is not None
-        assert again is not None
-        assert expected is not None
-        for got in (made, again):
-            np.testing.assert_array_equal(got.thresholds.ks, expected.thresholds.ks)
-        messages = [record.getMessage() for record in caplog.records]
-        assert any("calibrat" in m and "on the loop" in m for m in messages)
-        assert calibrations._pool == []  # no new worker after one died
-    finally:
-        calibrations.close()
+    first = calibrations.start(profile, SETTINGS, inline=False)
+    first.result()  # the worker is up
+    worker = calibrations._pool[0]
+    worker._process.kill()
+    worker._process.wait()
+    with caplog.at_level(logging.WARNING, logger="monitord.calibrations"):
+        # Sent to the dead worker (or refused): made on the loop, the same thresholds.
+        (made,) = calibrations.start(profile, SETTINGS, inline=False).result()
+        (again,) = calibrations.start(profile, SETTINGS, inline=False).result()
+    expected = calibrate_suite(profile, SETTINGS)
+    assert made is not None
+    assert again is not None
+    assert expected is not None
+    for got in (made, again):
+        np.testing.assert_array_equal(got.thresholds.ks, expected.thresholds.ks)
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("calibrat" in m and "on the loop" in m for m in messages)
+    assert calibrations._pool == []  # no new worker after one died
 
 
 def test_a_worker_exits_when_its_daemon_is_killed(tmp_path: Any) -> None:
