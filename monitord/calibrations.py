@@ -15,7 +15,9 @@ results on its stdout (length-prefixed pickles, between this process and its own
 only). Not `multiprocessing`: its spawned children import the parent's main module again,
 which runs an embedding script's top level a second time. A worker exits when its stdin
 closes, so it does not outlive the daemon, even one killed with SIGKILL. A worker that
-dies fails its jobs, which are then calibrated on the loop, as is everything after.
+dies fails its jobs, which are then calibrated on the loop, as is everything after; so does
+one that is alive but does not answer a job the loop waits for (`ANSWER_TIMEOUT_S`), once
+killed.
 
 The calibration is a deterministic function of the profile and the settings, so a version
 detects exactly as if it had been calibrated on the loop, only later.
@@ -35,6 +37,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent import futures
 from concurrent.futures import Future
 from pathlib import Path
 from typing import IO, Any
@@ -55,6 +58,17 @@ _Job = tuple[ReferenceProfile, DetectionSettings, "Future[Calibrated]"]
 IDLE_S = 60.0
 """Seconds without a job after which the calibration workers are ended (`Calibrations.tidy`)."""
 
+ANSWER_TIMEOUT_S = 60.0
+"""Seconds a worker has to answer a job the loop waits for, when its reference has at most
+`TIMEOUT_COLUMNS` columns (in proportion for more); past them the worker is taken as hung
+(stopped, deadlocked): it is killed, and its jobs and all later ones are calibrated on the
+loop. A calibration takes about 1.5 s at 500 columns, in proportion to them, and a worker's
+first one about 5 s more (it loads the compiled kernels): a worker that late is stuck, not
+slow. One only slow costs the loop that calibration and the workers, never a result."""
+
+TIMEOUT_COLUMNS = 500
+"""Columns of a reference whose worker has `ANSWER_TIMEOUT_S` to answer (more: longer)."""
+
 
 class WorkerGoneError(RuntimeError):
     """A calibration worker exited before it answered."""
@@ -68,9 +82,15 @@ class PendingCalibration:
     """A calibration under way: `done` without waiting, `result` waiting for it."""
 
     def __init__(
-        self, future: Future[Calibrated], profile: ReferenceProfile, settings: DetectionSettings
+        self,
+        future: Future[Calibrated],
+        profile: ReferenceProfile,
+        settings: DetectionSettings,
+        worker: _Worker | None = None,
     ) -> None:
+        """``worker``: the one ``future`` was given to (None: made on the loop)."""
         self._future, self.profile, self._settings = future, profile, settings
+        self._worker = worker
 
     def done(self) -> bool:
         return self._future.done()
@@ -78,9 +98,16 @@ class PendingCalibration:
     def result(self) -> Calibrated:
         """The calibration, made on the loop if no worker has started it yet (rather than
         wait for the worker's queue) or the worker's failed; else the worker's, waited for.
-        It refers to `profile` itself, not to the copy the worker was sent."""
+        It refers to `profile` itself, not to the copy the worker was sent. A worker that
+        does not answer within `ANSWER_TIMEOUT_S` is killed, the calibration made here."""
         if self._future.cancel():
             return calibrated(self.profile, self._settings)
+        if self._worker is not None:
+            columns = len(self.profile.numeric_names) + len(self.profile.categorical_names)
+            timeout = ANSWER_TIMEOUT_S * max(1.0, columns / TIMEOUT_COLUMNS)
+            if not futures.wait([self._future], timeout).done:
+                self._worker.kill(f"has not answered in {timeout:.0f} s")
+                return calibrated(self.profile, self._settings)
         try:
             (calibration,) = self._future.result()
         except Exception as exc:  # the loop's calibration raises as the worker's did, if so
@@ -128,6 +155,21 @@ class _Worker:
 
     def close(self) -> None:
         self._jobs.put(None)
+
+    def kill(self, reason: str) -> None:
+        """End a worker that is alive but of no use (hung, say why): its jobs fail as if it
+        had died, and it is reaped here (SIGKILL ends it even stopped)."""
+        log.error(
+            "calibration worker (pid %d) %s: hung (stopped or deadlocked?), killed; its "
+            "references and all later ones are calibrated on the loop",
+            self._process.pid,
+            reason,
+        )
+        with self._lock:  # nothing more is given to it (`_write`)
+            self.alive = False
+        with contextlib.suppress(OSError):
+            self._process.kill()
+        self._process.wait()
 
     def _write(self) -> None:
         stdin = self._process.stdin
@@ -215,15 +257,15 @@ class Calibrations:
     def start(
         self, profile: ReferenceProfile, settings: DetectionSettings, *, inline: bool
     ) -> PendingCalibration:
-        future: Future[Calibrated] | None = None
         if not inline and self.workers > 0 and not self._failed:
             worker = self._worker()
             if worker is not None:
-                future = worker.submit(profile, settings)
                 self._used = time.monotonic()
-        if future is None:
-            future = Future()
-            future.set_result(calibrated(profile, settings))
+                return PendingCalibration(
+                    worker.submit(profile, settings), profile, settings, worker
+                )
+        future: Future[Calibrated] = Future()
+        future.set_result(calibrated(profile, settings))
         return PendingCalibration(future, profile, settings)
 
     def _worker(self) -> _Worker | None:

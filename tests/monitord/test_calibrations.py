@@ -13,7 +13,9 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -129,6 +131,59 @@ def test_a_dead_worker_fails_over_to_the_loop(
     messages = [record.getMessage() for record in caplog.records]
     assert any("calibrat" in m and "on the loop" in m for m in messages)
     assert calibrations._pool == []  # no new worker after one died
+
+
+@pytest.fixture
+def given(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Set once a worker is given a job (its future set running): waiting for that job
+    then waits for the worker, rather than make it on the loop."""
+    event = threading.Event()
+
+    class Given(Future[Any]):
+        def set_running_or_notify_cancel(self) -> bool:
+            running = super().set_running_or_notify_cancel()
+            if running:
+                event.set()
+            return running
+
+    monkeypatch.setattr(calibrations_module, "Future", Given)
+    return event
+
+
+def test_a_hung_worker_is_killed_and_its_jobs_made_on_the_loop(
+    calibrations: Calibrations,
+    given: threading.Event,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(calibrations_module, "ANSWER_TIMEOUT_S", 0.5)
+    profile = _profile(7)
+    job = calibrations.start(profile, SETTINGS, inline=False)
+    worker = calibrations._pool[0]
+    os.kill(worker._process.pid, signal.SIGSTOP)  # alive, and never to answer
+    assert given.wait(60)
+    # Should the wait not end, the worker is killed after a minute (as a dead worker, its
+    # job is made on the loop), so that the test fails rather than hang.
+    watchdog = threading.Timer(60, worker._process.kill)
+    watchdog.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="monitord.calibrations"):
+            (made,) = job.result()
+            (later,) = calibrations.start(profile, SETTINGS, inline=False).result()
+    finally:
+        watchdog.cancel()
+    hung = [r for r in caplog.records if "has not answered in" in r.getMessage()]
+    assert [r.levelno for r in hung] == [logging.ERROR]
+    assert f"pid {worker._process.pid}" in hung[0].getMessage()
+    assert worker._process.returncode == -signal.SIGKILL  # killed and reaped, not left stopped
+    assert calibrations._pool == []  # later references are calibrated on the loop
+    expected = calibrate_suite(profile, SETTINGS)
+    assert expected is not None
+    for got in (made, later):
+        assert got is not None
+        assert _thresholds(got).keys() == _thresholds(expected).keys()
+        for name, value in _thresholds(expected).items():
+            np.testing.assert_array_equal(_thresholds(got)[name], value, err_msg=name)
 
 
 def test_a_worker_exits_when_its_daemon_is_killed(tmp_path: Any) -> None:
