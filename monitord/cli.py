@@ -243,7 +243,12 @@ def _parser() -> argparse.ArgumentParser:
         "for two models with drift injected part-way, and the daemon; show events/s, per-model "
         "status, alerts and retrain requests as they happen.",
     )
-    demo.add_argument("--duration", type=float, default=60.0, help="seconds to run (default 60)")
+    demo.add_argument(
+        "--duration",
+        type=float,
+        default=60.0,
+        help="seconds to run from the daemon's first events (default 60)",
+    )
     demo.add_argument("--config", type=Path, help=f"{CONFIG_HELP}; defaults if none")
     demo.add_argument("--rate", type=int, default=4000, help="events per second in total")
     demo.set_defaults(handler=_demo)

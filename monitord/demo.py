@@ -3,6 +3,10 @@
 Everything runs in this process on 127.0.0.1: the broker as a child process, the producer
 in a thread, the daemon in the main thread. A status line every two seconds shows events/s
 and each model's state; alerts and retrain requests are printed as they fire.
+
+The demo's clock (when drift starts, when it ends) starts at the daemon's first events, not
+at its own start: joining the consumer group takes seconds, more on a busy machine, and a
+demo timed from its start could drift, or end, before the daemon had seen much.
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ from monitord.policy import Output
 from monitord.traffic import TrafficGenerator
 
 MODELS = ("fraud-scorer", "churn-model")
+
+WAIT_FOR_EVENTS_S = 60.0
+"""Seconds without events after which the demo's clock starts anyway (it then ends on time,
+its status lines saying it waited for events)."""
 
 
 class ConsolePublisher:
@@ -48,15 +56,18 @@ class ConsolePublisher:
 
 
 def _produce(
-    bootstrap: str, topic: str, rate: int, stop: threading.Event, generator: TrafficGenerator
+    bootstrap: str, topic: str, rate: int, stop: threading.Event, drifting: threading.Event
 ) -> None:
+    """Send ``rate`` events a second to ``topic`` until ``stop``, drifted once ``drifting``."""
     sink = KafkaSink(bootstrap, settings=KafkaProducerSettings(linger_ms=5))
+    generator = TrafficGenerator()
     tick, per_tick = 0.1, max(rate // 10 // len(MODELS), 1)
     next_at = time.monotonic()
     try:
         while not stop.is_set():
+            drifted = drifting.is_set()
             for model in MODELS:
-                for value in generator.batch(model, per_tick):
+                for value in generator.batch(model, per_tick, drifted):
                     sink.send(topic, model.encode(), value)
             sink.flush(10.0)
             next_at += tick
@@ -81,7 +92,8 @@ def _status(daemon: Daemon, started: float, last_events: int, interval: float) -
 
 
 def run_demo(config: Config, duration_s: float, rate: int, drift_after_s: float = 10.0) -> int:
-    """Run the demo for ``duration_s``; drift starts after about ``drift_after_s`` seconds."""
+    """Run the demo for ``duration_s`` from the daemon's first events; drift starts about
+    ``drift_after_s`` seconds after them."""
     with App() as app:
         app.stop_on_signals()  # Ctrl-C stops the producer and the loop, then all is closed
         print("monitord demo: starting an embedded Kafka-protocol broker on 127.0.0.1 ...")
@@ -89,20 +101,20 @@ def run_demo(config: Config, duration_s: float, rate: int, drift_after_s: float 
         config = _on_broker(config, broker.bootstrap)
         topic = config.kafka.input_topics[0]
         ensure_topics(broker.bootstrap, {topic: 3})
-        generator = TrafficGenerator(drift_after=int(rate * drift_after_s) // len(MODELS))
-        stop = app.stopping
+        stop, drifting = app.stopping, threading.Event()
         producer = threading.Thread(
-            target=_produce, args=(broker.bootstrap, topic, rate, stop, generator), daemon=True
+            target=_produce, args=(broker.bootstrap, topic, rate, stop, drifting), daemon=True
         )
         print(
             f"broker {broker.bootstrap}; producing {rate} events/s for {', '.join(MODELS)}; "
-            f"drift starts after ~{drift_after_s:.0f} s; running {duration_s:.0f} s (Ctrl-C stops)"
+            f"drift ~{drift_after_s:.0f} s after the daemon's first events, the end "
+            f"{duration_s:.0f} s after them (Ctrl-C stops)"
         )
         daemon = app.build_daemon(config, [ConsolePublisher(sys.stdout)])
         tune_garbage_collector()
         producer.start()
         try:
-            _loop(daemon, stop, duration_s)
+            _loop(daemon, stop, duration_s, drift_after_s, drifting)
         finally:
             stop.set()
             producer.join(timeout=10)
@@ -131,14 +143,29 @@ def _on_broker(config: Config, bootstrap: str) -> Config:
     return config.model_copy(update={"kafka": kafka, "checkpoint": checkpoint})
 
 
-def _loop(daemon: Daemon, stop: threading.Event, duration_s: float) -> None:
-    """Step the daemon until ``stop`` or ``duration_s``, a status line every two seconds."""
+def _loop(
+    daemon: Daemon,
+    stop: threading.Event,
+    duration_s: float,
+    drift_after_s: float,
+    drifting: threading.Event,
+) -> None:
+    """Step the daemon until ``stop``, or ``duration_s`` after its first events (or after
+    `WAIT_FOR_EVENTS_S` without any), a status line every two seconds; set ``drifting``
+    ``drift_after_s`` after the first events."""
     started = last = time.monotonic()
+    first: float | None = None  # the daemon's first events: the demo's clock starts
     last_events = 0
-    deadline = started + duration_s
-    while not stop.is_set() and time.monotonic() < deadline:
+    while not stop.is_set():
         daemon.step(0.2)
-        if time.monotonic() - last >= 2.0:
+        now = time.monotonic()
+        if first is None and (daemon.stats.events or now - started >= WAIT_FOR_EVENTS_S):
+            first = now
+        if first is not None and now - first >= drift_after_s:
+            drifting.set()
+        if first is not None and now - first >= duration_s:
+            break
+        if now - last >= 2.0:
             print(_status(daemon, started, last_events, time.monotonic() - last), flush=True)
             last, last_events = time.monotonic(), daemon.stats.events
 

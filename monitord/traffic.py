@@ -1,5 +1,5 @@
 """Synthetic model traffic for the demo and benchmarks: realistic-looking inference events
-for two models, with drift switched on at a given event count. Seeded, so reproducible."""
+for two models, each batch drifted or not as asked. Seeded, so reproducible."""
 
 from __future__ import annotations
 
@@ -13,19 +13,17 @@ PLANS = np.array(["basic", "plus", "pro"])
 
 
 class TrafficGenerator:
-    """Events for ``fraud-scorer`` (v7) and ``churn-model`` (v3); drift after ``drift_after``
-    events of a model: larger amounts and another country mix for fraud-scorer, more support
-    calls and lower spend for churn-model."""
+    """Events for ``fraud-scorer`` (v7) and ``churn-model`` (v3); drifted: larger amounts and
+    another country mix for fraud-scorer, more support calls and lower spend for churn-model."""
 
-    def __init__(self, seed: int = 7, drift_after: int = 20_000, bad_every: int = 5_000) -> None:
+    def __init__(self, seed: int = 7, bad_every: int = 5_000) -> None:
         self._rng = np.random.default_rng(seed)
-        self.drift_after, self.bad_every = drift_after, bad_every
+        self.bad_every = bad_every
         self.produced = {"fraud-scorer": 0, "churn-model": 0}
         self._count = 0
 
-    def batch(self, model: str, n: int) -> list[bytes]:
+    def batch(self, model: str, n: int, drifted: bool = False) -> list[bytes]:
         """``n`` encoded events of ``model`` (a malformed one now and then, for the DLQ)."""
-        drifted = self.produced[model] >= self.drift_after
         self.produced[model] += n
         rows = self._fraud(n, drifted) if model == "fraud-scorer" else self._churn(n, drifted)
         out = []

@@ -6,12 +6,33 @@ import re
 
 import pytest
 
-from monitord.config import parse_config
+from monitord import demo
+from monitord.config import Config, parse_config
 from monitord.demo import run_demo
+
+
+@pytest.fixture(params=["prompt", "late"])
+def join(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon's consumer joins its group in a few seconds, or late, as on a loaded
+    machine: a join on the embedded broker takes about half the session timeout, here 15 s,
+    longer than the demo runs."""
+    if request.param == "late":
+        on_broker = demo._on_broker
+
+        def late(config: Config, bootstrap: str) -> Config:
+            config = on_broker(config, bootstrap)
+            kafka = config.kafka
+            consumer = kafka.consumer.model_copy(update={"session_timeout_ms": 30_000})
+            return config.model_copy(
+                update={"kafka": kafka.model_copy(update={"consumer": consumer})}
+            )
+
+        monkeypatch.setattr(demo, "_on_broker", late)
 
 
 @pytest.mark.kafka
 @pytest.mark.slow
+@pytest.mark.usefixtures("join")
 def test_demo_shows_quiet_start_then_alerts_and_one_retrain_per_model(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
