@@ -287,9 +287,12 @@ def checkpoint_store(config: Config, security: KafkaSecurity) -> CheckpointStore
         return None
     if settings.store == "local":
         return LocalStore(config.state_dir / "checkpoints.sqlite")
-    topic = ensure_co_partitioned(
-        config, changelog_topic(config), security, {"cleanup.policy": "compact"}
-    )
+    # The topic's own message limit: a broker's default (1 MB) would refuse most checkpoints.
+    topic_config = {
+        "cleanup.policy": "compact",
+        "max.message.bytes": str(CHANGELOG_MAX_MESSAGE_BYTES),
+    }
+    topic = ensure_co_partitioned(config, changelog_topic(config), security, topic_config)
     timeout = kafka.connect_timeout_s
     sink = kafka_sink(
         config,

@@ -17,7 +17,7 @@ import pytest
 from connectors.broker import EmbeddedBroker
 from connectors.kafka import KafkaProducerSettings, ensure_topics, read_topic
 from connectors.stream import BrokerUnavailable, Polled, Record, TopicPartition
-from monitord import checkpoint
+from monitord import checkpoint, service
 from monitord.checkpoint import (
     INLINE_JOIN,
     ChangelogStore,
@@ -478,4 +478,48 @@ def test_join_store_parts_are_stored_in_the_changelog_and_tombstoned_when_done(
     assert loaded is not None
     assert loaded.join is not None
     assert loaded.join.in_order() == [b"new full"]
+    again.close()
+
+
+@pytest.mark.kafka
+def test_the_changelog_topic_is_made_for_checkpoints_above_a_brokers_default_message_size(
+    broker: EmbeddedBroker,
+    unique_name: Callable[[str], str],
+    kafka_client: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A broker refuses messages above its topic's max.message.bytes (1 MB by default); a
+    # checkpoint's windows, references and join parts are often more.
+    created: dict[str, dict[str, str]] = {}
+    ensure = ensure_topics  # the one service calls
+
+    def recording(bootstrap: str, topics: dict[str, int], **options: Any) -> dict[str, int]:
+        created.update(options.get("configs") or {})
+        return ensure(bootstrap, topics, **options)
+
+    monkeypatch.setattr(service, "ensure_topics", recording)
+    inputs = unique_name("in")
+    ensure_topics(broker.bootstrap, {inputs: 2})
+    kafka = {
+        "client": kafka_client,
+        "bootstrap_servers": broker.bootstrap,
+        "input_topics": [inputs],
+        "group_id": unique_name("group"),
+    }
+    config = parse_config({"kafka": kafka, "checkpoint": {"store": "kafka"}})
+    store = service.checkpoint_store(config, service.kafka_security(config))
+    assert isinstance(store, ChangelogStore)
+    assert created[store.topic] == {
+        "cleanup.policy": "compact",
+        "max.message.bytes": str(service.CHANGELOG_MAX_MESSAGE_BYTES),
+    }
+    part = np.random.default_rng(5).bytes(8 * 1024 * 1024)  # a large join store's full part
+    store.save([_with_join(10, ("t/0",), {"t/0": part})], [])
+    store.close()
+    again = service.checkpoint_store(config, service.kafka_security(config))
+    assert again is not None
+    loaded = again.load(P0)
+    assert loaded is not None
+    assert loaded.join is not None
+    assert loaded.join.in_order() == [part]
     again.close()
