@@ -168,8 +168,8 @@ class Checkpointer:
         """A checkpoint of ``moved`` was not stored: nothing is committed past the last
         stored one, and these partitions' state goes in the next checkpoint (``exc``: a
         store that could not be written, tried again an interval later)."""
-        self._partitions.not_stored(moved)
-        self._joins.unsaved(moved)
+        self._partitions.taken(moved, stored=False)
+        self._joins.saved(moved, stored=False)
         if exc is None:
             return
         # The next try (an interval later) stores the state of then, so a disk that has

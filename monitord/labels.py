@@ -788,19 +788,15 @@ class LabelJoin:
         store.label_clock = self.newest_label_s
         return store.parts()
 
-    def saved(self, partitions: Iterable[TopicPartition]) -> None:
-        """The parts `snapshot` took of ``partitions`` are stored."""
-        for store in self._stores_of(partitions):
-            store.saved()
-
-    def unsaved(self, partitions: Iterable[TopicPartition]) -> None:
-        """The parts `snapshot` took of ``partitions`` were not stored: their changes go in
-        the next parts."""
-        for store in self._stores_of(partitions):
-            store.unsaved()
-
-    def _stores_of(self, partitions: Iterable[TopicPartition]) -> list[JoinStore]:
-        return [self.stores[tp] for tp in partitions if tp in self.stores]
+    def saved(self, partitions: Iterable[TopicPartition], stored: bool = True) -> None:
+        """The parts `snapshot` took of ``partitions`` are stored (or, not ``stored``, were
+        not: their changes go in the next parts)."""
+        for tp in partitions:
+            store = self.stores.get(tp)
+            if store is not None and stored:
+                store.saved()
+            elif store is not None:
+                store.unsaved()
 
     def restore(self, tp: TopicPartition, parts: Sequence[bytes]) -> None:
         """Load ``tp``'s store from its stored parts, the full one first; ValueError if

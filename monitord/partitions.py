@@ -95,16 +95,11 @@ class Partitions:
             and (part.checkpointed != part.processed or part.changed or tp in changed)
         }
 
-    def taken(self, partitions: Iterable[TopicPartition]) -> None:
-        """A checkpoint of ``partitions``' state is taken: what changes from now on is the
-        next checkpoint's."""
+    def taken(self, partitions: Iterable[TopicPartition], stored: bool = True) -> None:
+        """A checkpoint of ``partitions``' state is taken (not ``stored``: its store
+        failed, and their state is to be checkpointed again)."""
         for tp in partitions:
-            self._get(tp).changed = False
-
-    def not_stored(self, partitions: Iterable[TopicPartition]) -> None:
-        """The checkpoint taken of ``partitions`` was not stored: checkpointed again."""
-        for tp in partitions:
-            self._get(tp).changed = True
+            self._get(tp).changed = not stored
 
     def checkpointed(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Stored up to ``offsets``, to be committed."""

@@ -46,7 +46,7 @@ def test_a_change_while_a_checkpoint_is_written_is_in_the_next_one() -> None:
     partitions.processed({E4: 9})
     moved = partitions.moved_since_checkpoint(None, set())
     partitions.taken(moved)
-    partitions.not_stored(moved)
+    partitions.taken(moved, stored=False)
     assert partitions.uncommitted() == {}
     assert partitions.moved_since_checkpoint(None, set()) == {E3: 43, E4: 9}
 
