@@ -103,19 +103,16 @@ class Checkpointer:
             return
         now = time.time()
         checkpoints, profiles = [], []
+        for tp, offset in moved.items():
+            checkpoint, captured = self._snapshot(tp, offset, now)
+            checkpoints.append(checkpoint)
+            profiles += [p for p in captured if p.profile_id not in self._saved_profiles]
         self._partitions.taken(moved)
         try:
-            for tp, offset in moved.items():
-                checkpoint, captured = self._snapshot(tp, offset, now)
-                checkpoints.append(checkpoint)
-                profiles += [p for p in captured if p.profile_id not in self._saved_profiles]
             write = self.store.writer(checkpoints, profiles)
         except StorageUnavailable as exc:
             self._not_stored(moved, exc)
             return
-        except BaseException:  # a changelog that timed out, say: `Daemon.run` goes on
-            self._not_stored(moved, None)
-            raise
         self._writing = _Writing(moved, profiles, now, self._writer().submit(write))
         if wait:
             self.finish()

@@ -263,9 +263,6 @@ class Daemon:
         Call only between batches: everything folded into the state must be flushed.
         """
         outputs = self._settle()
-        # A checkpoint being written covers delivered outputs only: committed whatever
-        # follows (a shutdown or revocation goes on with the source closed or the state gone).
-        self.checkpoints.finish()
         if not self.output.undelivered:
             self.checkpoints.save(partitions, wait=wait)
         return outputs

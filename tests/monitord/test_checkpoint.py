@@ -190,20 +190,6 @@ def test_a_checkpoint_is_written_while_the_next_batch_is_read_and_committed_once
     assert _ids(run.outputs + second.outputs) == _ids(uninterrupted.outputs)
 
 
-def test_a_shutdown_with_undelivered_outputs_commits_the_checkpoint_being_written(
-    tmp_path: Path, stream: list[Record]
-) -> None:
-    run = Run(_config(), stream, tmp_path / "c.sqlite")
-    run.steps(3)  # 2,100 events: a checkpoint is taken, written in the background
-    # Stopping, and outputs settled at the shutdown could not be delivered (a broker
-    # down): no checkpoint is taken then, but the one being written is committed before
-    # the source closes.
-    run.daemon.stopping.set()
-    run.daemon.output.undelivered = True
-    run.daemon.close()
-    assert len(run.source.commits) == 1
-
-
 def test_a_checkpoint_ahead_of_the_committed_offset_is_not_folded_twice(
     tmp_path: Path, stream: list[Record], uninterrupted: Run
 ) -> None:
