@@ -25,9 +25,8 @@ import io
 import json
 import logging
 import sqlite3
-import threading
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -190,21 +189,11 @@ def with_join_parts(checkpoint: Checkpoint, stored: Mapping[str, bytes], source:
     return checkpoint
 
 
-Write = Callable[[], None]
-"""A checkpoint's store, encoded: stores it durably when called (`CheckpointStore.writer`)."""
-
-
 class CheckpointStore(Protocol):
     """Where checkpoints and captured references live."""
 
     def save(self, checkpoints: list[Checkpoint], profiles: list[ReferenceProfile]) -> None:
         """Store every checkpoint (and the captured references they name) durably."""
-        ...
-
-    def writer(self, checkpoints: list[Checkpoint], profiles: list[ReferenceProfile]) -> Write:
-        """`save` in two steps: what must run on the caller's thread now (the checkpoints
-        hold live state: it is encoded here), and what stores the result, which may run on
-        another thread (the store is not used otherwise until it returns)."""
         ...
 
     def load(self, partition: TopicPartition) -> Checkpoint | None:
@@ -232,13 +221,11 @@ class LocalStore:
 
     A file that cannot be opened or written (disk full, read-only) raises
     `connectors.sqlite.StorageUnavailable` from `save` and `load`, and is opened again at
-    the next call: the daemon waits for its disk rather than exit. A write (`writer`) may
-    run on another thread: the connection is used by one thread at a time.
+    the next call: the daemon waits for its disk rather than exit.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock = threading.Lock()
         # A committed save survives kill -9 and power loss.
         self._file = DurableFile(path, _LOCAL_SCHEMA)
         try:
@@ -251,35 +238,28 @@ class LocalStore:
         return self._file.connection()
 
     def save(self, checkpoints: list[Checkpoint], profiles: list[ReferenceProfile]) -> None:
-        self.writer(checkpoints, profiles)()
-
-    def writer(self, checkpoints: list[Checkpoint], profiles: list[ReferenceProfile]) -> Write:
-        """Encodes now; the write is SQLite's (which releases the interpreter lock while it
-        writes and syncs: a checkpoint of large join parts costs the loop little)."""
-        db = self._db  # opened here: a disk that cannot be written fails the save at once
-        references = [(profile.profile_id, profile.to_bytes()) for profile in profiles]
-        rows = [(c.partition, c.next_offset, encode(c), c.join) for c in checkpoints]
-
-        def store() -> None:
-            with self._lock, write(db):
-                db.executemany("INSERT OR IGNORE INTO profiles VALUES (?, ?)", references)
-                for tp, next_offset, blob, join in rows:
+        with write(self._db) as db:
+            for profile in profiles:
+                db.execute(
+                    "INSERT OR IGNORE INTO profiles VALUES (?, ?)",
+                    (profile.profile_id, profile.to_bytes()),
+                )
+            for checkpoint in checkpoints:
+                tp, join = checkpoint.partition, checkpoint.join
+                db.execute(
+                    "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)",
+                    (tp.topic, tp.partition, checkpoint.next_offset, encode(checkpoint)),
+                )
+                if join is None or join.full:  # the parts of an earlier chain are done with
                     db.execute(
-                        "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)",
-                        (tp.topic, tp.partition, next_offset, blob),
+                        "DELETE FROM join_parts WHERE topic = ? AND partition = ?",
+                        (tp.topic, tp.partition),
                     )
-                    if join is None or join.full:  # the parts of an earlier chain are done
-                        db.execute(
-                            "DELETE FROM join_parts WHERE topic = ? AND partition = ?",
-                            (tp.topic, tp.partition),
-                        )
-                    for part, data in ({} if join is None else join.blobs).items():
-                        db.execute(
-                            "INSERT OR REPLACE INTO join_parts VALUES (?, ?, ?, ?)",
-                            (tp.topic, tp.partition, part, data),
-                        )
-
-        return store
+                for part, blob in ({} if join is None else join.blobs).items():
+                    db.execute(
+                        "INSERT OR REPLACE INTO join_parts VALUES (?, ?, ?, ?)",
+                        (tp.topic, tp.partition, part, blob),
+                    )
 
     def load(self, partition: TopicPartition) -> Checkpoint | None:
         row = self._read(
@@ -312,15 +292,13 @@ class LocalStore:
     def _read(self, query: str, parameters: tuple[object, ...], every: bool = False) -> Any:
         """The first row of ``query`` (every row if ``every``)."""
         try:
-            with self._lock:
-                rows = self._db.execute(query, parameters)
-                return rows.fetchall() if every else rows.fetchone()
+            rows = self._db.execute(query, parameters)
+            return rows.fetchall() if every else rows.fetchone()
         except sqlite3.OperationalError as exc:
             raise StorageUnavailable(f"{self.path}: not readable ({exc})") from None
 
     def close(self) -> None:
-        with self._lock:
-            self._file.close()
+        self._file.close()
 
 
 CHECKPOINT_KEY = "checkpoint/"
@@ -386,13 +364,6 @@ class ChangelogStore:
         self._sink.flush(self._timeout_s)
         self._profiles.update((p.profile_id, p) for p in profiles)
 
-    def writer(self, checkpoints: list[Checkpoint], profiles: list[ReferenceProfile]) -> Write:
-        """Saves now, on the caller's thread: the changelog's sink (either Kafka client's)
-        is used from one thread everywhere else, and its sends and flush are network
-        waits, not this process's work."""
-        self.save(checkpoints, profiles)
-        return _stored
-
     def _save_join(self, checkpoint: Checkpoint, partition: int) -> None:
         """Send a checkpoint with the new part of its join store before it, and tombstones
         for the parts it no longer reads after it."""
@@ -457,10 +428,6 @@ class ChangelogStore:
         self._sink.close()
 
 
-def _stored() -> None:
-    """The write of a checkpoint saved already."""
-
-
 __all__ = [
     "CHECKPOINT_KEY",
     "FORMAT",
@@ -477,7 +444,6 @@ __all__ = [
     "LocalStore",
     "StoredVersion",
     "VersionState",
-    "Write",
     "decode",
     "encode",
     "with_join_parts",

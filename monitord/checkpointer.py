@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable
 
 from connectors.sqlite import StorageUnavailable
 from connectors.stream import CommitFailed, ConnectorError, Polled, Source, TopicPartition
@@ -31,16 +29,6 @@ log = logging.getLogger(__name__)
 
 STORING_CHECKPOINTS = "storing checkpoints"
 """The state_dir fault of a checkpoint that could not be stored (retried every interval)."""
-
-
-@dataclass(frozen=True)
-class _Writing:
-    """A checkpoint being written: what it covers, and the write."""
-
-    moved: dict[TopicPartition, int]  # its partitions' next offsets
-    profiles: list[ReferenceProfile]  # the references stored with it
-    at: float  # when it was taken
-    done: Future[None]
 
 
 class Checkpointer:
@@ -73,8 +61,6 @@ class Checkpointer:
         self._saved_profiles: set[str] = set()
         self._events = 0  # folded since the last checkpoint
         self._last = clock()
-        self._writing: _Writing | None = None
-        self._thread: ThreadPoolExecutor | None = None
 
     def count(self, n_records: int) -> None:
         self._events += n_records
@@ -85,14 +71,12 @@ class Checkpointer:
             return waited  # a failed one is tried again, new events or not (an idle stream)
         return self._events >= self._settings.interval_events or (self._events > 0 and waited)
 
-    def save(self, partitions: set[TopicPartition] | None = None, *, wait: bool = True) -> None:
-        """Store the state of ``partitions`` (default: all) that moved, then commit them;
-        without ``wait``, the store's write may go on in the background until `finish`.
+    def save(self, partitions: set[TopicPartition] | None = None) -> None:
+        """Store the state of ``partitions`` (default: all) that moved, then commit them.
 
         Call only between batches, their outputs delivered: everything folded into the
         state must be flushed.
         """
-        self.finish()  # one checkpoint at a time, in order
         if self.store is None:
             return
         moved = self._partitions.moved_since_checkpoint(partitions, self._joins.changed())
@@ -107,45 +91,16 @@ class Checkpointer:
             checkpoint, captured = self._snapshot(tp, offset, now)
             checkpoints.append(checkpoint)
             profiles += [p for p in captured if p.profile_id not in self._saved_profiles]
-        self._partitions.taken(moved)
-        try:
-            write = self.store.writer(checkpoints, profiles)
-        except StorageUnavailable as exc:
-            self._not_stored(moved, exc)
+        if not self._store(self.store, checkpoints, profiles):
             return
-        self._writing = _Writing(moved, profiles, now, self._writer().submit(write))
-        if wait:
-            self.finish()
-
-    def finish(self) -> None:
-        """Wait for the checkpoint being written, if any; then commit what it stored, or
-        (not stored) checkpoint its partitions again at the next checkpoint."""
-        writing, self._writing = self._writing, None
-        if writing is None:
-            return
-        try:
-            writing.done.result()
-        except StorageUnavailable as exc:
-            self._not_stored(writing.moved, exc)
-            return
-        except BaseException:
-            self._not_stored(writing.moved, None)
-            raise
-        self._state_dir.works(STORING_CHECKPOINTS)
-        self._saved_profiles.update(p.profile_id for p in writing.profiles)
-        self._partitions.checkpointed(writing.moved)
-        self._joins.saved(writing.moved)
+        self._saved_profiles.update(p.profile_id for p in profiles)
+        self._partitions.checkpointed(moved)
+        self._joins.saved(moved)
         self._stats.checkpoints += 1
-        self._stats.last_checkpoint = writing.at
+        self._stats.last_checkpoint = now
         if self._metrics is not None:
-            self._metrics.checkpointed(writing.at)
+            self._metrics.checkpointed(now)
         self.commit()
-
-    def _writer(self) -> ThreadPoolExecutor:
-        """The thread checkpoints are written on (started when first needed)."""
-        if self._thread is None:
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="checkpoint-writer")
-        return self._thread
 
     def _snapshot(
         self, tp: TopicPartition, offset: int, now: float
@@ -159,23 +114,27 @@ class Checkpointer:
         sources = self._partitions.sources.snapshot(tp)
         return Checkpoint(tp, offset, versions, now, sources, self._joins.snapshot(tp)), profiles
 
-    def _not_stored(
-        self, moved: Mapping[TopicPartition, int], exc: StorageUnavailable | None
-    ) -> None:
-        """A checkpoint of ``moved`` was not stored: nothing is committed past the last
-        stored one, and these partitions' state goes in the next checkpoint (``exc``: a
-        store that could not be written, tried again an interval later)."""
-        self._partitions.taken(moved, stored=False)
-        self._joins.saved(moved, stored=False)
-        if exc is None:
-            return
-        # The next try (an interval later) stores the state of then, so a disk that has
-        # room again catches up.
-        if STORING_CHECKPOINTS in self._state_dir:
-            log.warning(
-                "checkpoint not stored again (%s); next try in %gs", exc, self._settings.interval_s
-            )
-        self._state_dir.failed(STORING_CHECKPOINTS, exc)
+    def _store(
+        self,
+        store: CheckpointStore,
+        checkpoints: list[Checkpoint],
+        profiles: list[ReferenceProfile],
+    ) -> bool:
+        try:
+            store.save(checkpoints, profiles)
+        except StorageUnavailable as exc:
+            # Nothing is committed past the last stored checkpoint; the next try (an interval
+            # later) stores the state of then, so a disk that has room again catches up.
+            if STORING_CHECKPOINTS in self._state_dir:
+                log.warning(
+                    "checkpoint not stored again (%s); next try in %gs",
+                    exc,
+                    self._settings.interval_s,
+                )
+            self._state_dir.failed(STORING_CHECKPOINTS, exc)
+            return False
+        self._state_dir.works(STORING_CHECKPOINTS)
+        return True
 
     def commit(self) -> None:
         """Commit what is checkpointed. A failure is not fatal: restoring seeks to the
@@ -197,7 +156,6 @@ class Checkpointer:
 
     def assigned(self, partitions: set[TopicPartition]) -> None:
         """Restore each assigned partition's state and read on from its offset."""
-        self.finish()
         health = self._health
         if self.store is None:
             health.set_condition("assigned", True)
@@ -215,7 +173,6 @@ class Checkpointer:
         """Retry the checkpoints that could not be loaded; a partition still without its
         state is not processed (that would start it afresh), but read again later."""
         assert self.store is not None
-        self.finish()
         if self._restore(self.store, self._partitions.unrestored):
             self._restored_gauges()
         unrestored = self._partitions.unrestored
@@ -288,15 +245,9 @@ class Checkpointer:
         )
 
     def close(self) -> None:
-        try:
-            self.finish()
-        finally:
-            if self._thread is not None:
-                self._thread.shutdown()
-                self._thread = None
-            if self.store is not None:
-                self.store.close()
-                self.store = None
+        if self.store is not None:
+            self.store.close()
+            self.store = None
 
 
 __all__ = ["STORING_CHECKPOINTS", "Checkpointer"]

@@ -181,8 +181,6 @@ class Daemon:
         if moved:
             self.checkpoint(moved)
         polled = self.reader.poll(timeout_s)
-        # The last batch's checkpoint was written while this one was read: committed now.
-        self.checkpoints.finish()
         if not polled and not self.label_flow.due():
             return 0, self._idle()
         started = time.perf_counter()
@@ -237,7 +235,7 @@ class Daemon:
         else:
             self.checkpoints.count(polled)
             if self.checkpoints.due():
-                settled = self.checkpoint(wait=False)
+                settled = self.checkpoint()
         if self.metrics is not None:
             self.metrics.evaluations(evaluations)
             self.metrics.outputs(outputs)
@@ -252,19 +250,16 @@ class Daemon:
         self.output.delivered(outputs, bad)
         self.stats.count(n_records, bad, outputs)
 
-    def checkpoint(
-        self, partitions: set[TopicPartition] | None = None, *, wait: bool = True
-    ) -> list[Output]:
+    def checkpoint(self, partitions: set[TopicPartition] | None = None) -> list[Output]:
         """Store the state of ``partitions`` (default: all) that moved, then commit them;
         versions being calibrated are settled first (held rows are not state): returns
-        the outputs that made. Without ``wait``, the store's write goes on while the next
-        batch is read, and is committed after it (`Checkpointer.finish`).
+        the outputs that made.
 
         Call only between batches: everything folded into the state must be flushed.
         """
         outputs = self._settle()
         if not self.output.undelivered:
-            self.checkpoints.save(partitions, wait=wait)
+            self.checkpoints.save(partitions)
         return outputs
 
     def _settle(self) -> list[Output]:

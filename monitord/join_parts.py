@@ -72,16 +72,6 @@ class JoinJournal:
     forgotten: list[str] = field(default_factory=list)  # joined ids dropped (the oldest)
     swept: list[str] = field(default_factory=list)  # predictions found overdue
 
-    def followed_by(self, later: JoinJournal) -> JoinJournal:
-        """This journal's changes, then ``later``'s."""
-        return JoinJournal(
-            self.added + later.added,
-            self.left + later.left,
-            self.remembered + later.remembered,
-            self.forgotten + later.forgotten,
-            self.swept + later.swept,
-        )
-
     def __len__(self) -> int:
         return (
             len(self.added)

@@ -109,8 +109,6 @@ class JoinStore:
     # stored (`monitord.join_parts`).
     journal: JoinJournal | None = None
     chain: PartChain = field(default_factory=PartChain)
-    # The journal of the part last taken, until it is known stored or not (`unsaved`).
-    taken: JoinJournal | None = None
 
     def add(
         self,
@@ -422,15 +420,10 @@ class JoinStore:
         or a full part (`monitord.join_parts`)."""
         journal, chain = self.journal, self.chain
         if journal is None or chain.wants_full(len(journal), self._entries()):
-            parts = chain.take(self.snapshot(), full=True, changes=0)
-        else:
-            changes = delta(self.pending, self.done, self.overdue, journal)
-            blob = orjson.dumps({**changes, **self._whole()}, option=orjson.OPT_SERIALIZE_NUMPY)
-            parts = chain.take(blob, full=False, changes=len(journal))
-        # The part may be stored while the store changes on (a checkpoint written in the
-        # background): the changes from now on are the next part's.
-        self.taken, self.journal, self.changed = journal, JoinJournal(), False
-        return parts
+            return chain.take(self.snapshot(), full=True, changes=0)
+        changes = delta(self.pending, self.done, self.overdue, journal)
+        blob = orjson.dumps({**changes, **self._whole()}, option=orjson.OPT_SERIALIZE_NUMPY)
+        return chain.take(blob, full=False, changes=len(journal))
 
     def _whole(self) -> dict[str, Any]:
         """What every part holds whole: the early labels, the ids set aside, the clocks."""
@@ -446,16 +439,10 @@ class JoinStore:
         }
 
     def saved(self) -> None:
-        """The part last taken is stored: the chain reads it from now on."""
+        """The part last taken is stored: the changes from now on are journaled."""
         self.chain.stored()
-        self.taken = None
-
-    def unsaved(self) -> None:
-        """The part last taken was not stored: the next one holds its changes too (a full
-        part if that one was full)."""
-        taken, since = self.taken, self.journal
-        self.journal = None if taken is None or since is None else taken.followed_by(since)
-        self.taken, self.changed = None, True
+        self.journal = JoinJournal()
+        self.changed = False
 
     def bound_journal(self) -> None:
         """Drop a journal grown past what a full part holds (nothing stored for long:

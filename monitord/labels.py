@@ -777,7 +777,7 @@ class LabelJoin:
         return counts
 
     def changed(self) -> set[TopicPartition]:
-        """Partitions whose store changed since its last part was taken (`snapshot`)."""
+        """Partitions whose store changed since `saved`."""
         return {tp for tp, store in self.stores.items() if store.changed}
 
     def snapshot(self, tp: TopicPartition) -> JoinParts | None:
@@ -788,15 +788,12 @@ class LabelJoin:
         store.label_clock = self.newest_label_s
         return store.parts()
 
-    def saved(self, partitions: Iterable[TopicPartition], stored: bool = True) -> None:
-        """The parts `snapshot` took of ``partitions`` are stored (or, not ``stored``, were
-        not: their changes go in the next parts)."""
+    def saved(self, partitions: Iterable[TopicPartition]) -> None:
+        """The parts `snapshot` took of ``partitions`` are stored."""
         for tp in partitions:
             store = self.stores.get(tp)
-            if store is not None and stored:
+            if store is not None:
                 store.saved()
-            elif store is not None:
-                store.unsaved()
 
     def restore(self, tp: TopicPartition, parts: Sequence[bytes]) -> None:
         """Load ``tp``'s store from its stored parts, the full one first; ValueError if

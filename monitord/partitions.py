@@ -95,17 +95,12 @@ class Partitions:
             and (part.checkpointed != part.processed or part.changed or tp in changed)
         }
 
-    def taken(self, partitions: Iterable[TopicPartition], stored: bool = True) -> None:
-        """A checkpoint of ``partitions``' state is taken (not ``stored``: its store
-        failed, and their state is to be checkpointed again)."""
-        for tp in partitions:
-            self._get(tp).changed = not stored
-
     def checkpointed(self, offsets: Mapping[TopicPartition, int]) -> None:
-        """Stored up to ``offsets``, to be committed."""
+        """Stored up to ``offsets``: unchanged since, to be committed."""
         for tp, offset in offsets.items():
             part = self._get(tp)
             part.checkpointed = part.uncommitted = offset
+            part.changed = False
 
     def uncommitted(self) -> dict[TopicPartition, int]:
         return {

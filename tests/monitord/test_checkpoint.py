@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import sqlite3
-import threading
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -147,47 +146,6 @@ def test_offsets_are_committed_only_with_a_checkpoint(tmp_path: Path, stream: li
         checkpoint = store.load(tp)
         assert checkpoint is not None
         assert checkpoint.next_offset == offset
-
-
-class _Gated(LocalStore):
-    """A local store whose writes wait until the test lets them through."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self.through, self.waiting = threading.Event(), threading.Event()
-
-    def writer(self, checkpoints: list[Checkpoint], profiles: list[Any]) -> checkpoint.Write:
-        write = super().writer(checkpoints, profiles)
-
-        def gated() -> None:
-            self.waiting.set()
-            assert self.through.wait(60)
-            write()
-
-        return gated
-
-
-def test_a_checkpoint_is_written_while_the_next_batch_is_read_and_committed_once_stored(
-    tmp_path: Path, stream: list[Record], uninterrupted: Run
-) -> None:
-    path = tmp_path / "c.sqlite"
-    run = Run(_config(), stream, path)
-    run.daemon.checkpoints.store = store = _Gated(path)
-    run.steps(3)  # 2,100 events: a checkpoint is taken, and its write waits
-    assert store.waiting.wait(60)
-    assert run.source.commits == []  # nothing is committed before it is stored
-    store.through.set()
-    run.steps(1)  # the next batch is read, then what the checkpoint stored is committed
-    assert len(run.source.commits) == 1
-    for tp, offset in run.source.commits[0].items():
-        stored = LocalStore(path).load(tp)
-        assert stored is not None
-        assert stored.next_offset == offset
-    run.crash()  # the next checkpoint's write, if taken, is let through or not at all
-    second = Run(_config(), stream, path, committed=run.source.committed)
-    second.daemon.drain()
-    assert _rows(run.evaluations) | _rows(second.evaluations) == _rows(uninterrupted.evaluations)
-    assert _ids(run.outputs + second.outputs) == _ids(uninterrupted.outputs)
 
 
 def test_a_checkpoint_ahead_of_the_committed_offset_is_not_folded_twice(

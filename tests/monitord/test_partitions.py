@@ -16,8 +16,7 @@ def test_a_partition_is_checkpointed_once_it_moves_and_committed_once() -> None:
     partitions.processed({E3: 43})  # offsets 40, 41, 42 folded
     assert partitions.next_offset(E3) == 43
     assert partitions.moved_since_checkpoint(None, set()) == {E3: 43}
-    partitions.taken({E3: 43})  # its state is in a checkpoint being written
-    partitions.checkpointed({E3: 43})  # and stored
+    partitions.checkpointed({E3: 43})
     assert partitions.uncommitted() == {E3: 43}
     assert partitions.moved_since_checkpoint(None, set()) == {}  # stored as it stands
     partitions.committed()
@@ -25,30 +24,8 @@ def test_a_partition_is_checkpointed_once_it_moves_and_committed_once() -> None:
     partitions.changed(E3)  # a late label changed a version of the partition
     assert partitions.moved_since_checkpoint(None, set()) == {E3: 43}
     assert partitions.moved_since_checkpoint({E4}, set()) == {}  # another partition asked
-    partitions.taken({E3: 43})
     partitions.checkpointed({E3: 43})
     assert partitions.moved_since_checkpoint(None, {E3}) == {E3: 43}  # the join changed it
-
-
-def test_a_change_while_a_checkpoint_is_written_is_in_the_next_one() -> None:
-    # A checkpoint is written in the background while the next batch is folded: what that
-    # batch changes is not covered by it, stored or not.
-    partitions = Partitions()
-    partitions.processed({E3: 43, E4: 7})
-    moved = partitions.moved_since_checkpoint(None, set())
-    partitions.taken(moved)
-    partitions.changed(E3)  # a label joined to one of its predictions meanwhile
-    partitions.checkpointed(moved)
-    assert partitions.uncommitted() == {E3: 43, E4: 7}
-    assert partitions.moved_since_checkpoint(None, set()) == {E3: 43}
-    # A checkpoint not stored: nothing committed, both taken again at the next one.
-    partitions.committed()
-    partitions.processed({E4: 9})
-    moved = partitions.moved_since_checkpoint(None, set())
-    partitions.taken(moved)
-    partitions.taken(moved, stored=False)
-    assert partitions.uncommitted() == {}
-    assert partitions.moved_since_checkpoint(None, set()) == {E3: 43, E4: 9}
 
 
 def test_a_reset_moves_the_processed_offset_and_never_commits_the_old_one() -> None:
