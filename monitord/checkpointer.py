@@ -154,6 +154,11 @@ class Checkpointer:
             return
         self._partitions.committed()
 
+    def commit_restored(self) -> None:
+        """Commit the restored offsets the log is now known to reach (`Partitions.in_log`)."""
+        if self._partitions.in_log(self._source.end_offsets()):
+            self.commit()
+
     def assigned(self, partitions: set[TopicPartition]) -> None:
         """Restore each assigned partition's state and read on from its offset."""
         health = self._health

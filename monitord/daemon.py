@@ -201,6 +201,7 @@ class Daemon:
         # Nothing to read: versions being calibrated detect over their held rows now (a
         # drained daemon has every output), not at the next batch.
         due += self.checkpoint() if self.checkpoints.due() else self._settle()
+        self.checkpoints.commit_restored()
         self.reader.probe()
         return due
 

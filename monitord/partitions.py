@@ -5,7 +5,8 @@ folded, ``processed`` is 43 (the NEXT offset to read, as Kafka commits it). A ch
 storing that state sets ``checkpointed`` and ``uncommitted`` to 43, and the commit that
 follows clears ``uncommitted``. The next checkpoint stores the partition again only if it
 moved: ``processed`` past 43, or ``changed`` (a late label changed a version's state).
-Revocation forgets the partition at once; restoring sets both offsets to the checkpoint's.
+Revocation forgets the partition at once; restoring sets both offsets to the checkpoint's,
+and commits it once the log is seen to reach it (`in_log`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Partition:
     changed: bool = False  # state changed, offset maybe not: checkpoint it anyway
     restored: bool = True  # False: assigned, but its checkpoint could not be loaded yet
     label_next: int | None = None  # a label partition: the next offset to poll
+    restored_at: int | None = None  # restored there, not committed since: see `in_log`
 
 
 class Partitions:
@@ -100,6 +102,7 @@ class Partitions:
         for tp, offset in offsets.items():
             part = self._get(tp)
             part.checkpointed = part.uncommitted = offset
+            part.restored_at = None  # committed with it
             part.changed = False
 
     def uncommitted(self) -> dict[TopicPartition, int]:
@@ -113,10 +116,27 @@ class Partitions:
         for part in self._partitions.values():
             part.uncommitted = None
 
+    def in_log(self, ends: Mapping[TopicPartition, int]) -> bool:
+        """Mark for commit the restored offsets the log is known to reach (``ends``: each
+        partition's end as last read); whether any was.
+
+        A kill between storing a checkpoint and committing it leaves the committed offset
+        behind the checkpoint's; with nothing more to read, no later checkpoint would
+        commit. An offset beyond the end (a broker that lost its log) is never committed:
+        `reset` moves it first."""
+        marked = False
+        for tp, part in self._partitions.items():
+            if part.restored_at is not None and part.restored_at <= ends.get(tp, -1):
+                if part.uncommitted is None:
+                    part.uncommitted = part.restored_at
+                part.restored_at = None
+                marked = True
+        return marked
+
     def restored(self, tp: TopicPartition, next_offset: int, label: bool) -> None:
         """A checkpoint covering everything before ``next_offset`` is loaded."""
         part = self._get(tp)
-        part.processed = part.checkpointed = next_offset
+        part.processed = part.checkpointed = part.restored_at = next_offset
         if label:
             part.label_next = next_offset
 
@@ -141,7 +161,7 @@ class Partitions:
             return
         if part.processed is not None:
             part.processed = move.reset_to  # checkpointed next
-        part.uncommitted = None  # never commit the offset that was out of range
+        part.uncommitted = part.restored_at = None  # never commit the offset out of range
 
     def retired(self, tp: TopicPartition) -> None:
         """A version of ``tp`` retired: its next checkpoint, due now, no longer holds it."""

@@ -166,6 +166,30 @@ def test_a_checkpoint_ahead_of_the_committed_offset_is_not_folded_twice(
     assert _ids(first.outputs + second.outputs) == _ids(uninterrupted.outputs)
 
 
+def test_a_restored_checkpoint_ahead_of_the_committed_offset_is_committed_with_nothing_to_read(
+    tmp_path: Path, stream: list[Record]
+) -> None:
+    # The crash fell between storing the last checkpoint and committing it, and nothing
+    # more comes: no later checkpoint commits, so the restored offsets are, once a poll
+    # finds the log reaches them.
+    path = tmp_path / "c.sqlite"
+    first = Run(_config(), stream, path)
+    first.daemon.drain()
+    first.daemon.checkpoint()
+    first.crash()
+    offsets = {}
+    for tp in (P0, P1):
+        stored = LocalStore(path).load(tp)
+        assert stored is not None
+        offsets[tp] = stored.next_offset
+    second = Run(_config(), stream, path, committed={})
+    second.steps(1)
+    assert second.source.commits == [offsets]
+    second.steps(2)
+    assert len(second.source.commits) == 1  # committed once
+    assert second.evaluations == []  # nothing folded twice
+
+
 def test_revoked_partitions_are_checkpointed_and_restored_on_return(
     tmp_path: Path, stream: list[Record], uninterrupted: Run
 ) -> None:

@@ -41,6 +41,24 @@ def test_a_reset_moves_the_processed_offset_and_never_commits_the_old_one() -> N
     assert partitions.moved_since_checkpoint(None, set()) == {E3: 0}
 
 
+def test_a_restored_offset_is_committed_once_the_log_is_seen_to_reach_it() -> None:
+    partitions = Partitions()
+    partitions.restored(E3, 43, label=False)
+    partitions.restored(E4, 1_000_043, label=False)  # a broker that lost its log
+    assert partitions.uncommitted() == {}  # no end read yet
+    assert not partitions.in_log({})
+    assert partitions.in_log({E3: 43, E4: 120})
+    assert partitions.uncommitted() == {E3: 43}  # E4's end is below its checkpoint
+    partitions.committed()
+    assert not partitions.in_log({E3: 50, E4: 120})  # committed once
+    partitions.reset(OffsetReset(E4, 1_000_043, 0, 120, "latest", 120))
+    assert not partitions.in_log({E4: 2_000_000})  # the offset out of range, never
+    partitions.restored(E3, 60, label=False)
+    partitions.checkpointed({E3: 70})  # a checkpoint commits past it first
+    partitions.committed()
+    assert not partitions.in_log({E3: 70})
+
+
 def test_revocation_forgets_everything_of_a_partition() -> None:
     partitions = Partitions()
     partitions.restored(E3, 43, label=False)
