@@ -69,7 +69,11 @@ class Checkpointer:
         waited = self._clock() - self._last >= self._settings.interval_s
         if STORING_CHECKPOINTS in self._state_dir:
             return waited  # a failed one is tried again, new events or not (an idle stream)
-        return self._events >= self._settings.interval_events or (self._events > 0 and waited)
+        if self._events >= self._settings.interval_events:
+            return True
+        # An interval on: new events are checkpointed, and a failed commit tried again
+        # (a drained stream takes no checkpoint that would).
+        return waited and (self._events > 0 or bool(self._partitions.uncommitted()))
 
     def save(self, partitions: set[TopicPartition] | None = None) -> None:
         """Store the state of ``partitions`` (default: all) that moved, then commit them.
@@ -84,6 +88,7 @@ class Checkpointer:
             self._events = 0
             self._last = self._clock()
         if not moved:
+            self.commit()  # what a failed commit left, if anything
             return
         now = time.time()
         checkpoints, profiles = [], []
@@ -155,7 +160,8 @@ class Checkpointer:
         self._partitions.committed()
 
     def commit_restored(self) -> None:
-        """Commit the restored offsets the log is now known to reach (`Partitions.in_log`)."""
+        """Commit the restored offsets the log is now known to reach (`Partitions.in_log`);
+        one that fails is tried again an interval on (`due`)."""
         if self._partitions.in_log(self._source.end_offsets()):
             self.commit()
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self
 
@@ -30,6 +32,7 @@ class RecordedRun:
         store_path: Path | None = None,
         committed: dict[TopicPartition, int] | None = None,
         metrics: DaemonMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sink = MemorySink()
         self.out = io.BytesIO()
@@ -42,7 +45,14 @@ class RecordedRun:
             JsonLinesPublisher(self.out, owned=False),
         ]
         daemon = self.daemon = Daemon(
-            config, self.source, self.sink, publishers, lambda m, v: None, store, metrics=metrics
+            config,
+            self.source,
+            self.sink,
+            publishers,
+            lambda m, v: None,
+            store,
+            metrics=metrics,
+            clock=clock,
         )
         self.source.listen(daemon)
         decide = daemon.policy.decide

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import sqlite3
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +188,36 @@ def test_a_restored_checkpoint_ahead_of_the_committed_offset_is_committed_with_n
     second.steps(2)
     assert len(second.source.commits) == 1  # committed once
     assert second.evaluations == []  # nothing folded twice
+
+
+def test_a_restored_offset_whose_commit_failed_is_committed_an_interval_on(
+    tmp_path: Path, stream: list[Record]
+) -> None:
+    path = tmp_path / "c.sqlite"
+    first = Run(_config(), stream, path)
+    first.daemon.drain()
+    first.daemon.checkpoint()
+    first.crash()
+    now = [0.0]
+    second = Run(_config(interval_s=10.0), stream, path, committed={}, clock=lambda: now[0])
+    commit = second.source.commit
+    failures = [BrokerUnavailable("coordinator not available")]
+
+    def failing_once(offsets: Mapping[TopicPartition, int]) -> None:
+        if failures:
+            raise failures.pop()
+        commit(offsets)
+
+    second.source.commit = failing_once  # type: ignore[method-assign]
+    second.steps(3)  # the first idle commit fails; not tried again at once
+    assert not failures
+    assert second.source.commits == []
+    now[0] = 10.0
+    second.steps(1)
+    assert second.source.committed == {P0: len(stream) // 2, P1: len(stream) // 2}
+    now[0] = 20.0
+    second.steps(1)
+    assert len(second.source.commits) == 1
 
 
 def test_revoked_partitions_are_checkpointed_and_restored_on_return(
