@@ -9,7 +9,9 @@ off"). The child reports its events/s while versions warm up and calibrate (from
 batch until every version detects: rows that came while a version was calibrated are
 held and detected over by then, so every event counted was processed), its steady
 events/s after that, and its resident memory at the end; memory per model version is the
-growth from 1 to 100 models.
+growth from 1 to 100 models. The 1- and 100-model runs are repeated in turn
+(``--rounds``, default 3) and their medians compared: one run's rate moves by several
+per cent with the machine.
 
     python benchmarks/scale.py --quick    # about 5 minutes on 2 cores
     python benchmarks/scale.py            # twice the events per model
@@ -21,9 +23,9 @@ from __future__ import annotations
 
 import argparse
 import signal
+import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -123,7 +125,12 @@ def run_daemon(bootstrap: str, topic: str, total: int, models: int) -> tuple[flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer events per model")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="runs over 1 and 100 models (default 3)"
+    )
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds: give at least 1")
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     scale = 1 if args.quick else 2
     # Events per model: the warm-up, then enough windows for a steady rate; the small
@@ -132,21 +139,36 @@ def main() -> None:
     # (`calibration.workers`): every version detects only some warm-ups' worth of events
     # later, and the steady rate needs events after that.
     plans = {1: 150_000, 10: 15_000, 100: 3_000, 1000: 2 * WARMUP + 8 * WINDOW}
-    results: dict[int, tuple[float, float, float]] = {}
+    # The two fleets of rate_100_vs_1 run in turn, round after round (a run's rate moves
+    # by several per cent with the machine): each fleet's medians.
+    order = [1, 100] * args.rounds + [10, 1000]
+    runs: dict[int, list[tuple[float, float, float]]] = {models: [] for models in plans}
     print(f"{'models':>6} {'events':>8} {'warm-up ev/s':>13} {'steady ev/s':>12} {'RSS MB':>7}")
     with EmbeddedBroker() as broker:
+        totals = {}
         for models, per_model in plans.items():
             topic = f"scale-{models}"
             ensure_topics(broker.bootstrap, {topic: 1})
-            started = time.perf_counter()
-            total = produce(broker.bootstrap, topic, models, per_model * scale)
-            produced = time.perf_counter() - started
-            results[models] = run_daemon(broker.bootstrap, topic, total, models)
-            warmup, steady, rss = results[models]
+            totals[models] = produce(broker.bootstrap, topic, models, per_model * scale)
+        for models in order:
+            runs[models].append(
+                run_daemon(broker.bootstrap, f"scale-{models}", totals[models], models)
+            )
+            warmup, steady, rss = runs[models][-1]
             print(
-                f"{models:>6} {total:>8} {warmup:>13.0f} {steady:>12.0f} {rss:>7.0f}"
-                f"   (produced in {produced:.0f} s)",
+                f"{models:>6} {totals[models]:>8} {warmup:>13.0f} {steady:>12.0f} {rss:>7.0f}",
                 flush=True,
+            )
+    results = {
+        models: tuple(statistics.median(run[i] for run in found) for i in range(3))
+        for models, found in runs.items()
+    }
+    if args.rounds > 1:
+        for models in (1, 100):
+            rates = [run[1] for run in runs[models]]
+            print(
+                f"{models:>6} models: steady median {results[models][1]:.0f} "
+                f"[{min(rates):.0f}-{max(rates):.0f}], RSS median {results[models][2]:.0f} MB"
             )
     per_version = (results[100][2] - results[1][2]) / 99
     print(
