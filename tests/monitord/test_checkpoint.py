@@ -166,13 +166,11 @@ def test_a_checkpoint_ahead_of_the_committed_offset_is_not_folded_twice(
     assert _ids(first.outputs + second.outputs) == _ids(uninterrupted.outputs)
 
 
-def test_a_restored_checkpoint_ahead_of_the_committed_offset_is_committed_with_nothing_to_read(
-    tmp_path: Path, stream: list[Record]
-) -> None:
-    # The crash fell between storing the last checkpoint and committing it, and nothing
-    # more comes: no later checkpoint commits, so the restored offsets are, once a poll
-    # finds the log reaches them.
-    path = tmp_path / "c.sqlite"
+def _drained_and_killed_before_the_commit(
+    stream: list[Record], path: Path
+) -> dict[TopicPartition, int]:
+    """A run over the whole ``stream`` whose last checkpoint was stored and not committed
+    (killed between the two, nothing more to come): the offsets it stored."""
     first = Run(_config(), stream, path)
     first.daemon.drain()
     first.daemon.checkpoint()
@@ -182,6 +180,16 @@ def test_a_restored_checkpoint_ahead_of_the_committed_offset_is_committed_with_n
         stored = LocalStore(path).load(tp)
         assert stored is not None
         offsets[tp] = stored.next_offset
+    return offsets
+
+
+def test_a_restored_checkpoint_ahead_of_the_committed_offset_is_committed_with_nothing_to_read(
+    tmp_path: Path, stream: list[Record]
+) -> None:
+    # No later checkpoint commits, so the restored offsets are, once a poll finds the log
+    # reaches them.
+    path = tmp_path / "c.sqlite"
+    offsets = _drained_and_killed_before_the_commit(stream, path)
     second = Run(_config(), stream, path, committed={})
     second.steps(1)
     assert second.source.commits == [offsets]
@@ -194,10 +202,7 @@ def test_a_restored_offset_whose_commit_failed_is_committed_an_interval_on(
     tmp_path: Path, stream: list[Record]
 ) -> None:
     path = tmp_path / "c.sqlite"
-    first = Run(_config(), stream, path)
-    first.daemon.drain()
-    first.daemon.checkpoint()
-    first.crash()
+    offsets = _drained_and_killed_before_the_commit(stream, path)
     now = [0.0]
     second = Run(_config(interval_s=10.0), stream, path, committed={}, clock=lambda: now[0])
     commit = second.source.commit
@@ -214,7 +219,7 @@ def test_a_restored_offset_whose_commit_failed_is_committed_an_interval_on(
     assert second.source.commits == []
     now[0] = 10.0
     second.steps(1)
-    assert second.source.committed == {P0: len(stream) // 2, P1: len(stream) // 2}
+    assert second.source.committed == offsets
     now[0] = 20.0
     second.steps(1)
     assert len(second.source.commits) == 1
